@@ -1,0 +1,156 @@
+// Package kernels defines Backend, the only seam between model code and
+// hardware. Model code (package engine) asks a Backend for operations on
+// float32 activation buffers and on weight matrices held in their storage
+// dtype; it never branches on the device. The CPU backend (kernels/cpu) is the
+// reference every other backend is tested against.
+//
+// Conventions shared by every implementation:
+//   - Activations are float32, row-major [n, width], one row per token.
+//   - Weight matrices use the Hugging Face Linear layout [out, in] (Rows = out
+//     features, Cols = in features); MatMul computes x·Wᵀ with float32
+//     accumulation whatever the storage dtype.
+//   - Buffers are allocated once per session with room for the largest chunk
+//     of tokens; ops take explicit row counts and widths.
+//   - A Backend is safe for concurrent use by several sessions, each with its
+//     own buffers and KV cache.
+package kernels
+
+import "fmt"
+
+// DType is the storage type of a weight matrix.
+type DType uint8
+
+// Storage dtypes a Backend can hold weights in.
+const (
+	F32  DType = iota // IEEE float32
+	F16               // IEEE float16
+	BF16              // bfloat16
+	Int8              // symmetric int8, one float32 scale per row
+)
+
+// Size returns the bytes per element (scales not counted).
+func (d DType) Size() int {
+	switch d {
+	case F32:
+		return 4
+	case F16, BF16:
+		return 2
+	case Int8:
+		return 1
+	}
+	return 0
+}
+
+func (d DType) String() string {
+	switch d {
+	case F32:
+		return "f32"
+	case F16:
+		return "f16"
+	case BF16:
+		return "bf16"
+	case Int8:
+		return "int8"
+	}
+	return fmt.Sprintf("dtype(%d)", uint8(d))
+}
+
+// HostMatrix is a weight matrix in host memory: Rows×Cols little-endian
+// elements of DType, row-major. Data may alias a read-only mmapped file and
+// must not be modified. For Int8, Scales holds one float32 per row
+// (value = int8 × scale).
+type HostMatrix struct {
+	Name       string // tensor name, for error messages
+	Rows, Cols int
+	DType      DType
+	Data       []byte
+	Scales     []float32
+}
+
+// Matrix is a weight matrix held by a backend. A matrix uploaded from several
+// parts (fused QKV, fused gate|up) remembers the row count of each part:
+// MatMul writes part i of the output to outs[i].
+type Matrix interface {
+	Rows() int
+	Cols() int
+	DType() DType
+	Parts() []int // rows of each fused part, summing to Rows
+	Bytes() int64 // bytes held, scales included
+}
+
+// Buffer is a float32 activation buffer on a backend.
+type Buffer interface {
+	Len() int
+}
+
+// KVSpec describes a KV cache: per layer, MaxTokens positions of KVHeads
+// heads, keys of KDim and values of VDim floats. With VInK the values are
+// the first VDim floats of each key (MLA's absorbed form caches only the
+// latent and the rope key) and no separate value storage exists.
+type KVSpec struct {
+	Layers, MaxTokens, KVHeads, KDim, VDim int
+	VInK                                   bool
+}
+
+// KVCache is a backend-resident key/value cache.
+type KVCache interface {
+	Spec() KVSpec
+	Bytes() int64
+}
+
+// Rope describes a rotary embedding. Rotated dims are [Off, Off+Dim) inside
+// each head; InvFreq has Dim/2 entries (scaling such as linear, llama3 or YaRN
+// is already folded in); cos and sin are multiplied by Scale (YaRN's mscale;
+// 1 otherwise). Interleaved pairs elements (2i, 2i+1) as DeepSeek's MLA does;
+// otherwise i pairs with i+Dim/2 (rotate_half).
+type Rope struct {
+	Off, Dim    int
+	InvFreq     []float32
+	Scale       float32
+	Interleaved bool
+}
+
+// Backend runs model operations on one device. Methods that can fail because
+// of the device (allocation, upload) return errors; compute ops are
+// asynchronous on accelerators and report failures at the next Download.
+type Backend interface {
+	// Name is "cpu" or "cuda" (with detail after a colon, e.g. "cuda:H100").
+	Name() string
+	Close() error
+
+	// UploadMatrix makes a backend matrix from one or more host parts with
+	// the same Cols, stacked in order (fused projections). With int8 the
+	// backend quantises float parts to symmetric per-row int8.
+	UploadMatrix(parts []HostMatrix, int8 bool) (Matrix, error)
+	// Alloc returns a zeroed float32 buffer of n elements.
+	Alloc(n int) (Buffer, error)
+	// Upload copies src into dst[off:off+len(src)].
+	Upload(dst Buffer, off int, src []float32) error
+	// Download copies src[off:off+len(dst)] into dst, waiting for pending work.
+	Download(dst []float32, src Buffer, off int) error
+	NewKVCache(spec KVSpec) (KVCache, error)
+
+	// Embed writes rows ids of table (converted to float32) to out[len(ids), Cols].
+	Embed(out Buffer, table Matrix, ids []int32)
+	// MatMul computes y = x[n, w.Cols]·wᵀ (+ bias[w.Rows] when bias is not
+	// nil) and writes fused part i of y to outs[i] as [n, Parts()[i]].
+	MatMul(outs []Buffer, x Buffer, n int, w Matrix, bias Buffer)
+	// RMSNorm: out[i] = x[i] / sqrt(mean(x[i]²) + eps) * weight, rows of dim.
+	RMSNorm(out, x, weight Buffer, n, dim int, eps float32)
+	// ApplyRope rotates x[n, heads*headDim] in place for positions pos0..pos0+n-1.
+	ApplyRope(x Buffer, n, heads, headDim, pos0 int, r *Rope)
+	// Attention stores k[n, KVHeads*KDim] and v[n, KVHeads*VDim] (v ignored
+	// when VInK) at positions pos0..pos0+n-1 of layer, then computes causal
+	// attention of q[n, heads*KDim] over positions 0..pos0+i, softmax(q·k*scale),
+	// writing out[n, heads*VDim]. Query head h reads KV head h/(heads/KVHeads).
+	Attention(out, q, k, v Buffer, cache KVCache, layer, pos0, n, heads int, scale float32)
+	// SwiGLU: out = silu(gate) * up over n elements.
+	SwiGLU(out, gate, up Buffer, n int)
+	// Add: out = a + b over n elements (out may alias a or b).
+	Add(out, a, b Buffer, n int)
+	// Axpy: y += alpha*x over n elements.
+	Axpy(y, x Buffer, alpha float32, n int)
+	// Copy2D copies rows×cols floats from src (row stride srcStride, starting
+	// at srcOff) to dst (row stride dstStride, starting at dstOff).
+	Copy2D(dst Buffer, dstOff, dstStride int, src Buffer, srcOff, srcStride, rows, cols int)
+}
