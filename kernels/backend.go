@@ -148,8 +148,8 @@ type Backend interface {
 	SwiGLU(out, gate, up Buffer, n int)
 	// Add: out = a + b over n elements (out may alias a or b).
 	Add(out, a, b Buffer, n int)
-	// Axpy: y += alpha*x over n elements.
-	Axpy(y, x Buffer, alpha float32, n int)
+	// Axpy: y[yOff:yOff+n] += alpha*x[xOff:xOff+n] (MoE combine, residuals).
+	Axpy(y Buffer, yOff int, x Buffer, xOff int, alpha float32, n int)
 	// Copy2D copies rows×cols floats from src (row stride srcStride, starting
 	// at srcOff) to dst (row stride dstStride, starting at dstOff).
 	Copy2D(dst Buffer, dstOff, dstStride int, src Buffer, srcOff, srcStride, rows, cols int)
