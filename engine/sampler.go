@@ -1,0 +1,289 @@
+package engine
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+)
+
+// SamplerOptions chooses how the next token is picked from the logits.
+// The zero value is greedy decoding (argmax) without a repetition penalty.
+//
+// Filters are applied in the order transformers uses: repetition penalty on
+// the raw logits, then temperature, top-k, top-p and min-p.
+type SamplerOptions struct {
+	// Temperature divides the logits before the softmax; 0 means greedy.
+	Temperature float32
+	// TopK keeps only the K most likely tokens; 0 disables the filter.
+	TopK int
+	// TopP keeps the smallest set of most likely tokens whose probability
+	// adds up to at least TopP (nucleus sampling); 0 or 1 disables it.
+	TopP float32
+	// MinP drops tokens whose probability is below MinP times that of the
+	// most likely token; 0 disables it.
+	MinP float32
+	// RepeatPenalty > 1 discourages tokens that occur in the history:
+	// positive logits are divided by it, negative ones multiplied (as in
+	// transformers and llama.cpp); 0 or 1 disables it.
+	RepeatPenalty float32
+	// Seed makes sampling reproducible: the same seed, options and logits
+	// give the same tokens.
+	Seed uint64
+}
+
+// Validate reports the first setting that is out of range.
+func (o SamplerOptions) Validate() error {
+	bad := func(f float32) bool { return math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) }
+	switch {
+	case bad(o.Temperature) || o.Temperature < 0:
+		return fmt.Errorf("temperature must be >= 0 (0 = greedy), got %g", o.Temperature)
+	case o.TopK < 0:
+		return fmt.Errorf("top-k must be >= 0 (0 = off), got %d", o.TopK)
+	case bad(o.TopP) || o.TopP < 0 || o.TopP > 1:
+		return fmt.Errorf("top-p must be in (0, 1] (0 = off), got %g", o.TopP)
+	case bad(o.MinP) || o.MinP < 0 || o.MinP > 1:
+		return fmt.Errorf("min-p must be in [0, 1], got %g", o.MinP)
+	case bad(o.RepeatPenalty) || o.RepeatPenalty < 0:
+		return fmt.Errorf("repeat penalty must be > 0 (1 = off), got %g", o.RepeatPenalty)
+	}
+	return nil
+}
+
+// Greedy reports whether the options pick the argmax token.
+func (o SamplerOptions) Greedy() bool { return o.Temperature == 0 }
+
+// pcgStream is the second PCG word; fixed so that only Seed selects the
+// sequence.
+const pcgStream = 0x9e3779b97f4a7c15
+
+// Sampler picks tokens from logits with its own random source. It is not
+// safe for concurrent use: give each generation its own Sampler. Scratch
+// buffers are kept between calls so sampling allocates nothing after the
+// first token.
+type Sampler struct {
+	opts   SamplerOptions
+	rng    *rand.Rand
+	work   []float32 // penalised copy of the logits
+	probs  []float32 // unnormalised probabilities of the candidates
+	idx    []int32   // candidate token ids, parallel to probs
+	keyBuf []uint64  // sort keys for top-p
+}
+
+// NewSampler validates o and returns a Sampler seeded with o.Seed.
+func NewSampler(o SamplerOptions) (*Sampler, error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	return &Sampler{opts: o, rng: rand.New(rand.NewPCG(o.Seed, pcgStream))}, nil
+}
+
+// Options returns the options the sampler was made with.
+func (s *Sampler) Options() SamplerOptions { return s.opts }
+
+// Sample returns the next token id for logits (one entry per vocabulary
+// id). history holds the ids the repetition penalty applies to (the caller
+// chooses the window, usually prompt and generated tokens); ids outside the
+// vocabulary are ignored. logits is not modified. Sample returns -1 only
+// when logits is empty.
+func (s *Sampler) Sample(logits []float32, history []int) int {
+	n := len(logits)
+	if n == 0 {
+		return -1
+	}
+	src := logits
+	if p := s.opts.RepeatPenalty; p != 0 && p != 1 && len(history) > 0 {
+		s.work = samplerGrow(s.work, n)
+		copy(s.work, logits)
+		for _, id := range history {
+			if id < 0 || id >= n {
+				continue
+			}
+			// Read from the original logits so a repeated id is penalised
+			// once, as transformers' gather/scatter does.
+			if l := logits[id]; l > 0 {
+				s.work[id] = l / p
+			} else {
+				s.work[id] = l * p
+			}
+		}
+		src = s.work
+	}
+	if s.opts.Temperature == 0 {
+		return greedyArgmax(src)
+	}
+	return s.sample(src)
+}
+
+// greedyArgmax returns the first index of the largest value, skipping NaN
+// (index 0 when every value is NaN).
+func greedyArgmax(x []float32) int {
+	best, bi := float32(math.Inf(-1)), -1
+	for i, v := range x {
+		if v > best || (bi < 0 && v == best) {
+			best, bi = v, i
+		}
+	}
+	if bi < 0 {
+		return 0
+	}
+	return bi
+}
+
+func (s *Sampler) sample(logits []float32) int {
+	n := len(logits)
+	s.idx = samplerGrow(s.idx, n)
+	s.probs = samplerGrow(s.probs, n)
+	idx := s.idx[:0]
+	for i, v := range logits {
+		if !math.IsNaN(float64(v)) && !math.IsInf(float64(v), -1) {
+			idx = append(idx, int32(i))
+		}
+	}
+	if len(idx) == 0 {
+		return 0
+	}
+	if k := s.opts.TopK; k > 0 && k < len(idx) {
+		idx = samplerTopK(idx, logits, k)
+	}
+	lmax := float32(math.Inf(-1))
+	for _, id := range idx {
+		lmax = max(lmax, logits[id])
+	}
+	if math.IsInf(float64(lmax), 1) {
+		// An infinite logit takes all the probability mass.
+		for _, id := range idx {
+			if math.IsInf(float64(logits[id]), 1) {
+				return int(id)
+			}
+		}
+	}
+	invT := 1 / float64(s.opts.Temperature)
+	probs := s.probs[:len(idx)]
+	var sum float64
+	for i, id := range idx {
+		p := float32(math.Exp(float64(logits[id]-lmax) * invT))
+		probs[i] = p
+		sum += float64(p)
+	}
+	if tp := s.opts.TopP; tp > 0 && tp < 1 {
+		// Tokens with probability below (1-tp)/m together hold less than
+		// 1-tp of the mass, so the nucleus never needs them: dropping them
+		// before sorting keeps this exact and cheap for large vocabularies.
+		cut := float32((1 - float64(tp)) / float64(len(idx)) * sum)
+		idx, probs = samplerKeep(idx, probs, cut)
+		s.sortDesc(idx, probs)
+		target, acc := float64(tp)*sum, 0.0
+		m := len(idx)
+		for i, p := range probs {
+			acc += float64(p)
+			if acc >= target {
+				m = i + 1
+				break
+			}
+		}
+		idx, probs = idx[:m], probs[:m]
+	}
+	if mp := s.opts.MinP; mp > 0 {
+		var pmax float32
+		for _, p := range probs {
+			pmax = max(pmax, p)
+		}
+		idx, probs = samplerKeep(idx, probs, mp*pmax)
+	}
+	sum = 0
+	for _, p := range probs {
+		sum += float64(p)
+	}
+	u := s.rng.Float64() * sum
+	for i, p := range probs {
+		u -= float64(p)
+		if u < 0 {
+			return int(idx[i])
+		}
+	}
+	// Rounding left u at or just above zero: take the last candidate.
+	return int(idx[len(idx)-1])
+}
+
+// samplerKeep compacts the candidates to those with probability >= cut,
+// preserving order.
+func samplerKeep(idx []int32, probs []float32, cut float32) ([]int32, []float32) {
+	m := 0
+	for i, p := range probs {
+		if p >= cut {
+			idx[m], probs[m] = idx[i], p
+			m++
+		}
+	}
+	return idx[:m], probs[:m]
+}
+
+// sortDesc sorts the candidates by probability, high first, ties by id so
+// results do not depend on the sort algorithm.
+func (s *Sampler) sortDesc(idx []int32, probs []float32) {
+	// Pack each pair into one uint64 key and sort those: non-negative
+	// floats' bit patterns order like their values, and the inverted id in
+	// the low word puts lower ids first among ties.
+	keys := s.keys(len(idx))
+	for i, p := range probs {
+		keys[i] = uint64(math.Float32bits(p))<<32 | uint64(^uint32(idx[i]))
+	}
+	slices.SortFunc(keys, func(a, b uint64) int { return cmp.Compare(b, a) })
+	for i, k := range keys {
+		probs[i] = math.Float32frombits(uint32(k >> 32))
+		idx[i] = int32(^uint32(k))
+	}
+}
+
+func (s *Sampler) keys(n int) []uint64 {
+	if cap(s.keyBuf) < n {
+		s.keyBuf = make([]uint64, n)
+	}
+	return s.keyBuf[:n]
+}
+
+// samplerTopK moves the k candidates with the largest logits (ties: lowest id) to
+// the front of idx using a size-k min-heap, O(n log k) without allocation.
+func samplerTopK(idx []int32, logits []float32, k int) []int32 {
+	less := func(a, b int32) bool { // a ranks below b
+		la, lb := logits[a], logits[b]
+		return la < lb || (la == lb && a > b)
+	}
+	h := idx[:k]
+	down := func(i int) {
+		for {
+			c := 2*i + 1
+			if c >= k {
+				return
+			}
+			if c+1 < k && less(h[c+1], h[c]) {
+				c++
+			}
+			if !less(h[c], h[i]) {
+				return
+			}
+			h[i], h[c] = h[c], h[i]
+			i = c
+		}
+	}
+	for i := k/2 - 1; i >= 0; i-- {
+		down(i)
+	}
+	for _, id := range idx[k:] {
+		if less(h[0], id) {
+			h[0] = id
+			down(0)
+		}
+	}
+	return h
+}
+
+// samplerGrow returns b resized to n, reallocating only when it is too small.
+func samplerGrow[T any](b []T, n int) []T {
+	if cap(b) < n {
+		return make([]T, n)
+	}
+	return b[:n]
+}

@@ -1,0 +1,241 @@
+package engine
+
+import (
+	"math"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestSamplerOptionsValidate(t *testing.T) {
+	nan := float32(math.NaN())
+	tests := []struct {
+		name string
+		o    SamplerOptions
+		err  string // substring; empty = valid
+	}{
+		{"zero value is greedy", SamplerOptions{}, ""},
+		{"typical", SamplerOptions{Temperature: 0.8, TopK: 40, TopP: 0.95, MinP: 0.05, RepeatPenalty: 1.1, Seed: 7}, ""},
+		{"top-p 1", SamplerOptions{Temperature: 1, TopP: 1}, ""},
+		{"negative temperature", SamplerOptions{Temperature: -1}, "temperature must be >= 0"},
+		{"NaN temperature", SamplerOptions{Temperature: nan}, "temperature"},
+		{"infinite temperature", SamplerOptions{Temperature: float32(math.Inf(1))}, "temperature"},
+		{"negative top-k", SamplerOptions{TopK: -3}, "top-k must be >= 0 (0 = off), got -3"},
+		{"top-p 2", SamplerOptions{TopP: 2}, "top-p must be in (0, 1] (0 = off), got 2"},
+		{"negative top-p", SamplerOptions{TopP: -0.5}, "top-p must be in (0, 1]"},
+		{"NaN top-p", SamplerOptions{TopP: nan}, "top-p"},
+		{"min-p above 1", SamplerOptions{MinP: 1.5}, "min-p must be in [0, 1], got 1.5"},
+		{"negative repeat penalty", SamplerOptions{RepeatPenalty: -1}, "repeat penalty must be > 0"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.o.Validate()
+			_, nerr := NewSampler(tc.o)
+			if tc.err == "" {
+				require.NoError(t, err)
+				require.NoError(t, nerr)
+				return
+			}
+			require.ErrorContains(t, err, tc.err)
+			require.ErrorContains(t, nerr, tc.err)
+		})
+	}
+}
+
+func TestSamplerGreedy(t *testing.T) {
+	nan := float32(math.NaN())
+	tests := []struct {
+		name    string
+		logits  []float32
+		history []int
+		penalty float32
+		want    int
+	}{
+		{"argmax", []float32{0.1, 3, -2, 2.9}, nil, 0, 1},
+		{"first of ties", []float32{1, 5, 5, 0}, nil, 0, 1},
+		{"NaN skipped", []float32{nan, -1, -3}, nil, 0, 1},
+		{"all NaN", []float32{nan, nan}, nil, 0, 0},
+		{"all -Inf", []float32{float32(math.Inf(-1)), float32(math.Inf(-1))}, nil, 0, 0},
+		{"empty", nil, nil, 0, -1},
+		// 3/2 = 1.5 < 2.9: the penalised token loses.
+		{"penalty divides positive", []float32{0.1, 3, -2, 2.9}, []int{1}, 2, 3},
+		// -0.5*2 = -1 < -0.8.
+		{"penalty multiplies negative", []float32{-0.5, -0.8, -9}, []int{0}, 2, 1},
+		{"repeated id penalised once", []float32{4, 1.5}, []int{0, 0, 0}, 2, 0},
+		{"ids outside vocab ignored", []float32{1, 2}, []int{-1, 7, 1}, 4, 0},
+		{"penalty 1 is off", []float32{1, 2}, []int{1}, 1, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := NewSampler(SamplerOptions{RepeatPenalty: tc.penalty})
+			require.NoError(t, err)
+			orig := append([]float32(nil), tc.logits...)
+			assert.Equal(t, tc.want, s.Sample(tc.logits, tc.history))
+			for i := range orig { // the caller's logits are left alone
+				if !math.IsNaN(float64(orig[i])) {
+					assert.Equal(t, orig[i], tc.logits[i])
+				}
+			}
+		})
+	}
+}
+
+// drawFreq samples n tokens and returns how often each id came up.
+func drawFreq(t *testing.T, o SamplerOptions, logits []float32, history []int, n int) []float64 {
+	t.Helper()
+	s, err := NewSampler(o)
+	require.NoError(t, err)
+	freq := make([]float64, len(logits))
+	for range n {
+		id := s.Sample(logits, history)
+		require.GreaterOrEqual(t, id, 0)
+		require.Less(t, id, len(logits))
+		freq[id]++
+	}
+	for i := range freq {
+		freq[i] /= float64(n)
+	}
+	return freq
+}
+
+// refSoftmax of logits/T in float64, with ids outside keep set to zero and the
+// rest renormalised.
+func refSoftmax(logits []float32, temp float64, keep func(i int) bool) []float64 {
+	p := make([]float64, len(logits))
+	var sum float64
+	for i, l := range logits {
+		if keep == nil || keep(i) {
+			p[i] = math.Exp(float64(l) / temp)
+			sum += p[i]
+		}
+	}
+	for i := range p {
+		p[i] /= sum
+	}
+	return p
+}
+
+func TestSamplerDistribution(t *testing.T) {
+	logits := []float32{2.0, 1.0, 0.5, 0.0, -1.0, 1.5, -0.5, 0.2}
+	// Sorted by logit: 0 (2.0), 5 (1.5), 1 (1.0), 2 (0.5), 7 (0.2), 3, 6, 4.
+	const n = 40000
+	t1 := refSoftmax(logits, 1, nil)
+	tests := []struct {
+		name    string
+		o       SamplerOptions
+		history []int
+		want    []float64
+	}{
+		{"T=1 matches softmax", SamplerOptions{Temperature: 1, Seed: 1}, nil, t1},
+		{"T=0.5 sharpens", SamplerOptions{Temperature: 0.5, Seed: 2}, nil, refSoftmax(logits, 0.5, nil)},
+		{"T=2 flattens", SamplerOptions{Temperature: 2, Seed: 3}, nil, refSoftmax(logits, 2, nil)},
+		{"top-k 3", SamplerOptions{Temperature: 1, TopK: 3, Seed: 4}, nil,
+			refSoftmax(logits, 1, func(i int) bool { return i == 0 || i == 5 || i == 1 })},
+		{"top-k larger than vocab", SamplerOptions{Temperature: 1, TopK: 100, Seed: 5}, nil, t1},
+		// Cumulative T=1 mass in order 0,5,1: .380, .611, .751 — top-p 0.6
+		// needs two tokens, 0.65 three.
+		{"top-p 0.6", SamplerOptions{Temperature: 1, TopP: 0.6, Seed: 6}, nil,
+			refSoftmax(logits, 1, func(i int) bool { return i == 0 || i == 5 })},
+		{"top-p 0.65", SamplerOptions{Temperature: 1, TopP: 0.65, Seed: 11}, nil,
+			refSoftmax(logits, 1, func(i int) bool { return i == 0 || i == 5 || i == 1 })},
+		{"top-p 0.3 keeps the best", SamplerOptions{Temperature: 1, TopP: 0.3, Seed: 7}, nil,
+			refSoftmax(logits, 1, func(i int) bool { return i == 0 })},
+		// min-p 0.3: keep p >= 0.3*p0, i.e. logit >= 2+ln(0.3) = 0.796.
+		{"min-p 0.3", SamplerOptions{Temperature: 1, MinP: 0.3, Seed: 8}, nil,
+			refSoftmax(logits, 1, func(i int) bool { return logits[i] >= 0.796 })},
+		{"top-k then min-p", SamplerOptions{Temperature: 1, TopK: 5, MinP: 0.5, Seed: 9}, nil,
+			refSoftmax(logits, 1, func(i int) bool { return i == 0 || i == 5 })},
+		{"repeat penalty", SamplerOptions{Temperature: 1, RepeatPenalty: 4, Seed: 10}, []int{0, 0, 4},
+			refSoftmax([]float32{0.5, 1.0, 0.5, 0.0, -4.0, 1.5, -0.5, 0.2}, 1, nil)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := drawFreq(t, tc.o, logits, tc.history, n)
+			for i := range got {
+				if tc.want[i] == 0 {
+					assert.Zero(t, got[i], "id %d must be filtered out", i)
+					continue
+				}
+				// Five standard deviations of a binomial proportion.
+				tol := 5 * math.Sqrt(tc.want[i]*(1-tc.want[i])/n)
+				assert.InDelta(t, tc.want[i], got[i], tol, "id %d", i)
+			}
+		})
+	}
+}
+
+func TestSamplerSeedReproducible(t *testing.T) {
+	logits := make([]float32, 300)
+	for i := range logits {
+		logits[i] = float32(math.Sin(float64(i) * 0.37))
+	}
+	seq := func(seed uint64) []int {
+		s, err := NewSampler(SamplerOptions{Temperature: 1.2, TopK: 50, TopP: 0.9, Seed: seed})
+		require.NoError(t, err)
+		out := make([]int, 64)
+		for i := range out {
+			out[i] = s.Sample(logits, out[:i])
+		}
+		return out
+	}
+	a, b, c := seq(42), seq(42), seq(43)
+	assert.Equal(t, a, b, "same seed, same tokens")
+	assert.NotEqual(t, a, c, "different seeds should differ")
+}
+
+func TestSamplerInfiniteLogit(t *testing.T) {
+	s, err := NewSampler(SamplerOptions{Temperature: 1})
+	require.NoError(t, err)
+	assert.Equal(t, 2, s.Sample([]float32{1, 2, float32(math.Inf(1)), 3}, nil))
+}
+
+func TestSamplerNoAllocs(t *testing.T) {
+	logits := make([]float32, 32000)
+	for i := range logits {
+		logits[i] = float32(math.Cos(float64(i)*0.01)) * 5
+	}
+	history := []int{1, 2, 3, 400, 5000}
+	for _, o := range []SamplerOptions{
+		{},
+		{RepeatPenalty: 1.3},
+		{Temperature: 0.8, TopK: 40, TopP: 0.95, MinP: 0.05, RepeatPenalty: 1.1},
+		{Temperature: 1, TopP: 0.5},
+	} {
+		s, err := NewSampler(o)
+		require.NoError(t, err)
+		s.Sample(logits, history) // warm-up sizes the scratch buffers
+		allocs := testing.AllocsPerRun(20, func() { s.Sample(logits, history) })
+		assert.Zero(t, allocs, "%+v", o)
+	}
+}
+
+func BenchmarkSampler(b *testing.B) {
+	logits := make([]float32, 129280) // DeepSeek-V3 vocabulary
+	for i := range logits {
+		logits[i] = float32(math.Sin(float64(i)*0.001)*4 + math.Cos(float64(i)*0.37))
+	}
+	history := make([]int, 256)
+	for i := range history {
+		history[i] = i * 97
+	}
+	for _, bc := range []struct {
+		name string
+		o    SamplerOptions
+	}{
+		{"greedy", SamplerOptions{}},
+		{"T0.8_topk40_topp0.95", SamplerOptions{Temperature: 0.8, TopK: 40, TopP: 0.95, RepeatPenalty: 1.1}},
+		{"T0.6_topp0.95", SamplerOptions{Temperature: 0.6, TopP: 0.95}},
+		{"T1_minp0.05", SamplerOptions{Temperature: 1, MinP: 0.05}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			s, err := NewSampler(bc.o)
+			require.NoError(b, err)
+			b.ReportAllocs()
+			for b.Loop() {
+				s.Sample(logits, history)
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "µs/token")
+		})
+	}
+}
