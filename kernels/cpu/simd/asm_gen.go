@@ -1,0 +1,212 @@
+//go:build ignore
+
+// asm_gen writes dot_amd64.s: the float matrix kernels for every
+// (instruction set, weight dtype) pair. The kernels differ only in register
+// width and in how a weight vector is loaded and widened to float32, so they
+// are generated rather than written out six times by hand.
+//
+//	go run asm_gen.go > dot_amd64.s
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+)
+
+type isa struct {
+	name   string // AVX512 or AVX2
+	reg    string // Z or Y
+	vl     int    // float32 lanes per vector
+	tileT  int    // tokens per tile kernel
+	xreg   int    // first register holding x vectors in the tile kernel
+	wreg   int    // register holding a widened weight vector
+	tmp    string // scratch register (index) for reductions
+	reduce func(b *strings.Builder, acc [4]int)
+}
+
+type dtype struct {
+	name  string // F32, BF16, F16
+	shift int    // log2 bytes per element
+}
+
+var out strings.Builder
+
+func p(format string, args ...any) { fmt.Fprintf(&out, "\t"+format+"\n", args...) }
+
+// loadW widens VL weights at addr into register r.
+func loadW(s isa, d dtype, addr string, r int) {
+	switch d.name {
+	case "F32":
+		p("VMOVUPS %s, %s%d", addr, s.reg, r)
+	case "BF16":
+		// bf16 is the top half of a float32: zero-extend and shift.
+		p("VPMOVZXWD %s, %s%d", addr, s.reg, r)
+		p("VPSLLD $16, %s%d, %s%d", s.reg, r, s.reg, r)
+	case "F16":
+		p("VCVTPH2PS %s, %s%d", addr, s.reg, r)
+	}
+}
+
+// reduceTo4 leaves the horizontal sums of accumulators a..d in X<a> as
+// [Σa, Σb, Σc, Σd]. VHADDPS is VEX-only, so a..d must be below 16.
+func reduceTo4(s isa, acc [4]int) {
+	for _, a := range acc {
+		if s.reg == "Z" {
+			p("VEXTRACTF64X4 $1, Z%d, Y31", a)
+			p("VADDPS Y31, Y%d, Y%d", a, a)
+			p("VEXTRACTF32X4 $1, Y%d, X31", a)
+			p("VADDPS X31, X%d, X%d", a, a)
+		} else {
+			p("VEXTRACTF128 $1, Y%d, X15", a)
+			p("VADDPS X15, X%d, X%d", a, a)
+		}
+	}
+	p("VHADDPS X%d, X%d, X%d", acc[1], acc[0], acc[0])
+	p("VHADDPS X%d, X%d, X%d", acc[3], acc[2], acc[2])
+	p("VHADDPS X%d, X%d, X%d", acc[2], acc[0], acc[0])
+}
+
+func zero(s isa, regs ...int) {
+	for _, r := range regs {
+		p("VXORPS %s%d, %s%d, %s%d", s.reg, r, s.reg, r, s.reg, r)
+	}
+}
+
+func shiftVL(s isa) int {
+	if s.vl == 16 {
+		return 4
+	}
+	return 3
+}
+
+// dot1: Σ x[i]·w[i] over n elements (n a multiple of VL).
+func genDot1(s isa, d dtype) {
+	fmt.Fprintf(&out, "\n// func dot1%s%s(x *float32, w unsafe.Pointer, n int) float32\n", d.name, s.name)
+	fmt.Fprintf(&out, "TEXT ·dot1%s%s(SB), NOSPLIT, $0-28\n", d.name, s.name)
+	p("MOVQ x+0(FP), SI")
+	p("MOVQ w+8(FP), DI")
+	p("MOVQ n+16(FP), CX")
+	zero(s, 0, 1, 2, 3)
+	p("SHRQ $%d, CX", shiftVL(s))
+	p("JZ done")
+	fmt.Fprintf(&out, "loop:\n")
+	p("VMOVUPS (SI), %s4", s.reg)
+	loadW(s, d, "(DI)", 5)
+	p("VFMADD231PS %s5, %s4, %s0", s.reg, s.reg, s.reg)
+	p("ADDQ $%d, SI", s.vl*4)
+	p("ADDQ $%d, DI", s.vl<<d.shift)
+	p("DECQ CX")
+	p("JNZ loop")
+	fmt.Fprintf(&out, "done:\n")
+	reduceTo4(s, [4]int{0, 1, 2, 3})
+	p("MOVSS X0, ret+24(FP)")
+	p("VZEROUPPER")
+	p("RET")
+}
+
+// dot4: out[r] = Σ x[i]·w[r*ldw+i] for r < 4; x is loaded once for 4 rows.
+func genDot4(s isa, d dtype) {
+	fmt.Fprintf(&out, "\n// func dot4%s%s(x *float32, w unsafe.Pointer, ldw, n int, out *float32)\n", d.name, s.name)
+	fmt.Fprintf(&out, "TEXT ·dot4%s%s(SB), NOSPLIT, $0-40\n", d.name, s.name)
+	p("MOVQ x+0(FP), SI")
+	p("MOVQ w+8(FP), DI")
+	p("MOVQ ldw+16(FP), R10")
+	if d.shift > 0 {
+		p("SHLQ $%d, R10", d.shift)
+	}
+	p("LEAQ (R10)(R10*2), R11")
+	p("MOVQ n+24(FP), CX")
+	p("MOVQ out+32(FP), DX")
+	zero(s, 0, 1, 2, 3)
+	p("SHRQ $%d, CX", shiftVL(s))
+	p("JZ done")
+	fmt.Fprintf(&out, "loop:\n")
+	p("VMOVUPS (SI), %s4", s.reg)
+	for r, addr := range []string{"(DI)", "(DI)(R10*1)", "(DI)(R10*2)", "(DI)(R11*1)"} {
+		loadW(s, d, addr, 5+r)
+		p("VFMADD231PS %s%d, %s4, %s%d", s.reg, 5+r, s.reg, s.reg, r)
+	}
+	p("ADDQ $%d, SI", s.vl*4)
+	p("ADDQ $%d, DI", s.vl<<d.shift)
+	p("DECQ CX")
+	p("JNZ loop")
+	fmt.Fprintf(&out, "done:\n")
+	reduceTo4(s, [4]int{0, 1, 2, 3})
+	p("VMOVUPS X0, (DX)")
+	p("VZEROUPPER")
+	p("RET")
+}
+
+// tile: out[t*ldo+r] = Σ x[t*ldx+i]·w[r*ldw+i] for t < tileT, r < 4: each
+// weight vector is widened once and used for tileT tokens.
+func genTile(s isa, d dtype) {
+	fmt.Fprintf(&out, "\n// func tile%s%s(x *float32, ldx int, w unsafe.Pointer, ldw, n int, out *float32, ldo int)\n", d.name, s.name)
+	fmt.Fprintf(&out, "TEXT ·tile%s%s(SB), NOSPLIT, $0-56\n", d.name, s.name)
+	p("MOVQ x+0(FP), SI")
+	p("MOVQ ldx+8(FP), R8")
+	p("SHLQ $2, R8")
+	p("LEAQ (R8)(R8*2), R9")
+	p("MOVQ w+16(FP), DI")
+	p("MOVQ ldw+24(FP), R10")
+	if d.shift > 0 {
+		p("SHLQ $%d, R10", d.shift)
+	}
+	p("LEAQ (R10)(R10*2), R11")
+	p("MOVQ n+32(FP), CX")
+	p("MOVQ out+40(FP), DX")
+	p("MOVQ ldo+48(FP), R12")
+	p("SHLQ $2, R12")
+	p("LEAQ (R12)(R12*2), R13")
+	var accs []int
+	for i := 0; i < 4*s.tileT; i++ {
+		accs = append(accs, i)
+	}
+	zero(s, accs...)
+	p("SHRQ $%d, CX", shiftVL(s))
+	p("JZ done")
+	fmt.Fprintf(&out, "loop:\n")
+	xaddr := []string{"(SI)", "(SI)(R8*1)", "(SI)(R8*2)", "(SI)(R9*1)"}
+	for t := 0; t < s.tileT; t++ {
+		p("VMOVUPS %s, %s%d", xaddr[t], s.reg, s.xreg+t)
+	}
+	for r, addr := range []string{"(DI)", "(DI)(R10*1)", "(DI)(R10*2)", "(DI)(R11*1)"} {
+		w := s.wreg
+		if s.reg == "Z" {
+			w += r // spare registers: let loads run ahead of the FMAs
+		}
+		loadW(s, d, addr, w)
+		for t := 0; t < s.tileT; t++ {
+			p("VFMADD231PS %s%d, %s%d, %s%d", s.reg, w, s.reg, s.xreg+t, s.reg, t*4+r)
+		}
+	}
+	p("ADDQ $%d, SI", s.vl*4)
+	p("ADDQ $%d, DI", s.vl<<d.shift)
+	p("DECQ CX")
+	p("JNZ loop")
+	fmt.Fprintf(&out, "done:\n")
+	oaddr := []string{"(DX)", "(DX)(R12*1)", "(DX)(R12*2)", "(DX)(R13*1)"}
+	for t := 0; t < s.tileT; t++ {
+		reduceTo4(s, [4]int{4 * t, 4*t + 1, 4*t + 2, 4*t + 3})
+		p("VMOVUPS X%d, %s", 4*t, oaddr[t])
+	}
+	p("VZEROUPPER")
+	p("RET")
+}
+
+func main() {
+	out.WriteString("// Code generated by asm_gen.go; DO NOT EDIT.\n\n//go:build amd64 && !purego\n\n#include \"textflag.h\"\n")
+	isas := []isa{
+		{name: "AVX512", reg: "Z", vl: 16, tileT: 4, xreg: 16, wreg: 20},
+		{name: "AVX2", reg: "Y", vl: 8, tileT: 3, xreg: 12, wreg: 15},
+	}
+	dts := []dtype{{"F32", 2}, {"BF16", 1}, {"F16", 1}}
+	for _, s := range isas {
+		for _, d := range dts {
+			genDot1(s, d)
+			genDot4(s, d)
+			genTile(s, d)
+		}
+	}
+	os.Stdout.WriteString(out.String())
+}

@@ -1,0 +1,189 @@
+// Package simd holds the vectorised inner loops of the CPU backend: matrix
+// products with weights in their stored dtype (f32, bf16, f16) and float32
+// accumulation. Each instruction-set path is a Kernels value; Best is chosen
+// once at init from cpuid and every path the machine supports is listed by
+// Supported, so tests can force each one. The pure-Go Generic path is the
+// fallback on other architectures and CPUs.
+//
+// The amd64 kernels are hand-written Go assembly produced by asm_gen.go
+// (a small generator kept next to them): no cgo, so binaries stay static
+// and cross-compile, calls cost a plain function call, and the generator
+// keeps the AVX-512 and AVX2 variants of each dtype in step.
+package simd
+
+import (
+	"fmt"
+	"math"
+	"unsafe"
+
+	"github.com/x448/float16"
+
+	"github.com/deepseek-go/deepseek-go/kernels"
+)
+
+type (
+	dot1Func func(x *float32, w unsafe.Pointer, n int) float32
+	dot4Func func(x *float32, w unsafe.Pointer, ldw, n int, out *float32)
+	tileFunc func(x *float32, ldx int, w unsafe.Pointer, ldw, n int, out *float32, ldo int)
+)
+
+// Kernels is one implementation path. The zero value is not usable; use
+// Best, Generic or an element of Supported.
+type Kernels struct {
+	// Name identifies the path: "avx512", "avx2" or "generic".
+	Name string
+	// vl is the vector length in float32 lanes: kernels process the first
+	// cols - cols%vl elements of each row, Go code the rest.
+	vl int
+	// tileT is the token count of the tile kernels (0 when absent).
+	tileT int
+	// indexed by kernels.DType (F32, F16, BF16)
+	dot1 [3]dot1Func
+	dot4 [3]dot4Func
+	tile [3]tileFunc
+}
+
+// Generic is the pure-Go path: the fallback and the shape every SIMD path
+// must reproduce.
+var Generic = &Kernels{
+	Name: "generic",
+	vl:   1,
+	dot1: [3]dot1Func{kernels.F32: dot1F32Go, kernels.F16: dot1F16Go, kernels.BF16: dot1BF16Go},
+	dot4: [3]dot4Func{kernels.F32: dot4Go(dot1F32Go, 4), kernels.F16: dot4Go(dot1F16Go, 2), kernels.BF16: dot4Go(dot1BF16Go, 2)},
+}
+
+// Best is the fastest path this CPU supports, chosen once at init.
+var Best = Supported()[0]
+
+// String returns the path name.
+func (k *Kernels) String() string { return k.Name }
+
+func dot1F32Go(x *float32, w unsafe.Pointer, n int) float32 {
+	if n == 0 {
+		return 0
+	}
+	xs, ws := unsafe.Slice(x, n), unsafe.Slice((*float32)(w), n)
+	var s0, s1, s2, s3 float32
+	i := 0
+	for ; i+4 <= n; i += 4 {
+		s0 += xs[i] * ws[i]
+		s1 += xs[i+1] * ws[i+1]
+		s2 += xs[i+2] * ws[i+2]
+		s3 += xs[i+3] * ws[i+3]
+	}
+	for ; i < n; i++ {
+		s0 += xs[i] * ws[i]
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+func dot1BF16Go(x *float32, w unsafe.Pointer, n int) float32 {
+	if n == 0 {
+		return 0
+	}
+	xs, ws := unsafe.Slice(x, n), unsafe.Slice((*uint16)(w), n)
+	var s0, s1 float32
+	i := 0
+	for ; i+2 <= n; i += 2 {
+		s0 += xs[i] * BF16ToF32(ws[i])
+		s1 += xs[i+1] * BF16ToF32(ws[i+1])
+	}
+	for ; i < n; i++ {
+		s0 += xs[i] * BF16ToF32(ws[i])
+	}
+	return s0 + s1
+}
+
+func dot1F16Go(x *float32, w unsafe.Pointer, n int) float32 {
+	if n == 0 {
+		return 0
+	}
+	xs, ws := unsafe.Slice(x, n), unsafe.Slice((*uint16)(w), n)
+	var s float32
+	for i, h := range ws {
+		s += xs[i] * float16.Frombits(h).Float32()
+	}
+	return s
+}
+
+// dot4Go builds a 4-row kernel from a 1-row one (esz: bytes per element).
+func dot4Go(d dot1Func, esz int) dot4Func {
+	return func(x *float32, w unsafe.Pointer, ldw, n int, out *float32) {
+		o := unsafe.Slice(out, 4)
+		for r := range o {
+			o[r] = d(x, unsafe.Add(w, r*ldw*esz), n)
+		}
+	}
+}
+
+// BF16ToF32 widens a bfloat16 bit pattern.
+func BF16ToF32(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) }
+
+// MatMulF32 computes y[t*ldy + r-r0] = Σ_i x[t*ldx+i]·w[r*cols+i] for
+// t < n and r0 <= r < r1: rows r0..r1 of x·wᵀ for n tokens. Each weight row
+// is read once for a tile of tokens.
+func (k *Kernels) MatMulF32(y []float32, ldy int, x []float32, ldx, n int, w []float32, cols, r0, r1 int) {
+	if n == 0 || r0 >= r1 {
+		return
+	}
+	check(len(y), ldy, len(x), ldx, n, len(w), cols, r0, r1)
+	k.matmul(kernels.F32, y, ldy, x, ldx, n, unsafe.Pointer(unsafe.SliceData(w)), cols, r0, r1)
+}
+
+// MatMul16 is MatMulF32 for 16-bit weights: dt is kernels.BF16 or kernels.F16.
+func (k *Kernels) MatMul16(dt kernels.DType, y []float32, ldy int, x []float32, ldx, n int, w []uint16, cols, r0, r1 int) {
+	if dt != kernels.BF16 && dt != kernels.F16 {
+		panic(fmt.Sprintf("simd: MatMul16 with dtype %v", dt))
+	}
+	if n == 0 || r0 >= r1 {
+		return
+	}
+	check(len(y), ldy, len(x), ldx, n, len(w), cols, r0, r1)
+	k.matmul(dt, y, ldy, x, ldx, n, unsafe.Pointer(unsafe.SliceData(w)), cols, r0, r1)
+}
+
+// check panics (a programming error, like an index out of range) when the
+// slices are too short for the requested product.
+func check(ny, ldy, nx, ldx, n, nw, cols, r0, r1 int) {
+	if r0 < 0 || cols <= 0 || nw < r1*cols || nx < (n-1)*ldx+cols || ny < (n-1)*ldy+(r1-r0) || ldx < cols || ldy < r1-r0 {
+		panic(fmt.Sprintf("simd: matmul shapes out of range: len(y)=%d ldy=%d len(x)=%d ldx=%d n=%d len(w)=%d cols=%d rows=[%d,%d)",
+			ny, ldy, nx, ldx, n, nw, cols, r0, r1))
+	}
+}
+
+func (k *Kernels) matmul(dt kernels.DType, y []float32, ldy int, x []float32, ldx, n int, w unsafe.Pointer, cols, r0, r1 int) {
+	esz := dt.Size()
+	main := cols - cols%k.vl
+	dot1, dot4, tile := k.dot1[dt], k.dot4[dt], k.tile[dt]
+	tail := Generic.dot1[dt]
+	r := r0
+	for ; r+4 <= r1; r += 4 {
+		wr := unsafe.Add(w, r*cols*esz)
+		t := 0
+		if tile != nil {
+			for ; t+k.tileT <= n; t += k.tileT {
+				tile(&x[t*ldx], ldx, wr, cols, main, &y[t*ldy+r-r0], ldy)
+			}
+		}
+		for ; t < n; t++ {
+			dot4(&x[t*ldx], wr, cols, main, &y[t*ldy+r-r0])
+		}
+		if main < cols {
+			for t := 0; t < n; t++ {
+				for j := 0; j < 4; j++ {
+					y[t*ldy+r+j-r0] += tail(&x[t*ldx+main], unsafe.Add(wr, (j*cols+main)*esz), cols-main)
+				}
+			}
+		}
+	}
+	for ; r < r1; r++ {
+		wr := unsafe.Add(w, r*cols*esz)
+		for t := 0; t < n; t++ {
+			s := dot1(&x[t*ldx], wr, main)
+			if main < cols {
+				s += tail(&x[t*ldx+main], unsafe.Add(wr, main*esz), cols-main)
+			}
+			y[t*ldy+r-r0] = s
+		}
+	}
+}

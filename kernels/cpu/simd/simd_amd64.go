@@ -1,0 +1,43 @@
+//go:build amd64 && !purego
+
+package simd
+
+import (
+	"github.com/klauspost/cpuid/v2"
+
+	"github.com/deepseek-go/deepseek-go/kernels"
+)
+
+// AVX512 needs AVX-512 F and VL (EVEX 256-bit forms are used in reductions).
+var AVX512 = &Kernels{
+	Name:  "avx512",
+	vl:    16,
+	tileT: 4,
+	dot1:  [3]dot1Func{kernels.F32: dot1F32AVX512, kernels.F16: dot1F16AVX512, kernels.BF16: dot1BF16AVX512},
+	dot4:  [3]dot4Func{kernels.F32: dot4F32AVX512, kernels.F16: dot4F16AVX512, kernels.BF16: dot4BF16AVX512},
+	tile:  [3]tileFunc{kernels.F32: tileF32AVX512, kernels.F16: tileF16AVX512, kernels.BF16: tileBF16AVX512},
+}
+
+// AVX2 needs AVX2, FMA and F16C. With 16 vector registers its tile is
+// 3 tokens × 4 rows.
+var AVX2 = &Kernels{
+	Name:  "avx2",
+	vl:    8,
+	tileT: 3,
+	dot1:  [3]dot1Func{kernels.F32: dot1F32AVX2, kernels.F16: dot1F16AVX2, kernels.BF16: dot1BF16AVX2},
+	dot4:  [3]dot4Func{kernels.F32: dot4F32AVX2, kernels.F16: dot4F16AVX2, kernels.BF16: dot4BF16AVX2},
+	tile:  [3]tileFunc{kernels.F32: tileF32AVX2, kernels.F16: tileF16AVX2, kernels.BF16: tileBF16AVX2},
+}
+
+// Supported lists the paths this CPU can run, fastest first; Generic is
+// always last.
+func Supported() []*Kernels {
+	var ks []*Kernels
+	if cpuid.CPU.Supports(cpuid.AVX512F, cpuid.AVX512VL) {
+		ks = append(ks, AVX512)
+	}
+	if cpuid.CPU.Supports(cpuid.AVX2, cpuid.FMA3, cpuid.F16C) {
+		ks = append(ks, AVX2)
+	}
+	return append(ks, Generic)
+}

@@ -1,0 +1,95 @@
+package simd
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"github.com/x448/float16"
+
+	"github.com/deepseek-go/deepseek-go/kernels"
+)
+
+// randWeights returns rows×cols weights encoded in dt and their exact
+// float64 values.
+func randWeights(r *rand.Rand, dt kernels.DType, n int) (f32 []float32, u16 []uint16, exact []float64) {
+	exact = make([]float64, n)
+	switch dt {
+	case kernels.F32:
+		f32 = make([]float32, n)
+		for i := range f32 {
+			f32[i] = float32(r.NormFloat64())
+			exact[i] = float64(f32[i])
+		}
+	case kernels.BF16:
+		u16 = make([]uint16, n)
+		for i := range u16 {
+			u16[i] = uint16(math.Float32bits(float32(r.NormFloat64())) >> 16)
+			exact[i] = float64(BF16ToF32(u16[i]))
+		}
+	case kernels.F16:
+		u16 = make([]uint16, n)
+		for i := range u16 {
+			u16[i] = float16.Fromfloat32(float32(r.NormFloat64())).Bits()
+			exact[i] = float64(float16.Frombits(u16[i]).Float32())
+		}
+	}
+	return
+}
+
+func TestMatMulAllPaths(t *testing.T) {
+	shapes := []struct{ n, rows, cols, r0 int }{
+		{1, 1, 1, 0}, {1, 4, 16, 0}, {1, 7, 37, 0}, {1, 9, 129, 2},
+		{2, 5, 33, 1}, {3, 8, 64, 0}, {4, 12, 100, 4}, {5, 13, 257, 3},
+		{9, 17, 15, 0}, {8, 64, 2048, 0},
+	}
+	require.NotEmpty(t, Supported())
+	require.Equal(t, Generic, Supported()[len(Supported())-1])
+	for _, k := range Supported() {
+		for _, dt := range []kernels.DType{kernels.F32, kernels.BF16, kernels.F16} {
+			for _, s := range shapes {
+				t.Run(fmt.Sprintf("%s/%s/n%d_r%d_c%d_from%d", k, dt, s.n, s.rows, s.cols, s.r0), func(t *testing.T) {
+					r := rand.New(rand.NewPCG(uint64(s.cols), uint64(s.n)))
+					ldx, ldy := s.cols+3, s.rows-s.r0+2 // strides wider than the data
+					x := make([]float32, (s.n-1)*ldx+s.cols)
+					for i := range x {
+						x[i] = float32(r.NormFloat64())
+					}
+					f32, u16, exact := randWeights(r, dt, s.rows*s.cols)
+					y := make([]float32, (s.n-1)*ldy+s.rows-s.r0)
+					for i := range y {
+						y[i] = float32(math.NaN()) // poison: every output must be written
+					}
+					if dt == kernels.F32 {
+						k.MatMulF32(y, ldy, x, ldx, s.n, f32, s.cols, s.r0, s.rows)
+					} else {
+						k.MatMul16(dt, y, ldy, x, ldx, s.n, u16, s.cols, s.r0, s.rows)
+					}
+					for tk := 0; tk < s.n; tk++ {
+						for row := s.r0; row < s.rows; row++ {
+							var want, mag float64
+							for i := 0; i < s.cols; i++ {
+								p := float64(x[tk*ldx+i]) * exact[row*s.cols+i]
+								want += p
+								mag += math.Abs(p)
+							}
+							got := float64(y[tk*ldy+row-s.r0])
+							require.InDelta(t, want, got, 1e-5*mag+1e-6, "token %d row %d", tk, row)
+						}
+					}
+				})
+			}
+		}
+	}
+}
+
+func TestMatMulBadShapePanics(t *testing.T) {
+	y := make([]float32, 4)
+	x := make([]float32, 8)
+	w := make([]float32, 4*8)
+	require.Panics(t, func() { Best.MatMulF32(y, 4, x, 8, 2, w, 8, 0, 4) }, "x too short for 2 tokens")
+	require.Panics(t, func() { Best.MatMul16(kernels.F32, y, 4, x, 8, 1, nil, 8, 0, 4) }, "wrong dtype")
+	require.NotPanics(t, func() { Best.MatMulF32(y, 4, x, 8, 1, w, 8, 0, 4) })
+}
