@@ -1,0 +1,132 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"iter"
+	"slices"
+	"time"
+)
+
+// Token is one generated token; Text is filled by the text-level API when a
+// tokenizer is attached.
+type Token struct {
+	ID   int
+	Text string
+}
+
+// GenerateOptions controls a generation.
+type GenerateOptions struct {
+	// MaxTokens caps generated tokens; 0 means until EOS or the context
+	// (max_position_embeddings) is full.
+	MaxTokens int
+	// Sampling picks tokens; the zero value is greedy.
+	Sampling SamplerOptions
+	// Stats, when not nil, is filled in when the generation ends.
+	Stats *Stats
+}
+
+// Stats reports what a generation did and how long it took.
+type Stats struct {
+	PromptTokens, GeneratedTokens int
+	Load, Prefill, Decode         time.Duration
+}
+
+// PrefillTokensPerSec is prompt tokens per second of prefill (0 if none).
+func (s *Stats) PrefillTokensPerSec() float64 {
+	if s.Prefill <= 0 {
+		return 0
+	}
+	return float64(s.PromptTokens) / s.Prefill.Seconds()
+}
+
+// DecodeTokensPerSec is generated tokens per second after the first.
+func (s *Stats) DecodeTokensPerSec() float64 {
+	if s.Decode <= 0 || s.GeneratedTokens < 2 {
+		return 0
+	}
+	return float64(s.GeneratedTokens-1) / s.Decode.Seconds()
+}
+
+// GenerateIDs streams tokens continuing the prompt ids. It stops at an EOS
+// id (config and generation_config; the EOS token is not yielded), after
+// MaxTokens, when the consumer stops iterating, or when ctx is cancelled
+// (checked before every token; the error is yielded). Errors end the
+// sequence. Each call uses its own Session, so concurrent calls are safe.
+func (m *Model) GenerateIDs(ctx context.Context, ids []int, o GenerateOptions) iter.Seq2[Token, error] {
+	return func(yield func(Token, error) bool) {
+		st := &Stats{PromptTokens: len(ids), Load: m.info.Load}
+		defer func() {
+			if o.Stats != nil {
+				*o.Stats = *st
+			}
+		}()
+		fail := func(err error) { yield(Token{}, err) }
+		limit := m.cfg.MaxPositionEmbeddings
+		switch {
+		case len(ids) == 0:
+			fail(fmt.Errorf("generate: empty prompt"))
+			return
+		case o.MaxTokens < 0:
+			fail(fmt.Errorf("generate: MaxTokens must be >= 0, got %d", o.MaxTokens))
+			return
+		case len(ids) >= limit:
+			fail(fmt.Errorf("generate: prompt of %d tokens leaves no room in max_position_embeddings %d", len(ids), limit))
+			return
+		case o.MaxTokens > 0 && len(ids)+o.MaxTokens > limit:
+			fail(fmt.Errorf("generate: prompt of %d tokens + MaxTokens %d exceed max_position_embeddings %d", len(ids), o.MaxTokens, limit))
+			return
+		}
+		maxNew := o.MaxTokens
+		if maxNew == 0 {
+			maxNew = limit - len(ids)
+		}
+		smp, err := NewSampler(o.Sampling)
+		if err != nil {
+			fail(fmt.Errorf("generate: %w", err))
+			return
+		}
+		s, err := m.NewSession(len(ids) + maxNew)
+		if err != nil {
+			fail(fmt.Errorf("generate: %w", err))
+			return
+		}
+		stops := m.cfg.StopIDs()
+		history := slices.Clone(ids)
+		t0 := time.Now()
+		logits, err := s.Last(ctx, ids)
+		st.Prefill = time.Since(t0)
+		if err != nil {
+			fail(fmt.Errorf("generate: prefill: %w", err))
+			return
+		}
+		t1 := time.Now()
+		defer func() {
+			if st.GeneratedTokens > 0 {
+				st.Decode = time.Since(t1)
+			}
+		}()
+		for {
+			if err := ctx.Err(); err != nil {
+				fail(err)
+				return
+			}
+			id := smp.Sample(logits, history)
+			if slices.Contains(stops, id) {
+				return
+			}
+			st.GeneratedTokens++
+			if !yield(Token{ID: id}, nil) {
+				return
+			}
+			if st.GeneratedTokens >= maxNew {
+				return
+			}
+			history = append(history, id)
+			if logits, err = s.Step(ctx, id); err != nil {
+				fail(fmt.Errorf("generate: step %d: %w", st.GeneratedTokens, err))
+				return
+			}
+		}
+	}
+}

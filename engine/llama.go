@@ -1,0 +1,221 @@
+package engine
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/deepseek-go/deepseek-go/kernels"
+)
+
+// The llama family (deepseek-llm, deepseek-coder, R1-Distill-Llama) and
+// qwen2 (R1-Distill-Qwen): pre-norm blocks of GQA attention with rotate-half
+// rope and a SwiGLU MLP. qwen2 always has q/k/v biases.
+func init() {
+	RegisterFamily("llama", Family{Build: buildLlama, KVSpec: llamaKVSpec})
+	RegisterFamily("qwen2", Family{Validate: validateQwen2, Build: buildLlama, KVSpec: llamaKVSpec})
+}
+
+func validateQwen2(c *Config) error {
+	if c.UseSlidingWindow {
+		return fmt.Errorf("config field use_sliding_window: sliding-window attention is not supported")
+	}
+	return nil
+}
+
+func llamaKVSpec(c *Config) kernels.KVSpec {
+	return kernels.KVSpec{Layers: c.NumLayers, KVHeads: c.NumKVHeads, KDim: c.HeadDim, VDim: c.HeadDim}
+}
+
+// LayerPrefix is the hub name prefix of layer i's tensors.
+func LayerPrefix(i int) string { return fmt.Sprintf("model.layers.%d.", i) }
+
+func buildLlama(b *Builder) ([]Block, error) {
+	c := b.Config
+	rope, err := NewRope(c, 0, c.HeadDim, false)
+	if err != nil {
+		return nil, err
+	}
+	qkvBias := c.AttentionBias || c.ModelType == "qwen2"
+	blocks := make([]Block, c.NumLayers)
+	for i := range blocks {
+		p := LayerPrefix(i)
+		blk := &llamaBlock{layer: i, cfg: c, rope: rope}
+		if blk.attn, err = LoadGQA(b, p+"self_attn.", i, qkvBias, c.AttentionBias, rope); err != nil {
+			return nil, err
+		}
+		if blk.attnNorm, err = b.Vector(p+"input_layernorm.weight", c.HiddenSize); err != nil {
+			return nil, err
+		}
+		if blk.mlpNorm, err = b.Vector(p+"post_attention_layernorm.weight", c.HiddenSize); err != nil {
+			return nil, err
+		}
+		if blk.mlp, err = LoadDenseMLP(b, p+"mlp.", c.HiddenSize, c.IntermediateSize, c.MLPBias); err != nil {
+			return nil, err
+		}
+		blocks[i] = blk
+	}
+	return blocks, nil
+}
+
+// llamaBlock is x += attn(norm(x)); x += mlp(norm(x)).
+type llamaBlock struct {
+	layer             int
+	cfg               *Config
+	rope              *kernels.Rope
+	attnNorm, mlpNorm kernels.Buffer
+	attn              *GQA
+	mlp               *DenseMLP
+}
+
+func (blk *llamaBlock) Forward(s *Session, x kernels.Buffer, n, pos0 int) error {
+	c := blk.cfg
+	be := s.Backend()
+	hid := c.HiddenSize
+	eps := float32(c.RMSNormEps)
+	xn, err := s.Scratch("xn", s.Chunk()*hid)
+	if err != nil {
+		return err
+	}
+	tmp, err := s.Scratch("tmp", s.Chunk()*hid)
+	if err != nil {
+		return err
+	}
+	be.RMSNorm(xn, x, blk.attnNorm, n, hid, eps)
+	if err := blk.attn.Forward(s, tmp, xn, n, pos0); err != nil {
+		return err
+	}
+	be.Add(x, x, tmp, n*hid)
+	be.RMSNorm(xn, x, blk.mlpNorm, n, hid, eps)
+	if err := blk.mlp.Forward(s, tmp, xn, n); err != nil {
+		return err
+	}
+	be.Add(x, x, tmp, n*hid)
+	return nil
+}
+
+// GQA is grouped-query attention with a fused q|k|v projection (MHA when
+// KVHeads == Heads), rope on the whole head, softmax scale 1/sqrt(head_dim).
+type GQA struct {
+	Layer                   int
+	Heads, KVHeads, HeadDim int
+	QKV                     kernels.Matrix
+	QKVBias                 kernels.Buffer // nil without bias
+	O                       kernels.Matrix
+	OBias                   kernels.Buffer
+	Rope                    *kernels.Rope
+	Scale                   float32
+}
+
+// LoadGQA loads q_proj, k_proj, v_proj, o_proj under prefix (e.g.
+// "model.layers.3.self_attn."), fusing q|k|v and their biases.
+func LoadGQA(b *Builder, prefix string, layer int, qkvBias, oBias bool, rope *kernels.Rope) (*GQA, error) {
+	c := b.Config
+	h, kvh, hd := c.NumHeads, c.NumKVHeads, c.HeadDim
+	a := &GQA{Layer: layer, Heads: h, KVHeads: kvh, HeadDim: hd, Rope: rope, Scale: float32(1 / math.Sqrt(float64(hd)))}
+	specs := []MatSpec{
+		{prefix + "q_proj.weight", h * hd, c.HiddenSize},
+		{prefix + "k_proj.weight", kvh * hd, c.HiddenSize},
+		{prefix + "v_proj.weight", kvh * hd, c.HiddenSize},
+	}
+	var err error
+	if a.QKV, err = b.Matrix(specs...); err != nil {
+		return nil, err
+	}
+	if qkvBias {
+		if a.QKVBias, err = b.Vectors(
+			MatSpec{Name: prefix + "q_proj.bias", Rows: h * hd},
+			MatSpec{Name: prefix + "k_proj.bias", Rows: kvh * hd},
+			MatSpec{Name: prefix + "v_proj.bias", Rows: kvh * hd}); err != nil {
+			return nil, err
+		}
+	}
+	if a.O, err = b.Matrix(MatSpec{prefix + "o_proj.weight", c.HiddenSize, h * hd}); err != nil {
+		return nil, err
+	}
+	if oBias {
+		if a.OBias, err = b.Vector(prefix+"o_proj.bias", c.HiddenSize); err != nil {
+			return nil, err
+		}
+	}
+	return a, nil
+}
+
+// Forward writes attention of xn [n, hidden] (already normed) to out
+// [n, hidden], storing this chunk's keys and values in the session cache.
+func (a *GQA) Forward(s *Session, out, xn kernels.Buffer, n, pos0 int) error {
+	be := s.Backend()
+	ch := s.Chunk()
+	qd, kvd := a.Heads*a.HeadDim, a.KVHeads*a.HeadDim
+	q, err := s.Scratch("attn.q", ch*qd)
+	if err != nil {
+		return err
+	}
+	k, err := s.Scratch("attn.k", ch*kvd)
+	if err != nil {
+		return err
+	}
+	v, err := s.Scratch("attn.v", ch*kvd)
+	if err != nil {
+		return err
+	}
+	att, err := s.Scratch("attn.out", ch*qd)
+	if err != nil {
+		return err
+	}
+	be.MatMul([]kernels.Buffer{q, k, v}, xn, n, a.QKV, a.QKVBias)
+	be.ApplyRope(q, n, a.Heads, a.HeadDim, pos0, a.Rope)
+	be.ApplyRope(k, n, a.KVHeads, a.HeadDim, pos0, a.Rope)
+	be.Attention(att, q, k, v, s.KV(), a.Layer, pos0, n, a.Heads, a.Scale)
+	be.MatMul([]kernels.Buffer{out}, att, n, a.O, a.OBias)
+	return nil
+}
+
+// DenseMLP is the SwiGLU feed-forward down(silu(gate(x)) * up(x)) with a
+// fused gate|up matrix; MoE experts and shared experts reuse it.
+type DenseMLP struct {
+	Inter      int
+	GateUp     kernels.Matrix
+	GateUpBias kernels.Buffer
+	Down       kernels.Matrix
+	DownBias   kernels.Buffer
+}
+
+// LoadDenseMLP loads gate_proj, up_proj, down_proj under prefix (e.g.
+// "model.layers.0.mlp.").
+func LoadDenseMLP(b *Builder, prefix string, hidden, inter int, bias bool) (*DenseMLP, error) {
+	p := &DenseMLP{Inter: inter}
+	var err error
+	if p.GateUp, err = b.Matrix(MatSpec{prefix + "gate_proj.weight", inter, hidden}, MatSpec{prefix + "up_proj.weight", inter, hidden}); err != nil {
+		return nil, err
+	}
+	if p.Down, err = b.Matrix(MatSpec{prefix + "down_proj.weight", hidden, inter}); err != nil {
+		return nil, err
+	}
+	if bias {
+		if p.GateUpBias, err = b.Vectors(MatSpec{Name: prefix + "gate_proj.bias", Rows: inter}, MatSpec{Name: prefix + "up_proj.bias", Rows: inter}); err != nil {
+			return nil, err
+		}
+		if p.DownBias, err = b.Vector(prefix+"down_proj.bias", hidden); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// Forward writes mlp(xn) for n rows to out [n, hidden]. Scratch is sized
+// by the session chunk, so n must not exceed s.Chunk().
+func (p *DenseMLP) Forward(s *Session, out, xn kernels.Buffer, n int) error {
+	be := s.Backend()
+	gate, err := s.Scratch("mlp.gate", s.Chunk()*p.Inter)
+	if err != nil {
+		return err
+	}
+	up, err := s.Scratch("mlp.up", s.Chunk()*p.Inter)
+	if err != nil {
+		return err
+	}
+	be.MatMul([]kernels.Buffer{gate, up}, xn, n, p.GateUp, p.GateUpBias)
+	be.SwiGLU(gate, gate, up, n*p.Inter)
+	be.MatMul([]kernels.Buffer{out}, gate, n, p.Down, p.DownBias)
+	return nil
+}

@@ -1,0 +1,274 @@
+package engine
+
+import (
+	"fmt"
+	"io/fs"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/deepseek-go/deepseek-go/engine/safetensors"
+	"github.com/deepseek-go/deepseek-go/kernels"
+	"github.com/deepseek-go/deepseek-go/kernels/cpu"
+)
+
+// Option configures Load, LoadFS and New.
+type Option func(*options)
+
+type options struct {
+	device   string
+	int8     bool
+	threads  int
+	progress func(done, total int64)
+	backend  kernels.Backend
+}
+
+// WithDevice picks the backend: "auto" (default: an accelerator when one is
+// registered and usable, else CPU), "cpu" or "cuda".
+func WithDevice(name string) Option { return func(o *options) { o.device = name } }
+
+// WithInt8 quantises projection weights to per-row int8 at load.
+func WithInt8(on bool) Option { return func(o *options) { o.int8 = on } }
+
+// WithThreads sets the CPU backend's goroutines per op (0 = GOMAXPROCS).
+func WithThreads(n int) Option { return func(o *options) { o.threads = n } }
+
+// WithProgress is called after each tensor is loaded with bytes done and
+// the checkpoint's total bytes.
+func WithProgress(f func(done, total int64)) Option { return func(o *options) { o.progress = f } }
+
+// WithBackend runs the model on an existing backend (shared, not closed by
+// Model.Close); it overrides WithDevice.
+func WithBackend(be kernels.Backend) Option { return func(o *options) { o.backend = be } }
+
+// deviceOpener opens a backend by device name; accelerator glue registers
+// itself with registerDevice from an init function (engine/device*.go).
+type deviceOpener func(threads int) (kernels.Backend, error)
+
+// deviceRegistry holds accelerator backends ("cuda"); written only at init.
+var deviceRegistry = map[string]deviceOpener{}
+
+// registerDevice makes a device name available to WithDevice; call from init.
+func registerDevice(name string, open deviceOpener) { deviceRegistry[name] = open }
+
+// openBackend resolves WithDevice: "cpu" is always available, other names
+// come from the device registry, "auto" tries "cuda" then falls back to cpu.
+func openBackend(o *options) (kernels.Backend, error) {
+	switch o.device {
+	case "", "auto":
+		if open, ok := deviceRegistry["cuda"]; ok {
+			if be, err := open(o.threads); err == nil {
+				return be, nil
+			}
+		}
+		return cpu.New(o.threads), nil
+	case "cpu":
+		return cpu.New(o.threads), nil
+	}
+	open, ok := deviceRegistry[o.device]
+	if !ok {
+		names := []string{"auto", "cpu"}
+		for k := range deviceRegistry {
+			names = append(names, k)
+		}
+		sort.Strings(names[2:])
+		return nil, fmt.Errorf("device %q not available in this build; available: %v", o.device, names)
+	}
+	be, err := open(o.threads)
+	if err != nil {
+		return nil, fmt.Errorf("opening device %q: %w", o.device, err)
+	}
+	return be, nil
+}
+
+// Block is one transformer layer: it updates the hidden state x [n, hidden]
+// of tokens at positions pos0..pos0+n-1 in place (residuals included),
+// using the session's KV cache and scratch buffers.
+type Block interface {
+	Forward(s *Session, x kernels.Buffer, n, pos0 int) error
+}
+
+// Model is a loaded checkpoint. It is immutable after loading and safe for
+// concurrent use; per-call state lives in Sessions.
+type Model struct {
+	cfg    *Config
+	fam    Family
+	be     kernels.Backend
+	ownBE  bool
+	closer func() error
+
+	embed   kernels.Matrix
+	norm    kernels.Buffer
+	lmHead  kernels.Matrix
+	blocks  []Block
+	kvSpec  kernels.KVSpec
+	info    Info
+	closeMu sync.Mutex
+	closed  bool
+}
+
+// Info describes a loaded model.
+type Info struct {
+	Architecture  string           // model_type
+	Backend       string           // backend name
+	Params        int64            // parameters loaded
+	BytesByDType  map[string]int64 // backend bytes of weights, by storage dtype
+	KVBytesPerTok int64            // KV cache bytes per token position
+	Int8          bool
+	Load          time.Duration
+}
+
+// Load opens a Hugging Face checkpoint directory (config.json,
+// generation_config.json, *.safetensors with or without an index).
+func Load(dir string, opts ...Option) (*Model, error) {
+	cfg, err := LoadConfig(dir)
+	if err != nil {
+		return nil, err
+	}
+	ck, err := safetensors.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	m, err := newModel(cfg, ck, checkpointBytes(ck), ck.Close, opts)
+	if err != nil {
+		ck.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+// LoadFS loads a checkpoint laid out as for Load at the root of fsys (for
+// example an embedded model); files are read into memory, not mapped.
+func LoadFS(fsys fs.FS, opts ...Option) (*Model, error) {
+	cfg, err := LoadConfigFS(fsys, "fs")
+	if err != nil {
+		return nil, err
+	}
+	ck, err := safetensors.OpenFS(fsys)
+	if err != nil {
+		return nil, err
+	}
+	m, err := newModel(cfg, ck, checkpointBytes(ck), ck.Close, opts)
+	if err != nil {
+		ck.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+// New builds a model from a config and any TensorSource (a MapSource, a
+// RandomSource for synthetic full-size benchmarks, a checkpoint).
+func New(cfg *Config, src TensorSource, opts ...Option) (*Model, error) {
+	if cfg == nil || src == nil {
+		return nil, fmt.Errorf("engine.New: nil config or source")
+	}
+	return newModel(cfg, src, 0, nil, opts)
+}
+
+func checkpointBytes(ck *safetensors.Checkpoint) int64 {
+	var n int64
+	for _, name := range ck.Names() {
+		if t, err := ck.Tensor(name); err == nil {
+			n += int64(len(t.Data))
+		}
+	}
+	return n
+}
+
+func newModel(cfg *Config, src TensorSource, total int64, closer func() error, opts []Option) (*Model, error) {
+	start := time.Now()
+	var o options
+	for _, f := range opts {
+		f(&o)
+	}
+	fam, ok := lookupFamily(cfg.ModelType)
+	if !ok {
+		return nil, fmt.Errorf("model_type %q not supported", cfg.ModelType)
+	}
+	be, own := o.backend, false
+	if be == nil {
+		var err error
+		if be, err = openBackend(&o); err != nil {
+			return nil, err
+		}
+		own = true
+	}
+	m := &Model{cfg: cfg, fam: fam, be: be, ownBE: own, closer: closer}
+	b := newBuilder(cfg, be, src, o.int8, o.progress, total)
+	if err := m.loadCommon(b); err != nil {
+		m.Close()
+		return nil, err
+	}
+	blocks, err := fam.Build(b)
+	if err != nil {
+		m.Close()
+		return nil, err
+	}
+	if len(blocks) != cfg.NumLayers {
+		m.Close()
+		return nil, fmt.Errorf("family %s built %d blocks for num_hidden_layers %d", cfg.ModelType, len(blocks), cfg.NumLayers)
+	}
+	m.blocks = blocks
+	m.kvSpec = fam.KVSpec(cfg)
+	kv := m.kvSpec
+	perTok := int64(kv.Layers*kv.KVHeads) * int64(kv.KDim) * 4
+	if !kv.VInK {
+		perTok += int64(kv.Layers*kv.KVHeads) * int64(kv.VDim) * 4
+	}
+	m.info = Info{Architecture: cfg.ModelType, Backend: be.Name(), Params: b.params,
+		BytesByDType: b.bytes, KVBytesPerTok: perTok, Int8: o.int8, Load: time.Since(start)}
+	return m, nil
+}
+
+// loadCommon loads embeddings, final norm and the output head.
+func (m *Model) loadCommon(b *Builder) error {
+	c := m.cfg
+	var err error
+	if m.embed, err = b.MatrixKeep(MatSpec{"model.embed_tokens.weight", c.VocabSize, c.HiddenSize}); err != nil {
+		return err
+	}
+	if m.norm, err = b.Vector("model.norm.weight", c.HiddenSize); err != nil {
+		return err
+	}
+	head := "lm_head.weight"
+	if c.TieWordEmbeddings {
+		head = "model.embed_tokens.weight"
+	}
+	if m.lmHead, err = b.Matrix(MatSpec{head, c.VocabSize, c.HiddenSize}); err != nil {
+		return err
+	}
+	if c.TieWordEmbeddings {
+		b.params -= int64(c.VocabSize * c.HiddenSize) // counted once
+	}
+	return nil
+}
+
+// Close releases the weights (and the backend when the model opened it).
+// Sessions must not be used afterwards.
+func (m *Model) Close() error {
+	m.closeMu.Lock()
+	defer m.closeMu.Unlock()
+	if m.closed {
+		return nil
+	}
+	m.closed = true
+	var err error
+	if m.ownBE && m.be != nil {
+		err = m.be.Close()
+	}
+	if m.closer != nil {
+		if e := m.closer(); err == nil {
+			err = e
+		}
+	}
+	return err
+}
+
+// Config returns the model's configuration (read only).
+func (m *Model) Config() *Config { return m.cfg }
+
+// Info describes the loaded model.
+func (m *Model) Info() Info { return m.info }
+
+// Backend returns the backend the model runs on.
+func (m *Model) Backend() kernels.Backend { return m.be }

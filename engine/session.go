@@ -1,0 +1,196 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/deepseek-go/deepseek-go/kernels"
+)
+
+// defaultChunk is the most prompt tokens one forward pass processes: large
+// enough for matmul tiles to pay off, small enough that activations stay
+// modest.
+const defaultChunk = 128
+
+// Session is one sequence being processed: its KV cache, position and
+// scratch buffers. A Session is not safe for concurrent use; make one per
+// goroutine (they share the Model's weights).
+type Session struct {
+	m       *Model
+	be      kernels.Backend
+	kv      kernels.KVCache
+	max     int
+	chunk   int
+	pos     int
+	x       kernels.Buffer // hidden state [chunk, hidden]
+	scratch map[string]kernels.Buffer
+	ids32   []int32
+}
+
+// NewSession makes a session for up to maxTokens positions (prompt plus
+// generated); maxTokens <= 0 means max_position_embeddings.
+func (m *Model) NewSession(maxTokens int) (*Session, error) {
+	limit := m.cfg.MaxPositionEmbeddings
+	if maxTokens <= 0 {
+		maxTokens = limit
+	}
+	if maxTokens > limit {
+		return nil, fmt.Errorf("session of %d tokens exceeds max_position_embeddings %d", maxTokens, limit)
+	}
+	spec := m.kvSpec
+	spec.MaxTokens = maxTokens
+	kv, err := m.be.NewKVCache(spec)
+	if err != nil {
+		return nil, fmt.Errorf("allocating KV cache for %d tokens: %w", maxTokens, err)
+	}
+	s := &Session{m: m, be: m.be, kv: kv, max: maxTokens, chunk: min(defaultChunk, maxTokens), scratch: map[string]kernels.Buffer{}}
+	if s.x, err = s.Scratch("x", s.chunk*m.cfg.HiddenSize); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Model returns the session's model.
+func (s *Session) Model() *Model { return s.m }
+
+// Backend returns the backend ops run on.
+func (s *Session) Backend() kernels.Backend { return s.be }
+
+// KV returns the session's KV cache.
+func (s *Session) KV() kernels.KVCache { return s.kv }
+
+// Chunk is the most tokens a Block is asked to process at once; size
+// scratch buffers by it.
+func (s *Session) Chunk() int { return s.chunk }
+
+// Pos is the number of positions already in the cache.
+func (s *Session) Pos() int { return s.pos }
+
+// MaxTokens is the session's capacity in positions.
+func (s *Session) MaxTokens() int { return s.max }
+
+// Reset empties the cache so the session can start a new sequence.
+func (s *Session) Reset() { s.pos = 0 }
+
+// Scratch returns the session's buffer called name with at least n floats,
+// allocating it on first use. Blocks share buffers by name, so use a name
+// per live intermediate (e.g. "q", "mlp.gate").
+func (s *Session) Scratch(name string, n int) (kernels.Buffer, error) {
+	if b, ok := s.scratch[name]; ok && b.Len() >= n {
+		return b, nil
+	}
+	b, err := s.be.Alloc(n)
+	if err != nil {
+		return nil, fmt.Errorf("allocating scratch %q of %d floats: %w", name, n, err)
+	}
+	s.scratch[name] = b
+	return b, nil
+}
+
+// Prefill runs the prompt ids from the current position and returns the
+// logits of every prompt position ([len(ids)][vocab]).
+func (s *Session) Prefill(ctx context.Context, ids []int) ([][]float32, error) {
+	var out [][]float32
+	err := s.run(ctx, ids, func(rows []float32, n int) {
+		v := s.m.cfg.VocabSize
+		for i := 0; i < n; i++ {
+			out = append(out, rows[i*v:(i+1)*v:(i+1)*v])
+		}
+	}, true)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Step feeds one token and returns the logits for the next.
+func (s *Session) Step(ctx context.Context, id int) ([]float32, error) {
+	return s.Last(ctx, []int{id})
+}
+
+// Last runs ids from the current position and returns only the logits of
+// the last one (what generation needs; cheaper than Prefill).
+func (s *Session) Last(ctx context.Context, ids []int) ([]float32, error) {
+	var last []float32
+	err := s.run(ctx, ids, func(rows []float32, n int) { last = rows }, false)
+	if err != nil {
+		return nil, err
+	}
+	return last, nil
+}
+
+// run processes ids in chunks; emit receives logits of each chunk (all
+// rows, or only the sequence's last row when all is false).
+func (s *Session) run(ctx context.Context, ids []int, emit func(rows []float32, n int), all bool) error {
+	c := s.m.cfg
+	if len(ids) == 0 {
+		return fmt.Errorf("no tokens to process")
+	}
+	if s.pos+len(ids) > s.max {
+		return fmt.Errorf("context too long: %d tokens in the cache + %d new exceed the session's %d positions (max_position_embeddings %d)",
+			s.pos, len(ids), s.max, c.MaxPositionEmbeddings)
+	}
+	for i, id := range ids {
+		if id < 0 || id >= c.VocabSize {
+			return fmt.Errorf("token %d at index %d outside vocab_size %d", id, i, c.VocabSize)
+		}
+	}
+	for off := 0; off < len(ids); off += s.chunk {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n := min(s.chunk, len(ids)-off)
+		lastChunk := off+n == len(ids)
+		if err := s.forward(ids[off:off+n], all, lastChunk, emit); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// forward runs one chunk through the network and, when wanted, the output
+// head. On error the cache position is left unchanged.
+func (s *Session) forward(ids []int, all, lastChunk bool, emit func([]float32, int)) error {
+	m, c := s.m, s.m.cfg
+	n, hid, vocab := len(ids), c.HiddenSize, c.VocabSize
+	s.ids32 = s.ids32[:0]
+	for _, id := range ids {
+		s.ids32 = append(s.ids32, int32(id))
+	}
+	m.be.Embed(s.x, m.embed, s.ids32)
+	for i, b := range m.blocks {
+		if err := b.Forward(s, s.x, n, s.pos); err != nil {
+			return fmt.Errorf("layer %d: %w", i, err)
+		}
+	}
+	if !all && !lastChunk {
+		s.pos += n
+		return nil
+	}
+	rows, src := n, 0
+	if !all {
+		rows, src = 1, (n-1)*hid
+	}
+	xr, err := s.Scratch("head.x", rows*hid)
+	if err != nil {
+		return err
+	}
+	xn, err := s.Scratch("head.xn", rows*hid)
+	if err != nil {
+		return err
+	}
+	m.be.Copy2D(xr, 0, hid, s.x, src, hid, rows, hid)
+	m.be.RMSNorm(xn, xr, m.norm, rows, hid, float32(c.RMSNormEps))
+	lg, err := s.Scratch("head.logits", rows*vocab)
+	if err != nil {
+		return err
+	}
+	m.be.MatMul([]kernels.Buffer{lg}, xn, rows, m.lmHead, nil)
+	out := make([]float32, rows*vocab)
+	if err := m.be.Download(out, lg, 0); err != nil {
+		return fmt.Errorf("reading logits: %w", err)
+	}
+	s.pos += n
+	emit(out, rows)
+	return nil
+}

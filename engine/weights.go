@@ -1,0 +1,336 @@
+package engine
+
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/fnv"
+	"math"
+	"math/rand/v2"
+	"strings"
+
+	"github.com/deepseek-go/deepseek-go/engine/safetensors"
+	"github.com/deepseek-go/deepseek-go/kernels"
+	"github.com/deepseek-go/deepseek-go/quant"
+)
+
+// TensorSource supplies tensors by their hub name. *safetensors.Checkpoint
+// is one; RandomSource makes synthetic models without files.
+type TensorSource interface {
+	Tensor(name string) (*safetensors.Tensor, error)
+}
+
+// shapedSource is a TensorSource that can make a tensor of the shape the
+// loader expects (synthetic models, which have no shapes of their own).
+type shapedSource interface {
+	TensorShaped(name string, shape []int) (*safetensors.Tensor, error)
+}
+
+// hasSource reports tensor presence without loading (optional).
+type hasSource interface {
+	Has(name string) bool
+}
+
+// MatSpec names one part of a (possibly fused) weight matrix and its
+// expected [Rows, Cols] shape.
+type MatSpec struct {
+	Name       string
+	Rows, Cols int
+}
+
+// Builder loads weights from a TensorSource onto a Backend, checking shapes
+// and converting dtypes; families use it in their Build function.
+type Builder struct {
+	Config  *Config
+	Backend kernels.Backend
+	// Int8 quantises projection matrices (Matrix) to per-row int8.
+	Int8 bool
+
+	src      TensorSource
+	progress func(done, total int64)
+	done     int64
+	total    int64
+	params   int64
+	bytes    map[string]int64 // backend bytes by storage dtype
+}
+
+func newBuilder(cfg *Config, be kernels.Backend, src TensorSource, int8 bool, progress func(done, total int64), total int64) *Builder {
+	return &Builder{Config: cfg, Backend: be, Int8: int8, src: src, progress: progress, total: total, bytes: map[string]int64{}}
+}
+
+// Has reports whether the source holds the tensor.
+func (b *Builder) Has(name string) bool {
+	if h, ok := b.src.(hasSource); ok {
+		return h.Has(name)
+	}
+	if _, ok := b.src.(shapedSource); ok {
+		return true // synthetic sources have every tensor
+	}
+	_, err := b.src.Tensor(name)
+	return err == nil
+}
+
+// Tensor fetches a tensor and checks its shape.
+func (b *Builder) Tensor(name string, shape ...int) (*safetensors.Tensor, error) {
+	var t *safetensors.Tensor
+	var err error
+	if s, ok := b.src.(shapedSource); ok {
+		t, err = s.TensorShaped(name, shape)
+	} else {
+		t, err = b.src.Tensor(name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("loading weights: %w", err)
+	}
+	if err := t.ExpectShape(shape...); err != nil {
+		return nil, fmt.Errorf("loading weights: %w", err)
+	}
+	b.params += int64(t.NumElements())
+	b.done += int64(len(t.Data))
+	if b.progress != nil {
+		b.progress(b.done, max(b.total, b.done))
+	}
+	return t, nil
+}
+
+// Floats fetches a tensor of the given shape as a new float32 slice.
+func (b *Builder) Floats(name string, shape ...int) ([]float32, error) {
+	t, err := b.Tensor(name, shape...)
+	if err != nil {
+		return nil, err
+	}
+	f, err := b.toFloat32(t)
+	if err != nil {
+		return nil, fmt.Errorf("loading weights: %w", err)
+	}
+	return f, nil
+}
+
+// Vector uploads a float32 vector tensor of length n (norm weights, biases).
+func (b *Builder) Vector(name string, n int) (kernels.Buffer, error) {
+	return b.Vectors(MatSpec{Name: name, Rows: n})
+}
+
+// Vectors uploads several 1-D tensors concatenated (the bias of a fused
+// projection); each spec's Rows is its length.
+func (b *Builder) Vectors(specs ...MatSpec) (kernels.Buffer, error) {
+	var all []float32
+	for _, s := range specs {
+		f, err := b.Floats(s.Name, s.Rows)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, f...)
+	}
+	return b.UploadFloats(all)
+}
+
+// UploadFloats copies host floats to a new backend buffer.
+func (b *Builder) UploadFloats(f []float32) (kernels.Buffer, error) {
+	buf, err := b.Backend.Alloc(len(f))
+	if err != nil {
+		return nil, fmt.Errorf("loading weights: %w", err)
+	}
+	if err := b.Backend.Upload(buf, 0, f); err != nil {
+		return nil, fmt.Errorf("loading weights: %w", err)
+	}
+	b.bytes["f32"] += int64(len(f)) * 4
+	return buf, nil
+}
+
+// Matrix uploads a weight matrix made of the given parts stacked by rows
+// (fused projections), int8-quantised when the Builder's Int8 is set.
+func (b *Builder) Matrix(specs ...MatSpec) (kernels.Matrix, error) {
+	return b.matrix(b.Int8, specs)
+}
+
+// MatrixKeep uploads a matrix in its storage dtype even when Int8 is set
+// (embedding tables).
+func (b *Builder) MatrixKeep(specs ...MatSpec) (kernels.Matrix, error) {
+	return b.matrix(false, specs)
+}
+
+func (b *Builder) matrix(int8 bool, specs []MatSpec) (kernels.Matrix, error) {
+	parts := make([]kernels.HostMatrix, 0, len(specs))
+	for _, s := range specs {
+		h, err := b.Host(s)
+		if err != nil {
+			return nil, err
+		}
+		parts = append(parts, h)
+	}
+	// Fused parts must share a dtype: widen mixed ones to f32.
+	for _, p := range parts[1:] {
+		if p.DType != parts[0].DType {
+			for i := range parts {
+				if err := widenHost(&parts[i]); err != nil {
+					return nil, err
+				}
+			}
+			break
+		}
+	}
+	m, err := b.Backend.UploadMatrix(parts, int8)
+	if err != nil {
+		return nil, fmt.Errorf("loading weights %s: %w", specs[0].Name, err)
+	}
+	b.bytes[m.DType().String()] += m.Bytes()
+	return m, nil
+}
+
+// Host fetches one weight matrix in a dtype the backend holds (f32, f16,
+// bf16 in place; f64 and fp8 converted to f32 — fp8 with its block scales).
+func (b *Builder) Host(s MatSpec) (kernels.HostMatrix, error) {
+	t, err := b.Tensor(s.Name, s.Rows, s.Cols)
+	if err != nil {
+		return kernels.HostMatrix{}, err
+	}
+	h := kernels.HostMatrix{Name: s.Name, Rows: s.Rows, Cols: s.Cols, Data: t.Data}
+	switch t.DType {
+	case safetensors.F32:
+		h.DType = kernels.F32
+	case safetensors.F16:
+		h.DType = kernels.F16
+	case safetensors.BF16:
+		h.DType = kernels.BF16
+	case safetensors.F8E4M3:
+		f, err := b.dequantFP8(t)
+		if err != nil {
+			return h, err
+		}
+		h.DType, h.Data = kernels.F32, floatsToLE(f)
+	default:
+		f, err := b.toFloat32(t)
+		if err != nil {
+			return h, fmt.Errorf("loading weights: %w", err)
+		}
+		h.DType, h.Data = kernels.F32, floatsToLE(f)
+	}
+	return h, nil
+}
+
+// dequantFP8 applies the tensor's block scales (<name>_scale_inv, blocks
+// of quantization_config.weight_block_size, 128×128 by default). The result
+// is f32 so that it matches references computed on the dequantised values.
+func (b *Builder) dequantFP8(t *safetensors.Tensor) ([]float32, error) {
+	br, bc := 128, 128
+	if q := b.Config.QuantizationConfig; q != nil && len(q.WeightBlockSize) == 2 {
+		br, bc = q.WeightBlockSize[0], q.WeightBlockSize[1]
+	}
+	rows, cols := t.Shape[0], t.Shape[1]
+	sr, sc := (rows+br-1)/br, (cols+bc-1)/bc
+	scale, err := b.Floats(t.Name+"_scale_inv", sr, sc)
+	if err != nil {
+		return nil, err
+	}
+	f, err := quant.DequantFP8Blocks(t.Data, rows, cols, scale, sr, sc, br, bc)
+	if err != nil {
+		return nil, fmt.Errorf("loading weights: %s: tensor %q: %w", t.File, t.Name, err)
+	}
+	return f, nil
+}
+
+func (b *Builder) toFloat32(t *safetensors.Tensor) ([]float32, error) {
+	if t.DType == safetensors.F8E4M3 && b.Has(t.Name+"_scale_inv") {
+		return b.dequantFP8(t)
+	}
+	return t.Float32()
+}
+
+// widenHost converts a host matrix to f32 in a new slice.
+func widenHost(h *kernels.HostMatrix) error {
+	if h.DType == kernels.F32 {
+		return nil
+	}
+	f := make([]float32, h.Rows*h.Cols)
+	var err error
+	switch h.DType {
+	case kernels.BF16:
+		err = quant.DecodeBF16(f, h.Data)
+	case kernels.F16:
+		err = quant.DecodeF16(f, h.Data)
+	default:
+		err = fmt.Errorf("cannot widen %v", h.DType)
+	}
+	if err != nil {
+		return fmt.Errorf("loading weights %s: %w", h.Name, err)
+	}
+	h.DType, h.Data = kernels.F32, floatsToLE(f)
+	return nil
+}
+
+func floatsToLE(f []float32) []byte {
+	out := make([]byte, 4*len(f))
+	for i, v := range f {
+		binary.LittleEndian.PutUint32(out[4*i:], math.Float32bits(v))
+	}
+	return out
+}
+
+// MapSource is an in-memory TensorSource (tests, hand-built models).
+type MapSource map[string]*safetensors.Tensor
+
+// Tensor implements TensorSource.
+func (m MapSource) Tensor(name string) (*safetensors.Tensor, error) {
+	t, ok := m[name]
+	if !ok {
+		return nil, fmt.Errorf("memory: tensor %q: %w", name, safetensors.ErrNotFound)
+	}
+	cp := *t
+	return &cp, nil
+}
+
+// Has implements hasSource.
+func (m MapSource) Has(name string) bool { _, ok := m[name]; return ok }
+
+// RandomSource makes deterministic random tensors of whatever shape the
+// loader asks for, so a full-size model can be built in memory without
+// files (benchmarks). Norm weights are near 1, biases small, matrices
+// uniform with variance 1/(3·cols) so activations stay bounded.
+type RandomSource struct {
+	DType safetensors.DType // F32, F16 or BF16
+	Seed  uint64
+}
+
+// Tensor implements TensorSource; without a shape it cannot make anything.
+func (r RandomSource) Tensor(name string) (*safetensors.Tensor, error) {
+	return nil, fmt.Errorf("random source: tensor %q needs a shape", name)
+}
+
+// TensorShaped implements shapedSource.
+func (r RandomSource) TensorShaped(name string, shape []int) (*safetensors.Tensor, error) {
+	dt := r.DType
+	if dt == "" {
+		dt = safetensors.F32
+	}
+	n := 1
+	for _, d := range shape {
+		n *= d
+	}
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	rng := rand.New(rand.NewPCG(r.Seed, h.Sum64()))
+	center, amp := float32(0), float32(1)
+	switch {
+	case strings.Contains(name, "norm"):
+		center, amp = 1, 0.1
+	case strings.HasSuffix(name, ".bias") || strings.HasSuffix(name, "_bias"):
+		amp = 0.02
+	case len(shape) == 2:
+		amp = float32(1 / math.Sqrt(float64(shape[1])))
+	}
+	data := make([]byte, n*dt.Size())
+	for i := 0; i < n; i++ {
+		v := center + amp*(2*rng.Float32()-1)
+		switch dt {
+		case safetensors.F32:
+			binary.LittleEndian.PutUint32(data[4*i:], math.Float32bits(v))
+		case safetensors.BF16:
+			binary.LittleEndian.PutUint16(data[2*i:], quant.F32ToBF16(v))
+		case safetensors.F16:
+			binary.LittleEndian.PutUint16(data[2*i:], quant.F32ToF16(v))
+		default:
+			return nil, fmt.Errorf("random source: dtype %s not supported", dt)
+		}
+	}
+	return &safetensors.Tensor{Name: name, DType: dt, Shape: shape, Data: data, File: "random"}, nil
+}
