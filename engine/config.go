@@ -71,6 +71,10 @@ type Config struct {
 
 	QuantizationConfig *QuantizationConfig `json:"quantization_config"`
 
+	// MLA is the DeepSeek V2/V3 attention path, "absorbed" (default when
+	// empty) or "naive"; set by WithMLA, not read from config.json.
+	MLA string `json:"-"`
+
 	// Generation holds generation_config.json (zero when absent).
 	Generation GenerationConfig `json:"-"`
 }

@@ -21,6 +21,7 @@ type options struct {
 	threads  int
 	progress func(done, total int64)
 	backend  kernels.Backend
+	mla      string // MLA attention path (deepseek.go's WithMLA)
 }
 
 // WithDevice picks the backend: "auto" (default: an accelerator when one is
@@ -184,6 +185,11 @@ func newModel(cfg *Config, src TensorSource, total int64, closer func() error, o
 	fam, ok := lookupFamily(cfg.ModelType)
 	if !ok {
 		return nil, fmt.Errorf("model_type %q not supported", cfg.ModelType)
+	}
+	if o.mla != "" { // a copy: the caller's Config stays as parsed
+		c := *cfg
+		c.MLA = o.mla
+		cfg = &c
 	}
 	be, own := o.backend, false
 	if be == nil {
