@@ -1,40 +1,70 @@
-// Package cpu is the pure-Go reference implementation of kernels.Backend:
-// float32 accumulation, weights used in their storage dtype (f32, bf16 and
-// f16 bits read in place, int8 with one scale per row), matmul parallel over
-// output rows. Every other backend is tested against it.
+// Package cpu implements kernels.Backend on the host: float32 accumulation,
+// weights used in their storage dtype (f32, bf16 and f16 bits read in place,
+// int8 with one scale per row), matmul parallel over output rows on a
+// persistent worker pool. The inner loops are the SIMD kernels of
+// kernels/cpu/simd and quant (AVX-512 / AVX2 chosen at init with cpuid);
+// NewWithKernels forces a path, and the pure-Go paths (simd.Generic,
+// quant.Int8Generic) are the reference every other backend is tested against.
 package cpu
 
 import (
 	"fmt"
 	"math"
 	"runtime"
+	"sync"
 	"unsafe"
 
 	"github.com/deepseek-go/deepseek-go/kernels"
+	"github.com/deepseek-go/deepseek-go/kernels/cpu/simd"
+	"github.com/deepseek-go/deepseek-go/quant"
 )
 
-// Backend is the CPU backend. It holds no mutable state besides its
-// configuration, so one Backend serves any number of sessions concurrently.
+// Backend is the CPU backend. Besides its configuration it holds only the
+// worker pool and pools of reusable per-op scratch, so one Backend serves
+// any number of sessions concurrently.
 type Backend struct {
 	threads int
+	kern    *simd.Kernels
+	ik      *quant.Int8Kernels
+	pool    *pool
+	mmJobs  sync.Pool // *matmulJob
+	atJobs  sync.Pool // *attnJob
 }
 
 var _ kernels.Backend = (*Backend)(nil)
 
 // New returns a CPU backend using up to threads goroutines per op
-// (threads <= 0 means runtime.GOMAXPROCS(0)).
-func New(threads int) *Backend {
+// (threads <= 0 means runtime.GOMAXPROCS(0)) and the fastest kernels this
+// CPU supports.
+func New(threads int) *Backend { return NewWithKernels(threads, simd.Best, quant.Int8Best) }
+
+// NewWithKernels is New with the float and int8 kernel paths forced (one of
+// simd.Supported() and quant.Int8Supported(); nil means the best).
+func NewWithKernels(threads int, k *simd.Kernels, ik *quant.Int8Kernels) *Backend {
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)
 	}
-	return &Backend{threads: threads}
+	if k == nil {
+		k = simd.Best
+	}
+	if ik == nil {
+		ik = quant.Int8Best
+	}
+	b := &Backend{threads: threads, kern: k, ik: ik, pool: newPool(threads)}
+	b.mmJobs.New = func() any { return new(matmulJob) }
+	b.atJobs.New = func() any { return new(attnJob) }
+	return b
 }
 
-// Name implements kernels.Backend.
-func (b *Backend) Name() string { return "cpu" }
+// Name implements kernels.Backend: "cpu:" and the float and int8 paths.
+func (b *Backend) Name() string { return "cpu:" + b.kern.Name + "+int8-" + b.ik.Name }
 
-// Close implements kernels.Backend; the CPU backend holds no resources.
-func (b *Backend) Close() error { return nil }
+// Close implements kernels.Backend: it stops the worker goroutines. Ops
+// after Close still work, on the calling goroutine only.
+func (b *Backend) Close() error {
+	b.pool.close()
+	return nil
+}
 
 // Threads reports the goroutine count used per op.
 func (b *Backend) Threads() int { return b.threads }
@@ -49,6 +79,7 @@ type Matrix struct {
 	u16        []uint16 // bf16 or f16 bits
 	i8         []int8
 	scales     []float32 // int8 only
+	rowSum     []int32   // int8 only: Σ of each row's int8 values (see quant.Int8Kernels.MatMul)
 }
 
 // Rows implements kernels.Matrix.
@@ -65,7 +96,7 @@ func (m *Matrix) Parts() []int { return m.parts }
 
 // Bytes implements kernels.Matrix.
 func (m *Matrix) Bytes() int64 {
-	return int64(len(m.f32))*4 + int64(len(m.u16))*2 + int64(len(m.i8)) + int64(len(m.scales))*4
+	return int64(len(m.f32))*4 + int64(len(m.u16))*2 + int64(len(m.i8)) + int64(len(m.scales))*4 + int64(len(m.rowSum))*4
 }
 
 // rowF32 returns row r converted to float32 into dst (len cols).
@@ -221,35 +252,36 @@ func (b *Backend) UploadMatrix(parts []kernels.HostMatrix, toInt8 bool) (kernels
 		for _, p := range parts {
 			m.scales = append(m.scales, p.Scales...)
 		}
+		m.rowSum = make([]int32, m.rows)
+		for r := range m.rowSum {
+			var s int32
+			for _, q := range m.i8[r*cols : (r+1)*cols] {
+				s += int32(q)
+			}
+			m.rowSum[r] = s
+		}
 	}
 	if toInt8 && dt != kernels.Int8 {
-		return quantizeRows(m), nil
+		return quantizeRows(m, parts[0].Name)
 	}
 	return m, nil
 }
 
-// quantizeRows converts a float matrix to symmetric per-row int8.
-func quantizeRows(src *Matrix) *Matrix {
+// quantizeRows converts a float matrix to symmetric per-row int8
+// (quant.QuantizeRow), keeping each row's sum for the u8×s8 kernels.
+func quantizeRows(src *Matrix, name string) (*Matrix, error) {
 	q := &Matrix{rows: src.rows, cols: src.cols, dtype: kernels.Int8, parts: src.parts,
-		i8: make([]int8, src.rows*src.cols), scales: make([]float32, src.rows)}
+		i8: make([]int8, src.rows*src.cols), scales: make([]float32, src.rows), rowSum: make([]int32, src.rows)}
 	row := make([]float32, src.cols)
 	for r := 0; r < src.rows; r++ {
 		src.rowF32(row, r)
-		var mx float32
-		for _, v := range row {
-			mx = max(mx, float32(math.Abs(float64(v))))
+		s, sum, err := quant.QuantizeRow(q.i8[r*src.cols:(r+1)*src.cols], row)
+		if err != nil {
+			return nil, fmt.Errorf("cpu: UploadMatrix %s: row %d: %w", name, r, err)
 		}
-		if mx == 0 {
-			continue
-		}
-		s := mx / 127
-		q.scales[r] = s
-		dst := q.i8[r*src.cols : (r+1)*src.cols]
-		for i, v := range row {
-			dst[i] = int8(math.Round(float64(v / s)))
-		}
+		q.scales[r], q.rowSum[r] = s, sum
 	}
-	return q
+	return q, nil
 }
 
 // Alloc implements kernels.Backend.
@@ -313,39 +345,92 @@ func (b *Backend) Embed(out kernels.Buffer, table kernels.Matrix, ids []int32) {
 }
 
 // MatMul implements kernels.Backend. Work is split over output rows so each
-// weight row is read once per call and reused for all n tokens.
+// weight row is read once per call and reused for all n tokens (the SIMD
+// kernels tile several tokens per weight row).
 func (b *Backend) MatMul(outs []kernels.Buffer, x kernels.Buffer, n int, w kernels.Matrix, bias kernels.Buffer) {
 	m := w.(*Matrix)
-	xs := buf(x)
-	var bs []float32
+	if n <= 0 {
+		return
+	}
+	j := b.mmJobs.Get().(*matmulJob)
+	j.b, j.m, j.n, j.x = b, m, n, buf(x)
+	j.bias = nil
 	if bias != nil {
-		bs = buf(bias)
+		j.bias = buf(bias)
 	}
-	// Map each global row to (part, row within part).
-	ys := make([][]float32, len(m.parts))
-	starts := make([]int, len(m.parts)+1)
-	for i, p := range m.parts {
-		ys[i] = buf(outs[i])
-		starts[i+1] = starts[i] + p
+	j.ys = j.ys[:0]
+	for i := range m.parts {
+		j.ys = append(j.ys, buf(outs[i]))
 	}
-	minChunk := max(1, 16384/max(1, m.cols*n))
-	parallelFor(m.rows, b.threads, minChunk, func(r0, r1 int) {
-		p := 0
-		for r := r0; r < r1; r++ {
-			for r >= starts[p+1] {
-				p++
-			}
-			width, rr := m.parts[p], r-starts[p]
-			y := ys[p]
-			var bv float32
-			if bs != nil {
-				bv = bs[r]
-			}
-			for t := 0; t < n; t++ {
-				y[t*width+rr] = m.dot(r, xs[t*m.cols:(t+1)*m.cols]) + bv
+	if m.dtype == kernels.Int8 {
+		// Quantise each token's activations once, shared by all rows.
+		cols := m.cols
+		if cap(j.xq) < n*cols {
+			j.xq = make([]uint8, n*cols)
+		}
+		if cap(j.xs) < n {
+			j.xs = make([]float32, n)
+		}
+		j.xq, j.xs = j.xq[:n*cols], j.xs[:n]
+		for t := 0; t < n; t++ {
+			j.xs[t] = quant.QuantizeActs(j.xq[t*cols:(t+1)*cols], j.x[t*cols:(t+1)*cols])
+		}
+	}
+	// Chunks of rows (a multiple of 4, the kernels' row block): several per
+	// thread so a slower core takes fewer; small products run inline.
+	chunk := m.rows
+	if work := m.rows * m.cols * n; work >= 1<<16 && b.threads > 1 {
+		chunk = max(4, (m.rows/(4*b.threads)+3)&^3)
+	}
+	b.pool.run(&j.par, j, m.rows, chunk)
+	j.m, j.x, j.bias = nil, nil, nil
+	clear(j.ys)
+	b.mmJobs.Put(j)
+}
+
+// matmulJob is one MatMul in flight; reused through Backend.mmJobs so that a
+// token step allocates nothing.
+type matmulJob struct {
+	par  parJob
+	b    *Backend
+	m    *Matrix
+	n    int
+	x    []float32
+	bias []float32
+	ys   [][]float32
+	xq   []uint8   // int8: quantised activations, n × cols
+	xs   []float32 // int8: their per-token scales
+}
+
+// run computes global rows [lo, hi), split at fused-part boundaries.
+func (j *matmulJob) run(lo, hi int) {
+	m, k := j.m, j.b.kern
+	start := 0
+	for p, rows := range m.parts {
+		ps, pe := start, start+rows
+		start = pe
+		a, e := max(lo, ps), min(hi, pe)
+		if a >= e {
+			continue
+		}
+		y := j.ys[p][a-ps:]
+		switch m.dtype {
+		case kernels.F32:
+			k.MatMulF32(y, rows, j.x, m.cols, j.n, m.f32, m.cols, a, e)
+		case kernels.BF16, kernels.F16:
+			k.MatMul16(m.dtype, y, rows, j.x, m.cols, j.n, m.u16, m.cols, a, e)
+		case kernels.Int8:
+			j.b.ik.MatMul(y, rows, j.xq, m.cols, j.xs, j.n, m.i8, m.scales, m.rowSum, m.cols, a, e)
+		}
+		if j.bias != nil {
+			for t := 0; t < j.n; t++ {
+				yt := y[t*rows : t*rows+e-a]
+				for i, bv := range j.bias[a:e] {
+					yt[i] += bv
+				}
 			}
 		}
-	})
+	}
 }
 
 // RMSNorm implements kernels.Backend.
@@ -367,8 +452,11 @@ func (b *Backend) RMSNorm(out, x, weight kernels.Buffer, n, dim int, eps float32
 func (b *Backend) ApplyRope(x kernels.Buffer, n, heads, headDim, pos0 int, r *kernels.Rope) {
 	xs := buf(x)
 	half := r.Dim / 2
-	cs := make([]float32, half)
-	sn := make([]float32, half)
+	var csBuf, snBuf [256]float32 // head dims up to 512 without allocating
+	cs, sn := csBuf[:], snBuf[:]
+	if half > len(cs) {
+		cs, sn = make([]float32, half), make([]float32, half)
+	}
 	for t := 0; t < n; t++ {
 		pos := float64(pos0 + t)
 		for j := 0; j < half; j++ {
@@ -395,7 +483,9 @@ func (b *Backend) ApplyRope(x kernels.Buffer, n, heads, headDim, pos0 int, r *ke
 	}
 }
 
-// Attention implements kernels.Backend.
+// Attention implements kernels.Backend. Each (token, head) pair is one work
+// item; softmax is computed online (running max and sum, as in flash
+// attention) so no per-call score buffer is needed.
 func (b *Backend) Attention(out, q, k, v kernels.Buffer, cache kernels.KVCache, layer, pos0, n, heads int, scale float32) {
 	c := cache.(*KVCache)
 	sp := c.spec
@@ -409,35 +499,60 @@ func (b *Backend) Attention(out, q, k, v kernels.Buffer, cache kernels.KVCache, 
 		vc, vstride = c.v[layer], vd
 		copy(vc[pos0*kvh*vd:(pos0+n)*kvh*vd], vs[:n*kvh*vd])
 	}
-	qs, o := buf(q), buf(out)
-	group := heads / kvh
-	total := pos0 + n
-	parallelFor(n*heads, b.threads, 4, func(s, e int) {
-		scores := make([]float32, total)
-		for th := s; th < e; th++ {
-			t, h := th/heads, th%heads
-			g := h / group
-			qv := qs[(t*heads+h)*kd : (t*heads+h+1)*kd]
-			last := pos0 + t
-			mx := float32(math.Inf(-1))
-			for j := 0; j <= last; j++ {
-				sc := dotF32(qv, kc[(j*kvh+g)*kd:(j*kvh+g+1)*kd]) * scale
-				scores[j] = sc
-				mx = max(mx, sc)
+	j := b.atJobs.Get().(*attnJob)
+	*j = attnJob{par: parJob{}, kern: b.kern, q: buf(q), out: buf(out), kc: kc, vc: vc,
+		kd: kd, vd: vd, kvh: kvh, vstride: vstride, heads: heads, pos0: pos0, scale: scale}
+	// Work per item grows with the context: parallelise only when it pays.
+	chunk := n * heads
+	if n*heads*(pos0+n)*(kd+vd) >= 1<<15 {
+		chunk = max(1, n*heads/(4*b.threads))
+	}
+	b.pool.run(&j.par, j, n*heads, chunk)
+	*j = attnJob{}
+	b.atJobs.Put(j)
+}
+
+// attnJob is one Attention call in flight (reused via Backend.atJobs).
+type attnJob struct {
+	par                         parJob
+	kern                        *simd.Kernels
+	q, out, kc, vc              []float32
+	kd, vd, kvh, vstride, heads int
+	pos0                        int
+	scale                       float32
+}
+
+func (j *attnJob) run(lo, hi int) {
+	kd, vd, kvh := j.kd, j.vd, j.kvh
+	group := j.heads / kvh
+	for th := lo; th < hi; th++ {
+		t, h := th/j.heads, th%j.heads
+		g := h / group
+		qv := j.q[(t*j.heads+h)*kd : (t*j.heads+h+1)*kd]
+		dst := j.out[(t*j.heads+h)*vd : (t*j.heads+h+1)*vd]
+		clear(dst)
+		mx, sum := float32(math.Inf(-1)), float32(0)
+		for p := 0; p <= j.pos0+t; p++ {
+			sc := j.kern.Dot(qv, j.kc[(p*kvh+g)*kd:(p*kvh+g+1)*kd]) * j.scale
+			vv := j.vc[(p*kvh+g)*j.vstride : (p*kvh+g)*j.vstride+vd]
+			if sc > mx {
+				// New maximum: rescale what was accumulated so far.
+				r := float32(math.Exp(float64(mx - sc)))
+				sum *= r
+				for i := range dst {
+					dst[i] *= r
+				}
+				mx = sc
 			}
-			var sum float32
-			for j := 0; j <= last; j++ {
-				e := float32(math.Exp(float64(scores[j] - mx)))
-				scores[j] = e
-				sum += e
-			}
-			dst := o[(t*heads+h)*vd : (t*heads+h+1)*vd]
-			clear(dst)
-			for j := 0; j <= last; j++ {
-				axpyF32(dst, scores[j]/sum, vc[(j*kvh+g)*vstride:(j*kvh+g)*vstride+vd])
-			}
+			e := float32(math.Exp(float64(sc - mx)))
+			sum += e
+			axpyF32(dst, e, vv)
 		}
-	})
+		inv := 1 / sum
+		for i := range dst {
+			dst[i] *= inv
+		}
+	}
 }
 
 // SwiGLU implements kernels.Backend.

@@ -1,34 +1,91 @@
 package cpu
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
 
-// parallelFor splits [0, n) into at most threads contiguous chunks and runs
-// fn(start, end) on each, returning when all are done. Work smaller than
-// minChunk per goroutine runs inline: spawning costs more than it saves.
-func parallelFor(n, threads, minChunk int, fn func(start, end int)) {
+// pool is a fixed set of worker goroutines started with the backend. An op
+// posts one *parJob; the caller and up to workers helpers take chunks of it
+// from an atomic counter, so a busy or slow core (two cores shared with
+// other processes) just takes fewer chunks. Nothing is allocated per op:
+// jobs come from sync.Pools and only pointers travel on the channel.
+type pool struct {
+	workers int // helpers besides the calling goroutine
+	tasks   chan *parJob
+	quit    chan struct{}
+	once    sync.Once
+}
+
+// ranger is the work of one parallel op over [0, n).
+type ranger interface {
+	run(lo, hi int)
+}
+
+// parJob is one parallel op in flight.
+type parJob struct {
+	fn       ranger
+	n, chunk int
+	next     atomic.Int64
+	wg       sync.WaitGroup
+}
+
+func newPool(threads int) *pool {
+	p := &pool{workers: max(0, threads-1), quit: make(chan struct{})}
+	p.tasks = make(chan *parJob, 4*p.workers+1)
+	for range p.workers {
+		go p.worker()
+	}
+	return p
+}
+
+func (p *pool) worker() {
+	for {
+		select {
+		case j := <-p.tasks:
+			j.work()
+			j.wg.Done()
+		case <-p.quit:
+			return
+		}
+	}
+}
+
+// close stops the workers; later ops run on the caller alone. It must not
+// race with an op in flight (like closing a file that is being read).
+func (p *pool) close() { p.once.Do(func() { close(p.quit) }) }
+
+// work runs chunks until none are left.
+func (j *parJob) work() {
+	for {
+		lo := int(j.next.Add(1)-1) * j.chunk
+		if lo >= j.n {
+			return
+		}
+		j.fn.run(lo, min(lo+j.chunk, j.n))
+	}
+}
+
+// run executes fn over [0, n) in chunks of chunk items using j as the
+// (reusable) job record, returning when every chunk is done.
+func (p *pool) run(j *parJob, fn ranger, n, chunk int) {
 	if n <= 0 {
 		return
 	}
-	if minChunk < 1 {
-		minChunk = 1
+	chunk = max(chunk, 1)
+	j.fn, j.n, j.chunk = fn, n, chunk
+	j.next.Store(0)
+	helpers := min(p.workers, (n+chunk-1)/chunk-1)
+	select {
+	case <-p.quit:
+		helpers = 0 // closed: the caller does it all
+	default:
 	}
-	chunks := threads
-	if c := n / minChunk; c < chunks {
-		chunks = c
+	j.wg.Add(helpers)
+	for range helpers {
+		p.tasks <- j
 	}
-	if chunks <= 1 {
-		fn(0, n)
-		return
-	}
-	var wg sync.WaitGroup
-	per := (n + chunks - 1) / chunks
-	for s := 0; s < n; s += per {
-		e := min(s+per, n)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			fn(s, e)
-		}()
-	}
-	wg.Wait()
+	j.work()
+	j.wg.Wait()
+	j.fn = nil
 }

@@ -187,3 +187,18 @@ func (k *Kernels) matmul(dt kernels.DType, y []float32, ldy int, x []float32, ld
 		}
 	}
 }
+
+// Dot returns Σ a[i]·b[i] over len(a) elements (b at least as long).
+func (k *Kernels) Dot(a, b []float32) float32 {
+	n := len(a)
+	if n == 0 {
+		return 0
+	}
+	b = b[:n]
+	main := n - n%k.vl
+	s := k.dot1[kernels.F32](&a[0], unsafe.Pointer(&b[0]), main)
+	if main < n {
+		s += dot1F32Go(&a[main], unsafe.Pointer(&b[main]), n-main)
+	}
+	return s
+}
