@@ -1,0 +1,765 @@
+package tokenizer
+
+import (
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// preTokenizer splits one piece of normalized text into smaller pieces;
+// it appends them to dst and returns it. Pieces are never empty.
+type preTokenizer interface {
+	split(s string, dst []string) []string
+}
+
+type preSequence []preTokenizer
+
+func (p preSequence) split(s string, dst []string) []string {
+	cur := []string{s}
+	var next []string
+	for _, pt := range p {
+		next = next[:0]
+		for _, piece := range cur {
+			next = pt.split(piece, next)
+		}
+		cur, next = next, cur
+	}
+	return append(dst, cur...)
+}
+
+// matcher finds the non-overlapping matches of a Split pattern, left to
+// right, with Oniguruma (leftmost-first, backtracking) semantics.
+type matcher interface {
+	findAll(s string, dst [][2]int) [][2]int
+}
+
+type splitBehavior int
+
+const (
+	behaviorRemoved splitBehavior = iota
+	behaviorIsolated
+	behaviorMergedWithPrevious
+	behaviorMergedWithNext
+	behaviorContiguous
+)
+
+type preSplit struct {
+	m        matcher
+	behavior splitBehavior
+	invert   bool
+}
+
+func (p preSplit) split(s string, dst []string) []string {
+	if s == "" {
+		return dst
+	}
+	var buf [64][2]int
+	matches := p.m.findAll(s, buf[:0])
+	// Build (range, isMatch) segments covering s, as HF's split_off_matches.
+	type seg struct {
+		lo, hi  int
+		isMatch bool
+	}
+	var sbuf [129]seg
+	segs := sbuf[:0]
+	prev := 0
+	for _, m := range matches {
+		if m[0] > prev {
+			segs = append(segs, seg{prev, m[0], false})
+		}
+		if m[1] > m[0] {
+			segs = append(segs, seg{m[0], m[1], true})
+		}
+		prev = m[1]
+	}
+	if prev < len(s) {
+		segs = append(segs, seg{prev, len(s), false})
+	}
+	if p.invert {
+		for i := range segs {
+			segs[i].isMatch = !segs[i].isMatch
+		}
+	}
+	switch p.behavior {
+	case behaviorIsolated:
+		for _, g := range segs {
+			dst = append(dst, s[g.lo:g.hi])
+		}
+	case behaviorRemoved:
+		for _, g := range segs {
+			if !g.isMatch {
+				dst = append(dst, s[g.lo:g.hi])
+			}
+		}
+	case behaviorMergedWithPrevious:
+		start, open := 0, false
+		for _, g := range segs {
+			if g.isMatch && open {
+				dst = append(dst, s[start:g.hi])
+				open = false
+				continue
+			}
+			if open {
+				dst = append(dst, s[start:g.lo])
+			}
+			start, open = g.lo, true
+			if g.isMatch {
+				dst = append(dst, s[g.lo:g.hi])
+				open = false
+			}
+		}
+		if open {
+			dst = append(dst, s[start:])
+		}
+	case behaviorMergedWithNext:
+		start, open := 0, false
+		for _, g := range segs {
+			if g.isMatch {
+				if open {
+					dst = append(dst, s[start:g.lo])
+				}
+				start, open = g.lo, true
+				continue
+			}
+			if open {
+				dst = append(dst, s[start:g.hi])
+				open = false
+			} else {
+				dst = append(dst, s[g.lo:g.hi])
+			}
+		}
+		if open {
+			dst = append(dst, s[start:])
+		}
+	case behaviorContiguous:
+		start, open, openMatch := 0, false, false
+		for _, g := range segs {
+			if open && g.isMatch && openMatch {
+				continue
+			}
+			if open {
+				dst = append(dst, s[start:g.lo])
+			}
+			start, open, openMatch = g.lo, true, g.isMatch
+		}
+		if open {
+			dst = append(dst, s[start:])
+		}
+	}
+	return dst
+}
+
+// preByteLevel maps bytes to the GPT-2 printable alphabet. When it is the
+// last pre-tokenizer the mapping is folded into the model (which then works
+// on raw bytes) and mapBytes is false.
+type preByteLevel struct {
+	addPrefixSpace bool
+	useRegex       bool
+	mapBytes       bool
+	re             matcher
+}
+
+func (p preByteLevel) split(s string, dst []string) []string {
+	if p.addPrefixSpace && !strings.HasPrefix(s, " ") {
+		s = " " + s
+	}
+	start := len(dst)
+	if p.useRegex {
+		dst = preSplit{m: p.re, behavior: behaviorIsolated}.split(s, dst)
+	} else {
+		dst = append(dst, s)
+	}
+	if p.mapBytes {
+		for i := start; i < len(dst); i++ {
+			dst[i] = bytesToUnicode(dst[i])
+		}
+	}
+	return dst
+}
+
+// preDigits splits digits from non-digits (and each digit alone when
+// individual).
+type preDigits struct{ individual bool }
+
+func (p preDigits) split(s string, dst []string) []string {
+	start, prevDigit := 0, false
+	for i, r := range s {
+		d := unicode.IsDigit(r)
+		if i > start && (d != prevDigit || (d && p.individual)) {
+			dst = append(dst, s[start:i])
+			start = i
+		}
+		prevDigit = d
+	}
+	if start < len(s) {
+		dst = append(dst, s[start:])
+	}
+	return dst
+}
+
+// preMetaspace replaces spaces with the replacement char, optionally
+// prepends it, and optionally splits before each replacement char.
+type preMetaspace struct {
+	replacement string
+	prepend     string // "always", "first", "never"
+	splitOn     bool
+	first       *bool // set per call by the tokenizer for "first"
+}
+
+func (p preMetaspace) split(s string, dst []string) []string {
+	s = strings.ReplaceAll(s, " ", p.replacement)
+	if (p.prepend == "always" || p.prepend == "first") && !strings.HasPrefix(s, p.replacement) {
+		s = p.replacement + s
+	}
+	if !p.splitOn {
+		return append(dst, s)
+	}
+	// MergedWithNext on the replacement char.
+	start := 0
+	for {
+		i := strings.Index(s[start+1:], p.replacement)
+		if start >= len(s) || i < 0 {
+			break
+		}
+		dst = append(dst, s[start:start+1+i])
+		start = start + 1 + i
+	}
+	if start < len(s) {
+		dst = append(dst, s[start:])
+	}
+	return dst
+}
+
+// preWhitespaceSplit splits on whitespace, dropping it.
+type preWhitespaceSplit struct{}
+
+func (preWhitespaceSplit) split(s string, dst []string) []string {
+	return append(dst, strings.FieldsFunc(s, isSpace)...)
+}
+
+type rawPreTokenizer struct {
+	Type           string            `json:"type"`
+	Pretokenizers  []json.RawMessage `json:"pretokenizers"`
+	Pattern        pattern           `json:"pattern"`
+	Behavior       string            `json:"behavior"`
+	Invert         bool              `json:"invert"`
+	AddPrefixSpace *bool             `json:"add_prefix_space"`
+	UseRegex       *bool             `json:"use_regex"`
+	Individual     bool              `json:"individual_digits"`
+	Replacement    string            `json:"replacement"`
+	PrependScheme  string            `json:"prepend_scheme"`
+	Split          *bool             `json:"split"`
+}
+
+// gpt2Pattern is the ByteLevel pre-tokenizer's built-in regex.
+const gpt2Pattern = `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`
+
+func parsePreTokenizer(raw json.RawMessage) (preTokenizer, error) {
+	if isNull(raw) {
+		return nil, nil
+	}
+	var r rawPreTokenizer
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return nil, fmt.Errorf("pre_tokenizer: %w", err)
+	}
+	switch r.Type {
+	case "Sequence":
+		var seq preSequence
+		for i, sub := range r.Pretokenizers {
+			p, err := parsePreTokenizer(sub)
+			if err != nil {
+				return nil, fmt.Errorf("pre_tokenizer Sequence[%d]: %w", i, err)
+			}
+			if p != nil {
+				seq = append(seq, p)
+			}
+		}
+		return seq, nil
+	case "Split":
+		var m matcher
+		switch {
+		case r.Pattern.String != nil:
+			if *r.Pattern.String == "" {
+				return nil, fmt.Errorf("pre_tokenizer Split: empty string pattern")
+			}
+			m = stringMatcher(*r.Pattern.String)
+		case r.Pattern.Regex != nil:
+			var err error
+			if m, err = newRegexMatcher(*r.Pattern.Regex); err != nil {
+				return nil, fmt.Errorf("pre_tokenizer Split: %w", err)
+			}
+		default:
+			return nil, fmt.Errorf("pre_tokenizer Split: missing pattern")
+		}
+		b, err := parseBehavior(r.Behavior)
+		if err != nil {
+			return nil, fmt.Errorf("pre_tokenizer Split: %w", err)
+		}
+		return preSplit{m: m, behavior: b, invert: r.Invert}, nil
+	case "ByteLevel":
+		p := preByteLevel{addPrefixSpace: true, useRegex: true, mapBytes: true}
+		if r.AddPrefixSpace != nil {
+			p.addPrefixSpace = *r.AddPrefixSpace
+		}
+		if r.UseRegex != nil {
+			p.useRegex = *r.UseRegex
+		}
+		if p.useRegex {
+			m, err := newRegexMatcher(gpt2Pattern)
+			if err != nil {
+				return nil, fmt.Errorf("pre_tokenizer ByteLevel: %w", err)
+			}
+			p.re = m
+		}
+		return p, nil
+	case "Digits":
+		return preDigits{individual: r.Individual}, nil
+	case "Metaspace":
+		p := preMetaspace{replacement: r.Replacement, prepend: r.PrependScheme, splitOn: true}
+		if p.replacement == "" {
+			p.replacement = "▁"
+		}
+		if p.prepend == "" {
+			p.prepend = "always"
+			if r.AddPrefixSpace != nil && !*r.AddPrefixSpace {
+				p.prepend = "never"
+			}
+		}
+		if r.Split != nil {
+			p.splitOn = *r.Split
+		}
+		return p, nil
+	case "WhitespaceSplit":
+		return preWhitespaceSplit{}, nil
+	case "":
+		return nil, fmt.Errorf("pre_tokenizer: missing type")
+	}
+	return nil, fmt.Errorf("pre_tokenizer %q: unsupported", r.Type)
+}
+
+func parseBehavior(s string) (splitBehavior, error) {
+	switch s {
+	case "Removed":
+		return behaviorRemoved, nil
+	case "Isolated":
+		return behaviorIsolated, nil
+	case "MergedWithPrevious":
+		return behaviorMergedWithPrevious, nil
+	case "MergedWithNext":
+		return behaviorMergedWithNext, nil
+	case "Contiguous":
+		return behaviorContiguous, nil
+	}
+	return 0, fmt.Errorf("behavior %q: unsupported", s)
+}
+
+// stringMatcher matches a literal string.
+type stringMatcher string
+
+func (m stringMatcher) findAll(s string, dst [][2]int) [][2]int {
+	off := 0
+	for {
+		i := strings.Index(s[off:], string(m))
+		if i < 0 {
+			return dst
+		}
+		dst = append(dst, [2]int{off + i, off + i + len(m)})
+		off += i + len(m)
+	}
+}
+
+// ---- Regex matchers ----
+
+// Patterns of real checkpoints, scanned by hand: they use the look-ahead
+// `\s+(?!\S)` that Go's regexp cannot express, and a scanner is faster.
+const (
+	deepseekV3Digits = `\p{N}{1,3}`
+	deepseekV3CJK    = "[\u4e00-\u9fa5\u3040-\u309f\u30a0-\u30ff]+"
+	deepseekV3Main   = "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+"
+	qwen2Pattern     = `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`
+	llama3Pattern    = `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`
+)
+
+// newRegexMatcher picks a hand-written scanner for known patterns and
+// otherwise compiles the pattern with Go's regexp after translating
+// Oniguruma's Unicode classes; a trailing `\s+(?!\S)|\s+` (the only
+// look-ahead real tokenizers use) is handled by hand.
+func newRegexMatcher(pat string) (matcher, error) {
+	switch pat {
+	case deepseekV3Digits:
+		return scanMatcher(scanDigits3), nil
+	case deepseekV3CJK:
+		return scanMatcher(scanCJK), nil
+	case deepseekV3Main:
+		return scanMatcher(scanDeepSeekV3), nil
+	case qwen2Pattern:
+		return scanMatcher(func(s string, p int) int { return scanQwen(s, p, 1) }), nil
+	case llama3Pattern:
+		return scanMatcher(func(s string, p int) int { return scanQwen(s, p, 3) }), nil
+	}
+	return newGenericMatcher(pat)
+}
+
+// scanMatcher wraps a function returning the end of the match starting at
+// p, or -1; the search tries each start position in turn like Oniguruma.
+type scanMatcher func(s string, p int) int
+
+func (f scanMatcher) findAll(s string, dst [][2]int) [][2]int {
+	for p := 0; p < len(s); {
+		if e := f(s, p); e > p {
+			dst = append(dst, [2]int{p, e})
+			p = e
+			continue
+		}
+		_, n := utf8.DecodeRuneInString(s[p:])
+		p += n
+	}
+	return dst
+}
+
+// Character classes with Oniguruma's Unicode meaning.
+func isSpace(r rune) bool { return unicode.IsSpace(r) }
+func isL(r rune) bool {
+	if uint32(r) < utf8.RuneSelf {
+		return 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z'
+	}
+	return unicode.IsLetter(r)
+}
+func isN(r rune) bool {
+	if uint32(r) < utf8.RuneSelf {
+		return '0' <= r && r <= '9'
+	}
+	return unicode.IsNumber(r)
+}
+func isM(r rune) bool { return r >= 0x300 && unicode.IsMark(r) }
+func isP(r rune) bool {
+	if uint32(r) < utf8.RuneSelf {
+		return asciiPunct[r]
+	}
+	return unicode.IsPunct(r)
+}
+func isS(r rune) bool {
+	if uint32(r) < utf8.RuneSelf {
+		return asciiSymbol[r]
+	}
+	return unicode.IsSymbol(r)
+}
+func isCRLF(r rune) bool { return r == '\r' || r == '\n' }
+
+var asciiPunct, asciiSymbol = func() (p, s [128]bool) {
+	for r := rune(0); r < 128; r++ {
+		p[r] = unicode.IsPunct(r)
+		s[r] = unicode.IsSymbol(r)
+	}
+	return
+}()
+
+func decodeAt(s string, p int) (rune, int) {
+	if p >= len(s) {
+		return -1, 0
+	}
+	if c := s[p]; c < utf8.RuneSelf {
+		return rune(c), 1
+	}
+	return utf8.DecodeRuneInString(s[p:])
+}
+
+// run advances over runes satisfying f.
+func run(s string, p int, f func(rune) bool) int {
+	for p < len(s) {
+		r, n := decodeAt(s, p)
+		if !f(r) {
+			break
+		}
+		p += n
+	}
+	return p
+}
+
+func scanDigits3(s string, p int) int {
+	e := p
+	for k := 0; k < 3; k++ {
+		r, n := decodeAt(s, e)
+		if n == 0 || !isN(r) {
+			break
+		}
+		e += n
+	}
+	return e
+}
+
+func isDeepSeekCJK(r rune) bool {
+	return r >= 0x4e00 && r <= 0x9fa5 || r >= 0x3040 && r <= 0x309f || r >= 0x30a0 && r <= 0x30ff
+}
+
+func scanCJK(s string, p int) int { return run(s, p, isDeepSeekCJK) }
+
+// scanWhitespaceTail implements `\s*[\r\n]+|\s+(?!\S)|\s+` at p.
+func scanWhitespaceTail(s string, p int) int {
+	r, _ := decodeAt(s, p)
+	if !isSpace(r) {
+		return -1
+	}
+	e := run(s, p, isSpace)
+	// \s*[\r\n]+ : the match ends after the last CR/LF of the run.
+	last := -1
+	for q := p; q < e; {
+		r, n := decodeAt(s, q)
+		if isCRLF(r) {
+			last = q + n
+		}
+		q += n
+	}
+	if last > 0 {
+		return last
+	}
+	// \s+(?!\S)
+	if e == len(s) {
+		return e
+	}
+	_, lastN := utf8.DecodeLastRuneInString(s[p:e])
+	if e-lastN > p {
+		return e - lastN
+	}
+	// \s+
+	return e
+}
+
+func isDeepSeekLM(r rune) bool { return isL(r) || isM(r) }
+
+// scanDeepSeekV3 implements deepseekV3Main.
+func scanDeepSeekV3(s string, p int) int {
+	c, n := decodeAt(s, p)
+	// [!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+
+	if c < utf8.RuneSelf && asciiPunctOrSym(c) {
+		e := run(s, p+n, func(r rune) bool { return 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' })
+		if e > p+n {
+			return e
+		}
+	}
+	// [^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+
+	if !isCRLF(c) && !isL(c) && !isP(c) && !isS(c) {
+		if e := run(s, p+n, isDeepSeekLM); e > p+n {
+			return e
+		}
+	}
+	if isDeepSeekLM(c) {
+		return run(s, p, isDeepSeekLM)
+	}
+	// ?[\p{P}\p{S}]+[\r\n]*
+	isPS := func(r rune) bool { return isP(r) || isS(r) }
+	q := p
+	if c == ' ' {
+		if r, _ := decodeAt(s, p+1); isPS(r) {
+			q = p + 1
+		}
+	}
+	if r, _ := decodeAt(s, q); isPS(r) {
+		e := run(s, q, isPS)
+		return run(s, e, isCRLF)
+	}
+	return scanWhitespaceTail(s, p)
+}
+
+// asciiPunctOrSym is the class [!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~].
+func asciiPunctOrSym(c rune) bool {
+	return c >= '!' && c <= '/' || c >= ':' && c <= '@' || c >= '[' && c <= '`' || c >= '{' && c <= '~'
+}
+
+// scanQwen implements qwen2Pattern (maxDigits 1) and llama3Pattern (3).
+func scanQwen(s string, p int, maxDigits int) int {
+	c, n := decodeAt(s, p)
+	// (?i:'s|'t|'re|'ve|'m|'ll|'d)
+	if c == '\'' {
+		r1, n1 := decodeAt(s, p+1)
+		switch r1 {
+		case 's', 'S', 'ſ', 't', 'T', 'm', 'M', 'd', 'D':
+			return p + 1 + n1
+		}
+		if l := lowerASCII(r1); l == 'r' || l == 'v' || l == 'l' {
+			r2, n2 := decodeAt(s, p+1+n1)
+			want := 'e'
+			if l == 'l' {
+				want = 'l'
+			}
+			if lowerASCII(r2) == want {
+				return p + 1 + n1 + n2
+			}
+		}
+	}
+	// [^\r\n\p{L}\p{N}]?\p{L}+
+	if !isCRLF(c) && !isL(c) && !isN(c) {
+		if e := run(s, p+n, isL); e > p+n {
+			return e
+		}
+	}
+	if isL(c) {
+		return run(s, p, isL)
+	}
+	// \p{N} or \p{N}{1,3}
+	if isN(c) {
+		e := p
+		for k := 0; k < maxDigits; k++ {
+			r, m := decodeAt(s, e)
+			if m == 0 || !isN(r) {
+				break
+			}
+			e += m
+		}
+		return e
+	}
+	// ?[^\s\p{L}\p{N}]+[\r\n]*
+	isOther := func(r rune) bool { return r >= 0 && !isSpace(r) && !isL(r) && !isN(r) }
+	q := p
+	if c == ' ' {
+		if r, _ := decodeAt(s, p+1); isOther(r) {
+			q = p + 1
+		}
+	}
+	if r, _ := decodeAt(s, q); isOther(r) {
+		e := run(s, q, isOther)
+		return run(s, e, isCRLF)
+	}
+	return scanWhitespaceTail(s, p)
+}
+
+func lowerASCII(r rune) rune {
+	if r >= 'A' && r <= 'Z' {
+		return r + 'a' - 'A'
+	}
+	return r
+}
+
+// genericMatcher runs a Go regexp anchored at each position; when the
+// pattern ends in `|\s+(?!\S)|\s+` that tail is handled by hand.
+type genericMatcher struct {
+	re      *regexp.Regexp // anchored with \A
+	wsTail  bool
+	hasHead bool
+}
+
+const wsLookaheadTail = `|\s+(?!\S)|\s+`
+
+func newGenericMatcher(pat string) (matcher, error) {
+	g := &genericMatcher{}
+	head := pat
+	if strings.HasSuffix(pat, wsLookaheadTail) {
+		g.wsTail = true
+		head = strings.TrimSuffix(pat, wsLookaheadTail)
+	} else if pat == `\s+(?!\S)|\s+` {
+		g.wsTail = true
+		head = ""
+	}
+	if head != "" {
+		re, err := compileOniguruma(`\A(?:` + head + `)`)
+		if err != nil {
+			return nil, err
+		}
+		g.re, g.hasHead = re, true
+	}
+	return g, nil
+}
+
+func (g *genericMatcher) findAll(s string, dst [][2]int) [][2]int {
+	return scanMatcher(func(s string, p int) int {
+		if g.hasHead {
+			if loc := g.re.FindStringIndex(s[p:]); loc != nil && loc[1] > 0 {
+				return p + loc[1]
+			}
+		}
+		if g.wsTail {
+			r, _ := decodeAt(s, p)
+			if !isSpace(r) {
+				return -1
+			}
+			e := run(s, p, isSpace)
+			if e == len(s) {
+				return e
+			}
+			_, lastN := utf8.DecodeLastRuneInString(s[p:e])
+			if e-lastN > p {
+				return e - lastN
+			}
+			return e
+		}
+		return -1
+	}).findAll(s, dst)
+}
+
+// compileOniguruma compiles an Oniguruma pattern with Go's regexp after
+// giving \s, \S, \d, \w their Unicode meanings. Look-around and
+// back-references are rejected with a clear error.
+func compileOniguruma(pat string) (*regexp.Regexp, error) {
+	for _, bad := range []string{"(?=", "(?!", "(?<=", "(?<!", "(?>", `\k<`} {
+		if strings.Contains(pat, bad) {
+			return nil, fmt.Errorf("regex %q: look-around/atomic groups are unsupported outside the known DeepSeek/Qwen/Llama-3/GPT-2 patterns", pat)
+		}
+	}
+	var b strings.Builder
+	inClass := false
+	for i := 0; i < len(pat); i++ {
+		c := pat[i]
+		if c == '\\' && i+1 < len(pat) {
+			d := pat[i+1]
+			i++
+			switch d {
+			case 's':
+				if inClass {
+					b.WriteString(`\s\x{0B}\x{85}\p{Z}`)
+				} else {
+					b.WriteString(`[\s\x{0B}\x{85}\p{Z}]`)
+				}
+				continue
+			case 'S':
+				if inClass {
+					return nil, fmt.Errorf("regex %q: \\S inside a class is unsupported", pat)
+				}
+				b.WriteString(`[^\s\x{0B}\x{85}\p{Z}]`)
+				continue
+			case 'd':
+				b.WriteString(`\p{Nd}`)
+				continue
+			case 'w':
+				if inClass {
+					b.WriteString(`\p{L}\p{M}\p{Nd}\p{Pc}`)
+				} else {
+					b.WriteString(`[\p{L}\p{M}\p{Nd}\p{Pc}]`)
+				}
+				continue
+			}
+			b.WriteByte('\\')
+			b.WriteByte(d)
+			continue
+		}
+		switch c {
+		case '[':
+			if !inClass {
+				inClass = true
+				b.WriteByte(c)
+				// a leading ] or ^] is literal
+				if i+1 < len(pat) && pat[i+1] == '^' {
+					b.WriteByte('^')
+					i++
+				}
+				if i+1 < len(pat) && pat[i+1] == ']' {
+					b.WriteString(`\]`)
+					i++
+				}
+				continue
+			}
+			b.WriteString(`\[`)
+			continue
+		case ']':
+			inClass = false
+		}
+		b.WriteByte(c)
+	}
+	re, err := regexp.Compile(b.String())
+	if err != nil {
+		return nil, fmt.Errorf("regex %q: %w", pat, err)
+	}
+	return re, nil
+}
