@@ -41,6 +41,7 @@ type Kernels struct {
 	dot1 [3]dot1Func
 	dot4 [3]dot4Func
 	tile [3]tileFunc
+	sum  func(x *float32, n int) float32 // n a multiple of 4·vl
 }
 
 // Generic is the pure-Go path: the fallback and the shape every SIMD path
@@ -50,6 +51,26 @@ var Generic = &Kernels{
 	vl:   1,
 	dot1: [3]dot1Func{kernels.F32: dot1F32Go, kernels.F16: dot1F16Go, kernels.BF16: dot1BF16Go},
 	dot4: [3]dot4Func{kernels.F32: dot4Go(dot1F32Go, 4), kernels.F16: dot4Go(dot1F16Go, 2), kernels.BF16: dot4Go(dot1BF16Go, 2)},
+	sum:  sumGo,
+}
+
+func sumGo(x *float32, n int) float32 {
+	if n == 0 {
+		return 0
+	}
+	var s0, s1, s2, s3 float32
+	xs := unsafe.Slice(x, n)
+	i := 0
+	for ; i+4 <= n; i += 4 {
+		s0 += xs[i]
+		s1 += xs[i+1]
+		s2 += xs[i+2]
+		s3 += xs[i+3]
+	}
+	for ; i < n; i++ {
+		s0 += xs[i]
+	}
+	return (s0 + s1) + (s2 + s3)
 }
 
 // Best is the fastest path this CPU supports, chosen once at init.
@@ -199,6 +220,21 @@ func (k *Kernels) Dot(a, b []float32) float32 {
 	s := k.dot1[kernels.F32](&a[0], unsafe.Pointer(&b[0]), main)
 	if main < n {
 		s += dot1F32Go(&a[main], unsafe.Pointer(&b[main]), n-main)
+	}
+	return s
+}
+
+// Sum returns Σ a[i]. It streams memory as fast as the path can load, so
+// the benchmarks use it to measure read bandwidth.
+func (k *Kernels) Sum(a []float32) float32 {
+	n := len(a)
+	if n == 0 {
+		return 0
+	}
+	main := n - n%(4*k.vl)
+	s := k.sum(&a[0], main)
+	if main < n {
+		s += sumGo(&a[main], n-main)
 	}
 	return s
 }

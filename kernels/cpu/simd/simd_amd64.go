@@ -16,6 +16,7 @@ var AVX512 = &Kernels{
 	dot1:  [3]dot1Func{kernels.F32: dot1F32AVX512, kernels.F16: dot1F16AVX512, kernels.BF16: dot1BF16AVX512},
 	dot4:  [3]dot4Func{kernels.F32: dot4F32AVX512, kernels.F16: dot4F16AVX512, kernels.BF16: dot4BF16AVX512},
 	tile:  [3]tileFunc{kernels.F32: tileF32AVX512, kernels.F16: tileF16AVX512, kernels.BF16: tileBF16AVX512},
+	sum:   sumAVX512,
 }
 
 // AVX2 needs AVX2, FMA and F16C. With 16 vector registers its tile is
@@ -27,6 +28,7 @@ var AVX2 = &Kernels{
 	dot1:  [3]dot1Func{kernels.F32: dot1F32AVX2, kernels.F16: dot1F16AVX2, kernels.BF16: dot1BF16AVX2},
 	dot4:  [3]dot4Func{kernels.F32: dot4F32AVX2, kernels.F16: dot4F16AVX2, kernels.BF16: dot4BF16AVX2},
 	tile:  [3]tileFunc{kernels.F32: tileF32AVX2, kernels.F16: tileF16AVX2, kernels.BF16: tileBF16AVX2},
+	sum:   sumAVX2,
 }
 
 // Supported lists the paths this CPU can run, fastest first; Generic is

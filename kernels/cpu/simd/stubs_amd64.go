@@ -60,3 +60,9 @@ func dot4F16AVX2(x *float32, w unsafe.Pointer, ldw, n int, out *float32)
 
 //go:noescape
 func tileF16AVX2(x *float32, ldx int, w unsafe.Pointer, ldw, n int, out *float32, ldo int)
+
+//go:noescape
+func sumAVX512(x *float32, n int) float32
+
+//go:noescape
+func sumAVX2(x *float32, n int) float32
