@@ -452,3 +452,30 @@ func TestNewRandomModel(t *testing.T) {
 		require.NoError(t, m.Close())
 	}
 }
+
+func TestLoadAttachesTokenizer(t *testing.T) {
+	m := loadStories(t)
+	tok := m.Tokenizer()
+	require.NotNil(t, tok)
+	assert.Equal(t, m.Config().VocabSize, tok.VocabSize())
+	ids, err := tok.Encode("Once upon a time", false)
+	require.NoError(t, err)
+	assert.Equal(t, []int{403, 407, 261, 378}, ids)
+
+	// LoadFS reads the same checkpoint from a file system.
+	m2, err := LoadFS(os.DirFS(storiesDir))
+	require.NoError(t, err)
+	defer m2.Close()
+	require.NotNil(t, m2.Tokenizer())
+	got, err := collect(t, m2.GenerateIDs(context.Background(), []int{1}, GenerateOptions{MaxTokens: 8}))
+	require.NoError(t, err)
+	want, err := collect(t, m.GenerateIDs(context.Background(), []int{1}, GenerateOptions{MaxTokens: 8}))
+	require.NoError(t, err)
+	assert.Equal(t, want, got)
+
+	// Fixtures without tokenizer.json load with none.
+	m3, err := Load("../testdata/models/qwen2")
+	require.NoError(t, err)
+	defer m3.Close()
+	assert.Nil(t, m3.Tokenizer())
+}

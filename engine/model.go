@@ -1,8 +1,11 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
+	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 	"time"
@@ -10,6 +13,7 @@ import (
 	"github.com/deepseek-go/deepseek-go/engine/safetensors"
 	"github.com/deepseek-go/deepseek-go/kernels"
 	"github.com/deepseek-go/deepseek-go/kernels/cpu"
+	"github.com/deepseek-go/deepseek-go/tokenizer"
 )
 
 // Option configures Load, LoadFS and New.
@@ -22,6 +26,7 @@ type options struct {
 	progress func(done, total int64)
 	backend  kernels.Backend
 	mla      string // MLA attention path (deepseek.go's WithMLA)
+	tok      *tokenizer.Tokenizer
 }
 
 // WithDevice picks the backend: "auto" (default: an accelerator when one is
@@ -41,6 +46,10 @@ func WithProgress(f func(done, total int64)) Option { return func(o *options) { 
 // WithBackend runs the model on an existing backend (shared, not closed by
 // Model.Close); it overrides WithDevice.
 func WithBackend(be kernels.Backend) Option { return func(o *options) { o.backend = be } }
+
+// WithTokenizer attaches a tokenizer (for New; Load and LoadFS read
+// tokenizer.json from the checkpoint when present and this is not set).
+func WithTokenizer(t *tokenizer.Tokenizer) Option { return func(o *options) { o.tok = t } }
 
 // deviceOpener opens a backend by device name; accelerator glue registers
 // itself with registerDevice from an init function (engine/device*.go).
@@ -97,6 +106,7 @@ type Model struct {
 	be     kernels.Backend
 	ownBE  bool
 	closer func() error
+	tok    *tokenizer.Tokenizer
 
 	embed   kernels.Matrix
 	norm    kernels.Buffer
@@ -126,10 +136,15 @@ func Load(dir string, opts ...Option) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
+	tok, err := loadTokenizer(os.DirFS(dir), dir)
+	if err != nil {
+		return nil, err
+	}
 	ck, err := safetensors.Open(dir)
 	if err != nil {
 		return nil, err
 	}
+	opts = append([]Option{WithTokenizer(tok)}, opts...)
 	m, err := newModel(cfg, ck, checkpointBytes(ck), ck.Close, opts)
 	if err != nil {
 		ck.Close()
@@ -145,10 +160,15 @@ func LoadFS(fsys fs.FS, opts ...Option) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
+	tok, err := loadTokenizer(fsys, "fs")
+	if err != nil {
+		return nil, err
+	}
 	ck, err := safetensors.OpenFS(fsys)
 	if err != nil {
 		return nil, err
 	}
+	opts = append([]Option{WithTokenizer(tok)}, opts...)
 	m, err := newModel(cfg, ck, checkpointBytes(ck), ck.Close, opts)
 	if err != nil {
 		ck.Close()
@@ -199,7 +219,7 @@ func newModel(cfg *Config, src TensorSource, total int64, closer func() error, o
 		}
 		own = true
 	}
-	m := &Model{cfg: cfg, fam: fam, be: be, ownBE: own, closer: closer}
+	m := &Model{cfg: cfg, fam: fam, be: be, ownBE: own, closer: closer, tok: o.tok}
 	b := newBuilder(cfg, be, src, o.int8, o.progress, total)
 	if err := m.loadCommon(b); err != nil {
 		m.Close()
@@ -268,6 +288,31 @@ func (m *Model) Close() error {
 		}
 	}
 	return err
+}
+
+// Tokenizer returns the attached tokenizer, or nil when the checkpoint has
+// no tokenizer.json and none was given with WithTokenizer.
+func (m *Model) Tokenizer() *tokenizer.Tokenizer { return m.tok }
+
+// loadTokenizer reads tokenizer.json (+ tokenizer_config.json) when present;
+// a checkpoint without one loads fine and has a nil tokenizer.
+func loadTokenizer(fsys fs.FS, label string) (*tokenizer.Tokenizer, error) {
+	tj, err := fs.ReadFile(fsys, "tokenizer.json")
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", filepath.Join(label, "tokenizer.json"), err)
+	}
+	tc, err := fs.ReadFile(fsys, "tokenizer_config.json")
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("reading %s: %w", filepath.Join(label, "tokenizer_config.json"), err)
+	}
+	t, err := tokenizer.FromBytes(tj, tc)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(label, "tokenizer.json"), err)
+	}
+	return t, nil
 }
 
 // Config returns the model's configuration (read only).
