@@ -1,0 +1,643 @@
+package engine
+
+// DeepSeek V2 and V3 (model_type deepseek_v2, deepseek_v3): multi-head latent
+// attention (MLA), mixture of experts with shared experts, YaRN rope and fp8
+// block-quantised checkpoints. The reference is transformers'
+// modeling_deepseek_v2.py / modeling_deepseek_v3.py and DeepSeek's own
+// modeling_deepseek.py on the hub.
+//
+// MLA runs two ways (WithMLA):
+//   - naive: kv_b_proj expands the latent into per-head keys and values; the
+//     cache holds heads×(nope+rope) key and heads×v value floats per token.
+//     This is the reference form.
+//   - absorbed (default): the cache holds only the normalised latent
+//     (kv_lora_rank) and the rotated rope key (qk_rope_head_dim) per token,
+//     shared by all heads. kv_b_proj's key half is folded into the query
+//     (q_nope·W_UK per head) and its value half into the output
+//     (latent·W_UVᵀ per head), so attention runs as MQA with KDim =
+//     kv_lora+rope whose values are the first kv_lora floats of each key.
+
+import (
+	"fmt"
+	"math"
+	"sync"
+
+	"github.com/deepseek-go/deepseek-go/kernels"
+)
+
+// MLA attention paths for WithMLA.
+const (
+	MLAAbsorbed = "absorbed"
+	MLANaive    = "naive"
+)
+
+// WithMLA selects the DeepSeek V2/V3 attention path: MLAAbsorbed (default,
+// small cache) or MLANaive (the per-head expansion, a reference).
+func WithMLA(path string) Option { return func(o *options) { o.mla = path } }
+
+// mlaNormEps is the epsilon of q_a_layernorm and kv_a_layernorm: transformers
+// and DeepSeek's code build both with the RMSNorm default 1e-6, not
+// rms_norm_eps.
+const mlaNormEps = 1e-6
+
+func init() {
+	fam := Family{Validate: validateDeepseek, Build: buildDeepseek, KVSpec: deepseekKVSpec}
+	RegisterFamily("deepseek_v2", fam)
+	RegisterFamily("deepseek_v3", fam)
+}
+
+// deepseekRouter derives the routing configuration with each family's
+// defaults (V2: softmax greedy, scaling only without normalisation as in
+// DeepSeek's MoEGate; V3: sigmoid noaux_tc, normalise then scale).
+func deepseekRouter(c *Config) RouterConfig {
+	rc := RouterConfig{Method: TopKGreedy, Scoring: ScoringSoftmax, Experts: c.NRoutedExperts,
+		TopK: c.NumExpertsPerTok, Groups: c.NGroup, TopGroups: c.TopKGroup,
+		NormTopK: c.NormTopKProb, Scale: float32(c.RoutedScalingFactor)}
+	if c.ModelType == "deepseek_v3" {
+		rc.Method, rc.Scoring, rc.ScaleAfterNorm = TopKNoAuxTC, ScoringSigmoid, true
+	}
+	if c.TopKMethod != "" {
+		rc.Method = c.TopKMethod
+	}
+	if c.ScoringFunc != "" {
+		rc.Scoring = c.ScoringFunc
+	}
+	if rc.Method == TopKGreedy && rc.Groups == 0 {
+		rc.Groups, rc.TopGroups = 1, 1
+	}
+	return rc
+}
+
+func validateDeepseek(c *Config) error {
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"kv_lora_rank", c.KVLoraRank}, {"qk_nope_head_dim", c.QKNopeHeadDim},
+		{"qk_rope_head_dim", c.QKRopeHeadDim}, {"v_head_dim", c.VHeadDim}} {
+		if f.v <= 0 {
+			return fmt.Errorf("config field %s must be positive for %s, got %d", f.name, c.ModelType, f.v)
+		}
+	}
+	if c.QKRopeHeadDim%2 != 0 {
+		return fmt.Errorf("config field qk_rope_head_dim must be even, got %d", c.QKRopeHeadDim)
+	}
+	if c.QLoraRank < 0 || c.FirstKDenseReplace < 0 || c.MoELayerFreq <= 0 || c.NSharedExperts < 0 || c.NRoutedExperts < 0 {
+		return fmt.Errorf("config fields q_lora_rank (%d), first_k_dense_replace (%d), n_shared_experts (%d), n_routed_experts (%d) must be >= 0 and moe_layer_freq (%d) > 0",
+			c.QLoraRank, c.FirstKDenseReplace, c.NSharedExperts, c.NRoutedExperts, c.MoELayerFreq)
+	}
+	if c.AttentionBias {
+		return fmt.Errorf("config field attention_bias: biased MLA projections are not supported (no DeepSeek checkpoint has them)")
+	}
+	if r := c.RopeScaling; r != nil && r.Type != "default" && r.Type != "yarn" {
+		return fmt.Errorf("config field rope_scaling.type %q not supported for %s (yarn or none)", r.Type, c.ModelType)
+	}
+	if q := c.QuantizationConfig; q != nil {
+		if q.QuantMethod != "fp8" {
+			return fmt.Errorf("config field quantization_config.quant_method %q not supported (fp8)", q.QuantMethod)
+		}
+		if q.Fmt != "" && q.Fmt != "e4m3" {
+			return fmt.Errorf("config field quantization_config.fmt %q not supported (e4m3)", q.Fmt)
+		}
+	}
+	if c.NRoutedExperts > 0 {
+		if c.MoEIntermediateSize <= 0 {
+			return fmt.Errorf("config field moe_intermediate_size must be positive with n_routed_experts %d, got %d", c.NRoutedExperts, c.MoEIntermediateSize)
+		}
+		rc := deepseekRouter(c)
+		if err := rc.Validate(); err != nil {
+			return fmt.Errorf("config: %w", err)
+		}
+	}
+	switch c.MLA {
+	case "", MLAAbsorbed, MLANaive:
+	default:
+		return fmt.Errorf("MLA path %q: want %q or %q", c.MLA, MLAAbsorbed, MLANaive)
+	}
+	return nil
+}
+
+// mlaAbsorbed reports whether c selects the absorbed MLA path.
+func mlaAbsorbed(c *Config) bool { return c.MLA == "" || c.MLA == MLAAbsorbed }
+
+func deepseekKVSpec(c *Config) kernels.KVSpec {
+	if mlaAbsorbed(c) {
+		return kernels.KVSpec{Layers: c.NumLayers, KVHeads: 1, KDim: c.KVLoraRank + c.QKRopeHeadDim, VDim: c.KVLoraRank, VInK: true}
+	}
+	return kernels.KVSpec{Layers: c.NumLayers, KVHeads: c.NumHeads, KDim: c.QKNopeHeadDim + c.QKRopeHeadDim, VDim: c.VHeadDim}
+}
+
+// MLACache is the KV-cache footprint of an MLA model, in float32 values and
+// bytes per token over all layers.
+type MLACache struct {
+	// AbsorbedFloats = layers × (kv_lora_rank + qk_rope_head_dim).
+	AbsorbedFloats int64
+	// NaiveFloats = layers × heads × (qk_nope + qk_rope + v_head_dim).
+	NaiveFloats int64
+	// AbsorbedBytes and NaiveBytes at 4 bytes per value (the caches are f32).
+	AbsorbedBytes, NaiveBytes int64
+}
+
+// MLACacheSize returns the per-token cache size of both MLA paths for a
+// DeepSeek V2/V3 config.
+func MLACacheSize(c *Config) MLACache {
+	l := int64(c.NumLayers)
+	a := l * int64(c.KVLoraRank+c.QKRopeHeadDim)
+	n := l * int64(c.NumHeads) * int64(c.QKNopeHeadDim+c.QKRopeHeadDim+c.VHeadDim)
+	return MLACache{AbsorbedFloats: a, NaiveFloats: n, AbsorbedBytes: 4 * a, NaiveBytes: 4 * n}
+}
+
+// MLACache reports the model's per-token cache size on both MLA paths, and
+// false for models without MLA.
+func (m *Model) MLACache() (MLACache, bool) {
+	if m.cfg.ModelType != "deepseek_v2" && m.cfg.ModelType != "deepseek_v3" {
+		return MLACache{}, false
+	}
+	return MLACacheSize(m.cfg), true
+}
+
+// MLAPath is the attention path the model runs ("absorbed" or "naive"), or
+// "" for models without MLA.
+func (m *Model) MLAPath() string {
+	if _, ok := m.MLACache(); !ok {
+		return ""
+	}
+	if mlaAbsorbed(m.cfg) {
+		return MLAAbsorbed
+	}
+	return MLANaive
+}
+
+// deepseekRope returns the rope of the qk_rope_head_dim part (YaRN inv_freq
+// and cos/sin attention factor folded in) and the softmax scale
+// 1/sqrt(qk_head_dim), times yarn_get_mscale(factor, mscale_all_dim)² when
+// YaRN sets mscale_all_dim (DeepSeek's attention, transformers' V3).
+func deepseekRope(c *Config) (*kernels.Rope, float32, error) {
+	inv, af, err := RopeFreqs(c, c.QKRopeHeadDim)
+	if err != nil {
+		return nil, 0, err
+	}
+	scale := 1 / math.Sqrt(float64(c.QKNopeHeadDim+c.QKRopeHeadDim))
+	if r := c.RopeScaling; r != nil && r.Type == "yarn" && r.MScaleAllDim != 0 {
+		m := YarnGetMScale(r.Factor, r.MScaleAllDim)
+		scale *= m * m
+	}
+	return &kernels.Rope{Dim: c.QKRopeHeadDim, InvFreq: inv, Scale: float32(af), Interleaved: true}, float32(scale), nil
+}
+
+// isMoELayer reports whether layer l has routed experts.
+func isMoELayer(c *Config, l int) bool {
+	return c.NRoutedExperts > 0 && l >= c.FirstKDenseReplace && l%c.MoELayerFreq == 0
+}
+
+func buildDeepseek(b *Builder) ([]Block, error) {
+	c := b.Config
+	if err := validateDeepseek(c); err != nil { // Config may come from New
+		return nil, err
+	}
+	rope, scale, err := deepseekRope(c)
+	if err != nil {
+		return nil, err
+	}
+	var moeLayers []int
+	for l := range c.NumLayers {
+		if isMoELayer(c, l) {
+			moeLayers = append(moeLayers, l)
+		}
+	}
+	stats := NewExpertStats(moeLayers, max(c.NRoutedExperts, 1))
+	blocks := make([]Block, c.NumLayers)
+	slot := 0 // index of the next MoE layer in stats
+	for l := range blocks {
+		p := LayerPrefix(l)
+		blk := &deepseekBlock{layer: l, cfg: c}
+		if blk.attnNorm, err = b.Vector(p+"input_layernorm.weight", c.HiddenSize); err != nil {
+			return nil, err
+		}
+		if blk.mlpNorm, err = b.Vector(p+"post_attention_layernorm.weight", c.HiddenSize); err != nil {
+			return nil, err
+		}
+		if blk.attn, err = loadMLA(b, p+"self_attn.", l, rope, scale); err != nil {
+			return nil, err
+		}
+		if isMoELayer(c, l) {
+			if blk.moe, err = loadMoE(b, p+"mlp.", slot, stats); err != nil {
+				return nil, err
+			}
+			slot++
+		} else if blk.mlp, err = LoadDenseMLP(b, p+"mlp.", c.HiddenSize, c.IntermediateSize, false); err != nil {
+			return nil, err
+		}
+		blocks[l] = blk
+	}
+	return blocks, nil
+}
+
+// deepseekBlock is x += mla(norm(x)); x += (dense MLP or MoE)(norm(x)).
+type deepseekBlock struct {
+	layer             int
+	cfg               *Config
+	attnNorm, mlpNorm kernels.Buffer
+	attn              *MLA
+	mlp               *DenseMLP
+	moe               *MoE
+}
+
+func (blk *deepseekBlock) Forward(s *Session, x kernels.Buffer, n, pos0 int) error {
+	c := blk.cfg
+	be := s.Backend()
+	hid := c.HiddenSize
+	eps := float32(c.RMSNormEps)
+	xn, err := s.Scratch("xn", s.Chunk()*hid)
+	if err != nil {
+		return err
+	}
+	tmp, err := s.Scratch("tmp", s.Chunk()*hid)
+	if err != nil {
+		return err
+	}
+	be.RMSNorm(xn, x, blk.attnNorm, n, hid, eps)
+	if err := blk.attn.Forward(s, tmp, xn, n, pos0); err != nil {
+		return err
+	}
+	be.Add(x, x, tmp, n*hid)
+	be.RMSNorm(xn, x, blk.mlpNorm, n, hid, eps)
+	if blk.moe != nil {
+		err = blk.moe.Forward(s, tmp, xn, n)
+	} else {
+		err = blk.mlp.Forward(s, tmp, xn, n)
+	}
+	if err != nil {
+		return err
+	}
+	be.Add(x, x, tmp, n*hid)
+	return nil
+}
+
+// MLA is DeepSeek's multi-head latent attention for one layer.
+type MLA struct {
+	Layer                        int
+	Heads, Nope, Rope, V, KVLora int
+	QLora                        int
+	QA, QB                       kernels.Matrix // q_a_proj, q_b_proj (q_lora_rank > 0) ...
+	QANorm                       kernels.Buffer
+	Q                            kernels.Matrix // ... or q_proj
+	KVA                          kernels.Matrix // kv_a_proj_with_mqa, parts: latent, rope key
+	KVANorm                      kernels.Buffer
+	KVB                          kernels.Matrix   // naive: kv_b_proj as stored
+	WUKT                         []kernels.Matrix // absorbed: per head W_UKᵀ [kv_lora, nope]
+	WUV                          []kernels.Matrix // absorbed: per head W_UV [v, kv_lora]
+	O                            kernels.Matrix
+	RopeQ, RopeK                 kernels.Rope // on the query heads (Off = nope) and on the rope key
+	Scale                        float32
+	Absorbed                     bool
+}
+
+// loadMLA loads one layer's attention weights under prefix.
+func loadMLA(b *Builder, prefix string, layer int, rope *kernels.Rope, scale float32) (*MLA, error) {
+	c := b.Config
+	hid, H := c.HiddenSize, c.NumHeads
+	a := &MLA{Layer: layer, Heads: H, Nope: c.QKNopeHeadDim, Rope: c.QKRopeHeadDim, V: c.VHeadDim,
+		KVLora: c.KVLoraRank, QLora: c.QLoraRank, Scale: scale, Absorbed: mlaAbsorbed(c)}
+	a.RopeQ, a.RopeK = *rope, *rope
+	a.RopeQ.Off = a.Nope
+	qh := a.Nope + a.Rope
+	var err error
+	if a.QLora > 0 {
+		if a.QA, err = b.Matrix(MatSpec{prefix + "q_a_proj.weight", a.QLora, hid}); err != nil {
+			return nil, err
+		}
+		if a.QANorm, err = b.Vector(prefix+"q_a_layernorm.weight", a.QLora); err != nil {
+			return nil, err
+		}
+		if a.QB, err = b.Matrix(MatSpec{prefix + "q_b_proj.weight", H * qh, a.QLora}); err != nil {
+			return nil, err
+		}
+	} else if a.Q, err = b.Matrix(MatSpec{prefix + "q_proj.weight", H * qh, hid}); err != nil {
+		return nil, err
+	}
+	kva, err := b.Host(MatSpec{prefix + "kv_a_proj_with_mqa.weight", a.KVLora + a.Rope, hid})
+	if err != nil {
+		return nil, err
+	}
+	if a.KVA, err = uploadParts(b, []kernels.HostMatrix{
+		rowSlice(kva, 0, a.KVLora, kva.Name+"[latent]"),
+		rowSlice(kva, a.KVLora, a.KVLora+a.Rope, kva.Name+"[rope]"),
+	}); err != nil {
+		return nil, err
+	}
+	if a.KVANorm, err = b.Vector(prefix+"kv_a_layernorm.weight", a.KVLora); err != nil {
+		return nil, err
+	}
+	per := a.Nope + a.V
+	kvb, err := b.Host(MatSpec{prefix + "kv_b_proj.weight", H * per, a.KVLora})
+	if err != nil {
+		return nil, err
+	}
+	if !a.Absorbed {
+		if a.KVB, err = uploadParts(b, []kernels.HostMatrix{kvb}); err != nil {
+			return nil, err
+		}
+	} else {
+		a.WUKT = make([]kernels.Matrix, H)
+		a.WUV = make([]kernels.Matrix, H)
+		for h := range H {
+			uk := transposeHost(rowSlice(kvb, h*per, h*per+a.Nope, ""), fmt.Sprintf("%s[W_UK %d]ᵀ", kvb.Name, h))
+			if a.WUKT[h], err = uploadParts(b, []kernels.HostMatrix{uk}); err != nil {
+				return nil, err
+			}
+			uv := rowSlice(kvb, h*per+a.Nope, (h+1)*per, fmt.Sprintf("%s[W_UV %d]", kvb.Name, h))
+			if a.WUV[h], err = uploadParts(b, []kernels.HostMatrix{uv}); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if a.O, err = b.Matrix(MatSpec{prefix + "o_proj.weight", hid, H * a.V}); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// uploadParts uploads host matrices the Builder already fetched (and
+// counted), quantised like b.Matrix, and records the backend bytes.
+func uploadParts(b *Builder, parts []kernels.HostMatrix) (kernels.Matrix, error) {
+	m, err := b.Backend.UploadMatrix(parts, b.Int8)
+	if err != nil {
+		return nil, fmt.Errorf("loading weights %s: %w", parts[0].Name, err)
+	}
+	b.bytes[m.DType().String()] += m.Bytes()
+	return m, nil
+}
+
+// rowSlice returns rows [r0, r1) of a float host matrix without copying.
+func rowSlice(hm kernels.HostMatrix, r0, r1 int, name string) kernels.HostMatrix {
+	es := hm.DType.Size()
+	return kernels.HostMatrix{Name: name, Rows: r1 - r0, Cols: hm.Cols, DType: hm.DType,
+		Data: hm.Data[r0*hm.Cols*es : r1*hm.Cols*es]}
+}
+
+// transposeHost returns the transpose of a float host matrix in a new slice
+// (the absorbed query needs W_UKᵀ in the [out, in] layout MatMul takes).
+func transposeHost(hm kernels.HostMatrix, name string) kernels.HostMatrix {
+	es := hm.DType.Size()
+	out := make([]byte, len(hm.Data))
+	for r := range hm.Rows {
+		for c := range hm.Cols {
+			copy(out[(c*hm.Rows+r)*es:(c*hm.Rows+r+1)*es], hm.Data[(r*hm.Cols+c)*es:(r*hm.Cols+c+1)*es])
+		}
+	}
+	return kernels.HostMatrix{Name: name, Rows: hm.Cols, Cols: hm.Rows, DType: hm.DType, Data: out}
+}
+
+// mlaScratch names the session buffers MLA uses.
+type mlaScratch struct {
+	qa, q, lat, kr, k, attn kernels.Buffer
+	kvb, v                  kernels.Buffer // naive
+	qabs, olat, tA, tB, tC  kernels.Buffer // absorbed
+}
+
+func (a *MLA) scratch(s *Session) (*mlaScratch, error) {
+	ch := s.Chunk()
+	H, qh := a.Heads, a.Nope+a.Rope
+	var sc mlaScratch
+	var err error
+	get := func(dst *kernels.Buffer, name string, width int) {
+		if err == nil {
+			*dst, err = s.Scratch(name, ch*width)
+		}
+	}
+	if a.QLora > 0 {
+		get(&sc.qa, "mla.qa", a.QLora)
+	}
+	get(&sc.q, "mla.q", H*qh)
+	get(&sc.lat, "mla.latent", a.KVLora)
+	get(&sc.kr, "mla.rope_k", a.Rope)
+	get(&sc.attn, "mla.attn", H*a.V)
+	if a.Absorbed {
+		get(&sc.k, "mla.k", a.KVLora+a.Rope)
+		get(&sc.qabs, "mla.q_absorbed", H*(a.KVLora+a.Rope))
+		get(&sc.olat, "mla.out_latent", H*a.KVLora)
+		get(&sc.tA, "mla.head_nope", a.Nope)
+		get(&sc.tB, "mla.head_latent", a.KVLora)
+		get(&sc.tC, "mla.head_v", a.V)
+	} else {
+		get(&sc.k, "mla.k", H*qh)
+		get(&sc.kvb, "mla.kv_b", H*(a.Nope+a.V))
+		get(&sc.v, "mla.v", H*a.V)
+	}
+	return &sc, err
+}
+
+// Forward writes attention of xn [n, hidden] (already normed) to out
+// [n, hidden], storing this chunk's cache rows.
+func (a *MLA) Forward(s *Session, out, xn kernels.Buffer, n, pos0 int) error {
+	be := s.Backend()
+	sc, err := a.scratch(s)
+	if err != nil {
+		return err
+	}
+	H, qh := a.Heads, a.Nope+a.Rope
+	if a.QLora > 0 {
+		be.MatMul([]kernels.Buffer{sc.qa}, xn, n, a.QA, nil)
+		be.RMSNorm(sc.qa, sc.qa, a.QANorm, n, a.QLora, mlaNormEps)
+		be.MatMul([]kernels.Buffer{sc.q}, sc.qa, n, a.QB, nil)
+	} else {
+		be.MatMul([]kernels.Buffer{sc.q}, xn, n, a.Q, nil)
+	}
+	be.ApplyRope(sc.q, n, H, qh, pos0, &a.RopeQ)
+	be.MatMul([]kernels.Buffer{sc.lat, sc.kr}, xn, n, a.KVA, nil)
+	be.RMSNorm(sc.lat, sc.lat, a.KVANorm, n, a.KVLora, mlaNormEps)
+	be.ApplyRope(sc.kr, n, 1, a.Rope, pos0, &a.RopeK)
+
+	if a.Absorbed {
+		kd := a.KVLora + a.Rope
+		// Cache row: [normalised latent | rotated rope key].
+		be.Copy2D(sc.k, 0, kd, sc.lat, 0, a.KVLora, n, a.KVLora)
+		be.Copy2D(sc.k, a.KVLora, kd, sc.kr, 0, a.Rope, n, a.Rope)
+		// Query per head: [q_nope·W_UK | q_rope].
+		for h := range H {
+			be.Copy2D(sc.tA, 0, a.Nope, sc.q, h*qh, H*qh, n, a.Nope)
+			be.MatMul([]kernels.Buffer{sc.tB}, sc.tA, n, a.WUKT[h], nil)
+			be.Copy2D(sc.qabs, h*kd, H*kd, sc.tB, 0, a.KVLora, n, a.KVLora)
+			be.Copy2D(sc.qabs, h*kd+a.KVLora, H*kd, sc.q, h*qh+a.Nope, H*qh, n, a.Rope)
+		}
+		be.Attention(sc.olat, sc.qabs, sc.k, nil, s.KV(), a.Layer, pos0, n, H, a.Scale)
+		// Per head: attended latent · W_UVᵀ.
+		for h := range H {
+			be.Copy2D(sc.tB, 0, a.KVLora, sc.olat, h*a.KVLora, H*a.KVLora, n, a.KVLora)
+			be.MatMul([]kernels.Buffer{sc.tC}, sc.tB, n, a.WUV[h], nil)
+			be.Copy2D(sc.attn, h*a.V, H*a.V, sc.tC, 0, a.V, n, a.V)
+		}
+	} else {
+		per := a.Nope + a.V
+		be.MatMul([]kernels.Buffer{sc.kvb}, sc.lat, n, a.KVB, nil)
+		// Seen as n·H rows of [k_nope | v], kv_b's output splits with two
+		// strided copies; the rope key is shared by every head.
+		be.Copy2D(sc.k, 0, qh, sc.kvb, 0, per, n*H, a.Nope)
+		be.Copy2D(sc.v, 0, a.V, sc.kvb, a.Nope, per, n*H, a.V)
+		for h := range H {
+			be.Copy2D(sc.k, h*qh+a.Nope, H*qh, sc.kr, 0, a.Rope, n, a.Rope)
+		}
+		be.Attention(sc.attn, sc.q, sc.k, sc.v, s.KV(), a.Layer, pos0, n, H, a.Scale)
+	}
+	be.MatMul([]kernels.Buffer{out}, sc.attn, n, a.O, nil)
+	return nil
+}
+
+// MoE is a DeepSeek mixture-of-experts MLP: a router over routed experts
+// plus always-on shared experts.
+type MoE struct {
+	Hidden  int
+	Router  kernels.Matrix // mlp.gate.weight [experts, hidden]
+	Routing RouterConfig
+	Bias    []float32 // e_score_correction_bias (noaux_tc)
+	Experts []*DenseMLP
+	Shared  *DenseMLP // nil without shared experts
+
+	stats *ExpertStats
+	slot  int
+	// pool holds per-call host scratch (a Router and routing lists): a MoE
+	// is shared by every session of the model.
+	pool sync.Pool
+}
+
+// moeWork is one Forward call's host scratch.
+type moeWork struct {
+	router *Router
+	logits []float32
+	idx    []int
+	w      []float32
+	assign [][]moeAssign
+	zero   []float32 // n×hidden zeros when there are no shared experts
+}
+
+type moeAssign struct {
+	tok int
+	w   float32
+}
+
+// loadMoE loads a MoE layer under prefix ("model.layers.N.mlp.").
+func loadMoE(b *Builder, prefix string, slot int, stats *ExpertStats) (*MoE, error) {
+	c := b.Config
+	hid := c.HiddenSize
+	m := &MoE{Hidden: hid, Routing: deepseekRouter(c), stats: stats, slot: slot}
+	var err error
+	// The router stays in its stored dtype: MatMul widens it exactly and
+	// accumulates in fp32, which is transformers' fp32 router matmul.
+	if m.Router, err = b.MatrixKeep(MatSpec{prefix + "gate.weight", c.NRoutedExperts, hid}); err != nil {
+		return nil, err
+	}
+	if m.Routing.Method == TopKNoAuxTC {
+		if m.Bias, err = b.Floats(prefix+"gate.e_score_correction_bias", c.NRoutedExperts); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := NewRouter(m.Routing, m.Bias); err != nil {
+		return nil, fmt.Errorf("%sgate: %w", prefix, err)
+	}
+	m.Experts = make([]*DenseMLP, c.NRoutedExperts)
+	for e := range m.Experts {
+		if m.Experts[e], err = LoadDenseMLP(b, fmt.Sprintf("%sexperts.%d.", prefix, e), hid, c.MoEIntermediateSize, false); err != nil {
+			return nil, err
+		}
+	}
+	if c.NSharedExperts > 0 {
+		if m.Shared, err = LoadDenseMLP(b, prefix+"shared_experts.", hid, c.MoEIntermediateSize*c.NSharedExperts, false); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (m *MoE) work(chunk int) *moeWork {
+	if w, ok := m.pool.Get().(*moeWork); ok && len(w.zero) >= chunk*m.Hidden {
+		return w
+	}
+	r, _ := NewRouter(m.Routing, m.Bias) // validated at load
+	return &moeWork{router: r, logits: make([]float32, chunk*len(m.Experts)),
+		idx: make([]int, m.Routing.TopK), w: make([]float32, m.Routing.TopK),
+		assign: make([][]moeAssign, len(m.Experts)), zero: make([]float32, chunk*m.Hidden)}
+}
+
+// Forward writes the MoE output for n rows of xn to out [n, hidden].
+func (m *MoE) Forward(s *Session, out, xn kernels.Buffer, n int) error {
+	be := s.Backend()
+	ch, hid, E := s.Chunk(), m.Hidden, len(m.Experts)
+	rl, err := s.Scratch("moe.router", ch*E)
+	if err != nil {
+		return err
+	}
+	xg, err := s.Scratch("moe.x", ch*hid)
+	if err != nil {
+		return err
+	}
+	yg, err := s.Scratch("moe.y", ch*hid)
+	if err != nil {
+		return err
+	}
+	// Route on the host: the logits come back once per layer and chunk.
+	be.MatMul([]kernels.Buffer{rl}, xn, n, m.Router, nil)
+	w := m.work(ch)
+	defer m.pool.Put(w)
+	if err := be.Download(w.logits[:n*E], rl, 0); err != nil {
+		return fmt.Errorf("router logits: %w", err)
+	}
+	for e := range w.assign {
+		w.assign[e] = w.assign[e][:0]
+	}
+	for t := range n {
+		w.router.Route(w.logits[t*E:(t+1)*E], w.idx, w.w)
+		m.stats.add(m.slot, w.idx)
+		for j, e := range w.idx {
+			w.assign[e] = append(w.assign[e], moeAssign{tok: t, w: w.w[j]})
+		}
+	}
+	// Shared experts initialise the sum; routed experts are added to it.
+	if m.Shared != nil {
+		if err := m.Shared.Forward(s, out, xn, n); err != nil {
+			return err
+		}
+	} else if err := be.Upload(out, 0, w.zero[:n*hid]); err != nil {
+		return fmt.Errorf("moe: %w", err)
+	}
+	for e, as := range w.assign {
+		if len(as) == 0 {
+			continue
+		}
+		for j, a := range as { // gather this expert's tokens
+			be.Copy2D(xg, j*hid, hid, xn, a.tok*hid, hid, 1, hid)
+		}
+		if err := m.Experts[e].Forward(s, yg, xg, len(as)); err != nil {
+			return err
+		}
+		for j, a := range as { // scatter-add with the routing weight
+			be.Axpy(out, a.tok*hid, yg, j*hid, a.w, hid)
+		}
+	}
+	return nil
+}
+
+// ExpertStats returns per-layer routed-expert usage since the model was
+// loaded (or since ResetExpertStats), summed over all sessions; nil for
+// models without routed experts.
+func (m *Model) ExpertStats() []LayerExpertStats {
+	if st := m.expertStats(); st != nil {
+		return st.Snapshot()
+	}
+	return nil
+}
+
+// ResetExpertStats zeroes the expert usage counters.
+func (m *Model) ResetExpertStats() {
+	if st := m.expertStats(); st != nil {
+		st.Reset()
+	}
+}
+
+func (m *Model) expertStats() *ExpertStats {
+	for _, b := range m.blocks {
+		if blk, ok := b.(*deepseekBlock); ok && blk.moe != nil {
+			return blk.moe.stats
+		}
+	}
+	return nil
+}
