@@ -238,6 +238,31 @@ func (c *Config) StopIDs() []int {
 	return ids
 }
 
+// DefaultSampling returns the sampling settings generation_config.json
+// suggests: greedy unless do_sample is set, then its temperature (default
+// 1), top_p, top_k and repetition_penalty.
+func (c *Config) DefaultSampling() SamplerOptions {
+	g := c.Generation
+	var o SamplerOptions
+	if !g.DoSample {
+		return o
+	}
+	o.Temperature = 1
+	if g.Temperature != nil {
+		o.Temperature = float32(*g.Temperature)
+	}
+	if g.TopP != nil {
+		o.TopP = float32(*g.TopP)
+	}
+	if g.TopK != nil {
+		o.TopK = *g.TopK
+	}
+	if g.RepetitionPenalty != nil {
+		o.RepeatPenalty = float32(*g.RepetitionPenalty)
+	}
+	return o
+}
+
 // BOS returns the beginning-of-sequence id, from generation_config when it
 // sets one, else config.json.
 func (c *Config) BOS() (int, bool) {

@@ -360,6 +360,8 @@ func TestConfigParsing(t *testing.T) {
 	assert.Equal(t, []int{2}, s.StopIDs())
 	require.NotNil(t, s.Generation.Temperature)
 	assert.InDelta(t, 0.8, *s.Generation.Temperature, 1e-9)
+	assert.Equal(t, SamplerOptions{Temperature: 0.8, TopP: 0.9}, s.DefaultSampling())
+	assert.NoError(t, s.DefaultSampling().Validate())
 
 	for _, tc := range []struct {
 		js   string

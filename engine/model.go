@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"sort"
@@ -319,7 +320,11 @@ func loadTokenizer(fsys fs.FS, label string) (*tokenizer.Tokenizer, error) {
 func (m *Model) Config() *Config { return m.cfg }
 
 // Info describes the loaded model.
-func (m *Model) Info() Info { return m.info }
+func (m *Model) Info() Info {
+	i := m.info
+	i.BytesByDType = maps.Clone(i.BytesByDType) // callers may not mutate ours
+	return i
+}
 
 // Backend returns the backend the model runs on.
 func (m *Model) Backend() kernels.Backend { return m.be }
