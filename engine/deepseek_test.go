@@ -2,6 +2,9 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
+	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -32,4 +35,165 @@ func TestVerifyDeepseekFixtures(t *testing.T) {
 			})
 		}
 	}
+}
+
+func fixtureDir(name string) string { return filepath.Join("..", "testdata", "models", name) }
+
+// TestMLACacheArithmetic pins the per-token cache size of both MLA paths on
+// the real V2-Lite (config_16B.json) and V3 (config_671B.json) shapes.
+// Those are DeepSeek's inference configs, so their keys are mapped here.
+func TestMLACacheArithmetic(t *testing.T) {
+	tests := []struct {
+		file                   string
+		absorbed, naive        int64 // floats per token, all layers
+		absorbedB, naiveB      int64
+		layers, perLayerLatent int
+	}{
+		// 27 × (512+64) = 15552; 27 × 16 × (128+64+128) = 138240.
+		{"config_16B.json", 15552, 138240, 62208, 552960, 27, 576},
+		// 61 × (512+64) = 35136; 61 × 128 × 320 = 2498560.
+		{"config_671B.json", 35136, 2498560, 140544, 9994240, 61, 576},
+	}
+	for _, tc := range tests {
+		t.Run(tc.file, func(t *testing.T) {
+			data, err := os.ReadFile(filepath.Join("..", "testdata", "configs", tc.file))
+			require.NoError(t, err)
+			var ref struct {
+				Layers int `json:"n_layers"`
+				Heads  int `json:"n_heads"`
+				KVLora int `json:"kv_lora_rank"`
+				Nope   int `json:"qk_nope_head_dim"`
+				Rope   int `json:"qk_rope_head_dim"`
+				V      int `json:"v_head_dim"`
+			}
+			require.NoError(t, json.Unmarshal(data, &ref))
+			c := &Config{NumLayers: ref.Layers, NumHeads: ref.Heads, KVLoraRank: ref.KVLora,
+				QKNopeHeadDim: ref.Nope, QKRopeHeadDim: ref.Rope, VHeadDim: ref.V}
+			got := MLACacheSize(c)
+			assert.Equal(t, tc.absorbed, got.AbsorbedFloats)
+			assert.Equal(t, tc.naive, got.NaiveFloats)
+			assert.Equal(t, tc.absorbedB, got.AbsorbedBytes)
+			assert.Equal(t, tc.naiveB, got.NaiveBytes)
+			assert.Equal(t, int64(tc.layers*tc.perLayerLatent), got.AbsorbedFloats)
+			// The KV specs the sessions allocate agree with the arithmetic.
+			c.ModelType = "deepseek_v3"
+			for _, path := range []string{MLAAbsorbed, MLANaive} {
+				c.MLA = path
+				sp := deepseekKVSpec(c)
+				per := int64(sp.Layers * sp.KVHeads * sp.KDim)
+				if !sp.VInK {
+					per += int64(sp.Layers * sp.KVHeads * sp.VDim)
+				}
+				want := got.AbsorbedFloats
+				if path == MLANaive {
+					want = got.NaiveFloats
+				}
+				assert.Equal(t, want, per, path)
+			}
+		})
+	}
+}
+
+// TestMLACacheAllocated checks Info and the session cache of a loaded
+// fixture against the arithmetic: 3 layers × (32+8) floats absorbed, 3 × 4
+// heads × (16+8+16) naive.
+func TestMLACacheAllocated(t *testing.T) {
+	for _, tc := range []struct {
+		path  string
+		bytes int64
+	}{{MLAAbsorbed, 3 * 40 * 4}, {MLANaive, 3 * 4 * 40 * 4}} {
+		m, err := Load(fixtureDir("deepseek-v3"), WithThreads(1), WithMLA(tc.path))
+		require.NoError(t, err)
+		mc, ok := m.MLACache()
+		require.True(t, ok)
+		assert.Equal(t, int64(3*40*4), mc.AbsorbedBytes)
+		assert.Equal(t, int64(3*4*40*4), mc.NaiveBytes)
+		assert.Equal(t, tc.bytes, m.Info().KVBytesPerTok, tc.path)
+		s, err := m.NewSession(100)
+		require.NoError(t, err)
+		assert.Equal(t, 100*tc.bytes, s.KV().Bytes(), tc.path)
+		require.NoError(t, m.Close())
+	}
+}
+
+// TestMLAAbsorbedMatchesNaive compares the two attention paths over a
+// prompt longer than one chunk (200 tokens: chunks of 128 and 72) and
+// decode steps after it, and prefill against token-by-token steps.
+func TestMLAAbsorbedMatchesNaive(t *testing.T) {
+	ctx := context.Background()
+	for _, dir := range []string{"deepseek-v2-lite", "deepseek-v3"} {
+		t.Run(dir, func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(1, 2))
+			ids := make([]int, 200)
+			for i := range ids {
+				ids[i] = rng.IntN(512)
+			}
+			run := func(path string) [][]float32 {
+				m, err := Load(fixtureDir(dir), WithThreads(2), WithMLA(path))
+				require.NoError(t, err)
+				defer m.Close()
+				s, err := m.NewSession(256)
+				require.NoError(t, err)
+				out, err := s.Prefill(ctx, ids)
+				require.NoError(t, err)
+				for _, id := range []int{5, 17, 300, 2, 99} {
+					l, err := s.Step(ctx, id)
+					require.NoError(t, err)
+					out = append(out, l)
+				}
+				return out
+			}
+			abs, naive := run(MLAAbsorbed), run(MLANaive)
+			require.Len(t, abs, 205)
+			var worst float64
+			for i := range abs {
+				worst = max(worst, RelErr(abs[i], naive[i]))
+			}
+			t.Logf("%s: absorbed vs naive worst relative error %.3g over 205 positions", dir, worst)
+			assert.Less(t, worst, 1e-5)
+
+			// Token-by-token on the absorbed path equals the chunked prefill.
+			m, err := Load(fixtureDir(dir), WithThreads(2))
+			require.NoError(t, err)
+			defer m.Close()
+			s, err := m.NewSession(256)
+			require.NoError(t, err)
+			worst = 0
+			for i, id := range ids[:140] {
+				l, err := s.Step(ctx, id)
+				require.NoError(t, err)
+				worst = max(worst, RelErr(l, abs[i]))
+			}
+			assert.Less(t, worst, 1e-5, "steps vs prefill")
+		})
+	}
+}
+
+// TestDeepseekExpertStats checks the per-layer usage counters after a
+// verify run: 11 prompt tokens + 15 decode steps through MoE layers 1, 2.
+func TestDeepseekExpertStats(t *testing.T) {
+	m, err := Load(fixtureDir("deepseek-v3"), WithThreads(2))
+	require.NoError(t, err)
+	defer m.Close()
+	require.Nil(t, loadStories(t).ExpertStats(), "dense models have none")
+	_, err = Verify(context.Background(), m, filepath.Join(fixtureDir("deepseek-v3"), "reference.safetensors"))
+	require.NoError(t, err)
+	st := m.ExpertStats()
+	require.Len(t, st, 2)
+	for i, ls := range st {
+		assert.Equal(t, i+1, ls.Layer)
+		assert.Equal(t, int64(26), ls.Tokens)
+		assert.Equal(t, 8, ls.Experts)
+		var sum int64
+		for _, c := range ls.Counts {
+			sum += c
+		}
+		assert.Equal(t, int64(26*2), sum, "top-2 per token")
+		assert.Positive(t, ls.Active)
+		assert.LessOrEqual(t, ls.Active, 8)
+		assert.True(t, ls.Entropy > 0 && ls.Entropy <= 1, "entropy %v", ls.Entropy)
+		t.Logf("layer %d: counts %v active %d cv %.3f entropy %.3f", ls.Layer, ls.Counts, ls.Active, ls.CV, ls.Entropy)
+	}
+	m.ResetExpertStats()
+	assert.Zero(t, m.ExpertStats()[0].Tokens)
 }
