@@ -220,7 +220,10 @@ func (b *Builder) dequantFP8(t *safetensors.Tensor) ([]float32, error) {
 	sr, sc := (rows+br-1)/br, (cols+bc-1)/bc
 	scale, err := b.Floats(t.Name+"_scale_inv", sr, sc)
 	if err != nil {
-		return nil, err
+		// Name the fp8 weight and the block size: a missing scale or a
+		// weight_block_size that does not match the checkpoint shows here.
+		return nil, fmt.Errorf("fp8 weight %q (%d×%d) needs %q of %d×%d block scales for quantization_config.weight_block_size [%d, %d]: %w",
+			t.Name, rows, cols, t.Name+"_scale_inv", sr, sc, br, bc, err)
 	}
 	f, err := quant.DequantFP8Blocks(t.Data, rows, cols, scale, sr, sc, br, bc)
 	if err != nil {
