@@ -287,7 +287,12 @@ func TestBadCheckpoints(t *testing.T) {
 	require.NoError(t, err, "the unmodified tiny checkpoint must load")
 	_, err = collect(t, m.GenerateIDs(context.Background(), []int{1}, GenerateOptions{MaxTokens: 4}))
 	require.NoError(t, err)
+	s, err := m.NewSession(4)
+	require.NoError(t, err)
 	require.NoError(t, m.Close())
+	_, err = s.Step(context.Background(), 1)
+	require.ErrorContains(t, err, "model is closed", "a closed model's session must fail cleanly")
+	require.NoError(t, m.Close(), "Close is idempotent")
 
 	for _, tc := range []struct {
 		name   string
@@ -332,6 +337,7 @@ func TestBadCheckpoints(t *testing.T) {
 				m.Close()
 			}
 			require.Error(t, err)
+			t.Log(err)
 			for _, s := range tc.msgs {
 				assert.Contains(t, err.Error(), s)
 			}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/deepseek-go/deepseek-go/engine/safetensors"
@@ -116,7 +117,7 @@ type Model struct {
 	kvSpec  kernels.KVSpec
 	info    Info
 	closeMu sync.Mutex
-	closed  bool
+	closed  atomic.Bool // checked by sessions: weights may be unmapped
 }
 
 // Info describes a loaded model.
@@ -275,10 +276,10 @@ func (m *Model) loadCommon(b *Builder) error {
 func (m *Model) Close() error {
 	m.closeMu.Lock()
 	defer m.closeMu.Unlock()
-	if m.closed {
+	if m.closed.Load() {
 		return nil
 	}
-	m.closed = true
+	m.closed.Store(true)
 	var err error
 	if m.ownBE && m.be != nil {
 		err = m.be.Close()

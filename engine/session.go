@@ -123,6 +123,9 @@ func (s *Session) Last(ctx context.Context, ids []int) ([]float32, error) {
 // rows, or only the sequence's last row when all is false).
 func (s *Session) run(ctx context.Context, ids []int, emit func(rows []float32, n int), all bool) error {
 	c := s.m.cfg
+	if s.m.closed.Load() {
+		return fmt.Errorf("model is closed")
+	}
 	if len(ids) == 0 {
 		return fmt.Errorf("no tokens to process")
 	}
