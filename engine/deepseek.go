@@ -105,7 +105,7 @@ func validateDeepseek(c *Config) error {
 		}
 		rc := deepseekRouter(c)
 		if err := rc.Validate(); err != nil {
-			return fmt.Errorf("config: %w", err)
+			return err
 		}
 	}
 	switch c.MLA {

@@ -6,10 +6,13 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/deepseek-go/deepseek-go/engine/safetensors"
 )
 
 var deepseekFixtures = []string{"deepseek-v2-lite", "deepseek-v2-lite-fp16", "deepseek-v3", "deepseek-v3-bf16", "deepseek-v3-fp8"}
@@ -196,4 +199,71 @@ func TestDeepseekExpertStats(t *testing.T) {
 	}
 	m.ResetExpertStats()
 	assert.Zero(t, m.ExpertStats()[0].Tokens)
+}
+
+// TestDeepseekBadConfigs feeds malformed DeepSeek configs and checkpoints
+// and expects errors that name the problem.
+func TestDeepseekBadConfigs(t *testing.T) {
+	base, err := os.ReadFile(filepath.Join(fixtureDir("deepseek-v3-fp8"), "config.json"))
+	require.NoError(t, err)
+	tests := []struct {
+		name, old, new, want string
+	}{
+		{"n_group does not divide experts", `"n_group": 4`, `"n_group": 3`, "n_group = 3 does not divide n_routed_experts = 8"},
+		{"topk_group > n_group", `"topk_group": 2`, `"topk_group": 5`, "topk_group = 5, want 1..n_group (4)"},
+		{"top-k > experts", `"num_experts_per_tok": 2`, `"num_experts_per_tok": 9`, "num_experts_per_tok = 9"},
+		{"unknown topk_method", `"topk_method": "noaux_tc"`, `"topk_method": "magic"`, `topk_method "magic" not supported`},
+		{"no kv_lora_rank", `"kv_lora_rank": 32`, `"kv_lora_rank": 0`, "kv_lora_rank must be positive"},
+		{"odd rope dim", `"qk_rope_head_dim": 8`, `"qk_rope_head_dim": 7`, "qk_rope_head_dim must be even"},
+		{"other quantisation", `"quant_method": "fp8"`, `"quant_method": "gptq"`, `quant_method "gptq" not supported`},
+		{"non-yarn rope scaling", `"type": "yarn"`, `"type": "linear"`, `rope_scaling.type "linear" not supported for deepseek_v3`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			data := strings.Replace(string(base), tc.old, tc.new, 1)
+			require.NotEqual(t, string(base), data, "edit %q did not apply", tc.old)
+			_, err := ParseConfig("config.json", []byte(data))
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+			assert.Contains(t, err.Error(), "config.json")
+		})
+	}
+
+	ck, err := safetensors.Open(fixtureDir("deepseek-v3-fp8"))
+	require.NoError(t, err)
+	defer ck.Close()
+	cfg, err := ParseConfig("config.json", base)
+	require.NoError(t, err)
+
+	t.Run("missing weight_scale_inv", func(t *testing.T) {
+		src := MapSource{}
+		for _, n := range ck.Names() {
+			tn, err := ck.Tensor(n)
+			require.NoError(t, err)
+			src[n] = tn
+		}
+		const gone = "model.layers.1.mlp.experts.3.up_proj.weight_scale_inv"
+		require.Contains(t, src, gone)
+		delete(src, gone)
+		_, err := New(cfg, src)
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), `fp8 weight "model.layers.1.mlp.experts.3.up_proj.weight"`)
+		assert.Contains(t, err.Error(), gone)
+		assert.Contains(t, err.Error(), "not found")
+	})
+	t.Run("block size mismatch", func(t *testing.T) {
+		c := *cfg
+		q := *c.QuantizationConfig
+		q.WeightBlockSize = []int{32, 32}
+		c.QuantizationConfig = &q
+		_, err := New(&c, ck)
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "weight_block_size [32, 32]")
+		assert.Contains(t, err.Error(), "shape [3 4], want [2 2]")
+	})
+	t.Run("unknown MLA path", func(t *testing.T) {
+		_, err := Load(fixtureDir("deepseek-v3"), WithMLA("fast"))
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), `MLA path "fast"`)
+	})
 }
