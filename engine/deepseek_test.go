@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -266,4 +267,78 @@ func TestDeepseekBadConfigs(t *testing.T) {
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), `MLA path "fast"`)
 	})
+}
+
+// TestFP8DequantMemory measures what dequantising fp8 at load costs: every
+// float8_e4m3fn weight becomes float32 (4 bytes per value instead of 1 plus
+// its block scales). The numbers are logged for the notes.
+func TestFP8DequantMemory(t *testing.T) {
+	ck, err := safetensors.Open(fixtureDir("deepseek-v3-fp8"))
+	require.NoError(t, err)
+	defer ck.Close()
+	var fp8Vals, scaleBytes, otherBytes int64
+	for _, n := range ck.Names() {
+		tn, err := ck.Tensor(n)
+		require.NoError(t, err)
+		switch {
+		case tn.DType == safetensors.F8E4M3:
+			fp8Vals += int64(tn.NumElements())
+		case strings.HasSuffix(n, "_scale_inv"):
+			scaleBytes += int64(len(tn.Data))
+		default:
+			otherBytes += int64(len(tn.Data))
+		}
+	}
+	m, err := Load(fixtureDir("deepseek-v3-fp8"), WithThreads(1))
+	require.NoError(t, err)
+	defer m.Close()
+	by := m.Info().BytesByDType
+	// Weights stored as bf16 stay bf16 (embeddings, lm_head, router) and
+	// norms become f32 vectors; every fp8 value is one f32.
+	assert.GreaterOrEqual(t, by["f32"], 4*fp8Vals)
+	t.Logf("fp8 checkpoint: %d fp8 values (%d B) + %d B scales + %d B other; loaded: %v; fp8 weights cost %.2fx their stored size (fp8+scales) after dequantisation to f32",
+		fp8Vals, fp8Vals, scaleBytes, otherBytes, by, float64(4*fp8Vals)/float64(fp8Vals+scaleBytes))
+}
+
+// TestDeepseekConcurrentSessions runs sessions of one MoE model from
+// several goroutines (shared routers' scratch pool and usage counters) and
+// expects the same logits as a lone session.
+func TestDeepseekConcurrentSessions(t *testing.T) {
+	ctx := context.Background()
+	m, err := Load(fixtureDir("deepseek-v3"), WithThreads(1))
+	require.NoError(t, err)
+	defer m.Close()
+	ids := []int{3, 141, 59, 265, 358, 97, 93, 238, 462, 64, 338, 327, 95, 28}
+	run := func() ([]float32, error) {
+		s, err := m.NewSession(64)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := s.Prefill(ctx, ids[:9]); err != nil {
+			return nil, err
+		}
+		var last []float32
+		for _, id := range ids[9:] {
+			if last, err = s.Step(ctx, id); err != nil {
+				return nil, err
+			}
+		}
+		return last, nil
+	}
+	want, err := run()
+	require.NoError(t, err)
+	m.ResetExpertStats()
+	const workers = 4
+	got := make([][]float32, workers)
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for i := range workers {
+		wg.Go(func() { got[i], errs[i] = run() })
+	}
+	wg.Wait()
+	for i := range workers {
+		require.NoError(t, errs[i])
+		assert.Equal(t, want, got[i], "worker %d", i)
+	}
+	assert.Equal(t, int64(workers*len(ids)), m.ExpertStats()[0].Tokens)
 }
