@@ -487,3 +487,58 @@ func TestLoadAttachesTokenizer(t *testing.T) {
 	defer m3.Close()
 	assert.Nil(t, m3.Tokenizer())
 }
+
+// TestVerifyDetectsMismatch: Verify must fail a model against another
+// model's reference, and report unreadable references as errors.
+func TestVerifyDetectsMismatch(t *testing.T) {
+	m, err := Load("../testdata/models/llama-mha")
+	require.NoError(t, err)
+	defer m.Close()
+	r, err := Verify(context.Background(), m, "../testdata/models/llama-linear-rope/reference.safetensors")
+	require.NoError(t, err)
+	assert.False(t, r.Passed(1e-4))
+	assert.Greater(t, r.Worst, 1e-2)
+	_, err = Verify(context.Background(), m, "../testdata/models/llama-mha/missing.safetensors")
+	require.Error(t, err)
+	_, err = Verify(context.Background(), m, "../testdata/models/llama-mha/model.safetensors")
+	require.ErrorContains(t, err, "input_ids")
+}
+
+func TestLoadProgress(t *testing.T) {
+	var calls int
+	var last, total int64
+	m, err := Load(storiesDir, WithProgress(func(d, tot int64) {
+		calls++
+		assert.GreaterOrEqual(t, d, last, "progress must not go backwards")
+		last, total = d, tot
+	}))
+	require.NoError(t, err)
+	defer m.Close()
+	assert.Greater(t, calls, 10)
+	assert.Equal(t, total, last, "progress ends at the total")
+	assert.Positive(t, m.Info().Params)
+}
+
+// FuzzParseConfig: arbitrary config.json bytes give a config or an error,
+// never a panic.
+func FuzzParseConfig(f *testing.F) {
+	for _, dir := range []string{"llama-mha", "llama-gqa-llama3rope", "qwen2-tied", "deepseek-v2-lite", "deepseek-v3-fp8"} {
+		b, err := os.ReadFile(filepath.Join("../testdata/models", dir, "config.json"))
+		require.NoError(f, err)
+		f.Add(b)
+	}
+	f.Add([]byte(`{"model_type":"llama","rope_scaling":{"type":"yarn","factor":-1}}`))
+	f.Add([]byte(`{"model_type":"qwen2","num_attention_heads":0,"num_key_value_heads":0}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := ParseConfig("config.json", data)
+		if err != nil {
+			return
+		}
+		// A valid config must give usable rope parameters.
+		if c.ModelType == "llama" || c.ModelType == "qwen2" {
+			if _, _, err := RopeFreqs(c, c.HeadDim-c.HeadDim%2+2); err != nil {
+				t.Fatalf("valid config, rope error: %v", err)
+			}
+		}
+	})
+}
