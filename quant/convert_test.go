@@ -127,6 +127,32 @@ func TestSliceConverters(t *testing.T) {
 	}
 }
 
+func TestDecodeBF16Alignment(t *testing.T) {
+	// Every src/dst offset and several lengths, so both the aligned fast
+	// path and the byte loop (and the odd tail) are checked against
+	// BF16ToF32.
+	buf := make([]byte, 2*40+3)
+	for i := range buf {
+		buf[i] = byte(i*37 + 11)
+	}
+	out := make([]float32, 40+2)
+	for so := range 3 {
+		for do := range 2 {
+			for _, n := range []int{0, 1, 2, 3, 16, 39} {
+				src, dst := buf[so:so+2*n], out[do:do+n]
+				for i := range dst {
+					dst[i] = -1
+				}
+				require.NoError(t, DecodeBF16(dst, src))
+				for i := range n {
+					want := BF16ToF32(binary.LittleEndian.Uint16(src[2*i:]))
+					require.Equal(t, math.Float32bits(want), math.Float32bits(dst[i]), "src+%d dst+%d n=%d i=%d", so, do, n, i)
+				}
+			}
+		}
+	}
+}
+
 func benchDecode(b *testing.B, size int, f func(dst []float32, src []byte) error) {
 	const n = 1 << 20
 	src := make([]byte, n*size)

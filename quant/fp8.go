@@ -54,6 +54,7 @@ func DecodeFP8E4M3(dst []float32, src []byte) error {
 	if err := checkLen("DecodeFP8E4M3", len(src), 1, len(dst)); err != nil {
 		return err
 	}
+	dst = dst[:len(src)]
 	for i, b := range src {
 		dst[i] = e4m3Table[b]
 	}
@@ -135,8 +136,10 @@ func dequantFP8Blocks(out []float32, w []byte, rows, cols int, scaleInv []float3
 		for c0 := 0; c0 < cols; c0 += blockC {
 			s := srow[c0/blockC]
 			c1 := min(c0+blockC, cols)
-			for c := c0; c < c1; c++ {
-				orow[c] = e4m3Table[wrow[c]] * s
+			wb, ob := wrow[c0:c1], orow[c0:c1]
+			ob = ob[:len(wb)]
+			for i, b := range wb {
+				ob[i] = e4m3Table[b] * s
 			}
 		}
 	}

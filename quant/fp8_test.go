@@ -186,7 +186,7 @@ func TestDequantFP8BlocksErrors(t *testing.T) {
 }
 
 func BenchmarkDequantFP8Blocks(b *testing.B) {
-	const rows, cols, blk = 2048, 7168, 128
+	const rows, cols, blk = 512, 2048, 128
 	w := make([]byte, rows*cols)
 	for i := range w {
 		w[i] = byte(i*31) &^ 0x80 >> 1
