@@ -1,0 +1,106 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"strings"
+
+	"github.com/deepseek-go/deepseek-go/tokenizer"
+)
+
+// ErrNoTokenizer is returned by the text-level calls (Generate, Chat) on a
+// model without a tokenizer (no tokenizer.json, no WithTokenizer).
+var ErrNoTokenizer = errors.New("engine: the model has no tokenizer (no tokenizer.json); use GenerateIDs with token ids")
+
+// Generate encodes prompt (adding BOS when the tokenizer asks for it, as
+// transformers does) and streams the continuation, like GenerateIDs, with
+// each Token's Text set to the text it adds. A character whose bytes span
+// several tokens appears whole in the Text of the token that completes it
+// (the others have empty Text), so Texts can be printed as they arrive and
+// concatenate to the decoded reply. When generation stops in the middle of a
+// character, a last Token with ID -1 carries the remaining text.
+func (m *Model) Generate(ctx context.Context, prompt string, o GenerateOptions) iter.Seq2[Token, error] {
+	return func(yield func(Token, error) bool) {
+		if m.tok == nil {
+			yield(Token{ID: -1}, ErrNoTokenizer)
+			return
+		}
+		ids, err := m.tok.Encode(prompt, true)
+		if err != nil {
+			yield(Token{ID: -1}, fmt.Errorf("encoding the prompt: %w", err))
+			return
+		}
+		m.streamText(ctx, ids, "", o, yield)
+	}
+}
+
+// streamText generates from ids and fills each Token's Text; prefix is
+// prepended to the first Token's Text.
+func (m *Model) streamText(ctx context.Context, ids []int, prefix string, o GenerateOptions, yield func(Token, error) bool) {
+	dec := newTextStream(m.tok, ids)
+	for t, err := range m.GenerateIDs(ctx, ids, o) {
+		if err != nil {
+			yield(t, err)
+			return
+		}
+		t.Text = prefix + dec.next(t.ID)
+		prefix = ""
+		if !yield(t, nil) {
+			return
+		}
+	}
+	if rest := prefix + dec.flush(); rest != "" {
+		yield(Token{ID: -1, Text: rest}, nil)
+	}
+}
+
+// textStream decodes generated ids incrementally, the way vLLM and HF's
+// TextStreamer do: it decodes a short window of already-printed tokens plus
+// the new ones and emits the difference. Special tokens (BOS, EOS, ...) are
+// skipped, as with skip_special_tokens=True. The window gives each token the
+// context it decodes in (a SentencePiece decoder drops the leading space of
+// a text's first token, but the reply is not the start of the text), and
+// text ending in U+FFFD is held back until the character is complete.
+type textStream struct {
+	tok          *tokenizer.Tokenizer
+	ids          []int
+	prefix, read int // ids[prefix:read] is printed context, ids[read:] pending
+}
+
+// streamContext is how many prompt tokens prime the window.
+const streamContext = 6
+
+func newTextStream(tok *tokenizer.Tokenizer, prompt []int) *textStream {
+	s := &textStream{tok: tok, ids: append([]int(nil), prompt...)}
+	s.read = len(s.ids)
+	s.prefix = max(0, s.read-streamContext)
+	return s
+}
+
+func (s *textStream) next(id int) string {
+	s.ids = append(s.ids, id)
+	return s.emit(false)
+}
+
+// flush returns whatever is pending, incomplete characters included.
+func (s *textStream) flush() string { return s.emit(true) }
+
+func (s *textStream) emit(final bool) string {
+	if s.read == len(s.ids) {
+		return ""
+	}
+	before := s.tok.DecodeSkipSpecial(s.ids[s.prefix:s.read])
+	after := s.tok.DecodeSkipSpecial(s.ids[s.prefix:])
+	if !final && (len(after) <= len(before) || strings.HasSuffix(after, "\uFFFD")) {
+		return "" // nothing printable yet, or a character still incomplete
+	}
+	if !strings.HasPrefix(after, before) {
+		// Decoding is not prefix-stable here (rare normalising decoders):
+		// restart the window at the pending tokens.
+		before, after = "", s.tok.DecodeSkipSpecial(s.ids[s.read:])
+	}
+	s.prefix, s.read = s.read, len(s.ids)
+	return after[len(before):]
+}

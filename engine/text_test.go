@@ -1,0 +1,185 @@
+package engine
+
+import (
+	"context"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/deepseek-go/deepseek-go/third_party/stories260k"
+)
+
+func loadEmbedded(t testing.TB) *Model {
+	t.Helper()
+	m, err := LoadFS(stories260k.FS(), WithDevice("cpu"))
+	require.NoError(t, err)
+	t.Cleanup(func() { m.Close() })
+	require.NotNil(t, m.Tokenizer())
+	return m
+}
+
+// storiesGreedy returns greedy_from_bos_256.txt's text and ids.
+func storiesGreedy(t testing.TB) (string, []int) {
+	t.Helper()
+	b, err := os.ReadFile("../testdata/stories260K/greedy_from_bos_256.txt")
+	require.NoError(t, err)
+	s := strings.TrimRight(string(b), "\n")
+	i := strings.LastIndex(s, "\n")
+	var ids []int
+	for _, f := range strings.Fields(strings.Trim(s[i+1:], "[]")) {
+		id, err := strconv.Atoi(f)
+		require.NoError(t, err)
+		ids = append(ids, id)
+	}
+	return s[:i], ids
+}
+
+// collectText runs a text generation and returns its ids and concatenated text.
+func collectText(t testing.TB, seq func(func(Token, error) bool)) ([]int, string) {
+	t.Helper()
+	var ids []int
+	var sb strings.Builder
+	for tok, err := range seq {
+		require.NoError(t, err)
+		if tok.ID >= 0 {
+			ids = append(ids, tok.ID)
+		}
+		require.True(t, utf8.ValidString(tok.Text), "token %d text %q splits a character", tok.ID, tok.Text)
+		sb.WriteString(tok.Text)
+	}
+	return ids, sb.String()
+}
+
+func TestGenerateGreedyFromBOS(t *testing.T) {
+	m := loadEmbedded(t)
+	text, ref := storiesGreedy(t)
+	ids, got := collectText(t, m.Generate(context.Background(), "", GenerateOptions{MaxTokens: 100}))
+	require.Equal(t, ref[:100], ids)
+	assert.True(t, strings.HasPrefix(text, got), "streamed text %q is not a prefix of the reference story", got)
+	assert.Equal(t, m.Tokenizer().DecodeSkipSpecial(ids), got)
+}
+
+func TestGenerateContinuesPrompt(t *testing.T) {
+	m := loadEmbedded(t)
+	prompt := "Once upon a time"
+	ids, got := collectText(t, m.Generate(context.Background(), prompt, GenerateOptions{MaxTokens: 30}))
+	require.Len(t, ids, 30)
+	// The reply decodes as it does after the prompt: the first token keeps
+	// its leading space ("Once upon a time, there" not "timethere").
+	pids, err := m.Tokenizer().Encode(prompt, true)
+	require.NoError(t, err)
+	full := m.Tokenizer().DecodeSkipSpecial(append(pids, ids...))
+	assert.Equal(t, full, m.Tokenizer().DecodeSkipSpecial(pids)+got)
+	assert.True(t, strings.HasPrefix(prompt+got, "Once upon a time,"), prompt+got)
+}
+
+func TestTextStreamUTF8(t *testing.T) {
+	m := loadEmbedded(t)
+	tok := m.Tokenizer()
+	tests := []string{
+		"Lily saw a cat.",
+		"日本語のテキスト", // byte-fallback tokens: three per character
+		"emoji 🙂 and ünïcödé",
+		"  two spaces, then\nnew line",
+	}
+	for _, text := range tests {
+		t.Run(text, func(t *testing.T) {
+			prompt, err := tok.Encode("Hello", true)
+			require.NoError(t, err)
+			gen, err := tok.Encode(text, false)
+			require.NoError(t, err)
+			s := newTextStream(tok, prompt)
+			var sb strings.Builder
+			for _, id := range gen {
+				piece := s.next(id)
+				require.True(t, utf8.ValidString(piece), "%q", piece)
+				sb.WriteString(piece)
+			}
+			sb.WriteString(s.flush())
+			full := tok.DecodeSkipSpecial(append(prompt, gen...))
+			assert.Equal(t, full, tok.DecodeSkipSpecial(prompt)+sb.String())
+		})
+	}
+}
+
+func TestTextStreamFlushesIncompleteCharacter(t *testing.T) {
+	m := loadEmbedded(t)
+	tok := m.Tokenizer()
+	gen, err := tok.Encode("日", false)
+	require.NoError(t, err)
+	require.Greater(t, len(gen), 1, "expected byte-fallback tokens")
+	s := newTextStream(tok, nil)
+	for _, id := range gen[:len(gen)-1] {
+		assert.Empty(t, s.next(id), "an incomplete character is held back")
+	}
+	assert.NotEmpty(t, s.flush())
+}
+
+func TestGenerateNoTokenizer(t *testing.T) {
+	m := loadEmbedded(t)
+	bare := &Model{cfg: m.cfg}
+	for _, err := range bare.Generate(context.Background(), "hi", GenerateOptions{}) {
+		require.ErrorIs(t, err, ErrNoTokenizer)
+	}
+}
+
+func TestGenerateCancelWithinOneToken(t *testing.T) {
+	m := loadEmbedded(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	n := 0
+	var gotErr error
+	for tok, err := range m.Generate(ctx, "Once upon a time", GenerateOptions{MaxTokens: 200}) {
+		if err != nil {
+			gotErr = err
+			break
+		}
+		if tok.ID >= 0 {
+			n++
+		}
+		if n == 5 {
+			cancel()
+		}
+	}
+	require.ErrorIs(t, gotErr, context.Canceled)
+	assert.Equal(t, 5, n, "no token after the cancellation")
+}
+
+// Eight goroutines sampling on one Model each get the text they get alone.
+func TestGenerateConcurrent(t *testing.T) {
+	m := loadEmbedded(t)
+	n := 40
+	if testing.Short() {
+		n = 16
+	}
+	opts := func(seed uint64) GenerateOptions {
+		return GenerateOptions{MaxTokens: n, Sampling: SamplerOptions{Temperature: 0.9, TopP: 0.95, Seed: seed}}
+	}
+	want := make([]string, 8)
+	for i := range want {
+		_, want[i] = collectText(t, m.Generate(context.Background(), "Lily", opts(uint64(i))))
+	}
+	got := make([]string, 8)
+	var wg sync.WaitGroup
+	for i := range got {
+		wg.Go(func() {
+			var sb strings.Builder
+			for tok, err := range m.Generate(context.Background(), "Lily", opts(uint64(i))) {
+				if err != nil {
+					return
+				}
+				sb.WriteString(tok.Text)
+			}
+			got[i] = sb.String()
+		})
+	}
+	wg.Wait()
+	assert.Equal(t, want, got)
+	assert.NotEqual(t, want[0], want[1], "different seeds should give different stories")
+}
