@@ -63,6 +63,19 @@ func TestStories260KGreedy(t *testing.T) {
 	assert.Equal(t, want, got)
 	assert.Equal(t, 256, st.GeneratedTokens)
 	assert.Equal(t, 1, st.PromptTokens)
+
+	// Same ids when the session starts small and grows (8 → 16 → … → 257).
+	m.genRoom = 8
+	got, err = collect(t, m.GenerateIDs(context.Background(), []int{bos}, GenerateOptions{MaxTokens: 256}))
+	require.NoError(t, err)
+	assert.Equal(t, want, got)
+	if testing.Short() {
+		return
+	}
+	// MaxTokens 0 runs until the context is full: 511 tokens after BOS.
+	got, err = collect(t, m.GenerateIDs(context.Background(), []int{bos}, GenerateOptions{}))
+	require.NoError(t, err)
+	assert.Len(t, got, m.Config().MaxPositionEmbeddings-1)
 }
 
 // TestChunkedPrefillMatchesSteps checks that a prompt longer than a chunk

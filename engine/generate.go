@@ -48,6 +48,10 @@ func (s *Stats) DecodeTokensPerSec() float64 {
 	return float64(s.GeneratedTokens-1) / s.Decode.Seconds()
 }
 
+// initialGenRoom is how many generated tokens a generation's first session
+// has room for before it grows.
+const initialGenRoom = 512
+
 // GenerateIDs streams tokens continuing the prompt ids. It stops at an EOS
 // id (config and generation_config; the EOS token is not yielded), after
 // MaxTokens, when the consumer stops iterating, or when ctx is cancelled
@@ -86,7 +90,10 @@ func (m *Model) GenerateIDs(ctx context.Context, ids []int, o GenerateOptions) i
 			fail(fmt.Errorf("generate: %w", err))
 			return
 		}
-		s, err := m.NewSession(len(ids) + maxNew)
+		// Start with room for a modest continuation and grow on demand: a
+		// session sized for max_position_embeddings (128K for some
+		// checkpoints) would reserve gigabytes of KV cache up front.
+		s, err := m.NewSession(len(ids) + min(maxNew, m.genRoom))
 		if err != nil {
 			fail(fmt.Errorf("generate: %w", err))
 			return
@@ -123,6 +130,19 @@ func (m *Model) GenerateIDs(ctx context.Context, ids []int, o GenerateOptions) i
 				return
 			}
 			history = append(history, id)
+			if s.Pos() == s.MaxTokens() {
+				// Full: re-run the history in a session twice as large
+				// (amortised: at most doubles the prefill work).
+				if s, err = m.NewSession(min(2*s.MaxTokens(), len(ids)+maxNew)); err != nil {
+					fail(fmt.Errorf("generate: growing the session: %w", err))
+					return
+				}
+				if logits, err = s.Last(ctx, history); err != nil {
+					fail(fmt.Errorf("generate: step %d: %w", st.GeneratedTokens, err))
+					return
+				}
+				continue
+			}
 			if logits, err = s.Step(ctx, id); err != nil {
 				fail(fmt.Errorf("generate: step %d: %w", st.GeneratedTokens, err))
 				return

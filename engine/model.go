@@ -103,12 +103,13 @@ type Block interface {
 // Model is a loaded checkpoint. It is immutable after loading and safe for
 // concurrent use; per-call state lives in Sessions.
 type Model struct {
-	cfg    *Config
-	fam    Family
-	be     kernels.Backend
-	ownBE  bool
-	closer func() error
-	tok    *tokenizer.Tokenizer
+	cfg     *Config
+	fam     Family
+	be      kernels.Backend
+	ownBE   bool
+	closer  func() error
+	tok     *tokenizer.Tokenizer
+	genRoom int // generated tokens a generation's first session holds (initialGenRoom; tests shrink it)
 
 	embed   kernels.Matrix
 	norm    kernels.Buffer
@@ -221,7 +222,7 @@ func newModel(cfg *Config, src TensorSource, total int64, closer func() error, o
 		}
 		own = true
 	}
-	m := &Model{cfg: cfg, fam: fam, be: be, ownBE: own, closer: closer, tok: o.tok}
+	m := &Model{cfg: cfg, fam: fam, be: be, ownBE: own, closer: closer, tok: o.tok, genRoom: initialGenRoom}
 	b := newBuilder(cfg, be, src, o.int8, o.progress, total)
 	if err := m.loadCommon(b); err != nil {
 		m.Close()
