@@ -555,3 +555,26 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+func TestRandomSourceDeterministic(t *testing.T) {
+	shape := []int{300, 700} // large enough to fill in parallel
+	a, err := RandomSource{DType: safetensors.BF16, Seed: 3}.TensorShaped("w", shape)
+	require.NoError(t, err)
+	b, err := RandomSource{DType: safetensors.BF16, Seed: 3}.TensorShaped("w", shape)
+	require.NoError(t, err)
+	c, err := RandomSource{DType: safetensors.BF16, Seed: 4}.TensorShaped("w", shape)
+	require.NoError(t, err)
+	assert.Equal(t, a.Data, b.Data)
+	assert.NotEqual(t, a.Data, c.Data)
+	f, err := a.Float32()
+	require.NoError(t, err)
+	bound := 1 / math.Sqrt(700) * 1.01
+	var mean float64
+	for _, v := range f {
+		require.LessOrEqual(t, math.Abs(float64(v)), bound)
+		mean += float64(v)
+	}
+	assert.InDelta(t, 0, mean/float64(len(f)), bound/50)
+	_, err = RandomSource{DType: safetensors.I8}.TensorShaped("w", shape)
+	require.Error(t, err)
+}

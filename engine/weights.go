@@ -5,8 +5,9 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math"
-	"math/rand/v2"
+	"runtime"
 	"strings"
+	"sync"
 
 	"github.com/deepseek-go/deepseek-go/engine/safetensors"
 	"github.com/deepseek-go/deepseek-go/kernels"
@@ -311,7 +312,7 @@ func (r RandomSource) TensorShaped(name string, shape []int) (*safetensors.Tenso
 	}
 	h := fnv.New64a()
 	h.Write([]byte(name))
-	rng := rand.New(rand.NewPCG(r.Seed, h.Sum64()))
+	key := h.Sum64() ^ r.Seed*0x9e3779b97f4a7c15
 	center, amp := float32(0), float32(1)
 	switch {
 	case strings.Contains(name, "norm"):
@@ -321,19 +322,42 @@ func (r RandomSource) TensorShaped(name string, shape []int) (*safetensors.Tenso
 	case len(shape) == 2:
 		amp = float32(1 / math.Sqrt(float64(shape[1])))
 	}
-	data := make([]byte, n*dt.Size())
-	for i := 0; i < n; i++ {
-		v := center + amp*(2*rng.Float32()-1)
-		switch dt {
-		case safetensors.F32:
-			binary.LittleEndian.PutUint32(data[4*i:], math.Float32bits(v))
-		case safetensors.BF16:
-			binary.LittleEndian.PutUint16(data[2*i:], quant.F32ToBF16(v))
-		case safetensors.F16:
-			binary.LittleEndian.PutUint16(data[2*i:], quant.F32ToF16(v))
-		default:
-			return nil, fmt.Errorf("random source: dtype %s not supported", dt)
+	size := dt.Size()
+	if dt != safetensors.F32 && dt != safetensors.BF16 && dt != safetensors.F16 {
+		return nil, fmt.Errorf("random source: dtype %s not supported", dt)
+	}
+	data := make([]byte, n*size)
+	// Counter-based (splitmix64 of the index), so chunks fill in parallel
+	// and the result does not depend on the split: full-size models
+	// (billions of values) build in seconds.
+	fill := func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			z := key + uint64(i)*0x9e3779b97f4a7c15
+			z = (z ^ z>>30) * 0xbf58476d1ce4e5b9
+			z = (z ^ z>>27) * 0x94d049bb133111eb
+			z ^= z >> 31
+			u := float32(z>>40) * (1.0 / (1 << 24)) // [0, 1)
+			v := center + amp*(2*u-1)
+			switch dt {
+			case safetensors.F32:
+				binary.LittleEndian.PutUint32(data[4*i:], math.Float32bits(v))
+			case safetensors.BF16:
+				binary.LittleEndian.PutUint16(data[2*i:], quant.F32ToBF16(v))
+			default:
+				binary.LittleEndian.PutUint16(data[2*i:], quant.F32ToF16(v))
+			}
 		}
 	}
+	workers := min(runtime.GOMAXPROCS(0), max(1, n/(1<<16)))
+	var wg sync.WaitGroup
+	per := (n + workers - 1) / workers
+	for lo := 0; lo < n; lo += per {
+		wg.Add(1)
+		go func(lo, hi int) {
+			defer wg.Done()
+			fill(lo, hi)
+		}(lo, min(lo+per, n))
+	}
+	wg.Wait()
 	return &safetensors.Tensor{Name: name, DType: dt, Shape: shape, Data: data, File: "random"}, nil
 }
