@@ -414,11 +414,11 @@ type macroParam struct {
 type expr interface{}
 
 type (
-	literal   struct{ v any }
-	nameExpr  struct{ name string }
-	listExpr  struct{ items []expr }
-	dictExpr  struct{ keys, vals []expr }
-	attrExpr  struct {
+	literal  struct{ v any }
+	nameExpr struct{ name string }
+	listExpr struct{ items []expr }
+	dictExpr struct{ keys, vals []expr }
+	attrExpr struct {
 		obj  expr
 		name string
 	}
