@@ -319,6 +319,12 @@ func TestBadCheckpoints(t *testing.T) {
 			tt := m["model.layers.0.self_attn.k_proj.weight"]
 			tt.Shape = []int{8, 4}
 		}, msgs: []string{"model.layers.0.self_attn.k_proj.weight", "model.safetensors", "shape [8 4]"}},
+		{name: "integer weight", tensor: func(m map[string]*safetensors.Tensor) {
+			m["model.layers.0.mlp.down_proj.weight"].DType = safetensors.I32
+		}, msgs: []string{"model.layers.0.mlp.down_proj.weight", "I32"}},
+		{name: "integer norm", tensor: func(m map[string]*safetensors.Tensor) {
+			m["model.norm.weight"].DType = safetensors.I32
+		}, msgs: []string{"model.norm.weight"}},
 		{name: "missing lm_head", tensor: func(m map[string]*safetensors.Tensor) { delete(m, "lm_head.weight") },
 			msgs: []string{"lm_head.weight"}},
 		{name: "unknown model_type", cfg: func(c map[string]any) { c["model_type"] = "gpt2" },
