@@ -23,7 +23,7 @@ func randVec(r *rand.Rand, n int) []float32 {
 
 // hostMatrix encodes w (rows×cols) in dtype dt and returns it with the
 // values actually representable in that dtype.
-func hostMatrix(t *testing.T, name string, w []float32, rows, cols int, dt kernels.DType) (kernels.HostMatrix, []float32) {
+func hostMatrix(t testing.TB, name string, w []float32, rows, cols int, dt kernels.DType) (kernels.HostMatrix, []float32) {
 	t.Helper()
 	h := kernels.HostMatrix{Name: name, Rows: rows, Cols: cols, DType: dt, Data: make([]byte, rows*cols*dt.Size())}
 	exact := make([]float32, len(w))
