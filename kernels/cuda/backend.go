@@ -1,0 +1,1021 @@
+//go:build linux && cgo
+
+package cuda
+
+import (
+	_ "embed"
+	"fmt"
+	"math"
+	"os"
+	"runtime"
+	"sync"
+	"unsafe"
+
+	"github.com/deepseek-go/deepseek-go/kernels"
+)
+
+//go:embed kernels.ptx
+var ptxImage []byte
+
+// Available reports whether a CUDA device can be used, and why not.
+func Available() error {
+	_, err := Devices()
+	return err
+}
+
+// Options configure New.
+type Options struct {
+	Device int // device ordinal
+	// KVDType is the KV-cache storage: kernels.F32 (the zero value; exact
+	// float32 attention) or kernels.F16 (half the bytes, tensor-core flash
+	// attention for prefill).
+	KVDType kernels.DType
+	// NoCublasLt forces the built-in GEMM even when cuBLASLt is present.
+	NoCublasLt bool
+}
+
+// Backend implements kernels.Backend on one CUDA device. All work goes to
+// one stream in issue order; a mutex serialises issuing so sessions may share
+// the backend (their device work then runs one op after another).
+type Backend struct {
+	x     *ctx
+	info  DeviceInfo
+	mod   module
+	fn    map[string]function
+	lt    *cublasLt
+	ltErr error
+	kvdt  kernels.DType
+
+	mu        sync.Mutex
+	a         args
+	err       error  // first asynchronous failure, reported by Download
+	dp        devptr // current step parameters {id, dpos}: zeros or a graph's
+	zeroDP    devptr
+	capturing bool
+	ids       devptr
+	idsCap    int
+	scratch   devptr // activations converted for cuBLASLt
+	scrCap    int64
+	argOut    devptr
+	ropes     map[string]devptr
+	alloc     *allocator
+	closed    bool
+	smemMax   int
+}
+
+var _ kernels.Backend = (*Backend)(nil)
+
+// kernel names looked up at New.
+var kernelNames = []string{
+	"gemv_f32_1", "gemv_f32_4", "gemv_f32_8", "gemv_f16_1", "gemv_f16_4", "gemv_f16_8",
+	"gemv_bf16_1", "gemv_bf16_4", "gemv_bf16_8", "gemvs_f32", "gemvs_f16", "gemvs_bf16",
+	"gemm_f32", "gemm_f16", "gemm_bf16", "cvt_f32_bf16", "cvt_f32_f16", "rand_bf16", "rand_f32", "add_bias",
+	"embed_f32", "embed_f16", "embed_bf16", "rmsnorm", "rope", "swiglu", "add", "axpy", "copy2d", "fill", "argmax",
+	"kv_store_f32", "kv_store_f16", "attn_split_f32", "attn_split_f16", "attn_combine",
+	"flash_fwd_16", "flash_fwd_32", "flash_fwd_64", "flash_fwd_128",
+}
+
+// New opens device opts.Device: primary context, one stream, the embedded
+// PTX module and, when found, cuBLASLt. Without a driver or device it
+// returns an error starting "cuda unavailable".
+func New(opts Options) (*Backend, error) {
+	devs, err := Devices()
+	if err != nil {
+		return nil, err
+	}
+	if opts.Device < 0 || opts.Device >= len(devs) {
+		return nil, fmt.Errorf("cuda: device %d requested, %d present", opts.Device, len(devs))
+	}
+	if opts.KVDType != kernels.F16 && opts.KVDType != kernels.F32 {
+		return nil, fmt.Errorf("cuda: KV cache dtype %v not supported (f16 or f32)", opts.KVDType)
+	}
+	x, err := newCtx(opts.Device)
+	if err != nil {
+		return nil, err
+	}
+	b := &Backend{x: x, info: devs[opts.Device], fn: map[string]function{}, kvdt: opts.KVDType, ropes: map[string]devptr{}}
+	b.alloc = newAllocator(x)
+	image := ptxImage
+	if path := os.Getenv("DSGO_PTX"); path != "" {
+		// Freshly built PTX on a GPU host, before it is committed.
+		if image, err = os.ReadFile(path); err != nil {
+			x.close()
+			return nil, fmt.Errorf("cuda: DSGO_PTX: %w", err)
+		}
+	}
+	if b.mod, err = x.loadModule(image); err != nil {
+		x.close()
+		return nil, fmt.Errorf("cuda: loading kernels.ptx: %w", err)
+	}
+	for _, name := range kernelNames {
+		f, err := x.function(b.mod, name)
+		if err != nil {
+			b.Close()
+			return nil, err
+		}
+		b.fn[name] = f
+	}
+	// Headroom for the kernels' static shared memory.
+	optin := x.attr(attrMaxSharedPerBlockOptin) - 2048
+	b.smemMax = optin
+	for _, name := range []string{"flash_fwd_64", "flash_fwd_128", "attn_split_f32", "attn_split_f16"} {
+		if err := x.setMaxDynSmem(b.fn[name], optin); err != nil {
+			b.Close()
+			return nil, err
+		}
+	}
+	if b.zeroDP, err = b.alloc.get(16); err == nil {
+		err = x.memset32(b.zeroDP, 0, 4)
+	}
+	if err == nil {
+		b.argOut, err = b.alloc.get(16)
+	}
+	if err != nil {
+		b.Close()
+		return nil, fmt.Errorf("cuda: setup: %w", err)
+	}
+	b.dp = b.zeroDP
+	if !opts.NoCublasLt {
+		b.lt, b.ltErr = newCublasLt(x)
+	} else {
+		b.ltErr = fmt.Errorf("disabled by option")
+	}
+	return b, nil
+}
+
+// Name implements kernels.Backend: "cuda:" and the device name.
+func (b *Backend) Name() string { return "cuda:" + b.info.Name }
+
+// Device describes the device in use.
+func (b *Backend) Device() DeviceInfo { return b.info }
+
+// CublasLt reports whether cuBLASLt is used for prefill GEMMs, and why not.
+func (b *Backend) CublasLt() (bool, error) { return b.lt != nil, b.ltErr }
+
+// MemInfo returns the device's free and total memory in bytes.
+func (b *Backend) MemInfo() (free, total int64, err error) { return b.x.memInfo() }
+
+// Close implements kernels.Backend: frees all device memory and the context.
+func (b *Backend) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	b.x.sync()
+	if b.lt != nil {
+		b.lt.close(b.x)
+	}
+	b.alloc.releaseAll()
+	if b.mod.m != nil {
+		b.x.unloadModule(b.mod)
+	}
+	b.x.close()
+	return nil
+}
+
+// fail records the first asynchronous error; Download reports it.
+func (b *Backend) fail(err error) {
+	if err != nil && b.err == nil {
+		b.err = err
+	}
+}
+
+func (b *Backend) failf(format string, a ...any) { b.fail(fmt.Errorf("cuda: "+format, a...)) }
+
+// Err returns the first recorded error, if any.
+func (b *Backend) Err() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err
+}
+
+func (b *Backend) launch(name string, grid, block dim3, smem int, build func(a *args)) {
+	b.a.reset()
+	build(&b.a)
+	b.fail(b.x.launch(b.fn[name], grid, block, smem, &b.a))
+}
+
+func blocks(n int64, per int) int {
+	g := (n + int64(per) - 1) / int64(per)
+	if g > 65535*4 {
+		g = 65535 * 4
+	}
+	return int(g)
+}
+
+// ---------------------------------------------------------------- memory
+
+// Buffer is a float32 device buffer.
+type Buffer struct {
+	p devptr
+	n int
+}
+
+// Len implements kernels.Buffer.
+func (x *Buffer) Len() int { return x.n }
+
+// Ptr is the device address (benchmarks, interop).
+func (x *Buffer) Ptr() uint64 { return x.p }
+
+func (b *Backend) dev(x kernels.Buffer) *Buffer {
+	if x == nil {
+		return nil
+	}
+	d, ok := x.(*Buffer)
+	if !ok {
+		b.failf("buffer of type %T is not a cuda buffer", x)
+		return nil
+	}
+	return d
+}
+
+func bp(x *Buffer, off int) devptr {
+	if x == nil {
+		return 0
+	}
+	return x.p + devptr(off)*4
+}
+
+// Matrix is a weight matrix in device memory.
+type Matrix struct {
+	p          devptr
+	rows, cols int
+	dt         kernels.DType
+	parts      []int
+}
+
+// Rows implements kernels.Matrix.
+func (m *Matrix) Rows() int { return m.rows }
+
+// Cols implements kernels.Matrix.
+func (m *Matrix) Cols() int { return m.cols }
+
+// DType implements kernels.Matrix.
+func (m *Matrix) DType() kernels.DType { return m.dt }
+
+// Parts implements kernels.Matrix.
+func (m *Matrix) Parts() []int { return m.parts }
+
+// Bytes implements kernels.Matrix.
+func (m *Matrix) Bytes() int64 { return int64(m.rows) * int64(m.cols) * int64(m.dt.Size()) }
+
+// Ptr is the device address (benchmarks).
+func (m *Matrix) Ptr() uint64 { return m.p }
+
+// stagingSize is each of the two pinned staging buffers used by UploadMatrix.
+const stagingSize = 16 << 20
+
+// UploadMatrix implements kernels.Backend. Parts are copied once through two
+// pinned staging buffers (the host side may be an mmapped file).
+func (b *Backend) UploadMatrix(parts []kernels.HostMatrix, toInt8 bool) (kernels.Matrix, error) {
+	if len(parts) == 0 {
+		return nil, fmt.Errorf("cuda: UploadMatrix: no parts")
+	}
+	if len(parts) > 4 {
+		return nil, fmt.Errorf("cuda: UploadMatrix %s: %d parts, at most 4 fused parts supported", parts[0].Name, len(parts))
+	}
+	cols, dt := parts[0].Cols, parts[0].DType
+	if dt == kernels.Int8 || toInt8 {
+		return nil, fmt.Errorf("cuda: UploadMatrix %s: int8 weights are not supported by the cuda backend yet", parts[0].Name)
+	}
+	if dt.Size() == 0 {
+		return nil, fmt.Errorf("cuda: UploadMatrix %s: unsupported dtype %v", parts[0].Name, dt)
+	}
+	m := &Matrix{cols: cols, dt: dt}
+	for _, p := range parts {
+		if p.Cols != cols {
+			return nil, fmt.Errorf("cuda: UploadMatrix %s: %d cols, first part %s has %d", p.Name, p.Cols, parts[0].Name, cols)
+		}
+		if p.DType != dt {
+			return nil, fmt.Errorf("cuda: UploadMatrix %s: dtype %v differs from %v of %s", p.Name, p.DType, dt, parts[0].Name)
+		}
+		if p.Rows <= 0 || p.Cols <= 0 {
+			return nil, fmt.Errorf("cuda: UploadMatrix %s: bad shape %dx%d", p.Name, p.Rows, p.Cols)
+		}
+		if want := p.Rows * p.Cols * dt.Size(); len(p.Data) != want {
+			return nil, fmt.Errorf("cuda: UploadMatrix %s: %d bytes, want %d for %dx%d %v", p.Name, len(p.Data), want, p.Rows, p.Cols, dt)
+		}
+		m.parts = append(m.parts, p.Rows)
+		m.rows += p.Rows
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.capturing {
+		return nil, fmt.Errorf("cuda: UploadMatrix %s during graph capture", parts[0].Name)
+	}
+	total := m.Bytes()
+	p, err := b.alloc.get(total)
+	if err != nil {
+		free, _, _ := b.x.memInfo()
+		return nil, fmt.Errorf("cuda: UploadMatrix %s: %d bytes needed, %d free on the device: %w", parts[0].Name, total, free, err)
+	}
+	m.p = p
+	if err := b.uploadStaged(p, parts); err != nil {
+		b.alloc.put(p)
+		return nil, fmt.Errorf("cuda: UploadMatrix %s: %w", parts[0].Name, err)
+	}
+	return m, nil
+}
+
+// uploadStaged streams the parts' bytes to dst through two pinned buffers:
+// the host fills one while the copy engine drains the other.
+func (b *Backend) uploadStaged(dst devptr, parts []kernels.HostMatrix) error {
+	var st [2]pinned
+	var ev [2]event
+	var used [2]bool
+	for i := range st {
+		var err error
+		if st[i], err = b.x.allocHost(stagingSize); err != nil {
+			return err
+		}
+		defer b.x.freeHost(st[i])
+		if ev[i], err = b.x.newEvent(); err != nil {
+			return err
+		}
+		defer b.x.destroyEvent(ev[i])
+	}
+	k := 0
+	off := dst
+	for _, p := range parts {
+		data := p.Data
+		for len(data) > 0 {
+			n := min(len(data), stagingSize)
+			if used[k] {
+				if err := b.x.waitEvent(ev[k]); err != nil {
+					return err
+				}
+			}
+			fillPinned(st[k], 0, data[:n])
+			if err := b.x.htodPinned(off, st[k], n); err != nil {
+				return err
+			}
+			if err := b.x.record(ev[k]); err != nil {
+				return err
+			}
+			used[k] = true
+			off += devptr(n)
+			data = data[n:]
+			k ^= 1
+		}
+	}
+	return b.x.sync()
+}
+
+// Alloc implements kernels.Backend.
+func (b *Backend) Alloc(n int) (kernels.Buffer, error) {
+	if n < 0 {
+		return nil, fmt.Errorf("cuda: Alloc: negative size %d", n)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.allocBuf(n)
+}
+
+func (b *Backend) allocBuf(n int) (*Buffer, error) {
+	if b.capturing {
+		return nil, fmt.Errorf("cuda: Alloc during graph capture")
+	}
+	p, err := b.alloc.get(int64(max(n, 1)) * 4)
+	if err != nil {
+		free, _, _ := b.x.memInfo()
+		return nil, fmt.Errorf("cuda: Alloc %d floats (%d bytes free): %w", n, free, err)
+	}
+	if err := b.x.memset32(p, 0, int64(max(n, 1))); err != nil {
+		return nil, err
+	}
+	buf := &Buffer{p: p, n: n}
+	al := b.alloc
+	runtime.SetFinalizer(buf, func(x *Buffer) { al.put(x.p) })
+	return buf, nil
+}
+
+// Upload implements kernels.Backend.
+func (b *Backend) Upload(dst kernels.Buffer, off int, src []float32) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	d := b.dev(dst)
+	if d == nil {
+		return b.err
+	}
+	if off < 0 || off+len(src) > d.n {
+		return fmt.Errorf("cuda: Upload of %d floats at %d into buffer of %d", len(src), off, d.n)
+	}
+	if b.capturing {
+		return fmt.Errorf("cuda: Upload during graph capture")
+	}
+	if len(src) == 0 {
+		return nil
+	}
+	err := b.x.htod(bp(d, off), unsafe.Pointer(&src[0]), int64(len(src))*4)
+	runtime.KeepAlive(dst)
+	return err
+}
+
+// Download implements kernels.Backend: it waits for all issued work and
+// returns the first error any of it recorded.
+func (b *Backend) Download(dst []float32, src kernels.Buffer, off int) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.dev(src)
+	if s == nil {
+		return b.err
+	}
+	if off < 0 || off+len(dst) > s.n {
+		return fmt.Errorf("cuda: Download of %d floats at %d from buffer of %d", len(dst), off, s.n)
+	}
+	if b.capturing {
+		return fmt.Errorf("cuda: Download during graph capture")
+	}
+	if b.err != nil {
+		return b.err
+	}
+	var err error
+	if len(dst) > 0 {
+		err = b.x.dtoh(unsafe.Pointer(&dst[0]), bp(s, off), int64(len(dst))*4)
+	} else {
+		err = b.x.sync()
+	}
+	runtime.KeepAlive(src)
+	b.fail(err)
+	return b.err
+}
+
+// KVCache is a device-resident cache: per layer K [MaxTokens, KVHeads, KDim]
+// and V [MaxTokens, KVHeads, VDim] in f16 or f32.
+type KVCache struct {
+	spec    kernels.KVSpec
+	dt      kernels.DType
+	k, v    devptr
+	part    devptr // split-KV partials
+	partCap int64  // floats
+}
+
+// Spec implements kernels.KVCache.
+func (c *KVCache) Spec() kernels.KVSpec { return c.spec }
+
+// Bytes implements kernels.KVCache.
+func (c *KVCache) Bytes() int64 {
+	s := c.spec
+	n := int64(s.Layers) * int64(s.MaxTokens) * int64(s.KVHeads) * int64(s.KDim)
+	if !s.VInK {
+		n += int64(s.Layers) * int64(s.MaxTokens) * int64(s.KVHeads) * int64(s.VDim)
+	}
+	return n * int64(c.dt.Size())
+}
+
+// NewKVCache implements kernels.Backend.
+func (b *Backend) NewKVCache(spec kernels.KVSpec) (kernels.KVCache, error) {
+	if spec.Layers <= 0 || spec.MaxTokens <= 0 || spec.KVHeads <= 0 || spec.KDim <= 0 || spec.VDim <= 0 {
+		return nil, fmt.Errorf("cuda: NewKVCache: bad spec %+v", spec)
+	}
+	if spec.VInK && spec.VDim > spec.KDim {
+		return nil, fmt.Errorf("cuda: NewKVCache: VInK with VDim %d > KDim %d", spec.VDim, spec.KDim)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.capturing {
+		return nil, fmt.Errorf("cuda: NewKVCache during graph capture")
+	}
+	c := &KVCache{spec: spec, dt: b.kvdt}
+	es := int64(b.kvdt.Size())
+	kn := int64(spec.Layers) * int64(spec.MaxTokens) * int64(spec.KVHeads) * int64(spec.KDim)
+	var err error
+	if c.k, err = b.alloc.get(kn * es); err != nil {
+		free, _, _ := b.x.memInfo()
+		return nil, fmt.Errorf("cuda: NewKVCache: %d bytes needed, %d free: %w", c.Bytes(), free, err)
+	}
+	b.fail(b.x.memset32(c.k, 0, kn*es/4))
+	if !spec.VInK {
+		vn := int64(spec.Layers) * int64(spec.MaxTokens) * int64(spec.KVHeads) * int64(spec.VDim)
+		if c.v, err = b.alloc.get(vn * es); err != nil {
+			b.alloc.put(c.k)
+			free, _, _ := b.x.memInfo()
+			return nil, fmt.Errorf("cuda: NewKVCache: %d bytes needed, %d free: %w", c.Bytes(), free, err)
+		}
+		b.fail(b.x.memset32(c.v, 0, vn*es/4))
+	}
+	al := b.alloc
+	runtime.SetFinalizer(c, func(c *KVCache) {
+		al.put(c.k)
+		if c.v != 0 {
+			al.put(c.v)
+		}
+		if c.part != 0 {
+			al.put(c.part)
+		}
+	})
+	return c, nil
+}
+
+// ---------------------------------------------------------------- ops
+
+// Embed implements kernels.Backend.
+func (b *Backend) Embed(out kernels.Buffer, table kernels.Matrix, ids []int32) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.embed(out, table, ids)
+}
+
+func (b *Backend) embed(out kernels.Buffer, table kernels.Matrix, ids []int32) {
+	o := b.dev(out)
+	m, ok := table.(*Matrix)
+	if o == nil || !ok || len(ids) == 0 {
+		if !ok {
+			b.failf("Embed: table of type %T", table)
+		}
+		return
+	}
+	if o.n < len(ids)*m.cols {
+		b.failf("Embed: output of %d floats for %d ids × %d", o.n, len(ids), m.cols)
+		return
+	}
+	var idp devptr
+	if b.capturing {
+		if len(ids) != 1 {
+			b.failf("Embed of %d ids in a captured step (one token per step)", len(ids))
+			return
+		}
+	} else {
+		for _, id := range ids {
+			if id < 0 || int(id) >= m.rows {
+				b.failf("Embed: token id %d outside the vocabulary of %d", id, m.rows)
+				return
+			}
+		}
+		if b.idsCap < len(ids) {
+			if b.ids != 0 {
+				b.alloc.put(b.ids)
+			}
+			n := max(len(ids), 4096)
+			p, err := b.alloc.get(int64(n) * 4)
+			if err != nil {
+				b.fail(err)
+				return
+			}
+			b.ids, b.idsCap = p, n
+		}
+		b.fail(b.x.htod(b.ids, unsafe.Pointer(&ids[0]), int64(len(ids))*4))
+		idp = b.ids
+	}
+	name := map[kernels.DType]string{kernels.F32: "embed_f32", kernels.F16: "embed_f16", kernels.BF16: "embed_bf16"}[m.dt]
+	b.launch(name, dim3{len(ids), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+		a.ptr(o.p).ptr(m.p).ptr(idp).ptr(b.dp).i32(m.cols).i32(m.rows)
+	})
+}
+
+// MatMul implements kernels.Backend. Up to 8 tokens use the GEMV kernels
+// (one pass over the weights, all fused parts in one launch); more use
+// cuBLASLt when present, else the tiled kernel.
+func (b *Backend) MatMul(outs []kernels.Buffer, x kernels.Buffer, n int, w kernels.Matrix, bias kernels.Buffer) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.matmul(outs, x, n, w, bias)
+}
+
+func (b *Backend) matmul(outs []kernels.Buffer, x kernels.Buffer, n int, w kernels.Matrix, bias kernels.Buffer) {
+	if n <= 0 {
+		return
+	}
+	m, ok := w.(*Matrix)
+	if !ok {
+		b.failf("MatMul: matrix of type %T", w)
+		return
+	}
+	xb, bb := b.dev(x), b.dev(bias)
+	if xb == nil || len(outs) != len(m.parts) {
+		b.failf("MatMul: %d outputs for %d parts", len(outs), len(m.parts))
+		return
+	}
+	if xb.n < n*m.cols {
+		b.failf("MatMul: input of %d floats for %d × %d", xb.n, n, m.cols)
+		return
+	}
+	if bb != nil && bb.n < m.rows {
+		b.failf("MatMul: bias of %d floats for %d rows", bb.n, m.rows)
+		return
+	}
+	var ys [4]devptr
+	var starts [5]int
+	s := 0
+	for i, r := range m.parts {
+		o := b.dev(outs[i])
+		if o == nil || o.n < n*r {
+			b.failf("MatMul: output %d too small for %d × %d", i, n, r)
+			return
+		}
+		ys[i] = o.p
+		starts[i] = s
+		s += r
+	}
+	for i := len(m.parts); i < 4; i++ {
+		starts[i] = m.rows
+	}
+	starts[4] = m.rows
+	// Parts struct {float* y0..y3; int s1, s2, s3, rows}.
+	var parts [48]byte
+	for i := 0; i < 4; i++ {
+		*(*uint64)(unsafe.Pointer(&parts[8*i])) = ys[i]
+	}
+	for i := 1; i <= 3; i++ {
+		*(*int32)(unsafe.Pointer(&parts[32+4*(i-1)])) = int32(starts[i])
+	}
+	*(*int32)(unsafe.Pointer(&parts[44])) = int32(m.rows)
+	biasp := bp(bb, 0)
+	dts := map[kernels.DType]string{kernels.F32: "f32", kernels.F16: "f16", kernels.BF16: "bf16"}[m.dt]
+	el := 16 / m.dt.Size()
+	if n <= 8 {
+		nt := 8
+		if n == 1 {
+			nt = 1
+		} else if n <= 4 {
+			nt = 4
+		}
+		if m.cols%el == 0 {
+			const rowsPerWarp = 2
+			warps := (m.rows + rowsPerWarp - 1) / rowsPerWarp
+			b.launch(fmt.Sprintf("gemv_%s_%d", dts, nt), dim3{(warps + 7) / 8, 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+				a.ptr(m.p).ptr(xb.p).i32(n).raw(parts[:], 8).ptr(biasp).i32(m.cols)
+			})
+		} else {
+			b.launch("gemvs_"+dts, dim3{(m.rows + 7) / 8, 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+				a.ptr(m.p).ptr(xb.p).i32(n).raw(parts[:], 8).ptr(biasp).i32(m.cols)
+			})
+		}
+		return
+	}
+	if b.lt != nil {
+		if b.matmulLt(m, xb, n, ys, starts, bb) {
+			return
+		}
+	}
+	b.launch("gemm_"+dts, dim3{(m.rows + 63) / 64, (n + 63) / 64, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+		a.ptr(m.p).ptr(xb.p).i32(n).raw(parts[:], 8).ptr(biasp).i32(m.cols)
+	})
+}
+
+// matmulLt runs one cuBLASLt GEMM per fused part (the parts are contiguous
+// row ranges of the weight); it reports false when cuBLASLt cannot plan the
+// shape so the caller falls back.
+func (b *Backend) matmulLt(m *Matrix, xb *Buffer, n int, ys [4]devptr, starts [5]int, bias *Buffer) bool {
+	ab := ltR32F
+	xin := xb.p
+	switch m.dt {
+	case kernels.BF16, kernels.F16:
+		ab = ltR16BF
+		cvt := "cvt_f32_bf16"
+		if m.dt == kernels.F16 {
+			ab, cvt = ltR16F, "cvt_f32_f16"
+		}
+		need := int64(n) * int64(m.cols) * 2
+		if b.scrCap < need {
+			if b.capturing {
+				return false
+			}
+			if b.scratch != 0 {
+				b.alloc.put(b.scratch)
+			}
+			p, err := b.alloc.get(need)
+			if err != nil {
+				b.fail(err)
+				return true
+			}
+			b.scratch, b.scrCap = p, need
+		}
+		total := int64(n) * int64(m.cols)
+		b.launch(cvt, dim3{blocks(total, 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+			a.ptr(b.scratch).ptr(xb.p).i64(total)
+		})
+		xin = b.scratch
+	}
+	es := devptr(m.dt.Size())
+	for i, r := range m.parts {
+		A := m.p + devptr(starts[i])*devptr(m.cols)*es
+		if err := b.lt.matmul(b.x, ab, A, xin, ys[i], r, n, m.cols); err != nil {
+			if i == 0 {
+				return false // not plannable: the built-in kernel takes it
+			}
+			b.fail(err)
+			return true
+		}
+		if bias != nil {
+			bptr := bias.p + devptr(starts[i])*4
+			b.launch("add_bias", dim3{blocks(int64(n)*int64(r), 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+				a.ptr(ys[i]).ptr(bptr).i32(n).i32(r)
+			})
+		}
+	}
+	return true
+}
+
+// RMSNorm implements kernels.Backend.
+func (b *Backend) RMSNorm(out, x, weight kernels.Buffer, n, dim int, eps float32) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.rmsnorm(out, x, weight, n, dim, eps)
+}
+
+func (b *Backend) rmsnorm(out, x, weight kernels.Buffer, n, dim int, eps float32) {
+	o, xb, wb := b.dev(out), b.dev(x), b.dev(weight)
+	if o == nil || xb == nil || wb == nil || n <= 0 {
+		return
+	}
+	if o.n < n*dim || xb.n < n*dim || wb.n < dim {
+		b.failf("RMSNorm: buffers too small for %d × %d", n, dim)
+		return
+	}
+	threads := 256
+	if dim >= 4096 {
+		threads = 1024
+	}
+	b.launch("rmsnorm", dim3{n, 1, 1}, dim3{threads, 1, 1}, 0, func(a *args) {
+		a.ptr(o.p).ptr(xb.p).ptr(wb.p).i32(dim).f32(eps)
+	})
+}
+
+// ropeFreqs returns the device copy of r.InvFreq, uploaded once per distinct
+// table (keyed by content: callers may pass a fresh *Rope each time).
+func (b *Backend) ropeFreqs(r *kernels.Rope) devptr {
+	key := unsafe.String((*byte)(unsafe.Pointer(&r.InvFreq[0])), len(r.InvFreq)*4)
+	if p, ok := b.ropes[key]; ok {
+		return p
+	}
+	if b.capturing {
+		b.failf("ApplyRope: a new rope table during graph capture (run one uncaptured step first)")
+		return 0
+	}
+	p, err := b.alloc.get(int64(len(r.InvFreq)) * 4)
+	if err != nil {
+		b.fail(err)
+		return 0
+	}
+	b.fail(b.x.htod(p, unsafe.Pointer(&r.InvFreq[0]), int64(len(r.InvFreq))*4))
+	b.ropes[string([]byte(key))] = p
+	return p
+}
+
+// ApplyRope implements kernels.Backend.
+func (b *Backend) ApplyRope(x kernels.Buffer, n, heads, headDim, pos0 int, r *kernels.Rope) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.applyRope(x, n, heads, headDim, pos0, r)
+}
+
+func (b *Backend) applyRope(x kernels.Buffer, n, heads, headDim, pos0 int, r *kernels.Rope) {
+	xb := b.dev(x)
+	if xb == nil || n <= 0 || r == nil || r.Dim <= 0 {
+		return
+	}
+	if len(r.InvFreq) < r.Dim/2 || r.Off+r.Dim > headDim || xb.n < n*heads*headDim {
+		b.failf("ApplyRope: bad rope %d+%d in head %d (%d freqs) or buffer %d", r.Off, r.Dim, headDim, len(r.InvFreq), xb.n)
+		return
+	}
+	f := b.ropeFreqs(r)
+	if f == 0 {
+		return
+	}
+	total := int64(n) * int64(heads) * int64(r.Dim/2)
+	inter := 0
+	if r.Interleaved {
+		inter = 1
+	}
+	b.launch("rope", dim3{int((total + 255) / 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+		a.ptr(xb.p).i32(n).i32(heads).i32(headDim).i32(pos0).ptr(b.dp).ptr(f).i32(r.Off).i32(r.Dim).f32(r.Scale).i32(inter)
+	})
+}
+
+// splitKeys is the key-chunk of the split-KV attention kernel.
+const splitKeys = 256
+
+// maxSplitQueries is the query rows per split-KV launch.
+const maxSplitQueries = 16
+
+// Attention implements kernels.Backend.
+func (b *Backend) Attention(out, q, k, v kernels.Buffer, cache kernels.KVCache, layer, pos0, n, heads int, scale float32) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.attention(out, q, k, v, cache, layer, pos0, n, heads, scale)
+}
+
+func (b *Backend) attention(out, q, k, v kernels.Buffer, cache kernels.KVCache, layer, pos0, n, heads int, scale float32) {
+	c, ok := cache.(*KVCache)
+	if !ok {
+		b.failf("Attention: cache of type %T", cache)
+		return
+	}
+	sp := c.spec
+	ob, qb, kb := b.dev(out), b.dev(q), b.dev(k)
+	var vb *Buffer
+	if !sp.VInK {
+		vb = b.dev(v)
+	}
+	if ob == nil || qb == nil || kb == nil || (!sp.VInK && vb == nil) || n <= 0 {
+		return
+	}
+	kd, vd, kvh := sp.KDim, sp.VDim, sp.KVHeads
+	if heads <= 0 || heads%kvh != 0 || heads/kvh > 64 {
+		b.failf("Attention: %d heads over %d kv heads (group at most 64)", heads, kvh)
+		return
+	}
+	if layer < 0 || layer >= sp.Layers || pos0 < 0 || pos0+n > sp.MaxTokens {
+		b.failf("Attention: layer %d positions %d..%d outside cache %d×%d", layer, pos0, pos0+n, sp.Layers, sp.MaxTokens)
+		return
+	}
+	if qb.n < n*heads*kd || ob.n < n*heads*vd || kb.n < n*kvh*kd || (vb != nil && vb.n < n*kvh*vd) {
+		b.failf("Attention: buffers too small for %d tokens", n)
+		return
+	}
+	es := devptr(c.dt.Size())
+	kw, vw := kvh*kd, kvh*vd
+	kbase := c.k + devptr(layer)*devptr(sp.MaxTokens)*devptr(kw)*es
+	vbase, vstride, vhs := kbase, kw, kd
+	if !sp.VInK {
+		vbase, vstride, vhs = c.v+devptr(layer)*devptr(sp.MaxTokens)*devptr(vw)*es, vw, vd
+	}
+	dts := "f16"
+	if c.dt == kernels.F32 {
+		dts = "f32"
+	}
+	{
+		vp := bp(vb, 0)
+		vcp := vbase
+		if sp.VInK {
+			vcp = 0
+		}
+		total := int64(n) * int64(kw+map[bool]int{true: 0, false: vw}[sp.VInK])
+		b.launch("kv_store_"+dts, dim3{blocks(total, 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+			a.ptr(kbase).ptr(vcp).ptr(kb.p).ptr(vp).i32(n).i32(pos0).ptr(b.dp).i32(kw).i32(vw)
+		})
+	}
+	if c.dt == kernels.F16 && !sp.VInK && kd == vd && kd%8 == 0 && kd <= 128 && n > maxSplitQueries && !b.capturing {
+		dp := 16
+		for dp < kd {
+			dp *= 2
+		}
+		smem := 2 * 2 * 64 * (dp + 8) * 2
+		b.launch(fmt.Sprintf("flash_fwd_%d", dp), dim3{(n + 63) / 64, heads, 1}, dim3{128, 1, 1}, smem, func(a *args) {
+			a.ptr(ob.p).ptr(qb.p).ptr(kbase).ptr(vbase).i32(n).i32(pos0).ptr(b.dp).i32(heads).i32(kvh).i32(kd).f32(scale * math.Log2E)
+		})
+		return
+	}
+	// Split-KV path: chunks of up to 16 query rows.
+	G := heads / kvh
+	maxT := pos0 + n
+	if b.capturing {
+		maxT = sp.MaxTokens // the position moves on replay
+	}
+	nsplit := (maxT + splitKeys - 1) / splitKeys
+	L := splitKeys
+	if b.capturing && nsplit > 32 {
+		nsplit = 32
+		L = (sp.MaxTokens + nsplit - 1) / nsplit
+		L = (L + 31) &^ 31
+	}
+	capSplits := (sp.MaxTokens + splitKeys - 1) / splitKeys
+	need := int64(maxSplitQueries) * int64(heads) * int64(capSplits) * int64(vd+2)
+	if c.partCap < need {
+		// cuMemAlloc is legal during a relaxed-mode capture; the graph keeps
+		// the pointer, and the scratch never shrinks afterwards.
+		if c.part != 0 {
+			b.alloc.put(c.part)
+		}
+		p, err := b.alloc.get(need * 4)
+		if err != nil {
+			b.fail(err)
+			return
+		}
+		c.part, c.partCap = p, need
+	}
+	smem := G * (kd + L) * 4
+	if smem > b.smemMax {
+		b.failf("Attention: %d bytes of shared memory for group %d, kd %d", smem, G, kd)
+		return
+	}
+	for i0 := 0; i0 < n; i0 += maxSplitQueries {
+		nq := min(maxSplitQueries, n-i0)
+		ns := nsplit
+		if !b.capturing {
+			ns = (pos0 + i0 + nq + L - 1) / L
+		}
+		qp := qb.p + devptr(i0*heads*kd)*4
+		op := ob.p + devptr(i0*heads*vd)*4
+		p0 := pos0 + i0
+		b.launch("attn_split_"+dts, dim3{ns, kvh, nq}, dim3{128, 1, 1}, smem, func(a *args) {
+			a.ptr(c.part).ptr(qp).ptr(kbase).ptr(vbase).i32(nq).i32(p0).ptr(b.dp).i32(heads).i32(kvh).i32(kd).i32(vd).
+				i32(kw).i32(vstride).f32(scale).i32(L).i32(ns).i32(vhs)
+		})
+		b.launch("attn_combine", dim3{nq * heads, 1, 1}, dim3{128, 1, 1}, 0, func(a *args) {
+			a.ptr(op).ptr(c.part).i32(heads).i32(vd).i32(ns)
+		})
+	}
+}
+
+// SwiGLU implements kernels.Backend.
+func (b *Backend) SwiGLU(out, gate, up kernels.Buffer, n int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.swiglu(out, gate, up, n)
+}
+
+func (b *Backend) swiglu(out, gate, up kernels.Buffer, n int) {
+	o, g, u := b.dev(out), b.dev(gate), b.dev(up)
+	if o == nil || g == nil || u == nil || n <= 0 {
+		return
+	}
+	if o.n < n || g.n < n || u.n < n {
+		b.failf("SwiGLU: buffers shorter than %d", n)
+		return
+	}
+	b.launch("swiglu", dim3{blocks(int64(n), 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+		a.ptr(o.p).ptr(g.p).ptr(u.p).i64(int64(n))
+	})
+}
+
+// Add implements kernels.Backend.
+func (b *Backend) Add(out, x, y kernels.Buffer, n int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.add(out, x, y, n)
+}
+
+func (b *Backend) add(out, x, y kernels.Buffer, n int) {
+	o, xb, yb := b.dev(out), b.dev(x), b.dev(y)
+	if o == nil || xb == nil || yb == nil || n <= 0 {
+		return
+	}
+	if o.n < n || xb.n < n || yb.n < n {
+		b.failf("Add: buffers shorter than %d", n)
+		return
+	}
+	b.launch("add", dim3{blocks(int64(n), 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+		a.ptr(o.p).ptr(xb.p).ptr(yb.p).i64(int64(n))
+	})
+}
+
+// Axpy implements kernels.Backend.
+func (b *Backend) Axpy(y kernels.Buffer, yOff int, x kernels.Buffer, xOff int, alpha float32, n int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.axpy(y, yOff, x, xOff, alpha, n)
+}
+
+func (b *Backend) axpy(y kernels.Buffer, yOff int, x kernels.Buffer, xOff int, alpha float32, n int) {
+	yb, xb := b.dev(y), b.dev(x)
+	if yb == nil || xb == nil || n <= 0 {
+		return
+	}
+	if yOff < 0 || xOff < 0 || yOff+n > yb.n || xOff+n > xb.n {
+		b.failf("Axpy: ranges [%d,+%d) [%d,+%d) outside buffers %d, %d", yOff, n, xOff, n, yb.n, xb.n)
+		return
+	}
+	b.launch("axpy", dim3{blocks(int64(n), 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+		a.ptr(bp(yb, yOff)).ptr(bp(xb, xOff)).f32(alpha).i64(int64(n))
+	})
+}
+
+// Copy2D implements kernels.Backend.
+func (b *Backend) Copy2D(dst kernels.Buffer, dstOff, dstStride int, src kernels.Buffer, srcOff, srcStride, rows, cols int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.copy2D(dst, dstOff, dstStride, src, srcOff, srcStride, rows, cols)
+}
+
+func (b *Backend) copy2D(dst kernels.Buffer, dstOff, dstStride int, src kernels.Buffer, srcOff, srcStride, rows, cols int) {
+	d, s := b.dev(dst), b.dev(src)
+	if d == nil || s == nil || rows <= 0 || cols <= 0 {
+		return
+	}
+	if dstOff < 0 || srcOff < 0 || dstOff+(rows-1)*dstStride+cols > d.n || srcOff+(rows-1)*srcStride+cols > s.n {
+		b.failf("Copy2D: %d×%d outside buffers", rows, cols)
+		return
+	}
+	b.launch("copy2d", dim3{blocks(int64(rows)*int64(cols), 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+		a.ptr(bp(d, dstOff)).i32(dstStride).ptr(bp(s, srcOff)).i32(srcStride).i32(rows).i32(cols)
+	})
+}
+
+// Argmax returns the index of the largest of x[off:off+n] (lowest index on
+// ties, NaN never chosen), computed on the device: only the index crosses
+// to the host. It waits for pending work and reports its errors.
+func (b *Backend) Argmax(x kernels.Buffer, off, n int) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	xb := b.dev(x)
+	if xb == nil {
+		return 0, b.err
+	}
+	if off < 0 || n <= 0 || off+n > xb.n {
+		return 0, fmt.Errorf("cuda: Argmax of [%d,+%d) in buffer of %d", off, n, xb.n)
+	}
+	if b.capturing {
+		return 0, fmt.Errorf("cuda: Argmax during graph capture")
+	}
+	b.launch("argmax", dim3{1, 1, 1}, dim3{1024, 1, 1}, 0, func(a *args) {
+		a.ptr(b.argOut).ptr(bp(xb, off)).i32(n)
+	})
+	var id int32
+	b.fail(b.x.dtoh(unsafe.Pointer(&id), b.argOut, 4))
+	runtime.KeepAlive(x)
+	return int(id), b.err
+}

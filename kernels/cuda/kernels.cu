@@ -1,0 +1,740 @@
+// Device kernels of the deepseek-go CUDA backend. Compiled to PTX by
+// `make ptx` (nvcc -arch=sm_90), committed as kernels.ptx and embedded in the
+// Go package. Conventions follow kernels/backend.go: activations are float32
+// row-major [n, width]; weights are [rows=out, cols=in] in f32/f16/bf16;
+// accumulation is always float32.
+//
+// Every kernel that depends on the token position takes `pos0` plus a device
+// pointer `dp` to a small parameter block {id, dpos}: the effective position
+// is pos0 + dp[1]. Outside graph capture dp points at zeros; a captured decode
+// step is replayed at a new position by rewriting dp, without re-capturing.
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+#include <stdint.h>
+
+#define DEVI __device__ __forceinline__
+
+// ---------------------------------------------------------------- helpers
+
+DEVI float tof(float x) { return x; }
+DEVI float tof(__half x) { return __half2float(x); }
+DEVI float tof(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+// V16<T> converts one 16-byte vector of T to floats.
+template <typename T> struct V16;
+template <> struct V16<float> {
+  static constexpr int N = 4;
+  static DEVI void cvt(const uint4& u, float* f) {
+    f[0] = __uint_as_float(u.x); f[1] = __uint_as_float(u.y);
+    f[2] = __uint_as_float(u.z); f[3] = __uint_as_float(u.w);
+  }
+};
+template <> struct V16<__half> {
+  static constexpr int N = 8;
+  static DEVI void cvt(const uint4& u, float* f) {
+    const __half2* h = reinterpret_cast<const __half2*>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; i++) { float2 t = __half22float2(h[i]); f[2 * i] = t.x; f[2 * i + 1] = t.y; }
+  }
+};
+template <> struct V16<__nv_bfloat16> {
+  static constexpr int N = 8;
+  static DEVI void cvt(const uint4& u, float* f) {
+    f[0] = __uint_as_float(u.x << 16); f[1] = __uint_as_float(u.x & 0xffff0000u);
+    f[2] = __uint_as_float(u.y << 16); f[3] = __uint_as_float(u.y & 0xffff0000u);
+    f[4] = __uint_as_float(u.z << 16); f[5] = __uint_as_float(u.z & 0xffff0000u);
+    f[6] = __uint_as_float(u.w << 16); f[7] = __uint_as_float(u.w & 0xffff0000u);
+  }
+};
+
+// Weights are read once per token: stream them past L1.
+DEVI uint4 ldw(const uint4* p) {
+  uint4 r;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+  return r;
+}
+
+DEVI float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+DEVI float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// block_sum reduces over a block of up to 1024 threads; sh holds 32 floats.
+DEVI float block_sum(float v, float* sh) {
+  int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) sh[w] = v;
+  __syncthreads();
+  int nw = (blockDim.x + 31) >> 5;
+  v = (threadIdx.x < nw) ? sh[threadIdx.x] : 0.f;
+  if (w == 0) v = warp_sum(v);
+  if (threadIdx.x == 0) sh[0] = v;
+  __syncthreads();
+  return sh[0];
+}
+
+// Output of a fused matrix: row r of the stacked weight goes to part i with
+// s[i] <= r < s[i+1] (s0 = 0, s4 = rows); each part is [n, s[i+1]-s[i]].
+struct Parts {
+  float* y0; float* y1; float* y2; float* y3;
+  int s1, s2, s3, rows;
+};
+DEVI void store_part(const Parts& p, int row, int t, float v) {
+  if (row < p.s1) p.y0[(size_t)t * p.s1 + row] = v;
+  else if (row < p.s2) p.y1[(size_t)t * (p.s2 - p.s1) + row - p.s1] = v;
+  else if (row < p.s3) p.y2[(size_t)t * (p.s3 - p.s2) + row - p.s2] = v;
+  else p.y3[(size_t)t * (p.rows - p.s3) + row - p.s3] = v;
+}
+
+// ---------------------------------------------------------------- GEMV
+// y[t, r] = sum_c W[r, c] * x[t, c] (+ bias[r]) for t < n <= NT.
+// One warp computes R rows; each lane streams 16-byte weight vectors with
+// U*R loads in flight, reusing each x vector for R rows and NT tokens.
+template <typename T, int R, int NT, int U>
+__device__ void gemv_vec(const T* __restrict__ W, const float* __restrict__ x, int n,
+                         Parts p, const float* __restrict__ bias, int cols) {
+  constexpr int EL = V16<T>::N;
+  const int lane = threadIdx.x & 31;
+  const int r0 = ((blockIdx.x * blockDim.x + threadIdx.x) >> 5) * R;
+  if (r0 >= p.rows) return;
+  float acc[R][NT];
+#pragma unroll
+  for (int r = 0; r < R; r++)
+#pragma unroll
+    for (int t = 0; t < NT; t++) acc[r][t] = 0.f;
+  const uint4* wp[R];
+#pragma unroll
+  for (int r = 0; r < R; r++) {
+    int row = min(r0 + r, p.rows - 1);
+    wp[r] = reinterpret_cast<const uint4*>(W + (size_t)row * cols);
+  }
+  const int nch = cols / EL;
+  for (int c0 = lane; c0 < nch; c0 += 32 * U) {
+    uint4 wv[U][R];
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      int c = c0 + u * 32;
+#pragma unroll
+      for (int r = 0; r < R; r++) wv[u][r] = (c < nch) ? ldw(wp[r] + c) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      int c = c0 + u * 32;
+      if (c < nch) {
+        float wf[R][EL];
+#pragma unroll
+        for (int r = 0; r < R; r++) V16<T>::cvt(wv[u][r], wf[r]);
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+          if (t < n) {
+            const float4* xp = reinterpret_cast<const float4*>(x + (size_t)t * cols + (size_t)c * EL);
+            float xv[EL];
+#pragma unroll
+            for (int e = 0; e < EL / 4; e++) {
+              float4 v = __ldg(xp + e);
+              xv[4 * e] = v.x; xv[4 * e + 1] = v.y; xv[4 * e + 2] = v.z; xv[4 * e + 3] = v.w;
+            }
+#pragma unroll
+            for (int r = 0; r < R; r++)
+#pragma unroll
+              for (int e = 0; e < EL; e++) acc[r][t] = fmaf(wf[r][e], xv[e], acc[r][t]);
+          }
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < R; r++)
+#pragma unroll
+    for (int t = 0; t < NT; t++) acc[r][t] = warp_sum(acc[r][t]);
+  if (lane == 0) {
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      int row = r0 + r;
+      if (row < p.rows) {
+        float b = bias ? bias[row] : 0.f;
+#pragma unroll
+        for (int t = 0; t < NT; t++)
+          if (t < n) store_part(p, row, t, acc[r][t] + b);
+      }
+    }
+  }
+}
+
+// Scalar fallback for rows that are not 16-byte aligned (odd widths).
+template <typename T>
+__device__ void gemv_scalar(const T* __restrict__ W, const float* __restrict__ x, int n,
+                            Parts p, const float* __restrict__ bias, int cols) {
+  const int lane = threadIdx.x & 31;
+  const int row = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+  if (row >= p.rows) return;
+  const T* w = W + (size_t)row * cols;
+  for (int t = 0; t < n; t++) {
+    const float* xr = x + (size_t)t * cols;
+    float acc = 0.f;
+    for (int c = lane; c < cols; c += 32) acc = fmaf(tof(w[c]), xr[c], acc);
+    acc = warp_sum(acc);
+    if (lane == 0) store_part(p, row, t, acc + (bias ? bias[row] : 0.f));
+  }
+}
+
+#define GEMV_VEC(NAME, T, R, NT)                                                        \
+  extern "C" __global__ void __launch_bounds__(256) NAME(                                \
+      const T* W, const float* x, int n, Parts p, const float* bias, int cols) {         \
+    gemv_vec<T, R, NT, 4>(W, x, n, p, bias, cols);                                       \
+  }
+GEMV_VEC(gemv_f32_1, float, 2, 1)
+GEMV_VEC(gemv_f32_4, float, 2, 4)
+GEMV_VEC(gemv_f32_8, float, 2, 8)
+GEMV_VEC(gemv_f16_1, __half, 2, 1)
+GEMV_VEC(gemv_f16_4, __half, 2, 4)
+GEMV_VEC(gemv_f16_8, __half, 2, 8)
+GEMV_VEC(gemv_bf16_1, __nv_bfloat16, 2, 1)
+GEMV_VEC(gemv_bf16_4, __nv_bfloat16, 2, 4)
+GEMV_VEC(gemv_bf16_8, __nv_bfloat16, 2, 8)
+
+#define GEMV_SCALAR(NAME, T)                                                              \
+  extern "C" __global__ void __launch_bounds__(256) NAME(                                \
+      const T* W, const float* x, int n, Parts p, const float* bias, int cols) {         \
+    gemv_scalar<T>(W, x, n, p, bias, cols);                                              \
+  }
+GEMV_SCALAR(gemvs_f32, float)
+GEMV_SCALAR(gemvs_f16, __half)
+GEMV_SCALAR(gemvs_bf16, __nv_bfloat16)
+
+// ---------------------------------------------------------------- tiled GEMM
+// Fallback GEMM for n > 8 tokens when cuBLASLt is absent: 64x64 output tiles,
+// K tiles of 16 in shared memory, 4x4 outputs per thread, float32 FMA.
+template <typename T>
+__device__ void gemm_tiled(const T* __restrict__ W, const float* __restrict__ x, int n,
+                           Parts p, const float* __restrict__ bias, int cols) {
+  __shared__ float xs[16][64 + 4];
+  __shared__ float ws[16][64 + 4];
+  const int tid = threadIdx.x;  // 256 threads
+  const int tr = tid / 16, tc = tid % 16;
+  const int t0 = blockIdx.y * 64;  // tokens
+  const int r0 = blockIdx.x * 64;  // weight rows
+  float acc[4][4] = {};
+  for (int k0 = 0; k0 < cols; k0 += 16) {
+    for (int i = tid; i < 64 * 16; i += 256) {
+      int rr = i / 16, kk = i % 16;
+      int k = k0 + kk;
+      int t = t0 + rr, r = r0 + rr;
+      xs[kk][rr] = (t < n && k < cols) ? x[(size_t)t * cols + k] : 0.f;
+      ws[kk][rr] = (r < p.rows && k < cols) ? tof(W[(size_t)r * cols + k]) : 0.f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < 16; kk++) {
+      float a[4], b[4];
+#pragma unroll
+      for (int i = 0; i < 4; i++) { a[i] = xs[kk][tr * 4 + i]; b[i] = ws[kk][tc * 4 + i]; }
+#pragma unroll
+      for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    int t = t0 + tr * 4 + i;
+    if (t >= n) continue;
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+      int r = r0 + tc * 4 + j;
+      if (r < p.rows) store_part(p, r, t, acc[i][j] + (bias ? bias[r] : 0.f));
+    }
+  }
+}
+#define GEMM_TILED(NAME, T)                                                               \
+  extern "C" __global__ void __launch_bounds__(256) NAME(                                \
+      const T* W, const float* x, int n, Parts p, const float* bias, int cols) {         \
+    gemm_tiled<T>(W, x, n, p, bias, cols);                                               \
+  }
+GEMM_TILED(gemm_f32, float)
+GEMM_TILED(gemm_f16, __half)
+GEMM_TILED(gemm_bf16, __nv_bfloat16)
+
+// ---------------------------------------------------------------- conversions
+
+// f32 -> bf16 / f16 activations for cuBLASLt (f16 saturates instead of inf).
+extern "C" __global__ void cvt_f32_bf16(__nv_bfloat16* out, const float* in, long long n) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+    out[i] = __float2bfloat16_rn(in[i]);
+}
+extern "C" __global__ void cvt_f32_f16(__half* out, const float* in, long long n) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+    out[i] = __float2half_rn(fminf(fmaxf(in[i], -65504.f), 65504.f));
+}
+// Random weights for benchmarks (no host files): uniform in [-a, a) from a hash.
+DEVI float hash_uniform(unsigned long long i, unsigned int seed) {
+  unsigned long long z = i * 0x9E3779B97F4A7C15ull + seed;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return (float)(z >> 40) * (1.0f / 16777216.0f) * 2.f - 1.f;
+}
+extern "C" __global__ void rand_bf16(__nv_bfloat16* out, long long n, unsigned int seed, float a) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+    out[i] = __float2bfloat16_rn(a * hash_uniform(i, seed));
+}
+extern "C" __global__ void rand_f32(float* out, long long n, unsigned int seed, float a) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+    out[i] = a * hash_uniform(i, seed);
+}
+// out[t, r] += bias[r] for a [n, rows] output (the cuBLASLt path).
+extern "C" __global__ void add_bias(float* out, const float* bias, int n, int rows) {
+  long long total = (long long)n * rows;
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x)
+    out[i] += bias[i % rows];
+}
+
+// ---------------------------------------------------------------- elementwise
+
+template <typename T>
+__device__ void embed(float* out, const T* table, const int* ids, const int* dp, int cols, int vocab) {
+  int i = blockIdx.x;
+  int id = ids ? ids[i] : dp[0];
+  id = min(max(id, 0), vocab - 1);  // the host validates ids; clamp for replayed graphs
+  const T* row = table + (size_t)id * cols;
+  for (int c = threadIdx.x; c < cols; c += blockDim.x) out[(size_t)i * cols + c] = tof(row[c]);
+}
+extern "C" __global__ void embed_f32(float* out, const float* t, const int* ids, const int* dp, int cols, int vocab) { embed(out, t, ids, dp, cols, vocab); }
+extern "C" __global__ void embed_f16(float* out, const __half* t, const int* ids, const int* dp, int cols, int vocab) { embed(out, t, ids, dp, cols, vocab); }
+extern "C" __global__ void embed_bf16(float* out, const __nv_bfloat16* t, const int* ids, const int* dp, int cols, int vocab) { embed(out, t, ids, dp, cols, vocab); }
+
+// One block per row.
+extern "C" __global__ void rmsnorm(float* out, const float* x, const float* w, int dim, float eps) {
+  __shared__ float sh[32];
+  const float* xr = x + (size_t)blockIdx.x * dim;
+  float* o = out + (size_t)blockIdx.x * dim;
+  float ss = 0.f;
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) ss = fmaf(xr[i], xr[i], ss);
+  ss = block_sum(ss, sh);
+  float inv = rsqrtf(ss / (float)dim + eps);
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) o[i] = xr[i] * inv * w[i];
+}
+
+// One thread per rotated pair (token, head, i < dim/2).
+extern "C" __global__ void rope(float* x, int n, int heads, int hd, int pos0, const int* dp,
+                                const float* invf, int off, int dim, float scale, int interleaved) {
+  int half = dim / 2;
+  long long total = (long long)n * heads * half;
+  long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+  if (idx >= total) return;
+  int i = idx % half;
+  long long th = idx / half;
+  int t = th / heads;
+  int pos = pos0 + dp[1] + t;
+  float* hp = x + th * hd + off;
+  // Angles in double: pos*invfreq grows with the position and must not lose
+  // the fraction that float32 would drop at long contexts.
+  double ang = (double)pos * (double)invf[i];
+  double s, c;
+  sincos(ang, &s, &c);
+  float cs = (float)c * scale, sn = (float)s * scale;
+  int a = interleaved ? 2 * i : i;
+  int b = interleaved ? 2 * i + 1 : i + half;
+  float x0 = hp[a], x1 = hp[b];
+  hp[a] = x0 * cs - x1 * sn;
+  hp[b] = x1 * cs + x0 * sn;
+}
+
+extern "C" __global__ void swiglu(float* out, const float* g, const float* u, long long n) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+    float v = g[i];
+    out[i] = v / (1.f + expf(-v)) * u[i];
+  }
+}
+extern "C" __global__ void add(float* out, const float* a, const float* b, long long n) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+    out[i] = a[i] + b[i];
+}
+extern "C" __global__ void axpy(float* y, const float* x, float alpha, long long n) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+    y[i] = fmaf(alpha, x[i], y[i]);
+}
+extern "C" __global__ void copy2d(float* dst, int dstride, const float* src, int sstride, int rows, int cols) {
+  long long total = (long long)rows * cols;
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
+    long long r = i / cols, c = i % cols;
+    dst[r * dstride + c] = src[r * sstride + c];
+  }
+}
+extern "C" __global__ void fill(float* out, float v, long long n) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+    out[i] = v;
+}
+
+// argmax over each row of x[rows, n]; ties pick the lowest index and NaN never
+// wins (as the CPU's `v > best` scan). One block of 1024 threads per row.
+extern "C" __global__ void argmax(int* out, const float* x, int n) {
+  __shared__ float sv[32];
+  __shared__ int si[32];
+  const float* xr = x + (size_t)blockIdx.x * n;
+  float best = -INFINITY;
+  int bi = -1;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    float v = xr[i];
+    if (v > best || (bi < 0 && !(v != v))) { best = v; bi = i; }
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    float ov = __shfl_xor_sync(0xffffffffu, best, o);
+    int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+    if (oi >= 0 && (bi < 0 || ov > best || (ov == best && oi < bi))) { best = ov; bi = oi; }
+  }
+  int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+  if (lane == 0) { sv[w] = best; si[w] = bi; }
+  __syncthreads();
+  if (w == 0) {
+    int nw = blockDim.x >> 5;
+    best = lane < nw ? sv[lane] : -INFINITY;
+    bi = lane < nw ? si[lane] : -1;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      float ov = __shfl_xor_sync(0xffffffffu, best, o);
+      int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+      if (oi >= 0 && (bi < 0 || ov > best || (ov == best && oi < bi))) { best = ov; bi = oi; }
+    }
+    if (lane == 0) out[blockIdx.x] = bi < 0 ? 0 : bi;
+  }
+}
+
+// ---------------------------------------------------------------- KV cache
+
+// Stores k[n, kvh*kd] and v[n, kvh*vd] at positions pos..pos+n-1 of one layer
+// (caches laid out [maxTokens, kvh, d]).
+template <typename KT>
+__device__ void kv_store(KT* kc, KT* vc, const float* k, const float* v, int n, int pos0,
+                         const int* dp, int kw, int vw) {
+  int pos = pos0 + dp[1];
+  long long tk = (long long)n * kw, tv = vc ? (long long)n * vw : 0;
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < tk + tv; i += (long long)gridDim.x * blockDim.x) {
+    if (i < tk) {
+      long long t = i / kw, c = i % kw;
+      kc[(pos + t) * kw + c] = (KT)k[i];
+    } else {
+      long long j = i - tk;
+      long long t = j / vw, c = j % vw;
+      vc[(pos + t) * vw + c] = (KT)v[j];
+    }
+  }
+}
+extern "C" __global__ void kv_store_f32(float* kc, float* vc, const float* k, const float* v, int n, int pos0, const int* dp, int kw, int vw) { kv_store(kc, vc, k, v, n, pos0, dp, kw, vw); }
+extern "C" __global__ void kv_store_f16(__half* kc, __half* vc, const float* k, const float* v, int n, int pos0, const int* dp, int kw, int vw) { kv_store(kc, vc, k, v, n, pos0, dp, kw, vw); }
+
+// ---------------------------------------------------------------- split-KV attention
+// Decode (and the generic path): block (split s, kv head g, query i) scores
+// the keys [s*L, min((s+1)*L, pos_i+1)) for the heads sharing kv head g and
+// writes a partial (acc[vd], max, sum) per head; attn_combine merges splits.
+// Scores and softmax in float32.
+template <typename KT>
+__device__ void attn_split(float* part, const float* q, const KT* kc, const KT* vc, int n, int pos0,
+                           const int* dp, int heads, int kvh, int kd, int vd, int kstride, int vstride,
+                           float scale, int L, int nsplit, int vhs) {
+  extern __shared__ float sm[];
+  const int s = blockIdx.x, g = blockIdx.y, i = blockIdx.z;
+  const int G = heads / kvh;
+  float* qs = sm;               // [G][kd]
+  float* sc = sm + G * kd;      // [G][L]
+  const int tid = threadIdx.x, nt = blockDim.x;
+  const int T = pos0 + dp[1] + i + 1;  // keys visible to query i
+  const int start = s * L, end = min(start + L, T);
+  const int len = end - start;
+  float* pbase = part + ((size_t)i * heads + (size_t)g * G) * nsplit * (vd + 2);
+  if (len <= 0) {
+    for (int h = tid; h < G; h += nt) {
+      float* pp = pbase + ((size_t)h * nsplit + s) * (vd + 2);
+      pp[vd] = -INFINITY; pp[vd + 1] = 0.f;
+    }
+    return;
+  }
+  for (int j = tid; j < G * kd; j += nt) {
+    int h = j / kd, d = j % kd;
+    qs[j] = q[(size_t)i * heads * kd + (size_t)(g * G + h) * kd + d] * scale;
+  }
+  __syncthreads();
+  // Scores: 8 lanes per key.
+  const int sub = tid & 7, grp = tid >> 3, ngrp = nt >> 3;
+  // The loop bound is uniform across the warp so the shuffles never diverge.
+  for (int jb = 0; jb < len; jb += ngrp) {
+    const int j = jb + grp;
+    const bool ok = j < len;
+    const KT* kr = kc + (size_t)(start + (ok ? j : 0)) * kstride + (size_t)g * kd;
+    for (int h = 0; h < G; h++) {
+      float a = 0.f;
+      if (ok)
+        for (int d = sub; d < kd; d += 8) a = fmaf(qs[h * kd + d], tof(kr[d]), a);
+      a += __shfl_xor_sync(0xffffffffu, a, 1);
+      a += __shfl_xor_sync(0xffffffffu, a, 2);
+      a += __shfl_xor_sync(0xffffffffu, a, 4);
+      if (ok && sub == 0) sc[h * L + j] = a;
+    }
+  }
+  __syncthreads();
+  // Per head max and exp (one warp per head).
+  __shared__ float mx[64], sum[64];
+  const int lane = tid & 31, w = tid >> 5, nw = nt >> 5;
+  for (int h = w; h < G; h += nw) {
+    float m = -INFINITY;
+    for (int j = lane; j < len; j += 32) m = fmaxf(m, sc[h * L + j]);
+    m = warp_max(m);
+    float l = 0.f;
+    for (int j = lane; j < len; j += 32) { float e = expf(sc[h * L + j] - m); sc[h * L + j] = e; l += e; }
+    l = warp_sum(l);
+    if (lane == 0) { mx[h] = m; sum[h] = l; }
+  }
+  __syncthreads();
+  for (int idx = tid; idx < G * vd; idx += nt) {
+    int h = idx / vd, d = idx % vd;
+    const KT* vp = vc + (size_t)start * vstride + (size_t)g * vhs + d;
+    const float* ph = sc + h * L;
+    float a = 0.f;
+    for (int j = 0; j < len; j++) a = fmaf(ph[j], tof(vp[(size_t)j * vstride]), a);
+    float* pp = pbase + ((size_t)h * nsplit + s) * (vd + 2);
+    pp[d] = a;
+    if (d == 0) { pp[vd] = mx[h]; pp[vd + 1] = sum[h]; }
+  }
+}
+extern "C" __global__ void attn_split_f32(float* part, const float* q, const float* kc, const float* vc, int n, int pos0, const int* dp, int heads, int kvh, int kd, int vd, int ks, int vs, float scale, int L, int nsplit, int vhs) {
+  attn_split(part, q, kc, vc, n, pos0, dp, heads, kvh, kd, vd, ks, vs, scale, L, nsplit, vhs);
+}
+extern "C" __global__ void attn_split_f16(float* part, const float* q, const __half* kc, const __half* vc, int n, int pos0, const int* dp, int heads, int kvh, int kd, int vd, int ks, int vs, float scale, int L, int nsplit, int vhs) {
+  attn_split(part, q, kc, vc, n, pos0, dp, heads, kvh, kd, vd, ks, vs, scale, L, nsplit, vhs);
+}
+
+// One block per (query, head): out = sum_s acc_s e^(m_s-M) / sum_s l_s e^(m_s-M).
+extern "C" __global__ void attn_combine(float* out, const float* part, int heads, int vd, int nsplit) {
+  const int ih = blockIdx.x;  // i*heads + h
+  const float* pp = part + (size_t)ih * nsplit * (vd + 2);
+  float M = -INFINITY;
+  for (int s = 0; s < nsplit; s++) M = fmaxf(M, pp[(size_t)s * (vd + 2) + vd]);
+  float Lsum = 0.f;
+  for (int s = 0; s < nsplit; s++) {
+    float m = pp[(size_t)s * (vd + 2) + vd];
+    if (m != -INFINITY) Lsum += pp[(size_t)s * (vd + 2) + vd + 1] * expf(m - M);
+  }
+  for (int d = threadIdx.x; d < vd; d += blockDim.x) {
+    float a = 0.f;
+    for (int s = 0; s < nsplit; s++) {
+      float m = pp[(size_t)s * (vd + 2) + vd];
+      if (m != -INFINITY) a += pp[(size_t)s * (vd + 2) + d] * expf(m - M);
+    }
+    out[(size_t)ih * vd + d] = a / Lsum;
+  }
+}
+
+// ---------------------------------------------------------------- flash attention (prefill)
+// Causal flash attention over an f16 KV cache with tensor cores
+// (mma.sync m16n8k16, f32 accumulation), FlashAttention-2 style: a block of 4
+// warps owns 64 query rows of one head (16 per warp) and streams 64-key tiles
+// of K and V through double-buffered shared memory (cp.async). Online softmax
+// in float32 (log2 domain). DP is the head dim padded to 16; the real head
+// dim D must be a multiple of 8 (16-byte rows).
+
+DEVI unsigned smem_u32(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
+DEVI void cp_async16(void* dst, const void* src, bool valid) {
+  int sz = valid ? 16 : 0;  // 0 source bytes: zero-fill
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_u32(dst)), "l"(src), "r"(sz));
+}
+DEVI void cp_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N> DEVI void cp_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
+DEVI void ldsm_x4(unsigned& r0, unsigned& r1, unsigned& r2, unsigned& r3, const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(smem_u32(p)));
+}
+DEVI void ldsm_x4_t(unsigned& r0, unsigned& r1, unsigned& r2, unsigned& r3, const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(smem_u32(p)));
+}
+DEVI void mma16816(float* c, const unsigned* a, unsigned b0, unsigned b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+DEVI unsigned pack_h2(float lo, float hi) {
+  __half2 h = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<unsigned*>(&h);
+}
+
+template <int DP>
+__device__ void flash_fwd(float* out, const float* q, const __half* kc, const __half* vc, int n, int pos0,
+                          const int* dp, int heads, int kvh, int D, float scale_log2) {
+  constexpr int BM = 64, BN = 64, ST = DP + 8;  // row stride in halves (+16 bytes: no ldmatrix bank conflicts)
+  extern __shared__ __align__(16) unsigned char smraw[];
+  __half* Ks = reinterpret_cast<__half*>(smraw);  // [2][BN][ST]
+  __half* Vs = Ks + 2 * BN * ST;                   // [2][BN][ST]
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int g = lane >> 2, t4 = lane & 3;
+  const int qb = gridDim.x - 1 - blockIdx.x;  // heaviest (latest) blocks first
+  const int h = blockIdx.y, kh = h / (heads / kvh);
+  const int pos = pos0 + dp[1];
+  const int T = pos + n;
+  const int m0 = qb * BM + warp * 16;  // this warp's first query row
+  const int qw = heads * D, kw = kvh * D;
+
+  // Q fragments (A operand), pre-scaled into the log2 domain.
+  unsigned qa[DP / 16][4];
+#pragma unroll
+  for (int kk = 0; kk < DP / 16; kk++) {
+#pragma unroll
+    for (int r = 0; r < 4; r++) {
+      int row = m0 + g + ((r & 1) ? 8 : 0);
+      int col = kk * 16 + 2 * t4 + ((r & 2) ? 8 : 0);
+      float v0 = 0.f, v1 = 0.f;
+      if (row < n && col < D) {
+        const float* qp = q + (size_t)row * qw + (size_t)h * D + col;
+        v0 = qp[0] * scale_log2;
+        v1 = (col + 1 < D) ? qp[1] * scale_log2 : 0.f;
+      }
+      qa[kk][r] = pack_h2(v0, v1);
+    }
+  }
+
+  const int lastRow = min(n, qb * BM + BM) - 1;
+  const int kend = min(T, pos + lastRow + 1);  // keys this block needs
+  const int ntiles = (kend + BN - 1) / BN;
+
+  auto load_tile = [&](int kt, int buf) {
+    constexpr int CH = DP / 8;  // 16-byte chunks per row
+    for (int c = tid; c < BN * CH; c += 128) {
+      int r = c / CH, ch = c % CH;
+      int key = kt * BN + r;
+      bool valid = key < kend && ch * 8 < D;
+      size_t off = (size_t)(valid ? key : 0) * kw + (size_t)kh * D + (valid ? ch * 8 : 0);
+      cp_async16(Ks + (buf * BN + r) * ST + ch * 8, kc + off, valid);
+      cp_async16(Vs + (buf * BN + r) * ST + ch * 8, vc + off, valid);
+    }
+  };
+
+  float o[DP / 8][4];
+#pragma unroll
+  for (int j = 0; j < DP / 8; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+  float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.f, 0.f};
+
+  load_tile(0, 0);
+  cp_commit();
+  for (int kt = 0; kt < ntiles; kt++) {
+    const int buf = kt & 1;
+    if (kt + 1 < ntiles) {
+      load_tile(kt + 1, buf ^ 1);
+      cp_commit();
+      cp_wait<1>();
+    } else {
+      cp_wait<0>();
+    }
+    __syncthreads();
+    const __half* Kb = Ks + buf * BN * ST;
+    const __half* Vb = Vs + buf * BN * ST;
+
+    // S = Q K^T : 16 x 64 per warp.
+    float s[BN / 8][4];
+#pragma unroll
+    for (int j = 0; j < BN / 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < DP / 16; kk++) {
+#pragma unroll
+      for (int np = 0; np < BN / 16; np++) {
+        int mat = lane >> 3, r = lane & 7;
+        const __half* p = Kb + (np * 16 + (mat >> 1) * 8 + r) * ST + kk * 16 + (mat & 1) * 8;
+        unsigned b0, b1, b2, b3;
+        ldsm_x4(b0, b1, b2, b3, p);
+        mma16816(s[2 * np], qa[kk], b0, b1);
+        mma16816(s[2 * np + 1], qa[kk], b2, b3);
+      }
+    }
+    // Causal / length mask where the tile reaches past a row's last key.
+    const int k0 = kt * BN;
+    if (k0 + BN - 1 > pos + m0) {
+#pragma unroll
+      for (int j = 0; j < BN / 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          int key = k0 + j * 8 + 2 * t4 + (e & 1);
+          int row = m0 + g + ((e & 2) ? 8 : 0);
+          if (key > pos + row || key >= T) s[j][e] = -INFINITY;
+        }
+    }
+    // Online softmax for rows g (e=0,1) and g+8 (e=2,3).
+#pragma unroll
+    for (int hr = 0; hr < 2; hr++) {
+      float mx = -INFINITY;
+#pragma unroll
+      for (int j = 0; j < BN / 8; j++) mx = fmaxf(mx, fmaxf(s[j][2 * hr], s[j][2 * hr + 1]));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      float mnew = fmaxf(mrow[hr], mx);
+      float msafe = (mnew == -INFINITY) ? 0.f : mnew;
+      float alpha = exp2f(mrow[hr] - msafe);
+      mrow[hr] = mnew;
+      float ls = 0.f;
+#pragma unroll
+      for (int j = 0; j < BN / 8; j++) {
+        float p0 = exp2f(s[j][2 * hr] - msafe), p1 = exp2f(s[j][2 * hr + 1] - msafe);
+        s[j][2 * hr] = p0; s[j][2 * hr + 1] = p1;
+        ls += p0 + p1;
+      }
+      lrow[hr] = lrow[hr] * alpha + ls;
+#pragma unroll
+      for (int j = 0; j < DP / 8; j++) { o[j][2 * hr] *= alpha; o[j][2 * hr + 1] *= alpha; }
+    }
+    // O += P V.
+#pragma unroll
+    for (int kc2 = 0; kc2 < BN / 16; kc2++) {
+      unsigned pa[4];
+      pa[0] = pack_h2(s[2 * kc2][0], s[2 * kc2][1]);
+      pa[1] = pack_h2(s[2 * kc2][2], s[2 * kc2][3]);
+      pa[2] = pack_h2(s[2 * kc2 + 1][0], s[2 * kc2 + 1][1]);
+      pa[3] = pack_h2(s[2 * kc2 + 1][2], s[2 * kc2 + 1][3]);
+#pragma unroll
+      for (int np = 0; np < DP / 16; np++) {
+        int mat = lane >> 3, r = lane & 7;
+        const __half* p = Vb + (kc2 * 16 + (mat & 1) * 8 + r) * ST + np * 16 + (mat >> 1) * 8;
+        unsigned b0, b1, b2, b3;
+        ldsm_x4_t(b0, b1, b2, b3, p);
+        mma16816(o[2 * np], pa, b0, b1);
+        mma16816(o[2 * np + 1], pa, b2, b3);
+      }
+    }
+    __syncthreads();
+  }
+  // Normalise and store.
+#pragma unroll
+  for (int hr = 0; hr < 2; hr++) {
+    float l = lrow[hr];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    float inv = 1.f / l;
+    int row = m0 + g + hr * 8;
+    if (row < n) {
+      float* op = out + (size_t)row * qw + (size_t)h * D;
+#pragma unroll
+      for (int j = 0; j < DP / 8; j++) {
+        int col = j * 8 + 2 * t4;
+        if (col < D) op[col] = o[j][2 * hr] * inv;
+        if (col + 1 < D) op[col + 1] = o[j][2 * hr + 1] * inv;
+      }
+    }
+  }
+}
+#define FLASH(DP)                                                                                   \
+  extern "C" __global__ void __launch_bounds__(128) flash_fwd_##DP(                                 \
+      float* out, const float* q, const __half* kc, const __half* vc, int n, int pos0, const int* dp, \
+      int heads, int kvh, int D, float sl2) {                                                       \
+    flash_fwd<DP>(out, q, kc, vc, n, pos0, dp, heads, kvh, D, sl2);                                 \
+  }
+FLASH(16)
+FLASH(32)
+FLASH(64)
+FLASH(128)
