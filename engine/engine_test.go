@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/deepseek-go/deepseek-go/engine/safetensors"
+	"github.com/deepseek-go/deepseek-go/quant"
 )
 
 const storiesDir = "../testdata/stories260K"
@@ -585,4 +586,42 @@ func TestRandomSourceDeterministic(t *testing.T) {
 	assert.InDelta(t, 0, mean/float64(len(f)), bound/50)
 	_, err = RandomSource{DType: safetensors.I8}.TensorShaped("w", shape)
 	require.Error(t, err)
+}
+
+// TestMixedDTypeFusedParts: fused q|k|v with parts of different dtypes are
+// widened to f32 and give the same result as the all-f32 checkpoint (up to
+// the f16 rounding of the converted part).
+func TestMixedDTypeFusedParts(t *testing.T) {
+	tensors := tinyTensors(t)
+	ref, err := Load(writeCheckpoint(t, tinyConfig(), tensors))
+	require.NoError(t, err)
+	defer ref.Close()
+	k := tensors["model.layers.0.self_attn.k_proj.weight"]
+	f, err := k.Float32()
+	require.NoError(t, err)
+	h := make([]byte, 2*len(f))
+	for i, v := range f {
+		binary.LittleEndian.PutUint16(h[2*i:], quant.F32ToF16(v))
+	}
+	k.DType, k.Data = safetensors.F16, h
+	mixed, err := Load(writeCheckpoint(t, tinyConfig(), tensors))
+	require.NoError(t, err)
+	defer mixed.Close()
+	ctx := context.Background()
+	ids := []int{1, 5, 9, 3}
+	s1, err := ref.NewSession(8)
+	require.NoError(t, err)
+	a, err := s1.Prefill(ctx, ids)
+	require.NoError(t, err)
+	s2, err := mixed.NewSession(8)
+	require.NoError(t, err)
+	b, err := s2.Prefill(ctx, ids)
+	require.NoError(t, err)
+	for i := range a {
+		e := RelErr(b[i], a[i])
+		assert.Less(t, e, 1e-2, "position %d", i)
+		if i > 0 { // position 0 attends only to itself: keys do not matter
+			assert.Positive(t, e, "the f16 part must actually be used")
+		}
+	}
 }
