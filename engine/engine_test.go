@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -113,6 +114,18 @@ func TestChunkedPrefillMatchesSteps(t *testing.T) {
 	last, err := s3.Last(ctx, ids)
 	require.NoError(t, err)
 	assert.Less(t, RelErr(last, all[n-1]), 1e-6)
+
+	// Truncate rewinds: re-feeding a different suffix matches a fresh run.
+	require.Error(t, s3.Truncate(n+1))
+	require.Error(t, s3.Truncate(-1))
+	require.NoError(t, s3.Truncate(5))
+	alt, err := s3.Last(ctx, []int{9, 8, 7})
+	require.NoError(t, err)
+	s4, err := m.NewSession(n)
+	require.NoError(t, err)
+	fresh, err := s4.Last(ctx, append(slices.Clone(ids[:5]), 9, 8, 7))
+	require.NoError(t, err)
+	assert.Less(t, RelErr(alt, fresh), 1e-5)
 }
 
 func TestContextTooLong(t *testing.T) {

@@ -72,6 +72,16 @@ func (s *Session) MaxTokens() int { return s.max }
 // Reset empties the cache so the session can start a new sequence.
 func (s *Session) Reset() { s.pos = 0 }
 
+// Truncate keeps only the first n cached positions (e.g. the shared prefix
+// of a chat turn); later tokens overwrite the rest.
+func (s *Session) Truncate(n int) error {
+	if n < 0 || n > s.pos {
+		return fmt.Errorf("truncate to %d: the cache holds %d positions", n, s.pos)
+	}
+	s.pos = n
+	return nil
+}
+
 // Scratch returns the session's buffer called name with at least n floats,
 // allocating it on first use. Blocks share buffers by name, so use a name
 // per live intermediate (e.g. "q", "mlp.gate").
