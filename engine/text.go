@@ -36,6 +36,46 @@ func (m *Model) Generate(ctx context.Context, prompt string, o GenerateOptions) 
 	}
 }
 
+// Chat renders msgs with the checkpoint's chat template plus the
+// assistant's generation prompt (as transformers' apply_chat_template with
+// add_generation_prompt=True) and streams the reply like Generate. When the
+// template leaves the reply inside an open reasoning block (DeepSeek-R1 and
+// its distills end the prompt with "<think>\n"), the first Token's Text
+// starts with that "<think>\n", so the stream holds the whole
+// "<think>…</think>" block followed by the answer, and the reply can be
+// added to msgs as the assistant's turn unchanged (R1 templates drop the
+// reasoning from earlier turns themselves).
+func (m *Model) Chat(ctx context.Context, msgs []tokenizer.Message, o GenerateOptions) iter.Seq2[Token, error] {
+	return func(yield func(Token, error) bool) {
+		if m.tok == nil {
+			yield(Token{ID: -1}, ErrNoTokenizer)
+			return
+		}
+		prompt, err := m.tok.ApplyChatTemplate(msgs, true)
+		if err != nil {
+			yield(Token{ID: -1}, err)
+			return
+		}
+		// The template writes BOS itself; transformers encodes it without
+		// adding special tokens again.
+		ids, err := m.tok.Encode(prompt, false)
+		if err != nil {
+			yield(Token{ID: -1}, fmt.Errorf("encoding the chat prompt: %w", err))
+			return
+		}
+		m.streamText(ctx, ids, thinkPrefix(prompt), o, yield)
+	}
+}
+
+// thinkPrefix returns the part of an open reasoning block at the end of a
+// rendered prompt ("<think>\n" for R1 templates), "" when none is open.
+func thinkPrefix(prompt string) string {
+	if !tokenizer.OpensThinkBlock(prompt) {
+		return ""
+	}
+	return prompt[strings.LastIndex(prompt, "<think>"):]
+}
+
 // streamText generates from ids and fills each Token's Text; prefix is
 // prepended to the first Token's Text.
 func (m *Model) streamText(ctx context.Context, ids []int, prefix string, o GenerateOptions, yield func(Token, error) bool) {

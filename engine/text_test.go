@@ -2,17 +2,21 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
+	"io/fs"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"testing/fstest"
 	"unicode/utf8"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/deepseek-go/deepseek-go/third_party/stories260k"
+	"github.com/deepseek-go/deepseek-go/tokenizer"
 )
 
 func loadEmbedded(t testing.TB) *Model {
@@ -182,4 +186,78 @@ func TestGenerateConcurrent(t *testing.T) {
 	wg.Wait()
 	assert.Equal(t, want, got)
 	assert.NotEqual(t, want[0], want[1], "different seeds should give different stories")
+}
+
+// loadWithTemplate loads the embedded model with a chat template added to
+// its tokenizer_config.json.
+func loadWithTemplate(t *testing.T, template string) *Model {
+	t.Helper()
+	src := stories260k.FS()
+	mfs := fstest.MapFS{}
+	for _, name := range []string{"config.json", "generation_config.json", "model.safetensors", "tokenizer.json"} {
+		b, err := fs.ReadFile(src, name)
+		require.NoError(t, err)
+		mfs[name] = &fstest.MapFile{Data: b}
+	}
+	cfg, err := json.Marshal(map[string]any{
+		"add_bos_token": true, "bos_token": "<s>", "eos_token": "</s>", "chat_template": template,
+	})
+	require.NoError(t, err)
+	mfs["tokenizer_config.json"] = &fstest.MapFile{Data: cfg}
+	m, err := LoadFS(mfs, WithDevice("cpu"))
+	require.NoError(t, err)
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+func TestChat(t *testing.T) {
+	r1, err := os.ReadFile("../testdata/chat-templates/llama-cpp-deepseek-r1.jinja")
+	require.NoError(t, err)
+	// llama.cpp's copy of the R1-Distill-Qwen template closes the think
+	// block unless enable_thinking is set.
+	r1closed, err := os.ReadFile("../testdata/chat-templates/deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja")
+	require.NoError(t, err)
+	plain := "{{ bos_token }}{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}" +
+		"{% if add_generation_prompt %}assistant:{% endif %}"
+	msgs := []tokenizer.Message{{Role: "system", Content: "Be kind."}, {Role: "user", Content: "Tell me about Lily."}}
+	tests := []struct {
+		name     string
+		template string
+		prefix   string // expected start of the streamed text
+	}{
+		{"R1 template opens a think block", string(r1), "<think>\n"},
+		{"R1 template with the think block closed", string(r1closed), ""},
+		{"plain template", plain, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m := loadWithTemplate(t, tc.template)
+			o := GenerateOptions{MaxTokens: 12}
+			ids, text := collectText(t, m.Chat(context.Background(), msgs, o))
+			// The same tokens as generating from the rendered prompt.
+			prompt, err := m.Tokenizer().ApplyChatTemplate(msgs, true)
+			require.NoError(t, err)
+			assert.Equal(t, strings.HasSuffix(prompt, "<think>\n"), tc.prefix != "")
+			pids, err := m.Tokenizer().Encode(prompt, false)
+			require.NoError(t, err)
+			bos, _ := m.Tokenizer().BOS()
+			require.Equal(t, bos, pids[0], "BOS comes from the template, once")
+			require.NotEqual(t, bos, pids[1])
+			var want []int
+			for tok, err := range m.GenerateIDs(context.Background(), pids, o) {
+				require.NoError(t, err)
+				want = append(want, tok.ID)
+			}
+			assert.Equal(t, want, ids)
+			assert.True(t, strings.HasPrefix(text, tc.prefix), "%q", text)
+			assert.Equal(t, tc.prefix+m.Tokenizer().DecodeSkipSpecial(append(pids, ids...))[len(m.Tokenizer().DecodeSkipSpecial(pids)):], text)
+		})
+	}
+}
+
+func TestChatWithoutTemplate(t *testing.T) {
+	m := loadEmbedded(t)
+	for _, err := range m.Chat(context.Background(), []tokenizer.Message{{Role: "user", Content: "hi"}}, GenerateOptions{}) {
+		require.ErrorIs(t, err, tokenizer.ErrNoChatTemplate)
+	}
 }
