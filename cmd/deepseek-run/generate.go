@@ -1,0 +1,416 @@
+package main
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/deepseek-go/deepseek-go/engine"
+	"github.com/deepseek-go/deepseek-go/tokenizer"
+)
+
+// genOptions holds the generation command's flags.
+type genOptions struct {
+	model   string
+	prompt  string
+	n       int
+	temp    float64
+	topK    int
+	topP    float64
+	minP    float64
+	repeat  float64
+	seed    uint64
+	system  string
+	chat    bool
+	raw     bool
+	device  string
+	int8    bool
+	threads int
+	stats   bool
+	json    bool
+
+	set map[string]bool // flags given on the command line
+}
+
+func newGenerateFlags(stderr io.Writer, o *genOptions) *flag.FlagSet {
+	fs := flag.NewFlagSet("deepseek-run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.model, "m", "", "checkpoint `DIR` (config.json, *.safetensors, tokenizer.json); default: the embedded stories260K demo model")
+	fs.StringVar(&o.prompt, "p", "", "`PROMPT` text; default: read stdin (empty when stdin is a terminal)")
+	fs.IntVar(&o.n, "n", 256, "maximum `N`umber of tokens to generate; -1 = until end of text or context")
+	fs.Float64Var(&o.temp, "temp", 0, "sampling temperature; 0 = greedy (default: the checkpoint's generation_config.json, else 0)")
+	fs.IntVar(&o.topK, "top-k", 0, "keep the `K` most likely tokens; 0 = off")
+	fs.Float64Var(&o.topP, "top-p", 0, "nucleus sampling: keep the most likely tokens up to `P` probability mass, in (0, 1]; 0 = off (default: generation_config.json)")
+	fs.Float64Var(&o.minP, "min-p", 0, "drop tokens less likely than `P` × the most likely one; 0 = off")
+	fs.Float64Var(&o.repeat, "repeat-penalty", 1, "divide repeated tokens' positive logits by this (multiply negative ones); 1 = off")
+	fs.Uint64Var(&o.seed, "seed", 0, "random seed for reproducible sampling (default: random, printed with the timings)")
+	fs.StringVar(&o.system, "system", "", "system message (uses the chat template)")
+	fs.BoolVar(&o.chat, "chat", false, "interactive multi-turn chat with the checkpoint's chat template (/bye to quit, /clear to forget)")
+	fs.BoolVar(&o.raw, "raw", false, "treat -p as raw text even when the checkpoint has a chat template")
+	fs.StringVar(&o.device, "device", "auto", "`auto`, cpu or cuda")
+	fs.BoolVar(&o.int8, "int8", false, "quantise weights to int8 per channel at load (less memory, faster decode)")
+	fs.IntVar(&o.threads, "threads", 0, "CPU threads; 0 = all cores")
+	fs.BoolVar(&o.stats, "stats", false, "print MoE expert usage per layer after generating")
+	fs.BoolVar(&o.json, "json", false, "print one JSON object with the text, ids and timings instead of streaming")
+	return fs
+}
+
+// parseFlags parses args with fs, turning flag errors into usage errors and
+// rejecting stray positional arguments.
+func parseFlags(fs *flag.FlagSet, args []string) (map[string]bool, error) {
+	fs.Usage = func() {} // errors are reported in one line by report
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return nil, err
+		}
+		return nil, usageError{err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return nil, usagef("unexpected argument %q (quote the prompt and pass it with -p)", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	return set, nil
+}
+
+func runGenerate(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	var o genOptions
+	fs := newGenerateFlags(stderr, &o)
+	set, err := parseFlags(fs, args)
+	if err == flag.ErrHelp {
+		printUsage(stdout)
+		return errHelp
+	}
+	if err != nil {
+		return err
+	}
+	o.set = set
+	if err := o.check(); err != nil {
+		return err
+	}
+	if !o.chat && !o.set["p"] {
+		p, err := readPrompt(stdin)
+		if err != nil {
+			return err
+		}
+		o.prompt = p
+	}
+
+	m, loadTime, err := loadModel(ctx, o.model, modelOptions{device: o.device, int8: o.int8, threads: o.threads}, stderr)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	sampling, err := o.sampling(m)
+	if err != nil {
+		return err
+	}
+	if o.chat {
+		return runChat(ctx, m, &o, sampling, stdin, stdout, stderr)
+	}
+	return generateOnce(ctx, m, &o, sampling, loadTime, stdout, stderr)
+}
+
+// check validates flag combinations before anything is loaded.
+func (o *genOptions) check() error {
+	if o.n == 0 || o.n < -1 {
+		return usagef("-n must be positive or -1 (until the end of text), got %d", o.n)
+	}
+	if o.threads < 0 {
+		return usagef("--threads must be >= 0, got %d", o.threads)
+	}
+	switch o.device {
+	case "auto", "cpu", "cuda":
+	default:
+		return usagef("--device must be auto, cpu or cuda, got %q", o.device)
+	}
+	if o.chat && o.json {
+		return usagef("--json cannot be combined with --chat")
+	}
+	if o.chat && o.raw {
+		return usagef("--raw cannot be combined with --chat")
+	}
+	if o.raw && o.system != "" {
+		return usagef("--system needs the chat template; drop --raw")
+	}
+	// Validate the sampling flags given now, so a bad value never waits
+	// for a large checkpoint to load.
+	if err := o.explicitSampling(engine.SamplerOptions{}).Validate(); err != nil {
+		return usageError{err.Error()}
+	}
+	return nil
+}
+
+// explicitSampling overrides base with the sampling flags that were set.
+func (o *genOptions) explicitSampling(base engine.SamplerOptions) engine.SamplerOptions {
+	s := base
+	if o.set["temp"] {
+		s.Temperature = float32(o.temp)
+	}
+	if o.set["top-k"] {
+		s.TopK = o.topK
+	}
+	if o.set["top-p"] {
+		s.TopP = float32(o.topP)
+	}
+	if o.set["min-p"] {
+		s.MinP = float32(o.minP)
+	}
+	if o.set["repeat-penalty"] {
+		s.RepeatPenalty = float32(o.repeat)
+	}
+	if o.set["seed"] {
+		s.Seed = o.seed
+	}
+	return s
+}
+
+// sampling returns the sampler settings: the checkpoint's
+// generation_config.json defaults, overridden by the flags, with a random
+// seed unless --seed was given.
+func (o *genOptions) sampling(m *engine.Model) (engine.SamplerOptions, error) {
+	s := o.explicitSampling(m.Config().DefaultSampling())
+	if !o.set["seed"] {
+		var b [8]byte
+		if _, err := crand.Read(b[:]); err != nil {
+			return s, fmt.Errorf("seeding the sampler: %w", err)
+		}
+		s.Seed = binary.LittleEndian.Uint64(b[:]) >> 1 // fits an int64 for JSON consumers
+		o.seed = s.Seed
+	}
+	if err := s.Validate(); err != nil {
+		return s, fmt.Errorf("sampling settings from generation_config.json: %w", err)
+	}
+	return s, nil
+}
+
+// readPrompt reads the whole of stdin, unless it is a terminal: then nobody
+// is piping a prompt and the model starts from an empty prompt.
+func readPrompt(stdin io.Reader) (string, error) {
+	if f, ok := stdin.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			return "", nil
+		}
+	}
+	if stdin == nil {
+		return "", nil
+	}
+	b, err := io.ReadAll(stdin)
+	if err != nil {
+		return "", fmt.Errorf("reading the prompt from stdin: %w", err)
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
+}
+
+// jsonResult is --json's output.
+type jsonResult struct {
+	Model           string  `json:"model"`
+	Backend         string  `json:"backend,omitempty"`
+	Prompt          string  `json:"prompt"`
+	Text            string  `json:"text"`
+	IDs             []int   `json:"ids"`
+	PromptTokens    int     `json:"prompt_tokens"`
+	GeneratedTokens int     `json:"generated_tokens"`
+	Stop            string  `json:"stop"` // "eos" or "length"
+	Seed            uint64  `json:"seed"`
+	Temperature     float32 `json:"temperature"`
+	LoadMS          float64 `json:"load_ms"`
+	PromptMS        float64 `json:"prompt_ms"`
+	PromptTokPerS   float64 `json:"prompt_tok_per_s"`
+	GenMS           float64 `json:"gen_ms"`
+	GenTokPerS      float64 `json:"gen_tok_per_s"`
+}
+
+// prepared is a prompt ready to generate from.
+type prepared struct {
+	msgs     []tokenizer.Message // non-nil: chat template
+	prompt   string              // raw text (when msgs is nil)
+	tokens   int                 // prompt length in tokens
+	maxTok   int                 // tokens that may be generated
+	echo     string              // text printed before the reply
+	template bool
+}
+
+// prepare decides raw text vs chat template, counts the prompt's tokens and
+// fits -n into the context, so an over-long prompt gets a clear message
+// before any compute.
+func prepare(m *engine.Model, o *genOptions, msgs []tokenizer.Message) (*prepared, error) {
+	tok := m.Tokenizer()
+	if tok == nil {
+		return nil, fmt.Errorf("the checkpoint has no tokenizer.json, so it cannot take text; use deepseek-run tokenize with a checkpoint that has one")
+	}
+	p := &prepared{}
+	var ids []int
+	var err error
+	if msgs == nil && !o.raw && (o.system != "" || hasChatTemplate(tok)) {
+		if o.system != "" {
+			msgs = append(msgs, tokenizer.Message{Role: "system", Content: o.system})
+		}
+		msgs = append(msgs, tokenizer.Message{Role: "user", Content: o.prompt})
+	}
+	if msgs != nil {
+		text, terr := tok.ApplyChatTemplate(msgs, true)
+		if terr != nil {
+			return nil, fmt.Errorf("applying the chat template: %w", terr)
+		}
+		ids, err = tok.Encode(text, false)
+		p.msgs = msgs
+		p.template = true
+	} else {
+		ids, err = tok.Encode(o.prompt, true)
+		p.prompt = o.prompt
+		p.echo = o.prompt
+	}
+	if err != nil {
+		return nil, fmt.Errorf("tokenizing the prompt: %w", err)
+	}
+	p.tokens = len(ids)
+	ctxLen := contextLength(m)
+	if p.tokens >= ctxLen {
+		return nil, fmt.Errorf("the prompt is %d tokens but the model's context is %d tokens: shorten it", p.tokens, ctxLen)
+	}
+	p.maxTok = ctxLen - p.tokens
+	if o.n > 0 && o.n < p.maxTok {
+		p.maxTok = o.n
+	}
+	return p, nil
+}
+
+// stream runs the prepared generation, calling emit with each piece of text
+// as it arrives, and returns the ids generated.
+func stream(ctx context.Context, m *engine.Model, p *prepared, s engine.SamplerOptions, st *engine.Stats, emit func(string) error) ([]int, error) {
+	opts := engine.GenerateOptions{MaxTokens: p.maxTok, Sampling: s, Stats: st}
+	var seq func(func(engine.Token, error) bool)
+	if p.msgs != nil {
+		seq = m.Chat(ctx, p.msgs, opts)
+	} else {
+		seq = m.Generate(ctx, p.prompt, opts)
+	}
+	var ids []int
+	for t, err := range seq {
+		if err != nil {
+			return ids, err
+		}
+		if t.ID >= 0 {
+			ids = append(ids, t.ID)
+		}
+		if t.Text != "" {
+			if err := emit(t.Text); err != nil {
+				return ids, err
+			}
+		}
+	}
+	return ids, nil
+}
+
+func generateOnce(ctx context.Context, m *engine.Model, o *genOptions, s engine.SamplerOptions, loadTime time.Duration, stdout, stderr io.Writer) error {
+	p, err := prepare(m, o, nil)
+	if err != nil {
+		return err
+	}
+	var st engine.Stats
+	var text strings.Builder
+	emit := func(piece string) error {
+		text.WriteString(piece)
+		if o.json {
+			return nil
+		}
+		_, err := io.WriteString(stdout, piece)
+		return err
+	}
+	if !o.json && p.echo != "" {
+		if _, err := io.WriteString(stdout, p.echo); err != nil {
+			return err
+		}
+	}
+	ids, genErr := stream(ctx, m, p, s, &st, emit)
+	if genErr != nil && !(ctx.Err() != nil && len(ids) > 0) {
+		if !o.json {
+			fmt.Fprintln(stdout)
+		}
+		return fmt.Errorf("generating: %w", genErr)
+	}
+	stop := "length"
+	if len(ids) < p.maxTok && genErr == nil {
+		stop = "eos"
+	}
+	if genErr != nil {
+		stop = "interrupted"
+	}
+	if o.json {
+		r := jsonResult{
+			Model: modelName(o.model), Backend: m.Info().Backend, Prompt: o.prompt, Text: text.String(), IDs: ids,
+			PromptTokens: p.tokens, GeneratedTokens: len(ids), Stop: stop, Seed: s.Seed, Temperature: s.Temperature,
+			LoadMS: ms(loadTime), PromptMS: ms(st.Prefill), PromptTokPerS: st.PrefillTokensPerSec(),
+			GenMS: ms(st.Decode), GenTokPerS: st.DecodeTokensPerSec(),
+		}
+		if r.IDs == nil {
+			r.IDs = []int{}
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(r); err != nil {
+			return err
+		}
+	} else {
+		if out := p.echo + text.String(); !strings.HasSuffix(out, "\n") {
+			fmt.Fprintln(stdout)
+		}
+		printTimings(stderr, loadTime, &st, s)
+	}
+	if o.stats {
+		printExpertStats(stderr, m)
+	}
+	return nil
+}
+
+// decodeTokens is the number of tokens produced by decode steps: the first
+// generated token comes out of the prefill.
+func decodeTokens(st engine.Stats) int { return max(st.GeneratedTokens-1, 0) }
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1e3 }
+
+func perSec(n int, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return float64(n) / d.Seconds()
+}
+
+// printTimings writes llama.cpp-style timings.
+func printTimings(w io.Writer, load time.Duration, st *engine.Stats, s engine.SamplerOptions) {
+	line := func(name string, d time.Duration, n int, unit string) {
+		if n <= 0 {
+			fmt.Fprintf(w, "%-14s = %10.2f ms\n", name, ms(d))
+			return
+		}
+		fmt.Fprintf(w, "%-14s = %10.2f ms / %5d %-6s (%8.2f ms per token, %9.2f tokens per second)\n",
+			name, ms(d), n, unit, ms(d)/float64(n), perSec(n, d))
+	}
+	fmt.Fprintln(w)
+	line("load time", load, 0, "")
+	line("prompt eval", st.Prefill, st.PromptTokens, "tokens")
+	line("eval time", st.Decode, decodeTokens(*st), "runs")
+	line("total time", load+st.Prefill+st.Decode, 0, "")
+	if s.Temperature == 0 {
+		fmt.Fprintln(w, "sampling       = greedy")
+	} else {
+		fmt.Fprintf(w, "sampling       = temp %g, top-k %d, top-p %g, min-p %g, repeat-penalty %g, seed %d\n",
+			s.Temperature, s.TopK, s.TopP, s.MinP, s.RepeatPenalty, s.Seed)
+	}
+}
+
+func modelName(dir string) string {
+	if dir == "" {
+		return "stories260K (embedded)"
+	}
+	return dir
+}

@@ -1,0 +1,125 @@
+// Command deepseek-run runs DeepSeek-family language models (and other
+// Llama/Qwen2 checkpoints) from a Hugging Face checkpoint directory, on CPU
+// or an NVIDIA GPU. Without -m it runs the embedded stories260K demo model,
+// so it works offline on a fresh machine.
+//
+// Usage:
+//
+//	deepseek-run [-m DIR] [-p PROMPT] [-n N] [--temp T] [--chat] ...
+//	deepseek-run info -m DIR [--int8]
+//	deepseek-run tokenize -m DIR [--jsonl]
+//	deepseek-run verify -m DIR --ref FILE [--tol 1e-4]
+//
+// Run "deepseek-run -h" for every flag. Exit status: 0 success, 1 runtime
+// failure (unreadable model, generation error, failed verification), 2 usage
+// error.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	code := runContext(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run is main without the process: tests call it in-process.
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	return runContext(context.Background(), args, stdin, stdout, stderr)
+}
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+// usageError marks errors caused by how the command was invoked (exit 2).
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, a ...any) error { return usageError{fmt.Sprintf(format, a...)} }
+
+func runContext(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	var err error
+	if len(args) > 0 {
+		switch args[0] {
+		case "info":
+			err = runInfo(ctx, args[1:], stdout, stderr)
+			return report(err, stderr)
+		case "verify":
+			err = runVerify(ctx, args[1:], stdout, stderr)
+			return report(err, stderr)
+		case "tokenize":
+			return runTokenize(args[1:], stdin, stdout, stderr)
+		case "help":
+			printUsage(stdout)
+			return exitOK
+		}
+	}
+	err = runGenerate(ctx, args, stdin, stdout, stderr)
+	return report(err, stderr)
+}
+
+// report prints err as one line and maps it to an exit code. Usage errors
+// point at -h; nothing here ever prints a stack trace.
+func report(err error, stderr io.Writer) int {
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, errHelp):
+		return exitOK
+	}
+	var ue usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintf(stderr, "deepseek-run: %s (see deepseek-run -h)\n", oneLine(ue.msg))
+		return exitUsage
+	}
+	if errors.Is(err, context.Canceled) {
+		fmt.Fprintln(stderr, "deepseek-run: interrupted")
+		return exitFailure
+	}
+	fmt.Fprintf(stderr, "deepseek-run: %s\n", oneLine(err.Error()))
+	return exitFailure
+}
+
+// errHelp is returned after -h printed the usage.
+var errHelp = errors.New("help requested")
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " ")
+}
+
+func printUsage(w io.Writer) {
+	fmt.Fprint(w, `deepseek-run runs DeepSeek-family models from a Hugging Face checkpoint directory.
+
+Usage:
+  deepseek-run [flags]                 generate text (default: embedded stories260K demo model)
+  deepseek-run info -m DIR [--int8]    describe a checkpoint: architecture, size, KV cache, devices
+  deepseek-run tokenize -m DIR         text on stdin -> token ids (--jsonl for one JSON per line)
+  deepseek-run verify -m DIR --ref FILE [--tol 1e-4]
+                                       compare against a reference.safetensors from transformers
+
+Generation flags:
+`)
+	fs := newGenerateFlags(io.Discard, new(genOptions))
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fmt.Fprint(w, `
+Examples:
+  deepseek-run -p "Once upon a time"
+  deepseek-run -m ~/models/DeepSeek-R1-Distill-Qwen-1.5B -p "Why is the sky blue?"
+  deepseek-run -m ~/models/DeepSeek-R1-Distill-Qwen-1.5B --chat --system "Be brief."
+`)
+}

@@ -1,0 +1,163 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// cli runs the command in-process.
+func cli(t *testing.T, stdin string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = run(args, strings.NewReader(stdin), &out, &errb)
+	// Whatever happens, a user never sees a Go stack trace.
+	for _, s := range []string{out.String(), errb.String()} {
+		require.NotContains(t, s, "goroutine ")
+		require.NotContains(t, s, "panic")
+	}
+	return code, out.String(), errb.String()
+}
+
+// greedyFromBOS returns the reference text and ids of
+// testdata/stories260K/greedy_from_bos_256.txt (last line: the ids).
+func greedyFromBOS(t *testing.T) (string, []int) {
+	t.Helper()
+	b, err := os.ReadFile("../../testdata/stories260K/greedy_from_bos_256.txt")
+	require.NoError(t, err)
+	s := strings.TrimRight(string(b), "\n")
+	i := strings.LastIndex(s, "\n")
+	require.Positive(t, i)
+	var ids []int
+	for _, f := range strings.Fields(strings.Trim(s[i+1:], "[]")) {
+		id, err := strconv.Atoi(f)
+		require.NoError(t, err)
+		ids = append(ids, id)
+	}
+	require.Len(t, ids, 256)
+	return s[:i], ids
+}
+
+func decodeJSON(t *testing.T, stdout string) jsonResult {
+	t.Helper()
+	var r jsonResult
+	require.NoError(t, json.Unmarshal([]byte(stdout), &r), stdout)
+	return r
+}
+
+func TestGreedyFromBOS(t *testing.T) {
+	text, ids := greedyFromBOS(t)
+
+	code, stdout, stderr := cli(t, "", "--temp", "0", "-p", "", "-n", "64", "--json")
+	require.Equal(t, 0, code, stderr)
+	r := decodeJSON(t, stdout)
+	assert.Equal(t, ids[:64], r.IDs)
+	assert.Equal(t, 1, r.PromptTokens, "an empty prompt is just BOS")
+	assert.Equal(t, 64, r.GeneratedTokens)
+	assert.Equal(t, "length", r.Stop)
+	assert.True(t, strings.HasPrefix(text, r.Text), "text %q is not a prefix of the reference", r.Text)
+	assert.Greater(t, len(r.Text), 150)
+
+	// The streamed text is the same, followed by a newline and nothing else.
+	code, stdout, stderr = cli(t, "", "--temp", "0", "-p", "", "-n", "64")
+	require.Equal(t, 0, code, stderr)
+	assert.Equal(t, r.Text+"\n", stdout)
+	assert.Contains(t, stderr, "stories260K demo model", "the demo model announces itself")
+	assert.Contains(t, stderr, "-m ", "and says how to use a real checkpoint")
+	assert.Contains(t, stderr, "prompt eval")
+	assert.Contains(t, stderr, "tokens per second")
+	assert.Contains(t, stderr, "sampling       = greedy")
+}
+
+func TestSeedReproducible(t *testing.T) {
+	gen := func(seed string) jsonResult {
+		code, stdout, stderr := cli(t, "", "-p", "Once upon a time", "--temp", "1", "--top-p", "0.95", "--seed", seed, "-n", "48", "--json")
+		require.Equal(t, 0, code, stderr)
+		return decodeJSON(t, stdout)
+	}
+	a, b, c := gen("7"), gen("7"), gen("8")
+	assert.Equal(t, a.IDs, b.IDs)
+	assert.Equal(t, a.Text, b.Text)
+	assert.EqualValues(t, 7, a.Seed)
+	assert.NotEqual(t, a.IDs, c.IDs, "another seed should give another story")
+	assert.Equal(t, "Once upon a time", a.Prompt)
+	assert.Greater(t, a.PromptTokens, 1)
+}
+
+func TestPromptFromStdin(t *testing.T) {
+	code, stdout, stderr := cli(t, "Once upon a time\n", "--temp", "0", "-n", "8")
+	require.Equal(t, 0, code, stderr)
+	assert.True(t, strings.HasPrefix(stdout, "Once upon a time"), stdout)
+	assert.Greater(t, len(stdout), len("Once upon a time\n"))
+}
+
+func TestErrors(t *testing.T) {
+	dir := t.TempDir()
+	notCkpt := filepath.Join(dir, "empty")
+	require.NoError(t, os.Mkdir(notCkpt, 0o755))
+	file := filepath.Join(dir, "file.txt")
+	require.NoError(t, os.WriteFile(file, []byte("x"), 0o644))
+	noWeights := filepath.Join(dir, "noweights")
+	require.NoError(t, os.Mkdir(noWeights, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(noWeights, "config.json"), []byte(`{"model_type":"llama"}`), 0o644))
+	brokenConfig := filepath.Join(dir, "broken")
+	require.NoError(t, os.Mkdir(brokenConfig, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(brokenConfig, "config.json"), []byte(`{"model_type": "llama", "hidden_size": `), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(brokenConfig, "model.safetensors"), []byte("not a safetensors file"), 0o644))
+
+	long := strings.Repeat("Once upon a time there was a little girl. ", 80)
+
+	tests := []struct {
+		name  string
+		args  []string
+		code  int
+		msgs  []string // substrings of stderr
+		stdin string
+	}{
+		{"wrong path", []string{"-m", filepath.Join(dir, "nope"), "-p", "hi"}, 1, []string{"does not exist", "nope"}, ""},
+		{"directory without config.json", []string{"-m", notCkpt, "-p", "hi"}, 1, []string{"has no config.json", "not a Hugging Face checkpoint"}, ""},
+		{"file instead of directory", []string{"-m", file, "-p", "hi"}, 1, []string{"is a file"}, ""},
+		{"no weights", []string{"-m", noWeights, "-p", "hi"}, 1, []string{"no *.safetensors"}, ""},
+		{"broken config", []string{"-m", brokenConfig, "-p", "hi"}, 1, []string{"config.json"}, ""},
+		{"prompt longer than the context", []string{"-p", long}, 1, []string{"the prompt is", "context is 512 tokens"}, ""},
+		{"top-p 2", []string{"--top-p", "2", "-p", "hi"}, 2, []string{"top-p must be in (0, 1]", "got 2"}, ""},
+		{"negative temperature", []string{"--temp", "-1", "-p", "hi"}, 2, []string{"temperature must be >= 0"}, ""},
+		{"min-p", []string{"--min-p", "3"}, 2, []string{"min-p"}, ""},
+		{"unknown flag", []string{"--tempp", "1"}, 2, []string{"flag provided but not defined: -tempp"}, ""},
+		{"bad number", []string{"-n", "many"}, 2, []string{"invalid value \"many\" for flag -n"}, ""},
+		{"zero tokens", []string{"-n", "0"}, 2, []string{"-n must be positive"}, ""},
+		{"stray argument", []string{"Once upon a time"}, 2, []string{"unexpected argument", "-p"}, ""},
+		{"bad device", []string{"--device", "tpu"}, 2, []string{"--device must be auto, cpu or cuda"}, ""},
+		{"json chat", []string{"--chat", "--json"}, 2, []string{"--json cannot be combined with --chat"}, ""},
+		{"chat without template", []string{"--chat"}, 1, []string{"chat template"}, "hello\n"},
+		{"verify without ref", []string{"verify", "-m", "../../testdata/models/llama-mha"}, 2, []string{"--ref"}, ""},
+		{"verify without model", []string{"verify", "--ref", "x"}, 2, []string{"-m"}, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, stdout, stderr := cli(t, tc.stdin, tc.args...)
+			assert.Equal(t, tc.code, code, "stdout: %s\nstderr: %s", stdout, stderr)
+			for _, m := range tc.msgs {
+				assert.Contains(t, stderr, m)
+			}
+			// The reason is one line (after the demo model's notice).
+			lines := strings.Split(strings.TrimSpace(stderr), "\n")
+			assert.True(t, strings.HasPrefix(lines[len(lines)-1], "deepseek-run: "), stderr)
+		})
+	}
+}
+
+func TestHelp(t *testing.T) {
+	code, stdout, _ := cli(t, "", "-h")
+	assert.Equal(t, 0, code)
+	for _, s := range []string{"-temp", "-top-p", "-chat", "info -m DIR", "verify -m DIR"} {
+		assert.Contains(t, stdout, s)
+	}
+}
