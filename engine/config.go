@@ -38,6 +38,9 @@ type Config struct {
 
 	RopeTheta   float64      `json:"rope_theta"`
 	RopeScaling *RopeScaling `json:"rope_scaling"`
+	// RopeParameters is transformers v5's spelling (rope_theta and the
+	// scaling in one object); normalize folds it into the two fields above.
+	RopeParameters *RopeScaling `json:"rope_parameters"`
 
 	TieWordEmbeddings bool `json:"tie_word_embeddings"`
 	AttentionBias     bool `json:"attention_bias"`
@@ -96,6 +99,8 @@ type RopeScaling struct {
 	MScaleAllDim    float64  `json:"mscale_all_dim"`
 	AttentionFactor *float64 `json:"attention_factor"`
 	Truncate        *bool    `json:"truncate"`
+	// RopeTheta is only read from transformers v5's rope_parameters.
+	RopeTheta float64 `json:"rope_theta"`
 }
 
 // UnmarshalJSON accepts "type" or "rope_type".
@@ -283,6 +288,14 @@ func (c *Config) normalize() error {
 			return fmt.Errorf("model_type missing; supported: %s", strings.Join(SupportedModelTypes(), ", "))
 		}
 		return fmt.Errorf("model_type %q not supported; supported: %s", c.ModelType, strings.Join(SupportedModelTypes(), ", "))
+	}
+	if p := c.RopeParameters; p != nil {
+		if c.RopeTheta == 0 {
+			c.RopeTheta = p.RopeTheta
+		}
+		if c.RopeScaling == nil && p.Type != "" && p.Type != "default" {
+			c.RopeScaling = p
+		}
 	}
 	if c.NumKVHeads == 0 {
 		c.NumKVHeads = c.NumHeads // transformers' default: MHA

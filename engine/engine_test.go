@@ -402,6 +402,16 @@ func TestConfigParsing(t *testing.T) {
 	assert.Equal(t, SamplerOptions{Temperature: 0.8, TopP: 0.9}, s.DefaultSampling())
 	assert.NoError(t, s.DefaultSampling().Validate())
 
+	// transformers v5 writes rope_parameters instead of rope_theta/rope_scaling.
+	v5, err := ParseConfig("v5", []byte(`{"model_type":"llama","vocab_size":8,"hidden_size":8,"intermediate_size":8,
+		"num_hidden_layers":1,"num_attention_heads":2,"max_position_embeddings":16,
+		"rope_parameters":{"rope_type":"linear","factor":4.0,"rope_theta":50000.0}}`))
+	require.NoError(t, err)
+	assert.Equal(t, 50000.0, v5.RopeTheta)
+	require.NotNil(t, v5.RopeScaling)
+	assert.Equal(t, "linear", v5.RopeScaling.Type)
+	assert.Equal(t, 4.0, v5.RopeScaling.Factor)
+
 	for _, tc := range []struct {
 		js   string
 		want IDs
