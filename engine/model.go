@@ -69,9 +69,11 @@ func openBackend(o *options) (kernels.Backend, error) {
 	switch o.device {
 	case "", "auto":
 		if open, ok := deviceRegistry["cuda"]; ok {
-			if be, err := open(o.threads); err == nil {
+			be, err := open(o.threads)
+			if err == nil {
 				return be, nil
 			}
+			noteFallback("cuda", err)
 		}
 		return cpu.New(o.threads), nil
 	case "cpu":
@@ -221,6 +223,12 @@ func newModel(cfg *Config, src TensorSource, total int64, closer func() error, o
 			return nil, err
 		}
 		own = true
+	}
+	if err := checkDeviceMemory(be, total); err != nil {
+		if own {
+			be.Close()
+		}
+		return nil, err
 	}
 	m := &Model{cfg: cfg, fam: fam, be: be, ownBE: own, closer: closer, tok: o.tok, genRoom: initialGenRoom}
 	b := newBuilder(cfg, be, src, o.int8, o.progress, total)

@@ -25,6 +25,7 @@ type Session struct {
 	x       kernels.Buffer // hidden state [chunk, hidden]
 	scratch map[string]kernels.Buffer
 	ids32   []int32
+	graph   graphState // decode step as a device graph (device_graph.go)
 }
 
 // NewSession makes a session for up to maxTokens positions (prompt plus
@@ -164,21 +165,48 @@ func (s *Session) run(ctx context.Context, ids []int, emit func(rows []float32, 
 // forward runs one chunk through the network and, when wanted, the output
 // head. On error the cache position is left unchanged.
 func (s *Session) forward(ids []int, all, lastChunk bool, emit func([]float32, int)) error {
+	if len(ids) == 1 && !all && lastChunk {
+		// Backends that can replay a captured decode step (cuda) take it.
+		if handled, err := s.graphStep(ids[0], emit); handled {
+			return err
+		}
+	}
+	n := len(ids)
+	lg, rows, err := s.forwardOps(ids, all, lastChunk)
+	if err != nil {
+		return err
+	}
+	if lg == nil {
+		s.pos += n
+		return nil
+	}
+	out := make([]float32, rows*s.m.cfg.VocabSize)
+	if err := s.be.Download(out, lg, 0); err != nil {
+		return fmt.Errorf("reading logits: %w", err)
+	}
+	s.pos += n
+	emit(out, rows)
+	return nil
+}
+
+// forwardOps issues the chunk's ops on s.be (device work only, so a decode
+// step can be captured as a graph) and returns the logits buffer with its
+// row count, or nil when no logits are wanted for this chunk.
+func (s *Session) forwardOps(ids []int, all, lastChunk bool) (kernels.Buffer, int, error) {
 	m, c := s.m, s.m.cfg
 	n, hid, vocab := len(ids), c.HiddenSize, c.VocabSize
 	s.ids32 = s.ids32[:0]
 	for _, id := range ids {
 		s.ids32 = append(s.ids32, int32(id))
 	}
-	m.be.Embed(s.x, m.embed, s.ids32)
+	s.be.Embed(s.x, m.embed, s.ids32)
 	for i, b := range m.blocks {
 		if err := b.Forward(s, s.x, n, s.pos); err != nil {
-			return fmt.Errorf("layer %d: %w", i, err)
+			return nil, 0, fmt.Errorf("layer %d: %w", i, err)
 		}
 	}
 	if !all && !lastChunk {
-		s.pos += n
-		return nil
+		return nil, 0, nil
 	}
 	rows, src := n, 0
 	if !all {
@@ -186,24 +214,18 @@ func (s *Session) forward(ids []int, all, lastChunk bool, emit func([]float32, i
 	}
 	xr, err := s.Scratch("head.x", rows*hid)
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
 	xn, err := s.Scratch("head.xn", rows*hid)
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
-	m.be.Copy2D(xr, 0, hid, s.x, src, hid, rows, hid)
-	m.be.RMSNorm(xn, xr, m.norm, rows, hid, float32(c.RMSNormEps))
+	s.be.Copy2D(xr, 0, hid, s.x, src, hid, rows, hid)
+	s.be.RMSNorm(xn, xr, m.norm, rows, hid, float32(c.RMSNormEps))
 	lg, err := s.Scratch("head.logits", rows*vocab)
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
-	m.be.MatMul([]kernels.Buffer{lg}, xn, rows, m.lmHead, nil)
-	out := make([]float32, rows*vocab)
-	if err := m.be.Download(out, lg, 0); err != nil {
-		return fmt.Errorf("reading logits: %w", err)
-	}
-	s.pos += n
-	emit(out, rows)
-	return nil
+	s.be.MatMul([]kernels.Buffer{lg}, xn, rows, m.lmHead, nil)
+	return lg, rows, nil
 }
