@@ -30,6 +30,9 @@ type Options struct {
 	// float32 attention) or kernels.F16 (half the bytes, tensor-core flash
 	// attention for prefill).
 	KVDType kernels.DType
+	// KVAuto picks the KV dtype per cache: f16 when every matrix uploaded
+	// so far is 16-bit, f32 as soon as one is f32 (the engine's choice).
+	KVAuto bool
 	// NoCublasLt forces the built-in GEMM even when cuBLASLt is present.
 	NoCublasLt bool
 }
@@ -38,13 +41,15 @@ type Options struct {
 // one stream in issue order; a mutex serialises issuing so sessions may share
 // the backend (their device work then runs one op after another).
 type Backend struct {
-	x     *ctx
-	info  DeviceInfo
-	mod   module
-	fn    map[string]function
-	lt    *cublasLt
-	ltErr error
-	kvdt  kernels.DType
+	x      *ctx
+	info   DeviceInfo
+	mod    module
+	fn     map[string]function
+	lt     *cublasLt
+	ltErr  error
+	kvdt   kernels.DType
+	kvAuto bool
+	sawF32 bool
 
 	mu        sync.Mutex
 	a         args
@@ -93,7 +98,7 @@ func New(opts Options) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Backend{x: x, info: devs[opts.Device], fn: map[string]function{}, kvdt: opts.KVDType, ropes: map[string]devptr{}}
+	b := &Backend{x: x, info: devs[opts.Device], fn: map[string]function{}, kvdt: opts.KVDType, kvAuto: opts.KVAuto, ropes: map[string]devptr{}}
 	b.alloc = newAllocator(x)
 	image := ptxImage
 	if path := os.Getenv("DSGO_PTX"); path != "" {
@@ -312,6 +317,9 @@ func (b *Backend) UploadMatrix(parts []kernels.HostMatrix, toInt8 bool) (kernels
 		return nil, fmt.Errorf("cuda: UploadMatrix %s: %d bytes needed, %d free on the device: %w", parts[0].Name, total, free, err)
 	}
 	m.p = p
+	if dt == kernels.F32 {
+		b.sawF32 = true
+	}
 	if err := b.uploadStaged(p, parts); err != nil {
 		b.alloc.put(p)
 		return nil, fmt.Errorf("cuda: UploadMatrix %s: %w", parts[0].Name, err)
@@ -479,7 +487,13 @@ func (b *Backend) NewKVCache(spec kernels.KVSpec) (kernels.KVCache, error) {
 		return nil, fmt.Errorf("cuda: NewKVCache during graph capture")
 	}
 	c := &KVCache{spec: spec, dt: b.kvdt}
-	es := int64(b.kvdt.Size())
+	if b.kvAuto {
+		c.dt = kernels.F16
+		if b.sawF32 {
+			c.dt = kernels.F32
+		}
+	}
+	es := int64(c.dt.Size())
 	kn := int64(spec.Layers) * int64(spec.MaxTokens) * int64(spec.KVHeads) * int64(spec.KDim)
 	var err error
 	if c.k, err = b.alloc.get(kn * es); err != nil {
