@@ -362,6 +362,20 @@ func (b *Backend) MatMul(outs []kernels.Buffer, x kernels.Buffer, n int, w kerne
 	for i := range m.parts {
 		j.ys = append(j.ys, buf(outs[i]))
 	}
+	j.ldx = m.cols
+	if n > 1 && m.dtype != kernels.Int8 {
+		// Several tokens: copy x to rows of a padded stride (PadStride) so
+		// the tile kernels' token rows do not share L1 sets.
+		ld := simd.PadStride(m.cols)
+		if cap(j.xp) < n*ld {
+			j.xp = make([]float32, n*ld)
+		}
+		j.xp = j.xp[:n*ld]
+		for t := 0; t < n; t++ {
+			copy(j.xp[t*ld:t*ld+m.cols], j.x[t*m.cols:(t+1)*m.cols])
+		}
+		j.x, j.ldx = j.xp, ld
+	}
 	if m.dtype == kernels.Int8 {
 		// Quantise each token's activations once, shared by all rows.
 		cols := m.cols
@@ -398,6 +412,8 @@ type matmulJob struct {
 	x    []float32
 	bias []float32
 	ys   [][]float32
+	ldx  int       // row stride of x
+	xp   []float32 // x copied to a padded stride (prefill)
 	xq   []uint8   // int8: quantised activations, n × cols
 	xs   []float32 // int8: their per-token scales
 }
@@ -416,9 +432,9 @@ func (j *matmulJob) run(lo, hi int) {
 		y := j.ys[p][a-ps:]
 		switch m.dtype {
 		case kernels.F32:
-			k.MatMulF32(y, rows, j.x, m.cols, j.n, m.f32, m.cols, a, e)
+			k.MatMulF32(y, rows, j.x, j.ldx, j.n, m.f32, m.cols, a, e)
 		case kernels.BF16, kernels.F16:
-			k.MatMul16(m.dtype, y, rows, j.x, m.cols, j.n, m.u16, m.cols, a, e)
+			k.MatMul16(m.dtype, y, rows, j.x, j.ldx, j.n, m.u16, m.cols, a, e)
 		case kernels.Int8:
 			j.b.ik.MatMul(y, rows, j.xq, m.cols, j.xs, j.n, m.i8, m.scales, m.rowSum, m.cols, a, e)
 		}

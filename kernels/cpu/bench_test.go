@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/deepseek-go/deepseek-go/kernels"
 )
 
@@ -54,6 +56,46 @@ func BenchmarkDecodeMatMul(b *testing.B) {
 					}
 				}
 				b.ReportMetric(float64(bytes)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+			})
+		}
+	}
+}
+
+// BenchmarkPrefillMatMul multiplies 64 tokens through one coder-1.3b
+// layer's projections; reports GMAC/s (multiply-adds per second).
+func BenchmarkPrefillMatMul(b *testing.B) {
+	const hid, ffn, n = 2048, 5504, 64
+	r := rand.New(rand.NewPCG(1, 1))
+	for _, tc := range []struct {
+		name string
+		dt   kernels.DType
+		int8 bool
+	}{{"bf16", kernels.BF16, false}, {"int8", kernels.BF16, true}, {"f32", kernels.F32, false}, {"f16", kernels.F16, false}} {
+		for _, threads := range []int{1, 2} {
+			b.Run(fmt.Sprintf("%s/threads=%d", tc.name, threads), func(b *testing.B) {
+				be := New(threads)
+				defer be.Close()
+				var ms []kernels.Matrix
+				var macs int64
+				for _, s := range [][2]int{{3 * hid, hid}, {hid, hid}, {2 * ffn, hid}, {hid, ffn}} {
+					h, _ := hostMatrix(b, "w", randVec(r, s[0]*s[1]), s[0], s[1], tc.dt)
+					m, err := be.UploadMatrix([]kernels.HostMatrix{h}, tc.int8)
+					if err != nil {
+						b.Fatal(err)
+					}
+					ms = append(ms, m)
+					macs += int64(s[0]*s[1]) * n
+				}
+				x, _ := be.Alloc(n * ffn)
+				require.NoError(b, be.Upload(x, 0, randVec(r, n*ffn)))
+				y, _ := be.Alloc(n * 2 * ffn)
+				outs := []kernels.Buffer{y}
+				for b.Loop() {
+					for _, m := range ms {
+						be.MatMul(outs, x, n, m, nil)
+					}
+				}
+				b.ReportMetric(float64(macs)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GMAC/s")
 			})
 		}
 	}

@@ -497,6 +497,25 @@ done:
 	VZEROUPPER
 	RET
 
+// func widenBF16AVX512(dst *float32, w unsafe.Pointer, n int)
+TEXT ·widenBF16AVX512(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), SI
+	MOVQ w+8(FP), DI
+	MOVQ n+16(FP), CX
+	SHRQ $4, CX
+	JZ done
+loop:
+	VPMOVZXWD (DI), Z0
+	VPSLLD $16, Z0, Z0
+	VMOVUPS Z0, (SI)
+	ADDQ $64, SI
+	ADDQ $32, DI
+	DECQ CX
+	JNZ loop
+done:
+	VZEROUPPER
+	RET
+
 // func dot1F16AVX512(x *float32, w unsafe.Pointer, n int) float32
 TEXT ·dot1F16AVX512(SB), NOSPLIT, $0-28
 	MOVQ x+0(FP), SI
@@ -736,6 +755,24 @@ done:
 	VHADDPS X15, X14, X14
 	VHADDPS X14, X12, X12
 	VMOVUPS X12, (DX)(R13*1)
+	VZEROUPPER
+	RET
+
+// func widenF16AVX512(dst *float32, w unsafe.Pointer, n int)
+TEXT ·widenF16AVX512(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), SI
+	MOVQ w+8(FP), DI
+	MOVQ n+16(FP), CX
+	SHRQ $4, CX
+	JZ done
+loop:
+	VCVTPH2PS (DI), Z0
+	VMOVUPS Z0, (SI)
+	ADDQ $64, SI
+	ADDQ $32, DI
+	DECQ CX
+	JNZ loop
+done:
 	VZEROUPPER
 	RET
 
@@ -1142,6 +1179,25 @@ done:
 	VZEROUPPER
 	RET
 
+// func widenBF16AVX2(dst *float32, w unsafe.Pointer, n int)
+TEXT ·widenBF16AVX2(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), SI
+	MOVQ w+8(FP), DI
+	MOVQ n+16(FP), CX
+	SHRQ $3, CX
+	JZ done
+loop:
+	VPMOVZXWD (DI), Y0
+	VPSLLD $16, Y0, Y0
+	VMOVUPS Y0, (SI)
+	ADDQ $32, SI
+	ADDQ $16, DI
+	DECQ CX
+	JNZ loop
+done:
+	VZEROUPPER
+	RET
+
 // func dot1F16AVX2(x *float32, w unsafe.Pointer, n int) float32
 TEXT ·dot1F16AVX2(SB), NOSPLIT, $0-28
 	MOVQ x+0(FP), SI
@@ -1312,6 +1368,24 @@ done:
 	VHADDPS X11, X10, X10
 	VHADDPS X10, X8, X8
 	VMOVUPS X8, (DX)(R12*2)
+	VZEROUPPER
+	RET
+
+// func widenF16AVX2(dst *float32, w unsafe.Pointer, n int)
+TEXT ·widenF16AVX2(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), SI
+	MOVQ w+8(FP), DI
+	MOVQ n+16(FP), CX
+	SHRQ $3, CX
+	JZ done
+loop:
+	VCVTPH2PS (DI), Y0
+	VMOVUPS Y0, (SI)
+	ADDQ $32, SI
+	ADDQ $16, DI
+	DECQ CX
+	JNZ loop
+done:
 	VZEROUPPER
 	RET
 

@@ -43,7 +43,7 @@ func TestMatMulAllPaths(t *testing.T) {
 	shapes := []struct{ n, rows, cols, r0 int }{
 		{1, 1, 1, 0}, {1, 4, 16, 0}, {1, 7, 37, 0}, {1, 9, 129, 2},
 		{2, 5, 33, 1}, {3, 8, 64, 0}, {4, 12, 100, 4}, {5, 13, 257, 3},
-		{9, 17, 15, 0}, {8, 64, 2048, 0},
+		{9, 17, 15, 0}, {12, 9, 77, 1}, {8, 64, 2048, 0}, {16, 8, 40, 0},
 	}
 	require.NotEmpty(t, Supported())
 	require.Equal(t, Generic, Supported()[len(Supported())-1])

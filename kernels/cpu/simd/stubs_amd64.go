@@ -66,3 +66,15 @@ func sumAVX512(x *float32, n int) float32
 
 //go:noescape
 func sumAVX2(x *float32, n int) float32
+
+//go:noescape
+func widenBF16AVX512(dst *float32, w unsafe.Pointer, n int)
+
+//go:noescape
+func widenF16AVX512(dst *float32, w unsafe.Pointer, n int)
+
+//go:noescape
+func widenBF16AVX2(dst *float32, w unsafe.Pointer, n int)
+
+//go:noescape
+func widenF16AVX2(dst *float32, w unsafe.Pointer, n int)
