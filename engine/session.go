@@ -87,8 +87,15 @@ func (s *Session) Truncate(n int) error {
 // allocating it on first use. Blocks share buffers by name, so use a name
 // per live intermediate (e.g. "q", "mlp.gate").
 func (s *Session) Scratch(name string, n int) (kernels.Buffer, error) {
-	if b, ok := s.scratch[name]; ok && b.Len() >= n {
-		return b, nil
+	old, ok := s.scratch[name]
+	if ok && old.Len() >= n {
+		return old, nil
+	}
+	if ok && s.graph.g != nil {
+		// A captured decode step still points at the buffer being replaced:
+		// drop the graph (it is re-captured on later steps).
+		s.graph.g.Close()
+		s.graph = graphState{}
 	}
 	b, err := s.be.Alloc(n)
 	if err != nil {
