@@ -268,7 +268,8 @@ func (m *bpe) tokenizeWord(w string) []int32 {
 			return []int32{id}
 		}
 	}
-	syms := make([]symbol, 0, len(w))
+	var buf [24]symbol // most words fit: no allocation
+	syms := buf[:0]
 	add := func(id int32, n int) {
 		syms = append(syms, symbol{id: id, prev: int32(len(syms)) - 1, next: int32(len(syms)) + 1, len: int32(n)})
 	}
@@ -323,9 +324,23 @@ func (m *bpe) tokenizeWord(w string) []int32 {
 		return nil
 	}
 	syms[len(syms)-1].next = -1
+	if len(syms) <= 12 {
+		// Short words: same algorithm by linear search, on the stack.
+		var ids [12]int32
+		n := len(syms)
+		for i := range syms {
+			ids[i] = syms[i].id
+		}
+		n = m.mergeSmall(ids[:n])
+		return append([]int32(nil), ids[:n]...)
+	}
 	m.mergeAll(syms)
-	out := make([]int32, 0, 4)
-	for i := 0; i != -1 && i < len(syms); i = int(syms[i].next) {
+	n := 0
+	for i := 0; i != -1; i = int(syms[i].next) {
+		n++
+	}
+	out := make([]int32, 0, n)
+	for i := 0; i != -1; i = int(syms[i].next) {
 		out = append(out, syms[i].id)
 	}
 	return out
@@ -376,10 +391,6 @@ func (m *bpe) mergeAll(syms []symbol) {
 	if len(syms) < 2 {
 		return
 	}
-	if len(syms) <= 12 {
-		m.mergeSmall(syms)
-		return
-	}
 	h := make(mergeHeap, 0, len(syms))
 	for i := 0; i+1 < len(syms); i++ {
 		if v, ok := m.merges[pairKey(syms[i].id, syms[i+1].id)]; ok {
@@ -420,16 +431,14 @@ func (m *bpe) mergeAll(syms []symbol) {
 	}
 }
 
-// mergeSmall is the same algorithm by linear search, cheaper for the short
-// words that dominate natural text.
-func (m *bpe) mergeSmall(syms []symbol) {
-	ids := make([]int32, len(syms))
-	for i := range syms {
-		ids[i] = syms[i].id
-	}
-	for len(ids) > 1 {
+// mergeSmall applies merges to ids in place by repeated linear search for
+// the lowest-ranked (then leftmost) pair; it returns the new length. It
+// gives the same result as mergeAll's heap.
+func (m *bpe) mergeSmall(ids []int32) int {
+	n := len(ids)
+	for n > 1 {
 		best, bestRank, bestNew := -1, int32(1<<31-1), int32(0)
-		for i := 0; i+1 < len(ids); i++ {
+		for i := 0; i+1 < n; i++ {
 			if v, ok := m.merges[pairKey(ids[i], ids[i+1])]; ok && v.rank < bestRank {
 				best, bestRank, bestNew = i, v.rank, v.newID
 			}
@@ -438,12 +447,15 @@ func (m *bpe) mergeSmall(syms []symbol) {
 			break
 		}
 		ids[best] = bestNew
-		ids = append(ids[:best+1], ids[best+2:]...)
+		copy(ids[best+1:n-1], ids[best+2:n])
+		n--
 	}
-	for i := range syms {
-		if i < len(ids) {
-			syms[i] = symbol{id: ids[i], prev: int32(i) - 1, next: int32(i) + 1, len: 1}
-		}
-	}
-	syms[len(ids)-1].next = -1
+	return n
+}
+
+// resetCache empties the per-word cache (benchmarks measure cold encodes).
+func (m *bpe) resetCache() {
+	m.mu.Lock()
+	m.cache = make(map[string][]int32)
+	m.mu.Unlock()
 }

@@ -9,31 +9,37 @@ import (
 	"unicode/utf8"
 )
 
-// preTokenizer splits one piece of normalized text into smaller pieces;
-// it appends them to dst and returns it. Pieces are never empty.
+// preTokenizer splits one piece of normalized text into smaller pieces,
+// passing each (never empty) to emit in order. Streaming through callbacks
+// keeps a long prompt from materialising one slice per stage.
 type preTokenizer interface {
-	split(s string, dst []string) []string
+	split(s string, emit func(string))
 }
 
 type preSequence []preTokenizer
 
-func (p preSequence) split(s string, dst []string) []string {
-	cur := []string{s}
-	var next []string
-	for _, pt := range p {
-		next = next[:0]
-		for _, piece := range cur {
-			next = pt.split(piece, next)
+func (p preSequence) split(s string, emit func(string)) {
+	if len(p) == 0 {
+		if s != "" {
+			emit(s)
 		}
-		cur, next = next, cur
+		return
 	}
-	return append(dst, cur...)
+	// Chain the stages: stage i feeds stage i+1.
+	stages := make([]func(string), len(p)+1)
+	stages[len(p)] = emit
+	for i := len(p) - 1; i >= 0; i-- {
+		pt, next := p[i], stages[i+1]
+		stages[i] = func(piece string) { pt.split(piece, next) }
+	}
+	stages[0](s)
 }
 
-// matcher finds the non-overlapping matches of a Split pattern, left to
+// matcher reports the non-overlapping matches of a Split pattern, left to
 // right, with Oniguruma (leftmost-first, backtracking) semantics.
 type matcher interface {
-	findAll(s string, dst [][2]int) [][2]int
+	// next returns the first match at or after p, or ok=false.
+	next(s string, p int) (lo, hi int, ok bool)
 }
 
 type splitBehavior int
@@ -52,104 +58,91 @@ type preSplit struct {
 	invert   bool
 }
 
-func (p preSplit) split(s string, dst []string) []string {
+// split walks the (range, isMatch) segments covering s, as HF's
+// split_off_matches, and applies the behaviour on the fly.
+func (p preSplit) split(s string, emit func(string)) {
 	if s == "" {
-		return dst
+		return
 	}
-	var buf [64][2]int
-	matches := p.m.findAll(s, buf[:0])
-	// Build (range, isMatch) segments covering s, as HF's split_off_matches.
-	type seg struct {
-		lo, hi  int
-		isMatch bool
-	}
-	var sbuf [129]seg
-	segs := sbuf[:0]
+	st := splitState{s: s, emit: emit, behavior: p.behavior, invert: p.invert}
 	prev := 0
-	for _, m := range matches {
-		if m[0] > prev {
-			segs = append(segs, seg{prev, m[0], false})
+	for pos := 0; pos < len(s); {
+		lo, hi, ok := p.m.next(s, pos)
+		if !ok {
+			break
 		}
-		if m[1] > m[0] {
-			segs = append(segs, seg{m[0], m[1], true})
+		if lo > prev {
+			st.seg(prev, lo, false)
 		}
-		prev = m[1]
+		st.seg(lo, hi, true)
+		prev, pos = hi, hi
 	}
 	if prev < len(s) {
-		segs = append(segs, seg{prev, len(s), false})
+		st.seg(prev, len(s), false)
 	}
-	if p.invert {
-		for i := range segs {
-			segs[i].isMatch = !segs[i].isMatch
-		}
+	if st.open {
+		emit(s[st.start:])
 	}
-	switch p.behavior {
+}
+
+type splitState struct {
+	s               string
+	emit            func(string)
+	behavior        splitBehavior
+	invert          bool
+	start           int
+	open, openMatch bool
+}
+
+func (st *splitState) seg(lo, hi int, isMatch bool) {
+	s, emit := st.s, st.emit
+	if st.invert {
+		isMatch = !isMatch
+	}
+	switch st.behavior {
 	case behaviorIsolated:
-		for _, g := range segs {
-			dst = append(dst, s[g.lo:g.hi])
-		}
+		emit(s[lo:hi])
 	case behaviorRemoved:
-		for _, g := range segs {
-			if !g.isMatch {
-				dst = append(dst, s[g.lo:g.hi])
-			}
+		if !isMatch {
+			emit(s[lo:hi])
 		}
 	case behaviorMergedWithPrevious:
-		start, open := 0, false
-		for _, g := range segs {
-			if g.isMatch && open {
-				dst = append(dst, s[start:g.hi])
-				open = false
-				continue
-			}
-			if open {
-				dst = append(dst, s[start:g.lo])
-			}
-			start, open = g.lo, true
-			if g.isMatch {
-				dst = append(dst, s[g.lo:g.hi])
-				open = false
-			}
+		if isMatch && st.open {
+			emit(s[st.start:hi])
+			st.open = false
+			return
 		}
-		if open {
-			dst = append(dst, s[start:])
+		if st.open {
+			emit(s[st.start:lo])
+		}
+		st.start, st.open = lo, true
+		if isMatch {
+			emit(s[lo:hi])
+			st.open = false
 		}
 	case behaviorMergedWithNext:
-		start, open := 0, false
-		for _, g := range segs {
-			if g.isMatch {
-				if open {
-					dst = append(dst, s[start:g.lo])
-				}
-				start, open = g.lo, true
-				continue
+		if isMatch {
+			if st.open {
+				emit(s[st.start:lo])
 			}
-			if open {
-				dst = append(dst, s[start:g.hi])
-				open = false
-			} else {
-				dst = append(dst, s[g.lo:g.hi])
-			}
+			st.start, st.open = lo, true
+			return
 		}
-		if open {
-			dst = append(dst, s[start:])
+		if st.open {
+			emit(s[st.start:hi])
+			st.open = false
+		} else {
+			emit(s[lo:hi])
 		}
 	case behaviorContiguous:
-		start, open, openMatch := 0, false, false
-		for _, g := range segs {
-			if open && g.isMatch && openMatch {
-				continue
-			}
-			if open {
-				dst = append(dst, s[start:g.lo])
-			}
-			start, open, openMatch = g.lo, true, g.isMatch
+		if st.open && isMatch && st.openMatch {
+			return
 		}
-		if open {
-			dst = append(dst, s[start:])
+		if st.open {
+			emit(s[st.start:lo])
 		}
+		st.start, st.open, st.openMatch = lo, true, isMatch
 	}
-	return dst
 }
 
 // preByteLevel maps bytes to the GPT-2 printable alphabet. When it is the
@@ -162,42 +155,41 @@ type preByteLevel struct {
 	re             matcher
 }
 
-func (p preByteLevel) split(s string, dst []string) []string {
+func (p preByteLevel) split(s string, emit func(string)) {
+	if s == "" {
+		return
+	}
 	if p.addPrefixSpace && !strings.HasPrefix(s, " ") {
 		s = " " + s
 	}
-	start := len(dst)
-	if p.useRegex {
-		dst = preSplit{m: p.re, behavior: behaviorIsolated}.split(s, dst)
-	} else {
-		dst = append(dst, s)
-	}
+	out := emit
 	if p.mapBytes {
-		for i := start; i < len(dst); i++ {
-			dst[i] = bytesToUnicode(dst[i])
-		}
+		out = func(piece string) { emit(bytesToUnicode(piece)) }
 	}
-	return dst
+	if p.useRegex {
+		preSplit{m: p.re, behavior: behaviorIsolated}.split(s, out)
+	} else {
+		out(s)
+	}
 }
 
 // preDigits splits digits from non-digits (and each digit alone when
 // individual).
 type preDigits struct{ individual bool }
 
-func (p preDigits) split(s string, dst []string) []string {
+func (p preDigits) split(s string, emit func(string)) {
 	start, prevDigit := 0, false
 	for i, r := range s {
 		d := unicode.IsDigit(r)
 		if i > start && (d != prevDigit || (d && p.individual)) {
-			dst = append(dst, s[start:i])
+			emit(s[start:i])
 			start = i
 		}
 		prevDigit = d
 	}
 	if start < len(s) {
-		dst = append(dst, s[start:])
+		emit(s[start:])
 	}
-	return dst
 }
 
 // preMetaspace replaces spaces with the replacement char, optionally
@@ -209,35 +201,40 @@ type preMetaspace struct {
 	first       *bool // set per call by the tokenizer for "first"
 }
 
-func (p preMetaspace) split(s string, dst []string) []string {
+func (p preMetaspace) split(s string, emit func(string)) {
+	if s == "" {
+		return
+	}
 	s = strings.ReplaceAll(s, " ", p.replacement)
 	if (p.prepend == "always" || p.prepend == "first") && !strings.HasPrefix(s, p.replacement) {
 		s = p.replacement + s
 	}
 	if !p.splitOn {
-		return append(dst, s)
+		emit(s)
+		return
 	}
-	// MergedWithNext on the replacement char.
+	// MergedWithNext on the replacement char: each piece starts with it.
 	start := 0
-	for {
+	for start < len(s) {
 		i := strings.Index(s[start+1:], p.replacement)
-		if start >= len(s) || i < 0 {
+		if i < 0 {
 			break
 		}
-		dst = append(dst, s[start:start+1+i])
-		start = start + 1 + i
+		emit(s[start : start+1+i])
+		start += 1 + i
 	}
 	if start < len(s) {
-		dst = append(dst, s[start:])
+		emit(s[start:])
 	}
-	return dst
 }
 
 // preWhitespaceSplit splits on whitespace, dropping it.
 type preWhitespaceSplit struct{}
 
-func (preWhitespaceSplit) split(s string, dst []string) []string {
-	return append(dst, strings.FieldsFunc(s, isSpace)...)
+func (preWhitespaceSplit) split(s string, emit func(string)) {
+	for _, f := range strings.FieldsFunc(s, isSpace) {
+		emit(f)
+	}
 }
 
 type rawPreTokenizer struct {
@@ -359,16 +356,12 @@ func parseBehavior(s string) (splitBehavior, error) {
 // stringMatcher matches a literal string.
 type stringMatcher string
 
-func (m stringMatcher) findAll(s string, dst [][2]int) [][2]int {
-	off := 0
-	for {
-		i := strings.Index(s[off:], string(m))
-		if i < 0 {
-			return dst
-		}
-		dst = append(dst, [2]int{off + i, off + i + len(m)})
-		off += i + len(m)
+func (m stringMatcher) next(s string, p int) (int, int, bool) {
+	i := strings.Index(s[p:], string(m))
+	if i < 0 {
+		return 0, 0, false
 	}
+	return p + i, p + i + len(m), true
 }
 
 // ---- Regex matchers ----
@@ -407,17 +400,19 @@ func newRegexMatcher(pat string) (matcher, error) {
 // p, or -1; the search tries each start position in turn like Oniguruma.
 type scanMatcher func(s string, p int) int
 
-func (f scanMatcher) findAll(s string, dst [][2]int) [][2]int {
-	for p := 0; p < len(s); {
-		if e := f(s, p); e > p {
-			dst = append(dst, [2]int{p, e})
-			p = e
+func (sm scanMatcher) next(s string, p int) (int, int, bool) {
+	for p < len(s) {
+		if e := sm(s, p); e > p {
+			return p, e, true
+		}
+		if s[p] < utf8.RuneSelf {
+			p++
 			continue
 		}
 		_, n := utf8.DecodeRuneInString(s[p:])
 		p += n
 	}
-	return dst
+	return 0, 0, false
 }
 
 // Character classes with Oniguruma's Unicode meaning.
@@ -663,7 +658,7 @@ func newGenericMatcher(pat string) (matcher, error) {
 	return g, nil
 }
 
-func (g *genericMatcher) findAll(s string, dst [][2]int) [][2]int {
+func (g *genericMatcher) next(s string, p int) (int, int, bool) {
 	return scanMatcher(func(s string, p int) int {
 		if g.hasHead {
 			if loc := g.re.FindStringIndex(s[p:]); loc != nil && loc[1] > 0 {
@@ -686,7 +681,7 @@ func (g *genericMatcher) findAll(s string, dst [][2]int) [][2]int {
 			return e
 		}
 		return -1
-	}).findAll(s, dst)
+	}).next(s, p)
 }
 
 // compileOniguruma compiles an Oniguruma pattern with Go's regexp after

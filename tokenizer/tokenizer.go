@@ -372,8 +372,7 @@ func (t *Tokenizer) Encode(text string, addSpecial bool) ([]int, error) {
 	if addSpecial {
 		ids = append(ids, t.prefixIDs...)
 	}
-	var pieces []string
-	var err error
+	encodeWord := func(w string) { ids = t.model.encodeWord(w, ids) }
 	t.rawTrie.split(text, func(seg string, tok *addedToken) {
 		if tok != nil {
 			ids = append(ids, tok.ID)
@@ -383,25 +382,20 @@ func (t *Tokenizer) Encode(text string, addSpecial bool) ([]int, error) {
 			seg = t.normalizer.normalize(seg)
 		}
 		t.normTrie.split(seg, func(seg string, tok *addedToken) {
-			if tok != nil {
+			switch {
+			case tok != nil:
 				ids = append(ids, tok.ID)
-				return
-			}
-			pieces = pieces[:0]
-			if t.pre != nil {
-				pieces = t.pre.split(seg, pieces)
-			} else if seg != "" {
-				pieces = append(pieces, seg)
-			}
-			for _, p := range pieces {
-				ids = t.model.encodeWord(p, ids)
+			case t.pre != nil:
+				t.pre.split(seg, encodeWord)
+			case seg != "":
+				encodeWord(seg)
 			}
 		})
 	})
 	if addSpecial {
 		ids = append(ids, t.suffixIDs...)
 	}
-	return ids, err
+	return ids, nil
 }
 
 // tokenString returns the string of id: added tokens first, then the model.
