@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"testing/fstest"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -280,7 +281,7 @@ func TestBadFiles(t *testing.T) {
 			return jsonFile(t, map[string]any{"w": ent("BF16", []int{2, 3}, 0, 16)}, f32)
 		}, "w", "needs 12 bytes"},
 		{"shape overflow", func(t *testing.T) []byte {
-			return jsonFile(t, map[string]any{"w": ent("F32", []int{1 << 40, 1 << 40, 1 << 40}, 0, 16)}, f32)
+			return rawFile(`{"w": {"dtype": "F32", "shape": [1073741824, 1073741824, 1073741824], "data_offsets": [0, 16]}}`, f32)
 		}, "w", "2^64"},
 		{"huge dimension", func(t *testing.T) []byte {
 			return rawFile(`{"w": {"dtype": "F32", "shape": [0, 18446744073709551615], "data_offsets": [0, 0]}}`, f32)
@@ -544,6 +545,10 @@ func TestFloat32View(t *testing.T) {
 	cp, err := tn.Float32()
 	require.NoError(t, err)
 	assert.Equal(t, cp, view)
+	// The fixture's data section is 8-byte aligned, so the view is in place
+	// and the copy is not.
+	assert.Equal(t, unsafe.Pointer(&tn.Data[0]), unsafe.Pointer(&view[0]), "view aliases the mapping")
+	assert.NotEqual(t, unsafe.Pointer(&tn.Data[0]), unsafe.Pointer(&cp[0]))
 
 	// Misaligned F32 data falls back to a copy with the same values.
 	data := append([]byte{0}, make([]byte, 8)...)
