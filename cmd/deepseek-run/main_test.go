@@ -161,3 +161,51 @@ func TestHelp(t *testing.T) {
 		assert.Contains(t, stdout, s)
 	}
 }
+
+// templateCheckpoint copies stories260K into a temporary directory with a
+// chat template in its tokenizer_config.json.
+func templateCheckpoint(t *testing.T, template string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, name := range []string{"config.json", "generation_config.json", "model.safetensors", "tokenizer.json"} {
+		b, err := os.ReadFile(filepath.Join("../../testdata/stories260K", name))
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), b, 0o644))
+	}
+	cfg, err := json.Marshal(map[string]any{"add_bos_token": true, "bos_token": "<s>", "eos_token": "</s>", "chat_template": template})
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "tokenizer_config.json"), cfg, 0o644))
+	return dir
+}
+
+const plainTemplate = "{{ bos_token }}{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}" +
+	"{% if add_generation_prompt %}assistant:{% endif %}"
+
+func TestChatTemplatePrompt(t *testing.T) {
+	dir := templateCheckpoint(t, plainTemplate)
+	gen := func(args ...string) jsonResult {
+		code, stdout, stderr := cli(t, "", append([]string{"-m", dir, "--temp", "0", "-n", "5", "--json"}, args...)...)
+		require.Equal(t, 0, code, stderr)
+		assert.NotContains(t, stderr, "demo model", "a checkpoint given with -m is not the demo")
+		return decodeJSON(t, stdout)
+	}
+	// "user: Lily\nassistant:" is longer than the raw prompt "Lily".
+	templated, raw, system := gen("-p", "Lily"), gen("-p", "Lily", "--raw"), gen("-p", "Lily", "--system", "Be kind.")
+	assert.Greater(t, templated.PromptTokens, raw.PromptTokens+3)
+	assert.Greater(t, system.PromptTokens, templated.PromptTokens)
+	assert.Len(t, raw.IDs, 5)
+}
+
+func TestChatREPL(t *testing.T) {
+	dir := templateCheckpoint(t, plainTemplate)
+	long := strings.Repeat("Lily and Tom play with the big red ball in the park. ", 60)
+	in := "Tell me about Lily.\n\n/clear\n" + long + "\nAnd Tom?\n/bye\nnever read\n"
+	code, stdout, stderr := cli(t, in, "-m", dir, "--chat", "--system", "Be kind.", "--temp", "0", "-n", "6")
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, stderr, "/bye")
+	assert.Contains(t, stderr, "(conversation cleared)")
+	assert.Contains(t, stderr, "context", "the over-long turn is reported")
+	assert.Contains(t, stderr, "/clear to start over")
+	assert.Equal(t, 2, strings.Count(stdout, "\n"), "two replies, one line each: %q", stdout)
+	assert.Equal(t, 6, strings.Count(stderr, ">>> "), "the REPL stops at /bye")
+}
