@@ -117,6 +117,7 @@ func BenchmarkCPU(b *testing.B) {
 				}
 				prefill := time.Since(t0)
 				b.ReportAllocs()
+				cpu0 := cpuSeconds()
 				b.ResetTimer()
 				for i := 0; i < b.N; i++ {
 					if _, err := sess.Step(ctx, r.IntN(vocab)); err != nil {
@@ -125,6 +126,10 @@ func BenchmarkCPU(b *testing.B) {
 				}
 				b.StopTimer()
 				sec := b.Elapsed().Seconds()
+				if c := cpuSeconds() - cpu0; c > 0 {
+					// Cores actually used while decoding (the machine is shared).
+					b.ReportMetric(c/sec, "cores")
+				}
 				b.ReportMetric(float64(promptLen)/prefill.Seconds(), "prefill-tok/s")
 				b.ReportMetric(float64(b.N)/sec, "decode-tok/s")
 				b.ReportMetric(float64(streamedBytes(m, v.src))*float64(b.N)/sec/1e9, "weight-GB/s")
@@ -147,6 +152,7 @@ func BenchmarkMemBandwidth(b *testing.B) {
 	for _, threads := range []int{1, runtime.GOMAXPROCS(0)} {
 		b.Run(fmt.Sprintf("threads=%d", threads), func(b *testing.B) {
 			per := len(a) / threads
+			cpu0 := cpuSeconds()
 			for b.Loop() {
 				var wg sync.WaitGroup
 				for t := range threads {
@@ -159,6 +165,7 @@ func BenchmarkMemBandwidth(b *testing.B) {
 				wg.Wait()
 			}
 			b.ReportMetric(float64(per*threads*4)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+			b.ReportMetric((cpuSeconds()-cpu0)/b.Elapsed().Seconds(), "cores")
 		})
 	}
 }

@@ -378,16 +378,20 @@ func (b *Backend) MatMul(outs []kernels.Buffer, x kernels.Buffer, n int, w kerne
 	}
 	if m.dtype == kernels.Int8 {
 		// Quantise each token's activations once, shared by all rows.
-		cols := m.cols
-		if cap(j.xq) < n*cols {
-			j.xq = make([]uint8, n*cols)
+		// Rows go PadStride apart for the same L1-set reason as floats.
+		cols, ld := m.cols, m.cols
+		if n > 1 {
+			ld = 4 * simd.PadStride((m.cols+3)/4)
+		}
+		if cap(j.xq) < n*ld {
+			j.xq = make([]uint8, n*ld)
 		}
 		if cap(j.xs) < n {
 			j.xs = make([]float32, n)
 		}
-		j.xq, j.xs = j.xq[:n*cols], j.xs[:n]
+		j.xq, j.xs, j.ldq = j.xq[:n*ld], j.xs[:n], ld
 		for t := 0; t < n; t++ {
-			j.xs[t] = quant.QuantizeActs(j.xq[t*cols:(t+1)*cols], j.x[t*cols:(t+1)*cols])
+			j.xs[t] = quant.QuantizeActs(j.xq[t*ld:t*ld+cols], j.x[t*cols:(t+1)*cols])
 		}
 	}
 	// Chunks of rows (a multiple of 4, the kernels' row block): several per
@@ -416,6 +420,7 @@ type matmulJob struct {
 	xp   []float32 // x copied to a padded stride (prefill)
 	xq   []uint8   // int8: quantised activations, n × cols
 	xs   []float32 // int8: their per-token scales
+	ldq  int       // int8: row stride of xq
 }
 
 // run computes global rows [lo, hi), split at fused-part boundaries.
@@ -436,7 +441,7 @@ func (j *matmulJob) run(lo, hi int) {
 		case kernels.BF16, kernels.F16:
 			k.MatMul16(m.dtype, y, rows, j.x, j.ldx, j.n, m.u16, m.cols, a, e)
 		case kernels.Int8:
-			j.b.ik.MatMul(y, rows, j.xq, m.cols, j.xs, j.n, m.i8, m.scales, m.rowSum, m.cols, a, e)
+			j.b.ik.MatMul(y, rows, j.xq, j.ldq, j.xs, j.n, m.i8, m.scales, m.rowSum, m.cols, a, e)
 		}
 		if j.bias != nil {
 			for t := 0; t < j.n; t++ {

@@ -154,3 +154,40 @@ func BenchmarkSum(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkMatMulPrefill: one thread, 64 tokens × a 2048×2048 matrix, with
+// and without widening 16-bit blocks to f32 first; GMAC/s.
+func BenchmarkMatMulPrefill(b *testing.B) {
+	const rows, cols, n = 2048, 2048, 64
+	r := rand.New(rand.NewPCG(1, 1))
+	ldx := PadStride(cols)
+	x := make([]float32, n*ldx)
+	for i := range x {
+		x[i] = float32(r.NormFloat64())
+	}
+	y := make([]float32, n*rows)
+	for _, k := range Supported()[:len(Supported())-1] {
+		for _, dt := range []kernels.DType{kernels.F32, kernels.BF16} {
+			f32, u16, _ := randWeights(r, dt, rows*cols)
+			for _, widen := range []bool{true, false} {
+				if dt == kernels.F32 && !widen {
+					continue
+				}
+				kk := *k
+				if !widen {
+					kk.widen = [3]widenFunc{}
+				}
+				b.Run(fmt.Sprintf("%s/%s/widen=%v", k, dt, widen), func(b *testing.B) {
+					for b.Loop() {
+						if dt == kernels.F32 {
+							kk.MatMulF32(y, rows, x, ldx, n, f32, cols, 0, rows)
+						} else {
+							kk.MatMul16(dt, y, rows, x, ldx, n, u16, cols, 0, rows)
+						}
+					}
+					b.ReportMetric(float64(rows*cols*n)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GMAC/s")
+				})
+			}
+		}
+	}
+}
