@@ -9,6 +9,9 @@
 // inside the data section and not overlapping, and for sharded checkpoints
 // that every index entry names an existing shard containing the tensor.
 // Errors name the file and, where one is involved, the tensor.
+//
+// A mapped file must not be truncated or rewritten while its Checkpoint is
+// open: the kernel would fault (SIGBUS) on the missing pages.
 package safetensors
 
 import (
