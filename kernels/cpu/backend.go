@@ -459,7 +459,7 @@ func (b *Backend) RMSNorm(out, x, weight kernels.Buffer, n, dim int, eps float32
 	o, xs, w := buf(out), buf(x), buf(weight)
 	for t := 0; t < n; t++ {
 		row := xs[t*dim : (t+1)*dim]
-		ss := dotF32(row, row)
+		ss := b.kern.Dot(row, row)
 		inv := float32(1 / math.Sqrt(float64(ss/float32(dim)+eps)))
 		dst := o[t*dim : (t+1)*dim]
 		for i, v := range row {
@@ -567,7 +567,7 @@ func (j *attnJob) run(lo, hi int) {
 			}
 			e := float32(math.Exp(float64(sc - mx)))
 			sum += e
-			axpyF32(dst, e, vv)
+			j.kern.Axpy(dst, e, vv)
 		}
 		inv := 1 / sum
 		for i := range dst {
@@ -595,7 +595,7 @@ func (b *Backend) Add(out, a, c kernels.Buffer, n int) {
 
 // Axpy implements kernels.Backend.
 func (b *Backend) Axpy(y kernels.Buffer, yOff int, x kernels.Buffer, xOff int, alpha float32, n int) {
-	axpyF32(buf(y)[yOff:yOff+n], alpha, buf(x)[xOff:xOff+n])
+	b.kern.Axpy(buf(y)[yOff:yOff+n], alpha, buf(x)[xOff:xOff+n])
 }
 
 // Copy2D implements kernels.Backend.

@@ -824,6 +824,26 @@ done:
 	VZEROUPPER
 	RET
 
+// func axpyAVX512(y *float32, alpha float32, x *float32, n int)
+TEXT ·axpyAVX512(SB), NOSPLIT, $0-32
+	MOVQ y+0(FP), DI
+	VBROADCASTSS alpha+8(FP), Z0
+	MOVQ x+16(FP), SI
+	MOVQ n+24(FP), CX
+	SHRQ $4, CX
+	JZ done
+loop:
+	VMOVUPS (DI), Z1
+	VFMADD231PS (SI), Z0, Z1
+	VMOVUPS Z1, (DI)
+	ADDQ $64, SI
+	ADDQ $64, DI
+	DECQ CX
+	JNZ loop
+done:
+	VZEROUPPER
+	RET
+
 // func dot1F32AVX2(x *float32, w unsafe.Pointer, n int) float32
 TEXT ·dot1F32AVX2(SB), NOSPLIT, $0-28
 	MOVQ x+0(FP), SI
@@ -1426,5 +1446,25 @@ done:
 	VHADDPS X3, X2, X2
 	VHADDPS X2, X0, X0
 	MOVSS X0, ret+16(FP)
+	VZEROUPPER
+	RET
+
+// func axpyAVX2(y *float32, alpha float32, x *float32, n int)
+TEXT ·axpyAVX2(SB), NOSPLIT, $0-32
+	MOVQ y+0(FP), DI
+	VBROADCASTSS alpha+8(FP), Y0
+	MOVQ x+16(FP), SI
+	MOVQ n+24(FP), CX
+	SHRQ $3, CX
+	JZ done
+loop:
+	VMOVUPS (DI), Y1
+	VFMADD231PS (SI), Y0, Y1
+	VMOVUPS Y1, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DI
+	DECQ CX
+	JNZ loop
+done:
 	VZEROUPPER
 	RET

@@ -43,6 +43,7 @@ type Kernels struct {
 	dot4 [3]dot4Func
 	tile [3]tileFunc
 	sum  func(x *float32, n int) float32 // n a multiple of 4·vl
+	axpy func(y *float32, alpha float32, x *float32, n int)
 	// widen converts 16-bit weights to float32 (n a multiple of vl).
 	widen [3]widenFunc
 }
@@ -55,6 +56,17 @@ var Generic = &Kernels{
 	dot1: [3]dot1Func{kernels.F32: dot1F32Go, kernels.F16: dot1F16Go, kernels.BF16: dot1BF16Go},
 	dot4: [3]dot4Func{kernels.F32: dot4Go(dot1F32Go, 4), kernels.F16: dot4Go(dot1F16Go, 2), kernels.BF16: dot4Go(dot1BF16Go, 2)},
 	sum:  sumGo,
+	axpy: axpyGo,
+}
+
+func axpyGo(y *float32, alpha float32, x *float32, n int) {
+	if n == 0 {
+		return
+	}
+	ys, xs := unsafe.Slice(y, n), unsafe.Slice(x, n)
+	for i, v := range xs {
+		ys[i] += alpha * v
+	}
 }
 
 func sumGo(x *float32, n int) float32 {
@@ -314,4 +326,18 @@ func PadStride(cols int) int {
 		ld += 16
 	}
 	return ld
+}
+
+// Axpy computes y[i] += alpha·x[i] over len(y) elements (x at least as long).
+func (k *Kernels) Axpy(y []float32, alpha float32, x []float32) {
+	n := len(y)
+	if n == 0 {
+		return
+	}
+	x = x[:n]
+	main := n - n%k.vl
+	k.axpy(&y[0], alpha, &x[0], main)
+	if main < n {
+		axpyGo(&y[main], alpha, &x[main], n-main)
+	}
 }

@@ -108,6 +108,14 @@ func TestDotAndSumAllPaths(t *testing.T) {
 			}
 			require.InDelta(t, dot, k.Dot(a, b), 1e-5*mag+1e-6, "%s dot n=%d", k, n)
 			require.InDelta(t, sum, k.Sum(a), 1e-5*mag+1e-6, "%s sum n=%d", k, n)
+			y := make([]float32, n)
+			for i := range y {
+				y[i] = float32(i)
+			}
+			k.Axpy(y, 0.5, b)
+			for i := range y {
+				require.InDelta(t, float64(i)+0.5*float64(b[i]), float64(y[i]), 1e-6*(float64(i)+1), "%s axpy n=%d i=%d", k, n, i)
+			}
 		}
 	}
 }

@@ -78,3 +78,9 @@ func widenBF16AVX2(dst *float32, w unsafe.Pointer, n int)
 
 //go:noescape
 func widenF16AVX2(dst *float32, w unsafe.Pointer, n int)
+
+//go:noescape
+func axpyAVX512(y *float32, alpha float32, x *float32, n int)
+
+//go:noescape
+func axpyAVX2(y *float32, alpha float32, x *float32, n int)
