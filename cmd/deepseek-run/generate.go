@@ -21,6 +21,7 @@ type genOptions struct {
 	model   string
 	prompt  string
 	n       int
+	ctx     int
 	temp    float64
 	topK    int
 	topP    float64
@@ -44,19 +45,20 @@ func newGenerateFlags(stderr io.Writer, o *genOptions) *flag.FlagSet {
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.model, "m", "", "checkpoint `DIR` (config.json, *.safetensors, tokenizer.json); default: the embedded stories260K demo model")
 	fs.StringVar(&o.prompt, "p", "", "`PROMPT` text; default: read stdin (empty when stdin is a terminal)")
-	fs.IntVar(&o.n, "n", 256, "maximum `N`umber of tokens to generate; -1 = until end of text or context")
-	fs.Float64Var(&o.temp, "temp", 0, "sampling temperature; 0 = greedy (default: the checkpoint's generation_config.json, else 0)")
-	fs.IntVar(&o.topK, "top-k", 0, "keep the `K` most likely tokens; 0 = off")
+	fs.IntVar(&o.n, "n", 256, "generate at most `N` tokens; -1 = until end of text or the context is full")
+	fs.IntVar(&o.ctx, "ctx", 4096, "context size in tokens (prompt + reply; sizes the KV cache), at most the model's max_position_embeddings")
+	fs.Float64Var(&o.temp, "temp", 0, "sampling temperature `T`; 0 = greedy (default: the checkpoint's generation_config.json, else 0)")
+	fs.IntVar(&o.topK, "top-k", 0, "keep the `K` most likely tokens; 0 = off (default: generation_config.json)")
 	fs.Float64Var(&o.topP, "top-p", 0, "nucleus sampling: keep the most likely tokens up to `P` probability mass, in (0, 1]; 0 = off (default: generation_config.json)")
 	fs.Float64Var(&o.minP, "min-p", 0, "drop tokens less likely than `P` × the most likely one; 0 = off")
-	fs.Float64Var(&o.repeat, "repeat-penalty", 1, "divide repeated tokens' positive logits by this (multiply negative ones); 1 = off")
-	fs.Uint64Var(&o.seed, "seed", 0, "random seed for reproducible sampling (default: random, printed with the timings)")
-	fs.StringVar(&o.system, "system", "", "system message (uses the chat template)")
+	fs.Float64Var(&o.repeat, "repeat-penalty", 1, "`R` > 1 discourages repeats: divides the positive logits of tokens already in the text by R, multiplies negative ones; 1 = off")
+	fs.Uint64Var(&o.seed, "seed", 0, "random `SEED`: the same seed and settings give the same text (default: random, printed with the timings)")
+	fs.StringVar(&o.system, "system", "", "system `MESSAGE` (uses the chat template)")
 	fs.BoolVar(&o.chat, "chat", false, "interactive multi-turn chat with the checkpoint's chat template (/bye to quit, /clear to forget)")
 	fs.BoolVar(&o.raw, "raw", false, "treat -p as raw text even when the checkpoint has a chat template")
-	fs.StringVar(&o.device, "device", "auto", "`auto`, cpu or cuda")
+	fs.StringVar(&o.device, "device", "auto", "`DEVICE`: auto (a GPU when usable, else CPU), cpu or cuda")
 	fs.BoolVar(&o.int8, "int8", false, "quantise weights to int8 per channel at load (less memory, faster decode)")
-	fs.IntVar(&o.threads, "threads", 0, "CPU threads; 0 = all cores")
+	fs.IntVar(&o.threads, "threads", 0, "`N` CPU threads; 0 = all cores")
 	fs.BoolVar(&o.stats, "stats", false, "print MoE expert usage per layer after generating")
 	fs.BoolVar(&o.json, "json", false, "print one JSON object with the text, ids and timings instead of streaming")
 	return fs
@@ -123,6 +125,9 @@ func runGenerate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 func (o *genOptions) check() error {
 	if o.n == 0 || o.n < -1 {
 		return usagef("-n must be positive or -1 (until the end of text), got %d", o.n)
+	}
+	if o.ctx <= 0 {
+		return usagef("--ctx must be positive, got %d", o.ctx)
 	}
 	if o.threads < 0 {
 		return usagef("--threads must be >= 0, got %d", o.threads)
@@ -273,8 +278,12 @@ func prepare(m *engine.Model, o *genOptions, msgs []tokenizer.Message) (*prepare
 		return nil, fmt.Errorf("tokenizing the prompt: %w", err)
 	}
 	p.tokens = len(ids)
-	ctxLen := contextLength(m)
+	maxPos := contextLength(m)
+	ctxLen := min(o.ctx, maxPos)
 	if p.tokens >= ctxLen {
+		if ctxLen < maxPos {
+			return nil, fmt.Errorf("the prompt is %d tokens but the context is %d tokens: shorten it or raise --ctx (the model allows %d)", p.tokens, ctxLen, maxPos)
+		}
 		return nil, fmt.Errorf("the prompt is %d tokens but the model's context is %d tokens: shorten it", p.tokens, ctxLen)
 	}
 	p.maxTok = ctxLen - p.tokens
@@ -403,8 +412,12 @@ func printTimings(w io.Writer, load time.Duration, st *engine.Stats, s engine.Sa
 	if s.Temperature == 0 {
 		fmt.Fprintln(w, "sampling       = greedy")
 	} else {
+		rp := s.RepeatPenalty
+		if rp == 0 {
+			rp = 1
+		}
 		fmt.Fprintf(w, "sampling       = temp %g, top-k %d, top-p %g, min-p %g, repeat-penalty %g, seed %d\n",
-			s.Temperature, s.TopK, s.TopP, s.MinP, s.RepeatPenalty, s.Seed)
+			s.Temperature, s.TopK, s.TopP, s.MinP, rp, s.Seed)
 	}
 }
 

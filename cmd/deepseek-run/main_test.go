@@ -127,6 +127,8 @@ func TestErrors(t *testing.T) {
 		{"no weights", []string{"-m", noWeights, "-p", "hi"}, 1, []string{"no *.safetensors"}, ""},
 		{"broken config", []string{"-m", brokenConfig, "-p", "hi"}, 1, []string{"config.json"}, ""},
 		{"prompt longer than the context", []string{"-p", long}, 1, []string{"the prompt is", "context is 512 tokens"}, ""},
+		{"prompt longer than --ctx", []string{"--ctx", "8", "-p", "Once upon a time there was a girl named Lily"}, 1, []string{"raise --ctx", "the model allows 512"}, ""},
+		{"bad --ctx", []string{"--ctx", "0"}, 2, []string{"--ctx must be positive"}, ""},
 		{"top-p 2", []string{"--top-p", "2", "-p", "hi"}, 2, []string{"top-p must be in (0, 1]", "got 2"}, ""},
 		{"negative temperature", []string{"--temp", "-1", "-p", "hi"}, 2, []string{"temperature must be >= 0"}, ""},
 		{"min-p", []string{"--min-p", "3"}, 2, []string{"min-p"}, ""},
@@ -208,4 +210,12 @@ func TestChatREPL(t *testing.T) {
 	assert.Contains(t, stderr, "/clear to start over")
 	assert.Equal(t, 2, strings.Count(stdout, "\n"), "two replies, one line each: %q", stdout)
 	assert.Equal(t, 6, strings.Count(stderr, ">>> "), "the REPL stops at /bye")
+}
+
+func TestUntilContextFull(t *testing.T) {
+	code, stdout, stderr := cli(t, "", "-p", "Lily", "--temp", "0", "-n", "-1", "--ctx", "20", "--json")
+	require.Equal(t, 0, code, stderr)
+	r := decodeJSON(t, stdout)
+	assert.Equal(t, 20, r.PromptTokens+r.GeneratedTokens)
+	assert.Equal(t, "length", r.Stop)
 }
