@@ -219,3 +219,40 @@ func TestUntilContextFull(t *testing.T) {
 	assert.Equal(t, 20, r.PromptTokens+r.GeneratedTokens)
 	assert.Equal(t, "length", r.Stop)
 }
+
+func TestVerify(t *testing.T) {
+	const dir = "../../testdata/models/llama-gqa-llama3rope"
+	ref := filepath.Join(dir, "reference.safetensors")
+	tests := []struct {
+		name string
+		args []string
+		code int
+		out  []string
+	}{
+		{"passes at 1e-4", []string{"--device", "cpu"}, 0, []string{"greedy    16/16 tokens match", "PASS", "prefill", "decode"}},
+		{"fails at an impossible tolerance", []string{"--tol", "1e-12"}, 1, []string{"FAIL", "over tolerance"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, stdout, stderr := cli(t, "", append([]string{"verify", "-m", dir, "--ref", ref}, tc.args...)...)
+			require.Equal(t, tc.code, code, stderr)
+			for _, s := range tc.out {
+				assert.Contains(t, stdout, s)
+			}
+			if tc.code != 0 {
+				assert.Contains(t, stderr, "verify failed: worst relative error")
+			}
+		})
+	}
+	code, _, stderr := cli(t, "", "verify", "-m", dir, "--ref", filepath.Join(dir, "missing.safetensors"))
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr, "missing.safetensors")
+}
+
+func TestInfo(t *testing.T) {
+	code, stdout, stderr := cli(t, "", "info", "-m", "../../testdata/models/deepseek-v2-lite")
+	require.Equal(t, 0, code, stderr)
+	for _, s := range []string{"deepseek_v2", "parameters", "KV cache", "MLA: kv_lora_rank", "experts", "devices", "cpu "} {
+		assert.Contains(t, stdout, s)
+	}
+}
