@@ -576,13 +576,9 @@ func (j *attnJob) run(lo, hi int) {
 	}
 }
 
-// SwiGLU implements kernels.Backend.
+// SwiGLU implements kernels.Backend (vectorised e^x on the SIMD paths).
 func (b *Backend) SwiGLU(out, gate, up kernels.Buffer, n int) {
-	o, g, u := buf(out), buf(gate), buf(up)
-	for i := 0; i < n; i++ {
-		x := g[i]
-		o[i] = x / (1 + float32(math.Exp(float64(-x)))) * u[i]
-	}
+	b.kern.SwiGLU(buf(out)[:n], buf(gate), buf(up))
 }
 
 // Add implements kernels.Backend.

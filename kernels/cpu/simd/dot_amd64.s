@@ -4,6 +4,112 @@
 
 #include "textflag.h"
 
+DATA expc<>+0(SB)/4, $0x3fb8aa3b
+DATA expc<>+4(SB)/4, $0x3fb8aa3b
+DATA expc<>+8(SB)/4, $0x3fb8aa3b
+DATA expc<>+12(SB)/4, $0x3fb8aa3b
+DATA expc<>+16(SB)/4, $0x3fb8aa3b
+DATA expc<>+20(SB)/4, $0x3fb8aa3b
+DATA expc<>+24(SB)/4, $0x3fb8aa3b
+DATA expc<>+28(SB)/4, $0x3fb8aa3b
+DATA expc<>+32(SB)/4, $0x3f317200
+DATA expc<>+36(SB)/4, $0x3f317200
+DATA expc<>+40(SB)/4, $0x3f317200
+DATA expc<>+44(SB)/4, $0x3f317200
+DATA expc<>+48(SB)/4, $0x3f317200
+DATA expc<>+52(SB)/4, $0x3f317200
+DATA expc<>+56(SB)/4, $0x3f317200
+DATA expc<>+60(SB)/4, $0x3f317200
+DATA expc<>+64(SB)/4, $0x35bfbe8e
+DATA expc<>+68(SB)/4, $0x35bfbe8e
+DATA expc<>+72(SB)/4, $0x35bfbe8e
+DATA expc<>+76(SB)/4, $0x35bfbe8e
+DATA expc<>+80(SB)/4, $0x35bfbe8e
+DATA expc<>+84(SB)/4, $0x35bfbe8e
+DATA expc<>+88(SB)/4, $0x35bfbe8e
+DATA expc<>+92(SB)/4, $0x35bfbe8e
+DATA expc<>+96(SB)/4, $0x39500d01
+DATA expc<>+100(SB)/4, $0x39500d01
+DATA expc<>+104(SB)/4, $0x39500d01
+DATA expc<>+108(SB)/4, $0x39500d01
+DATA expc<>+112(SB)/4, $0x39500d01
+DATA expc<>+116(SB)/4, $0x39500d01
+DATA expc<>+120(SB)/4, $0x39500d01
+DATA expc<>+124(SB)/4, $0x39500d01
+DATA expc<>+128(SB)/4, $0x3ab60b61
+DATA expc<>+132(SB)/4, $0x3ab60b61
+DATA expc<>+136(SB)/4, $0x3ab60b61
+DATA expc<>+140(SB)/4, $0x3ab60b61
+DATA expc<>+144(SB)/4, $0x3ab60b61
+DATA expc<>+148(SB)/4, $0x3ab60b61
+DATA expc<>+152(SB)/4, $0x3ab60b61
+DATA expc<>+156(SB)/4, $0x3ab60b61
+DATA expc<>+160(SB)/4, $0x3c088889
+DATA expc<>+164(SB)/4, $0x3c088889
+DATA expc<>+168(SB)/4, $0x3c088889
+DATA expc<>+172(SB)/4, $0x3c088889
+DATA expc<>+176(SB)/4, $0x3c088889
+DATA expc<>+180(SB)/4, $0x3c088889
+DATA expc<>+184(SB)/4, $0x3c088889
+DATA expc<>+188(SB)/4, $0x3c088889
+DATA expc<>+192(SB)/4, $0x3d2aaaab
+DATA expc<>+196(SB)/4, $0x3d2aaaab
+DATA expc<>+200(SB)/4, $0x3d2aaaab
+DATA expc<>+204(SB)/4, $0x3d2aaaab
+DATA expc<>+208(SB)/4, $0x3d2aaaab
+DATA expc<>+212(SB)/4, $0x3d2aaaab
+DATA expc<>+216(SB)/4, $0x3d2aaaab
+DATA expc<>+220(SB)/4, $0x3d2aaaab
+DATA expc<>+224(SB)/4, $0x3e2aaaab
+DATA expc<>+228(SB)/4, $0x3e2aaaab
+DATA expc<>+232(SB)/4, $0x3e2aaaab
+DATA expc<>+236(SB)/4, $0x3e2aaaab
+DATA expc<>+240(SB)/4, $0x3e2aaaab
+DATA expc<>+244(SB)/4, $0x3e2aaaab
+DATA expc<>+248(SB)/4, $0x3e2aaaab
+DATA expc<>+252(SB)/4, $0x3e2aaaab
+DATA expc<>+256(SB)/4, $0x3f000000
+DATA expc<>+260(SB)/4, $0x3f000000
+DATA expc<>+264(SB)/4, $0x3f000000
+DATA expc<>+268(SB)/4, $0x3f000000
+DATA expc<>+272(SB)/4, $0x3f000000
+DATA expc<>+276(SB)/4, $0x3f000000
+DATA expc<>+280(SB)/4, $0x3f000000
+DATA expc<>+284(SB)/4, $0x3f000000
+DATA expc<>+288(SB)/4, $0x3f800000
+DATA expc<>+292(SB)/4, $0x3f800000
+DATA expc<>+296(SB)/4, $0x3f800000
+DATA expc<>+300(SB)/4, $0x3f800000
+DATA expc<>+304(SB)/4, $0x3f800000
+DATA expc<>+308(SB)/4, $0x3f800000
+DATA expc<>+312(SB)/4, $0x3f800000
+DATA expc<>+316(SB)/4, $0x3f800000
+DATA expc<>+320(SB)/4, $0xc2ae0000
+DATA expc<>+324(SB)/4, $0xc2ae0000
+DATA expc<>+328(SB)/4, $0xc2ae0000
+DATA expc<>+332(SB)/4, $0xc2ae0000
+DATA expc<>+336(SB)/4, $0xc2ae0000
+DATA expc<>+340(SB)/4, $0xc2ae0000
+DATA expc<>+344(SB)/4, $0xc2ae0000
+DATA expc<>+348(SB)/4, $0xc2ae0000
+DATA expc<>+352(SB)/4, $0x42b00000
+DATA expc<>+356(SB)/4, $0x42b00000
+DATA expc<>+360(SB)/4, $0x42b00000
+DATA expc<>+364(SB)/4, $0x42b00000
+DATA expc<>+368(SB)/4, $0x42b00000
+DATA expc<>+372(SB)/4, $0x42b00000
+DATA expc<>+376(SB)/4, $0x42b00000
+DATA expc<>+380(SB)/4, $0x42b00000
+DATA expc<>+384(SB)/4, $0x3f800000
+DATA expc<>+388(SB)/4, $0x3f800000
+DATA expc<>+392(SB)/4, $0x3f800000
+DATA expc<>+396(SB)/4, $0x3f800000
+DATA expc<>+400(SB)/4, $0x3f800000
+DATA expc<>+404(SB)/4, $0x3f800000
+DATA expc<>+408(SB)/4, $0x3f800000
+DATA expc<>+412(SB)/4, $0x3f800000
+GLOBL expc<>(SB), RODATA|NOPTR, $416
+
 // func dot1F32AVX512(x *float32, w unsafe.Pointer, n int) float32
 TEXT ·dot1F32AVX512(SB), NOSPLIT, $0-28
 	MOVQ x+0(FP), SI
@@ -844,6 +950,59 @@ done:
 	VZEROUPPER
 	RET
 
+// func swigluAVX512(out, gate, up *float32, n int)
+TEXT ·swigluAVX512(SB), NOSPLIT, $0-32
+	MOVQ out+0(FP), DI
+	MOVQ gate+8(FP), SI
+	MOVQ up+16(FP), DX
+	MOVQ n+24(FP), CX
+	VBROADCASTSS expc<>+0(SB), Z16
+	VBROADCASTSS expc<>+32(SB), Z17
+	VBROADCASTSS expc<>+64(SB), Z18
+	VBROADCASTSS expc<>+96(SB), Z19
+	VBROADCASTSS expc<>+128(SB), Z20
+	VBROADCASTSS expc<>+160(SB), Z21
+	VBROADCASTSS expc<>+192(SB), Z22
+	VBROADCASTSS expc<>+224(SB), Z23
+	VBROADCASTSS expc<>+256(SB), Z24
+	VBROADCASTSS expc<>+288(SB), Z25
+	VBROADCASTSS expc<>+320(SB), Z26
+	VBROADCASTSS expc<>+352(SB), Z27
+	VBROADCASTSS expc<>+384(SB), Z28
+	SHRQ $4, CX
+	JZ done
+loop:
+	VMOVUPS (SI), Z0
+	VXORPS Z1, Z1, Z1
+	VSUBPS Z0, Z1, Z1
+	VMAXPS Z26, Z1, Z1
+	VMINPS Z27, Z1, Z1
+	VMULPS Z16, Z1, Z2
+	VRNDSCALEPS $0, Z2, Z2
+	VFNMADD231PS Z17, Z2, Z1
+	VFNMADD231PS Z18, Z2, Z1
+	VMOVAPS Z19, Z3
+	VFMADD213PS Z20, Z1, Z3
+	VFMADD213PS Z21, Z1, Z3
+	VFMADD213PS Z22, Z1, Z3
+	VFMADD213PS Z23, Z1, Z3
+	VFMADD213PS Z24, Z1, Z3
+	VFMADD213PS Z25, Z1, Z3
+	VFMADD213PS Z25, Z1, Z3
+	VSCALEFPS Z2, Z3, Z3
+	VADDPS Z25, Z3, Z3
+	VMULPS (DX), Z0, Z0
+	VDIVPS Z3, Z0, Z0
+	VMOVUPS Z0, (DI)
+	ADDQ $64, SI
+	ADDQ $64, DX
+	ADDQ $64, DI
+	DECQ CX
+	JNZ loop
+done:
+	VZEROUPPER
+	RET
+
 // func dot1F32AVX2(x *float32, w unsafe.Pointer, n int) float32
 TEXT ·dot1F32AVX2(SB), NOSPLIT, $0-28
 	MOVQ x+0(FP), SI
@@ -1462,6 +1621,49 @@ loop:
 	VFMADD231PS (SI), Y0, Y1
 	VMOVUPS Y1, (DI)
 	ADDQ $32, SI
+	ADDQ $32, DI
+	DECQ CX
+	JNZ loop
+done:
+	VZEROUPPER
+	RET
+
+// func swigluAVX2(out, gate, up *float32, n int)
+TEXT ·swigluAVX2(SB), NOSPLIT, $0-32
+	MOVQ out+0(FP), DI
+	MOVQ gate+8(FP), SI
+	MOVQ up+16(FP), DX
+	MOVQ n+24(FP), CX
+	SHRQ $3, CX
+	JZ done
+loop:
+	VMOVUPS (SI), Y0
+	VXORPS Y1, Y1, Y1
+	VSUBPS Y0, Y1, Y1
+	VMAXPS expc<>+320(SB), Y1, Y1
+	VMINPS expc<>+352(SB), Y1, Y1
+	VMULPS expc<>+0(SB), Y1, Y2
+	VROUNDPS $0, Y2, Y2
+	VFNMADD231PS expc<>+32(SB), Y2, Y1
+	VFNMADD231PS expc<>+64(SB), Y2, Y1
+	VMOVUPS expc<>+96(SB), Y3
+	VFMADD213PS expc<>+128(SB), Y1, Y3
+	VFMADD213PS expc<>+160(SB), Y1, Y3
+	VFMADD213PS expc<>+192(SB), Y1, Y3
+	VFMADD213PS expc<>+224(SB), Y1, Y3
+	VFMADD213PS expc<>+256(SB), Y1, Y3
+	VFMADD213PS expc<>+288(SB), Y1, Y3
+	VFMADD213PS expc<>+288(SB), Y1, Y3
+	VCVTPS2DQ Y2, Y2
+	VPSLLD $23, Y2, Y2
+	VPADDD expc<>+384(SB), Y2, Y2
+	VMULPS Y2, Y3, Y3
+	VADDPS expc<>+288(SB), Y3, Y3
+	VMULPS (DX), Y0, Y0
+	VDIVPS Y3, Y0, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DX
 	ADDQ $32, DI
 	DECQ CX
 	JNZ loop

@@ -199,3 +199,43 @@ func BenchmarkMatMulPrefill(b *testing.B) {
 		}
 	}
 }
+
+// TestSwiGLUAllPaths compares silu(g)·u with float64 over a wide range of
+// gates (saturation both ways) and odd lengths.
+func TestSwiGLUAllPaths(t *testing.T) {
+	for _, k := range Supported() {
+		for _, n := range []int{0, 1, 5, 16, 33, 1000} {
+			r := rand.New(rand.NewPCG(uint64(n), 3))
+			g, u, out := make([]float32, n), make([]float32, n), make([]float32, n)
+			for i := range g {
+				g[i] = float32(r.NormFloat64() * 8)
+				u[i] = float32(r.NormFloat64())
+			}
+			if n > 4 {
+				g[0], g[1], g[2], g[3] = -100, 100, 0, -87.5
+			}
+			k.SwiGLU(out, g, u)
+			for i := range g {
+				x := float64(g[i])
+				want := x / (1 + math.Exp(-x)) * float64(u[i])
+				require.InDelta(t, want, float64(out[i]), 2e-6*math.Abs(want)+1e-30, "%s n=%d g=%v", k, n, g[i])
+			}
+		}
+	}
+}
+
+func BenchmarkSwiGLU(b *testing.B) {
+	const n = 5504
+	g, u, out := make([]float32, n), make([]float32, n), make([]float32, n)
+	for i := range g {
+		g[i], u[i] = float32(i%100)/10-5, 1
+	}
+	for _, k := range Supported() {
+		b.Run(k.Name, func(b *testing.B) {
+			for b.Loop() {
+				k.SwiGLU(out, g, u)
+			}
+			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds()/1e9, "Gelem/s")
+		})
+	}
+}

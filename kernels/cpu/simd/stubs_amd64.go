@@ -84,3 +84,9 @@ func axpyAVX512(y *float32, alpha float32, x *float32, n int)
 
 //go:noescape
 func axpyAVX2(y *float32, alpha float32, x *float32, n int)
+
+//go:noescape
+func swigluAVX512(out, gate, up *float32, n int)
+
+//go:noescape
+func swigluAVX2(out, gate, up *float32, n int)
