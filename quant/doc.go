@@ -4,6 +4,7 @@
 // symmetric int8 quantisation for the int8 weight path.
 //
 // All byte-slice converters read and write little-endian data, the byte order
-// of safetensors files. They never allocate unless their name says so and
-// report mismatched lengths as errors instead of panicking.
+// of safetensors files. They write into caller-provided slices (only
+// DequantFP8Blocks returns a new one) and report mismatched lengths and
+// shapes as errors instead of panicking.
 package quant
