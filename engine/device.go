@@ -10,5 +10,5 @@ import (
 // and falls back to the CPU, saying so in one line on stderr.
 
 func noteFallback(device string, err error) {
-	fmt.Fprintf(os.Stderr, "deepseek-go: %s unavailable, using cpu: %v\n", device, err)
+	fmt.Fprintf(os.Stderr, "deepseek-go: no %s device, using cpu: %v\n", device, err)
 }

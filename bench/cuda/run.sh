@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# One device call: build PTX with nvcc, run the CUDA parity tests, then (when
-# asked) the benchmarks and the torch comparison. Test binaries are built on
-# the development machine (no Go on the GPU host) into build/ and carried:
-#   go test -c -o build/cuda.test ./kernels/cuda
-#   go test -c -o build/cudabench.test ./bench/cuda
-# Usage on the GPU host: bench/cuda/run.sh [tests] [bench] [torch]
+# One device call: build PTX with nvcc, run the CUDA parity tests and the
+# engine's GPU tests, the benchmarks and the torch comparison. Test binaries
+# are built on the development machine (no Go on the GPU host) and carried
+# gzipped (the working tree that travels is limited):
+#   for p in engine kernels/cuda bench/cuda; do n=$(echo $p | tr / _)
+#     go test -c -ldflags="-s -w" -o build/gpu/$n.test ./$p; done
+#   mkdir -p build/gpuz && gzip -c build/gpu/X.test > build/gpuz/X.test.gz ...
+# Usage on the GPU host: bench/cuda/run.sh [tests] [engine] [bench] [torch]
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/out}
@@ -24,12 +26,17 @@ cp kernels/cuda/kernels.ptx "$OUT/kernels.ptx"
 (cd kernels/cuda && nvcc -arch=sm_90 -O3 -cubin -Xptxas -v -o /tmp/k.cubin kernels.cu) > "$OUT/resources.log" 2>&1
 grep -E "Compiling entry|registers|spill" "$OUT/resources.log" | paste - - - 2>/dev/null | sed -E 's/ptxas info *: //g' | grep -E "flash|gemv_bf16|attn_split" | head -20
 export DSGO_PTX=$PWD/kernels/cuda/kernels.ptx
+mkdir -p build/gpu
+for z in build/gpuz/*.test.gz; do gunzip -c "$z" > "build/gpu/$(basename "$z" .gz)"; chmod +x "build/gpu/$(basename "$z" .gz)"; done
 
 if [[ $what == *" tests "* ]]; then
-  ./build/cuda.test -test.v -test.count=1 2>&1 | tee "$OUT/test.log" | grep -E "^(=== RUN|--- |PASS|FAIL|ok)|rel err [0-9.e+-]+$" | grep -vE "^=== RUN" | tail -80
+  (cd kernels/cuda && ../../build/gpu/kernels_cuda.test -test.v -test.count=1 2>&1) | tee "$OUT/test.log" | grep -E "^(--- |PASS|FAIL|ok)" | tail -40
+fi
+if [[ $what == *" engine "* ]]; then
+  (cd engine && ../build/gpu/engine.test -test.v -test.count=1 -test.run 'CUDA' 2>&1) | tee "$OUT/engine.log" | grep -E "^(--- |PASS|FAIL|ok)|on cuda|worst|Error|expected|actual" | tail -40
 fi
 if [[ $what == *" bench "* ]]; then
-  ./build/cudabench.test -test.run '^$' -test.bench . -test.benchtime 1x -test.v 2>&1 | tee "$OUT/bench.log" | grep -vE "^(goos|goarch|pkg|cpu):" | tail -40
+  ./build/gpu/bench_cuda.test -test.run '^$' -test.bench . -test.benchtime 1x -test.v 2>&1 | tee "$OUT/bench.log" | grep -E "cuda_test.go|^Benchmark|FAIL|panic|Error" | tail -40
 fi
 if [[ $what == *" torch "* ]]; then
   PYTHONUNBUFFERED=1 python3 bench/attn_torch.py 2>&1 | tee "$OUT/torch.log" | tail -20

@@ -4,6 +4,7 @@ package cuda
 
 import (
 	"fmt"
+	"runtime"
 	"unsafe"
 
 	"github.com/deepseek-go/deepseek-go/kernels"
@@ -59,10 +60,12 @@ func (b *Backend) CaptureStep(id, pos, maxPos int, fn func(kernels.Backend) erro
 	if ferr == nil {
 		ferr = cerr
 	}
-	if ferr == nil && b.err != nil {
+	if ferr == nil {
 		ferr = b.err
-		b.err = nil // the capture failed; nothing ran on the device
 	}
+	// Errors recorded while capturing belong to the failed capture: nothing
+	// ran on the device, so the backend stays usable.
+	b.err = nil
 	if ferr != nil {
 		if cerr == nil {
 			b.x.graphDestroy(g)
@@ -75,6 +78,7 @@ func (b *Backend) CaptureStep(id, pos, maxPos int, fn func(kernels.Backend) erro
 		sg.closeLocked()
 		return nil, err
 	}
+	runtime.SetFinalizer(sg, func(s *StepGraph) { s.Close() })
 	return sg, nil
 }
 

@@ -287,9 +287,9 @@ extern "C" __global__ void rand_bf16(__nv_bfloat16* out, long long n, unsigned i
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
     out[i] = __float2bfloat16_rn(a * hash_uniform(i, seed));
 }
-extern "C" __global__ void rand_f32(float* out, long long n, unsigned int seed, float a) {
+extern "C" __global__ void rand_f32(float* out, long long n, unsigned int seed, float a, float c) {
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
-    out[i] = a * hash_uniform(i, seed);
+    out[i] = c + a * hash_uniform(i, seed);
 }
 // out[t, r] += bias[r] for a [n, rows] output (the cuBLASLt path).
 extern "C" __global__ void add_bias(float* out, const float* bias, int n, int rows) {
