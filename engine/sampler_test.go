@@ -2,6 +2,7 @@ package engine
 
 import (
 	"math"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -211,31 +212,65 @@ func TestSamplerNoAllocs(t *testing.T) {
 }
 
 func BenchmarkSampler(b *testing.B) {
-	logits := make([]float32, 129280) // DeepSeek-V3 vocabulary
-	for i := range logits {
-		logits[i] = float32(math.Sin(float64(i)*0.001)*4 + math.Cos(float64(i)*0.37))
+	// Logits shaped like a language model's: Gaussian noise over the
+	// DeepSeek-V3 vocabulary with a handful of clear favourites; and a flat
+	// worst case where the nucleus holds most of the vocabulary.
+	const vocab = 129280
+	rng := rand.New(rand.NewPCG(1, 2))
+	peaked := make([]float32, vocab)
+	for i := range peaked {
+		peaked[i] = float32(rng.NormFloat64() * 2.5)
+	}
+	for i := range 8 {
+		peaked[rng.IntN(vocab)] = 14 - float32(i)
+	}
+	flat := make([]float32, vocab)
+	for i := range flat {
+		flat[i] = float32(math.Sin(float64(i)*0.001)*4 + math.Cos(float64(i)*0.37))
 	}
 	history := make([]int, 256)
 	for i := range history {
 		history[i] = i * 97
 	}
 	for _, bc := range []struct {
-		name string
-		o    SamplerOptions
+		name   string
+		logits []float32
+		o      SamplerOptions
 	}{
-		{"greedy", SamplerOptions{}},
-		{"T0.8_topk40_topp0.95", SamplerOptions{Temperature: 0.8, TopK: 40, TopP: 0.95, RepeatPenalty: 1.1}},
-		{"T0.6_topp0.95", SamplerOptions{Temperature: 0.6, TopP: 0.95}},
-		{"T1_minp0.05", SamplerOptions{Temperature: 1, MinP: 0.05}},
+		{"greedy", peaked, SamplerOptions{}},
+		{"T0.8_topk40_topp0.95_rep1.1", peaked, SamplerOptions{Temperature: 0.8, TopK: 40, TopP: 0.95, RepeatPenalty: 1.1}},
+		{"T0.6_topp0.95", peaked, SamplerOptions{Temperature: 0.6, TopP: 0.95}},
+		{"T1_minp0.05", peaked, SamplerOptions{Temperature: 1, MinP: 0.05}},
+		{"T1", peaked, SamplerOptions{Temperature: 1}},
+		{"flat_T0.6_topp0.95", flat, SamplerOptions{Temperature: 0.6, TopP: 0.95}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			s, err := NewSampler(bc.o)
 			require.NoError(b, err)
 			b.ReportAllocs()
 			for b.Loop() {
-				s.Sample(logits, history)
+				s.Sample(bc.logits, history)
 			}
 			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "µs/token")
 		})
 	}
+}
+
+func TestExpNonPositive(t *testing.T) {
+	worst := 0.0
+	for i := 0; i <= 2_000_000; i++ {
+		x := -float32(i) * 86.9 / 2_000_000
+		want := math.Exp(float64(x))
+		got := float64(expNonPositive(x))
+		if want < 1e-37 { // float32 subnormals
+			continue
+		}
+		worst = max(worst, math.Abs(got-want)/want)
+	}
+	assert.Less(t, worst, 3e-7)
+	assert.Equal(t, float32(1), expNonPositive(0))
+	assert.Zero(t, expNonPositive(-90))
+	assert.Zero(t, expNonPositive(float32(math.Inf(-1))))
+	assert.Zero(t, expNonPositive(float32(math.NaN())))
+	t.Logf("worst relative error %.2e", worst)
 }
