@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -341,4 +342,56 @@ func TestDeepseekConcurrentSessions(t *testing.T) {
 		assert.Equal(t, want, got[i], "worker %d", i)
 	}
 	assert.Equal(t, int64(workers*len(ids)), m.ExpertStats()[0].Tokens)
+}
+
+// benchDeepseekConfig is DeepSeek-V2-Lite's attention (hidden 2048, 16
+// heads, kv_lora 512, rope 64, nope 128, v 128, YaRN ×40) with 2 layers (one
+// dense, one MoE of 8 routed experts top-6 plus 2 shared, V2-Lite's sizes)
+// and a small vocabulary, so MLA dominates and the model fits in memory.
+const benchDeepseekConfig = `{"model_type":"deepseek_v2","vocab_size":8192,"hidden_size":2048,"intermediate_size":10944,
+ "num_hidden_layers":2,"num_attention_heads":16,"num_key_value_heads":16,"max_position_embeddings":8192,
+ "kv_lora_rank":512,"q_lora_rank":null,"qk_nope_head_dim":128,"qk_rope_head_dim":64,"v_head_dim":128,
+ "moe_intermediate_size":1408,"n_routed_experts":8,"num_experts_per_tok":6,"n_shared_experts":2,"first_k_dense_replace":1,
+ "topk_method":"greedy","scoring_func":"softmax","routed_scaling_factor":1.0,"norm_topk_prob":false,
+ "rope_scaling":{"type":"yarn","factor":40,"original_max_position_embeddings":4096,"beta_fast":32,"beta_slow":1,"mscale":0.707,"mscale_all_dim":0.707}}`
+
+// BenchmarkDeepseekDecode measures one decode step after a prompt of ctx
+// tokens on both MLA paths (bf16 weights, CPU backend). The 4096-token
+// prefills make a full run take about 11 minutes on the 2-core dev box;
+// narrow it with -bench 'DeepseekDecode/absorbed/ctx=16'.
+func BenchmarkDeepseekDecode(b *testing.B) {
+	cfg, err := ParseConfig("bench", []byte(benchDeepseekConfig))
+	require.NoError(b, err)
+	ctx := context.Background()
+	for _, path := range []string{MLAAbsorbed, MLANaive} {
+		m, err := New(cfg, RandomSource{DType: safetensors.BF16, Seed: 7}, WithMLA(path))
+		require.NoError(b, err)
+		for _, n := range []int{16, 1024, 4096} {
+			b.Run(fmt.Sprintf("%s/ctx=%d", path, n), func(b *testing.B) {
+				s, err := m.NewSession(n + 64)
+				require.NoError(b, err)
+				prompt := make([]int, n)
+				for i := range prompt {
+					prompt[i] = (i * 7919) % cfg.VocabSize
+				}
+				steps := 0
+				b.ResetTimer()
+				for b.Loop() {
+					if steps%64 == 0 { // refill the context outside the timing
+						b.StopTimer()
+						s.Reset()
+						_, err := s.Last(ctx, prompt)
+						require.NoError(b, err)
+						b.StartTimer()
+					}
+					_, err := s.Step(ctx, steps%cfg.VocabSize)
+					require.NoError(b, err)
+					steps++
+				}
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tok/s")
+				b.ReportMetric(float64(s.KV().Bytes())/float64(n+64), "KVbytes/tok")
+			})
+		}
+		require.NoError(b, m.Close())
+	}
 }
