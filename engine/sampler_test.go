@@ -1,8 +1,10 @@
 package engine
 
 import (
+	"cmp"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -273,4 +275,64 @@ func TestExpNonPositive(t *testing.T) {
 	assert.Zero(t, expNonPositive(float32(math.Inf(-1))))
 	assert.Zero(t, expNonPositive(float32(math.NaN())))
 	t.Logf("worst relative error %.2e", worst)
+}
+
+// nucleus (heap selection with growing k) must pick exactly what sorting
+// every candidate picks.
+func TestNucleusMatchesFullSort(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, tc := range []struct {
+		name  string
+		n     int
+		scale float64
+	}{
+		{"small vocab", 10, 1},
+		{"peaked", 5000, 3},
+		{"flat", 5000, 0.05},
+		{"ties", 3000, 0},
+	} {
+		for _, tp := range []float64{0.1, 0.5, 0.9, 0.99} {
+			probs := make([]float32, tc.n)
+			idx := make([]int32, tc.n)
+			var sum float64
+			for i := range probs {
+				probs[i] = expNonPositive(float32(-math.Abs(rng.NormFloat64() * tc.scale)))
+				if tc.name == "ties" {
+					probs[i] = float32(1+i%3) / 4
+				}
+				idx[i] = int32(i)
+				sum += float64(probs[i])
+			}
+			// Reference: sort all by probability (ties: lower id first).
+			type cand struct {
+				id int32
+				p  float32
+			}
+			ref := make([]cand, tc.n)
+			for i := range ref {
+				ref[i] = cand{idx[i], probs[i]}
+			}
+			slices.SortFunc(ref, func(a, b cand) int {
+				if a.p != b.p {
+					return cmp.Compare(b.p, a.p)
+				}
+				return cmp.Compare(a.id, b.id)
+			})
+			target, acc, want := tp*sum, 0.0, 0
+			for want < len(ref) {
+				acc += float64(ref[want].p)
+				want++
+				if acc >= target {
+					break
+				}
+			}
+			s := &Sampler{}
+			m := s.nucleus(idx, probs, target)
+			require.Equal(t, want, m, "%s top-p %g", tc.name, tp)
+			for i := range m {
+				require.Equal(t, ref[i].id, idx[i], "%s top-p %g rank %d", tc.name, tp, i)
+				require.Equal(t, ref[i].p, probs[i])
+			}
+		}
+	}
 }
