@@ -465,9 +465,12 @@ type kwarg struct {
 // ---- Parser ----
 
 type parser struct {
-	toks []jtoken
-	p    int
+	toks  []jtoken
+	p     int
+	depth int // expression/block nesting, bounded so hostile input cannot exhaust the stack
 }
+
+const maxNesting = 256
 
 func parseTemplate(src string) ([]node, error) {
 	toks, err := lexTemplate(src)
@@ -536,6 +539,11 @@ func (ps *parser) expectBlockEnd() error {
 // parseBody parses nodes until an end-ish block tag, which it returns
 // (the tag's keyword, with the parser positioned after the keyword).
 func (ps *parser) parseBody() ([]node, string, error) {
+	ps.depth++
+	defer func() { ps.depth-- }()
+	if ps.depth > maxNesting {
+		return nil, "", ps.errf("blocks nested too deeply")
+	}
 	var out []node
 	for {
 		t := ps.peek()
@@ -847,6 +855,11 @@ func (ps *parser) parseTuple() (expr, error) {
 }
 
 func (ps *parser) parseExpr() (expr, error) {
+	ps.depth++
+	defer func() { ps.depth-- }()
+	if ps.depth > maxNesting {
+		return nil, ps.errf("expression nested too deeply")
+	}
 	e, err := ps.parseOr()
 	if err != nil {
 		return nil, err
@@ -893,6 +906,11 @@ func (ps *parser) parseAnd() (expr, error) {
 
 func (ps *parser) parseNot() (expr, error) {
 	if ps.isName("not") {
+		ps.depth++
+		defer func() { ps.depth-- }()
+		if ps.depth > maxNesting {
+			return nil, ps.errf("expression nested too deeply")
+		}
 		ps.next()
 		e, err := ps.parseNot()
 		return &unaryExpr{op: "not", e: e}, err
@@ -980,6 +998,11 @@ func (ps *parser) parsePow() (expr, error) {
 }
 
 func (ps *parser) parseUnary(withFilter bool) (expr, error) {
+	ps.depth++
+	defer func() { ps.depth-- }()
+	if ps.depth > maxNesting {
+		return nil, ps.errf("expression nested too deeply")
+	}
 	var e expr
 	var err error
 	switch {

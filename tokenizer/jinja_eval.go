@@ -66,7 +66,7 @@ func ParseTemplate(src string) (*Template, error) {
 // maxRenderSteps bounds template execution so a hostile template cannot
 // loop forever (range(10**9)) or render unbounded output.
 const (
-	maxRenderSteps  = 10_000_000
+	maxRenderSteps  = 2_000_000
 	maxRenderOutput = 64 << 20
 )
 
@@ -176,6 +176,7 @@ var (
 type renderer struct {
 	steps int
 	out   int
+	calls int // macro call depth
 }
 
 func (r *renderer) tick() error {
@@ -450,7 +451,12 @@ func toStr(v any) string {
 }
 
 // repr is Python's repr for template values.
-func repr(v any) string {
+func repr(v any) string { return reprDepth(v, 0) }
+
+func reprDepth(v any, depth int) string {
+	if depth > 100 {
+		return "..." // self-referencing namespaces
+	}
 	switch x := v.(type) {
 	case nil:
 		return "None"
@@ -492,17 +498,17 @@ func repr(v any) string {
 	case []any:
 		parts := make([]string, len(x))
 		for i, e := range x {
-			parts[i] = repr(e)
+			parts[i] = reprDepth(e, depth+1)
 		}
 		return "[" + strings.Join(parts, ", ") + "]"
 	case *jdict:
 		parts := make([]string, len(x.keys))
 		for i, k := range x.keys {
-			parts[i] = repr(k) + ": " + repr(x.m[k])
+			parts[i] = repr(k) + ": " + reprDepth(x.m[k], depth+1)
 		}
 		return "{" + strings.Join(parts, ", ") + "}"
 	case *jnamespace:
-		return "<Namespace " + repr(x.d) + ">"
+		return "<Namespace " + reprDepth(x.d, depth+1) + ">"
 	}
 	return fmt.Sprint(v)
 }
@@ -948,6 +954,11 @@ func (r *renderer) call(fn any, args []any, kwargs map[string]any) (any, error) 
 }
 
 func (m *jmacro) invoke(args []any, kwargs map[string]any) (any, error) {
+	m.r.calls++
+	defer func() { m.r.calls-- }()
+	if m.r.calls > maxNesting {
+		return nil, fmt.Errorf("template: macro %s: recursion too deep", m.n.name)
+	}
 	sc := &scope{vars: map[string]any{}, parent: m.root}
 	for i, p := range m.n.params {
 		switch {
@@ -1018,6 +1029,9 @@ func builtinGlobals(r *renderer) map[string]any {
 			}
 			if st == 0 {
 				return nil, fmt.Errorf("range: step must not be zero")
+			}
+			if n := (hi - lo) / st; n > maxRenderSteps {
+				return nil, fmt.Errorf("range: %d items is too many", n)
 			}
 			var out []any
 			for i := lo; (st > 0 && i < hi) || (st < 0 && i > hi); i += st {
@@ -1111,18 +1125,29 @@ func toNum(v any) (int64, float64, bool, bool) {
 }
 
 func binOp(op string, l, r any) (any, error) {
+	tooBig := fmt.Errorf("template: value exceeds %d bytes", maxRenderOutput)
 	if op == "~" {
-		return toStr(l) + toStr(r), nil
+		ls, rs := toStr(l), toStr(r)
+		if len(ls)+len(rs) > maxRenderOutput {
+			return nil, tooBig
+		}
+		return ls + rs, nil
 	}
 	switch op {
 	case "+":
 		if ls, ok := l.(string); ok {
 			if rs, ok := r.(string); ok {
+				if len(ls)+len(rs) > maxRenderOutput {
+					return nil, tooBig
+				}
 				return ls + rs, nil
 			}
 		}
 		if ll, ok := l.([]any); ok {
 			if rl, ok := r.([]any); ok {
+				if len(ll)+len(rl) > maxRenderOutput/16 {
+					return nil, tooBig
+				}
 				out := append(append([]any{}, ll...), rl...)
 				return out, nil
 			}
