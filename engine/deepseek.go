@@ -2,7 +2,8 @@ package engine
 
 // DeepSeek V2 and V3 (model_type deepseek_v2, deepseek_v3): multi-head latent
 // attention (MLA), mixture of experts with shared experts, YaRN rope and fp8
-// block-quantised checkpoints. The reference is transformers'
+// block-quantised checkpoints. DeepSeek V1 MoE (model_type deepseek,
+// deepseek-moe-16b) is llama attention with the same MoE layers. The reference is transformers'
 // modeling_deepseek_v2.py / modeling_deepseek_v3.py and DeepSeek's own
 // modeling_deepseek.py on the hub.
 //
@@ -44,11 +45,14 @@ func init() {
 	fam := Family{Validate: validateDeepseek, Build: buildDeepseek, KVSpec: deepseekKVSpec}
 	RegisterFamily("deepseek_v2", fam)
 	RegisterFamily("deepseek_v3", fam)
+	// V1 MoE (deepseek-moe-16b): llama attention with DeepSeek's MoE.
+	RegisterFamily("deepseek", Family{Validate: validateDeepseekMoE, Build: buildDeepseek, KVSpec: llamaKVSpec})
 }
 
 // deepseekRouter derives the routing configuration with each family's
-// defaults (V2: softmax greedy, scaling only without normalisation as in
-// DeepSeek's MoEGate; V3: sigmoid noaux_tc, normalise then scale).
+// defaults (V1/V2: softmax greedy, scaling only without normalisation as in
+// DeepSeek's MoEGate — V1 has no scaling factor, so it stays 1; V3: sigmoid
+// noaux_tc, normalise then scale).
 func deepseekRouter(c *Config) RouterConfig {
 	rc := RouterConfig{Method: TopKGreedy, Scoring: ScoringSoftmax, Experts: c.NRoutedExperts,
 		TopK: c.NumExpertsPerTok, Groups: c.NGroup, TopGroups: c.TopKGroup,
@@ -68,7 +72,28 @@ func deepseekRouter(c *Config) RouterConfig {
 	return rc
 }
 
+// validateDeepseekMoE checks the MoE fields shared by V1, V2 and V3.
+func validateDeepseekMoE(c *Config) error {
+	if c.FirstKDenseReplace < 0 || c.MoELayerFreq <= 0 || c.NSharedExperts < 0 || c.NRoutedExperts < 0 {
+		return fmt.Errorf("config fields first_k_dense_replace (%d), n_shared_experts (%d), n_routed_experts (%d) must be >= 0 and moe_layer_freq (%d) > 0",
+			c.FirstKDenseReplace, c.NSharedExperts, c.NRoutedExperts, c.MoELayerFreq)
+	}
+	if c.NRoutedExperts > 0 {
+		if c.MoEIntermediateSize <= 0 {
+			return fmt.Errorf("config field moe_intermediate_size must be positive with n_routed_experts %d, got %d", c.NRoutedExperts, c.MoEIntermediateSize)
+		}
+		rc := deepseekRouter(c)
+		if err := rc.Validate(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func validateDeepseek(c *Config) error {
+	if err := validateDeepseekMoE(c); err != nil {
+		return err
+	}
 	for _, f := range []struct {
 		name string
 		v    int
@@ -81,9 +106,8 @@ func validateDeepseek(c *Config) error {
 	if c.QKRopeHeadDim%2 != 0 {
 		return fmt.Errorf("config field qk_rope_head_dim must be even, got %d", c.QKRopeHeadDim)
 	}
-	if c.QLoraRank < 0 || c.FirstKDenseReplace < 0 || c.MoELayerFreq <= 0 || c.NSharedExperts < 0 || c.NRoutedExperts < 0 {
-		return fmt.Errorf("config fields q_lora_rank (%d), first_k_dense_replace (%d), n_shared_experts (%d), n_routed_experts (%d) must be >= 0 and moe_layer_freq (%d) > 0",
-			c.QLoraRank, c.FirstKDenseReplace, c.NSharedExperts, c.NRoutedExperts, c.MoELayerFreq)
+	if c.QLoraRank < 0 {
+		return fmt.Errorf("config field q_lora_rank must be >= 0, got %d", c.QLoraRank)
 	}
 	if c.AttentionBias {
 		return fmt.Errorf("config field attention_bias: biased MLA projections are not supported (no DeepSeek checkpoint has them)")
@@ -97,15 +121,6 @@ func validateDeepseek(c *Config) error {
 		}
 		if q.Fmt != "" && q.Fmt != "e4m3" {
 			return fmt.Errorf("config field quantization_config.fmt %q not supported (e4m3)", q.Fmt)
-		}
-	}
-	if c.NRoutedExperts > 0 {
-		if c.MoEIntermediateSize <= 0 {
-			return fmt.Errorf("config field moe_intermediate_size must be positive with n_routed_experts %d, got %d", c.NRoutedExperts, c.MoEIntermediateSize)
-		}
-		rc := deepseekRouter(c)
-		if err := rc.Validate(); err != nil {
-			return err
 		}
 	}
 	switch c.MLA {
@@ -191,10 +206,22 @@ func isMoELayer(c *Config, l int) bool {
 
 func buildDeepseek(b *Builder) ([]Block, error) {
 	c := b.Config
-	if err := validateDeepseek(c); err != nil { // Config may come from New
+	v1 := c.ModelType == "deepseek"
+	validate := validateDeepseek
+	if v1 {
+		validate = validateDeepseekMoE
+	}
+	if err := validate(c); err != nil { // Config may come from New
 		return nil, err
 	}
-	rope, scale, err := deepseekRope(c)
+	var rope *kernels.Rope
+	var scale float32
+	var err error
+	if v1 {
+		rope, err = NewRope(c, 0, c.HeadDim, false)
+	} else {
+		rope, scale, err = deepseekRope(c)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -216,7 +243,12 @@ func buildDeepseek(b *Builder) ([]Block, error) {
 		if blk.mlpNorm, err = b.Vector(p+"post_attention_layernorm.weight", c.HiddenSize); err != nil {
 			return nil, err
 		}
-		if blk.attn, err = loadMLA(b, p+"self_attn.", l, rope, scale); err != nil {
+		if v1 {
+			blk.attn, err = LoadGQA(b, p+"self_attn.", l, c.AttentionBias, c.AttentionBias, rope)
+		} else {
+			blk.attn, err = loadMLA(b, p+"self_attn.", l, rope, scale)
+		}
+		if err != nil {
 			return nil, err
 		}
 		if isMoELayer(c, l) {
@@ -232,12 +264,17 @@ func buildDeepseek(b *Builder) ([]Block, error) {
 	return blocks, nil
 }
 
-// deepseekBlock is x += mla(norm(x)); x += (dense MLP or MoE)(norm(x)).
+// attention is MLA (V2/V3) or GQA (V1).
+type attention interface {
+	Forward(s *Session, out, xn kernels.Buffer, n, pos0 int) error
+}
+
+// deepseekBlock is x += attn(norm(x)); x += (dense MLP or MoE)(norm(x)).
 type deepseekBlock struct {
 	layer             int
 	cfg               *Config
 	attnNorm, mlpNorm kernels.Buffer
-	attn              *MLA
+	attn              attention
 	mlp               *DenseMLP
 	moe               *MoE
 }

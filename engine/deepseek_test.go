@@ -2,8 +2,10 @@ package engine
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -394,4 +396,118 @@ func BenchmarkDeepseekDecode(b *testing.B) {
 		}
 		require.NoError(b, m.Close())
 	}
+}
+
+// v1FromLlama builds a deepseek (V1 MoE) checkpoint from the llama-mha
+// fixture whose output equals the llama model: every MLP of layers ≥
+// firstDense is split along its intermediate units into a shared expert
+// (the first half) and 4 identical routed experts (the second half). With
+// norm_topk_prob the routed weights sum to 1, so shared + routed = the
+// original MLP whatever the (random) router picks. There is no public
+// transformers reference for V1 (trust_remote_code only); this checks the
+// wiring — llama attention, dense first layer, gate, gather/scatter-add,
+// shared experts — while the routing math is pinned by the V2 fixtures.
+func v1FromLlama(t *testing.T, normTopK bool) (*Config, MapSource) {
+	t.Helper()
+	dir := fixtureDir("llama-mha")
+	ck, err := safetensors.Open(dir)
+	require.NoError(t, err)
+	t.Cleanup(func() { ck.Close() })
+	raw, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	require.NoError(t, err)
+	var js map[string]any
+	require.NoError(t, json.Unmarshal(raw, &js))
+	const experts, half = 4, 64 // llama-mha: hidden 64, intermediate 128
+	js["model_type"] = "deepseek"
+	js["n_routed_experts"] = experts
+	js["num_experts_per_tok"] = 2
+	js["n_shared_experts"] = 1
+	js["moe_intermediate_size"] = half
+	js["first_k_dense_replace"] = 1
+	js["norm_topk_prob"] = normTopK
+	js["scoring_func"] = "softmax"
+	raw, err = json.Marshal(js)
+	require.NoError(t, err)
+	cfg, err := ParseConfig("v1.json", raw)
+	require.NoError(t, err)
+
+	src := MapSource{}
+	for _, n := range ck.Names() {
+		tn, err := ck.Tensor(n)
+		require.NoError(t, err)
+		src[n] = tn
+	}
+	mk := func(name string, rows, cols int, f []float32) {
+		src[name] = &safetensors.Tensor{Name: name, DType: safetensors.F32, Shape: []int{rows, cols}, Data: leFloats(f), File: "v1"}
+	}
+	get := func(name string) []float32 {
+		tn, err := ck.Tensor(name)
+		require.NoError(t, err)
+		f, err := tn.Float32()
+		require.NoError(t, err)
+		delete(src, name)
+		return f
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	const hid, inter = 64, 128
+	for l := 1; l < cfg.NumLayers; l++ {
+		p := LayerPrefix(l) + "mlp."
+		g, u, d := get(p+"gate_proj.weight"), get(p+"up_proj.weight"), get(p+"down_proj.weight")
+		cols := func(from int) []float32 { // down_proj columns [from, from+half)
+			out := make([]float32, 0, hid*half)
+			for r := range hid {
+				out = append(out, d[r*inter+from:r*inter+from+half]...)
+			}
+			return out
+		}
+		mk(p+"shared_experts.gate_proj.weight", half, hid, g[:half*hid])
+		mk(p+"shared_experts.up_proj.weight", half, hid, u[:half*hid])
+		mk(p+"shared_experts.down_proj.weight", hid, half, cols(0))
+		for e := range experts {
+			q := fmt.Sprintf("%sexperts.%d.", p, e)
+			mk(q+"gate_proj.weight", half, hid, g[half*hid:])
+			mk(q+"up_proj.weight", half, hid, u[half*hid:])
+			mk(q+"down_proj.weight", hid, half, cols(half))
+		}
+		gate := make([]float32, experts*hid)
+		for i := range gate {
+			gate[i] = float32(rng.NormFloat64())
+		}
+		mk(p+"gate.weight", experts, hid, gate)
+	}
+	return cfg, src
+}
+
+func TestDeepseekV1ByConstruction(t *testing.T) {
+	ref := filepath.Join(fixtureDir("llama-mha"), "reference.safetensors")
+	for _, norm := range []bool{true, false} {
+		t.Run(fmt.Sprintf("norm_topk_prob=%v", norm), func(t *testing.T) {
+			cfg, src := v1FromLlama(t, norm)
+			m, err := New(cfg, src, WithThreads(2))
+			require.NoError(t, err)
+			defer m.Close()
+			r, err := Verify(context.Background(), m, ref)
+			require.NoError(t, err)
+			t.Logf("worst %.3g at %s, greedy %d/%d", r.Worst, r.WorstAt, r.Match, len(r.RefIDs))
+			st := m.ExpertStats()
+			require.Len(t, st, 1)
+			assert.Equal(t, int64(26), st[0].Tokens)
+			if norm {
+				assert.True(t, r.Passed(1e-4), "worst %.3g at %s", r.Worst, r.WorstAt)
+			} else {
+				// Control: unnormalised softmax weights sum to < 1, so the
+				// routed half is scaled down and the logits move.
+				assert.Greater(t, r.Worst, 1e-3)
+			}
+		})
+	}
+}
+
+// leFloats encodes float32s as little-endian bytes.
+func leFloats(f []float32) []byte {
+	out := make([]byte, 4*len(f))
+	for i, v := range f {
+		binary.LittleEndian.PutUint32(out[4*i:], math.Float32bits(v))
+	}
+	return out
 }
