@@ -42,11 +42,15 @@ type model struct {
 	rope   *kernels.Rope
 }
 
-func gpu(b testing.TB) *cuda.Backend {
+func gpu(b testing.TB, opts ...cuda.Options) *cuda.Backend {
 	if err := cuda.Available(); err != nil {
 		b.Skipf("no GPU: %v", err)
 	}
-	be, err := cuda.New(cuda.Options{KVDType: kernels.F16})
+	o := cuda.Options{KVDType: kernels.F16}
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	be, err := cuda.New(o)
 	require.NoError(b, err)
 	b.Cleanup(func() { be.Close() })
 	return be
@@ -257,7 +261,13 @@ func BenchmarkPrefill7B_2048(b *testing.B) { benchPrefill(b, 2048) }
 // BenchmarkFlashAttention: B=1, H=32, S=4096, D=128, causal, f16 KV cache
 // (the time includes storing K and V into the cache).
 func BenchmarkFlashAttention(b *testing.B) {
-	be := gpu(b)
+	for _, warps := range []int{4, 8} {
+		b.Run(fmt.Sprintf("warps=%d", warps), func(b *testing.B) { benchFlash(b, warps) })
+	}
+}
+
+func benchFlash(b *testing.B, warps int) {
+	be := gpu(b, cuda.Options{KVDType: kernels.F16, FlashWarps: warps})
 	const S, H, D = 4096, 32, 128
 	spec := kernels.KVSpec{Layers: 1, MaxTokens: S, KVHeads: H, KDim: D, VDim: D}
 	kv, err := be.NewKVCache(spec)
@@ -283,7 +293,7 @@ func BenchmarkFlashAttention(b *testing.B) {
 		fl := 4 * float64(S) * float64(S) / 2 * D * H
 		b.ReportMetric(fl/(ms/1e3)/1e12, "TFLOP/s")
 		b.ReportMetric(ms*1e3, "us")
-		b.Logf("flash attention B=1 H=%d S=%d D=%d causal: %.3f ms, %.1f TFLOP/s (%.1f%% of 738)", H, S, D, ms, fl/(ms/1e3)/1e12, fl/(ms/1e3)/peakFLOPs*100)
+		b.Logf("flash attention (%d warps) B=1 H=%d S=%d D=%d causal: %.3f ms, %.1f TFLOP/s (%.1f%% of 738)", warps, H, S, D, ms, fl/(ms/1e3)/1e12, fl/(ms/1e3)/peakFLOPs*100)
 	}
 }
 

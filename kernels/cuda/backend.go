@@ -33,6 +33,9 @@ type Options struct {
 	// KVAuto picks the KV dtype per cache: f16 when every matrix uploaded
 	// so far is 16-bit, f32 as soon as one is f32 (the engine's choice).
 	KVAuto bool
+	// FlashWarps is the warps per flash-attention block (16 query rows
+	// each) for head dims 64 and 128: 4 or 8 (0: the default, 8).
+	FlashWarps int
 	// NoCublasLt forces the built-in GEMM even when cuBLASLt is present.
 	NoCublasLt bool
 }
@@ -49,6 +52,7 @@ type Backend struct {
 	ltErr  error
 	kvdt   kernels.DType
 	kvAuto bool
+	flashW int
 	sawF32 bool
 
 	mu        sync.Mutex
@@ -77,7 +81,7 @@ var kernelNames = []string{
 	"gemm_f32", "gemm_f16", "gemm_bf16", "cvt_f32_bf16", "cvt_f32_f16", "rand_bf16", "rand_f32", "add_bias",
 	"embed_f32", "embed_f16", "embed_bf16", "rmsnorm", "rope", "swiglu", "add", "axpy", "copy2d", "fill", "argmax",
 	"kv_store_f32", "kv_store_f16", "attn_split_f32", "attn_split_f16", "attn_combine",
-	"flash_fwd_16", "flash_fwd_32", "flash_fwd_64", "flash_fwd_128",
+	"flash_fwd_16_4", "flash_fwd_32_4", "flash_fwd_64_4", "flash_fwd_128_4", "flash_fwd_64_8", "flash_fwd_128_8",
 }
 
 // New opens device opts.Device: primary context, one stream, the embedded
@@ -91,6 +95,13 @@ func New(opts Options) (*Backend, error) {
 	if opts.Device < 0 || opts.Device >= len(devs) {
 		return nil, fmt.Errorf("cuda: device %d requested, %d present", opts.Device, len(devs))
 	}
+	switch opts.FlashWarps {
+	case 0:
+		opts.FlashWarps = 8
+	case 4, 8:
+	default:
+		return nil, fmt.Errorf("cuda: FlashWarps %d (4 or 8)", opts.FlashWarps)
+	}
 	if opts.KVDType != kernels.F16 && opts.KVDType != kernels.F32 {
 		return nil, fmt.Errorf("cuda: KV cache dtype %v not supported (f16 or f32)", opts.KVDType)
 	}
@@ -98,7 +109,7 @@ func New(opts Options) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Backend{x: x, info: devs[opts.Device], fn: map[string]function{}, kvdt: opts.KVDType, kvAuto: opts.KVAuto, ropes: map[string]devptr{}}
+	b := &Backend{x: x, info: devs[opts.Device], fn: map[string]function{}, kvdt: opts.KVDType, kvAuto: opts.KVAuto, flashW: opts.FlashWarps, ropes: map[string]devptr{}}
 	b.alloc = newAllocator(x)
 	image := ptxImage
 	if path := os.Getenv("DSGO_PTX"); path != "" {
@@ -123,7 +134,7 @@ func New(opts Options) (*Backend, error) {
 	// Headroom for the kernels' static shared memory.
 	optin := x.attr(attrMaxSharedPerBlockOptin) - 2048
 	b.smemMax = optin
-	for _, name := range []string{"flash_fwd_64", "flash_fwd_128", "attn_split_f32", "attn_split_f16"} {
+	for _, name := range []string{"flash_fwd_64_4", "flash_fwd_128_4", "flash_fwd_64_8", "flash_fwd_128_8", "attn_split_f32", "attn_split_f16"} {
 		if err := x.setMaxDynSmem(b.fn[name], optin); err != nil {
 			b.Close()
 			return nil, err
@@ -868,7 +879,12 @@ func (b *Backend) attention(out, q, k, v kernels.Buffer, cache kernels.KVCache, 
 			dp *= 2
 		}
 		smem := 2 * 2 * 64 * (dp + 8) * 2
-		b.launch(fmt.Sprintf("flash_fwd_%d", dp), dim3{(n + 63) / 64, heads, 1}, dim3{128, 1, 1}, smem, func(a *args) {
+		nw := 4
+		if dp >= 64 {
+			nw = b.flashW
+		}
+		bm := 16 * nw
+		b.launch(fmt.Sprintf("flash_fwd_%d_%d", dp, nw), dim3{(n + bm - 1) / bm, heads, 1}, dim3{32 * nw, 1, 1}, smem, func(a *args) {
 			a.ptr(ob.p).ptr(qb.p).ptr(kbase).ptr(vbase).i32(n).i32(pos0).ptr(b.dp).i32(heads).i32(kvh).i32(kd).f32(scale * math.Log2E)
 		})
 		return
@@ -901,7 +917,7 @@ func (b *Backend) attention(out, q, k, v kernels.Buffer, cache kernels.KVCache, 
 		}
 		c.part, c.partCap = p, need
 	}
-	smem := G * (kd + L) * 4
+	smem := G*(kd+L)*4 + 128*8*4 // q, scores, value partial sums
 	if smem > b.smemMax {
 		b.failf("Attention: %d bytes of shared memory for group %d, kd %d", smem, G, kd)
 		return

@@ -464,6 +464,35 @@ __device__ void attn_split(float* part, const float* q, const KT* kc, const KT* 
     qs[j] = q[(size_t)i * heads * kd + (size_t)(g * G + h) * kd + d] * scale;
   }
   __syncthreads();
+  float* red = sc + G * L;      // [nt * 8] partial sums (vector path)
+  // 16-byte K/V rows (f16, dims multiple of 8, power-of-two value chunks):
+  // 16 lanes per key for scores, keys spread over thread groups for values.
+  const bool vec = sizeof(KT) == 2 && kd % 8 == 0 && vd % 8 == 0 && (nt % (vd / 8)) == 0 && vhs % 8 == 0 &&
+                   kstride % 8 == 0 && vstride % 8 == 0;
+  if (vec) {
+    const int l16 = tid & 15, g16 = tid >> 4, ng16 = nt >> 4, nch = kd / 8;
+    for (int jb = 0; jb < len; jb += ng16) {
+      const int j = jb + g16;
+      const bool ok = j < len;
+      const uint4* kr = reinterpret_cast<const uint4*>(kc + (size_t)(start + (ok ? j : 0)) * kstride + (size_t)g * kd);
+      for (int h = 0; h < G; h++) {
+        float a = 0.f;
+        if (ok)
+          for (int c = l16; c < nch; c += 16) {
+            float kf[8];
+            V16<__half>::cvt(kr[c], kf);
+            const float* qh = qs + h * kd + c * 8;
+#pragma unroll
+            for (int e = 0; e < 8; e++) a = fmaf(kf[e], qh[e], a);
+          }
+        a += __shfl_xor_sync(0xffffffffu, a, 1);
+        a += __shfl_xor_sync(0xffffffffu, a, 2);
+        a += __shfl_xor_sync(0xffffffffu, a, 4);
+        a += __shfl_xor_sync(0xffffffffu, a, 8);
+        if (ok && l16 == 0) sc[h * L + j] = a;
+      }
+    }
+  } else {
   // Scores: 8 lanes per key.
   const int sub = tid & 7, grp = tid >> 3, ngrp = nt >> 3;
   // The loop bound is uniform across the warp so the shuffles never diverge.
@@ -481,6 +510,7 @@ __device__ void attn_split(float* part, const float* q, const KT* kc, const KT* 
       if (ok && sub == 0) sc[h * L + j] = a;
     }
   }
+  }
   __syncthreads();
   // Per head max and exp (one warp per head).
   __shared__ float mx[64], sum[64];
@@ -495,6 +525,33 @@ __device__ void attn_split(float* part, const float* q, const KT* kc, const KT* 
     if (lane == 0) { mx[h] = m; sum[h] = l; }
   }
   __syncthreads();
+  if (vec) {
+    const int nvc = vd / 8, c = tid % nvc, kg = tid / nvc, nkg = nt / nvc;
+    for (int h = 0; h < G; h++) {
+      float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+      const float* ph = sc + h * L;
+#pragma unroll 4
+      for (int j = kg; j < len; j += nkg) {
+        float vf[8];
+        V16<__half>::cvt(reinterpret_cast<const uint4*>(vc + (size_t)(start + j) * vstride + (size_t)g * vhs)[c], vf);
+        const float p = ph[j];
+#pragma unroll
+        for (int e = 0; e < 8; e++) acc[e] = fmaf(p, vf[e], acc[e]);
+      }
+#pragma unroll
+      for (int e = 0; e < 8; e++) red[kg * vd + c * 8 + e] = acc[e];
+      __syncthreads();
+      float* pp = pbase + ((size_t)h * nsplit + s) * (vd + 2);
+      for (int d = tid; d < vd; d += nt) {
+        float a = 0.f;
+        for (int k = 0; k < nkg; k++) a += red[k * vd + d];
+        pp[d] = a;
+      }
+      if (tid == 0) { pp[vd] = mx[h]; pp[vd + 1] = sum[h]; }
+      __syncthreads();
+    }
+    return;
+  }
   for (int idx = tid; idx < G * vd; idx += nt) {
     int h = idx / vd, d = idx % vd;
     const KT* vp = vc + (size_t)start * vstride + (size_t)g * vhs + d;
@@ -536,11 +593,12 @@ extern "C" __global__ void attn_combine(float* out, const float* part, int heads
 
 // ---------------------------------------------------------------- flash attention (prefill)
 // Causal flash attention over an f16 KV cache with tensor cores
-// (mma.sync m16n8k16, f32 accumulation), FlashAttention-2 style: a block of 4
-// warps owns 64 query rows of one head (16 per warp) and streams 64-key tiles
+// (mma.sync m16n8k16, f32 accumulation), FlashAttention-2 style: a block of
+// warps owns 16 query rows per warp of one head and streams 64-key tiles
 // of K and V through double-buffered shared memory (cp.async). Online softmax
 // in float32 (log2 domain). DP is the head dim padded to 16; the real head
-// dim D must be a multiple of 8 (16-byte rows).
+// dim D must be a multiple of 8 (16-byte rows). NW warps per block (16 query
+// rows each) share every K/V tile: 8 warps halve the L2→SM traffic of 4.
 
 DEVI unsigned smem_u32(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
 DEVI void cp_async16(void* dst, const void* src, bool valid) {
@@ -568,10 +626,10 @@ DEVI unsigned pack_h2(float lo, float hi) {
   return *reinterpret_cast<unsigned*>(&h);
 }
 
-template <int DP>
+template <int DP, int NW>
 __device__ void flash_fwd(float* out, const float* q, const __half* kc, const __half* vc, int n, int pos0,
                           const int* dp, int heads, int kvh, int D, float scale_log2) {
-  constexpr int BM = 64, BN = 64, ST = DP + 8;  // row stride in halves (+16 bytes: no ldmatrix bank conflicts)
+  constexpr int BM = 16 * NW, BN = 64, ST = DP + 8;  // row stride in halves (+16 bytes: no ldmatrix bank conflicts)
   extern __shared__ __align__(16) unsigned char smraw[];
   __half* Ks = reinterpret_cast<__half*>(smraw);  // [2][BN][ST]
   __half* Vs = Ks + 2 * BN * ST;                   // [2][BN][ST]
@@ -608,7 +666,7 @@ __device__ void flash_fwd(float* out, const float* q, const __half* kc, const __
 
   auto load_tile = [&](int kt, int buf) {
     constexpr int CH = DP / 8;  // 16-byte chunks per row
-    for (int c = tid; c < BN * CH; c += 128) {
+    for (int c = tid; c < BN * CH; c += 32 * NW) {
       int r = c / CH, ch = c % CH;
       int key = kt * BN + r;
       bool valid = key < kend && ch * 8 < D;
@@ -728,13 +786,15 @@ __device__ void flash_fwd(float* out, const float* q, const __half* kc, const __
     }
   }
 }
-#define FLASH(DP)                                                                                   \
-  extern "C" __global__ void __launch_bounds__(128) flash_fwd_##DP(                                 \
+#define FLASH(DP, NW)                                                                               \
+  extern "C" __global__ void __launch_bounds__(32 * NW) flash_fwd_##DP##_##NW(                      \
       float* out, const float* q, const __half* kc, const __half* vc, int n, int pos0, const int* dp, \
       int heads, int kvh, int D, float sl2) {                                                       \
-    flash_fwd<DP>(out, q, kc, vc, n, pos0, dp, heads, kvh, D, sl2);                                 \
+    flash_fwd<DP, NW>(out, q, kc, vc, n, pos0, dp, heads, kvh, D, sl2);                             \
   }
-FLASH(16)
-FLASH(32)
-FLASH(64)
-FLASH(128)
+FLASH(16, 4)
+FLASH(32, 4)
+FLASH(64, 4)
+FLASH(128, 4)
+FLASH(64, 8)
+FLASH(128, 8)

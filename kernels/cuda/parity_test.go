@@ -204,8 +204,9 @@ func TestMatMulParity(t *testing.T) {
 }
 
 func TestAttentionParity(t *testing.T) {
-	for _, kvdt := range []kernels.DType{kernels.F32, kernels.F16} {
-		r := newRig(t, Options{KVDType: kvdt})
+	for _, o := range []Options{{KVDType: kernels.F32}, {KVDType: kernels.F16, FlashWarps: 8}, {KVDType: kernels.F16, FlashWarps: 4}} {
+		kvdt := o.KVDType
+		r := newRig(t, o)
 		tol := tolF32
 		if kvdt == kernels.F16 {
 			tol = tol16
@@ -238,11 +239,11 @@ func TestAttentionParity(t *testing.T) {
 					q := r.rand(n * c.heads * c.kd)
 					k := r.rand(n * c.kvh * c.kd)
 					v := r.rand(n * c.kvh * c.kd)
-					o := r.poisoned(n * c.heads * c.kd)
-					r.g.Attention(o.g, q.g, k.g, v.g, gc, layer, pos, n, c.heads, scale)
-					r.c.Attention(o.c, q.c, k.c, v.c, cc, layer, pos, n, c.heads, scale)
-					r.check(fmt.Sprintf("kv=%v h=%d/%d d=%d step%d n=%d pos=%d layer%d", kvdt, c.heads, c.kvh, c.kd, si, n, pos, layer),
-						o, n*c.heads*c.kd, tol)
+					out := r.poisoned(n * c.heads * c.kd)
+					r.g.Attention(out.g, q.g, k.g, v.g, gc, layer, pos, n, c.heads, scale)
+					r.c.Attention(out.c, q.c, k.c, v.c, cc, layer, pos, n, c.heads, scale)
+					r.check(fmt.Sprintf("kv=%v w=%d h=%d/%d d=%d step%d n=%d pos=%d layer%d", kvdt, o.FlashWarps, c.heads, c.kvh, c.kd, si, n, pos, layer),
+						out, n*c.heads*c.kd, tol)
 				}
 				pos += n
 			}
