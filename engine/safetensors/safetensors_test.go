@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"testing/fstest"
 	"unsafe"
@@ -580,4 +581,38 @@ func TestOpenMissing(t *testing.T) {
 func itoa(n int) string {
 	b, _ := json.Marshal(n)
 	return string(b)
+}
+
+func TestConcurrentReads(t *testing.T) {
+	// Many goroutines reading one checkpoint (run under -race in CI).
+	c, err := Open(filepath.Join(testdata, "models", "llama-mha-bf16-sharded"))
+	require.NoError(t, err)
+	defer c.Close()
+	names := c.Names()
+	sums := make([]float64, 4)
+	var wg sync.WaitGroup
+	for g := range sums {
+		wg.Go(func() {
+			for _, n := range names {
+				tn, err := c.Tensor(n)
+				if err != nil || !c.Has(n) {
+					t.Error(err)
+					return
+				}
+				v, err := tn.Float32()
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				for _, x := range v {
+					sums[g] += float64(x)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for g := range sums {
+		assert.Equal(t, sums[0], sums[g])
+	}
+	assert.NotZero(t, sums[0])
 }
