@@ -224,7 +224,7 @@ type jsonResult struct {
 	IDs             []int   `json:"ids"`
 	PromptTokens    int     `json:"prompt_tokens"`
 	GeneratedTokens int     `json:"generated_tokens"`
-	Stop            string  `json:"stop"` // "eos" or "length"
+	Stop            string  `json:"stop"` // "eos", "length" or "interrupted"
 	Seed            uint64  `json:"seed"`
 	Temperature     float32 `json:"temperature"`
 	LoadMS          float64 `json:"load_ms"`
@@ -378,7 +378,9 @@ func generateOnce(ctx context.Context, m *engine.Model, o *genOptions, s engine.
 	if o.stats {
 		printExpertStats(stderr, m)
 	}
-	return nil
+	// An interrupted run has printed what it generated and its timings,
+	// and still exits non-zero.
+	return genErr
 }
 
 // decodeTokens is the number of tokens produced by decode steps: the first

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -255,4 +256,35 @@ func TestInfo(t *testing.T) {
 	for _, s := range []string{"deepseek_v2", "parameters", "KV cache", "MLA: kv_lora_rank", "experts", "devices", "cpu "} {
 		assert.Contains(t, stdout, s)
 	}
+}
+
+// cancelWriter cancels a context once it has received n writes.
+type cancelWriter struct {
+	bytes.Buffer
+	n      int
+	cancel func()
+}
+
+func (w *cancelWriter) Write(p []byte) (int, error) {
+	if w.n--; w.n == 0 {
+		w.cancel()
+	}
+	return w.Buffer.Write(p)
+}
+
+func (w *cancelWriter) WriteString(s string) (int, error) { return w.Write([]byte(s)) }
+
+func TestInterrupt(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := &cancelWriter{n: 4, cancel: cancel}
+	var errb bytes.Buffer
+	code := runContext(ctx, []string{"--temp", "0", "-p", "", "-n", "200"}, strings.NewReader(""), out, &errb)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errb.String(), "prompt eval", "timings are still printed")
+	assert.Contains(t, errb.String(), "deepseek-run: interrupted")
+	text, _ := greedyFromBOS(t)
+	got := strings.TrimSuffix(out.String(), "\n")
+	assert.True(t, strings.HasPrefix(text, got), "%q", got)
+	assert.Less(t, len(got), 40, "generation stopped right after the cancellation")
 }
