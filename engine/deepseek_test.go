@@ -511,3 +511,44 @@ func leFloats(f []float32) []byte {
 	}
 	return out
 }
+
+// TestDeepseekRopeScale pins the YaRN softmax scale and rope of the real
+// DeepSeek-V2-Lite config (rope_scaling yarn ×40, original 4096, mscale =
+// mscale_all_dim = 0.707): scale = 192^-½ · (0.1·0.707·ln40 + 1)², cos/sin
+// factor 1; the correction range is [floor 10.47, ceil 22.51] = [10, 23]:
+// dims up to 10 keep the base frequency, from 23 on they are divided by 40,
+// those between blend.
+func TestDeepseekRopeScale(t *testing.T) {
+	cfg, err := ParseConfig("v2-lite.json", []byte(`{"model_type":"deepseek_v2","vocab_size":102400,"hidden_size":2048,
+	 "intermediate_size":10944,"num_hidden_layers":27,"num_attention_heads":16,"max_position_embeddings":163840,
+	 "kv_lora_rank":512,"q_lora_rank":null,"qk_nope_head_dim":128,"qk_rope_head_dim":64,"v_head_dim":128,
+	 "moe_intermediate_size":1408,"n_routed_experts":64,"num_experts_per_tok":6,"n_shared_experts":2,
+	 "first_k_dense_replace":1,"topk_method":"greedy","rope_theta":10000,
+	 "rope_scaling":{"type":"yarn","factor":40,"original_max_position_embeddings":4096,"beta_fast":32,"beta_slow":1,"mscale":0.707,"mscale_all_dim":0.707}}`))
+	require.NoError(t, err)
+	rope, scale, err := deepseekRope(cfg)
+	require.NoError(t, err)
+	m := 0.1*0.707*math.Log(40) + 1
+	assert.InDelta(t, m*m/math.Sqrt(192), float64(scale), 1e-7)
+	assert.InDelta(t, 0.114721, float64(scale), 1e-6)
+	assert.Equal(t, float32(1), rope.Scale)
+	assert.True(t, rope.Interleaved)
+	require.Len(t, rope.InvFreq, 32)
+	for i, f := range rope.InvFreq {
+		base := math.Pow(10000, -float64(2*i)/64)
+		switch {
+		case i <= 10:
+			assert.InDelta(t, base, float64(f), 1e-7*base, "dim %d", i)
+		case i >= 23:
+			assert.InDelta(t, base/40, float64(f), 1e-7*base, "dim %d", i)
+		default:
+			assert.True(t, float64(f) < base && float64(f) > base/40, "dim %d blends", i)
+		}
+	}
+
+	// Without rope_scaling the scale is plain 1/sqrt(qk_head_dim).
+	cfg.RopeScaling = nil
+	_, scale, err = deepseekRope(cfg)
+	require.NoError(t, err)
+	assert.InDelta(t, 1/math.Sqrt(192), float64(scale), 1e-7)
+}
