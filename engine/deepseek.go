@@ -3,9 +3,9 @@ package engine
 // DeepSeek V2 and V3 (model_type deepseek_v2, deepseek_v3): multi-head latent
 // attention (MLA), mixture of experts with shared experts, YaRN rope and fp8
 // block-quantised checkpoints. DeepSeek V1 MoE (model_type deepseek,
-// deepseek-moe-16b) is llama attention with the same MoE layers. The reference is transformers'
-// modeling_deepseek_v2.py / modeling_deepseek_v3.py and DeepSeek's own
-// modeling_deepseek.py on the hub.
+// deepseek-moe-16b) is llama attention with the same MoE layers. The
+// reference is transformers' modeling_deepseek_v2.py / modeling_deepseek_v3.py
+// and DeepSeek's own modeling_deepseek.py on the hub.
 //
 // MLA runs two ways (WithMLA):
 //   - naive: kv_b_proj expands the latent into per-head keys and values; the

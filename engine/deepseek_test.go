@@ -552,3 +552,31 @@ func TestDeepseekRopeScale(t *testing.T) {
 	require.NoError(t, err)
 	assert.InDelta(t, 1/math.Sqrt(192), float64(scale), 1e-7)
 }
+
+// BenchmarkDeepseekPrefill measures prompt processing of 512 tokens on
+// both MLA paths (the bench model of BenchmarkDeepseekDecode).
+func BenchmarkDeepseekPrefill(b *testing.B) {
+	cfg, err := ParseConfig("bench", []byte(benchDeepseekConfig))
+	require.NoError(b, err)
+	ctx := context.Background()
+	const n = 512
+	prompt := make([]int, n)
+	for i := range prompt {
+		prompt[i] = (i * 7919) % cfg.VocabSize
+	}
+	for _, path := range []string{MLAAbsorbed, MLANaive} {
+		m, err := New(cfg, RandomSource{DType: safetensors.BF16, Seed: 7}, WithMLA(path))
+		require.NoError(b, err)
+		b.Run(path, func(b *testing.B) {
+			s, err := m.NewSession(n)
+			require.NoError(b, err)
+			for b.Loop() {
+				s.Reset()
+				_, err := s.Last(ctx, prompt)
+				require.NoError(b, err)
+			}
+			b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "tok/s")
+		})
+		require.NoError(b, m.Close())
+	}
+}
