@@ -79,8 +79,14 @@ func thinkPrefix(prompt string) string {
 // streamText generates from ids and fills each Token's Text; prefix is
 // prepended to the first Token's Text.
 func (m *Model) streamText(ctx context.Context, ids []int, prefix string, o GenerateOptions, yield func(Token, error) bool) {
-	dec := newTextStream(m.tok, ids)
-	for t, err := range m.GenerateIDs(ctx, ids, o) {
+	m.decodeText(ids, prefix, m.GenerateIDs(ctx, ids, o), yield)
+}
+
+// decodeText passes seq's tokens (generated after prompt) on to yield
+// with their Text filled in.
+func (m *Model) decodeText(prompt []int, prefix string, seq iter.Seq2[Token, error], yield func(Token, error) bool) {
+	dec := newTextStream(m.tok, prompt)
+	for t, err := range seq {
 		if err != nil {
 			yield(t, err)
 			return
@@ -113,10 +119,8 @@ type textStream struct {
 const streamContext = 6
 
 func newTextStream(tok *tokenizer.Tokenizer, prompt []int) *textStream {
-	s := &textStream{tok: tok, ids: append([]int(nil), prompt...)}
-	s.read = len(s.ids)
-	s.prefix = max(0, s.read-streamContext)
-	return s
+	tail := prompt[max(0, len(prompt)-streamContext):]
+	return &textStream{tok: tok, ids: append([]int(nil), tail...), read: len(tail)}
 }
 
 func (s *textStream) next(id int) string {
