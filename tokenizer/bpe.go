@@ -1,7 +1,6 @@
 package tokenizer
 
 import (
-	"container/heap"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -367,22 +366,52 @@ type mergeItem struct {
 	newID int32
 }
 
+// mergeHeap is a binary min-heap by (rank, pos), hand-rolled to avoid
+// container/heap's interface boxing (one allocation per push).
 type mergeHeap []mergeItem
 
-func (h mergeHeap) Len() int { return len(h) }
-func (h mergeHeap) Less(i, j int) bool {
+func (h mergeHeap) less(i, j int) bool {
 	if h[i].rank != h[j].rank {
 		return h[i].rank < h[j].rank
 	}
 	return h[i].pos < h[j].pos
 }
-func (h mergeHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *mergeHeap) Push(x any)   { *h = append(*h, x.(mergeItem)) }
-func (h *mergeHeap) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return x
+
+func (h *mergeHeap) push(x mergeItem) {
+	*h = append(*h, x)
+	q := *h
+	for i := len(q) - 1; i > 0; {
+		p := (i - 1) / 2
+		if !q.less(i, p) {
+			break
+		}
+		q[i], q[p] = q[p], q[i]
+		i = p
+	}
+}
+
+func (h *mergeHeap) pop() mergeItem {
+	q := *h
+	top := q[0]
+	n := len(q) - 1
+	q[0] = q[n]
+	q = q[:n]
+	for i := 0; ; {
+		l, r, m := 2*i+1, 2*i+2, i
+		if l < n && q.less(l, m) {
+			m = l
+		}
+		if r < n && q.less(r, m) {
+			m = r
+		}
+		if m == i {
+			break
+		}
+		q[i], q[m] = q[m], q[i]
+		i = m
+	}
+	*h = q
+	return top
 }
 
 // mergeAll applies merges lowest rank first (ties: leftmost), exactly as
@@ -394,12 +423,11 @@ func (m *bpe) mergeAll(syms []symbol) {
 	h := make(mergeHeap, 0, len(syms))
 	for i := 0; i+1 < len(syms); i++ {
 		if v, ok := m.merges[pairKey(syms[i].id, syms[i+1].id)]; ok {
-			h = append(h, mergeItem{pos: int32(i), rank: v.rank, newID: v.newID})
+			h.push(mergeItem{pos: int32(i), rank: v.rank, newID: v.newID})
 		}
 	}
-	heap.Init(&h)
-	for h.Len() > 0 {
-		top := heap.Pop(&h).(mergeItem)
+	for len(h) > 0 {
+		top := h.pop()
 		s := &syms[top.pos]
 		if s.len == 0 || s.next == -1 {
 			continue
@@ -419,13 +447,13 @@ func (m *bpe) mergeAll(syms []symbol) {
 		if s.prev != -1 {
 			p := syms[s.prev]
 			if v, ok := m.merges[pairKey(p.id, s.id)]; ok {
-				heap.Push(&h, mergeItem{pos: s.prev, rank: v.rank, newID: v.newID})
+				h.push(mergeItem{pos: s.prev, rank: v.rank, newID: v.newID})
 			}
 		}
 		if s.next != -1 {
 			n := syms[s.next]
 			if v, ok := m.merges[pairKey(s.id, n.id)]; ok {
-				heap.Push(&h, mergeItem{pos: top.pos, rank: v.rank, newID: v.newID})
+				h.push(mergeItem{pos: top.pos, rank: v.rank, newID: v.newID})
 			}
 		}
 	}

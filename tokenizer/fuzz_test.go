@@ -27,7 +27,7 @@ func FuzzEncodeDecode(f *testing.F) {
 			want string // expected decode, or "" to skip the roundtrip
 		}{
 			{"deepseek-v3", dsv3, s},
-			{"qwen2", qwen, nfc(s)},                          // NFC normalizer
+			{"qwen2", qwen, nfc(s)},      // NFC normalizer
 			{"stories260K", stories, ""}, // set below
 		} {
 			ids, err := tc.tok.Encode(s, false)

@@ -415,42 +415,51 @@ func (sm scanMatcher) next(s string, p int) (int, int, bool) {
 	return 0, 0, false
 }
 
-// Character classes with Oniguruma's Unicode meaning.
-func isSpace(r rune) bool { return unicode.IsSpace(r) }
-func isL(r rune) bool {
-	if uint32(r) < utf8.RuneSelf {
-		return 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z'
-	}
-	return unicode.IsLetter(r)
-}
-func isN(r rune) bool {
-	if uint32(r) < utf8.RuneSelf {
-		return '0' <= r && r <= '9'
-	}
-	return unicode.IsNumber(r)
-}
-func isM(r rune) bool { return r >= 0x300 && unicode.IsMark(r) }
-func isP(r rune) bool {
-	if uint32(r) < utf8.RuneSelf {
-		return asciiPunct[r]
-	}
-	return unicode.IsPunct(r)
-}
-func isS(r rune) bool {
-	if uint32(r) < utf8.RuneSelf {
-		return asciiSymbol[r]
-	}
-	return unicode.IsSymbol(r)
-}
-func isCRLF(r rune) bool { return r == '\r' || r == '\n' }
+// Character classes with Oniguruma's Unicode meaning, looked up in a BMP
+// table (the unicode package's range search dominated pre-tokenization).
+const (
+	clsL uint8 = 1 << iota
+	clsN
+	clsM
+	clsP
+	clsS
+	clsSpace
+)
 
-var asciiPunct, asciiSymbol = func() (p, s [128]bool) {
-	for r := rune(0); r < 128; r++ {
-		p[r] = unicode.IsPunct(r)
-		s[r] = unicode.IsSymbol(r)
+// bmpClass is built once at init from the unicode range tables and never
+// written afterwards.
+var bmpClass = func() *[0x10000]uint8 {
+	t := new([0x10000]uint8)
+	set := func(tab *unicode.RangeTable, bit uint8) {
+		for _, r := range tab.R16 {
+			for c := uint32(r.Lo); c <= uint32(r.Hi); c += uint32(r.Stride) {
+				t[c] |= bit
+			}
+		}
 	}
-	return
+	set(unicode.L, clsL)
+	set(unicode.N, clsN)
+	set(unicode.M, clsM)
+	set(unicode.P, clsP)
+	set(unicode.S, clsS)
+	set(unicode.White_Space, clsSpace)
+	return t
 }()
+
+func hasClass(r rune, bit uint8, slow func(rune) bool) bool {
+	if uint32(r) < 0x10000 {
+		return bmpClass[r]&bit != 0
+	}
+	return r >= 0 && slow(r)
+}
+
+func isSpace(r rune) bool { return hasClass(r, clsSpace, unicode.IsSpace) }
+func isL(r rune) bool     { return hasClass(r, clsL, unicode.IsLetter) }
+func isN(r rune) bool     { return hasClass(r, clsN, unicode.IsNumber) }
+func isM(r rune) bool     { return hasClass(r, clsM, unicode.IsMark) }
+func isP(r rune) bool     { return hasClass(r, clsP, unicode.IsPunct) }
+func isS(r rune) bool     { return hasClass(r, clsS, unicode.IsSymbol) }
+func isCRLF(r rune) bool  { return r == '\r' || r == '\n' }
 
 func decodeAt(s string, p int) (rune, int) {
 	if p >= len(s) {
