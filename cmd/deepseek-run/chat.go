@@ -16,11 +16,16 @@ const chatHelp = `commands: /bye (or end of input) quits, /clear forgets the con
 
 // runChat is the interactive REPL: each line on stdin is a user turn; the
 // reply streams to stdout and joins the conversation, which is rendered
-// with the checkpoint's chat template every turn. Prompts and notes go to
+// with the checkpoint's chat template every turn; the KV cache is kept
+// between turns, so only the new part of the conversation is prefilled. Prompts and notes go to
 // stderr so stdout holds only the replies.
 func runChat(ctx context.Context, m *engine.Model, o *genOptions, s engine.SamplerOptions, stdin io.Reader, stdout, stderr io.Writer) error {
 	if tok := m.Tokenizer(); tok == nil || !hasChatTemplate(tok) {
 		return fmt.Errorf("--chat needs a chat template, and this checkpoint's tokenizer_config.json has none; use -p for plain text completion")
+	}
+	conv, err := m.NewConversation(min(o.ctx, contextLength(m)))
+	if err != nil {
+		return err
 	}
 	var history []tokenizer.Message
 	if o.system != "" {
@@ -51,34 +56,39 @@ func runChat(ctx context.Context, m *engine.Model, o *genOptions, s engine.Sampl
 			continue
 		}
 		msgs := append(slices.Clip(history), tokenizer.Message{Role: "user", Content: line})
-		p, err := prepare(m, o, msgs)
-		if err != nil {
-			// Most likely the conversation outgrew the context: keep the
-			// REPL alive and say how to recover.
-			fmt.Fprintf(stderr, "error: %s (use /clear to start over)\n", oneLine(err.Error()))
-			continue
-		}
 		ts := s
 		ts.Seed = s.Seed + uint64(turn) // reproducible, yet not the same draw every turn
 		var st engine.Stats
+		opts := engine.GenerateOptions{Sampling: ts, Stats: &st}
+		if o.n > 0 {
+			opts.MaxTokens = o.n
+		}
 		var reply strings.Builder
-		_, err = stream(ctx, m, p, ts, &st, func(piece string) error {
-			reply.WriteString(piece)
-			_, err := io.WriteString(stdout, piece)
-			return err
-		})
-		if !strings.HasSuffix(reply.String(), "\n") {
+		var err error
+		for t, terr := range conv.Chat(ctx, msgs, opts) {
+			if err = terr; err != nil {
+				break
+			}
+			reply.WriteString(t.Text)
+			if _, err = io.WriteString(stdout, t.Text); err != nil {
+				break
+			}
+		}
+		if reply.Len() > 0 && !strings.HasSuffix(reply.String(), "\n") {
 			fmt.Fprintln(stdout)
 		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			fmt.Fprintf(stderr, "error: %s\n", oneLine(err.Error()))
+			// Most likely the conversation outgrew the context: keep the
+			// REPL alive and say how to recover.
+			fmt.Fprintf(stderr, "error: %s (use /clear to start over)\n", oneLine(err.Error()))
 			continue
 		}
 		history = append(msgs, tokenizer.Message{Role: "assistant", Content: strings.TrimSpace(reply.String())})
-		fmt.Fprintf(stderr, "(%d prompt tokens at %.1f tok/s, %d generated at %.1f tok/s)\n",
-			st.PromptTokens, perSec(st.PromptTokens, st.Prefill), st.GeneratedTokens, perSec(decodeTokens(st), st.Decode))
+		fresh := st.PromptTokens - conv.Reused()
+		fmt.Fprintf(stderr, "(%d prompt tokens, %d reused from the cache, %d new at %.1f tok/s; %d generated at %.1f tok/s)\n",
+			st.PromptTokens, conv.Reused(), fresh, perSec(fresh, st.Prefill), st.GeneratedTokens, st.DecodeTokensPerSec())
 	}
 }
