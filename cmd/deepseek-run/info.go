@@ -75,6 +75,11 @@ func runInfo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	small := min(int64(*ctxTokens), maxCtx)
 	w("KV cache", "%s per token: %s at %d tokens, %s at the full %d", humanBytes(info.KVBytesPerTok),
 		humanBytes(info.KVBytesPerTok*small), small, humanBytes(info.KVBytesPerTok*maxCtx), maxCtx)
+	if mc, ok := m.MLACache(); ok { // MLA: the absorbed cache next to what the naive one would take
+		w("MLA cache", "%s path; absorbed %s per token (%d layers × %d values), naive would be %s (%.1f×)",
+			m.MLAPath(), humanBytes(mc.AbsorbedBytes), cfg.NumLayers, cfg.KVLoraRank+cfg.QKRopeHeadDim,
+			humanBytes(mc.NaiveBytes), float64(mc.NaiveBytes)/float64(mc.AbsorbedBytes))
+	}
 	if tok := m.Tokenizer(); tok != nil {
 		tmpl := "no chat template"
 		if hasChatTemplate(tok) {
