@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/deepseek-go/deepseek-go/kernels/cuda"
 )
 
 // runInfo implements "deepseek-run info": load the checkpoint on the CPU
@@ -103,7 +105,19 @@ func runInfo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	} else {
 		fmt.Fprintf(stdout, "  cpu         needs %s with a %d-token cache\n", humanBytes(need), small)
 	}
-	fmt.Fprintf(stdout, "  cuda        needs %s of GPU memory with a %d-token cache (--device cuda; auto picks a GPU when one is usable)\n", humanBytes(need), small)
+	devs, err := cuda.Devices()
+	if err != nil {
+		fmt.Fprintf(stdout, "  cuda        needs %s of GPU memory with a %d-token cache; no GPU usable here: %s\n", humanBytes(need), small, oneLine(err.Error()))
+		return nil
+	}
+	for _, d := range devs {
+		verdict := "fits"
+		if need > d.TotalMem {
+			verdict = "does NOT fit"
+		}
+		fmt.Fprintf(stdout, "  cuda:%d      %s (sm_%d%d, %s): needs %s with a %d-token cache: %s\n",
+			d.Ordinal, d.Name, d.Major, d.Minor, humanBytes(d.TotalMem), humanBytes(need), small, verdict)
+	}
 	return nil
 }
 
