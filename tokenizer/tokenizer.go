@@ -544,7 +544,9 @@ func (tr *trie) split(s string, f func(seg string, tok *addedToken)) {
 			startSpace := start == 0 || !endsWithWord(s[:start])
 			stopSpace := stop == len(s) || !startsWithWord(s[stop:])
 			if !startSpace || !stopSpace {
-				i++
+				// HF filters the non-overlapping matches after the search, so
+				// the search resumes after the rejected match.
+				i = stop
 				continue
 			}
 		}
@@ -567,7 +569,12 @@ func (tr *trie) split(s string, f func(seg string, tok *addedToken)) {
 	}
 }
 
-func isWordChar(r rune) bool { return unicode.IsLetter(r) || unicode.IsNumber(r) || r == '_' }
+// isWordChar is Rust regex's Unicode \w (HF's single_word check):
+// Alphabetic, marks, decimal digits, connector punctuation, join controls.
+func isWordChar(r rune) bool {
+	return unicode.IsLetter(r) || unicode.IsMark(r) || unicode.Is(unicode.Nd, r) || unicode.Is(unicode.Nl, r) ||
+		unicode.Is(unicode.Pc, r) || unicode.Is(unicode.Other_Alphabetic, r) || r == 0x200C || r == 0x200D
+}
 
 func endsWithWord(s string) bool {
 	r, _ := utf8.DecodeLastRuneInString(s)
