@@ -18,7 +18,7 @@ type split struct {
 // non-normalized added tokens, normalize the rest, split on normalized ones.
 func extract(tok *Tokenizer, text string) []split {
 	var out []split
-	tok.rawTrie.split(text, func(seg string, a *addedToken) {
+	tok.rawTrie.split(text, func(seg string, _ int, a *addedToken) {
 		if a != nil {
 			out = append(out, split{seg, a.ID})
 			return
@@ -26,7 +26,7 @@ func extract(tok *Tokenizer, text string) []split {
 		if tok.normalizer != nil {
 			seg = tok.normalizer.normalize(seg)
 		}
-		tok.normTrie.split(seg, func(seg string, a *addedToken) {
+		tok.normTrie.split(seg, func(seg string, _ int, a *addedToken) {
 			if a != nil {
 				out = append(out, split{seg, a.ID})
 			} else if seg != "" {
@@ -91,4 +91,33 @@ func TestAddedVocabularyHFCases(t *testing.T) {
 		tok := lowercaseTokenizer(t, []addedSpec{{Content: "ab", ID: 0, SingleWord: true}, {Content: "b c", ID: 1}})
 		assert.Equal(t, []split{{"xab c", -1}}, extract(tok, "xab c"))
 	})
+}
+
+// Llama-2/Mistral-style tokenizers (legacy=false) prepend ▁ only at the
+// start of the input (Metaspace prepend_scheme "first"), not after an
+// added token; the Metaspace decoder drops ▁ from the first token.
+func TestMetaspacePrependFirst(t *testing.T) {
+	js := `{"added_tokens": [{"id": 0, "content": "<s>", "special": true}],
+		"pre_tokenizer": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": false},
+		"decoder": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": false},
+		"model": {"type": "BPE", "vocab": {"<s>": 0, "▁": 1, "H": 2, "i": 3, "▁H": 4, "▁Hi": 5, "Hi": 6},
+			"merges": ["▁ H", "▁H i", "H i"]}}`
+	tok, err := FromBytes([]byte(js), nil)
+	require.NoError(t, err)
+	tests := []struct {
+		text string
+		ids  []int
+		dec  string
+	}{
+		{"Hi", []int{5}, "Hi"},
+		{"<s>Hi", []int{0, 6}, "<s>Hi"},
+		{"Hi Hi", []int{5, 5}, "Hi Hi"},
+		{"Hi<s> Hi", []int{5, 0, 5}, "Hi<s> Hi"},
+	}
+	for _, tc := range tests {
+		ids, err := tok.Encode(tc.text, false)
+		require.NoError(t, err)
+		assert.Equal(t, tc.ids, ids, tc.text)
+		assert.Equal(t, tc.dec, tok.Decode(ids), tc.text)
+	}
 }

@@ -177,7 +177,7 @@ func TestAddedTokenFlags(t *testing.T) {
 	// Check behaviour through the segments rather than hand-computed ids.
 	seg := func(tok *Tokenizer, s string) []string {
 		var out []string
-		tok.rawTrie.split(s, func(seg string, a *addedToken) {
+		tok.rawTrie.split(s, func(seg string, _ int, a *addedToken) {
 			if a != nil {
 				out = append(out, "["+seg+"]")
 			} else {

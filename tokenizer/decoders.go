@@ -137,8 +137,8 @@ func (d decStrip) decodeChain(tokens []string) []string {
 	return out
 }
 
-// decMetaspace turns the replacement char back into spaces, dropping it
-// on the first token when a prefix space was added.
+// decMetaspace turns the replacement char back into spaces; as in HF, the
+// first token drops every replacement char when a prefix may be added.
 type decMetaspace struct {
 	replacement string
 	prepend     bool
@@ -148,7 +148,8 @@ func (d decMetaspace) decodeChain(tokens []string) []string {
 	out := make([]string, len(tokens))
 	for i, t := range tokens {
 		if i == 0 && d.prepend {
-			t = strings.TrimPrefix(t, d.replacement)
+			out[i] = strings.ReplaceAll(t, d.replacement, "")
+			continue
 		}
 		out[i] = strings.ReplaceAll(t, d.replacement, " ")
 	}

@@ -198,7 +198,6 @@ type preMetaspace struct {
 	replacement string
 	prepend     string // "always", "first", "never"
 	splitOn     bool
-	first       *bool // set per call by the tokenizer for "first"
 }
 
 func (p preMetaspace) split(s string, emit func(string)) {
@@ -226,6 +225,33 @@ func (p preMetaspace) split(s string, emit func(string)) {
 	if start < len(s) {
 		emit(s[start:])
 	}
+}
+
+// metaspaceNotFirst returns p with Metaspace "first" prepending turned off
+// (for text that does not start the input), or nil when p has none.
+func metaspaceNotFirst(p preTokenizer) preTokenizer {
+	switch x := p.(type) {
+	case preMetaspace:
+		if x.prepend == "first" {
+			x.prepend = "never"
+			return x
+		}
+	case preSequence:
+		var out preSequence
+		changed := false
+		for _, sub := range x {
+			if n := metaspaceNotFirst(sub); n != nil {
+				out = append(out, n)
+				changed = true
+			} else {
+				out = append(out, sub)
+			}
+		}
+		if changed {
+			return out
+		}
+	}
+	return nil
 }
 
 // preWhitespaceSplit splits on whitespace, dropping it.

@@ -38,10 +38,11 @@ import (
 
 // Tokenizer encodes text to token ids and back.
 type Tokenizer struct {
-	model      *bpe
-	normalizer normalizer
-	pre        preTokenizer
-	decoder    decoder
+	model       *bpe
+	normalizer  normalizer
+	pre         preTokenizer
+	preNotFirst preTokenizer // pre for text not at offset 0, when they differ
+	decoder     decoder
 
 	added          []addedToken
 	addedByID      map[int]*addedToken
@@ -128,6 +129,7 @@ func FromBytes(tokenizerJSON, configJSON []byte) (*Tokenizer, error) {
 	if err := t.foldByteLevel(); err != nil {
 		return nil, fmt.Errorf("tokenizer.json: %w", err)
 	}
+	t.preNotFirst = metaspaceNotFirst(t.pre)
 	t.vocabSize = len(t.model.idToToken)
 	for i, a := range r.AddedTokens {
 		if a.ID < 0 || a.ID >= 1<<24 {
@@ -373,7 +375,7 @@ func (t *Tokenizer) Encode(text string, addSpecial bool) ([]int, error) {
 		ids = append(ids, t.prefixIDs...)
 	}
 	encodeWord := func(w string) { ids = t.model.encodeWord(w, ids) }
-	t.rawTrie.split(text, func(seg string, tok *addedToken) {
+	t.rawTrie.split(text, func(seg string, rawOff int, tok *addedToken) {
 		if tok != nil {
 			ids = append(ids, tok.ID)
 			return
@@ -381,12 +383,16 @@ func (t *Tokenizer) Encode(text string, addSpecial bool) ([]int, error) {
 		if t.normalizer != nil {
 			seg = t.normalizer.normalize(seg)
 		}
-		t.normTrie.split(seg, func(seg string, tok *addedToken) {
+		t.normTrie.split(seg, func(seg string, off int, tok *addedToken) {
+			pre := t.pre
+			if t.preNotFirst != nil && (rawOff > 0 || off > 0) {
+				pre = t.preNotFirst // Metaspace prepend_scheme "first"
+			}
 			switch {
 			case tok != nil:
 				ids = append(ids, tok.ID)
-			case t.pre != nil:
-				t.pre.split(seg, encodeWord)
+			case pre != nil:
+				pre.split(seg, encodeWord)
 			case seg != "":
 				encodeWord(seg)
 			}
@@ -523,9 +529,9 @@ func (tr *trie) longestAt(s string, i int) (*addedToken, int) {
 
 // split calls f for each segment of s: plain text (tok == nil) and added
 // tokens, as HF's AddedVocabulary::find_matches.
-func (tr *trie) split(s string, f func(seg string, tok *addedToken)) {
+func (tr *trie) split(s string, f func(seg string, off int, tok *addedToken)) {
 	if tr.n == 0 {
-		f(s, nil)
+		f(s, 0, nil)
 		return
 	}
 	startOffset := 0
@@ -558,14 +564,14 @@ func (tr *trie) split(s string, f func(seg string, tok *addedToken)) {
 			stop += len(s[stop:]) - len(strings.TrimLeftFunc(s[stop:], unicode.IsSpace))
 		}
 		if start > startOffset {
-			f(s[startOffset:start], nil)
+			f(s[startOffset:start], startOffset, nil)
 		}
-		f(s[start:stop], tok)
+		f(s[start:stop], start, tok)
 		startOffset = stop
 		i = stop
 	}
 	if startOffset < len(s) || len(s) == 0 {
-		f(s[startOffset:], nil)
+		f(s[startOffset:], startOffset, nil)
 	}
 }
 

@@ -1,0 +1,36 @@
+package tokenizer
+
+import (
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+)
+
+// A Tokenizer is shared by concurrent sessions: encodes (which fill the
+// merge cache) and decodes must be race-free and agree with serial results.
+func TestConcurrentUse(t *testing.T) {
+	tok := loadTok(t, dirDeepSeekV3)
+	tok.model.resetCache()
+	texts := []string{"Hello world", "我想在apple工作1314151天～", " this is 🦙.cpp", "func main() {\n\tfmt.Println(\"hi\")\n}"}
+	want := make([][]int, len(texts))
+	for i, s := range texts {
+		want[i], _ = tok.Encode(s, false)
+	}
+	tok.model.resetCache()
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for k := 0; k < 50; k++ {
+				i := (g + k) % len(texts)
+				ids, err := tok.Encode(texts[i], false)
+				assert.NoError(t, err)
+				assert.Equal(t, want[i], ids)
+				assert.Equal(t, texts[i], tok.Decode(ids))
+			}
+		}(g)
+	}
+	wg.Wait()
+}
