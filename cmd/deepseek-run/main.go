@@ -51,7 +51,15 @@ func (e usageError) Error() string { return e.msg }
 
 func usagef(format string, a ...any) error { return usageError{fmt.Sprintf(format, a...)} }
 
-func runContext(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+func runContext(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
+	// A bug must not greet a user with a Go stack trace: report it in one
+	// line (panics on other goroutines still crash, with their trace).
+	defer func() {
+		if r := recover(); r != nil {
+			fmt.Fprintf(stderr, "deepseek-run: internal error: %s (please report it with the command line)\n", oneLine(fmt.Sprint(r)))
+			code = exitFailure
+		}
+	}()
 	var err error
 	if len(args) > 0 {
 		switch args[0] {

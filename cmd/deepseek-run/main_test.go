@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -287,4 +288,13 @@ func TestInterrupt(t *testing.T) {
 	got := strings.TrimSuffix(out.String(), "\n")
 	assert.True(t, strings.HasPrefix(text, got), "%q", got)
 	assert.Less(t, len(got), 40, "generation stopped right after the cancellation")
+}
+
+func TestPanicIsOneLine(t *testing.T) {
+	var errb bytes.Buffer
+	var nowhere io.Writer // writing to a nil writer panics
+	code := run([]string{"--temp", "0", "-p", "Lily", "-n", "2"}, strings.NewReader(""), nowhere, &errb)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errb.String(), "deepseek-run: internal error:")
+	assert.NotContains(t, errb.String(), "goroutine ")
 }
