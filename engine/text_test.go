@@ -261,3 +261,29 @@ func TestChatWithoutTemplate(t *testing.T) {
 		require.ErrorIs(t, err, tokenizer.ErrNoChatTemplate)
 	}
 }
+
+// With DeepSeek's real tokenizer and template, the chat prompt Chat builds
+// holds BOS exactly once (the template writes it; encoding adds none), and
+// R1-style templates are recognised from their rendered prompt.
+func TestChatPromptWithDeepSeekTokenizer(t *testing.T) {
+	tok, err := tokenizer.Load("../testdata/tokenizers/deepseek-v3")
+	require.NoError(t, err)
+	msgs := []tokenizer.Message{{Role: "system", Content: "Be brief."}, {Role: "user", Content: "Hi there"}}
+	prompt, err := tok.ApplyChatTemplate(msgs, true)
+	require.NoError(t, err)
+	ids, err := tok.Encode(prompt, false)
+	require.NoError(t, err)
+	bos, ok := tok.BOS()
+	require.True(t, ok)
+	assert.Equal(t, bos, ids[0])
+	assert.Equal(t, 1, strings.Count(tok.Decode(ids), "<｜begin▁of▁sentence｜>"))
+	assert.Empty(t, thinkPrefix(prompt), "V3's template does not open a think block")
+	assert.True(t, strings.HasSuffix(prompt, "<｜Assistant｜>"))
+
+	r1, err := os.ReadFile("../testdata/chat-templates/llama-cpp-deepseek-r1.jinja")
+	require.NoError(t, err)
+	rendered, err := tok.RenderChat([]map[string]any{{"role": "user", "content": "Hi"}},
+		tokenizer.ChatOptions{AddGenerationPrompt: true, Template: string(r1)})
+	require.NoError(t, err)
+	assert.Equal(t, "<think>\n", thinkPrefix(rendered))
+}
