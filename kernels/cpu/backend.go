@@ -394,11 +394,12 @@ func (b *Backend) MatMul(outs []kernels.Buffer, x kernels.Buffer, n int, w kerne
 			j.xs[t] = quant.QuantizeActs(j.xq[t*ld:t*ld+cols], j.x[t*cols:(t+1)*cols])
 		}
 	}
-	// Chunks of rows (a multiple of 4, the kernels' row block): several per
-	// thread so a slower core takes fewer; small products run inline.
+	// Chunks of rows (a multiple of 4, the kernels' row block), 16 per
+	// thread: on a shared machine a descheduled helper then holds back only
+	// a small piece of the op. Small products run inline.
 	chunk := m.rows
 	if work := m.rows * m.cols * n; work >= 1<<16 && b.threads > 1 {
-		chunk = max(4, (m.rows/(4*b.threads)+3)&^3)
+		chunk = max(16, (m.rows/(16*b.threads)+3)&^3)
 	}
 	b.pool.run(&j.par, j, m.rows, chunk)
 	j.m, j.x, j.bias = nil, nil, nil
