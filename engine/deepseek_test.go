@@ -580,3 +580,27 @@ func BenchmarkDeepseekPrefill(b *testing.B) {
 		require.NoError(b, m.Close())
 	}
 }
+
+// TestIsMoELayer pins which layers get routed experts.
+func TestIsMoELayer(t *testing.T) {
+	tests := []struct {
+		experts, firstDense, freq, layers int
+		want                              []int
+	}{
+		{8, 1, 1, 4, []int{1, 2, 3}}, // V2/V3: dense first layer(s)
+		{8, 3, 1, 5, []int{3, 4}},    // V3: first_k_dense_replace 3
+		{8, 1, 2, 6, []int{2, 4}},    // moe_layer_freq 2: every other layer from 1 on
+		{0, 0, 1, 3, nil},            // no routed experts: all dense
+		{8, 9, 1, 3, nil},            // first_k_dense_replace beyond the model
+	}
+	for _, tc := range tests {
+		c := &Config{NRoutedExperts: tc.experts, FirstKDenseReplace: tc.firstDense, MoELayerFreq: tc.freq}
+		var got []int
+		for l := range tc.layers {
+			if isMoELayer(c, l) {
+				got = append(got, l)
+			}
+		}
+		assert.Equal(t, tc.want, got, "%+v", tc)
+	}
+}
