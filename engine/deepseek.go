@@ -490,12 +490,13 @@ func (a *MLA) Forward(s *Session, out, xn kernels.Buffer, n, pos0 int) error {
 		// Cache row: [normalised latent | rotated rope key].
 		be.Copy2D(sc.k, 0, kd, sc.lat, 0, a.KVLora, n, a.KVLora)
 		be.Copy2D(sc.k, a.KVLora, kd, sc.kr, 0, a.Rope, n, a.Rope)
-		// Query per head: [q_nope·W_UK | q_rope].
+		// Query per head: [q_nope·W_UK | q_rope]. Seen as n·H rows, the
+		// rope parts of every head move with one strided copy.
+		be.Copy2D(sc.qabs, a.KVLora, kd, sc.q, a.Nope, qh, n*H, a.Rope)
 		for h := range H {
 			be.Copy2D(sc.tA, 0, a.Nope, sc.q, h*qh, H*qh, n, a.Nope)
 			be.MatMul([]kernels.Buffer{sc.tB}, sc.tA, n, a.WUKT[h], nil)
 			be.Copy2D(sc.qabs, h*kd, H*kd, sc.tB, 0, a.KVLora, n, a.KVLora)
-			be.Copy2D(sc.qabs, h*kd+a.KVLora, H*kd, sc.q, h*qh+a.Nope, H*qh, n, a.Rope)
 		}
 		be.Attention(sc.olat, sc.qabs, sc.k, nil, s.KV(), a.Layer, pos0, n, H, a.Scale)
 		// Per head: attended latent · W_UVᵀ.
