@@ -148,7 +148,11 @@ func (s *Sampler) sample(logits []float32) int {
 	}
 	lmax := float32(math.Inf(-1))
 	for _, id := range idx {
-		lmax = max(lmax, logits[id])
+		// Not the max builtin: its NaN and signed-zero rules make it several
+		// times slower, and NaN is already filtered out.
+		if v := logits[id]; v > lmax {
+			lmax = v
+		}
 	}
 	if math.IsInf(float64(lmax), 1) {
 		// An infinite logit takes all the probability mass.
@@ -166,7 +170,9 @@ func (s *Sampler) sample(logits []float32) int {
 		probs[i] = p
 		sum += float64(p)
 	}
+	filtered := false
 	if tp := s.opts.TopP; tp > 0 && tp < 1 {
+		filtered = true
 		// Tokens with probability below (1-tp)/m together hold less than
 		// 1-tp of the mass, so the nucleus never needs them: dropping them
 		// first keeps this exact and cheap for large vocabularies.
@@ -176,15 +182,21 @@ func (s *Sampler) sample(logits []float32) int {
 		idx, probs = idx[:m], probs[:m]
 	}
 	if mp := s.opts.MinP; mp > 0 {
+		filtered = true
 		var pmax float32
 		for _, p := range probs {
-			pmax = max(pmax, p)
+			if p > pmax {
+				pmax = p
+			}
 		}
 		idx, probs = samplerKeep(idx, probs, mp*pmax)
 	}
-	sum = 0
-	for _, p := range probs {
-		sum += float64(p)
+	if filtered {
+		// Renormalise over the survivors.
+		sum = 0
+		for _, p := range probs {
+			sum += float64(p)
+		}
 	}
 	u := s.rng.Float64() * sum
 	for i, p := range probs {
