@@ -416,7 +416,10 @@ type expr interface{}
 type (
 	literal  struct{ v any }
 	nameExpr struct{ name string }
-	listExpr struct{ items []expr }
+	listExpr struct {
+		items []expr
+		tuple bool
+	}
 	dictExpr struct{ keys, vals []expr }
 	attrExpr struct {
 		obj  expr
@@ -851,7 +854,7 @@ func (ps *parser) parseTuple() (expr, error) {
 		}
 		items = append(items, x)
 	}
-	return &listExpr{items}, nil
+	return &listExpr{items: items, tuple: true}, nil
 }
 
 func (ps *parser) parseExpr() (expr, error) {
@@ -1068,7 +1071,7 @@ func (ps *parser) parsePrimary() (expr, error) {
 		case "(":
 			if ps.isOp(")") {
 				ps.next()
-				return &listExpr{}, nil
+				return &listExpr{tuple: true}, nil
 			}
 			e, err := ps.parseExpr()
 			if err != nil {
@@ -1087,7 +1090,7 @@ func (ps *parser) parsePrimary() (expr, error) {
 					}
 					items = append(items, x)
 				}
-				e = &listExpr{items}
+				e = &listExpr{items: items, tuple: true}
 			}
 			return e, ps.expectOp(")")
 		case "[":

@@ -41,6 +41,17 @@ func (d *jdict) get(k string) (any, bool) {
 
 type jnamespace struct{ d *jdict }
 
+// jtuple is a Python tuple: a list everywhere except in repr ("(a, b)").
+type jtuple []any
+
+// untuple lets list code handle tuples.
+func untuple(v any) any {
+	if t, ok := v.(jtuple); ok {
+		return []any(t)
+	}
+	return v
+}
+
 type jfunc func(args []any, kwargs map[string]any) (any, error)
 
 type jmacro struct {
@@ -387,6 +398,9 @@ func (r *renderer) execSet(n *setNode, sc *scope) error {
 }
 
 func typeName(v any) string {
+	if _, ok := v.(jtuple); ok {
+		return "tuple"
+	}
 	switch v.(type) {
 	case nil:
 		return "none"
@@ -413,7 +427,7 @@ func typeName(v any) string {
 }
 
 func truthy(v any) bool {
-	switch x := v.(type) {
+	switch x := untuple(v).(type) {
 	case nil, undefined:
 		return false
 	case bool:
@@ -509,6 +523,15 @@ func reprDepth(v any, depth int) string {
 		return "{" + strings.Join(parts, ", ") + "}"
 	case *jnamespace:
 		return "<Namespace " + reprDepth(x.d, depth+1) + ">"
+	case jtuple:
+		parts := make([]string, len(x))
+		for i, e := range x {
+			parts[i] = reprDepth(e, depth+1)
+		}
+		if len(parts) == 1 {
+			return "(" + parts[0] + ",)"
+		}
+		return "(" + strings.Join(parts, ", ") + ")"
 	}
 	return fmt.Sprint(v)
 }
@@ -537,7 +560,7 @@ func pyFloat(f float64) string {
 
 // iterate lists the items of a value for for-loops and filters.
 func iterate(v any) ([]any, error) {
-	switch x := v.(type) {
+	switch x := untuple(v).(type) {
 	case []any:
 		return x, nil
 	case *jdict:
@@ -580,6 +603,9 @@ func (r *renderer) eval(e expr, sc *scope) (any, error) {
 				return nil, err
 			}
 			out[i] = v
+		}
+		if e.tuple {
+			return jtuple(out), nil
 		}
 		return out, nil
 	case *dictExpr:
@@ -793,7 +819,7 @@ func (r *renderer) evalSlice(e *sliceExpr, sc *scope) (any, error) {
 	}
 	var items []any
 	isStr := false
-	switch x := obj.(type) {
+	switch x := untuple(obj).(type) {
 	case []any:
 		items = x
 	case string:
@@ -861,7 +887,7 @@ func pySliceIndices(n int, lo, hi, st *int64) []int {
 }
 
 func getAttr(obj any, name string) any {
-	switch x := obj.(type) {
+	switch x := untuple(obj).(type) {
 	case *jdict:
 		if m := dictMethod(x, name); m != nil {
 			return m
@@ -886,7 +912,7 @@ func getAttr(obj any, name string) any {
 }
 
 func getItem(obj, idx any) (any, error) {
-	switch x := obj.(type) {
+	switch x := untuple(obj).(type) {
 	case *jdict:
 		if k, ok := idx.(string); ok {
 			if v, ok := x.get(k); ok {
@@ -1143,8 +1169,8 @@ func binOp(op string, l, r any) (any, error) {
 				return ls + rs, nil
 			}
 		}
-		if ll, ok := l.([]any); ok {
-			if rl, ok := r.([]any); ok {
+		if ll, ok := untuple(l).([]any); ok {
+			if rl, ok := untuple(r).([]any); ok {
 				if len(ll)+len(rl) > maxRenderOutput/16 {
 					return nil, tooBig
 				}
@@ -1234,6 +1260,7 @@ func binOp(op string, l, r any) (any, error) {
 }
 
 func equal(a, b any) bool {
+	a, b = untuple(a), untuple(b)
 	if ai, af, _, ok := toNum(a); ok {
 		if bi, bf, _, ok := toNum(b); ok {
 			_ = ai
@@ -1325,7 +1352,7 @@ func compare(op string, l, r any) (bool, error) {
 }
 
 func contains(container, item any) (bool, error) {
-	switch c := container.(type) {
+	switch c := untuple(container).(type) {
 	case string:
 		s, ok := item.(string)
 		if !ok {
@@ -1360,7 +1387,7 @@ func dictMethod(d *jdict, name string) any {
 		return jfunc(func([]any, map[string]any) (any, error) {
 			out := make([]any, len(d.keys))
 			for i, k := range d.keys {
-				out[i] = []any{k, d.m[k]}
+				out[i] = jtuple{k, d.m[k]}
 			}
 			return out, nil
 		})
@@ -1475,7 +1502,7 @@ func strMethod(s string, name string) any {
 				return nil, fmt.Errorf("str.%s: argument expected", name)
 			}
 			var cands []any
-			if l, ok := a[0].([]any); ok {
+			if l, ok := untuple(a[0]).([]any); ok {
 				cands = l
 			} else {
 				cands = []any{a[0]}

@@ -41,7 +41,7 @@ func (r *renderer) applyFilter(name string, v any, args []any, kw map[string]any
 		}
 		return b.String(), nil
 	case "length", "count":
-		switch x := v.(type) {
+		switch x := untuple(v).(type) {
 		case string:
 			return int64(utf8.RuneCountInString(x)), nil
 		case []any:
@@ -222,7 +222,7 @@ func (r *renderer) applyFilter(name string, v any, args []any, kw map[string]any
 		sort.Strings(keys)
 		out := make([]any, len(keys))
 		for i, k := range keys {
-			out[i] = []any{k, d.m[k]}
+			out[i] = jtuple{k, d.m[k]}
 		}
 		return out, nil
 	case "map":
@@ -505,13 +505,13 @@ func (r *renderer) applyTest(name string, v any, args []any) (bool, error) {
 		}
 		return false, nil
 	case "sequence":
-		switch v.(type) {
+		switch untuple(v).(type) {
 		case []any, string, *jdict:
 			return true, nil
 		}
 		return false, nil
 	case "iterable":
-		switch v.(type) {
+		switch untuple(v).(type) {
 		case []any, string, *jdict:
 			return true, nil
 		}
@@ -583,6 +583,7 @@ func (r *renderer) applyTest(name string, v any, args []any) (bool, error) {
 // writeJSON writes v like Python's json.dumps(v, ensure_ascii=False,
 // indent=indent) (transformers' tojson), with ", " and ": " separators.
 func writeJSON(b *strings.Builder, v any, indent, depth int, sortKeys bool) error {
+	v = untuple(v)
 	if depth > 200 {
 		return fmt.Errorf("tojson: nesting too deep")
 	}

@@ -1,0 +1,87 @@
+package tokenizer
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestJinjaFeatures compares the interpreter with Jinja2 (configured as
+// transformers) on templates exercising whitespace control, loops,
+// scoping, macros, expressions, string methods, filters, tests and tojson;
+// see testdata/gen_jinja_features.py.
+func TestJinjaFeatures(t *testing.T) {
+	data, err := os.ReadFile("testdata/jinja-features.json")
+	require.NoError(t, err)
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var g struct {
+		Conversations [][]map[string]any `json:"conversations"`
+		Cases         []struct {
+			Name     string  `json:"name"`
+			Template string  `json:"template"`
+			Conv     int     `json:"conv"`
+			Text     *string `json:"text"`
+			Error    *string `json:"error"`
+		} `json:"cases"`
+	}
+	require.NoError(t, dec.Decode(&g))
+	require.NotEmpty(t, g.Cases)
+	for _, c := range g.Cases {
+		name := fmt.Sprintf("%s/conv%d", c.Name, c.Conv)
+		tmpl, err := ParseTemplate(c.Template)
+		require.NoError(t, err, name)
+		got, err := tmpl.Render(map[string]any{"messages": g.Conversations[c.Conv], "bos_token": "<s>", "eos_token": "</s>",
+			"x": 1, "add_generation_prompt": true})
+		if c.Error != nil {
+			assert.Error(t, err, "%s: Jinja2 raised %s", name, *c.Error)
+			continue
+		}
+		require.NoError(t, err, name)
+		assert.Equal(t, *c.Text, got, name)
+	}
+}
+
+func TestJinjaGenerationTag(t *testing.T) {
+	tmpl, err := ParseTemplate("{% for m in messages %}{% generation %}[{{ m }}]{% endgeneration %}{% endfor %}")
+	require.NoError(t, err)
+	got, err := tmpl.Render(map[string]any{"messages": []any{"a", "b"}})
+	require.NoError(t, err)
+	assert.Equal(t, "[a][b]", got)
+}
+
+func TestJinjaErrors(t *testing.T) {
+	tests := []struct{ src, want string }{
+		{"{% if x %}", "unclosed if"},
+		{"{{ x ", "missing"},
+		{"{% for %}", "expected a name"},
+		{"{% foo %}", "unsupported tag"},
+		{"{{ 'a' | nosuchfilter }}", "unsupported filter"},
+		{"{{ raise_exception('boom') }}", "boom"},
+		{"{{ 1 / 0 }}", "division by zero"},
+		{"{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", "recursion too deep"},
+		{"{% for i in range(100000000) %}{% endfor %}", "too many"},
+		{"{{ " + repeatStr("(", 300) + "1" + repeatStr(")", 300) + " }}", "nested too deeply"},
+	}
+	for _, tc := range tests {
+		tmpl, err := ParseTemplate(tc.src)
+		if err == nil {
+			_, err = tmpl.Render(nil)
+		}
+		require.Error(t, err, tc.src)
+		assert.Contains(t, err.Error(), tc.want, tc.src)
+	}
+}
+
+func repeatStr(s string, n int) string {
+	out := ""
+	for i := 0; i < n; i++ {
+		out += s
+	}
+	return out
+}
