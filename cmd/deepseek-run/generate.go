@@ -250,7 +250,7 @@ type prepared struct {
 func prepare(m *engine.Model, o *genOptions, msgs []tokenizer.Message) (*prepared, error) {
 	tok := m.Tokenizer()
 	if tok == nil {
-		return nil, fmt.Errorf("the checkpoint has no tokenizer.json, so it cannot take text; use deepseek-run tokenize with a checkpoint that has one")
+		return nil, fmt.Errorf("the checkpoint has no tokenizer.json, so it cannot take a text prompt (it can still be checked with deepseek-run verify, or driven with token ids through engine.GenerateIDs)")
 	}
 	p := &prepared{}
 	var ids []int

@@ -131,6 +131,7 @@ func TestErrors(t *testing.T) {
 		{"prompt longer than the context", []string{"-p", long}, 1, []string{"the prompt is", "context is 512 tokens"}, ""},
 		{"prompt longer than --ctx", []string{"--ctx", "8", "-p", "Once upon a time there was a girl named Lily"}, 1, []string{"raise --ctx", "the model allows 512"}, ""},
 		{"bad --ctx", []string{"--ctx", "0"}, 2, []string{"--ctx must be positive"}, ""},
+		{"checkpoint without tokenizer", []string{"-m", "../../testdata/models/llama-mha", "-p", "hi"}, 1, []string{"no tokenizer.json", "text prompt"}, ""},
 		{"top-p 2", []string{"--top-p", "2", "-p", "hi"}, 2, []string{"top-p must be in (0, 1]", "got 2"}, ""},
 		{"negative temperature", []string{"--temp", "-1", "-p", "hi"}, 2, []string{"temperature must be >= 0"}, ""},
 		{"min-p", []string{"--min-p", "3"}, 2, []string{"min-p"}, ""},
