@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io/fs"
 	"os"
 	"strconv"
@@ -286,4 +287,32 @@ func TestChatPromptWithDeepSeekTokenizer(t *testing.T) {
 		tokenizer.ChatOptions{AddGenerationPrompt: true, Template: string(r1)})
 	require.NoError(t, err)
 	assert.Equal(t, "<think>\n", thinkPrefix(rendered))
+}
+
+// Random weights over DeepSeek-V3's byte-level vocabulary emit arbitrary
+// byte fragments: the streamed Text must stay valid UTF-8 and add up to the
+// decoded reply, through the whole Chat path with the real template.
+func TestChatStreamsRandomBytesSafely(t *testing.T) {
+	tok, err := tokenizer.Load("../testdata/tokenizers/deepseek-v3")
+	require.NoError(t, err)
+	cfg, err := ParseConfig("synthetic", []byte(fmt.Sprintf(`{"model_type": "llama", "vocab_size": %d,
+		"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+		"num_key_value_heads": 1, "max_position_embeddings": 256, "rms_norm_eps": 1e-6,
+		"bos_token_id": 0, "eos_token_id": 1, "tie_word_embeddings": true}`, tok.VocabSize())))
+	require.NoError(t, err)
+	m, err := New(cfg, RandomSource{Seed: 7}, WithTokenizer(tok), WithDevice("cpu"))
+	require.NoError(t, err)
+	defer m.Close()
+	msgs := []tokenizer.Message{{Role: "user", Content: "Écris un poème 🙂"}}
+	o := GenerateOptions{MaxTokens: 80, Sampling: SamplerOptions{Temperature: 1.5, Seed: 3}}
+	ids, text := collectText(t, m.Chat(context.Background(), msgs, o))
+	require.NotEmpty(t, ids)
+	prompt, err := tok.ApplyChatTemplate(msgs, true)
+	require.NoError(t, err)
+	pids, err := tok.Encode(prompt, false)
+	require.NoError(t, err)
+	full := tok.DecodeSkipSpecial(append(pids, ids...))
+	head := tok.DecodeSkipSpecial(pids)
+	require.True(t, strings.HasPrefix(full, head))
+	assert.Equal(t, full[len(head):], text)
 }
