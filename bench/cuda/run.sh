@@ -38,6 +38,12 @@ fi
 if [[ $what == *" bench "* ]]; then
   ./build/gpu/bench_cuda.test -test.run '^$' -test.bench . -test.benchtime 1x -test.v 2>&1 | tee "$OUT/bench.log" | grep -E "cuda_test.go|^Benchmark|FAIL|panic|Error" | tail -40
 fi
+if [[ $what == *" ncu "* ]]; then
+  ncu --kernel-name regex:flash2_fwd_128_2_64 --launch-skip 2 --launch-count 1 --section SpeedOfLight --section WarpStateStats \
+    --section ComputeWorkloadAnalysis --section Occupancy --section SchedulerStats \
+    ./build/gpu/bench_cuda.test -test.run '^$' -test.bench 'FlashAttention/flash2-bn64' -test.benchtime 1x > "$OUT/ncu.log" 2>&1
+  grep -E "Throughput|Stall|Warp Cycles|Issued|Eligible|Occupancy|Registers|Duration|Pipe|Active Warps" "$OUT/ncu.log" | head -60
+fi
 if [[ $what == *" torch "* ]]; then
   PYTHONUNBUFFERED=1 python3 bench/attn_torch.py 2>&1 | tee "$OUT/torch.log" | tail -20
 fi

@@ -34,8 +34,13 @@ type Options struct {
 	// so far is 16-bit, f32 as soon as one is f32 (the engine's choice).
 	KVAuto bool
 	// FlashWarps is the warps per flash-attention block (16 query rows
-	// each) for head dims 64 and 128: 4 or 8 (0: the default, 8).
+	// each) of the v1 kernel for head dims 64 and 128: 4 or 8.
 	FlashWarps int
+	// FlashV1 selects the v1 flash kernel (16 rows per warp) instead of
+	// flash2 (32 rows per warp); FlashBN is flash2's key tile, 64 or 32
+	// (0: 64).
+	FlashV1 bool
+	FlashBN int
 	// NoCublasLt forces the built-in GEMM even when cuBLASLt is present.
 	NoCublasLt bool
 }
@@ -44,16 +49,19 @@ type Options struct {
 // one stream in issue order; a mutex serialises issuing so sessions may share
 // the backend (their device work then runs one op after another).
 type Backend struct {
-	x      *ctx
-	info   DeviceInfo
-	mod    module
-	fn     map[string]function
-	lt     *cublasLt
-	ltErr  error
-	kvdt   kernels.DType
-	kvAuto bool
-	flashW int
-	sawF32 bool
+	x         *ctx
+	info      DeviceInfo
+	mod       module
+	fn        map[string]function
+	lt        *cublasLt
+	ltErr     error
+	kvdt      kernels.DType
+	kvAuto    bool
+	flashW    int
+	skipStore bool // set by AttentionNoStore
+	flashV1   bool
+	flashBN   int
+	sawF32    bool
 
 	mu        sync.Mutex
 	a         args
@@ -82,6 +90,7 @@ var kernelNames = []string{
 	"embed_f32", "embed_f16", "embed_bf16", "rmsnorm", "rope", "swiglu", "add", "axpy", "copy2d", "fill", "argmax",
 	"kv_store_f32", "kv_store_f16", "attn_split_f32", "attn_split_f16", "attn_combine",
 	"flash_fwd_16_4", "flash_fwd_32_4", "flash_fwd_64_4", "flash_fwd_128_4", "flash_fwd_64_8", "flash_fwd_128_8",
+	"flash2_fwd_128_2_64", "flash2_fwd_128_2_32", "flash2_fwd_64_2_64",
 }
 
 // New opens device opts.Device: primary context, one stream, the embedded
@@ -94,6 +103,13 @@ func New(opts Options) (*Backend, error) {
 	}
 	if opts.Device < 0 || opts.Device >= len(devs) {
 		return nil, fmt.Errorf("cuda: device %d requested, %d present", opts.Device, len(devs))
+	}
+	switch opts.FlashBN {
+	case 0:
+		opts.FlashBN = 64
+	case 32, 64:
+	default:
+		return nil, fmt.Errorf("cuda: FlashBN %d (32 or 64)", opts.FlashBN)
 	}
 	switch opts.FlashWarps {
 	case 0:
@@ -109,7 +125,7 @@ func New(opts Options) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Backend{x: x, info: devs[opts.Device], fn: map[string]function{}, kvdt: opts.KVDType, kvAuto: opts.KVAuto, flashW: opts.FlashWarps, ropes: map[string]devptr{}}
+	b := &Backend{x: x, info: devs[opts.Device], fn: map[string]function{}, kvdt: opts.KVDType, kvAuto: opts.KVAuto, flashW: opts.FlashWarps, flashV1: opts.FlashV1, flashBN: opts.FlashBN, ropes: map[string]devptr{}}
 	b.alloc = newAllocator(x)
 	image := ptxImage
 	if path := os.Getenv("DSGO_PTX"); path != "" {
@@ -134,7 +150,8 @@ func New(opts Options) (*Backend, error) {
 	// Headroom for the kernels' static shared memory.
 	optin := x.attr(attrMaxSharedPerBlockOptin) - 2048
 	b.smemMax = optin
-	for _, name := range []string{"flash_fwd_64_4", "flash_fwd_128_4", "flash_fwd_64_8", "flash_fwd_128_8", "attn_split_f32", "attn_split_f16"} {
+	for _, name := range []string{"flash_fwd_64_4", "flash_fwd_128_4", "flash_fwd_64_8", "flash_fwd_128_8", "attn_split_f32", "attn_split_f16",
+		"flash2_fwd_128_2_64", "flash2_fwd_128_2_32", "flash2_fwd_64_2_64"} {
 		if err := x.setMaxDynSmem(b.fn[name], optin); err != nil {
 			b.Close()
 			return nil, err
@@ -811,7 +828,7 @@ func (b *Backend) applyRope(x kernels.Buffer, n, heads, headDim, pos0 int, r *ke
 }
 
 // splitKeys is the key-chunk of the split-KV attention kernel.
-const splitKeys = 256
+const splitKeys = 128
 
 // maxSplitQueries is the query rows per split-KV launch.
 const maxSplitQueries = 16
@@ -862,7 +879,7 @@ func (b *Backend) attention(out, q, k, v kernels.Buffer, cache kernels.KVCache, 
 	if c.dt == kernels.F32 {
 		dts = "f32"
 	}
-	{
+	if !b.skipStore {
 		vp := bp(vb, 0)
 		vcp := vbase
 		if sp.VInK {
@@ -877,6 +894,18 @@ func (b *Backend) attention(out, q, k, v kernels.Buffer, cache kernels.KVCache, 
 		dp := 16
 		for dp < kd {
 			dp *= 2
+		}
+		if dp >= 64 && !b.flashV1 {
+			bn := b.flashBN
+			if dp == 64 {
+				bn = 64
+			}
+			const bm = 128
+			smem := (bm + 4*bn) * (dp + 8) * 2
+			b.launch(fmt.Sprintf("flash2_fwd_%d_2_%d", dp, bn), dim3{(n + bm - 1) / bm, heads, 1}, dim3{128, 1, 1}, smem, func(a *args) {
+				a.ptr(ob.p).ptr(qb.p).ptr(kbase).ptr(vbase).i32(n).i32(pos0).ptr(b.dp).i32(heads).i32(kvh).i32(kd).f32(scale * math.Log2E)
+			})
+			return
 		}
 		smem := 2 * 2 * 64 * (dp + 8) * 2
 		nw := 4
@@ -939,6 +968,17 @@ func (b *Backend) attention(out, q, k, v kernels.Buffer, cache kernels.KVCache, 
 			a.ptr(op).ptr(c.part).i32(heads).i32(vd).i32(ns)
 		})
 	}
+}
+
+// AttentionNoStore is Attention over keys already in the cache: k and v
+// are not stored (benchmarks separate the attention kernels from the cache
+// write this way; positions pos0..pos0+n-1 must have been stored before).
+func (b *Backend) AttentionNoStore(out, q kernels.Buffer, cache kernels.KVCache, layer, pos0, n, heads int, scale float32) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.skipStore = true
+	defer func() { b.skipStore = false }()
+	b.attention(out, q, q, q, cache, layer, pos0, n, heads, scale)
 }
 
 // SwiGLU implements kernels.Backend.

@@ -621,6 +621,19 @@ DEVI void mma16816(float* c, const unsigned* a, unsigned b0, unsigned b1) {
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+// 2^x with the MUFU instruction directly (x <= 0 here; -inf gives 0).
+DEVI float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+// 2^x for two halves at once: P is rounded to f16 for the PV product anyway,
+// and the packed form halves the MUFU work, which rivals the MMA time.
+DEVI unsigned ex2_h2(unsigned x) {
+  unsigned y;
+  asm("ex2.approx.f16x2 %0, %1;" : "=r"(y) : "r"(x));
+  return y;
+}
 DEVI unsigned pack_h2(float lo, float hi) {
   __half2 h = __floats2half2_rn(lo, hi);
   return *reinterpret_cast<unsigned*>(&h);
@@ -798,3 +811,196 @@ FLASH(64, 4)
 FLASH(128, 4)
 FLASH(64, 8)
 FLASH(128, 8)
+
+// flash2_fwd is the FlashAttention-2 layout proper: 4 warps, each owning MT
+// m16 tiles (16*MT query rows), so every K/V fragment loaded with ldmatrix
+// feeds 2*MT MMAs and the MT softmax chains interleave. Q lives in shared
+// memory as f16 (pre-scaled) and is re-read per 16-wide k slice, which keeps
+// registers for the MT output accumulators.
+template <int DP, int MT, int BN>
+__device__ void flash2_fwd(float* out, const float* q, const __half* kc, const __half* vc, int n, int pos0,
+                           const int* dp, int heads, int kvh, int D, float scale_log2) {
+  constexpr int NW = 4, BM = 16 * MT * NW, ST = DP + 8;
+  extern __shared__ __align__(16) unsigned char smraw2[];
+  __half* Qs = reinterpret_cast<__half*>(smraw2);  // [BM][ST]
+  __half* Ks = Qs + BM * ST;                       // [2][BN][ST]
+  __half* Vs = Ks + 2 * BN * ST;                   // [2][BN][ST]
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int g = lane >> 2, t4 = lane & 3;
+  const int mat = lane >> 3, mr = lane & 7;
+  const int qb = gridDim.x - 1 - blockIdx.x;
+  const int h = blockIdx.y, kh = h / (heads / kvh);
+  const int pos = pos0 + dp[1];
+  const int T = pos + n;
+  const int mw = qb * BM + warp * 16 * MT;  // this warp's first query row
+  const int qw = heads * D, kw = kvh * D;
+
+  for (int i = tid; i < BM * DP / 2; i += 32 * NW) {
+    int r = i / (DP / 2), c = (i % (DP / 2)) * 2;
+    int row = qb * BM + r;
+    float v0 = 0.f, v1 = 0.f;
+    if (row < n && c < D) {
+      const float* qp = q + (size_t)row * qw + (size_t)h * D + c;
+      v0 = qp[0] * scale_log2;
+      v1 = (c + 1 < D) ? qp[1] * scale_log2 : 0.f;
+    }
+    *reinterpret_cast<unsigned*>(Qs + r * ST + c) = pack_h2(v0, v1);
+  }
+
+  const int lastRow = min(n, qb * BM + BM) - 1;
+  const int kend = min(T, pos + lastRow + 1);
+  const int ntiles = (kend + BN - 1) / BN;
+  auto load_tile = [&](int kt, int buf) {
+    constexpr int CH = DP / 8;
+    for (int c = tid; c < BN * CH; c += 32 * NW) {
+      int r = c / CH, ch = c % CH;
+      int key = kt * BN + r;
+      bool valid = key < kend && ch * 8 < D;
+      size_t off = (size_t)(valid ? key : 0) * kw + (size_t)kh * D + (valid ? ch * 8 : 0);
+      cp_async16(Ks + (buf * BN + r) * ST + ch * 8, kc + off, valid);
+      cp_async16(Vs + (buf * BN + r) * ST + ch * 8, vc + off, valid);
+    }
+  };
+
+  float o[MT][DP / 8][4];
+#pragma unroll
+  for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+    for (int j = 0; j < DP / 8; j++) o[mt][j][0] = o[mt][j][1] = o[mt][j][2] = o[mt][j][3] = 0.f;
+  float mrow[MT][2], lrow[MT][2];
+#pragma unroll
+  for (int mt = 0; mt < MT; mt++) mrow[mt][0] = mrow[mt][1] = -INFINITY, lrow[mt][0] = lrow[mt][1] = 0.f;
+
+  load_tile(0, 0);
+  cp_commit();
+  for (int kt = 0; kt < ntiles; kt++) {
+    const int buf = kt & 1;
+    if (kt + 1 < ntiles) {
+      load_tile(kt + 1, buf ^ 1);
+      cp_commit();
+      cp_wait<1>();
+    } else {
+      cp_wait<0>();
+    }
+    __syncthreads();
+    const __half* Kb = Ks + buf * BN * ST;
+    const __half* Vb = Vs + buf * BN * ST;
+    float s[MT][BN / 8][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+      for (int j = 0; j < BN / 8; j++) s[mt][j][0] = s[mt][j][1] = s[mt][j][2] = s[mt][j][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < DP / 16; kk++) {
+      unsigned qa[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++)
+        ldsm_x4(qa[mt][0], qa[mt][1], qa[mt][2], qa[mt][3],
+                Qs + (warp * 16 * MT + mt * 16 + (mat & 1) * 8 + mr) * ST + kk * 16 + (mat >> 1) * 8);
+#pragma unroll
+      for (int np = 0; np < BN / 16; np++) {
+        unsigned b0, b1, b2, b3;
+        ldsm_x4(b0, b1, b2, b3, Kb + (np * 16 + (mat >> 1) * 8 + mr) * ST + kk * 16 + (mat & 1) * 8);
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+          mma16816(s[mt][2 * np], qa[mt], b0, b1);
+          mma16816(s[mt][2 * np + 1], qa[mt], b2, b3);
+        }
+      }
+    }
+    const int k0 = kt * BN;
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+      const int m0 = mw + mt * 16;
+      if (k0 + BN - 1 > pos + m0) {
+#pragma unroll
+        for (int j = 0; j < BN / 8; j++)
+#pragma unroll
+          for (int e = 0; e < 4; e++) {
+            int key = k0 + j * 8 + 2 * t4 + (e & 1);
+            int row = m0 + g + ((e & 2) ? 8 : 0);
+            if (key > pos + row || key >= T) s[mt][j][e] = -INFINITY;
+          }
+      }
+#pragma unroll
+      for (int hr = 0; hr < 2; hr++) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < BN / 8; j++) mx = fmaxf(mx, fmaxf(s[mt][j][2 * hr], s[mt][j][2 * hr + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        float mnew = fmaxf(mrow[mt][hr], mx);
+        float msafe = (mnew == -INFINITY) ? 0.f : mnew;
+        float alpha = ex2(mrow[mt][hr] - msafe);
+        mrow[mt][hr] = mnew;
+        // P in f16 pairs (kept in the s registers' bits); the tile's row sum
+        // adds at most BN values <= 1 in f16, then joins the f32 total.
+        __half2 ls2 = __float2half2_rn(0.f);
+#pragma unroll
+        for (int j = 0; j < BN / 8; j++) {
+          unsigned pp = ex2_h2(pack_h2(s[mt][j][2 * hr] - msafe, s[mt][j][2 * hr + 1] - msafe));
+          s[mt][j][2 * hr] = __uint_as_float(pp);
+          ls2 = __hadd2(ls2, *reinterpret_cast<__half2*>(&pp));
+        }
+        float2 lsf = __half22float2(ls2);
+        lrow[mt][hr] = lrow[mt][hr] * alpha + lsf.x + lsf.y;
+        // The running max rarely moves after the first tiles: skip the
+        // rescale when no row of the warp needs it.
+        if (__any_sync(0xffffffffu, alpha != 1.f)) {
+#pragma unroll
+          for (int j = 0; j < DP / 8; j++) { o[mt][j][2 * hr] *= alpha; o[mt][j][2 * hr + 1] *= alpha; }
+        }
+      }
+    }
+#pragma unroll
+    for (int kc2 = 0; kc2 < BN / 16; kc2++) {
+      unsigned pa[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++) {
+        pa[mt][0] = __float_as_uint(s[mt][2 * kc2][0]);      // row g, keys 2t..2t+1
+        pa[mt][1] = __float_as_uint(s[mt][2 * kc2][2]);      // row g+8
+        pa[mt][2] = __float_as_uint(s[mt][2 * kc2 + 1][0]);  // row g, keys 8+2t..
+        pa[mt][3] = __float_as_uint(s[mt][2 * kc2 + 1][2]);  // row g+8
+      }
+#pragma unroll
+      for (int np = 0; np < DP / 16; np++) {
+        unsigned b0, b1, b2, b3;
+        ldsm_x4_t(b0, b1, b2, b3, Vb + (kc2 * 16 + (mat & 1) * 8 + mr) * ST + np * 16 + (mat >> 1) * 8);
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+          mma16816(o[mt][2 * np], pa[mt], b0, b1);
+          mma16816(o[mt][2 * np + 1], pa[mt], b2, b3);
+        }
+      }
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+    for (int hr = 0; hr < 2; hr++) {
+      float l = lrow[mt][hr];
+      l += __shfl_xor_sync(0xffffffffu, l, 1);
+      l += __shfl_xor_sync(0xffffffffu, l, 2);
+      float inv = 1.f / l;
+      int row = mw + mt * 16 + g + hr * 8;
+      if (row < n) {
+        float* op = out + (size_t)row * qw + (size_t)h * D;
+#pragma unroll
+        for (int j = 0; j < DP / 8; j++) {
+          int col = j * 8 + 2 * t4;
+          if (col < D) op[col] = o[mt][j][2 * hr] * inv;
+          if (col + 1 < D) op[col + 1] = o[mt][j][2 * hr + 1] * inv;
+        }
+      }
+    }
+}
+#define FLASH2(DP, MT, BN)                                                                          \
+  extern "C" __global__ void __launch_bounds__(128, 2) flash2_fwd_##DP##_##MT##_##BN(              \
+      float* out, const float* q, const __half* kc, const __half* vc, int n, int pos0, const int* dp, \
+      int heads, int kvh, int D, float sl2) {                                                       \
+    flash2_fwd<DP, MT, BN>(out, q, kc, vc, n, pos0, dp, heads, kvh, D, sl2);                        \
+  }
+FLASH2(128, 2, 64)
+FLASH2(128, 2, 32)
+FLASH2(64, 2, 64)
