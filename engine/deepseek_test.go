@@ -604,3 +604,37 @@ func TestIsMoELayer(t *testing.T) {
 		assert.Equal(t, tc.want, got, "%+v", tc)
 	}
 }
+
+// TestDeepseekGroupLimitedAllGroups runs the V2-Lite fixture with
+// group_limited_greedy keeping every group, which must route exactly like
+// its greedy reference (the config path of V2's grouped routing).
+func TestDeepseekGroupLimitedAllGroups(t *testing.T) {
+	dir := fixtureDir("deepseek-v2-lite")
+	raw, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	require.NoError(t, err)
+	var js map[string]any
+	require.NoError(t, json.Unmarshal(raw, &js))
+	js["topk_method"], js["n_group"], js["topk_group"] = "group_limited_greedy", 4, 4
+	raw, err = json.Marshal(js)
+	require.NoError(t, err)
+	cfg, err := ParseConfig("config.json", raw)
+	require.NoError(t, err)
+	ck, err := safetensors.Open(dir)
+	require.NoError(t, err)
+	defer ck.Close()
+	m, err := New(cfg, ck, WithThreads(2))
+	require.NoError(t, err)
+	defer m.Close()
+	r, err := Verify(context.Background(), m, filepath.Join(dir, "reference.safetensors"))
+	require.NoError(t, err)
+	assert.True(t, r.Passed(1e-4), "worst %.3g at %s, greedy %d/%d", r.Worst, r.WorstAt, r.Match, len(r.RefIDs))
+
+	// Keeping 1 of 4 groups must change the routing, and so the logits.
+	cfg.TopKGroup = 1
+	m1, err := New(cfg, ck, WithThreads(2))
+	require.NoError(t, err)
+	defer m1.Close()
+	r, err = Verify(context.Background(), m1, filepath.Join(dir, "reference.safetensors"))
+	require.NoError(t, err)
+	assert.Greater(t, r.Worst, 1e-3)
+}
