@@ -115,6 +115,28 @@ func TestGPT2PatternGeneric(t *testing.T) {
 	assert.Equal(t, []string{"Hello", " world", "'s", "  ", " 12", "!!", " \n"}, collect(p, "Hello world's   12!! \n"))
 }
 
+// Patterns without the look-ahead tail are searched over the whole piece,
+// with Ruby's line-anchor meaning of ^ and $ (deepseek-llm uses \s+$).
+func TestGenericMatcherAnchors(t *testing.T) {
+	tests := []struct {
+		pat, in string
+		want    []string
+	}{
+		{`\s+$`, "a  \nb  ", []string{"a", "  ", "\nb", "  "}},
+		{`^\p{L}`, "ab\ncd", []string{"a", "b\n", "c", "d"}},
+		{`\p{N}+`, "x12y3", []string{"x", "12", "y", "3"}},
+		{`[一-龥]+|\s?[A-Za-z]+`, "中文 ab", []string{"中文", " ab"}},
+	}
+	for _, tc := range tests {
+		m, err := newRegexMatcher(tc.pat)
+		require.NoError(t, err, tc.pat)
+		assert.Equal(t, tc.want, collect(preSplit{m: m, behavior: behaviorIsolated}, tc.in), tc.pat)
+	}
+	_, err := newRegexMatcher(`^a|\s+(?!\S)|\s+`)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "look-ahead")
+}
+
 func TestCompileOnigurumaRejectsLookaround(t *testing.T) {
 	_, err := newRegexMatcher(`a(?=b)`)
 	require.Error(t, err)

@@ -66,6 +66,25 @@ func (p preSplit) split(s string, emit func(string)) {
 	}
 	st := splitState{s: s, emit: emit, behavior: p.behavior, invert: p.invert}
 	prev := 0
+	if g, ok := p.m.(*genericMatcher); ok && !g.wsTail {
+		for _, m := range g.all(s) {
+			if m[1] == m[0] {
+				continue // empty matches split nothing
+			}
+			if m[0] > prev {
+				st.seg(prev, m[0], false)
+			}
+			st.seg(m[0], m[1], true)
+			prev = m[1]
+		}
+		if prev < len(s) {
+			st.seg(prev, len(s), false)
+		}
+		if st.open {
+			emit(s[st.start:])
+		}
+		return
+	}
 	for pos := 0; pos < len(s); {
 		lo, hi, ok := p.m.next(s, pos)
 		if !ok {
@@ -663,12 +682,14 @@ func lowerASCII(r rune) rune {
 	return r
 }
 
-// genericMatcher runs a Go regexp anchored at each position; when the
-// pattern ends in `|\s+(?!\S)|\s+` that tail is handled by hand.
+// genericMatcher runs other patterns with Go's regexp. Without the
+// `\s+(?!\S)|\s+` tail it searches the whole piece at once (so ^, $ and \b
+// see their context); with the tail, the head is tried anchored at each
+// position and the whitespace alternatives are handled by hand.
 type genericMatcher struct {
-	re      *regexp.Regexp // anchored with \A
-	wsTail  bool
-	hasHead bool
+	re     *regexp.Regexp // whole pattern, when there is no tail
+	head   *regexp.Regexp // \A(?:head), when there is a tail
+	wsTail bool
 }
 
 const wsLookaheadTail = `|\s+(?!\S)|\s+`
@@ -676,46 +697,87 @@ const wsLookaheadTail = `|\s+(?!\S)|\s+`
 func newGenericMatcher(pat string) (matcher, error) {
 	g := &genericMatcher{}
 	head := pat
-	if strings.HasSuffix(pat, wsLookaheadTail) {
-		g.wsTail = true
-		head = strings.TrimSuffix(pat, wsLookaheadTail)
-	} else if pat == `\s+(?!\S)|\s+` {
-		g.wsTail = true
-		head = ""
+	switch {
+	case strings.HasSuffix(pat, wsLookaheadTail):
+		g.wsTail, head = true, strings.TrimSuffix(pat, wsLookaheadTail)
+	case pat == `\s+(?!\S)|\s+`:
+		g.wsTail, head = true, ""
 	}
-	if head != "" {
-		re, err := compileOniguruma(`\A(?:` + head + `)`)
-		if err != nil {
-			return nil, err
+	var err error
+	if !g.wsTail {
+		g.re, err = compileOniguruma(pat)
+		return g, err
+	}
+	if head == "" {
+		return g, nil
+	}
+	if usesLeftContext(head) {
+		return nil, fmt.Errorf("regex %q: ^, \\b or \\B together with the \\s+(?!\\S) look-ahead are unsupported", pat)
+	}
+	g.head, err = compileOniguruma(`\A(?:` + head + `)`)
+	return g, err
+}
+
+// usesLeftContext reports an unescaped ^, \b or \B outside a class: they
+// need the text before the anchored attempt.
+func usesLeftContext(pat string) bool {
+	inClass := false
+	for i := 0; i < len(pat); i++ {
+		switch c := pat[i]; {
+		case c == '\\' && i+1 < len(pat):
+			if !inClass && (pat[i+1] == 'b' || pat[i+1] == 'B') {
+				return true
+			}
+			i++
+		case c == '[':
+			inClass = true
+		case c == ']':
+			inClass = false
+		case c == '^' && !inClass:
+			return true
 		}
-		g.re, g.hasHead = re, true
 	}
-	return g, nil
+	return false
+}
+
+// all returns every match over the whole piece (no tail).
+func (g *genericMatcher) all(s string) [][2]int {
+	locs := g.re.FindAllStringIndex(s, -1)
+	out := make([][2]int, len(locs))
+	for i, l := range locs {
+		out[i] = [2]int{l[0], l[1]}
+	}
+	return out
 }
 
 func (g *genericMatcher) next(s string, p int) (int, int, bool) {
+	if !g.wsTail {
+		for _, m := range g.all(s) {
+			if m[0] >= p && m[1] > m[0] {
+				return m[0], m[1], true
+			}
+		}
+		return 0, 0, false
+	}
 	return scanMatcher(func(s string, p int) int {
-		if g.hasHead {
-			if loc := g.re.FindStringIndex(s[p:]); loc != nil && loc[1] > 0 {
+		if g.head != nil {
+			if loc := g.head.FindStringIndex(s[p:]); loc != nil && loc[1] > 0 {
 				return p + loc[1]
 			}
 		}
-		if g.wsTail {
-			r, _ := decodeAt(s, p)
-			if !isSpace(r) {
-				return -1
-			}
-			e := run(s, p, isSpace)
-			if e == len(s) {
-				return e
-			}
-			_, lastN := utf8.DecodeLastRuneInString(s[p:e])
-			if e-lastN > p {
-				return e - lastN
-			}
+		r, _ := decodeAt(s, p)
+		if !isSpace(r) {
+			return -1
+		}
+		e := run(s, p, isSpace)
+		if e == len(s) {
 			return e
 		}
-		return -1
+		_, lastN := utf8.DecodeLastRuneInString(s[p:e])
+		if e-lastN > p {
+			return e - lastN
+		}
+		return e
 	}).next(s, p)
 }
 
@@ -765,6 +827,12 @@ func compileOniguruma(pat string) (*regexp.Regexp, error) {
 			continue
 		}
 		switch c {
+		case '^', '$':
+			if !inClass {
+				// Ruby syntax: ^ and $ are line anchors.
+				b.WriteString("(?m:" + string(c) + ")")
+				continue
+			}
 		case '[':
 			if !inClass {
 				inClass = true
