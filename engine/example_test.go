@@ -152,3 +152,30 @@ func ExampleNewSampler() {
 	// 3
 	// top-p must be in (0, 1] (0 = off), got 2
 }
+
+// A Conversation keeps the KV cache between turns, so each turn only runs
+// the new part of the chat through the model.
+func ExampleModel_NewConversation() {
+	m, err := engine.Load("/models/DeepSeek-R1-Distill-Qwen-1.5B")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer m.Close()
+	conv, err := m.NewConversation(4096)
+	if err != nil {
+		log.Fatal(err)
+	}
+	var msgs []tokenizer.Message
+	for _, question := range []string{"Name a prime number.", "And a larger one?"} {
+		msgs = append(msgs, tokenizer.Message{Role: "user", Content: question})
+		var reply strings.Builder
+		for tok, err := range conv.Chat(context.Background(), msgs, engine.GenerateOptions{MaxTokens: 256}) {
+			if err != nil {
+				log.Fatal(err)
+			}
+			reply.WriteString(tok.Text)
+		}
+		fmt.Println(reply.String())
+		msgs = append(msgs, tokenizer.Message{Role: "assistant", Content: reply.String()})
+	}
+}

@@ -278,6 +278,9 @@ func prepare(m *engine.Model, o *genOptions, msgs []tokenizer.Message) (*prepare
 		return nil, fmt.Errorf("tokenizing the prompt: %w", err)
 	}
 	p.tokens = len(ids)
+	if p.tokens == 0 {
+		return nil, fmt.Errorf("the prompt is empty and this tokenizer adds no BOS token, so there is nothing to continue: give a prompt with -p")
+	}
 	maxPos := contextLength(m)
 	ctxLen := min(o.ctx, maxPos)
 	if p.tokens >= ctxLen {

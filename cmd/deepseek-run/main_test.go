@@ -171,13 +171,19 @@ func TestHelp(t *testing.T) {
 // chat template in its tokenizer_config.json.
 func templateCheckpoint(t *testing.T, template string) string {
 	t.Helper()
+	return checkpointWith(t, map[string]any{"add_bos_token": true, "bos_token": "<s>", "eos_token": "</s>", "chat_template": template})
+}
+
+// checkpointWith copies stories260K with the given tokenizer_config.json.
+func checkpointWith(t *testing.T, tokenizerConfig map[string]any) string {
+	t.Helper()
 	dir := t.TempDir()
 	for _, name := range []string{"config.json", "generation_config.json", "model.safetensors", "tokenizer.json"} {
 		b, err := os.ReadFile(filepath.Join("../../testdata/stories260K", name))
 		require.NoError(t, err)
 		require.NoError(t, os.WriteFile(filepath.Join(dir, name), b, 0o644))
 	}
-	cfg, err := json.Marshal(map[string]any{"add_bos_token": true, "bos_token": "<s>", "eos_token": "</s>", "chat_template": template})
+	cfg, err := json.Marshal(tokenizerConfig)
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "tokenizer_config.json"), cfg, 0o644))
 	return dir
@@ -298,4 +304,14 @@ func TestPanicIsOneLine(t *testing.T) {
 	assert.Equal(t, 1, code)
 	assert.Contains(t, errb.String(), "deepseek-run: internal error:")
 	assert.NotContains(t, errb.String(), "goroutine ")
+}
+
+func TestEmptyPromptWithoutBOS(t *testing.T) {
+	dir := checkpointWith(t, map[string]any{"add_bos_token": false, "eos_token": "</s>"})
+	code, _, stderr := cli(t, "", "-m", dir, "-p", "")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr, "the prompt is empty and this tokenizer adds no BOS")
+	code, stdout, stderr := cli(t, "", "-m", dir, "-p", "Lily", "-n", "3", "--json")
+	require.Equal(t, 0, code, stderr)
+	assert.Equal(t, 1, decodeJSON(t, stdout).PromptTokens, "no BOS added")
 }
