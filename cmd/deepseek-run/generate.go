@@ -57,7 +57,7 @@ func newGenerateFlags(stderr io.Writer, o *genOptions) *flag.FlagSet {
 	fs.BoolVar(&o.chat, "chat", false, "interactive multi-turn chat with the checkpoint's chat template (/bye to quit, /clear to forget)")
 	fs.BoolVar(&o.raw, "raw", false, "treat -p as raw text even when the checkpoint has a chat template")
 	fs.StringVar(&o.device, "device", "auto", "`DEVICE`: auto (a GPU when usable, else CPU), cpu or cuda")
-	fs.BoolVar(&o.int8, "int8", false, "quantise weights to int8 per channel at load (less memory, faster decode)")
+	fs.BoolVar(&o.int8, "int8", false, "quantise projection weights to per-channel int8 at load (half the memory of bf16)")
 	fs.IntVar(&o.threads, "threads", 0, "`N` CPU threads; 0 = all cores")
 	fs.BoolVar(&o.stats, "stats", false, "print MoE expert usage per layer after generating")
 	fs.BoolVar(&o.json, "json", false, "print one JSON object with the text, ids and timings instead of streaming")
