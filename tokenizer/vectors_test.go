@@ -160,6 +160,12 @@ func TestVectors(t *testing.T) {
 						t.Errorf("%s: decode(reference ids) = %q, want %q", v.Name, dec, v.Text)
 					}
 				}
+				if dec := tok.Decode(got); dec != v.Text {
+					fails++
+					if fails <= 5 {
+						t.Errorf("%s: decode(encode(x)) = %q, want %q", v.Name, dec, v.Text)
+					}
+				}
 			}
 			if fails > 0 {
 				t.Errorf("%d/%d mismatches", fails, len(set.vs))
