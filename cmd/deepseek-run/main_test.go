@@ -315,3 +315,27 @@ func TestEmptyPromptWithoutBOS(t *testing.T) {
 	require.Equal(t, 0, code, stderr)
 	assert.Equal(t, 1, decodeJSON(t, stdout).PromptTokens, "no BOS added")
 }
+
+// The DeepSeek-V3 fixture has stories260K's vocabulary size, so with that
+// tokenizer it takes text (and produces noise): enough to exercise --stats.
+func TestExpertStatsFlag(t *testing.T) {
+	dir := t.TempDir()
+	for src, names := range map[string][]string{
+		"../../testdata/models/deepseek-v3": {"config.json", "model.safetensors"},
+		"../../testdata/stories260K":        {"tokenizer.json", "tokenizer_config.json"},
+	} {
+		for _, name := range names {
+			b, err := os.ReadFile(filepath.Join(src, name))
+			require.NoError(t, err)
+			require.NoError(t, os.WriteFile(filepath.Join(dir, name), b, 0o644))
+		}
+	}
+	code, _, stderr := cli(t, "", "-m", dir, "-p", "Lily", "-n", "6", "--temp", "0", "--stats")
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, stderr, "expert usage")
+	assert.Contains(t, stderr, "active/experts")
+
+	code, _, stderr = cli(t, "", "-p", "Lily", "-n", "2", "--stats")
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, stderr, "no routed experts")
+}
