@@ -140,6 +140,9 @@ func (o *genOptions) check() error {
 	if o.chat && o.json {
 		return usagef("--json cannot be combined with --chat")
 	}
+	if o.chat && o.set["p"] {
+		return usagef("--chat reads the turns from stdin; drop -p (or drop --chat for a single reply)")
+	}
 	if o.chat && o.raw {
 		return usagef("--raw cannot be combined with --chat")
 	}

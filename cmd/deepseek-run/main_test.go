@@ -140,6 +140,7 @@ func TestErrors(t *testing.T) {
 		{"zero tokens", []string{"-n", "0"}, 2, []string{"-n must be positive"}, ""},
 		{"stray argument", []string{"Once upon a time"}, 2, []string{"unexpected argument", "-p"}, ""},
 		{"bad device", []string{"--device", "tpu"}, 2, []string{"--device must be auto, cpu or cuda"}, ""},
+		{"chat with -p", []string{"--chat", "-p", "hi"}, 2, []string{"--chat reads the turns from stdin"}, ""},
 		{"json chat", []string{"--chat", "--json"}, 2, []string{"--json cannot be combined with --chat"}, ""},
 		{"chat without template", []string{"--chat"}, 1, []string{"chat template"}, "hello\n"},
 		{"verify without ref", []string{"verify", "-m", "../../testdata/models/llama-mha"}, 2, []string{"--ref"}, ""},
