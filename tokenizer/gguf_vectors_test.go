@@ -23,7 +23,7 @@ type ggufVocab struct {
 
 // readGGUFVocab parses just enough of GGUF v3 (metadata key/values) to get
 // the tokenizer arrays; tensors are absent from vocab-only files.
-func readGGUFVocab(t *testing.T, path string) ggufVocab {
+func readGGUFVocab(t testing.TB, path string) ggufVocab {
 	t.Helper()
 	f, err := os.Open(path)
 	require.NoError(t, err)
@@ -128,7 +128,7 @@ func (g *ggufReader) value(typ uint32) any {
 // merges from the GGUF, control/user-defined tokens as added tokens, and
 // the pre-tokenizer Split sequence the HF tokenizer.json declares (llama.cpp
 // copies these patterns in llm_tokenizer_bpe).
-func tokenizerJSONFromGGUF(t *testing.T, v ggufVocab, splits []string) []byte {
+func tokenizerJSONFromGGUF(t testing.TB, v ggufVocab, splits []string) []byte {
 	t.Helper()
 	vocab := make(map[string]int, len(v.tokens))
 	var added []map[string]any
@@ -156,6 +156,18 @@ func tokenizerJSONFromGGUF(t *testing.T, v ggufVocab, splits []string) []byte {
 	return js
 }
 
+// deepseekLLMSplits are the Split patterns of the deepseek-llm tokenizer.json.
+var deepseekLLMSplits = []string{
+	"[\r\n]",
+	// Non-ASCII as escapes: NFC-normalizing copies fold some of these
+	// code points (U+1F7D ώ, U+212A K, ...) and break the ranges.
+	"\\s?[A-Za-z\\x{B5}\\x{C0}-\\x{D6}\\x{D8}-\\x{F6}\\x{F8}-\\x{1BA}\\x{1BC}-\\x{1BF}\\x{1C4}-\\x{293}\\x{295}-\\x{2AF}\\x{370}-\\x{373}\\x{376}\\x{377}\\x{37B}-\\x{37D}\\x{37F}\\x{386}\\x{388}-\\x{38A}\\x{38C}\\x{38E}-\\x{3A1}\\x{3A3}-\\x{3F5}\\x{3F7}-\\x{481}\\x{48A}-\\x{52F}\\x{531}-\\x{556}\\x{10A0}-\\x{10C5}\\x{13A0}-\\x{13F5}\\x{13F8}-\\x{13FD}\\x{1C90}-\\x{1CBA}\\x{1CBD}-\\x{1CBF}\\x{1D00}-\\x{1D2B}\\x{1D6B}-\\x{1D77}\\x{1D79}-\\x{1D9A}\\x{1E00}-\\x{1F15}\\x{1F18}-\\x{1F1D}\\x{1F20}-\\x{1F45}\\x{1F48}-\\x{1F4D}\\x{1F50}-\\x{1F57}\\x{1F59}\\x{1F5B}\\x{1F5D}\\x{1F5F}-\\x{1F7D}\\x{1F80}-\\x{1FB4}\\x{1FB6}-\\x{1FBC}\\x{1FBE}\\x{1FC2}-\\x{1FC4}\\x{1FC6}-\\x{1FCC}\\x{1FD0}-\\x{1FD3}\\x{1FD6}-\\x{1FDB}\\x{1FE0}-\\x{1FEC}\\x{1FF2}-\\x{1FF4}\\x{1FF6}-\\x{1FFC}\\x{2102}\\x{2107}\\x{210A}-\\x{2113}\\x{2115}\\x{2119}-\\x{211D}\\x{2124}\\x{2126}\\x{2128}\\x{212A}-\\x{212D}\\x{212F}-\\x{2134}\\x{2139}\\x{213C}-\\x{213F}\\x{2145}-\\x{2149}\\x{214E}\\x{2183}\\x{2184}\\x{2C00}-\\x{2C7B}\\x{2C7E}-\\x{2CE4}\\x{2CEB}-\\x{2CEE}\\x{2CF2}\\x{2CF3}\\x{A640}-\\x{A66D}\\x{A680}-\\x{A69B}\\x{A722}-\\x{A76F}\\x{A771}-\\x{A787}\\x{A78B}-\\x{A78E}\\x{AB70}-\\x{ABBF}\\x{FB00}-\\x{FB06}\\x{FB13}-\\x{FB17}\\x{FF21}-\\x{FF3A}\\x{FF41}-\\x{FF5A}\\x{10400}-\\x{1044F}\\x{104B0}-\\x{104D3}\\x{104D8}-\\x{104FB}\\x{10C80}-\\x{10CB2}\\x{10CC0}-\\x{10CF2}\\x{118A0}-\\x{118DF}\\x{1E900}-\\x{1E943}]+",
+	"\\s?[!-/:-~！-／：-～‘-‟　-。]+",
+	"\\s+$",
+	"[一-龥ࠀ-一가-퟿]+",
+	"\\p{N}+",
+}
+
 // TestGGUFVocabVectors checks the older DeepSeek tokenizers (deepseek-llm
 // for V1/V2, deepseek-coder), whose Split patterns take the generic Go
 // regexp path (including Oniguruma's line-anchored `\s+$`), against
@@ -165,16 +177,7 @@ func TestGGUFVocabVectors(t *testing.T) {
 		name   string
 		splits []string
 	}{
-		{"deepseek-llm", []string{
-			"[\r\n]",
-			// Non-ASCII as escapes: NFC-normalizing copies fold some of these
-			// code points (U+1F7D ώ, U+212A K, ...) and break the ranges.
-			"\\s?[A-Za-z\\x{B5}\\x{C0}-\\x{D6}\\x{D8}-\\x{F6}\\x{F8}-\\x{1BA}\\x{1BC}-\\x{1BF}\\x{1C4}-\\x{293}\\x{295}-\\x{2AF}\\x{370}-\\x{373}\\x{376}\\x{377}\\x{37B}-\\x{37D}\\x{37F}\\x{386}\\x{388}-\\x{38A}\\x{38C}\\x{38E}-\\x{3A1}\\x{3A3}-\\x{3F5}\\x{3F7}-\\x{481}\\x{48A}-\\x{52F}\\x{531}-\\x{556}\\x{10A0}-\\x{10C5}\\x{13A0}-\\x{13F5}\\x{13F8}-\\x{13FD}\\x{1C90}-\\x{1CBA}\\x{1CBD}-\\x{1CBF}\\x{1D00}-\\x{1D2B}\\x{1D6B}-\\x{1D77}\\x{1D79}-\\x{1D9A}\\x{1E00}-\\x{1F15}\\x{1F18}-\\x{1F1D}\\x{1F20}-\\x{1F45}\\x{1F48}-\\x{1F4D}\\x{1F50}-\\x{1F57}\\x{1F59}\\x{1F5B}\\x{1F5D}\\x{1F5F}-\\x{1F7D}\\x{1F80}-\\x{1FB4}\\x{1FB6}-\\x{1FBC}\\x{1FBE}\\x{1FC2}-\\x{1FC4}\\x{1FC6}-\\x{1FCC}\\x{1FD0}-\\x{1FD3}\\x{1FD6}-\\x{1FDB}\\x{1FE0}-\\x{1FEC}\\x{1FF2}-\\x{1FF4}\\x{1FF6}-\\x{1FFC}\\x{2102}\\x{2107}\\x{210A}-\\x{2113}\\x{2115}\\x{2119}-\\x{211D}\\x{2124}\\x{2126}\\x{2128}\\x{212A}-\\x{212D}\\x{212F}-\\x{2134}\\x{2139}\\x{213C}-\\x{213F}\\x{2145}-\\x{2149}\\x{214E}\\x{2183}\\x{2184}\\x{2C00}-\\x{2C7B}\\x{2C7E}-\\x{2CE4}\\x{2CEB}-\\x{2CEE}\\x{2CF2}\\x{2CF3}\\x{A640}-\\x{A66D}\\x{A680}-\\x{A69B}\\x{A722}-\\x{A76F}\\x{A771}-\\x{A787}\\x{A78B}-\\x{A78E}\\x{AB70}-\\x{ABBF}\\x{FB00}-\\x{FB06}\\x{FB13}-\\x{FB17}\\x{FF21}-\\x{FF3A}\\x{FF41}-\\x{FF5A}\\x{10400}-\\x{1044F}\\x{104B0}-\\x{104D3}\\x{104D8}-\\x{104FB}\\x{10C80}-\\x{10CB2}\\x{10CC0}-\\x{10CF2}\\x{118A0}-\\x{118DF}\\x{1E900}-\\x{1E943}]+",
-			"\\s?[!-/:-~！-／：-～‘-‟　-。]+",
-			"\\s+$",
-			"[一-龥ࠀ-一가-퟿]+",
-			"\\p{N}+",
-		}},
+		{"deepseek-llm", deepseekLLMSplits},
 		{"deepseek-coder", []string{
 			"[\r\n]",
 			"\\s?\\p{L}+",
@@ -207,4 +210,26 @@ func TestGGUFVocabVectors(t *testing.T) {
 			require.Zero(t, fails, "%d/%d mismatches", fails, len(vs))
 		})
 	}
+}
+
+// BenchmarkEncodeDeepSeekLLM measures the generic Go-regexp Split path
+// (the V1/V2 tokenizer), warm cache.
+func BenchmarkEncodeDeepSeekLLM(b *testing.B) {
+	v := readGGUFVocab(b, "testdata/gguf-vocab/ggml-vocab-deepseek-llm.gguf")
+	tok, err := FromBytes(tokenizerJSONFromGGUF(b, v, deepseekLLMSplits), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	text := benchCorpus(b, "deepseek-v3.encode.jsonl")
+	if _, err := tok.Encode(text, false); err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(text)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := tok.Encode(text, false); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(len(text))*float64(b.N)/b.Elapsed().Seconds()/1e6, "MB/s")
 }
