@@ -924,9 +924,15 @@ __device__ void flash2_fwd(float* out, const float* q, const __half* kc, const _
       }
 #pragma unroll
       for (int hr = 0; hr < 2; hr++) {
-        float mx = -INFINITY;
+        // Tree reductions: short dependency chains.
+        float mj[BN / 8];
 #pragma unroll
-        for (int j = 0; j < BN / 8; j++) mx = fmaxf(mx, fmaxf(s[mt][j][2 * hr], s[mt][j][2 * hr + 1]));
+        for (int j = 0; j < BN / 8; j++) mj[j] = fmaxf(s[mt][j][2 * hr], s[mt][j][2 * hr + 1]);
+#pragma unroll
+        for (int w = BN / 16; w > 0; w >>= 1)
+#pragma unroll
+          for (int j = 0; j < w; j++) mj[j] = fmaxf(mj[j], mj[j + w]);
+        float mx = mj[0];
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         float mnew = fmaxf(mrow[mt][hr], mx);
@@ -935,14 +941,18 @@ __device__ void flash2_fwd(float* out, const float* q, const __half* kc, const _
         mrow[mt][hr] = mnew;
         // P in f16 pairs (kept in the s registers' bits); the tile's row sum
         // adds at most BN values <= 1 in f16, then joins the f32 total.
-        __half2 ls2 = __float2half2_rn(0.f);
+        __half2 lj[BN / 8];
 #pragma unroll
         for (int j = 0; j < BN / 8; j++) {
           unsigned pp = ex2_h2(pack_h2(s[mt][j][2 * hr] - msafe, s[mt][j][2 * hr + 1] - msafe));
           s[mt][j][2 * hr] = __uint_as_float(pp);
-          ls2 = __hadd2(ls2, *reinterpret_cast<__half2*>(&pp));
+          lj[j] = *reinterpret_cast<__half2*>(&pp);
         }
-        float2 lsf = __half22float2(ls2);
+#pragma unroll
+        for (int w = BN / 16; w > 0; w >>= 1)
+#pragma unroll
+          for (int j = 0; j < w; j++) lj[j] = __hadd2(lj[j], lj[j + w]);
+        float2 lsf = __half22float2(lj[0]);
         lrow[mt][hr] = lrow[mt][hr] * alpha + lsf.x + lsf.y;
         // The running max rarely moves after the first tiles: skip the
         // rescale when no row of the warp needs it.
