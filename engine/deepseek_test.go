@@ -638,3 +638,43 @@ func TestDeepseekGroupLimitedAllGroups(t *testing.T) {
 	require.NoError(t, err)
 	assert.Greater(t, r.Worst, 1e-3)
 }
+
+// BenchmarkDeepseekV2LiteSlice decodes with DeepSeek-V2-Lite's real shapes
+// (64 routed experts top-6 + 2 shared, vocab 102400, int8 weights) but only
+// 2 or 4 of its 27 layers (1 dense + 1 or 3 MoE), so it fits next to other
+// work: the difference between the two is the time of 2 MoE layers, which
+// extrapolates to the full model. Up to about 3 GB of memory.
+func BenchmarkDeepseekV2LiteSlice(b *testing.B) {
+	for _, layers := range []int{2, 4} {
+		b.Run(fmt.Sprintf("layers=%d", layers), func(b *testing.B) {
+			js := strings.NewReplacer(`"vocab_size":8192`, `"vocab_size":102400`,
+				`"num_hidden_layers":2`, fmt.Sprintf(`"num_hidden_layers":%d`, layers),
+				`"n_routed_experts":8`, `"n_routed_experts":64`).Replace(benchDeepseekConfig)
+			cfg, err := ParseConfig("bench", []byte(js))
+			require.NoError(b, err)
+			m, err := New(cfg, RandomSource{DType: safetensors.BF16, Seed: 7}, WithInt8(true))
+			require.NoError(b, err)
+			defer m.Close()
+			ctx := context.Background()
+			s, err := m.NewSession(1024)
+			require.NoError(b, err)
+			_, err = s.Last(ctx, []int{1, 2, 3, 4, 5, 6, 7, 8})
+			require.NoError(b, err)
+			i := 0
+			for b.Loop() {
+				if s.Pos() >= s.MaxTokens() {
+					s.Reset()
+				}
+				_, err := s.Step(ctx, (i*7919)%cfg.VocabSize)
+				require.NoError(b, err)
+				i++
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tok/s")
+			var by int64
+			for _, v := range m.Info().BytesByDType {
+				by += v
+			}
+			b.ReportMetric(float64(by)/1e9, "GB")
+		})
+	}
+}
