@@ -641,10 +641,14 @@ func (m *MoE) Forward(s *Session, out, xn kernels.Buffer, n int) error {
 		if len(as) == 0 {
 			continue
 		}
-		for j, a := range as { // gather this expert's tokens
-			be.Copy2D(xg, j*hid, hid, xn, a.tok*hid, hid, 1, hid)
+		in := xn // every token, in order (always so when decoding): no gather
+		if len(as) < n {
+			in = xg
+			for j, a := range as { // gather this expert's tokens
+				be.Copy2D(xg, j*hid, hid, xn, a.tok*hid, hid, 1, hid)
+			}
 		}
-		if err := m.Experts[e].Forward(s, yg, xg, len(as)); err != nil {
+		if err := m.Experts[e].Forward(s, yg, in, len(as)); err != nil {
 			return err
 		}
 		for j, a := range as { // scatter-add with the routing weight
