@@ -1,6 +1,7 @@
 package tokenizer
 
 import (
+	"bufio"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -28,7 +29,7 @@ func readGGUFVocab(t testing.TB, path string) ggufVocab {
 	f, err := os.Open(path)
 	require.NoError(t, err)
 	defer f.Close()
-	r := &ggufReader{r: f}
+	r := &ggufReader{r: bufio.NewReader(f)}
 	require.Equal(t, "GGUF", string(r.bytes(4)))
 	require.Equal(t, uint32(3), r.u32(), "GGUF version")
 	_ = r.u64() // tensors

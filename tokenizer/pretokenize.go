@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"regexp/syntax"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -705,6 +706,13 @@ func newGenericMatcher(pat string) (matcher, error) {
 	}
 	var err error
 	if !g.wsTail {
+		goPat, err := translateOniguruma(pat)
+		if err != nil {
+			return nil, err
+		}
+		if cr, ok := newClassRunMatcher(goPat); ok {
+			return cr, nil
+		}
 		g.re, err = compileOniguruma(pat)
 		return g, err
 	}
@@ -785,9 +793,22 @@ func (g *genericMatcher) next(s string, p int) (int, int, bool) {
 // giving \s, \S, \d, \w their Unicode meanings. Look-around and
 // back-references are rejected with a clear error.
 func compileOniguruma(pat string) (*regexp.Regexp, error) {
+	goPat, err := translateOniguruma(pat)
+	if err != nil {
+		return nil, err
+	}
+	re, err := regexp.Compile(goPat)
+	if err != nil {
+		return nil, fmt.Errorf("regex %q: %w", pat, err)
+	}
+	return re, nil
+}
+
+// translateOniguruma rewrites an Oniguruma pattern into Go syntax.
+func translateOniguruma(pat string) (string, error) {
 	for _, bad := range []string{"(?=", "(?!", "(?<=", "(?<!", "(?>", `\k<`} {
 		if strings.Contains(pat, bad) {
-			return nil, fmt.Errorf("regex %q: look-around/atomic groups are unsupported outside the known DeepSeek/Qwen/Llama-3/GPT-2 patterns", pat)
+			return "", fmt.Errorf("regex %q: look-around/atomic groups are unsupported outside the known DeepSeek/Qwen/Llama-3/GPT-2 patterns", pat)
 		}
 	}
 	var b strings.Builder
@@ -807,7 +828,7 @@ func compileOniguruma(pat string) (*regexp.Regexp, error) {
 				continue
 			case 'S':
 				if inClass {
-					return nil, fmt.Errorf("regex %q: \\S inside a class is unsupported", pat)
+					return "", fmt.Errorf("regex %q: \\S inside a class is unsupported", pat)
 				}
 				b.WriteString(`[^\s\x{0B}\x{85}\p{Z}]`)
 				continue
@@ -855,9 +876,8 @@ func compileOniguruma(pat string) (*regexp.Regexp, error) {
 		}
 		b.WriteByte(c)
 	}
-	re, err := regexp.Compile(b.String())
-	if err != nil {
-		return nil, fmt.Errorf("regex %q: %w", pat, err)
+	if _, err := syntax.Parse(b.String(), syntax.Perl); err != nil {
+		return "", fmt.Errorf("regex %q: %w", pat, err)
 	}
-	return re, nil
+	return b.String(), nil
 }
