@@ -90,3 +90,9 @@ func swigluAVX512(out, gate, up *float32, n int)
 
 //go:noescape
 func swigluAVX2(out, gate, up *float32, n int)
+
+// dot4nopfBF16AVX512 is dot4BF16AVX512 without software prefetch (the
+// baseline of BenchmarkPrefetch).
+//
+//go:noescape
+func dot4nopfBF16AVX512(x *float32, w unsafe.Pointer, ldw, n int, out *float32)
