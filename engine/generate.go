@@ -113,12 +113,20 @@ func (m *Model) GenerateIDs(ctx context.Context, ids []int, o GenerateOptions) i
 				st.Decode = time.Since(t1)
 			}
 		}()
+		// Greedy decoding on a backend with a device argmax fetches only the
+		// next id per step (stepGreedy), not the logits row.
+		devGreedy := o.Sampling.Greedy() && (o.Sampling.RepeatPenalty == 0 || o.Sampling.RepeatPenalty == 1)
+		next := -1
 		for {
 			if err := ctx.Err(); err != nil {
 				fail(err)
 				return
 			}
-			id := smp.Sample(logits, history)
+			id := next
+			if id < 0 {
+				id = smp.Sample(logits, history)
+			}
+			next = -1
 			if slices.Contains(stops, id) {
 				return
 			}
@@ -142,6 +150,17 @@ func (m *Model) GenerateIDs(ctx context.Context, ids []int, o GenerateOptions) i
 					return
 				}
 				continue
+			}
+			if devGreedy {
+				n, ok, err := s.stepGreedy(ctx, id)
+				if err != nil {
+					fail(fmt.Errorf("generate: step %d: %w", st.GeneratedTokens, err))
+					return
+				}
+				if ok {
+					next = n
+					continue
+				}
 			}
 			if logits, err = s.Step(ctx, id); err != nil {
 				fail(fmt.Errorf("generate: step %d: %w", st.GeneratedTokens, err))
