@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/deepseek-go/deepseek-go/kernels"
@@ -33,14 +34,30 @@ type graphState struct {
 // the backend supports it; handled is false when the caller should run the
 // step itself.
 func (s *Session) graphStep(id int, emit func([]float32, int)) (handled bool, err error) {
+	lg, handled, err := s.graphIssue(id)
+	if !handled || err != nil {
+		return handled, err
+	}
+	out := make([]float32, s.m.cfg.VocabSize)
+	if err := s.be.Download(out, lg, 0); err != nil {
+		return true, fmt.Errorf("reading logits: %w", err)
+	}
+	s.pos++
+	emit(out, 1)
+	return true, nil
+}
+
+// graphIssue captures or replays the step for token id at s.pos and
+// returns the device buffer that will hold its logits (pos not advanced).
+func (s *Session) graphIssue(id int) (lg kernels.Buffer, handled bool, err error) {
 	cg, ok := capturerOf(s.m.be)
 	if !ok || s.graph.failed || s.be != s.m.be {
-		return false, nil
+		return nil, false, nil
 	}
 	if s.graph.g == nil {
 		if !s.graph.warm {
 			s.graph.warm = true
-			return false, nil
+			return nil, false, nil
 		}
 		var lg kernels.Buffer
 		g, err := cg.captureStep(id, s.pos, s.max, func(be kernels.Backend) error {
@@ -53,17 +70,57 @@ func (s *Session) graphStep(id int, emit func([]float32, int)) (handled bool, er
 		})
 		if err != nil {
 			s.graph.failed = true
-			return false, nil
+			return nil, false, nil
 		}
 		s.graph.g, s.graph.lg = g, lg
-	} else if err := s.graph.g.Replay(id, s.pos); err != nil {
-		return true, fmt.Errorf("decode step graph: %w", err)
+		return lg, true, nil
 	}
-	out := make([]float32, s.m.cfg.VocabSize)
-	if err := s.be.Download(out, s.graph.lg, 0); err != nil {
-		return true, fmt.Errorf("reading logits: %w", err)
+	if err := s.graph.g.Replay(id, s.pos); err != nil {
+		return nil, true, fmt.Errorf("decode step graph: %w", err)
+	}
+	return s.graph.lg, true, nil
+}
+
+// deviceArgmaxer is a backend that finds the largest logit on the device
+// (cuda.Backend.Argmax: first index of the maximum, NaN never chosen, as
+// greedyArgmax).
+type deviceArgmaxer interface {
+	Argmax(x kernels.Buffer, off, n int) (int, error)
+}
+
+// stepGreedy feeds id and returns the greedy next token picked on the
+// device, so only that id crosses to the host; ok is false when the backend
+// cannot (the caller then uses Step and the host sampler).
+func (s *Session) stepGreedy(ctx context.Context, id int) (next int, ok bool, err error) {
+	am, has := s.m.be.(deviceArgmaxer)
+	if !has || s.be != s.m.be {
+		return 0, false, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, true, err
+	}
+	if s.m.closed.Load() {
+		return 0, true, fmt.Errorf("model is closed")
+	}
+	if s.pos+1 > s.max {
+		return 0, true, fmt.Errorf("context too long: %d tokens in the cache + 1 new exceed the session's %d positions", s.pos, s.max)
+	}
+	if id < 0 || id >= s.m.cfg.VocabSize {
+		return 0, true, fmt.Errorf("token %d outside vocab_size %d", id, s.m.cfg.VocabSize)
+	}
+	lg, handled, err := s.graphIssue(id)
+	if err != nil {
+		return 0, true, err
+	}
+	if !handled {
+		if lg, _, err = s.forwardOps([]int{id}, false, true); err != nil {
+			return 0, true, err
+		}
+	}
+	next, err = am.Argmax(lg, 0, s.m.cfg.VocabSize)
+	if err != nil {
+		return 0, true, fmt.Errorf("argmax of the logits: %w", err)
 	}
 	s.pos++
-	emit(out, 1)
-	return true, nil
+	return next, true, nil
 }

@@ -35,6 +35,9 @@ fi
 if [[ $what == *" engine "* ]]; then
   (cd engine && ../build/gpu/engine.test -test.v -test.count=1 -test.run 'CUDA' 2>&1) | tee "$OUT/engine.log" | grep -E "^(--- |PASS|FAIL|ok)|on cuda|worst|Error|expected|actual" | tail -40
 fi
+if [[ $what == *" enginebench "* ]]; then
+  (cd engine && ../build/gpu/engine.test -test.run '^$' -test.bench 'CUDAEngineDecode7B' -test.benchtime 1x -test.v 2>&1) | tee "$OUT/enginebench.log" | grep -E "device_cuda_test|FAIL|panic|Error" | tail -20
+fi
 if [[ $what == *" bench "* ]]; then
   ./build/gpu/bench_cuda.test -test.run '^$' -test.bench . -test.benchtime 1x -test.v 2>&1 | tee "$OUT/bench.log" | grep -E "cuda_test.go|^Benchmark|FAIL|panic|Error" | tail -40
 fi
