@@ -76,6 +76,11 @@ func TestGreedyFromBOS(t *testing.T) {
 	assert.Contains(t, stderr, "prompt eval")
 	assert.Contains(t, stderr, "tokens per second")
 	assert.Contains(t, stderr, "sampling       = greedy")
+
+	// All 256 tokens: karpathy's printed story, byte for byte.
+	code, stdout, stderr = cli(t, "", "--temp", "0", "-p", "", "-n", "256")
+	require.Equal(t, 0, code, stderr)
+	assert.Equal(t, text+"\n", stdout)
 }
 
 func TestSeedReproducible(t *testing.T) {
