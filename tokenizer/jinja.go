@@ -124,14 +124,16 @@ func lexTemplate(src string) ([]jtoken, error) {
 			continue
 		case '%':
 			// {% raw %} ... {% endraw %}
-			if rawEnd, bodyStart, ok := matchRaw(src, j); ok {
+			if bodyStart, ok := matchRaw(src, j); ok {
 				k := indexEndRaw(src, bodyStart)
 				if k < 0 {
 					return nil, fmt.Errorf("template: unclosed raw block at offset %d", i)
 				}
 				body := src[bodyStart:k]
-				_ = rawEnd
 				closeEnd := strings.Index(src[k:], "%}")
+				if closeEnd < 0 {
+					return nil, fmt.Errorf("template: unclosed endraw tag at offset %d", k)
+				}
 				tagInner := src[k+2 : k+closeEnd]
 				if strings.HasPrefix(tagInner, "-") {
 					body = strings.TrimRight(body, " \t\n\r\f\v")
@@ -185,14 +187,15 @@ func indexTagStart(s string, from int) int {
 	return -1
 }
 
-// matchRaw recognises "raw %}" (with optional whitespace/-) at j.
-func matchRaw(src string, j int) (int, int, bool) {
+// matchRaw recognises "raw %}" (with optional whitespace/-) at j and
+// returns where the raw body starts.
+func matchRaw(src string, j int) (int, bool) {
 	k := j
 	for k < len(src) && (src[k] == ' ' || src[k] == '\t' || src[k] == '\n') {
 		k++
 	}
 	if !strings.HasPrefix(src[k:], "raw") {
-		return 0, 0, false
+		return 0, false
 	}
 	k += 3
 	for k < len(src) && (src[k] == ' ' || src[k] == '\t' || src[k] == '\n') {
@@ -204,7 +207,7 @@ func matchRaw(src string, j int) (int, int, bool) {
 		k++
 	}
 	if !strings.HasPrefix(src[k:], "%}") {
-		return 0, 0, false
+		return 0, false
 	}
 	body := k + 2
 	if strip {
@@ -212,7 +215,7 @@ func matchRaw(src string, j int) (int, int, bool) {
 			body++
 		}
 	}
-	return k, body, true
+	return body, true
 }
 
 func indexEndRaw(src string, from int) int {
@@ -1036,6 +1039,7 @@ func (ps *parser) parseUnary(withFilter bool) (expr, error) {
 }
 
 func (ps *parser) parsePrimary() (expr, error) {
+	start := ps.p
 	t := ps.next()
 	switch t.kind {
 	case tkName:
@@ -1135,7 +1139,7 @@ func (ps *parser) parsePrimary() (expr, error) {
 			return d, nil
 		}
 	}
-	ps.p--
+	ps.p = start
 	return nil, ps.errf("unexpected %q in expression", t.val)
 }
 

@@ -1184,7 +1184,7 @@ func binOp(op string, l, r any) (any, error) {
 				if n < 0 {
 					n = 0
 				}
-				if int64(len(s))*n > maxRenderOutput {
+				if len(s) > 0 && n > maxRenderOutput/int64(len(s)) {
 					return nil, fmt.Errorf("template: string repetition too large")
 				}
 				return strings.Repeat(s, int(n)), nil

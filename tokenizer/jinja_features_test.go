@@ -58,6 +58,14 @@ func TestJinjaGenerationTag(t *testing.T) {
 func TestJinjaErrors(t *testing.T) {
 	tests := []struct{ src, want string }{
 		{"{% if x %}", "unclosed if"},
+		{"{% raw %}x{% endraw", "unclosed endraw"},
+		{"{% raw %}x", "unclosed raw"},
+		{"{# x", "unclosed comment"},
+		{"{{ 'abc }}", "unterminated string"},
+		{"{{ a[1:2:3:4] }}", "bad slice"},
+		{"{{ 'ab' * 4611686018427387904 }}", "too large"},
+		{"{{ 'x' | indent(10000000000) }}", "out of range"},
+		{"{{ }}", "unexpected"},
 		{"{{ x ", "missing"},
 		{"{% for %}", "expected a name"},
 		{"{% foo %}", "unsupported tag"},

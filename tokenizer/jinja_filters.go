@@ -339,6 +339,9 @@ func (r *renderer) applyFilter(name string, v any, args []any, kw map[string]any
 		width := 4
 		if x, ok := arg(0, "width"); ok {
 			if n, ok := x.(int64); ok {
+				if n < 0 || n > 1<<16 {
+					return nil, fmt.Errorf("indent: width %d out of range", n)
+				}
 				width = int(n)
 			} else if s, ok := x.(string); ok {
 				return indentText(toStr(v), s, kw, args), nil
