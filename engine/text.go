@@ -111,6 +111,8 @@ func (m *Model) decodeText(prompt []int, prefix string, seq iter.Seq2[Token, err
 // context it decodes in (a SentencePiece decoder drops the leading space of
 // a text's first token, but the reply is not the start of the text), and
 // text ending in U+FFFD is held back until the character is complete.
+// (tokenizer.StreamDecoder starts from an empty text and keeps special
+// tokens, so the reply's first word would lose its space after a prompt.)
 type textStream struct {
 	tok          *tokenizer.Tokenizer
 	ids          []int
