@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -12,7 +13,7 @@ import (
 	"github.com/deepseek-go/deepseek-go/tokenizer"
 )
 
-const chatHelp = `commands: /bye (or end of input) quits, /clear forgets the conversation, /help shows this`
+const chatHelp = `commands: /bye (or end of input) quits, /clear forgets the conversation, /help shows this; Ctrl-C stops a reply`
 
 // runChat is the interactive REPL: each line on stdin is a user turn; the
 // reply streams to stdout and joins the conversation, which is rendered
@@ -33,15 +34,22 @@ func runChat(ctx context.Context, m *engine.Model, o *genOptions, s engine.Sampl
 	}
 	base := len(history)
 	fmt.Fprintln(stderr, chatHelp)
-	sc := bufio.NewScanner(stdin)
-	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	lines, readErr, stopReading := readLines(stdin)
+	defer stopReading()
 	for turn := 0; ; turn++ {
 		fmt.Fprint(stderr, ">>> ")
-		if !sc.Scan() {
+		var line string
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				fmt.Fprintln(stderr)
+				return *readErr
+			}
+			line = strings.TrimSpace(l)
+		case <-ctx.Done(): // Ctrl-C at the prompt
 			fmt.Fprintln(stderr)
-			return sc.Err()
+			return ctx.Err()
 		}
-		line := strings.TrimSpace(sc.Text())
 		switch line {
 		case "":
 			continue
@@ -65,7 +73,8 @@ func runChat(ctx context.Context, m *engine.Model, o *genOptions, s engine.Sampl
 		}
 		var reply strings.Builder
 		var err error
-		for t, terr := range conv.Chat(ctx, msgs, opts) {
+		turnCtx, endTurn := startTurn(ctx)
+		for t, terr := range conv.Chat(turnCtx, msgs, opts) {
 			if err = terr; err != nil {
 				break
 			}
@@ -74,12 +83,19 @@ func runChat(ctx context.Context, m *engine.Model, o *genOptions, s engine.Sampl
 				break
 			}
 		}
+		endTurn()
 		if reply.Len() > 0 && !strings.HasSuffix(reply.String(), "\n") {
 			fmt.Fprintln(stdout)
 		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
+			}
+			if errors.Is(err, context.Canceled) {
+				// Ctrl-C stopped this reply: keep what was said and go on.
+				fmt.Fprintln(stderr, "(interrupted)")
+				history = append(msgs, tokenizer.Message{Role: "assistant", Content: strings.TrimSpace(reply.String())})
+				continue
 			}
 			// Most likely the conversation outgrew the context: keep the
 			// REPL alive and say how to recover.
@@ -91,4 +107,26 @@ func runChat(ctx context.Context, m *engine.Model, o *genOptions, s engine.Sampl
 		fmt.Fprintf(stderr, "(%d prompt tokens, %d reused from the cache, %d new at %.1f tok/s; %d generated at %.1f tok/s)\n",
 			st.PromptTokens, conv.Reused(), fresh, perSec(fresh, st.Prefill), st.GeneratedTokens, st.DecodeTokensPerSec())
 	}
+}
+
+// readLines reads stdin line by line on its own goroutine, so that the
+// REPL can also wait for Ctrl-C. The error, if any, is valid once lines is
+// closed; stop lets the reader quit early.
+func readLines(r io.Reader) (lines <-chan string, err *error, stop func()) {
+	ch, done := make(chan string), make(chan struct{})
+	var readErr error
+	go func() {
+		defer close(ch)
+		sc := bufio.NewScanner(r)
+		sc.Buffer(make([]byte, 64<<10), 16<<20)
+		for sc.Scan() {
+			select {
+			case ch <- sc.Text():
+			case <-done:
+				return
+			}
+		}
+		readErr = sc.Err()
+	}()
+	return ch, &readErr, func() { close(done) }
 }

@@ -23,13 +23,69 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	// Ctrl-C stops the reply being generated (in --chat, the REPL then
+	// waits for the next turn); with nothing being generated it cancels
+	// the whole run.
+	ctx, cancel := context.WithCancel(context.Background())
+	turns := &turnCanceler{}
+	ctx = context.WithValue(ctx, turnKey{}, turns)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt)
+	go func() {
+		for range sig {
+			if !turns.cancel() {
+				cancel()
+			}
+		}
+	}()
 	code := runContext(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
-	stop()
+	signal.Stop(sig)
+	cancel()
 	os.Exit(code)
+}
+
+// turnKey is the context key of the *turnCanceler main installs.
+type turnKey struct{}
+
+// turnCanceler holds the cancel function of the chat turn in flight.
+type turnCanceler struct {
+	mu sync.Mutex
+	f  context.CancelFunc
+}
+
+// start returns a context for one chat turn that Ctrl-C cancels, and a
+// function to call when the turn ends.
+func startTurn(ctx context.Context) (context.Context, func()) {
+	t, ok := ctx.Value(turnKey{}).(*turnCanceler)
+	if !ok {
+		return ctx, func() {}
+	}
+	turn, cancel := context.WithCancel(ctx)
+	t.mu.Lock()
+	t.f = cancel
+	t.mu.Unlock()
+	return turn, func() {
+		t.mu.Lock()
+		t.f = nil
+		t.mu.Unlock()
+		cancel()
+	}
+}
+
+// cancel stops the turn in flight and reports whether there was one.
+func (t *turnCanceler) cancel() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.f == nil {
+		return false
+	}
+	t.f()
+	t.f = nil
+	return true
 }
 
 // run is main without the process: tests call it in-process.

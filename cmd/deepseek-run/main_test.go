@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -344,4 +345,52 @@ func TestExpertStatsFlag(t *testing.T) {
 	code, _, stderr = cli(t, "", "-p", "Lily", "-n", "2", "--stats")
 	require.Equal(t, 0, code, stderr)
 	assert.Contains(t, stderr, "no routed experts")
+}
+
+// funcWriter calls f before each write.
+type funcWriter struct {
+	bytes.Buffer
+	f func()
+}
+
+func (w *funcWriter) Write(p []byte) (int, error)       { w.f(); return w.Buffer.Write(p) }
+func (w *funcWriter) WriteString(s string) (int, error) { return w.Write([]byte(s)) }
+
+// Ctrl-C during a chat reply stops that reply; the REPL goes on.
+func TestChatInterruptStopsOnlyTheReply(t *testing.T) {
+	dir := templateCheckpoint(t, plainTemplate)
+	turns := &turnCanceler{}
+	ctx := context.WithValue(context.Background(), turnKey{}, turns)
+	writes := 0
+	out := &funcWriter{f: func() {
+		if writes++; writes == 2 { // during the first reply
+			turns.cancel()
+		}
+	}}
+	var errb bytes.Buffer
+	in := "Tell me about Lily.\nAnd Tom?\n/bye\n"
+	code := runContext(ctx, []string{"-m", dir, "--chat", "--temp", "0", "-n", "12"}, strings.NewReader(in), out, &errb)
+	require.Equal(t, 0, code, errb.String())
+	assert.Equal(t, 1, strings.Count(errb.String(), "(interrupted)"), errb.String())
+	assert.Equal(t, 1, strings.Count(errb.String(), "12 generated"), "the second reply runs to the end: %s", errb.String())
+	assert.Equal(t, 2, strings.Count(out.String(), "\n"), "%q", out.String())
+}
+
+// Ctrl-C at the prompt ends the REPL even while it waits for input.
+func TestChatInterruptAtPrompt(t *testing.T) {
+	dir := templateCheckpoint(t, plainTemplate)
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe() // input that never comes
+	defer pw.Close()
+	done := make(chan int)
+	var errb bytes.Buffer
+	go func() { done <- runContext(ctx, []string{"-m", dir, "--chat"}, pr, io.Discard, &errb) }()
+	time.Sleep(100 * time.Millisecond)
+	cancel()
+	select {
+	case code := <-done:
+		assert.Equal(t, 1, code)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the REPL did not stop")
+	}
 }
