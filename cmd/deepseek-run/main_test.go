@@ -394,3 +394,22 @@ func TestChatInterruptAtPrompt(t *testing.T) {
 		t.Fatal("the REPL did not stop")
 	}
 }
+
+// The README's CLI reference lists every generation flag as -h prints it.
+func TestREADMEFlagReference(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	var usage bytes.Buffer
+	printUsage(&usage)
+	in := false
+	for _, line := range strings.Split(usage.String(), "\n") {
+		switch {
+		case strings.HasPrefix(line, "Generation flags:"):
+			in = true
+		case strings.HasPrefix(line, "Examples:"):
+			in = false
+		case in && strings.TrimSpace(line) != "":
+			assert.Contains(t, string(readme), "    "+line, "README.md's flag reference is out of date: paste deepseek-run -h")
+		}
+	}
+}
