@@ -183,26 +183,28 @@ func parseMerges(raw json.RawMessage) ([][2]string, error) {
 	if isNull(raw) {
 		return nil, nil
 	}
-	var items []json.RawMessage
-	if err := json.Unmarshal(raw, &items); err != nil {
-		return nil, fmt.Errorf("model merges: %w", err)
-	}
-	out := make([][2]string, len(items))
-	for i, it := range items {
-		var s string
-		if err := json.Unmarshal(it, &s); err == nil {
+	var strs []string
+	if err := json.Unmarshal(raw, &strs); err == nil {
+		out := make([][2]string, len(strs))
+		for i, s := range strs {
 			a, b, ok := strings.Cut(s, " ")
 			if !ok {
 				return nil, fmt.Errorf("model merges[%d] %q: expected two space-separated tokens", i, s)
 			}
 			out[i] = [2]string{a, b}
-			continue
 		}
-		var pair []string
-		if err := json.Unmarshal(it, &pair); err != nil || len(pair) != 2 {
-			return nil, fmt.Errorf("model merges[%d]: expected \"a b\" or [a, b]", i)
+		return out, nil
+	}
+	var pairs [][]string
+	if err := json.Unmarshal(raw, &pairs); err != nil {
+		return nil, fmt.Errorf("model merges: expected a list of \"a b\" strings or [a, b] pairs: %w", err)
+	}
+	out := make([][2]string, len(pairs))
+	for i, p := range pairs {
+		if len(p) != 2 {
+			return nil, fmt.Errorf("model merges[%d]: expected a pair, got %d items", i, len(p))
 		}
-		out[i] = [2]string{pair[0], pair[1]}
+		out[i] = [2]string{p[0], p[1]}
 	}
 	return out, nil
 }

@@ -10,7 +10,13 @@
 // Go's regexp cannot express, so the DeepSeek-V3, Qwen2 and Llama-3
 // patterns are scanned by hand; other patterns go through Go's regexp with
 // Oniguruma's Unicode classes and a hand-handled `\s+(?!\S)|\s+` tail.
-// Unsupported components fail Load with an error naming them.
+// Simple class-run patterns (A?B+, as in deepseek-llm/coder) skip the
+// regexp engine. Unsupported components fail Load with an error naming
+// them: models other than BPE (WordPiece, Unigram), BPE dropout, NFKC/NFKD
+// and Bert normalizers, pre-tokenizers other than Split, ByteLevel, Digits,
+// Metaspace, WhitespaceSplit and Sequence, and look-around in patterns other
+// than the `\s+(?!\S)|\s+` tail. Decode does not apply transformers'
+// clean_up_tokenization_spaces (DeepSeek and Qwen set it to false).
 //
 // Chat templates are rendered by a small Jinja2 interpreter (jinja.go)
 // rather than per-family Go renderers: checkpoints ship their template in
