@@ -425,7 +425,7 @@ type matmulJob struct {
 }
 
 // run computes global rows [lo, hi), split at fused-part boundaries.
-func (j *matmulJob) run(lo, hi int) {
+func (j *matmulJob) run(lo, hi, _ int) {
 	m, k := j.m, j.b.kern
 	start := 0
 	for p, rows := range m.parts {
@@ -522,15 +522,24 @@ func (b *Backend) Attention(out, q, k, v kernels.Buffer, cache kernels.KVCache, 
 		copy(vc[pos0*kvh*vd:(pos0+n)*kvh*vd], vs[:n*kvh*vd])
 	}
 	j := b.atJobs.Get().(*attnJob)
-	*j = attnJob{par: parJob{}, kern: b.kern, q: buf(q), out: buf(out), kc: kc, vc: vc,
+	scratch := j.scores
+	*j = attnJob{kern: b.kern, q: buf(q), out: buf(out), kc: kc, vc: vc,
 		kd: kd, vd: vd, kvh: kvh, vstride: vstride, heads: heads, pos0: pos0, scale: scale}
+	// Per-worker score rows, sized for the whole cache once.
+	if len(scratch) < b.threads || len(scratch[0]) < sp.MaxTokens {
+		scratch = make([][]float32, b.threads)
+		for i := range scratch {
+			scratch[i] = make([]float32, sp.MaxTokens)
+		}
+	}
+	j.scores = scratch
 	// Work per item grows with the context: parallelise only when it pays.
 	chunk := n * heads
 	if n*heads*(pos0+n)*(kd+vd) >= 1<<15 {
 		chunk = max(1, n*heads/(4*b.threads))
 	}
 	b.pool.run(&j.par, j, n*heads, chunk)
-	*j = attnJob{}
+	*j = attnJob{scores: scratch}
 	b.atJobs.Put(j)
 }
 
@@ -542,37 +551,32 @@ type attnJob struct {
 	kd, vd, kvh, vstride, heads int
 	pos0                        int
 	scale                       float32
+	scores                      [][]float32 // per worker, MaxTokens each
 }
 
-func (j *attnJob) run(lo, hi int) {
+// run handles (token, head) items: scores q·k for every visible position
+// (4 cache rows per kernel call), softmax with the vectorised e^x, then
+// the weighted sum of value rows.
+func (j *attnJob) run(lo, hi, worker int) {
 	kd, vd, kvh := j.kd, j.vd, j.kvh
 	group := j.heads / kvh
 	for th := lo; th < hi; th++ {
 		t, h := th/j.heads, th%j.heads
 		g := h / group
+		npos := j.pos0 + t + 1
 		qv := j.q[(t*j.heads+h)*kd : (t*j.heads+h+1)*kd]
 		dst := j.out[(t*j.heads+h)*vd : (t*j.heads+h+1)*vd]
-		clear(dst)
-		mx, sum := float32(math.Inf(-1)), float32(0)
-		for p := 0; p <= j.pos0+t; p++ {
-			sc := j.kern.Dot(qv, j.kc[(p*kvh+g)*kd:(p*kvh+g+1)*kd]) * j.scale
-			vv := j.vc[(p*kvh+g)*j.vstride : (p*kvh+g)*j.vstride+vd]
-			if sc > mx {
-				// New maximum: rescale what was accumulated so far.
-				r := float32(math.Exp(float64(mx - sc)))
-				sum *= r
-				for i := range dst {
-					dst[i] *= r
-				}
-				mx = sc
-			}
-			e := float32(math.Exp(float64(sc - mx)))
-			sum += e
-			j.kern.Axpy(dst, e, vv)
+		sc := j.scores[worker][:npos]
+		j.kern.DotRows(sc, qv, j.kc[g*kd:], kvh*kd)
+		mx := float32(math.Inf(-1))
+		for i := range sc {
+			sc[i] *= j.scale
+			mx = max(mx, sc[i])
 		}
-		inv := 1 / sum
-		for i := range dst {
-			dst[i] *= inv
+		inv := 1 / j.kern.ExpSub(sc, mx)
+		clear(dst)
+		for p, e := range sc {
+			j.kern.Axpy(dst, e*inv, j.vc[(p*kvh+g)*j.vstride:(p*kvh+g)*j.vstride+vd])
 		}
 	}
 }

@@ -100,3 +100,31 @@ func BenchmarkPrefillMatMul(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkAttentionDecode: one token attending over ctx cached positions
+// (coder-1.3b layer: 16 heads of 128); GB/s counts K and V bytes read.
+func BenchmarkAttentionDecode(b *testing.B) {
+	const heads, d = 16, 128
+	for _, ctx := range []int{128, 1024, 4096} {
+		b.Run(fmt.Sprintf("ctx=%d", ctx), func(b *testing.B) {
+			be := New(0)
+			defer be.Close()
+			r := rand.New(rand.NewPCG(1, 2))
+			spec := kernels.KVSpec{Layers: 1, MaxTokens: ctx + 1, KVHeads: heads, KDim: d, VDim: d}
+			c, err := be.NewKVCache(spec)
+			require.NoError(b, err)
+			kv := c.(*KVCache)
+			copy(kv.k[0], randVec(r, len(kv.k[0])))
+			copy(kv.v[0], randVec(r, len(kv.v[0])))
+			q, _ := be.Alloc(heads * d)
+			require.NoError(b, be.Upload(q, 0, randVec(r, heads*d)))
+			k, _ := be.Alloc(heads * d)
+			o, _ := be.Alloc(heads * d)
+			b.ReportAllocs()
+			for b.Loop() {
+				be.Attention(o, q, k, k, c, 0, ctx, 1, heads, 0.088)
+			}
+			b.ReportMetric(float64(2*ctx*heads*d*4)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+		})
+	}
+}

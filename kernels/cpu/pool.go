@@ -17,9 +17,11 @@ type pool struct {
 	once    sync.Once
 }
 
-// ranger is the work of one parallel op over [0, n).
+// ranger is the work of one parallel op over [0, n). worker numbers the
+// goroutines taking part in the op (0 ≤ worker < threads), so a job can
+// keep per-worker scratch.
 type ranger interface {
-	run(lo, hi int)
+	run(lo, hi, worker int)
 }
 
 // parJob is one parallel op in flight.
@@ -27,6 +29,7 @@ type parJob struct {
 	fn       ranger
 	n, chunk int
 	next     atomic.Int64
+	ids      atomic.Int32 // hands out worker numbers
 	wg       sync.WaitGroup
 }
 
@@ -57,12 +60,13 @@ func (p *pool) close() { p.once.Do(func() { close(p.quit) }) }
 
 // work runs chunks until none are left.
 func (j *parJob) work() {
+	id := int(j.ids.Add(1) - 1)
 	for {
 		lo := int(j.next.Add(1)-1) * j.chunk
 		if lo >= j.n {
 			return
 		}
-		j.fn.run(lo, min(lo+j.chunk, j.n))
+		j.fn.run(lo, min(lo+j.chunk, j.n), id)
 	}
 }
 
@@ -75,6 +79,7 @@ func (p *pool) run(j *parJob, fn ranger, n, chunk int) {
 	chunk = max(chunk, 1)
 	j.fn, j.n, j.chunk = fn, n, chunk
 	j.next.Store(0)
+	j.ids.Store(0)
 	helpers := min(p.workers, (n+chunk-1)/chunk-1)
 	select {
 	case <-p.quit:

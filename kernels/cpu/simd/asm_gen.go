@@ -337,22 +337,32 @@ func genSwiGLU(s isa) {
 	p("MOVQ n+24(FP), CX")
 	R := s.reg
 	// c(name) is a register (AVX-512) or memory operand (AVX2) holding it.
-	c := func(name string) string { return expAddr(name) }
-	if R == "Z" {
-		regs := map[string]string{}
-		for i, k := range expConsts {
-			r := fmt.Sprintf("Z%d", 16+i)
-			p("VBROADCASTSS %s, %s", expAddr(k.name), r)
-			regs[k.name] = r
-		}
-		c = func(name string) string { return regs[name] }
-	}
+	c := expConstRegs(s)
 	p("SHRQ $%d, CX", shiftVL(s))
 	p("JZ done")
 	fmt.Fprintf(&out, "loop:\n")
-	p("VMOVUPS (SI), %s0", R)               // g
-	p("VXORPS %s1, %s1, %s1", R, R, R)      //
-	p("VSUBPS %s0, %s1, %s1", R, R, R)      // x = -g
+	p("VMOVUPS (SI), %s0", R)                // g
+	p("VXORPS %s1, %s1, %s1", R, R, R)       //
+	p("VSUBPS %s0, %s1, %s1", R, R, R)       // x = -g
+	genExpBody(s, c)                         // R3 = e^R1 (R1, R2 clobbered)
+	p("VADDPS %s, %s3, %s3", c("one"), R, R) // 1 + e^-g
+	p("VMULPS (DX), %s0, %s0", R, R)         // g·u
+	p("VDIVPS %s3, %s0, %s0", R, R, R)
+	p("VMOVUPS %s0, (DI)", R)
+	p("ADDQ $%d, SI", s.vl*4)
+	p("ADDQ $%d, DX", s.vl*4)
+	p("ADDQ $%d, DI", s.vl*4)
+	p("DECQ CX")
+	p("JNZ loop")
+	fmt.Fprintf(&out, "done:\n")
+	p("VZEROUPPER")
+	p("RET")
+}
+
+// genExpBody emits R3 = e^R1 (R = Z or Y), clobbering R1 and R2; c maps a
+// constant's name to its register or memory operand.
+func genExpBody(s isa, c func(string) string) {
+	R := s.reg
 	p("VMAXPS %s, %s1, %s1", c("lo"), R, R) // clamp
 	p("VMINPS %s, %s1, %s1", c("hi"), R, R) //
 	p("VMULPS %s, %s1, %s2", c("log2e"), R, R)
@@ -379,16 +389,50 @@ func genSwiGLU(s isa) {
 		p("VPADDD %s, Y2, Y2", c("bias"))
 		p("VMULPS Y2, Y3, Y3")
 	}
-	p("VADDPS %s, %s3, %s3", c("one"), R, R) // 1 + e^-g
-	p("VMULPS (DX), %s0, %s0", R, R)         // g·u
-	p("VDIVPS %s3, %s0, %s0", R, R, R)
-	p("VMOVUPS %s0, (DI)", R)
+}
+
+// expConstRegs loads the exp constants (AVX-512: into Z16…; AVX2: used from
+// memory) and returns the operand of each name.
+func expConstRegs(s isa) func(string) string {
+	if s.reg != "Z" {
+		return expAddr
+	}
+	regs := map[string]string{}
+	for i, k := range expConsts {
+		r := fmt.Sprintf("Z%d", 16+i)
+		p("VBROADCASTSS %s, %s", expAddr(k.name), r)
+		regs[k.name] = r
+	}
+	return func(name string) string { return regs[name] }
+}
+
+// expsub: x[i] = e^(x[i]-m) for n elements (n a multiple of VL), returning
+// their sum: the softmax numerators of attention scores.
+func genExpSub(s isa) {
+	fmt.Fprintf(&out, "\n// func expsub%s(x *float32, m float32, n int) float32\n", s.name)
+	fmt.Fprintf(&out, "TEXT ·expsub%s(SB), NOSPLIT, $0-28\n", s.name)
+	R := s.reg
+	p("MOVQ x+0(FP), SI")
+	p("VBROADCASTSS m+8(FP), %s4", R)
+	p("MOVQ n+16(FP), CX")
+	c := expConstRegs(s)
+	p("VXORPS %s5, %s5, %s5", R, R, R) // running sum
+	p("SHRQ $%d, CX", shiftVL(s))
+	p("JZ done")
+	fmt.Fprintf(&out, "loop:\n")
+	p("VMOVUPS (SI), %s1", R)
+	p("VSUBPS %s4, %s1, %s1", R, R, R)
+	genExpBody(s, c)
+	p("VMOVUPS %s3, (SI)", R)
+	p("VADDPS %s3, %s5, %s5", R, R, R)
 	p("ADDQ $%d, SI", s.vl*4)
-	p("ADDQ $%d, DX", s.vl*4)
-	p("ADDQ $%d, DI", s.vl*4)
 	p("DECQ CX")
 	p("JNZ loop")
 	fmt.Fprintf(&out, "done:\n")
+	zero(s, 0, 1, 2, 3)
+	p("VADDPS %s5, %s0, %s0", R, R, R)
+	reduceTo4(s, [4]int{0, 1, 2, 3})
+	p("MOVSS X0, ret+24(FP)")
 	p("VZEROUPPER")
 	p("RET")
 }
@@ -416,6 +460,7 @@ func main() {
 		genSum(s)
 		genAxpy(s)
 		genSwiGLU(s)
+		genExpSub(s)
 	}
 	os.Stdout.WriteString(out.String())
 }

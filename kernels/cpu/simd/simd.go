@@ -46,6 +46,8 @@ type Kernels struct {
 	axpy func(y *float32, alpha float32, x *float32, n int)
 	// swiglu: out = silu(gate)·up (n a multiple of vl).
 	swiglu func(out, gate, up *float32, n int)
+	// expsub: x[i] = e^(x[i]-m), returns Σ (n a multiple of vl).
+	expsub func(x *float32, m float32, n int) float32
 	// widen converts 16-bit weights to float32 (n a multiple of vl).
 	widen [3]widenFunc
 }
@@ -60,6 +62,21 @@ var Generic = &Kernels{
 	sum:    sumGo,
 	axpy:   axpyGo,
 	swiglu: swigluGo,
+	expsub: expsubGo,
+}
+
+func expsubGo(x *float32, m float32, n int) float32 {
+	if n == 0 {
+		return 0
+	}
+	var sum float32
+	xs := unsafe.Slice(x, n)
+	for i, v := range xs {
+		e := float32(math.Exp(float64(v - m)))
+		xs[i] = e
+		sum += e
+	}
+	return sum
 }
 
 func swigluGo(out, gate, up *float32, n int) {
@@ -368,5 +385,51 @@ func (k *Kernels) SwiGLU(out, gate, up []float32) {
 	k.swiglu(&out[0], &gate[0], &up[0], main)
 	if main < n {
 		swigluGo(&out[main], &gate[main], &up[main], n-main)
+	}
+}
+
+// ExpSub replaces x[i] by e^(x[i]-m) and returns their sum (softmax
+// numerators and denominator; m is normally max(x)). The SIMD paths use
+// the polynomial e^x of SwiGLU.
+func (k *Kernels) ExpSub(x []float32, m float32) float32 {
+	n := len(x)
+	if n == 0 {
+		return 0
+	}
+	main := n - n%k.vl
+	s := k.expsub(&x[0], m, main)
+	if main < n {
+		s += expsubGo(&x[main], m, n-main)
+	}
+	return s
+}
+
+// DotRows computes y[r] = Σ_i x[i]·w[r*ldw+i] for r < len(y): one token
+// against rows ldw apart (attention scores over a KV cache, where rows of
+// one head are KVHeads·KDim apart). x and the rows are len(x) long.
+func (k *Kernels) DotRows(y, x, w []float32, ldw int) {
+	rows, n := len(y), len(x)
+	if rows == 0 {
+		return
+	}
+	if n == 0 || ldw < n || len(w) < (rows-1)*ldw+n {
+		if n == 0 {
+			clear(y)
+			return
+		}
+		panic(fmt.Sprintf("simd: DotRows: %d rows of %d at stride %d need %d floats, have %d", rows, n, ldw, (rows-1)*ldw+n, len(w)))
+	}
+	main := n - n%k.vl
+	r := 0
+	for ; r+4 <= rows; r += 4 {
+		k.dot4[kernels.F32](&x[0], unsafe.Pointer(&w[r*ldw]), ldw, main, &y[r])
+		if main < n {
+			for j := 0; j < 4; j++ {
+				y[r+j] += dot1F32Go(&x[main], unsafe.Pointer(&w[(r+j)*ldw+main]), n-main)
+			}
+		}
+	}
+	for ; r < rows; r++ {
+		y[r] = k.Dot(x, w[r*ldw:r*ldw+n])
 	}
 }

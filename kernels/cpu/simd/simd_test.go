@@ -239,3 +239,48 @@ func BenchmarkSwiGLU(b *testing.B) {
 		})
 	}
 }
+
+func TestExpSubAndDotRowsAllPaths(t *testing.T) {
+	for _, k := range Supported() {
+		for _, n := range []int{0, 1, 7, 16, 37, 130} {
+			r := rand.New(rand.NewPCG(uint64(n), 9))
+			x := make([]float32, n)
+			m := float32(0)
+			for i := range x {
+				x[i] = float32(r.NormFloat64() * 10)
+				m = max(m, x[i])
+			}
+			want := make([]float64, n)
+			var wsum float64
+			for i, v := range x {
+				want[i] = math.Exp(float64(v - m))
+				wsum += want[i]
+			}
+			got := k.ExpSub(x, m)
+			require.InDelta(t, wsum, float64(got), 2e-6*wsum+1e-30, "%s n=%d sum", k, n)
+			for i := range x {
+				require.InDelta(t, want[i], float64(x[i]), 2e-6*want[i]+1e-37, "%s n=%d i=%d", k, n, i)
+			}
+			// DotRows: rows of len n at stride n+5.
+			rows, ld := 9, n+5
+			w := make([]float32, rows*ld)
+			for i := range w {
+				w[i] = float32(r.NormFloat64())
+			}
+			q := make([]float32, n)
+			for i := range q {
+				q[i] = float32(r.NormFloat64())
+			}
+			y := make([]float32, rows)
+			k.DotRows(y, q, w, ld)
+			for row := 0; row < rows; row++ {
+				var s, mag float64
+				for i := 0; i < n; i++ {
+					s += float64(q[i]) * float64(w[row*ld+i])
+					mag += math.Abs(float64(q[i]) * float64(w[row*ld+i]))
+				}
+				require.InDelta(t, s, float64(y[row]), 1e-5*mag+1e-6, "%s n=%d row=%d", k, n, row)
+			}
+		}
+	}
+}

@@ -96,3 +96,9 @@ func swigluAVX2(out, gate, up *float32, n int)
 //
 //go:noescape
 func dot4nopfBF16AVX512(x *float32, w unsafe.Pointer, ldw, n int, out *float32)
+
+//go:noescape
+func expsubAVX512(x *float32, m float32, n int) float32
+
+//go:noescape
+func expsubAVX2(x *float32, m float32, n int) float32
