@@ -69,7 +69,8 @@ type bpe struct {
 	byteFallbackIDs [256]int32 // <0xXX> ids, -1 when absent
 
 	// byteLevel: words are raw bytes; initial symbols come from byteIDs and
-	// whole-word lookups from rawVocab (keys converted back to bytes).
+	// whole-word lookups (ignore_merges only) from rawVocab, whose keys are
+	// converted back to bytes.
 	byteLevel bool
 	byteIDs   [256]int32
 	rawVocab  map[string]int32
@@ -221,6 +222,9 @@ func (m *bpe) enableByteLevel() error {
 			id = -1
 		}
 		m.byteIDs[b] = id
+	}
+	if !m.ignoreMerges {
+		return nil // whole-word lookups are only needed with ignore_merges
 	}
 	m.rawVocab = make(map[string]int32, len(m.vocab))
 	for tok, id := range m.vocab {

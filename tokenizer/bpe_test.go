@@ -1,6 +1,8 @@
 package tokenizer
 
 import (
+	"encoding/json"
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -109,5 +111,32 @@ func TestBPEHeapMatchesLinear(t *testing.T) {
 			heapIDs = append(heapIDs, syms[i].id)
 		}
 		assert.Equal(t, ids[:n], heapIDs, w)
+	}
+}
+
+// ignore_merges with byte-level BPE (Llama-3 style) looks whole words up
+// by their raw bytes.
+func TestByteLevelIgnoreMerges(t *testing.T) {
+	vocab := map[string]int{}
+	for b := 0; b < 256; b++ {
+		vocab[string(byteToRune[b])] = b
+	}
+	vocab["Ġh"] = 256
+	vocab["ĠhÃ©"] = 257 // " hé" in the byte alphabet; no merge builds it
+	vj, err := json.Marshal(vocab)
+	require.NoError(t, err)
+	for _, ignore := range []bool{true, false} {
+		js := fmt.Sprintf(`{"pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "use_regex": true},
+			"decoder": {"type": "ByteLevel"}, "model": {"type": "BPE", "ignore_merges": %v, "vocab": %s, "merges": ["Ġ h"]}}`, ignore, vj)
+		tok, err := FromBytes([]byte(js), nil)
+		require.NoError(t, err)
+		ids, err := tok.Encode("a hé", false)
+		require.NoError(t, err)
+		if ignore {
+			assert.Equal(t, []int{'a', 257}, ids)
+		} else {
+			assert.Equal(t, []int{'a', 256, 0xC3, 0xA9}, ids)
+		}
+		assert.Equal(t, "a hé", tok.Decode(ids))
 	}
 }
