@@ -152,3 +152,18 @@ func BenchmarkCUDAEngineDecode7B(b *testing.B) {
 			st.PromptTokens, st.Prefill, st.GeneratedTokens, tps, 1e3/tps)
 	}
 }
+
+// TestCUDANotEnoughMemory: a model larger than the free GPU memory fails
+// before any upload, saying how much is needed and how much is free.
+func TestCUDANotEnoughMemory(t *testing.T) {
+	needCUDA(t)
+	be, err := cuda.New(cuda.Options{})
+	require.NoError(t, err)
+	defer be.Close()
+	err = checkDeviceMemory(be, 1<<50)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "GiB free")
+	assert.Contains(t, err.Error(), "need")
+	t.Log(err)
+	require.NoError(t, checkDeviceMemory(be, 1<<20))
+}

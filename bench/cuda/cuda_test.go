@@ -232,8 +232,10 @@ func BenchmarkDecode7B(b *testing.B) {
 	}
 }
 
-func benchPrefill(b *testing.B, n int) {
-	be := gpu(b)
+func benchPrefill(b *testing.B, n int) { benchPrefillOpts(b, n, cuda.Options{KVDType: kernels.F16}) }
+
+func benchPrefillOpts(b *testing.B, n int, opts cuda.Options) {
+	be := gpu(b, opts)
 	m := newModel(b, be, ds7b)
 	s := newSess(b, be, m, n, n)
 	ids := randIDs(n, m.sh.vocab)
@@ -251,12 +253,17 @@ func benchPrefill(b *testing.B, n int) {
 		b.ReportMetric(float64(n)/(ms/1e3), "tok/s")
 		b.ReportMetric(fl/(ms/1e3)/1e12, "TFLOP/s")
 		b.ReportMetric(fl/(ms/1e3)/peakFLOPs*100, "%roofline")
-		b.Logf("prefill 7B n=%d: %.2f ms, %.0f tok/s, %.1f TFLOP/s = %.1f%% of 738", n, ms, float64(n)/(ms/1e3), fl/(ms/1e3)/1e12, fl/(ms/1e3)/peakFLOPs*100)
+		b.Logf("prefill 7B n=%d (cuBLASLt %v): %.2f ms, %.0f tok/s, %.1f TFLOP/s = %.1f%% of 738", n, !opts.NoCublasLt, ms, float64(n)/(ms/1e3), fl/(ms/1e3)/1e12, fl/(ms/1e3)/peakFLOPs*100)
 	}
 }
 
 func BenchmarkPrefill7B_512(b *testing.B)  { benchPrefill(b, 512) }
 func BenchmarkPrefill7B_2048(b *testing.B) { benchPrefill(b, 2048) }
+
+// BenchmarkPrefill7BFallback_512: the same without cuBLASLt (our WMMA GEMM).
+func BenchmarkPrefill7BFallback_512(b *testing.B) {
+	benchPrefillOpts(b, 512, cuda.Options{KVDType: kernels.F16, NoCublasLt: true})
+}
 
 // BenchmarkFlashAttention: B=1, H=32, S=4096, D=128, causal, f16 KV cache
 // (the time includes storing K and V into the cache).

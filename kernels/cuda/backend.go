@@ -86,7 +86,7 @@ var _ kernels.Backend = (*Backend)(nil)
 var kernelNames = []string{
 	"gemv_f32_1", "gemv_f32_4", "gemv_f32_8", "gemv_f16_1", "gemv_f16_4", "gemv_f16_8",
 	"gemv_bf16_1", "gemv_bf16_4", "gemv_bf16_8", "gemvs_f32", "gemvs_f16", "gemvs_bf16",
-	"gemm_f32", "gemm_f16", "gemm_bf16", "cvt_f32_bf16", "cvt_f32_f16", "rand_bf16", "rand_f32", "add_bias",
+	"gemm_f32", "gemm_f16", "gemm_bf16", "gemm_wmma_bf16", "gemm_wmma_f16", "cvt_f32_bf16", "cvt_f32_f16", "rand_bf16", "rand_f32", "add_bias",
 	"embed_f32", "embed_f16", "embed_bf16", "rmsnorm", "rope", "swiglu", "add", "axpy", "copy2d", "fill", "argmax",
 	"kv_store_f32", "kv_store_f16", "attn_split_f32", "attn_split_f16", "attn_combine",
 	"flash_fwd_16_4", "flash_fwd_32_4", "flash_fwd_64_4", "flash_fwd_128_4", "flash_fwd_64_8", "flash_fwd_128_8",
@@ -692,6 +692,17 @@ func (b *Backend) matmul(outs []kernels.Buffer, x kernels.Buffer, n int, w kerne
 			return
 		}
 	}
+	if m.dt != kernels.F32 && m.cols%8 == 0 {
+		// Tensor-core fallback on activations rounded to the weight dtype.
+		x16, ok := b.to16(m.dt, xb, n, m.cols)
+		if !ok {
+			return
+		}
+		b.launch("gemm_wmma_"+dts, dim3{(m.rows + 63) / 64, (n + 63) / 64, 1}, dim3{128, 1, 1}, 0, func(a *args) {
+			a.ptr(m.p).ptr(x16).i32(n).raw(parts[:], 8).ptr(biasp).i32(m.cols)
+		})
+		return
+	}
 	b.launch("gemm_"+dts, dim3{(m.rows + 63) / 64, (n + 63) / 64, 1}, dim3{256, 1, 1}, 0, func(a *args) {
 		a.ptr(m.p).ptr(xb.p).i32(n).raw(parts[:], 8).ptr(biasp).i32(m.cols)
 	})
@@ -706,30 +717,14 @@ func (b *Backend) matmulLt(m *Matrix, xb *Buffer, n int, ys [4]devptr, starts [5
 	switch m.dt {
 	case kernels.BF16, kernels.F16:
 		ab = ltR16BF
-		cvt := "cvt_f32_bf16"
 		if m.dt == kernels.F16 {
-			ab, cvt = ltR16F, "cvt_f32_f16"
+			ab = ltR16F
 		}
-		need := int64(n) * int64(m.cols) * 2
-		if b.scrCap < need {
-			if b.capturing {
-				return false
-			}
-			if b.scratch != 0 {
-				b.alloc.put(b.scratch)
-			}
-			p, err := b.alloc.get(need)
-			if err != nil {
-				b.fail(err)
-				return true
-			}
-			b.scratch, b.scrCap = p, need
+		x16, ok := b.to16(m.dt, xb, n, m.cols)
+		if !ok {
+			return true // the failure is recorded
 		}
-		total := int64(n) * int64(m.cols)
-		b.launch(cvt, dim3{blocks(total, 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
-			a.ptr(b.scratch).ptr(xb.p).i64(total)
-		})
-		xin = b.scratch
+		xin = x16
 	}
 	es := devptr(m.dt.Size())
 	for i, r := range m.parts {
@@ -749,6 +744,36 @@ func (b *Backend) matmulLt(m *Matrix, xb *Buffer, n int, ys [4]devptr, starts [5
 		}
 	}
 	return true
+}
+
+// to16 converts x[n, cols] to the 16-bit weight dtype in the backend's
+// scratch buffer (grown as needed, never during capture).
+func (b *Backend) to16(dt kernels.DType, xb *Buffer, n, cols int) (devptr, bool) {
+	need := int64(n) * int64(cols) * 2
+	if b.scrCap < need {
+		if b.capturing {
+			b.failf("MatMul: activation scratch of %d bytes needed during graph capture", need)
+			return 0, false
+		}
+		if b.scratch != 0 {
+			b.alloc.put(b.scratch)
+		}
+		p, err := b.alloc.get(need)
+		if err != nil {
+			b.fail(err)
+			return 0, false
+		}
+		b.scratch, b.scrCap = p, need
+	}
+	cvt := "cvt_f32_bf16"
+	if dt == kernels.F16 {
+		cvt = "cvt_f32_f16"
+	}
+	total := int64(n) * int64(cols)
+	b.launch(cvt, dim3{blocks(total, 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+		a.ptr(b.scratch).ptr(xb.p).i64(total)
+	})
+	return b.scratch, true
 }
 
 // RMSNorm implements kernels.Backend.

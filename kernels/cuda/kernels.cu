@@ -11,6 +11,7 @@
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 #include <stdint.h>
+#include <mma.h>
 
 #define DEVI __device__ __forceinline__
 
@@ -263,6 +264,73 @@ __device__ void gemm_tiled(const T* __restrict__ W, const float* __restrict__ x,
 GEMM_TILED(gemm_f32, float)
 GEMM_TILED(gemm_f16, __half)
 GEMM_TILED(gemm_bf16, __nv_bfloat16)
+
+// Tensor-core fallback GEMM (WMMA 16x16x16, f32 accumulation) for 16-bit
+// weights when cuBLASLt is absent: activations already converted to the
+// weight dtype, 64 tokens × 64 rows per block, 4 warps of 32×32, K steps of
+// 32 through padded shared memory. K must be a multiple of 8.
+template <typename T>
+__device__ void gemm_wmma(const T* __restrict__ W, const T* __restrict__ X, int n, Parts p,
+                          const float* __restrict__ bias, int K) {
+  using namespace nvcuda;
+  constexpr int LD = 32 + 8;
+  __shared__ __align__(32) T As[64 * LD];
+  __shared__ __align__(32) T Bs[64 * LD];
+  __shared__ __align__(32) float Cs[4][32 * 36];
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int wm = warp >> 1, wn = warp & 1;
+  const int t0 = blockIdx.y * 64, r0 = blockIdx.x * 64;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
+#pragma unroll
+  for (int i = 0; i < 2; i++)
+#pragma unroll
+    for (int j = 0; j < 2; j++) wmma::fill_fragment(acc[i][j], 0.f);
+  for (int k0 = 0; k0 < K; k0 += 32) {
+    for (int c = tid; c < 64 * 4; c += 128) {  // 64 rows × 4 chunks of 8
+      int r = c >> 2, ch = (c & 3) * 8;
+      int k = k0 + ch;
+      uint4 a = make_uint4(0, 0, 0, 0), b = make_uint4(0, 0, 0, 0);
+      if (t0 + r < n && k < K) a = *reinterpret_cast<const uint4*>(X + (size_t)(t0 + r) * K + k);
+      if (r0 + r < p.rows && k < K) b = *reinterpret_cast<const uint4*>(W + (size_t)(r0 + r) * K + k);
+      *reinterpret_cast<uint4*>(As + r * LD + ch) = a;
+      *reinterpret_cast<uint4*>(Bs + r * LD + ch) = b;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < 32; kk += 16) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa[2];
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fb[2];
+#pragma unroll
+      for (int i = 0; i < 2; i++) wmma::load_matrix_sync(fa[i], As + (wm * 32 + i * 16) * LD + kk, LD);
+#pragma unroll
+      for (int j = 0; j < 2; j++) wmma::load_matrix_sync(fb[j], Bs + (wn * 32 + j * 16) * LD + kk, LD);
+#pragma unroll
+      for (int i = 0; i < 2; i++)
+#pragma unroll
+        for (int j = 0; j < 2; j++) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 2; i++)
+#pragma unroll
+    for (int j = 0; j < 2; j++)
+      wmma::store_matrix_sync(&Cs[warp][(i * 16) * 36 + j * 16], acc[i][j], 36, wmma::mem_row_major);
+  __syncwarp();
+  for (int e = lane; e < 32 * 32; e += 32) {
+    int r = e >> 5, c = e & 31;
+    int t = t0 + wm * 32 + r, row = r0 + wn * 32 + c;
+    if (t < n && row < p.rows) store_part(p, row, t, Cs[warp][r * 36 + c] + (bias ? bias[row] : 0.f));
+  }
+}
+extern "C" __global__ void __launch_bounds__(128) gemm_wmma_bf16(const __nv_bfloat16* W, const __nv_bfloat16* X, int n,
+                                                                 Parts p, const float* bias, int K) {
+  gemm_wmma(W, X, n, p, bias, K);
+}
+extern "C" __global__ void __launch_bounds__(128) gemm_wmma_f16(const __half* W, const __half* X, int n, Parts p,
+                                                                const float* bias, int K) {
+  gemm_wmma(W, X, n, p, bias, K);
+}
 
 // ---------------------------------------------------------------- conversions
 
