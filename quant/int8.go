@@ -59,11 +59,36 @@ func QuantizeActs(dst []uint8, src []float32) float32 {
 		}
 		return float32(math.NaN())
 	}
-	inv := 127 / mx
+	quantActsGo(dst, src, 127/mx)
+	return mx / 127
+}
+
+// quantActsGo writes round(v·inv)+128 (nearest even, as VCVTPS2DQ does).
+func quantActsGo(dst []uint8, src []float32, inv float32) {
 	for i, v := range src {
-		// v·inv is in [-127, 127]; adding 128.5 and truncating rounds half up.
-		dst[i] = uint8(int32(v*inv+128.5) & 0xff)
+		dst[i] = uint8(int32(math.RoundToEven(float64(v*inv))) + 128)
 	}
+}
+
+// QuantizeActs is the package-level QuantizeActs run with this path's
+// vector code where it has one (the results are identical).
+func (k *Int8Kernels) QuantizeActs(dst []uint8, src []float32) float32 {
+	if !k.fastActs() || len(src) < 64 {
+		return QuantizeActs(dst, src)
+	}
+	dst = dst[:len(src)]
+	n := len(src)
+	main := n &^ 15
+	mx := k.maxAbs(src[:main])
+	for _, v := range src[main:] {
+		mx = max(mx, float32(math.Abs(float64(v))))
+	}
+	if !(mx > 0) || math.IsInf(float64(mx), 0) {
+		return QuantizeActs(dst, src) // zero, NaN or Inf: the careful path
+	}
+	inv := 127 / mx
+	k.quantActs(dst[:main], src[:main], inv)
+	quantActsGo(dst[main:], src[main:], inv)
 	return mx / 127
 }
 

@@ -19,6 +19,31 @@ func dot4AVXVNNI(x *uint8, w *int8, ldw, n int, out *int32)
 //go:noescape
 func dot4AVX2(x *uint8, w *int8, ldw, n int, out *int32)
 
+//go:noescape
+func maxAbsAVX512(x *float32, n int) float32
+
+//go:noescape
+func quantActsAVX512(dst *uint8, x *float32, n int, inv float32)
+
+// fastActs: the AVX-512 activation quantiser is used by the VNNI-512 path
+// (the only one whose CPU is sure to have AVX-512).
+func (k *Int8Kernels) fastActs() bool { return k.kind == kindVNNI512 }
+
+// maxAbs and quantActs take lengths that are multiples of 16.
+func (k *Int8Kernels) maxAbs(x []float32) float32 {
+	if len(x) == 0 {
+		return 0
+	}
+	return maxAbsAVX512(&x[0], len(x))
+}
+
+func (k *Int8Kernels) quantActs(dst []uint8, x []float32, inv float32) {
+	if len(x) == 0 {
+		return
+	}
+	quantActsAVX512(&dst[0], &x[0], len(x), inv)
+}
+
 // Int8 paths of this architecture.
 var (
 	Int8VNNI512 = &Int8Kernels{Name: "avx512vnni", kind: kindVNNI512, vl: 64, tileT: 4}

@@ -299,3 +299,55 @@ done:
 	VMOVDQU X0, (DX)
 	VZEROUPPER
 	RET
+
+// func maxAbsAVX512(x *float32, n int) float32
+TEXT ·maxAbsAVX512(SB), NOSPLIT, $0-20
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	MOVL $0x7fffffff, AX
+	VPBROADCASTD AX, Z4
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	SHRQ $4, CX
+	JZ done
+loop:
+	VPANDD (SI), Z4, Z2
+	VMAXPS Z2, Z0, Z0
+	ADDQ $64, SI
+	DECQ CX
+	JNZ loop
+done:
+	VEXTRACTF64X4 $1, Z0, Y1
+	VMAXPS Y1, Y0, Y0
+	VEXTRACTF32X4 $1, Y0, X1
+	VMAXPS X1, X0, X0
+	VPERMILPS $0x4E, X0, X1
+	VMAXPS X1, X0, X0
+	VPERMILPS $0xB1, X0, X1
+	VMAXPS X1, X0, X0
+	MOVSS X0, ret+16(FP)
+	VZEROUPPER
+	RET
+
+// func quantActsAVX512(dst *uint8, x *float32, n int, inv float32)
+TEXT ·quantActsAVX512(SB), NOSPLIT, $0-28
+	MOVQ dst+0(FP), DI
+	MOVQ x+8(FP), SI
+	MOVQ n+16(FP), CX
+	VBROADCASTSS inv+24(FP), Z4
+	MOVL $128, AX
+	VPBROADCASTD AX, Z5
+	SHRQ $4, CX
+	JZ done
+loop:
+	VMULPS (SI), Z4, Z0
+	VCVTPS2DQ Z0, Z0
+	VPADDD Z5, Z0, Z0
+	VPMOVDB Z0, (DI)
+	ADDQ $64, SI
+	ADDQ $16, DI
+	DECQ CX
+	JNZ loop
+done:
+	VZEROUPPER
+	RET

@@ -46,9 +46,9 @@ func TestQuantizeRow(t *testing.T) {
 
 func TestQuantizeActs(t *testing.T) {
 	dst := make([]uint8, 4)
-	s := QuantizeActs(dst, []float32{1.27, -1.27, 0.005, -0.006})
+	s := QuantizeActs(dst, []float32{1.27, -1.27, 0.004, -0.006})
 	assert.InDelta(t, 0.01, s, 1e-7)
-	assert.Equal(t, []uint8{255, 1, 129, 127}, dst)
+	assert.Equal(t, []uint8{255, 1, 128, 127}, dst)
 	assert.Zero(t, QuantizeActs(dst, []float32{0, 0, 0, 0}))
 	assert.Equal(t, []uint8{128, 128, 128, 128}, dst)
 	assert.True(t, math.IsNaN(float64(QuantizeActs(dst, []float32{1, float32(math.NaN()), 0, 0}))) ||
@@ -159,4 +159,55 @@ func TestInt8MatMulBadShapePanics(t *testing.T) {
 	assert.Panics(t, func() {
 		Int8Best.MatMul(make([]float32, 1), 1, make([]uint8, 4), 4, []float32{1}, 1, make([]int8, 4), []float32{1}, []int32{0}, 8, 0, 1)
 	})
+}
+
+// TestQuantizeActsPaths: every path's quantiser gives the generic bytes and
+// scale exactly, on odd lengths (vector tails) and special rows.
+func TestQuantizeActsPaths(t *testing.T) {
+	r := rand.New(rand.NewPCG(8, 8))
+	for _, k := range Int8Supported() {
+		for _, n := range []int{1, 15, 64, 65, 200, 2048, 5504} {
+			for _, kind := range []string{"normal", "zero", "halves", "nan"} {
+				src := make([]float32, n)
+				for i := range src {
+					switch kind {
+					case "normal":
+						src[i] = float32(r.NormFloat64())
+					case "halves": // exact .5 products: rounding must agree
+						src[i] = float32(r.IntN(254)-127) + 0.5
+					}
+				}
+				if kind == "halves" {
+					src[0] = 127 // max: inv = 1, so the others land exactly on halves
+				}
+				if kind == "nan" {
+					src[n/2] = float32(math.NaN())
+				}
+				want, got := make([]uint8, n), make([]uint8, n)
+				ws := QuantizeActs(want, src)
+				gs := k.QuantizeActs(got, src)
+				if math.IsNaN(float64(ws)) {
+					assert.True(t, math.IsNaN(float64(gs)), "%s n=%d %s", k, n, kind)
+				} else {
+					assert.Equal(t, ws, gs, "%s n=%d %s scale", k, n, kind)
+				}
+				assert.Equal(t, want, got, "%s n=%d %s bytes", k, n, kind)
+			}
+		}
+	}
+}
+
+func BenchmarkQuantizeActs(b *testing.B) {
+	src := make([]float32, 5504)
+	for i := range src {
+		src[i] = float32(i%97) - 48
+	}
+	dst := make([]uint8, len(src))
+	for _, k := range Int8Supported() {
+		b.Run(k.Name, func(b *testing.B) {
+			for b.Loop() {
+				k.QuantizeActs(dst, src)
+			}
+		})
+	}
 }

@@ -391,7 +391,7 @@ func (b *Backend) MatMul(outs []kernels.Buffer, x kernels.Buffer, n int, w kerne
 		}
 		j.xq, j.xs, j.ldq = j.xq[:n*ld], j.xs[:n], ld
 		for t := 0; t < n; t++ {
-			j.xs[t] = quant.QuantizeActs(j.xq[t*ld:t*ld+cols], j.x[t*cols:(t+1)*cols])
+			j.xs[t] = b.ik.QuantizeActs(j.xq[t*ld:t*ld+cols], j.x[t*cols:(t+1)*cols])
 		}
 	}
 	// Chunks of rows (a multiple of 4, the kernels' row block), 16 per
