@@ -37,7 +37,7 @@ func TestJinjaFeatures(t *testing.T) {
 		tmpl, err := ParseTemplate(c.Template)
 		require.NoError(t, err, name)
 		got, err := tmpl.Render(map[string]any{"messages": g.Conversations[c.Conv], "bos_token": "<s>", "eos_token": "</s>",
-			"x": 1, "add_generation_prompt": true})
+			"x": 1, "add_generation_prompt": true, "builtin_tools": []string{"brave_search", "code_interpreter", "wolfram"}})
 		if c.Error != nil {
 			assert.Error(t, err, "%s: Jinja2 raised %s", name, *c.Error)
 			continue

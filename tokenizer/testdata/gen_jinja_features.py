@@ -80,12 +80,37 @@ T["chatlike"] = ("{%- if messages[0]['role'] == 'system' %}\n    {%- set system_
                  "        {{- raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}\n    {%- endif %}\n"
                  "    {%- if message['role'] == 'user' %}\n        {{- '[INST] ' + message['content'] | trim + ' [/INST]' }}\n"
                  "    {%- elif message['role'] == 'assistant' %}\n        {{- ' ' + message['content'] | trim + ' ' + eos_token }}\n    {%- endif %}\n{%- endfor %}\n")
+T["llama3_style"] = ("{{- bos_token }}\n{%- if messages[0]['role'] == 'system' %}\n    {%- set system_message = messages[0]['content']|trim %}\n"
+                     "    {%- set messages = messages[1:] %}\n{%- else %}\n    {%- set system_message = \"\" %}\n{%- endif %}\n"
+                     "{{- '<|start_header_id|>system<|end_header_id|>\\n\\n' }}\n{%- if builtin_tools is defined %}\n"
+                     "    {{- 'Tools: ' + builtin_tools | reject('equalto', 'code_interpreter') | join(', ') + '\\n\\n' }}\n{%- endif %}\n"
+                     "{{- system_message }}{{- '<|eot_id|>' }}\n{%- for message in messages %}\n"
+                     "    {%- if message.tool_calls is defined and message.tool_calls %}\n        {%- set tool_call = message.tool_calls[0].function %}\n"
+                     "        {{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' -}}\n"
+                     "        {{- '<|python_tag|>' + tool_call.name + '.call(' }}\n        {%- for arg_name, arg_val in tool_call.arguments | items %}\n"
+                     "            {{- arg_name + '=\"' + arg_val|string + '\"' }}\n            {%- if not loop.last %}\n                {{- ', ' }}\n            {%- endif %}\n"
+                     "        {%- endfor %}\n        {{- ')<|eom_id|>' }}\n"
+                     "    {%- elif message.content is string %}\n        {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim + '<|eot_id|>' }}\n"
+                     "    {%- else %}\n        {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' }}\n"
+                     "        {%- for part in message.content | selectattr('type', 'equalto', 'text') %}{{ part.text }}{% if not loop.last %} {% endif %}{% endfor %}\n"
+                     "        {{- '<|eot_id|>' }}\n    {%- endif %}\n{%- endfor %}\n"
+                     "{%- if add_generation_prompt %}\n    {{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}\n{%- endif %}\n")
+T["misc"] = ("{{ '%s has %d items' | format('list', 3) }}|{{ messages | selectattr('role', 'equalto', 'user') | map(attribute='role') | first }}|"
+             "{{ messages[0].get('role') }}{{ messages[0].get('nope', 'dflt') }}|{% set ns = namespace(found=false) %}"
+             "{% for m in messages %}{% if m.role == 'assistant' %}{% set ns.found = true %}{% endif %}{% endfor %}{{ ns.found }}|"
+             "{% for m in messages %}{{ loop.previtem.role if loop.previtem is defined else '-' }}>{% endfor %}|"
+             "{{ ['a ', ' b'] | map('trim') | join }}|{{ 'abc' | first }}{{ 'abc' | last }}|{{ 'x' in ['x', 'y'] }}|{{ {'a': 1, 'b': 2} | length }}|"
+             "{{ (1, 2) }}{{ (1,) }}{{ () }}|{{ [1, [2, (3, 4)]] }}|{{ 10 > 9.5 }}|{{ 'abc' < 'abd' }}|{{ 1 if none is none }}|"
+             "{{ messages | map(attribute='role') | unique | list | length }}|{{ [3, 1] | max }}|{{ '' or 'fallback' }}|{{ 0 and 1 }}|{{ [] or none }}")
 T["generation"] = "{% for m in messages %}{% if m.role == 'assistant' %}{% generation %}{{ m.content }}{% endgeneration %}{% endif %}{% endfor %}"
 
 convs = [
     [{"content": "sys prompt  ", "role": "system"}, {"content": " hi ", "role": "user"},
      {"content": "hello", "role": "assistant"}, {"content": "bye", "role": "user"}],
     [{"content": "only", "role": "user"}],
+    [{"content": [{"text": "look", "type": "text"}, {"type": "image", "url": "x.png"}, {"text": "here", "type": "text"}], "role": "user"},
+     {"content": None, "role": "assistant", "tool_calls": [{"function": {"arguments": {"city": "Paris", "days": 3}, "name": "weather"}, "type": "function"}]},
+     {"content": "sunny", "role": "tool"}],
 ]
 convs = json.loads(json.dumps(convs, sort_keys=True))
 
@@ -95,7 +120,8 @@ for name, src in T.items():
         continue  # jinja2 needs transformers' AssistantTracker extension for this tag
     tmpl = env.from_string(src)
     for ci, conv in enumerate(convs):
-        ctx = {"messages": conv, "bos_token": "<s>", "eos_token": "</s>", "x": 1, "add_generation_prompt": True}
+        ctx = {"messages": conv, "bos_token": "<s>", "eos_token": "</s>", "x": 1, "add_generation_prompt": True,
+               "builtin_tools": ["brave_search", "code_interpreter", "wolfram"]}
         try:
             text, err = tmpl.render(**ctx), None
         except Exception as e:  # noqa: BLE001
