@@ -1178,6 +1178,10 @@ func binOp(op string, l, r any) (any, error) {
 				return out, nil
 			}
 		}
+	case "%":
+		if s, ok := l.(string); ok {
+			return pyPercent(s, r)
+		}
 	case "*":
 		if s, ok := l.(string); ok {
 			if n, ok := r.(int64); ok {
@@ -1562,6 +1566,8 @@ func strMethod(s string, name string) any {
 			}
 			return out, nil
 		})
+	case "format":
+		return m(func(a []any, kw map[string]any) (any, error) { return pyFormat(s, a, kw) })
 	case "splitlines":
 		return m(func([]any, map[string]any) (any, error) {
 			var out []any
@@ -1692,4 +1698,103 @@ func pyCapitalize(s string) string {
 func hasKey(m map[string]any, k string) bool {
 	_, ok := m[k]
 	return ok
+}
+
+// pyPercent is Python's printf-style str % args for %s, %d, %i, %r, %%.
+func pyPercent(f string, arg any) (any, error) {
+	args := []any{arg}
+	if t, ok := arg.(jtuple); ok {
+		args = t
+	}
+	var b strings.Builder
+	k := 0
+	for i := 0; i < len(f); i++ {
+		if f[i] != '%' {
+			b.WriteByte(f[i])
+			continue
+		}
+		if i+1 >= len(f) {
+			return nil, fmt.Errorf("template: incomplete format")
+		}
+		i++
+		if f[i] == '%' {
+			b.WriteByte('%')
+			continue
+		}
+		if k >= len(args) {
+			return nil, fmt.Errorf("template: not enough arguments for format string")
+		}
+		switch f[i] {
+		case 's':
+			b.WriteString(toStr(args[k]))
+		case 'r':
+			b.WriteString(repr(args[k]))
+		case 'd', 'i':
+			n, _, isFloat, ok := toNum(args[k])
+			if !ok {
+				return nil, fmt.Errorf("template: %%d format: a number is required, not %s", typeName(args[k]))
+			}
+			if isFloat {
+				_, fl, _, _ := toNum(args[k])
+				n = int64(fl)
+			}
+			b.WriteString(strconv.FormatInt(n, 10))
+		default:
+			return nil, fmt.Errorf("template: unsupported format character %q", f[i])
+		}
+		k++
+	}
+	if k < len(args) {
+		return nil, fmt.Errorf("template: not all arguments converted during string formatting")
+	}
+	return b.String(), nil
+}
+
+// pyFormat is str.format for {}, {0} and {name} fields (no format specs).
+func pyFormat(f string, args []any, kw map[string]any) (any, error) {
+	var b strings.Builder
+	auto := 0
+	for i := 0; i < len(f); i++ {
+		c := f[i]
+		switch {
+		case c == '{' && i+1 < len(f) && f[i+1] == '{':
+			b.WriteByte('{')
+			i++
+		case c == '}' && i+1 < len(f) && f[i+1] == '}':
+			b.WriteByte('}')
+			i++
+		case c == '{':
+			j := strings.IndexByte(f[i:], '}')
+			if j < 0 {
+				return nil, fmt.Errorf("template: str.format: unclosed field")
+			}
+			name := f[i+1 : i+j]
+			var v any
+			switch {
+			case name == "":
+				if auto >= len(args) {
+					return nil, fmt.Errorf("template: str.format: missing argument %d", auto)
+				}
+				v = args[auto]
+				auto++
+			case name[0] >= '0' && name[0] <= '9':
+				n, err := strconv.Atoi(name)
+				if err != nil || n >= len(args) {
+					return nil, fmt.Errorf("template: str.format: bad field {%s}", name)
+				}
+				v = args[n]
+			default:
+				x, ok := kw[name]
+				if !ok {
+					return nil, fmt.Errorf("template: str.format: missing field {%s}", name)
+				}
+				v = x
+			}
+			b.WriteString(toStr(v))
+			i += j
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String(), nil
 }

@@ -23,20 +23,29 @@ func (r *renderer) applyFilter(name string, v any, args []any, kw map[string]any
 	}
 	switch name {
 	case "tojson":
-		indent := -1
+		o := jsonOpts{indent: -1}
 		if x, ok := arg(0, "indent"); ok && x != nil {
 			n, ok := x.(int64)
-			if !ok {
-				return nil, fmt.Errorf("tojson: indent must be an integer")
+			if !ok || n < 0 || n > 64 {
+				return nil, fmt.Errorf("tojson: indent must be an integer in [0, 64]")
 			}
-			indent = int(n)
+			o.indent = int(n)
 		}
-		sortKeys := false
-		if x, ok := kw["sort_keys"]; ok {
-			sortKeys = truthy(x)
+		o.sortKeys = truthy(kw["sort_keys"])
+		o.ensureASCII = truthy(kw["ensure_ascii"])
+		o.itemSep, o.keySep = ", ", ": "
+		if o.indent >= 0 {
+			o.itemSep = ","
+		}
+		if x, ok := kw["separators"]; ok && x != nil {
+			seps, err := iterate(x)
+			if err != nil || len(seps) != 2 {
+				return nil, fmt.Errorf("tojson: separators must be a pair of strings")
+			}
+			o.itemSep, o.keySep = toStr(seps[0]), toStr(seps[1])
 		}
 		var b strings.Builder
-		if err := writeJSON(&b, v, indent, 0, sortKeys); err != nil {
+		if err := writeJSON(&b, v, o, 0); err != nil {
 			return nil, err
 		}
 		return b.String(), nil
@@ -583,22 +592,26 @@ func (r *renderer) applyTest(name string, v any, args []any) (bool, error) {
 	return false, fmt.Errorf("template: unsupported test %q", name)
 }
 
+// jsonOpts are the json.dumps arguments transformers' tojson passes on.
+type jsonOpts struct {
+	indent          int // -1: no newlines (Python's indent=None)
+	sortKeys        bool
+	ensureASCII     bool
+	itemSep, keySep string
+}
+
 // writeJSON writes v like Python's json.dumps(v, ensure_ascii=False,
-// indent=indent) (transformers' tojson), with ", " and ": " separators.
-func writeJSON(b *strings.Builder, v any, indent, depth int, sortKeys bool) error {
+// indent=..., separators=..., sort_keys=...) (transformers' tojson).
+func writeJSON(b *strings.Builder, v any, o jsonOpts, depth int) error {
 	v = untuple(v)
 	if depth > 200 {
 		return fmt.Errorf("tojson: nesting too deep")
 	}
 	nl := func(d int) {
-		if indent >= 0 {
+		if o.indent >= 0 {
 			b.WriteByte('\n')
-			b.WriteString(strings.Repeat(" ", indent*d))
+			b.WriteString(strings.Repeat(" ", o.indent*d))
 		}
-	}
-	itemSep := ", "
-	if indent >= 0 {
-		itemSep = ","
 	}
 	switch x := v.(type) {
 	case nil:
@@ -625,7 +638,7 @@ func writeJSON(b *strings.Builder, v any, indent, depth int, sortKeys bool) erro
 			b.WriteString(pyFloat(x))
 		}
 	case string:
-		writeJSONString(b, x)
+		writeJSONString(b, x, o.ensureASCII)
 	case []any:
 		if len(x) == 0 {
 			b.WriteString("[]")
@@ -634,10 +647,10 @@ func writeJSON(b *strings.Builder, v any, indent, depth int, sortKeys bool) erro
 		b.WriteByte('[')
 		for i, e := range x {
 			if i > 0 {
-				b.WriteString(itemSep)
+				b.WriteString(o.itemSep)
 			}
 			nl(depth + 1)
-			if err := writeJSON(b, e, indent, depth+1, sortKeys); err != nil {
+			if err := writeJSON(b, e, o, depth+1); err != nil {
 				return err
 			}
 		}
@@ -649,33 +662,33 @@ func writeJSON(b *strings.Builder, v any, indent, depth int, sortKeys bool) erro
 			return nil
 		}
 		keys := x.keys
-		if sortKeys {
+		if o.sortKeys {
 			keys = append([]string{}, keys...)
 			sort.Strings(keys)
 		}
 		b.WriteByte('{')
 		for i, k := range keys {
 			if i > 0 {
-				b.WriteString(itemSep)
+				b.WriteString(o.itemSep)
 			}
 			nl(depth + 1)
-			writeJSONString(b, k)
-			b.WriteString(": ")
-			if err := writeJSON(b, x.m[k], indent, depth+1, sortKeys); err != nil {
+			writeJSONString(b, k, o.ensureASCII)
+			b.WriteString(o.keySep)
+			if err := writeJSON(b, x.m[k], o, depth+1); err != nil {
 				return err
 			}
 		}
 		nl(depth)
 		b.WriteByte('}')
 	case *jnamespace:
-		return writeJSON(b, x.d, indent, depth, sortKeys)
+		return writeJSON(b, x.d, o, depth)
 	default:
 		return fmt.Errorf("tojson: cannot serialise %s", typeName(v))
 	}
 	return nil
 }
 
-func writeJSONString(b *strings.Builder, s string) {
+func writeJSONString(b *strings.Builder, s string, ensureASCII bool) {
 	b.WriteByte('"')
 	for _, r := range s {
 		switch r {
@@ -694,9 +707,15 @@ func writeJSONString(b *strings.Builder, s string) {
 		case '\f':
 			b.WriteString(`\f`)
 		default:
-			if r < 0x20 {
+			switch {
+			case r < 0x20 || ensureASCII && r == 0x7f:
 				fmt.Fprintf(b, `\u%04x`, r)
-			} else {
+			case ensureASCII && r > 0xffff:
+				r -= 0x10000
+				fmt.Fprintf(b, `\u%04x\u%04x`, 0xd800+(r>>10), 0xdc00+(r&0x3ff))
+			case ensureASCII && r > 0x7f:
+				fmt.Fprintf(b, `\u%04x`, r)
+			default:
 				b.WriteRune(r)
 			}
 		}

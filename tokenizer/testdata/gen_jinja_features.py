@@ -102,6 +102,10 @@ T["misc"] = ("{{ '%s has %d items' | format('list', 3) }}|{{ messages | selectat
              "{{ ['a ', ' b'] | map('trim') | join }}|{{ 'abc' | first }}{{ 'abc' | last }}|{{ 'x' in ['x', 'y'] }}|{{ {'a': 1, 'b': 2} | length }}|"
              "{{ (1, 2) }}{{ (1,) }}{{ () }}|{{ [1, [2, (3, 4)]] }}|{{ 10 > 9.5 }}|{{ 'abc' < 'abd' }}|{{ 1 if none is none }}|"
              "{{ messages | map(attribute='role') | unique | list | length }}|{{ [3, 1] | max }}|{{ '' or 'fallback' }}|{{ 0 and 1 }}|{{ [] or none }}")
+T["formatting"] = ("{{ '%s=%d' % ('n', 3) }}|{{ '%s' % 'one' }}|{{ '100%%' % () }}|{{ '%r' % 'q' }}|{{ '{} and {}'.format('a', 1) }}|"
+                   "{{ '{1}{0}'.format('x', 'y') }}|{{ '{name}!'.format(name='hi') }}|{{ '{{lit}}'.format() }}|"
+                   "{{ messages | tojson(separators=(',', ':')) }}|{{ {'é': 'ü€😀\x7f'} | tojson(ensure_ascii=true) }}|"
+                   "{{ {'b': 1, 'a': [1, 2]} | tojson(indent=0) }}|{{ {'b': 1, 'a': 2} | tojson(sort_keys=true) }}")
 T["generation"] = "{% for m in messages %}{% if m.role == 'assistant' %}{% generation %}{{ m.content }}{% endgeneration %}{% endif %}{% endfor %}"
 
 convs = [
