@@ -181,7 +181,15 @@ func median(v []float64) float64 {
 // BenchmarkDecode7B: batch-1 decode after a 128-token prompt, the step
 // captured as a CUDA graph, argmax on the GPU (one id per token to the host).
 func BenchmarkDecode7B(b *testing.B) {
-	be := gpu(b)
+	for _, rows := range []int{2, 1, 4} {
+		b.Run(fmt.Sprintf("gemvrows=%d", rows), func(b *testing.B) {
+			benchDecode(b, cuda.Options{KVDType: kernels.F16, GEMVRows: rows})
+		})
+	}
+}
+
+func benchDecode(b *testing.B, opts cuda.Options) {
+	be := gpu(b, opts)
 	m := newModel(b, be, ds7b)
 	const prompt, steps = 128, 256
 	const maxTokens = prompt + steps + 64
@@ -372,9 +380,18 @@ func BenchmarkDecodeAttention(b *testing.B) {
 
 // BenchmarkGEMV: the decode projections of the 7B shape, one token.
 func BenchmarkGEMV(b *testing.B) {
-	be := gpu(b)
-	for _, c := range []struct{ rows, cols int }{{3 * 4096, 4096}, {4096, 4096}, {2 * 11008, 4096}, {4096, 11008}, {102400, 4096}} {
-		b.Run(fmt.Sprintf("%dx%d", c.rows, c.cols), func(b *testing.B) {
+	for _, rpw := range []int{2, 1, 4} {
+		be := gpu(b, cuda.Options{GEMVRows: rpw})
+		for _, c := range []struct{ rows, cols int }{{3 * 4096, 4096}, {4096, 4096}, {2 * 11008, 4096}, {4096, 11008}, {102400, 4096}} {
+			benchGEMV(b, be, rpw, c.rows, c.cols)
+		}
+	}
+}
+
+func benchGEMV(b *testing.B, be *cuda.Backend, rpw, rows, cols int) {
+	c := struct{ rows, cols int }{rows, cols}
+	{
+		b.Run(fmt.Sprintf("rows%d/%dx%d", rpw, c.rows, c.cols), func(b *testing.B) {
 			w, err := be.RandomMatrix(c.rows, c.cols, kernels.BF16, 9, 0.02)
 			require.NoError(b, err)
 			x, err := be.Alloc(c.cols)
@@ -398,7 +415,7 @@ func BenchmarkGEMV(b *testing.B) {
 				bw := float64(w.Bytes()) / (ms / 1e3)
 				b.ReportMetric(bw/1e9, "GB/s")
 				b.ReportMetric(bw/peakBW*100, "%roofline")
-				b.Logf("gemv %dx%d bf16: %.1f us, %.0f GB/s (%.1f%%)", c.rows, c.cols, ms*1e3, bw/1e9, bw/peakBW*100)
+				b.Logf("gemv (%d rows/warp) %dx%d bf16: %.1f us, %.0f GB/s (%.1f%%)", rpw, c.rows, c.cols, ms*1e3, bw/1e9, bw/peakBW*100)
 			}
 		})
 	}

@@ -41,6 +41,9 @@ type Options struct {
 	// (0: 64).
 	FlashV1 bool
 	FlashBN int
+	// GEMVRows is the weight rows per warp of the one-token GEMV: 1, 2 or 4
+	// (0: 2).
+	GEMVRows int
 	// NoCublasLt forces the built-in GEMM even when cuBLASLt is present.
 	NoCublasLt bool
 }
@@ -59,6 +62,7 @@ type Backend struct {
 	kvAuto    bool
 	flashW    int
 	skipStore bool // set by AttentionNoStore
+	gemvRows  int
 	flashV1   bool
 	flashBN   int
 	sawF32    bool
@@ -85,7 +89,8 @@ var _ kernels.Backend = (*Backend)(nil)
 // kernel names looked up at New.
 var kernelNames = []string{
 	"gemv_f32_1", "gemv_f32_4", "gemv_f32_8", "gemv_f16_1", "gemv_f16_4", "gemv_f16_8",
-	"gemv_bf16_1", "gemv_bf16_4", "gemv_bf16_8", "gemvs_f32", "gemvs_f16", "gemvs_bf16",
+	"gemv_bf16_1", "gemv_bf16_4", "gemv_bf16_8", "gemv_bf16_1_r1", "gemv_bf16_1_r4", "gemv_f16_1_r1", "gemv_f16_1_r4",
+	"gemv_f32_1_r1", "gemv_f32_1_r4", "kv_store_f16x4", "gemvs_f32", "gemvs_f16", "gemvs_bf16",
 	"gemm_f32", "gemm_f16", "gemm_bf16", "gemm_wmma_bf16", "gemm_wmma_f16", "cvt_f32_bf16", "cvt_f32_f16", "rand_bf16", "rand_f32", "add_bias",
 	"embed_f32", "embed_f16", "embed_bf16", "rmsnorm", "rope", "swiglu", "add", "axpy", "copy2d", "fill", "argmax",
 	"kv_store_f32", "kv_store_f16", "attn_split_f32", "attn_split_f16", "attn_combine",
@@ -103,6 +108,13 @@ func New(opts Options) (*Backend, error) {
 	}
 	if opts.Device < 0 || opts.Device >= len(devs) {
 		return nil, fmt.Errorf("cuda: device %d requested, %d present", opts.Device, len(devs))
+	}
+	switch opts.GEMVRows {
+	case 0:
+		opts.GEMVRows = 2
+	case 1, 2, 4:
+	default:
+		return nil, fmt.Errorf("cuda: GEMVRows %d (1, 2 or 4)", opts.GEMVRows)
 	}
 	switch opts.FlashBN {
 	case 0:
@@ -125,7 +137,7 @@ func New(opts Options) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Backend{x: x, info: devs[opts.Device], fn: map[string]function{}, kvdt: opts.KVDType, kvAuto: opts.KVAuto, flashW: opts.FlashWarps, flashV1: opts.FlashV1, flashBN: opts.FlashBN, ropes: map[string]devptr{}}
+	b := &Backend{x: x, info: devs[opts.Device], fn: map[string]function{}, kvdt: opts.KVDType, kvAuto: opts.KVAuto, flashW: opts.FlashWarps, flashV1: opts.FlashV1, flashBN: opts.FlashBN, gemvRows: opts.GEMVRows, ropes: map[string]devptr{}}
 	b.alloc = newAllocator(x)
 	image := ptxImage
 	if path := os.Getenv("DSGO_PTX"); path != "" {
@@ -675,9 +687,13 @@ func (b *Backend) matmul(outs []kernels.Buffer, x kernels.Buffer, n int, w kerne
 			nt = 4
 		}
 		if m.cols%el == 0 {
-			const rowsPerWarp = 2
+			rowsPerWarp, name := 2, fmt.Sprintf("gemv_%s_%d", dts, nt)
+			if nt == 1 && b.gemvRows != 2 {
+				rowsPerWarp = b.gemvRows
+				name = fmt.Sprintf("gemv_%s_1_r%d", dts, rowsPerWarp)
+			}
 			warps := (m.rows + rowsPerWarp - 1) / rowsPerWarp
-			b.launch(fmt.Sprintf("gemv_%s_%d", dts, nt), dim3{(warps + 7) / 8, 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+			b.launch(name, dim3{(warps + 7) / 8, 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
 				a.ptr(m.p).ptr(xb.p).i32(n).raw(parts[:], 8).ptr(biasp).i32(m.cols)
 			})
 		} else {
@@ -911,7 +927,11 @@ func (b *Backend) attention(out, q, k, v kernels.Buffer, cache kernels.KVCache, 
 			vcp = 0
 		}
 		total := int64(n) * int64(kw+map[bool]int{true: 0, false: vw}[sp.VInK])
-		b.launch("kv_store_"+dts, dim3{blocks(total, 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+		name := "kv_store_" + dts
+		if dts == "f16" && kw%4 == 0 && vw%4 == 0 {
+			name, total = "kv_store_f16x4", total/4
+		}
+		b.launch(name, dim3{blocks(total, 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
 			a.ptr(kbase).ptr(vcp).ptr(kb.p).ptr(vp).i32(n).i32(pos0).ptr(b.dp).i32(kw).i32(vw)
 		})
 	}

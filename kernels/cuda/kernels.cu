@@ -199,6 +199,12 @@ GEMV_VEC(gemv_f16_1, __half, 2, 1)
 GEMV_VEC(gemv_f16_4, __half, 2, 4)
 GEMV_VEC(gemv_f16_8, __half, 2, 8)
 GEMV_VEC(gemv_bf16_1, __nv_bfloat16, 2, 1)
+GEMV_VEC(gemv_bf16_1_r1, __nv_bfloat16, 1, 1)
+GEMV_VEC(gemv_bf16_1_r4, __nv_bfloat16, 4, 1)
+GEMV_VEC(gemv_f16_1_r1, __half, 1, 1)
+GEMV_VEC(gemv_f16_1_r4, __half, 4, 1)
+GEMV_VEC(gemv_f32_1_r1, float, 1, 1)
+GEMV_VEC(gemv_f32_1_r4, float, 4, 1)
 GEMV_VEC(gemv_bf16_4, __nv_bfloat16, 2, 4)
 GEMV_VEC(gemv_bf16_8, __nv_bfloat16, 2, 8)
 
@@ -500,6 +506,33 @@ __device__ void kv_store(KT* kc, KT* vc, const float* k, const float* v, int n, 
 }
 extern "C" __global__ void kv_store_f32(float* kc, float* vc, const float* k, const float* v, int n, int pos0, const int* dp, int kw, int vw) { kv_store(kc, vc, k, v, n, pos0, dp, kw, vw); }
 extern "C" __global__ void kv_store_f16(__half* kc, __half* vc, const float* k, const float* v, int n, int pos0, const int* dp, int kw, int vw) { kv_store(kc, vc, k, v, n, pos0, dp, kw, vw); }
+
+// kv_store_f16x4: the same with 16-byte loads and 8-byte stores (widths
+// multiple of 4); the prefill cache write is pure bandwidth.
+extern "C" __global__ void kv_store_f16x4(__half* kc, __half* vc, const float* k, const float* v, int n, int pos0,
+                                          const int* dp, int kw, int vw) {
+  int pos = pos0 + dp[1];
+  long long tk = (long long)n * kw / 4, tv = vc ? (long long)n * vw / 4 : 0;
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < tk + tv; i += (long long)gridDim.x * blockDim.x) {
+    const float* src;
+    __half* dst;
+    if (i < tk) {
+      long long e = i * 4, t = e / kw, c = e % kw;
+      src = k + e;
+      dst = kc + (pos + t) * kw + c;
+    } else {
+      long long e = (i - tk) * 4, t = e / vw, c = e % vw;
+      src = v + e;
+      dst = vc + (pos + t) * vw + c;
+    }
+    float4 f = *reinterpret_cast<const float4*>(src);
+    __half2 a = __floats2half2_rn(f.x, f.y), b = __floats2half2_rn(f.z, f.w);
+    uint2 u;
+    u.x = *reinterpret_cast<unsigned*>(&a);
+    u.y = *reinterpret_cast<unsigned*>(&b);
+    *reinterpret_cast<uint2*>(dst) = u;
+  }
+}
 
 // ---------------------------------------------------------------- split-KV attention
 // Decode (and the generic path): block (split s, kv head g, query i) scores

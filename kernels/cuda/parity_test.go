@@ -474,3 +474,23 @@ func TestUnsupportedIsAnError(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "w")
 }
+
+// TestGEMVRowsVariants: the one-token GEMV with 1 and 4 rows per warp.
+func TestGEMVRowsVariants(t *testing.T) {
+	for _, rows := range []int{1, 4} {
+		r := newRig(t, Options{GEMVRows: rows})
+		for _, dt := range []kernels.DType{kernels.F32, kernels.F16, kernels.BF16} {
+			for _, sh := range [][2]int{{7, 64}, {1001, 256}, {300, 1024}} {
+				h := hostMatrix("w", randVec(r.rnd, sh[0]*sh[1]), sh[0], sh[1], dt)
+				gw, err := r.g.UploadMatrix([]kernels.HostMatrix{h}, false)
+				require.NoError(t, err)
+				cw, err := r.c.UploadMatrix([]kernels.HostMatrix{h}, false)
+				require.NoError(t, err)
+				x, o := r.rand(sh[1]), r.poisoned(sh[0])
+				r.g.MatMul([]kernels.Buffer{o.g}, x.g, 1, gw, nil)
+				r.c.MatMul([]kernels.Buffer{o.c}, x.c, 1, cw, nil)
+				r.check(fmt.Sprintf("rows/warp %d %v %v", rows, dt, sh), o, sh[0], tolF32)
+			}
+		}
+	}
+}
