@@ -83,6 +83,10 @@ type bpe struct {
 // only added while there is room, so memory stays bounded.
 const cacheCap = 1 << 16
 
+// cacheMaxWordLen keeps long words (rare, and a memory risk with hostile
+// input) out of the cache, as HF's MAX_LENGTH does.
+const cacheMaxWordLen = 256
+
 type rawBPE struct {
 	Type                    string           `json:"type"`
 	Vocab                   map[string]int32 `json:"vocab"`
@@ -245,11 +249,13 @@ func (m *bpe) encodeWord(w string, dst []int) []int {
 	m.mu.RUnlock()
 	if !ok {
 		ids = m.tokenizeWord(w)
-		m.mu.Lock()
-		if len(m.cache) < cacheCap {
-			m.cache[strings.Clone(w)] = ids
+		if len(w) < cacheMaxWordLen {
+			m.mu.Lock()
+			if len(m.cache) < cacheCap {
+				m.cache[strings.Clone(w)] = ids
+			}
+			m.mu.Unlock()
 		}
-		m.mu.Unlock()
 	}
 	for _, id := range ids {
 		dst = append(dst, int(id))
