@@ -21,6 +21,10 @@ type ChatOptions struct {
 	// Vars are extra template variables, e.g. "enable_thinking": false,
 	// "thinking": true or "tools": []map[string]any{...}.
 	Vars map[string]any
+	// ContinueFinalMessage cuts the rendering right after the last message's
+	// content so the model continues it (an assistant prefill), as
+	// transformers' continue_final_message.
+	ContinueFinalMessage bool
 }
 
 // ErrNoChatTemplate is returned when neither tokenizer_config.json nor
@@ -65,11 +69,44 @@ func (t *Tokenizer) RenderChat(msgs []map[string]any, o ChatOptions) (string, er
 	for k, v := range o.Vars {
 		vars[k] = v
 	}
+	if o.ContinueFinalMessage && o.AddGenerationPrompt {
+		return "", fmt.Errorf("chat template: ContinueFinalMessage and AddGenerationPrompt are incompatible")
+	}
 	out, err := tmpl.Render(vars)
 	if err != nil {
 		return "", fmt.Errorf("chat template: %w", err)
 	}
+	if o.ContinueFinalMessage {
+		return cutAfterFinalMessage(out, msgs)
+	}
 	return out, nil
+}
+
+// cutAfterFinalMessage keeps the rendering up to the end of the last
+// message's content (or its trimmed form, for templates that trim).
+func cutAfterFinalMessage(out string, msgs []map[string]any) (string, error) {
+	if len(msgs) == 0 {
+		return "", fmt.Errorf("chat template: ContinueFinalMessage needs a message")
+	}
+	var final string
+	switch c := msgs[len(msgs)-1]["content"].(type) {
+	case string:
+		final = c
+	case []any: // list of parts: the last part's text
+		if len(c) > 0 {
+			if part, ok := c[len(c)-1].(map[string]any); ok {
+				final, _ = part["text"].(string)
+			}
+		}
+	}
+	if i := strings.LastIndex(out, final); i >= 0 {
+		return out[:i+len(final)], nil
+	}
+	trimmed := strings.TrimSpace(final)
+	if i := strings.LastIndex(out, trimmed); i >= 0 {
+		return out[:i+len(trimmed)], nil
+	}
+	return "", fmt.Errorf("chat template: the final message's content is not in the rendered prompt")
 }
 
 // EncodeChat renders msgs and encodes the prompt without adding special

@@ -62,3 +62,16 @@ func TestChatTemplatesRendered(t *testing.T) {
 		})
 	}
 }
+
+func TestContinueFinalMessage(t *testing.T) {
+	tok := loadTok(t, dirDeepSeekV3)
+	msgs := []map[string]any{
+		{"role": "user", "content": "Name a color."},
+		{"role": "assistant", "content": "The color is"},
+	}
+	got, err := tok.RenderChat(msgs, ChatOptions{ContinueFinalMessage: true})
+	require.NoError(t, err)
+	assert.Equal(t, "<｜begin▁of▁sentence｜><｜User｜>Name a color.<｜Assistant｜>The color is", got)
+	_, err = tok.RenderChat(msgs, ChatOptions{ContinueFinalMessage: true, AddGenerationPrompt: true})
+	assert.Error(t, err)
+}
