@@ -1,10 +1,13 @@
 package tokenizer
 
 import (
+	"context"
+	"strings"
 	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // A Tokenizer is shared by concurrent sessions: encodes (which fill the
@@ -33,4 +36,15 @@ func TestConcurrentUse(t *testing.T) {
 		}(g)
 	}
 	wg.Wait()
+}
+
+func TestEncodeContextCancelled(t *testing.T) {
+	tok := loadTok(t, dirDeepSeekV3)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := tok.EncodeContext(ctx, strings.Repeat("word ", 20000), false)
+	require.ErrorIs(t, err, context.Canceled)
+	ids, err := tok.EncodeContext(context.Background(), "Hello world", false)
+	require.NoError(t, err)
+	assert.Equal(t, []int{19923, 2058}, ids)
 }

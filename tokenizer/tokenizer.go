@@ -32,6 +32,7 @@ package tokenizer
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -373,6 +374,12 @@ func (t *Tokenizer) applyConfig(data []byte) error {
 // text (e.g. a rendered chat template) are always recognised; encode a
 // rendered template with addSpecial=false since it already holds the BOS.
 func (t *Tokenizer) Encode(text string, addSpecial bool) ([]int, error) {
+	return t.EncodeContext(context.Background(), text, addSpecial)
+}
+
+// EncodeContext is Encode that stops early with ctx's error when ctx is
+// cancelled (checked every few thousand words, for huge inputs).
+func (t *Tokenizer) EncodeContext(ctx context.Context, text string, addSpecial bool) ([]int, error) {
 	if !utf8.ValidString(text) {
 		return nil, fmt.Errorf("tokenizer: encode: input is not valid UTF-8")
 	}
@@ -380,7 +387,19 @@ func (t *Tokenizer) Encode(text string, addSpecial bool) ([]int, error) {
 	if addSpecial {
 		ids = append(ids, t.prefixIDs...)
 	}
-	encodeWord := func(w string) { ids = t.model.encodeWord(w, ids) }
+	var ctxErr error
+	words := 0
+	encodeWord := func(w string) {
+		if ctxErr != nil {
+			return
+		}
+		if words++; words%4096 == 0 {
+			if ctxErr = ctx.Err(); ctxErr != nil {
+				return
+			}
+		}
+		ids = t.model.encodeWord(w, ids)
+	}
 	t.rawTrie.split(text, func(seg string, rawOff int, tok *addedToken) {
 		if tok != nil {
 			ids = append(ids, tok.ID)
@@ -404,6 +423,9 @@ func (t *Tokenizer) Encode(text string, addSpecial bool) ([]int, error) {
 			}
 		})
 	})
+	if ctxErr != nil {
+		return nil, fmt.Errorf("tokenizer: encode: %w", ctxErr)
+	}
 	if addSpecial {
 		ids = append(ids, t.suffixIDs...)
 	}
