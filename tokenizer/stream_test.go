@@ -84,3 +84,39 @@ func TestStreamDecodeFlushInvalid(t *testing.T) {
 	assert.Equal(t, tok.Decode(ids), b.String())
 	assert.True(t, strings.HasSuffix(b.String(), "\uFFFD"))
 }
+
+// With the prompt as context, a SentencePiece reply keeps its leading
+// space and special tokens can be skipped.
+func TestStreamDecoderWithContext(t *testing.T) {
+	tests := []struct {
+		name, dir, prompt, reply string
+	}{
+		{"sentencepiece", dirStories, "Once upon a time", " there was a dog."},
+		{"byte-level", dirDeepSeekV3, "<｜User｜>Hi<｜Assistant｜>", " 你好🦙!"},
+		{"qwen", dirQwen2, "<|im_start|>assistant\n", "Sure: 1+1=2"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tok := loadTok(t, tc.dir)
+			prompt, err := tok.Encode(tc.prompt, true)
+			require.NoError(t, err)
+			full, err := tok.Encode(tc.prompt+tc.reply, true)
+			require.NoError(t, err)
+			require.Equal(t, prompt, full[:len(prompt)], "prompt ids must be a prefix")
+			reply := full[len(prompt):]
+			eos := tok.EOS()
+			reply = append(reply, eos...)
+			d := tok.NewStreamDecoderWith(StreamOptions{Context: prompt, SkipSpecial: true})
+			var b strings.Builder
+			for _, id := range reply {
+				c := d.Next(id)
+				assert.NotContains(t, c, "\uFFFD")
+				b.WriteString(c)
+			}
+			b.WriteString(d.Flush())
+			want := tok.DecodeSkipSpecial(append(append([]int{}, prompt...), reply...))[len(tok.DecodeSkipSpecial(prompt)):]
+			assert.Equal(t, want, b.String())
+			assert.Equal(t, tc.reply, b.String())
+		})
+	}
+}
