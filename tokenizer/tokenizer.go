@@ -383,7 +383,7 @@ func (t *Tokenizer) EncodeContext(ctx context.Context, text string, addSpecial b
 	if !utf8.ValidString(text) {
 		return nil, fmt.Errorf("tokenizer: encode: input is not valid UTF-8")
 	}
-	ids := make([]int, 0, len(text)/3+4)
+	ids := make([]int, 0, min(len(text)/3, 1<<20)+4) // grows past 1M ids if needed
 	if addSpecial {
 		ids = append(ids, t.prefixIDs...)
 	}
