@@ -211,3 +211,17 @@ func BenchmarkQuantizeActs(b *testing.B) {
 		})
 	}
 }
+
+func BenchmarkQuantizeRow(b *testing.B) {
+	src := make([]float32, 2048)
+	for i := range src {
+		src[i] = float32(i%97) - 48
+	}
+	dst := make([]int8, len(src))
+	for b.Loop() {
+		if _, _, err := QuantizeRow(dst, src); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(len(src))*float64(b.N)/b.Elapsed().Seconds()/1e9, "Gelem/s")
+}

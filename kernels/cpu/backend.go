@@ -262,26 +262,50 @@ func (b *Backend) UploadMatrix(parts []kernels.HostMatrix, toInt8 bool) (kernels
 		}
 	}
 	if toInt8 && dt != kernels.Int8 {
-		return quantizeRows(m, parts[0].Name)
+		return b.quantizeRows(m, parts[0].Name)
 	}
 	return m, nil
 }
 
 // quantizeRows converts a float matrix to symmetric per-row int8
-// (quant.QuantizeRow), keeping each row's sum for the u8×s8 kernels.
-func quantizeRows(src *Matrix, name string) (*Matrix, error) {
+// (quant.QuantizeRow), keeping each row's sum for the u8×s8 kernels. Rows
+// are spread over the worker pool: quantising is most of an int8 load.
+func (b *Backend) quantizeRows(src *Matrix, name string) (*Matrix, error) {
 	q := &Matrix{rows: src.rows, cols: src.cols, dtype: kernels.Int8, parts: src.parts,
 		i8: make([]int8, src.rows*src.cols), scales: make([]float32, src.rows), rowSum: make([]int32, src.rows)}
-	row := make([]float32, src.cols)
-	for r := 0; r < src.rows; r++ {
-		src.rowF32(row, r)
-		s, sum, err := quant.QuantizeRow(q.i8[r*src.cols:(r+1)*src.cols], row)
+	j := &quantJob{src: src, dst: q, row: make([][]float32, b.threads), errs: make([]error, b.threads)}
+	b.pool.run(&j.par, j, src.rows, max(1, src.rows/(8*b.threads)))
+	for _, err := range j.errs {
 		if err != nil {
-			return nil, fmt.Errorf("cpu: UploadMatrix %s: row %d: %w", name, r, err)
+			return nil, fmt.Errorf("cpu: UploadMatrix %s: %w", name, err)
 		}
-		q.scales[r], q.rowSum[r] = s, sum
 	}
 	return q, nil
+}
+
+// quantJob quantises rows of src into dst; per-worker row buffer and
+// first error.
+type quantJob struct {
+	par      parJob
+	src, dst *Matrix
+	row      [][]float32
+	errs     []error
+}
+
+func (j *quantJob) run(lo, hi, w int) {
+	cols := j.src.cols
+	if j.row[w] == nil {
+		j.row[w] = make([]float32, cols)
+	}
+	for r := lo; r < hi && j.errs[w] == nil; r++ {
+		j.src.rowF32(j.row[w], r)
+		s, sum, err := quant.QuantizeRow(j.dst.i8[r*cols:(r+1)*cols], j.row[w])
+		if err != nil {
+			j.errs[w] = fmt.Errorf("row %d: %w", r, err)
+			return
+		}
+		j.dst.scales[r], j.dst.rowSum[r] = s, sum
+	}
 }
 
 // Alloc implements kernels.Backend.
