@@ -27,13 +27,22 @@ cp kernels/cuda/kernels.ptx "$OUT/kernels.ptx"
 grep -E "Compiling entry|registers|spill" "$OUT/resources.log" | paste - - - 2>/dev/null | sed -E 's/ptxas info *: //g' | grep -E "flash|gemv_bf16|attn_split" | head -20
 export DSGO_PTX=$PWD/kernels/cuda/kernels.ptx
 mkdir -p build/gpu
-for z in build/gpuz/*.test.gz; do gunzip -c "$z" > "build/gpu/$(basename "$z" .gz)"; chmod +x "build/gpu/$(basename "$z" .gz)"; done
+for z in build/gpuz/*.gz; do gunzip -c "$z" > "build/gpu/$(basename "$z" .gz)"; chmod +x "build/gpu/$(basename "$z" .gz)"; done
 
 if [[ $what == *" tests "* ]]; then
   (cd kernels/cuda && ../../build/gpu/kernels_cuda.test -test.v -test.count=1 2>&1) | tee "$OUT/test.log" | grep -E "^(--- |PASS|FAIL|ok)" | tail -40
 fi
 if [[ $what == *" engine "* ]]; then
   (cd engine && ../build/gpu/engine.test -test.v -test.count=1 -test.run 'CUDA' 2>&1) | tee "$OUT/engine.log" | grep -E "^(--- |PASS|FAIL|ok)|on cuda|worst|Error|expected|actual" | tail -40
+fi
+if [[ $what == *" cli "* ]]; then
+  # The command-line verify on the GPU for every llama/qwen2 fixture (tolerance
+  # 1e-4 for f32 checkpoints, 2e-2 for the bf16 one), and a greedy story.
+  for d in llama-mha llama-gqa-llama3rope llama-linear-rope llama-mha-bf16-sharded qwen2 qwen2-tied; do
+    tol=1e-4; [[ $d == *bf16* ]] && tol=2e-2
+    ./build/gpu/deepseek-run verify --device cuda -m testdata/models/$d --ref testdata/models/$d/reference.safetensors --tol $tol 2>&1 | tail -4
+  done 2>&1 | tee "$OUT/cli.log"
+  ./build/gpu/deepseek-run --device cuda -m testdata/stories260K -n 64 --temp 0 -p "Once upon a time" 2>&1 | tail -6 | tee -a "$OUT/cli.log"
 fi
 if [[ $what == *" enginebench "* ]]; then
   (cd engine && ../build/gpu/engine.test -test.run '^$' -test.bench 'CUDAEngineDecode7B' -test.benchtime 1x -test.v 2>&1) | tee "$OUT/enginebench.log" | grep -E "device_cuda_test|FAIL|panic|Error" | tail -20
