@@ -93,62 +93,23 @@ func (m *Model) decodeText(prompt []int, prefix string, seq iter.Seq2[Token, err
 			yield(t, err)
 			return
 		}
-		t.Text = prefix + dec.next(t.ID)
+		t.Text = prefix + dec.Next(t.ID)
 		prefix = ""
 		if !yield(t, nil) {
 			return
 		}
 	}
-	if rest := prefix + dec.flush(); rest != "" {
+	if rest := prefix + dec.Flush(); rest != "" {
 		yield(Token{ID: -1, Text: rest}, nil)
 	}
 }
 
-// textStream decodes generated ids incrementally, the way vLLM and HF's
-// TextStreamer do: it decodes a short window of already-printed tokens plus
-// the new ones and emits the difference. Special tokens (BOS, EOS, ...) are
-// skipped, as with skip_special_tokens=True. The window gives each token the
-// context it decodes in (a SentencePiece decoder drops the leading space of
-// a text's first token, but the reply is not the start of the text), and
-// text ending in U+FFFD is held back until the character is complete.
-// (tokenizer.StreamDecoder starts from an empty text and keeps special
-// tokens, so the reply's first word would lose its space after a prompt.)
-type textStream struct {
-	tok          *tokenizer.Tokenizer
-	ids          []int
-	prefix, read int // ids[prefix:read] is printed context, ids[read:] pending
-}
-
-// streamContext is how many prompt tokens prime the window.
-const streamContext = 6
-
-func newTextStream(tok *tokenizer.Tokenizer, prompt []int) *textStream {
-	tail := prompt[max(0, len(prompt)-streamContext):]
-	return &textStream{tok: tok, ids: append([]int(nil), tail...), read: len(tail)}
-}
-
-func (s *textStream) next(id int) string {
-	s.ids = append(s.ids, id)
-	return s.emit(false)
-}
-
-// flush returns whatever is pending, incomplete characters included.
-func (s *textStream) flush() string { return s.emit(true) }
-
-func (s *textStream) emit(final bool) string {
-	if s.read == len(s.ids) {
-		return ""
-	}
-	before := s.tok.DecodeSkipSpecial(s.ids[s.prefix:s.read])
-	after := s.tok.DecodeSkipSpecial(s.ids[s.prefix:])
-	if !final && (len(after) <= len(before) || strings.HasSuffix(after, "\uFFFD")) {
-		return "" // nothing printable yet, or a character still incomplete
-	}
-	if !strings.HasPrefix(after, before) {
-		// Decoding is not prefix-stable here (rare normalising decoders):
-		// restart the window at the pending tokens.
-		before, after = "", s.tok.DecodeSkipSpecial(s.ids[s.read:])
-	}
-	s.prefix, s.read = s.read, len(s.ids)
-	return after[len(before):]
+// newTextStream returns the streaming decoder for a reply to prompt: it
+// decodes each new token in the context of the tokens before it (a
+// SentencePiece decoder drops the leading space of a text's first token,
+// and the reply is not the start of the text), skips special tokens as
+// skip_special_tokens=True does, and holds back text ending in U+FFFD until
+// the character is complete.
+func newTextStream(tok *tokenizer.Tokenizer, prompt []int) *tokenizer.StreamDecoder {
+	return tok.NewStreamDecoderWith(tokenizer.StreamOptions{Context: prompt, SkipSpecial: true})
 }

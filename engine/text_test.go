@@ -102,11 +102,11 @@ func TestTextStreamUTF8(t *testing.T) {
 			s := newTextStream(tok, prompt)
 			var sb strings.Builder
 			for _, id := range gen {
-				piece := s.next(id)
+				piece := s.Next(id)
 				require.True(t, utf8.ValidString(piece), "%q", piece)
 				sb.WriteString(piece)
 			}
-			sb.WriteString(s.flush())
+			sb.WriteString(s.Flush())
 			full := tok.DecodeSkipSpecial(append(prompt, gen...))
 			assert.Equal(t, full, tok.DecodeSkipSpecial(prompt)+sb.String())
 		})
@@ -121,9 +121,9 @@ func TestTextStreamFlushesIncompleteCharacter(t *testing.T) {
 	require.Greater(t, len(gen), 1, "expected byte-fallback tokens")
 	s := newTextStream(tok, nil)
 	for _, id := range gen[:len(gen)-1] {
-		assert.Empty(t, s.next(id), "an incomplete character is held back")
+		assert.Empty(t, s.Next(id), "an incomplete character is held back")
 	}
-	assert.NotEmpty(t, s.flush())
+	assert.NotEmpty(t, s.Flush())
 }
 
 func TestGenerateNoTokenizer(t *testing.T) {
