@@ -5,6 +5,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+
+	"github.com/deepseek-go/deepseek-go/kernels/cpu/simd"
 )
 
 // SamplerOptions chooses how the next token is picked from the logits.
@@ -164,15 +166,13 @@ func (s *Sampler) sample(logits []float32) int {
 	}
 	invT := 1 / s.opts.Temperature
 	probs := s.probs[:len(idx)]
-	var sum float64
 	for i, id := range idx {
-		p := expNonPositive((logits[id] - lmax) * invT)
-		probs[i] = p
-		sum += float64(p)
+		probs[i] = (logits[id] - lmax) * invT
 	}
-	filtered := false
+	// Vectorised e^x (2e-6 relative error; values below e^-87 become
+	// ~1e-38 rather than 0, a probability no draw can tell apart).
+	sum := float64(simd.Best.ExpSub(probs, 0))
 	if tp := s.opts.TopP; tp > 0 && tp < 1 {
-		filtered = true
 		// Tokens with probability below (1-tp)/m together hold less than
 		// 1-tp of the mass, so the nucleus never needs them: dropping them
 		// first keeps this exact and cheap for large vocabularies.
@@ -182,7 +182,6 @@ func (s *Sampler) sample(logits []float32) int {
 		idx, probs = idx[:m], probs[:m]
 	}
 	if mp := s.opts.MinP; mp > 0 {
-		filtered = true
 		var pmax float32
 		for _, p := range probs {
 			if p > pmax {
@@ -191,12 +190,11 @@ func (s *Sampler) sample(logits []float32) int {
 		}
 		idx, probs = samplerKeep(idx, probs, mp*pmax)
 	}
-	if filtered {
-		// Renormalise over the survivors.
-		sum = 0
-		for _, p := range probs {
-			sum += float64(p)
-		}
+	// Sum the survivors exactly as the draw below walks them, so the
+	// draw always lands on a candidate.
+	sum = 0
+	for _, p := range probs {
+		sum += float64(p)
 	}
 	u := s.rng.Float64() * sum
 	for i, p := range probs {
@@ -207,27 +205,6 @@ func (s *Sampler) sample(logits []float32) int {
 	}
 	// Rounding left u at or just above zero: take the last candidate.
 	return int(idx[len(idx)-1])
-}
-
-// expNonPositive is e^x for x <= 0 in float32 arithmetic, within 2e-7
-// relative error of math.Exp and about twice as fast: the softmax over a
-// 100K+ vocabulary runs every token. x is
-// split as n·ln2 + r with |r| <= ln2/2; e^r is its degree-6 Taylor
-// polynomial (remainder below 1e-7) and 2^n goes into the exponent bits.
-func expNonPositive(x float32) float32 {
-	if !(x > -87) { // underflows float32 (and catches NaN)
-		return 0
-	}
-	const (
-		log2e = 1.44269504088896341
-		ln2hi = 0.693359375 // ln2 split so n·ln2hi is exact
-		ln2lo = -2.12194440e-4
-	)
-	ni := int32(x*log2e - 0.5) // rounds to nearest: truncation goes toward zero and x <= 0
-	n := float32(ni)
-	r := x - n*ln2hi - n*ln2lo
-	p := 1 + r*(1+r*(1.0/2+r*(1.0/6+r*(1.0/24+r*(1.0/120+r*(1.0/720))))))
-	return p * math.Float32frombits(uint32(ni+127)<<23)
 }
 
 // samplerKeep compacts the candidates to those with probability >= cut,
