@@ -120,14 +120,13 @@ func (s *Sampler) Sample(logits []float32, history []int) int {
 // greedyArgmax returns the first index of the largest value, skipping NaN
 // (index 0 when every value is NaN).
 func greedyArgmax(x []float32) int {
-	best, bi := float32(math.Inf(-1)), -1
+	// Every value -Inf or NaN: nothing beats the start, and index 0 is the
+	// first of equals.
+	best, bi := float32(math.Inf(-1)), 0
 	for i, v := range x {
-		if v > best || (bi < 0 && v == best) {
+		if v > best {
 			best, bi = v, i
 		}
-	}
-	if bi < 0 {
-		return 0
 	}
 	return bi
 }
@@ -137,8 +136,9 @@ func (s *Sampler) sample(logits []float32) int {
 	s.idx = samplerGrow(s.idx, n)
 	s.probs = samplerGrow(s.probs, n)
 	idx := s.idx[:0]
+	negInf := float32(math.Inf(-1))
 	for i, v := range logits {
-		if !math.IsNaN(float64(v)) && !math.IsInf(float64(v), -1) {
+		if v > negInf { // false for NaN and -Inf: neither can be sampled
 			idx = append(idx, int32(i))
 		}
 	}
@@ -328,10 +328,16 @@ func samplerTopK(idx []int32, logits []float32, k int) []int32 {
 	for i := k/2 - 1; i >= 0; i-- {
 		down(i)
 	}
+	// The heap's minimum is kept in locals so the common case (a token that
+	// does not make the top k) is one inline comparison.
+	minID := h[0]
+	minL := logits[minID]
 	for _, id := range idx[k:] {
-		if less(h[0], id) {
+		if l := logits[id]; l > minL || (l == minL && id < minID) {
 			h[0] = id
 			down(0)
+			minID = h[0]
+			minL = logits[minID]
 		}
 	}
 	return h
