@@ -35,6 +35,10 @@ fi
 if [[ $what == *" engine "* ]]; then
   (cd engine && ../build/gpu/engine.test -test.v -test.count=1 -test.run 'CUDA' 2>&1) | tee "$OUT/engine.log" | grep -E "^(--- |PASS|FAIL|ok)|on cuda|worst|Error|expected|actual" | tail -40
 fi
+if [[ $what == *" enginefull "* ]]; then
+  # The whole engine suite with the default "auto" device, i.e. on the GPU.
+  (cd engine && ../build/gpu/engine.test -test.count=1 -test.short 2>&1) | tee "$OUT/enginefull.log" | grep -E "^(--- FAIL|FAIL|ok|PASS)|^    --- FAIL" | tail -30
+fi
 if [[ $what == *" cli "* ]]; then
   # The command-line verify on the GPU for every llama/qwen2 fixture (tolerance
   # 1e-4 for f32 checkpoints, 2e-2 for the bf16 one), and a greedy story.

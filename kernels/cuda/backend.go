@@ -4,6 +4,7 @@ package cuda
 
 import (
 	_ "embed"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -198,7 +199,14 @@ func (b *Backend) Device() DeviceInfo { return b.info }
 func (b *Backend) CublasLt() (bool, error) { return b.lt != nil, b.ltErr }
 
 // MemInfo returns the device's free and total memory in bytes.
-func (b *Backend) MemInfo() (free, total int64, err error) { return b.x.memInfo() }
+func (b *Backend) MemInfo() (free, total int64, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return 0, 0, errClosed
+	}
+	return b.x.memInfo()
+}
 
 // Close implements kernels.Backend: frees all device memory and the context.
 func (b *Backend) Close() error {
@@ -220,6 +228,8 @@ func (b *Backend) Close() error {
 	return nil
 }
 
+var errClosed = errors.New("cuda: backend is closed")
+
 // fail records the first asynchronous error; Download reports it.
 func (b *Backend) fail(err error) {
 	if err != nil && b.err == nil {
@@ -237,6 +247,10 @@ func (b *Backend) Err() error {
 }
 
 func (b *Backend) launch(name string, grid, block dim3, smem int, build func(a *args)) {
+	if b.closed {
+		b.failf("%s after Close", name)
+		return
+	}
 	b.a.reset()
 	build(&b.a)
 	b.fail(b.x.launch(b.fn[name], grid, block, smem, &b.a))
@@ -347,6 +361,9 @@ func (b *Backend) UploadMatrix(parts []kernels.HostMatrix, toInt8 bool) (kernels
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.closed {
+		return nil, errClosed
+	}
 	if b.capturing {
 		return nil, fmt.Errorf("cuda: UploadMatrix %s during graph capture", parts[0].Name)
 	}
@@ -422,6 +439,9 @@ func (b *Backend) Alloc(n int) (kernels.Buffer, error) {
 }
 
 func (b *Backend) allocBuf(n int) (*Buffer, error) {
+	if b.closed {
+		return nil, errClosed
+	}
 	if b.capturing {
 		return nil, fmt.Errorf("cuda: Alloc during graph capture")
 	}
@@ -443,6 +463,9 @@ func (b *Backend) allocBuf(n int) (*Buffer, error) {
 func (b *Backend) Upload(dst kernels.Buffer, off int, src []float32) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.closed {
+		return errClosed
+	}
 	d := b.dev(dst)
 	if d == nil {
 		return b.err
@@ -466,6 +489,9 @@ func (b *Backend) Upload(dst kernels.Buffer, off int, src []float32) error {
 func (b *Backend) Download(dst []float32, src kernels.Buffer, off int) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.closed {
+		return errClosed
+	}
 	s := b.dev(src)
 	if s == nil {
 		return b.err
@@ -523,6 +549,9 @@ func (b *Backend) NewKVCache(spec kernels.KVSpec) (kernels.KVCache, error) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.closed {
+		return nil, errClosed
+	}
 	if b.capturing {
 		return nil, fmt.Errorf("cuda: NewKVCache during graph capture")
 	}
@@ -1116,6 +1145,9 @@ func (b *Backend) copy2D(dst kernels.Buffer, dstOff, dstStride int, src kernels.
 func (b *Backend) Argmax(x kernels.Buffer, off, n int) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.closed {
+		return 0, errClosed
+	}
 	xb := b.dev(x)
 	if xb == nil {
 		return 0, b.err

@@ -34,6 +34,9 @@ type StepGraph struct {
 func (b *Backend) CaptureStep(id, pos, maxPos int, fn func(kernels.Backend) error, keep ...any) (*StepGraph, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.closed {
+		return nil, errClosed
+	}
 	if b.capturing {
 		return nil, fmt.Errorf("cuda: nested graph capture")
 	}
@@ -90,7 +93,7 @@ func (s *StepGraph) Replay(id, pos int) error {
 }
 
 func (s *StepGraph) replayLocked(id, pos int) error {
-	if s.closed {
+	if s.closed || s.b.closed {
 		return fmt.Errorf("cuda: replay of a closed step graph")
 	}
 	if pos < 0 || pos >= s.maxPos {
@@ -116,6 +119,9 @@ func (s *StepGraph) closeLocked() {
 		return
 	}
 	s.closed = true
+	if s.b.closed {
+		return // the context and everything in it are gone already
+	}
 	s.b.x.sync()
 	s.b.x.graphDestroy(s.g)
 	s.b.alloc.put(s.params)

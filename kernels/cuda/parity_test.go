@@ -494,3 +494,18 @@ func TestGEMVRowsVariants(t *testing.T) {
 		}
 	}
 }
+
+// TestUseAfterClose: ops on a closed backend are errors, not crashes.
+func TestUseAfterClose(t *testing.T) {
+	g := newGPU(t, Options{})
+	buf, err := g.Alloc(16)
+	require.NoError(t, err)
+	require.NoError(t, g.Close())
+	g.Add(buf, buf, buf, 16)
+	require.ErrorIs(t, g.Upload(buf, 0, make([]float32, 4)), errClosed)
+	require.ErrorIs(t, g.Download(make([]float32, 4), buf, 0), errClosed)
+	_, err = g.Alloc(4)
+	require.ErrorIs(t, err, errClosed)
+	_, _, err = g.MemInfo()
+	require.ErrorIs(t, err, errClosed)
+}
