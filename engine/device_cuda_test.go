@@ -4,6 +4,7 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -125,6 +126,12 @@ func TestCUDADeviceSelection(t *testing.T) {
 // graph-replayed steps) on a synthetic DeepSeek-LLM-7B-shaped model with
 // random bf16 weights made on the host by RandomSource.
 func BenchmarkCUDAEngineDecode7B(b *testing.B) {
+	for _, int8 := range []bool{false, true} {
+		b.Run(fmt.Sprintf("int8=%v", int8), func(b *testing.B) { benchEngine7B(b, int8) })
+	}
+}
+
+func benchEngine7B(b *testing.B, int8 bool) {
 	if err := cuda.Available(); err != nil {
 		b.Skipf("no GPU: %v", err)
 	}
@@ -133,7 +140,7 @@ func BenchmarkCUDAEngineDecode7B(b *testing.B) {
 		"max_position_embeddings":4096,"rms_norm_eps":1e-6,"rope_theta":10000,"tie_word_embeddings":false}`))
 	require.NoError(b, err)
 	t0 := time.Now()
-	m, err := New(cfg, RandomSource{DType: safetensors.BF16, Seed: 1}, WithDevice("cuda"))
+	m, err := New(cfg, RandomSource{DType: safetensors.BF16, Seed: 1}, WithDevice("cuda"), WithInt8(int8))
 	require.NoError(b, err)
 	defer m.Close()
 	b.Logf("built and uploaded in %v on %s", time.Since(t0), m.Info().Backend)
@@ -148,8 +155,8 @@ func BenchmarkCUDAEngineDecode7B(b *testing.B) {
 		tps := float64(st.GeneratedTokens) / st.Decode.Seconds()
 		b.ReportMetric(tps, "decode-tok/s")
 		b.ReportMetric(float64(st.PromptTokens)/st.Prefill.Seconds(), "prefill-tok/s")
-		b.Logf("engine 7B on GPU: prefill %d tokens in %v, decode %d tokens at %.1f tok/s (%.2f ms/token)",
-			st.PromptTokens, st.Prefill, st.GeneratedTokens, tps, 1e3/tps)
+		b.Logf("engine 7B on GPU (int8 %v, %.2f GB of weights): prefill %d tokens in %v, decode %d tokens at %.1f tok/s (%.2f ms/token)",
+			int8, float64(weightBytes(m))/1e9, st.PromptTokens, st.Prefill, st.GeneratedTokens, tps, 1e3/tps)
 	}
 }
 
@@ -166,4 +173,12 @@ func TestCUDANotEnoughMemory(t *testing.T) {
 	assert.Contains(t, err.Error(), "need")
 	t.Log(err)
 	require.NoError(t, checkDeviceMemory(be, 1<<20))
+}
+
+func weightBytes(m *Model) int64 {
+	var n int64
+	for _, v := range m.Info().BytesByDType {
+		n += v
+	}
+	return n
 }

@@ -13,6 +13,7 @@ import (
 	"unsafe"
 
 	"github.com/deepseek-go/deepseek-go/kernels"
+	"github.com/deepseek-go/deepseek-go/quant"
 )
 
 //go:embed kernels.ptx
@@ -92,7 +93,8 @@ var kernelNames = []string{
 	"gemv_f32_1", "gemv_f32_4", "gemv_f32_8", "gemv_f16_1", "gemv_f16_4", "gemv_f16_8",
 	"gemv_bf16_1", "gemv_bf16_4", "gemv_bf16_8", "gemv_bf16_1_r1", "gemv_bf16_1_r4", "gemv_f16_1_r1", "gemv_f16_1_r4",
 	"gemv_f32_1_r1", "gemv_f32_1_r4", "kv_store_f16x4", "gemvs_f32", "gemvs_f16", "gemvs_bf16",
-	"gemm_f32", "gemm_f16", "gemm_bf16", "gemm_wmma_bf16", "gemm_wmma_f16", "cvt_f32_bf16", "cvt_f32_f16", "rand_bf16", "rand_f32", "add_bias",
+	"gemm_f32", "gemm_f16", "gemm_bf16", "gemm_wmma_bf16", "gemm_wmma_f16",
+	"gemv_i8_1", "gemv_i8_4", "gemv_i8_8", "gemv_i8_1_r1", "gemv_i8_1_r4", "gemvs_i8", "gemm_i8", "embed_i8", "cvt_f32_bf16", "cvt_f32_f16", "rand_bf16", "rand_f32", "add_bias",
 	"embed_f32", "embed_f16", "embed_bf16", "rmsnorm", "rope", "swiglu", "add", "axpy", "copy2d", "fill", "argmax",
 	"kv_store_f32", "kv_store_f16", "attn_split_f32", "attn_split_f16", "attn_combine",
 	"flash_fwd_16_4", "flash_fwd_32_4", "flash_fwd_64_4", "flash_fwd_128_4", "flash_fwd_64_8", "flash_fwd_128_8",
@@ -300,6 +302,7 @@ func bp(x *Buffer, off int) devptr {
 // Matrix is a weight matrix in device memory.
 type Matrix struct {
 	p          devptr
+	scales     devptr // int8: one float32 per row
 	rows, cols int
 	dt         kernels.DType
 	parts      []int
@@ -318,7 +321,13 @@ func (m *Matrix) DType() kernels.DType { return m.dt }
 func (m *Matrix) Parts() []int { return m.parts }
 
 // Bytes implements kernels.Matrix.
-func (m *Matrix) Bytes() int64 { return int64(m.rows) * int64(m.cols) * int64(m.dt.Size()) }
+func (m *Matrix) Bytes() int64 {
+	n := int64(m.rows) * int64(m.cols) * int64(m.dt.Size())
+	if m.dt == kernels.Int8 {
+		n += int64(m.rows) * 4
+	}
+	return n
+}
 
 // Ptr is the device address (benchmarks).
 func (m *Matrix) Ptr() uint64 { return m.p }
@@ -336,9 +345,6 @@ func (b *Backend) UploadMatrix(parts []kernels.HostMatrix, toInt8 bool) (kernels
 		return nil, fmt.Errorf("cuda: UploadMatrix %s: %d parts, at most 4 fused parts supported", parts[0].Name, len(parts))
 	}
 	cols, dt := parts[0].Cols, parts[0].DType
-	if dt == kernels.Int8 || toInt8 {
-		return nil, fmt.Errorf("cuda: UploadMatrix %s: int8 weights are not supported by the cuda backend yet", parts[0].Name)
-	}
 	if dt.Size() == 0 {
 		return nil, fmt.Errorf("cuda: UploadMatrix %s: unsupported dtype %v", parts[0].Name, dt)
 	}
@@ -356,8 +362,19 @@ func (b *Backend) UploadMatrix(parts []kernels.HostMatrix, toInt8 bool) (kernels
 		if want := p.Rows * p.Cols * dt.Size(); len(p.Data) != want {
 			return nil, fmt.Errorf("cuda: UploadMatrix %s: %d bytes, want %d for %dx%d %v", p.Name, len(p.Data), want, p.Rows, p.Cols, dt)
 		}
+		if dt == kernels.Int8 && len(p.Scales) != p.Rows {
+			return nil, fmt.Errorf("cuda: UploadMatrix %s: %d scales for %d rows", p.Name, len(p.Scales), p.Rows)
+		}
 		m.parts = append(m.parts, p.Rows)
 		m.rows += p.Rows
+	}
+	if toInt8 && dt != kernels.Int8 {
+		q, err := quantizeParts(parts)
+		if err != nil {
+			return nil, err
+		}
+		parts, dt = q, kernels.Int8
+		m.dt = dt
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -367,7 +384,7 @@ func (b *Backend) UploadMatrix(parts []kernels.HostMatrix, toInt8 bool) (kernels
 	if b.capturing {
 		return nil, fmt.Errorf("cuda: UploadMatrix %s during graph capture", parts[0].Name)
 	}
-	total := m.Bytes()
+	total := m.Bytes() + 16 // int8: scales alignment
 	p, err := b.alloc.get(total)
 	if err != nil {
 		free, _, _ := b.x.memInfo()
@@ -377,11 +394,60 @@ func (b *Backend) UploadMatrix(parts []kernels.HostMatrix, toInt8 bool) (kernels
 	if dt == kernels.F32 {
 		b.sawF32 = true
 	}
+	if dt == kernels.Int8 {
+		// Scales after the int8 rows, 16-byte aligned.
+		m.scales = p + devptr((int64(m.rows)*int64(m.cols)+15)&^15)
+	}
 	if err := b.uploadStaged(p, parts); err != nil {
 		b.alloc.put(p)
 		return nil, fmt.Errorf("cuda: UploadMatrix %s: %w", parts[0].Name, err)
 	}
+	if dt == kernels.Int8 {
+		var sc []float32
+		for _, part := range parts {
+			sc = append(sc, part.Scales...)
+		}
+		if err := b.x.htod(m.scales, unsafe.Pointer(&sc[0]), int64(len(sc))*4); err != nil {
+			b.alloc.put(p)
+			return nil, fmt.Errorf("cuda: UploadMatrix %s scales: %w", parts[0].Name, err)
+		}
+	}
 	return m, nil
+}
+
+// quantizeParts converts float parts to symmetric per-row int8 on the host
+// (quant.QuantizeRow: scale = max|w|/127), as the CPU backend does.
+func quantizeParts(parts []kernels.HostMatrix) ([]kernels.HostMatrix, error) {
+	out := make([]kernels.HostMatrix, len(parts))
+	for i, p := range parts {
+		q := kernels.HostMatrix{Name: p.Name, Rows: p.Rows, Cols: p.Cols, DType: kernels.Int8,
+			Data: make([]byte, p.Rows*p.Cols), Scales: make([]float32, p.Rows)}
+		row := make([]float32, p.Cols)
+		es := p.DType.Size()
+		dst := unsafe.Slice((*int8)(unsafe.Pointer(&q.Data[0])), len(q.Data))
+		for r := 0; r < p.Rows; r++ {
+			src := p.Data[r*p.Cols*es : (r+1)*p.Cols*es]
+			var err error
+			switch p.DType {
+			case kernels.F32:
+				err = quant.DecodeF32(row, src)
+			case kernels.BF16:
+				err = quant.DecodeBF16(row, src)
+			case kernels.F16:
+				err = quant.DecodeF16(row, src)
+			default:
+				err = fmt.Errorf("dtype %v", p.DType)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("cuda: UploadMatrix %s: row %d: %w", p.Name, r, err)
+			}
+			if q.Scales[r], _, err = quant.QuantizeRow(dst[r*p.Cols:(r+1)*p.Cols], row); err != nil {
+				return nil, fmt.Errorf("cuda: UploadMatrix %s: row %d: %w", p.Name, r, err)
+			}
+		}
+		out[i] = q
+	}
+	return out, nil
 }
 
 // uploadStaged streams the parts' bytes to dst through two pinned buffers:
@@ -642,9 +708,12 @@ func (b *Backend) embed(out kernels.Buffer, table kernels.Matrix, ids []int32) {
 		b.fail(b.x.htod(b.ids, unsafe.Pointer(&ids[0]), int64(len(ids))*4))
 		idp = b.ids
 	}
-	name := map[kernels.DType]string{kernels.F32: "embed_f32", kernels.F16: "embed_f16", kernels.BF16: "embed_bf16"}[m.dt]
+	name := map[kernels.DType]string{kernels.F32: "embed_f32", kernels.F16: "embed_f16", kernels.BF16: "embed_bf16", kernels.Int8: "embed_i8"}[m.dt]
 	b.launch(name, dim3{len(ids), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
 		a.ptr(o.p).ptr(m.p).ptr(idp).ptr(b.dp).i32(m.cols).i32(m.rows)
+		if m.dt == kernels.Int8 {
+			a.ptr(m.scales)
+		}
 	})
 }
 
@@ -706,7 +775,8 @@ func (b *Backend) matmul(outs []kernels.Buffer, x kernels.Buffer, n int, w kerne
 	}
 	*(*int32)(unsafe.Pointer(&parts[44])) = int32(m.rows)
 	biasp := bp(bb, 0)
-	dts := map[kernels.DType]string{kernels.F32: "f32", kernels.F16: "f16", kernels.BF16: "bf16"}[m.dt]
+	dts := map[kernels.DType]string{kernels.F32: "f32", kernels.F16: "f16", kernels.BF16: "bf16", kernels.Int8: "i8"}[m.dt]
+	scp := m.scales
 	el := 16 / m.dt.Size()
 	if n <= 8 {
 		nt := 8
@@ -723,21 +793,21 @@ func (b *Backend) matmul(outs []kernels.Buffer, x kernels.Buffer, n int, w kerne
 			}
 			warps := (m.rows + rowsPerWarp - 1) / rowsPerWarp
 			b.launch(name, dim3{(warps + 7) / 8, 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
-				a.ptr(m.p).ptr(xb.p).i32(n).raw(parts[:], 8).ptr(biasp).i32(m.cols)
+				a.ptr(m.p).ptr(xb.p).i32(n).raw(parts[:], 8).ptr(biasp).i32(m.cols).ptr(scp)
 			})
 		} else {
 			b.launch("gemvs_"+dts, dim3{(m.rows + 7) / 8, 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
-				a.ptr(m.p).ptr(xb.p).i32(n).raw(parts[:], 8).ptr(biasp).i32(m.cols)
+				a.ptr(m.p).ptr(xb.p).i32(n).raw(parts[:], 8).ptr(biasp).i32(m.cols).ptr(scp)
 			})
 		}
 		return
 	}
-	if b.lt != nil {
+	if b.lt != nil && m.dt != kernels.Int8 {
 		if b.matmulLt(m, xb, n, ys, starts, bb) {
 			return
 		}
 	}
-	if m.dt != kernels.F32 && m.cols%8 == 0 {
+	if (m.dt == kernels.BF16 || m.dt == kernels.F16) && m.cols%8 == 0 {
 		// Tensor-core fallback on activations rounded to the weight dtype.
 		x16, ok := b.to16(m.dt, xb, n, m.cols)
 		if !ok {
@@ -749,7 +819,7 @@ func (b *Backend) matmul(outs []kernels.Buffer, x kernels.Buffer, n int, w kerne
 		return
 	}
 	b.launch("gemm_"+dts, dim3{(m.rows + 63) / 64, (n + 63) / 64, 1}, dim3{256, 1, 1}, 0, func(a *args) {
-		a.ptr(m.p).ptr(xb.p).i32(n).raw(parts[:], 8).ptr(biasp).i32(m.cols)
+		a.ptr(m.p).ptr(xb.p).i32(n).raw(parts[:], 8).ptr(biasp).i32(m.cols).ptr(scp)
 	})
 }
 

@@ -20,6 +20,7 @@
 DEVI float tof(float x) { return x; }
 DEVI float tof(__half x) { return __half2float(x); }
 DEVI float tof(__nv_bfloat16 x) { return __bfloat162float(x); }
+DEVI float tof(int8_t x) { return (float)x; }
 
 // V16<T> converts one 16-byte vector of T to floats.
 template <typename T> struct V16;
@@ -36,6 +37,16 @@ template <> struct V16<__half> {
     const __half2* h = reinterpret_cast<const __half2*>(&u);
 #pragma unroll
     for (int i = 0; i < 4; i++) { float2 t = __half22float2(h[i]); f[2 * i] = t.x; f[2 * i + 1] = t.y; }
+  }
+};
+template <> struct V16<int8_t> {
+  static constexpr int N = 16;
+  static DEVI void cvt(const uint4& u, float* f) {
+    const unsigned w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+      for (int b = 0; b < 4; b++) f[4 * i + b] = (float)(int8_t)((w[i] >> (8 * b)) & 0xff);
   }
 };
 template <> struct V16<__nv_bfloat16> {
@@ -101,7 +112,7 @@ DEVI void store_part(const Parts& p, int row, int t, float v) {
 // U*R loads in flight, reusing each x vector for R rows and NT tokens.
 template <typename T, int R, int NT, int U>
 __device__ void gemv_vec(const T* __restrict__ W, const float* __restrict__ x, int n,
-                         Parts p, const float* __restrict__ bias, int cols) {
+                         Parts p, const float* __restrict__ bias, int cols, const float* __restrict__ scales) {
   constexpr int EL = V16<T>::N;
   const int lane = threadIdx.x & 31;
   const int r0 = ((blockIdx.x * blockDim.x + threadIdx.x) >> 5) * R;
@@ -162,9 +173,10 @@ __device__ void gemv_vec(const T* __restrict__ W, const float* __restrict__ x, i
       int row = r0 + r;
       if (row < p.rows) {
         float b = bias ? bias[row] : 0.f;
+        float sc = scales ? scales[row] : 1.f;  // int8 rows: value = q × scale
 #pragma unroll
         for (int t = 0; t < NT; t++)
-          if (t < n) store_part(p, row, t, acc[r][t] + b);
+          if (t < n) store_part(p, row, t, acc[r][t] * sc + b);
       }
     }
   }
@@ -173,7 +185,7 @@ __device__ void gemv_vec(const T* __restrict__ W, const float* __restrict__ x, i
 // Scalar fallback for rows that are not 16-byte aligned (odd widths).
 template <typename T>
 __device__ void gemv_scalar(const T* __restrict__ W, const float* __restrict__ x, int n,
-                            Parts p, const float* __restrict__ bias, int cols) {
+                            Parts p, const float* __restrict__ bias, int cols, const float* __restrict__ scales) {
   const int lane = threadIdx.x & 31;
   const int row = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
   if (row >= p.rows) return;
@@ -183,14 +195,14 @@ __device__ void gemv_scalar(const T* __restrict__ W, const float* __restrict__ x
     float acc = 0.f;
     for (int c = lane; c < cols; c += 32) acc = fmaf(tof(w[c]), xr[c], acc);
     acc = warp_sum(acc);
-    if (lane == 0) store_part(p, row, t, acc + (bias ? bias[row] : 0.f));
+    if (lane == 0) store_part(p, row, t, acc * (scales ? scales[row] : 1.f) + (bias ? bias[row] : 0.f));
   }
 }
 
 #define GEMV_VEC(NAME, T, R, NT)                                                        \
   extern "C" __global__ void __launch_bounds__(256) NAME(                                \
-      const T* W, const float* x, int n, Parts p, const float* bias, int cols) {         \
-    gemv_vec<T, R, NT, 4>(W, x, n, p, bias, cols);                                       \
+      const T* W, const float* x, int n, Parts p, const float* bias, int cols, const float* sc) { \
+    gemv_vec<T, R, NT, 4>(W, x, n, p, bias, cols, sc);                                   \
   }
 GEMV_VEC(gemv_f32_1, float, 2, 1)
 GEMV_VEC(gemv_f32_4, float, 2, 4)
@@ -205,24 +217,30 @@ GEMV_VEC(gemv_f16_1_r1, __half, 1, 1)
 GEMV_VEC(gemv_f16_1_r4, __half, 4, 1)
 GEMV_VEC(gemv_f32_1_r1, float, 1, 1)
 GEMV_VEC(gemv_f32_1_r4, float, 4, 1)
+GEMV_VEC(gemv_i8_1, int8_t, 2, 1)
+GEMV_VEC(gemv_i8_4, int8_t, 2, 4)
+GEMV_VEC(gemv_i8_8, int8_t, 2, 8)
+GEMV_VEC(gemv_i8_1_r1, int8_t, 1, 1)
+GEMV_VEC(gemv_i8_1_r4, int8_t, 4, 1)
 GEMV_VEC(gemv_bf16_4, __nv_bfloat16, 2, 4)
 GEMV_VEC(gemv_bf16_8, __nv_bfloat16, 2, 8)
 
 #define GEMV_SCALAR(NAME, T)                                                              \
   extern "C" __global__ void __launch_bounds__(256) NAME(                                \
-      const T* W, const float* x, int n, Parts p, const float* bias, int cols) {         \
-    gemv_scalar<T>(W, x, n, p, bias, cols);                                              \
+      const T* W, const float* x, int n, Parts p, const float* bias, int cols, const float* sc) { \
+    gemv_scalar<T>(W, x, n, p, bias, cols, sc);                                          \
   }
 GEMV_SCALAR(gemvs_f32, float)
 GEMV_SCALAR(gemvs_f16, __half)
 GEMV_SCALAR(gemvs_bf16, __nv_bfloat16)
+GEMV_SCALAR(gemvs_i8, int8_t)
 
 // ---------------------------------------------------------------- tiled GEMM
 // Fallback GEMM for n > 8 tokens when cuBLASLt is absent: 64x64 output tiles,
 // K tiles of 16 in shared memory, 4x4 outputs per thread, float32 FMA.
 template <typename T>
 __device__ void gemm_tiled(const T* __restrict__ W, const float* __restrict__ x, int n,
-                           Parts p, const float* __restrict__ bias, int cols) {
+                           Parts p, const float* __restrict__ bias, int cols, const float* __restrict__ scales) {
   __shared__ float xs[16][64 + 4];
   __shared__ float ws[16][64 + 4];
   const int tid = threadIdx.x;  // 256 threads
@@ -258,18 +276,19 @@ __device__ void gemm_tiled(const T* __restrict__ W, const float* __restrict__ x,
 #pragma unroll
     for (int j = 0; j < 4; j++) {
       int r = r0 + tc * 4 + j;
-      if (r < p.rows) store_part(p, r, t, acc[i][j] + (bias ? bias[r] : 0.f));
+      if (r < p.rows) store_part(p, r, t, acc[i][j] * (scales ? scales[r] : 1.f) + (bias ? bias[r] : 0.f));
     }
   }
 }
 #define GEMM_TILED(NAME, T)                                                               \
   extern "C" __global__ void __launch_bounds__(256) NAME(                                \
-      const T* W, const float* x, int n, Parts p, const float* bias, int cols) {         \
-    gemm_tiled<T>(W, x, n, p, bias, cols);                                               \
+      const T* W, const float* x, int n, Parts p, const float* bias, int cols, const float* sc) { \
+    gemm_tiled<T>(W, x, n, p, bias, cols, sc);                                           \
   }
 GEMM_TILED(gemm_f32, float)
 GEMM_TILED(gemm_f16, __half)
 GEMM_TILED(gemm_bf16, __nv_bfloat16)
+GEMM_TILED(gemm_i8, int8_t)
 
 // Tensor-core fallback GEMM (WMMA 16x16x16, f32 accumulation) for 16-bit
 // weights when cuBLASLt is absent: activations already converted to the
@@ -375,15 +394,18 @@ extern "C" __global__ void add_bias(float* out, const float* bias, int n, int ro
 // ---------------------------------------------------------------- elementwise
 
 template <typename T>
-__device__ void embed(float* out, const T* table, const int* ids, const int* dp, int cols, int vocab) {
+__device__ void embed(float* out, const T* table, const int* ids, const int* dp, int cols, int vocab,
+                      const float* scales = nullptr) {
   int i = blockIdx.x;
   int id = ids ? ids[i] : dp[0];
   id = min(max(id, 0), vocab - 1);  // the host validates ids; clamp for replayed graphs
   const T* row = table + (size_t)id * cols;
-  for (int c = threadIdx.x; c < cols; c += blockDim.x) out[(size_t)i * cols + c] = tof(row[c]);
+  const float sc = scales ? scales[id] : 1.f;
+  for (int c = threadIdx.x; c < cols; c += blockDim.x) out[(size_t)i * cols + c] = tof(row[c]) * sc;
 }
 extern "C" __global__ void embed_f32(float* out, const float* t, const int* ids, const int* dp, int cols, int vocab) { embed(out, t, ids, dp, cols, vocab); }
 extern "C" __global__ void embed_f16(float* out, const __half* t, const int* ids, const int* dp, int cols, int vocab) { embed(out, t, ids, dp, cols, vocab); }
+extern "C" __global__ void embed_i8(float* out, const int8_t* t, const int* ids, const int* dp, int cols, int vocab, const float* sc) { embed(out, t, ids, dp, cols, vocab, sc); }
 extern "C" __global__ void embed_bf16(float* out, const __nv_bfloat16* t, const int* ids, const int* dp, int cols, int vocab) { embed(out, t, ids, dp, cols, vocab); }
 
 // One block per row.

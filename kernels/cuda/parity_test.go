@@ -467,12 +467,66 @@ func TestCapturedStep(t *testing.T) {
 
 func TestUnsupportedIsAnError(t *testing.T) {
 	g := newGPU(t, Options{})
-	_, err := g.UploadMatrix([]kernels.HostMatrix{hostMatrix("w", make([]float32, 4), 2, 2, kernels.F32)}, true)
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), "int8")
-	_, err = g.UploadMatrix([]kernels.HostMatrix{{Name: "w", Rows: 2, Cols: 2, DType: kernels.BF16, Data: make([]byte, 3)}}, false)
+	_, err := g.UploadMatrix([]kernels.HostMatrix{{Name: "w", Rows: 2, Cols: 2, DType: kernels.BF16, Data: make([]byte, 3)}}, false)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "w")
+	_, err = g.UploadMatrix([]kernels.HostMatrix{{Name: "q", Rows: 2, Cols: 2, DType: kernels.Int8, Data: make([]byte, 4)}}, false)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "scales")
+}
+
+// TestInt8Parity: weights quantised per row to int8 at upload (as the
+// engine's WithInt8 asks) against the CPU running the dequantised values in
+// f32 (activations stay f32 on the GPU, so the bound is the f32 one).
+func TestInt8Parity(t *testing.T) {
+	r := newRig(t, Options{})
+	for _, dt := range []kernels.DType{kernels.F32, kernels.BF16} {
+		for _, sh := range []struct {
+			parts []int
+			cols  int
+		}{{[]int{64, 32, 32}, 128}, {[]int{100}, 172}, {[]int{300}, 1024}} {
+			var hs, deq []kernels.HostMatrix
+			for i, pr := range sh.parts {
+				hs = append(hs, hostMatrix(fmt.Sprintf("w%d", i), randVec(r.rnd, pr*sh.cols), pr, sh.cols, dt))
+			}
+			q, err := quantizeParts(hs)
+			require.NoError(t, err)
+			for _, p := range q {
+				f := make([]float32, p.Rows*p.Cols)
+				for i := range f {
+					f[i] = float32(int8(p.Data[i])) * p.Scales[i/p.Cols]
+				}
+				deq = append(deq, hostMatrix(p.Name, f, p.Rows, p.Cols, kernels.F32))
+			}
+			gw, err := r.g.UploadMatrix(hs, true)
+			require.NoError(t, err)
+			require.Equal(t, kernels.Int8, gw.DType())
+			cw, err := r.c.UploadMatrix(deq, false)
+			require.NoError(t, err)
+			for _, n := range []int{1, 3, 17} {
+				x := r.rand(n * sh.cols)
+				var outs []pair
+				var gouts, couts []kernels.Buffer
+				for _, pr := range sh.parts {
+					o := r.poisoned(n * pr)
+					outs = append(outs, o)
+					gouts, couts = append(gouts, o.g), append(couts, o.c)
+				}
+				r.g.MatMul(gouts, x.g, n, gw, nil)
+				r.c.MatMul(couts, x.c, n, cw, nil)
+				for i, o := range outs {
+					r.check(fmt.Sprintf("int8 from %v %v×%d n=%d part%d", dt, sh.parts, sh.cols, n, i), o, n*sh.parts[i], tolF32)
+				}
+			}
+			if len(sh.parts) == 1 {
+				ids := []int32{0, 5, int32(sh.parts[0] - 1)}
+				o := r.poisoned(len(ids) * sh.cols)
+				r.g.Embed(o.g, gw, ids)
+				r.c.Embed(o.c, cw, ids)
+				r.check(fmt.Sprintf("int8 embed %v×%d", sh.parts, sh.cols), o, len(ids)*sh.cols, tolF32)
+			}
+		}
+	}
 }
 
 // TestGEMVRowsVariants: the one-token GEMV with 1 and 4 rows per warp.
