@@ -14,7 +14,7 @@ import (
 // (≈ 400 MB in bf16, far beyond cache) through MatMul for one token, as a
 // decode step does; GB/s counts weight bytes.
 func BenchmarkDecodeMatMul(b *testing.B) {
-	const hid, ffn, layers = 2048, 5504, 4
+	const hid, ffn, layers = 2048, 5504, 12
 	r := rand.New(rand.NewPCG(1, 1))
 	for _, tc := range []struct {
 		name string

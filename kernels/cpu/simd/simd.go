@@ -25,6 +25,7 @@ type (
 	dot1Func  func(x *float32, w unsafe.Pointer, n int) float32
 	dot4Func  func(x *float32, w unsafe.Pointer, ldw, n int, out *float32)
 	tileFunc  func(x *float32, ldx int, w unsafe.Pointer, ldw, n int, out *float32, ldo int)
+	gemvFunc  func(x *float32, w unsafe.Pointer, ldw, n, rows int, out *float32)
 	widenFunc func(dst *float32, w unsafe.Pointer, n int)
 )
 
@@ -42,8 +43,12 @@ type Kernels struct {
 	dot1 [3]dot1Func
 	dot4 [3]dot4Func
 	tile [3]tileFunc
-	sum  func(x *float32, n int) float32 // n a multiple of 4·vl
-	axpy func(y *float32, alpha float32, x *float32, n int)
+	// gemv is the single-token kernel over many rows in one call (gemvq).
+	gemv [3]gemvFunc
+	// gemvRows is the row count gemv's rows must be a multiple of.
+	gemvRows int
+	sum      func(x *float32, n int) float32 // n a multiple of 4·vl
+	axpy     func(y *float32, alpha float32, x *float32, n int)
 	// swiglu: out = silu(gate)·up (n a multiple of vl).
 	swiglu func(out, gate, up *float32, n int)
 	// expsub: x[i] = e^(x[i]-m), returns Σ (n a multiple of vl).
@@ -230,6 +235,23 @@ func (k *Kernels) matmul(dt kernels.DType, y []float32, ldy int, x []float32, ld
 	}
 	esz := dt.Size()
 	main := cols - cols%k.vl
+	if n == 1 && k.gemv[dt] != nil && r1-r0 >= k.gemvRows {
+		// Decode: all row blocks in one kernel call, then column tails
+		// and leftover rows.
+		blocks := (r1 - r0) - (r1-r0)%k.gemvRows
+		k.gemv[dt](&x[0], unsafe.Add(w, r0*cols*esz), cols, main, blocks, &y[0])
+		if main < cols {
+			tail := Generic.dot1[dt]
+			for r := r0; r < r0+blocks; r++ {
+				y[r-r0] += tail(&x[main], unsafe.Add(w, (r*cols+main)*esz), cols-main)
+			}
+		}
+		r0 += blocks
+		if r0 == r1 {
+			return
+		}
+		y = y[blocks:]
+	}
 	dot1, dot4, tile := k.dot1[dt], k.dot4[dt], k.tile[dt]
 	tail := Generic.dot1[dt]
 	r := r0

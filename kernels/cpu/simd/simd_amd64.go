@@ -10,16 +10,18 @@ import (
 
 // AVX512 needs AVX-512 F and VL (EVEX 256-bit forms are used in reductions).
 var AVX512 = &Kernels{
-	Name:   "avx512",
-	vl:     16,
-	tileT:  4,
-	dot1:   [3]dot1Func{kernels.F32: dot1F32AVX512, kernels.F16: dot1F16AVX512, kernels.BF16: dot1BF16AVX512},
-	dot4:   [3]dot4Func{kernels.F32: dot4F32AVX512, kernels.F16: dot4F16AVX512, kernels.BF16: dot4BF16AVX512},
-	tile:   [3]tileFunc{kernels.F32: tileF32AVX512, kernels.F16: tileF16AVX512, kernels.BF16: tileBF16AVX512},
-	sum:    sumAVX512,
-	axpy:   axpyAVX512,
-	swiglu: swigluAVX512,
-	expsub: expsubAVX512,
+	Name:     "avx512",
+	vl:       16,
+	tileT:    4,
+	dot1:     [3]dot1Func{kernels.F32: dot1F32AVX512, kernels.F16: dot1F16AVX512, kernels.BF16: dot1BF16AVX512},
+	dot4:     [3]dot4Func{kernels.F32: dot4F32AVX512, kernels.F16: dot4F16AVX512, kernels.BF16: dot4BF16AVX512},
+	tile:     [3]tileFunc{kernels.F32: tileF32AVX512, kernels.F16: tileF16AVX512, kernels.BF16: tileBF16AVX512},
+	sum:      sumAVX512,
+	axpy:     axpyAVX512,
+	swiglu:   swigluAVX512,
+	expsub:   expsubAVX512,
+	gemv:     [3]gemvFunc{kernels.F32: gemvqF32AVX512, kernels.F16: gemvqF16AVX512, kernels.BF16: gemvqBF16AVX512},
+	gemvRows: 4,
 	// No widen: the bf16 tile measured about as fast as widen + f32 tile
 	// (64×2048×2048, best of 3 on the shared machine: 54 vs 48 GMAC/s).
 }
@@ -27,17 +29,19 @@ var AVX512 = &Kernels{
 // AVX2 needs AVX2, FMA and F16C. With 16 vector registers its tile is
 // 3 tokens × 4 rows.
 var AVX2 = &Kernels{
-	Name:   "avx2",
-	vl:     8,
-	tileT:  3,
-	dot1:   [3]dot1Func{kernels.F32: dot1F32AVX2, kernels.F16: dot1F16AVX2, kernels.BF16: dot1BF16AVX2},
-	dot4:   [3]dot4Func{kernels.F32: dot4F32AVX2, kernels.F16: dot4F16AVX2, kernels.BF16: dot4BF16AVX2},
-	tile:   [3]tileFunc{kernels.F32: tileF32AVX2, kernels.F16: tileF16AVX2, kernels.BF16: tileBF16AVX2},
-	sum:    sumAVX2,
-	axpy:   axpyAVX2,
-	swiglu: swigluAVX2,
-	expsub: expsubAVX2,
-	widen:  [3]widenFunc{kernels.F16: widenF16AVX2, kernels.BF16: widenBF16AVX2},
+	Name:     "avx2",
+	vl:       8,
+	tileT:    3,
+	dot1:     [3]dot1Func{kernels.F32: dot1F32AVX2, kernels.F16: dot1F16AVX2, kernels.BF16: dot1BF16AVX2},
+	dot4:     [3]dot4Func{kernels.F32: dot4F32AVX2, kernels.F16: dot4F16AVX2, kernels.BF16: dot4BF16AVX2},
+	tile:     [3]tileFunc{kernels.F32: tileF32AVX2, kernels.F16: tileF16AVX2, kernels.BF16: tileBF16AVX2},
+	sum:      sumAVX2,
+	axpy:     axpyAVX2,
+	swiglu:   swigluAVX2,
+	expsub:   expsubAVX2,
+	gemv:     [3]gemvFunc{kernels.F32: gemvqF32AVX2, kernels.F16: gemvqF16AVX2, kernels.BF16: gemvqBF16AVX2},
+	gemvRows: 4,
+	widen:    [3]widenFunc{kernels.F16: widenF16AVX2, kernels.BF16: widenBF16AVX2},
 }
 
 // Supported lists the paths this CPU can run, fastest first; Generic is

@@ -102,3 +102,21 @@ func expsubAVX512(x *float32, m float32, n int) float32
 
 //go:noescape
 func expsubAVX2(x *float32, m float32, n int) float32
+
+//go:noescape
+func gemvqF32AVX512(x *float32, w unsafe.Pointer, ldw, n, rows int, out *float32)
+
+//go:noescape
+func gemvqF32AVX2(x *float32, w unsafe.Pointer, ldw, n, rows int, out *float32)
+
+//go:noescape
+func gemvqBF16AVX512(x *float32, w unsafe.Pointer, ldw, n, rows int, out *float32)
+
+//go:noescape
+func gemvqBF16AVX2(x *float32, w unsafe.Pointer, ldw, n, rows int, out *float32)
+
+//go:noescape
+func gemvqF16AVX512(x *float32, w unsafe.Pointer, ldw, n, rows int, out *float32)
+
+//go:noescape
+func gemvqF16AVX2(x *float32, w unsafe.Pointer, ldw, n, rows int, out *float32)
