@@ -10,9 +10,9 @@ import (
 	"github.com/deepseek-go/deepseek-go/kernels"
 )
 
-// BenchmarkDecodeMatMul streams the projections of 4 coder-1.3b layers
-// (≈ 400 MB in bf16, far beyond cache) through MatMul for one token, as a
-// decode step does; GB/s counts weight bytes.
+// BenchmarkDecodeMatMul streams the projections of 12 coder-1.3b layers
+// (≈ 1.2 GB in bf16, past the 480 MiB L3) through MatMul for one token, as
+// a decode step does; GB/s counts weight bytes.
 func BenchmarkDecodeMatMul(b *testing.B) {
 	const hid, ffn, layers = 2048, 5504, 12
 	r := rand.New(rand.NewPCG(1, 1))
@@ -126,5 +126,30 @@ func BenchmarkAttentionDecode(b *testing.B) {
 			}
 			b.ReportMetric(float64(2*ctx*heads*d*4)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
 		})
+	}
+}
+
+// BenchmarkDecodeRowLength: one token through a 1 GiB bf16 matrix of
+// 2048, 5504 or 16384 columns on the default threads: the row length
+// decides how the decode kernel's streams look to the prefetchers.
+func BenchmarkDecodeRowLength(b *testing.B) {
+	for _, cols := range []int{2048, 5504, 16384} {
+		rows := (1 << 29) / cols
+		be := New(0)
+		data := make([]byte, rows*cols*2)
+		for i := 1; i < len(data); i += 2 {
+			data[i] = 0x3f // bf16 in [0.5, 1): normal numbers
+		}
+		m, err := be.UploadMatrix([]kernels.HostMatrix{{Name: "w", Rows: rows, Cols: cols, DType: kernels.BF16, Data: data}}, false)
+		require.NoError(b, err)
+		x, _ := be.Alloc(cols)
+		y, _ := be.Alloc(rows)
+		b.Run(fmt.Sprintf("cols=%d", cols), func(b *testing.B) {
+			for b.Loop() {
+				be.MatMul([]kernels.Buffer{y}, x, 1, m, nil)
+			}
+			b.ReportMetric(float64(rows*cols*2)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+		})
+		be.Close()
 	}
 }
