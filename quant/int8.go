@@ -170,6 +170,28 @@ func (k *Int8Kernels) MatMul(y []float32, ldy int, xq []uint8, ldx int, xScale [
 			len(y), ldy, len(xq), ldx, n, len(w), cols, r0, r1))
 	}
 	main := cols - cols%k.vl
+	if n == 1 && r1-r0 >= 4 && k.kind != kindGeneric {
+		// Decode: one kernel call over all 4-row blocks (4 sequential
+		// streams), raw int32 sums staged in y's own memory, then
+		// column tails and rescaling in place.
+		blocks := (r1 - r0) &^ 3
+		raw := unsafe.Slice((*int32)(unsafe.Pointer(&y[0])), blocks)
+		if k.gemvq(&xq[0], &w[r0*cols], cols, main, blocks, &raw[0]) {
+			for i := range blocks {
+				r := r0 + i
+				s := raw[i]
+				if main < cols {
+					s += dot1Generic(xq[main:cols], w[r*cols+main:(r+1)*cols])
+				}
+				y[i] = float32(s-128*rowSum[r]) * xScale[0] * wScale[r]
+			}
+			r0 += blocks
+			y = y[blocks:]
+			if r0 == r1 {
+				return
+			}
+		}
+	}
 	var acc [16]int32 // [token][row] of one tile
 	r := r0
 	for ; r+4 <= r1; r += 4 {

@@ -20,6 +20,31 @@ func dot4AVXVNNI(x *uint8, w *int8, ldw, n int, out *int32)
 func dot4AVX2(x *uint8, w *int8, ldw, n int, out *int32)
 
 //go:noescape
+func gemvqVNNI512(x *uint8, w *int8, ldw, n, rows int, out *int32)
+
+//go:noescape
+func gemvqAVXVNNI(x *uint8, w *int8, ldw, n, rows int, out *int32)
+
+//go:noescape
+func gemvqAVX2(x *uint8, w *int8, ldw, n, rows int, out *int32)
+
+// gemvq runs the single-token kernel over rows (a multiple of 4) and
+// reports false when the path has none.
+func (k *Int8Kernels) gemvq(x *uint8, w *int8, ldw, n, rows int, out *int32) bool {
+	switch k.kind {
+	case kindVNNI512:
+		gemvqVNNI512(x, w, ldw, n, rows, out)
+	case kindAVXVNNI:
+		gemvqAVXVNNI(x, w, ldw, n, rows, out)
+	case kindAVX2:
+		gemvqAVX2(x, w, ldw, n, rows, out)
+	default:
+		return false
+	}
+	return true
+}
+
+//go:noescape
 func maxAbsAVX512(x *float32, n int) float32
 
 //go:noescape
