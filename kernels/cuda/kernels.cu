@@ -39,14 +39,17 @@ template <> struct V16<__half> {
     for (int i = 0; i < 4; i++) { float2 t = __half22float2(h[i]); f[2 * i] = t.x; f[2 * i + 1] = t.y; }
   }
 };
+// int8 → float without the quarter-rate I2F: byte b+128 becomes the low
+// mantissa byte of 2^23 (one PRMT), then one FADD removes 2^23+128. Exact.
 template <> struct V16<int8_t> {
   static constexpr int N = 16;
   static DEVI void cvt(const uint4& u, float* f) {
-    const unsigned w[4] = {u.x, u.y, u.z, u.w};
+    const unsigned w[4] = {u.x ^ 0x80808080u, u.y ^ 0x80808080u, u.z ^ 0x80808080u, u.w ^ 0x80808080u};
 #pragma unroll
     for (int i = 0; i < 4; i++)
 #pragma unroll
-      for (int b = 0; b < 4; b++) f[4 * i + b] = (float)(int8_t)((w[i] >> (8 * b)) & 0xff);
+      for (int b = 0; b < 4; b++)
+        f[4 * i + b] = __int_as_float(__byte_perm(w[i], 0x4B000000u, 0x7540u + b)) - 8388736.f;
   }
 };
 template <> struct V16<__nv_bfloat16> {
