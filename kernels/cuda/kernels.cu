@@ -595,7 +595,39 @@ __device__ void attn_split(float* part, const float* q, const KT* kc, const KT* 
   // 16 lanes per key for scores, keys spread over thread groups for values.
   const bool vec = sizeof(KT) == 2 && kd % 8 == 0 && vd % 8 == 0 && (nt % (vd / 8)) == 0 && vhs % 8 == 0 &&
                    kstride % 8 == 0 && vstride % 8 == 0;
-  if (vec) {
+  if (vec && kd <= 128) {
+    // One 16-byte chunk per lane; four keys' loads in flight per lane group.
+    const int l16 = tid & 15, g16 = tid >> 4, ng16 = nt >> 4, nch = kd / 8;
+    for (int jb = 0; jb < len; jb += 4 * ng16) {
+      uint4 kr4[4];
+#pragma unroll
+      for (int u = 0; u < 4; u++) {
+        const int j = jb + u * ng16 + g16;
+        kr4[u] = make_uint4(0, 0, 0, 0);
+        if (j < len && l16 < nch)
+          kr4[u] = reinterpret_cast<const uint4*>(kc + (size_t)(start + j) * kstride + (size_t)g * kd)[l16];
+      }
+#pragma unroll
+      for (int u = 0; u < 4; u++) {
+        const int j = jb + u * ng16 + g16;
+        float kf[8];
+        V16<__half>::cvt(kr4[u], kf);
+        for (int h = 0; h < G; h++) {
+          float a = 0.f;
+          if (l16 < nch) {
+            const float* qh = qs + h * kd + l16 * 8;
+#pragma unroll
+            for (int e = 0; e < 8; e++) a = fmaf(kf[e], qh[e], a);
+          }
+          a += __shfl_xor_sync(0xffffffffu, a, 1);
+          a += __shfl_xor_sync(0xffffffffu, a, 2);
+          a += __shfl_xor_sync(0xffffffffu, a, 4);
+          a += __shfl_xor_sync(0xffffffffu, a, 8);
+          if (j < len && l16 == 0) sc[h * L + j] = a;
+        }
+      }
+    }
+  } else if (vec) {
     const int l16 = tid & 15, g16 = tid >> 4, ng16 = nt >> 4, nch = kd / 8;
     for (int jb = 0; jb < len; jb += ng16) {
       const int j = jb + g16;
