@@ -580,7 +580,7 @@ type attnJob struct {
 
 // run handles (token, head) items: scores q·k for every visible position
 // (4 cache rows per kernel call), softmax with the vectorised e^x, then
-// the weighted sum of value rows.
+// the weighted sum of value rows with the output held in registers.
 func (j *attnJob) run(lo, hi, worker int) {
 	kd, vd, kvh := j.kd, j.vd, j.kvh
 	group := j.heads / kvh
@@ -598,10 +598,10 @@ func (j *attnJob) run(lo, hi, worker int) {
 			mx = max(mx, sc[i])
 		}
 		inv := 1 / j.kern.ExpSub(sc, mx)
-		clear(dst)
-		for p, e := range sc {
-			j.kern.Axpy(dst, e*inv, j.vc[(p*kvh+g)*j.vstride:(p*kvh+g)*j.vstride+vd])
+		for i := range sc {
+			sc[i] *= inv
 		}
+		j.kern.WeightedSum(dst, sc, j.vc[g*j.vstride:], kvh*j.vstride)
 	}
 }
 

@@ -53,6 +53,8 @@ type Kernels struct {
 	swiglu func(out, gate, up *float32, n int)
 	// expsub: x[i] = e^(x[i]-m), returns Σ (n a multiple of vl).
 	expsub func(x *float32, m float32, n int) float32
+	// wsum: dst = Σ_p a[p]·v[p*ldv:] over d columns (d a multiple of 4·vl).
+	wsum func(dst, a, v *float32, ldv, n, d int)
 	// widen converts 16-bit weights to float32 (n a multiple of vl).
 	widen [3]widenFunc
 }
@@ -68,6 +70,25 @@ var Generic = &Kernels{
 	axpy:   axpyGo,
 	swiglu: swigluGo,
 	expsub: expsubGo,
+	wsum:   wsumGo,
+}
+
+func wsumGo(dst, a, v *float32, ldv, n, d int) {
+	if d == 0 {
+		return
+	}
+	ds := unsafe.Slice(dst, d)
+	clear(ds)
+	if n == 0 {
+		return
+	}
+	as := unsafe.Slice(a, n)
+	vs := unsafe.Slice(v, (n-1)*ldv+d)
+	for p, w := range as {
+		for c, x := range vs[p*ldv : p*ldv+d] {
+			ds[c] += w * x
+		}
+	}
 }
 
 func expsubGo(x *float32, m float32, n int) float32 {
@@ -453,5 +474,26 @@ func (k *Kernels) DotRows(y, x, w []float32, ldw int) {
 	}
 	for ; r < rows; r++ {
 		y[r] = k.Dot(x, w[r*ldw:r*ldw+n])
+	}
+}
+
+// WeightedSum sets dst[c] = Σ_p a[p]·v[p*ldv+c] for c < len(dst), p <
+// len(a): attention's probability-weighted sum of value rows ldv apart.
+func (k *Kernels) WeightedSum(dst, a, v []float32, ldv int) {
+	d, n := len(dst), len(a)
+	if d == 0 {
+		return
+	}
+	if n > 0 && (ldv < d || len(v) < (n-1)*ldv+d) {
+		panic(fmt.Sprintf("simd: WeightedSum: %d rows of %d at stride %d need %d floats, have %d", n, d, ldv, (n-1)*ldv+d, len(v)))
+	}
+	if n == 0 {
+		clear(dst)
+		return
+	}
+	main := d - d%(4*k.vl)
+	k.wsum(&dst[0], &a[0], &v[0], ldv, n, main)
+	if main < d {
+		wsumGo(&dst[main], &a[0], &v[main], ldv, n, d-main)
 	}
 }

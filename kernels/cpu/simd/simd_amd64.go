@@ -20,6 +20,7 @@ var AVX512 = &Kernels{
 	axpy:     axpyAVX512,
 	swiglu:   swigluAVX512,
 	expsub:   expsubAVX512,
+	wsum:     wsumAVX512,
 	gemv:     [3]gemvFunc{kernels.F32: gemvqF32AVX512, kernels.F16: gemvqF16AVX512, kernels.BF16: gemvqBF16AVX512},
 	gemvRows: 4,
 	// No widen: the bf16 tile measured about as fast as widen + f32 tile
@@ -39,6 +40,7 @@ var AVX2 = &Kernels{
 	axpy:     axpyAVX2,
 	swiglu:   swigluAVX2,
 	expsub:   expsubAVX2,
+	wsum:     wsumAVX2,
 	gemv:     [3]gemvFunc{kernels.F32: gemvqF32AVX2, kernels.F16: gemvqF16AVX2, kernels.BF16: gemvqBF16AVX2},
 	gemvRows: 4,
 	widen:    [3]widenFunc{kernels.F16: widenF16AVX2, kernels.BF16: widenBF16AVX2},

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/x448/float16"
 
@@ -282,5 +283,54 @@ func TestExpSubAndDotRowsAllPaths(t *testing.T) {
 				require.InDelta(t, s, float64(y[row]), 1e-5*mag+1e-6, "%s n=%d row=%d", k, n, row)
 			}
 		}
+	}
+}
+
+func TestWeightedSumAllPaths(t *testing.T) {
+	for _, k := range Supported() {
+		for _, tc := range []struct{ n, d, ld int }{{0, 5, 5}, {1, 1, 1}, {3, 64, 70}, {17, 128, 256}, {9, 77, 80}, {40, 512, 576}} {
+			r := rand.New(rand.NewPCG(uint64(tc.n), uint64(tc.d)))
+			a := make([]float32, tc.n)
+			for i := range a {
+				a[i] = float32(r.Float64())
+			}
+			v := make([]float32, max(0, (tc.n-1)*tc.ld+tc.d))
+			for i := range v {
+				v[i] = float32(r.NormFloat64())
+			}
+			dst := make([]float32, tc.d)
+			for i := range dst {
+				dst[i] = float32(math.NaN()) // must be overwritten, not accumulated
+			}
+			k.WeightedSum(dst, a, v, tc.ld)
+			for c := range dst {
+				var want, mag float64
+				for p := range a {
+					want += float64(a[p]) * float64(v[p*tc.ld+c])
+					mag += math.Abs(float64(a[p]) * float64(v[p*tc.ld+c]))
+				}
+				require.InDelta(t, want, float64(dst[c]), 1e-5*mag+1e-7, "%s n=%d d=%d c=%d", k, tc.n, tc.d, c)
+			}
+		}
+	}
+}
+
+// TestTablesComplete: every path fills every kernel slot (a missing entry
+// would silently fall back or crash only on the shapes that reach it).
+func TestTablesComplete(t *testing.T) {
+	for _, k := range Supported() {
+		for _, dt := range []kernels.DType{kernels.F32, kernels.F16, kernels.BF16} {
+			assert.NotNil(t, k.dot1[dt], "%s dot1 %v", k, dt)
+			assert.NotNil(t, k.dot4[dt], "%s dot4 %v", k, dt)
+			if k != Generic {
+				assert.NotNil(t, k.tile[dt], "%s tile %v", k, dt)
+				assert.NotNil(t, k.gemv[dt], "%s gemv %v", k, dt)
+			}
+		}
+		assert.NotNil(t, k.sum, "%s sum", k)
+		assert.NotNil(t, k.axpy, "%s axpy", k)
+		assert.NotNil(t, k.swiglu, "%s swiglu", k)
+		assert.NotNil(t, k.expsub, "%s expsub", k)
+		assert.NotNil(t, k.wsum, "%s wsum", k)
 	}
 }

@@ -120,3 +120,9 @@ func gemvqF16AVX512(x *float32, w unsafe.Pointer, ldw, n, rows int, out *float32
 
 //go:noescape
 func gemvqF16AVX2(x *float32, w unsafe.Pointer, ldw, n, rows int, out *float32)
+
+//go:noescape
+func wsumAVX512(dst, a, v *float32, ldv, n, d int)
+
+//go:noescape
+func wsumAVX2(dst, a, v *float32, ldv, n, d int)
