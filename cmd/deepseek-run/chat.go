@@ -13,7 +13,7 @@ import (
 	"github.com/deepseek-go/deepseek-go/tokenizer"
 )
 
-const chatHelp = `commands: /bye (or end of input) quits, /clear forgets the conversation, /help shows this; Ctrl-C stops a reply`
+const chatHelp = `commands: /bye (or end of input) quits, /clear forgets the conversation, /help shows this; """ starts and ends a multi-line message; Ctrl-C stops a reply`
 
 // runChat is the interactive REPL: each line on stdin is a user turn; the
 // reply streams to stdout and joins the conversation, which is rendered
@@ -38,19 +38,28 @@ func runChat(ctx context.Context, m *engine.Model, o *genOptions, s engine.Sampl
 	defer stopReading()
 	for turn := 0; ; turn++ {
 		fmt.Fprint(stderr, ">>> ")
-		var line string
-		select {
-		case l, ok := <-lines:
-			if !ok {
-				fmt.Fprintln(stderr)
-				return *readErr
-			}
-			line = strings.TrimSpace(l)
-		case <-ctx.Done(): // Ctrl-C at the prompt
+		line, ok, err := nextLine(ctx, lines, readErr)
+		if !ok {
 			fmt.Fprintln(stderr)
-			return ctx.Err()
+			return err
 		}
-		switch line {
+		if strings.TrimSpace(line) == `"""` { // multi-line message, as in ollama: up to the next """
+			var block []string
+			for {
+				fmt.Fprint(stderr, "... ")
+				l, ok, err := nextLine(ctx, lines, readErr)
+				if !ok {
+					fmt.Fprintln(stderr)
+					return err
+				}
+				if strings.TrimSpace(l) == `"""` {
+					break
+				}
+				block = append(block, l)
+			}
+			line = strings.Join(block, "\n")
+		}
+		switch strings.TrimSpace(line) {
 		case "":
 			continue
 		case "/bye", "/exit", "/quit":
@@ -63,6 +72,7 @@ func runChat(ctx context.Context, m *engine.Model, o *genOptions, s engine.Sampl
 			fmt.Fprintln(stderr, chatHelp)
 			continue
 		}
+		line = strings.TrimSpace(line)
 		msgs := append(slices.Clip(history), tokenizer.Message{Role: "user", Content: line})
 		ts := s
 		ts.Seed = s.Seed + uint64(turn) // reproducible, yet not the same draw every turn
@@ -72,7 +82,6 @@ func runChat(ctx context.Context, m *engine.Model, o *genOptions, s engine.Sampl
 			opts.MaxTokens = o.n
 		}
 		var reply strings.Builder
-		var err error
 		turnCtx, endTurn := startTurn(ctx)
 		for t, terr := range conv.Chat(turnCtx, msgs, opts) {
 			if err = terr; err != nil {
@@ -106,6 +115,22 @@ func runChat(ctx context.Context, m *engine.Model, o *genOptions, s engine.Sampl
 		fresh := st.PromptTokens - conv.Reused()
 		fmt.Fprintf(stderr, "(%d prompt tokens, %d reused from the cache, %d new at %.1f tok/s; %d generated at %.1f tok/s)\n",
 			st.PromptTokens, conv.Reused(), fresh, perSec(fresh, st.Prefill), st.GeneratedTokens, st.DecodeTokensPerSec())
+	}
+}
+
+// nextLine waits for the next input line (whitespace-trimmed only at the
+// ends of the line, so multi-line blocks keep their indentation); ok is
+// false at the end of input (err is the read error, if any) or when ctx is
+// cancelled (err is ctx.Err()).
+func nextLine(ctx context.Context, lines <-chan string, readErr *error) (line string, ok bool, err error) {
+	select {
+	case l, ok := <-lines:
+		if !ok {
+			return "", false, *readErr
+		}
+		return strings.TrimRight(l, "\r"), true, nil
+	case <-ctx.Done(): // Ctrl-C at the prompt
+		return "", false, ctx.Err()
 	}
 }
 

@@ -413,3 +413,13 @@ func TestREADMEFlagReference(t *testing.T) {
 		}
 	}
 }
+
+func TestChatMultiLine(t *testing.T) {
+	dir := templateCheckpoint(t, plainTemplate)
+	in := "\"\"\"\nTell me about Lily.\n  And about Tom.\n\"\"\"\n/bye\n"
+	code, stdout, stderr := cli(t, in, "-m", dir, "--chat", "--temp", "0", "-n", "5")
+	require.Equal(t, 0, code, stderr)
+	assert.Equal(t, 3, strings.Count(stderr, "... "), "two lines and the closing quotes: %s", stderr)
+	assert.Equal(t, 1, strings.Count(stdout, "\n"), "one reply: %q", stdout)
+	assert.Equal(t, 1, strings.Count(stderr, "5 generated"))
+}
