@@ -29,7 +29,7 @@ func TestVerifyDeepseekFixtures(t *testing.T) {
 		for _, path := range []string{MLAAbsorbed, MLANaive} {
 			t.Run(dir+"/"+path, func(t *testing.T) {
 				p := filepath.Join("..", "testdata", "models", dir)
-				m, err := Load(p, WithThreads(2), WithMLA(path))
+				m, err := Load(p, WithThreads(2), WithMLA(path), WithDevice("cpu"))
 				require.NoError(t, err)
 				defer m.Close()
 				assert.Equal(t, path, m.MLAPath())
@@ -109,7 +109,7 @@ func TestMLACacheAllocated(t *testing.T) {
 		path  string
 		bytes int64
 	}{{MLAAbsorbed, 3 * 40 * 4}, {MLANaive, 3 * 4 * 40 * 4}} {
-		m, err := Load(fixtureDir("deepseek-v3"), WithThreads(1), WithMLA(tc.path))
+		m, err := Load(fixtureDir("deepseek-v3"), WithThreads(1), WithMLA(tc.path), WithDevice("cpu"))
 		require.NoError(t, err)
 		mc, ok := m.MLACache()
 		require.True(t, ok)
@@ -136,7 +136,7 @@ func TestMLAAbsorbedMatchesNaive(t *testing.T) {
 				ids[i] = rng.IntN(512)
 			}
 			run := func(path string) [][]float32 {
-				m, err := Load(fixtureDir(dir), WithThreads(2), WithMLA(path))
+				m, err := Load(fixtureDir(dir), WithThreads(2), WithMLA(path), WithDevice("cpu"))
 				require.NoError(t, err)
 				defer m.Close()
 				s, err := m.NewSession(256)
@@ -160,7 +160,7 @@ func TestMLAAbsorbedMatchesNaive(t *testing.T) {
 			assert.Less(t, worst, 1e-5)
 
 			// Token-by-token on the absorbed path equals the chunked prefill.
-			m, err := Load(fixtureDir(dir), WithThreads(2))
+			m, err := Load(fixtureDir(dir), WithThreads(2), WithDevice("cpu"))
 			require.NoError(t, err)
 			defer m.Close()
 			s, err := m.NewSession(256)
@@ -179,7 +179,7 @@ func TestMLAAbsorbedMatchesNaive(t *testing.T) {
 // TestDeepseekExpertStats checks the per-layer usage counters after a
 // verify run: 11 prompt tokens + 15 decode steps through MoE layers 1, 2.
 func TestDeepseekExpertStats(t *testing.T) {
-	m, err := Load(fixtureDir("deepseek-v3"), WithThreads(2))
+	m, err := Load(fixtureDir("deepseek-v3"), WithThreads(2), WithDevice("cpu"))
 	require.NoError(t, err)
 	defer m.Close()
 	require.Nil(t, loadStories(t).ExpertStats(), "dense models have none")
@@ -249,7 +249,7 @@ func TestDeepseekBadConfigs(t *testing.T) {
 		const gone = "model.layers.1.mlp.experts.3.up_proj.weight_scale_inv"
 		require.Contains(t, src, gone)
 		delete(src, gone)
-		_, err := New(cfg, src)
+		_, err := New(cfg, src, WithDevice("cpu"))
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), `fp8 weight "model.layers.1.mlp.experts.3.up_proj.weight"`)
 		assert.Contains(t, err.Error(), gone)
@@ -260,7 +260,7 @@ func TestDeepseekBadConfigs(t *testing.T) {
 		q := *c.QuantizationConfig
 		q.WeightBlockSize = []int{32, 32}
 		c.QuantizationConfig = &q
-		_, err := New(&c, ck)
+		_, err := New(&c, ck, WithDevice("cpu"))
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), "weight_block_size [32, 32]")
 		assert.Contains(t, err.Error(), "shape [3 4], want [2 2]")
@@ -292,7 +292,7 @@ func TestFP8DequantMemory(t *testing.T) {
 			otherBytes += int64(len(tn.Data))
 		}
 	}
-	m, err := Load(fixtureDir("deepseek-v3-fp8"), WithThreads(1))
+	m, err := Load(fixtureDir("deepseek-v3-fp8"), WithThreads(1), WithDevice("cpu"))
 	require.NoError(t, err)
 	defer m.Close()
 	by := m.Info().BytesByDType
@@ -308,7 +308,7 @@ func TestFP8DequantMemory(t *testing.T) {
 // expects the same logits as a lone session.
 func TestDeepseekConcurrentSessions(t *testing.T) {
 	ctx := context.Background()
-	m, err := Load(fixtureDir("deepseek-v3"), WithThreads(1))
+	m, err := Load(fixtureDir("deepseek-v3"), WithThreads(1), WithDevice("cpu"))
 	require.NoError(t, err)
 	defer m.Close()
 	ids := []int{3, 141, 59, 265, 358, 97, 93, 238, 462, 64, 338, 327, 95, 28}
@@ -366,7 +366,7 @@ func BenchmarkDeepseekDecode(b *testing.B) {
 	require.NoError(b, err)
 	ctx := context.Background()
 	for _, path := range []string{MLAAbsorbed, MLANaive} {
-		m, err := New(cfg, RandomSource{DType: safetensors.BF16, Seed: 7}, WithMLA(path))
+		m, err := New(cfg, RandomSource{DType: safetensors.BF16, Seed: 7}, WithMLA(path), WithDevice("cpu"))
 		require.NoError(b, err)
 		for _, n := range []int{16, 1024, 4096} {
 			b.Run(fmt.Sprintf("%s/ctx=%d", path, n), func(b *testing.B) {
@@ -483,7 +483,7 @@ func TestDeepseekV1ByConstruction(t *testing.T) {
 	for _, norm := range []bool{true, false} {
 		t.Run(fmt.Sprintf("norm_topk_prob=%v", norm), func(t *testing.T) {
 			cfg, src := v1FromLlama(t, norm)
-			m, err := New(cfg, src, WithThreads(2))
+			m, err := New(cfg, src, WithThreads(2), WithDevice("cpu"))
 			require.NoError(t, err)
 			defer m.Close()
 			r, err := Verify(context.Background(), m, ref)
@@ -565,7 +565,7 @@ func BenchmarkDeepseekPrefill(b *testing.B) {
 		prompt[i] = (i * 7919) % cfg.VocabSize
 	}
 	for _, path := range []string{MLAAbsorbed, MLANaive} {
-		m, err := New(cfg, RandomSource{DType: safetensors.BF16, Seed: 7}, WithMLA(path))
+		m, err := New(cfg, RandomSource{DType: safetensors.BF16, Seed: 7}, WithMLA(path), WithDevice("cpu"))
 		require.NoError(b, err)
 		b.Run(path, func(b *testing.B) {
 			s, err := m.NewSession(n)
@@ -622,7 +622,7 @@ func TestDeepseekGroupLimitedAllGroups(t *testing.T) {
 	ck, err := safetensors.Open(dir)
 	require.NoError(t, err)
 	defer ck.Close()
-	m, err := New(cfg, ck, WithThreads(2))
+	m, err := New(cfg, ck, WithThreads(2), WithDevice("cpu"))
 	require.NoError(t, err)
 	defer m.Close()
 	r, err := Verify(context.Background(), m, filepath.Join(dir, "reference.safetensors"))
@@ -631,7 +631,7 @@ func TestDeepseekGroupLimitedAllGroups(t *testing.T) {
 
 	// Keeping 1 of 4 groups must change the routing, and so the logits.
 	cfg.TopKGroup = 1
-	m1, err := New(cfg, ck, WithThreads(2))
+	m1, err := New(cfg, ck, WithThreads(2), WithDevice("cpu"))
 	require.NoError(t, err)
 	defer m1.Close()
 	r, err = Verify(context.Background(), m1, filepath.Join(dir, "reference.safetensors"))
@@ -652,7 +652,7 @@ func BenchmarkDeepseekV2LiteSlice(b *testing.B) {
 				`"n_routed_experts":8`, `"n_routed_experts":64`).Replace(benchDeepseekConfig)
 			cfg, err := ParseConfig("bench", []byte(js))
 			require.NoError(b, err)
-			m, err := New(cfg, RandomSource{DType: safetensors.BF16, Seed: 7}, WithInt8(true))
+			m, err := New(cfg, RandomSource{DType: safetensors.BF16, Seed: 7}, WithInt8(true), WithDevice("cpu"))
 			require.NoError(b, err)
 			defer m.Close()
 			ctx := context.Background()

@@ -25,7 +25,7 @@ const storiesDir = "../testdata/stories260K"
 
 func loadStories(t testing.TB) *Model {
 	t.Helper()
-	m, err := Load(storiesDir, WithThreads(2))
+	m, err := Load(storiesDir, WithThreads(2), WithDevice("cpu"))
 	require.NoError(t, err)
 	t.Cleanup(func() { m.Close() })
 	return m
@@ -310,7 +310,7 @@ func tinyTensors(t *testing.T) map[string]*safetensors.Tensor {
 
 func TestBadCheckpoints(t *testing.T) {
 	ok := writeCheckpoint(t, tinyConfig(), tinyTensors(t))
-	m, err := Load(ok)
+	m, err := Load(ok, WithDevice("cpu"))
 	require.NoError(t, err, "the unmodified tiny checkpoint must load")
 	_, err = collect(t, m.GenerateIDs(context.Background(), []int{1}, GenerateOptions{MaxTokens: 4}))
 	require.NoError(t, err)
@@ -365,7 +365,7 @@ func TestBadCheckpoints(t *testing.T) {
 				tc.tensor(tensors)
 			}
 			dir := writeCheckpoint(t, cfg, tensors)
-			m, err := Load(dir)
+			m, err := Load(dir, WithDevice("cpu"))
 			if err == nil {
 				m.Close()
 			}
@@ -479,7 +479,7 @@ func TestNewRandomModel(t *testing.T) {
 		"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,"max_position_embeddings":64,"tie_word_embeddings":true}`))
 	require.NoError(t, err)
 	for _, int8 := range []bool{false, true} {
-		m, err := New(cfg, RandomSource{DType: safetensors.BF16, Seed: 1}, WithInt8(int8), WithThreads(2))
+		m, err := New(cfg, RandomSource{DType: safetensors.BF16, Seed: 1}, WithInt8(int8), WithThreads(2), WithDevice("cpu"))
 		require.NoError(t, err)
 		info := m.Info()
 		assert.Equal(t, "qwen2", info.Architecture)
@@ -514,7 +514,7 @@ func TestLoadAttachesTokenizer(t *testing.T) {
 	assert.Equal(t, []int{403, 407, 261, 378}, ids)
 
 	// LoadFS reads the same checkpoint from a file system.
-	m2, err := LoadFS(os.DirFS(storiesDir))
+	m2, err := LoadFS(os.DirFS(storiesDir), WithDevice("cpu"))
 	require.NoError(t, err)
 	defer m2.Close()
 	require.NotNil(t, m2.Tokenizer())
@@ -525,7 +525,7 @@ func TestLoadAttachesTokenizer(t *testing.T) {
 	assert.Equal(t, want, got)
 
 	// Fixtures without tokenizer.json load with none.
-	m3, err := Load("../testdata/models/qwen2")
+	m3, err := Load("../testdata/models/qwen2", WithDevice("cpu"))
 	require.NoError(t, err)
 	defer m3.Close()
 	assert.Nil(t, m3.Tokenizer())
@@ -534,7 +534,7 @@ func TestLoadAttachesTokenizer(t *testing.T) {
 // TestVerifyDetectsMismatch: Verify must fail a model against another
 // model's reference, and report unreadable references as errors.
 func TestVerifyDetectsMismatch(t *testing.T) {
-	m, err := Load("../testdata/models/llama-mha")
+	m, err := Load("../testdata/models/llama-mha", WithDevice("cpu"))
 	require.NoError(t, err)
 	defer m.Close()
 	r, err := Verify(context.Background(), m, "../testdata/models/llama-linear-rope/reference.safetensors")
@@ -616,7 +616,7 @@ func TestRandomSourceDeterministic(t *testing.T) {
 // the f16 rounding of the converted part).
 func TestMixedDTypeFusedParts(t *testing.T) {
 	tensors := tinyTensors(t)
-	ref, err := Load(writeCheckpoint(t, tinyConfig(), tensors))
+	ref, err := Load(writeCheckpoint(t, tinyConfig(), tensors), WithDevice("cpu"))
 	require.NoError(t, err)
 	defer ref.Close()
 	k := tensors["model.layers.0.self_attn.k_proj.weight"]
@@ -627,7 +627,7 @@ func TestMixedDTypeFusedParts(t *testing.T) {
 		binary.LittleEndian.PutUint16(h[2*i:], quant.F32ToF16(v))
 	}
 	k.DType, k.Data = safetensors.F16, h
-	mixed, err := Load(writeCheckpoint(t, tinyConfig(), tensors))
+	mixed, err := Load(writeCheckpoint(t, tinyConfig(), tensors), WithDevice("cpu"))
 	require.NoError(t, err)
 	defer mixed.Close()
 	ctx := context.Background()

@@ -15,7 +15,7 @@ func TestVerifyDenseFixtures(t *testing.T) {
 	for _, dir := range []string{"llama-mha", "llama-gqa-llama3rope", "llama-linear-rope", "llama-mha-bf16-sharded", "qwen2", "qwen2-tied"} {
 		t.Run(dir, func(t *testing.T) {
 			path := filepath.Join("..", "testdata", "models", dir)
-			m, err := Load(path, WithThreads(2))
+			m, err := Load(path, WithThreads(2), WithDevice("cpu"))
 			require.NoError(t, err)
 			defer m.Close()
 			r, err := Verify(context.Background(), m, filepath.Join(path, "reference.safetensors"))
