@@ -121,21 +121,6 @@ func (m *Matrix) rowF32(dst []float32, r int) {
 	}
 }
 
-// dot returns row r of m dotted with x.
-func (m *Matrix) dot(r int, x []float32) float32 {
-	off := r * m.cols
-	switch m.dtype {
-	case kernels.F32:
-		return dotF32(m.f32[off:off+m.cols], x)
-	case kernels.BF16:
-		return dotBF16(m.u16[off:off+m.cols], x)
-	case kernels.F16:
-		return dotF16(m.u16[off:off+m.cols], x)
-	default:
-		return dotI8(m.i8[off:off+m.cols], x) * m.scales[r]
-	}
-}
-
 // Buffer is a float32 activation buffer.
 type Buffer struct {
 	data []float32
