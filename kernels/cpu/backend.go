@@ -532,25 +532,34 @@ func (b *Backend) Attention(out, q, k, v kernels.Buffer, cache kernels.KVCache, 
 	}
 	j := b.atJobs.Get().(*attnJob)
 	scratch := j.scores
+	group := heads / kvh
+	hs := min(group, attnHeadsPerItem)
 	*j = attnJob{kern: b.kern, q: buf(q), out: buf(out), kc: kc, vc: vc,
-		kd: kd, vd: vd, kvh: kvh, vstride: vstride, heads: heads, pos0: pos0, scale: scale}
-	// Per-worker score rows, sized for the whole cache once.
-	if len(scratch) < b.threads || len(scratch[0]) < sp.MaxTokens {
+		kd: kd, vd: vd, kvh: kvh, vstride: vstride, heads: heads, pos0: pos0, scale: scale,
+		group: group, hs: hs, subs: (group + hs - 1) / hs}
+	// Per-worker score rows (hs heads × the whole cache), sized once.
+	if len(scratch) < b.threads || len(scratch[0]) < hs*sp.MaxTokens {
 		scratch = make([][]float32, b.threads)
 		for i := range scratch {
-			scratch[i] = make([]float32, sp.MaxTokens)
+			scratch[i] = make([]float32, hs*sp.MaxTokens)
 		}
 	}
 	j.scores = scratch
+	items := n * kvh * j.subs
 	// Work per item grows with the context: parallelise only when it pays.
-	chunk := n * heads
+	chunk := items
 	if n*heads*(pos0+n)*(kd+vd) >= 1<<15 {
-		chunk = max(1, n*heads/(4*b.threads))
+		chunk = max(1, items/(4*b.threads))
 	}
-	b.pool.run(&j.par, j, n*heads, chunk)
+	b.pool.run(&j.par, j, items, chunk)
 	*j = attnJob{scores: scratch}
 	b.atJobs.Put(j)
 }
+
+// attnHeadsPerItem caps the query heads of one KV head handled together:
+// they share every K and V row read (GQA groups; MLA's single latent head
+// with 16–128 query heads is split so that it still parallelises).
+const attnHeadsPerItem = 8
 
 // attnJob is one Attention call in flight (reused via Backend.atJobs).
 type attnJob struct {
@@ -560,33 +569,43 @@ type attnJob struct {
 	kd, vd, kvh, vstride, heads int
 	pos0                        int
 	scale                       float32
-	scores                      [][]float32 // per worker, MaxTokens each
+	group, hs, subs             int         // heads per KV head; per item; items per KV head
+	scores                      [][]float32 // per worker, hs × MaxTokens each
 }
 
-// run handles (token, head) items: scores q·k for every visible position
-// (4 cache rows per kernel call), softmax with the vectorised e^x, then
-// the weighted sum of value rows with the output held in registers.
+// run handles items (token, KV head, sub-group of ≤ hs query heads): the
+// scores of those heads in one strided matmul over the cached keys (each
+// key row read once for the group; the tile kernel uses every key vector
+// for several heads), softmax per head with the vectorised e^x, then each
+// head's probability-weighted sum of value rows with its output in
+// registers.
 func (j *attnJob) run(lo, hi, worker int) {
 	kd, vd, kvh := j.kd, j.vd, j.kvh
-	group := j.heads / kvh
-	for th := lo; th < hi; th++ {
-		t, h := th/j.heads, th%j.heads
-		g := h / group
+	for it := lo; it < hi; it++ {
+		t, rest := it/(kvh*j.subs), it%(kvh*j.subs)
+		g, sub := rest/j.subs, rest%j.subs
+		h0 := g*j.group + sub*j.hs
+		nh := min(j.hs, (g+1)*j.group-h0)
 		npos := j.pos0 + t + 1
-		qv := j.q[(t*j.heads+h)*kd : (t*j.heads+h+1)*kd]
-		dst := j.out[(t*j.heads+h)*vd : (t*j.heads+h+1)*vd]
-		sc := j.scores[worker][:npos]
-		j.kern.DotRows(sc, qv, j.kc[g*kd:], kvh*kd)
-		mx := float32(math.Inf(-1))
-		for i := range sc {
-			sc[i] *= j.scale
-			mx = max(mx, sc[i])
+		qs := j.q[(t*j.heads+h0)*kd : (t*j.heads+h0+nh)*kd]
+		sc := j.scores[worker][:nh*npos]
+		// sc[i*npos+p] = q_{h0+i} · k_p of KV head g.
+		j.kern.MatMulF32Strided(sc, npos, qs, kd, nh, j.kc[g*kd:], kvh*kd, kd, 0, npos)
+		for i := 0; i < nh; i++ {
+			row := sc[i*npos : (i+1)*npos]
+			mx := float32(math.Inf(-1))
+			for p := range row {
+				row[p] *= j.scale
+				mx = max(mx, row[p])
+			}
+			inv := 1 / j.kern.ExpSub(row, mx)
+			for p := range row {
+				row[p] *= inv
+			}
+			h := h0 + i
+			dst := j.out[(t*j.heads+h)*vd : (t*j.heads+h+1)*vd]
+			j.kern.WeightedSum(dst, row, j.vc[g*j.vstride:], kvh*j.vstride)
 		}
-		inv := 1 / j.kern.ExpSub(sc, mx)
-		for i := range sc {
-			sc[i] *= inv
-		}
-		j.kern.WeightedSum(dst, sc, j.vc[g*j.vstride:], kvh*j.vstride)
 	}
 }
 

@@ -100,8 +100,17 @@ func TestAttentionPathsAgree(t *testing.T) {
 	ref := NewWithKernels(1, simd.Generic, quant.Int8Generic)
 	defer ref.Close()
 	r := rand.New(rand.NewPCG(5, 6))
-	for _, vink := range []bool{false, true} {
-		const heads, kvh, kd, vd, n = 8, 2, 37, 19, 40
+	for _, tc := range []struct {
+		heads, kvh int
+		vink       bool
+	}{
+		{8, 2, false}, {8, 2, true}, // GQA groups of 4
+		{4, 4, false},  // MHA
+		{12, 1, true},  // MLA-like: one latent head, 12 query heads (sub-groups 8 + 4)
+		{20, 2, false}, // groups of 10: sub-groups 8 + 2
+	} {
+		heads, kvh, vink := tc.heads, tc.kvh, tc.vink
+		const kd, vd, n = 37, 19, 40
 		spec := kernels.KVSpec{Layers: 1, MaxTokens: n, KVHeads: kvh, KDim: kd, VDim: vd, VInK: vink}
 		q, k, v := randVec(r, n*heads*kd), randVec(r, n*kvh*kd), randVec(r, n*kvh*vd)
 		run := func(be *Backend) []float32 {
@@ -126,8 +135,42 @@ func TestAttentionPathsAgree(t *testing.T) {
 			return out
 		}
 		want := run(ref)
+		// The reference backend against a naive float64 causal attention.
+		naive := make([]float32, n*heads*vd)
+		for tk := 0; tk < n; tk++ {
+			for h := 0; h < heads; h++ {
+				g := h / (heads / kvh)
+				sc := make([]float64, tk+1)
+				mx := math.Inf(-1)
+				for p := 0; p <= tk; p++ {
+					var d float64
+					for i := 0; i < kd; i++ {
+						d += float64(q[(tk*heads+h)*kd+i]) * float64(k[(p*kvh+g)*kd+i])
+					}
+					sc[p] = d * 0.3
+					mx = math.Max(mx, sc[p])
+				}
+				var sum float64
+				for p := range sc {
+					sc[p] = math.Exp(sc[p] - mx)
+					sum += sc[p]
+				}
+				for c := 0; c < vd; c++ {
+					var o float64
+					for p := range sc {
+						vv := float64(v[(p*kvh+g)*vd+c])
+						if vink {
+							vv = float64(k[(p*kvh+g)*kd+c])
+						}
+						o += sc[p] / sum * vv
+					}
+					naive[(tk*heads+h)*vd+c] = float32(o)
+				}
+			}
+		}
+		require.Less(t, relErr(want, naive), 1e-5, "reference vs naive %+v", tc)
 		for name, be := range backendPaths(t) {
-			assert.Less(t, relErr(run(be), want), 1e-5, "%s vink=%v", name, vink)
+			assert.Less(t, relErr(run(be), want), 1e-5, "%s %+v", name, tc)
 		}
 	}
 }

@@ -219,7 +219,20 @@ func (k *Kernels) MatMulF32(y []float32, ldy int, x []float32, ldx, n int, w []f
 		return
 	}
 	check(len(y), ldy, len(x), ldx, n, len(w), cols, r0, r1)
-	k.matmul(kernels.F32, y, ldy, x, ldx, n, unsafe.Pointer(unsafe.SliceData(w)), cols, r0, r1)
+	k.matmul(kernels.F32, y, ldy, x, ldx, n, unsafe.Pointer(unsafe.SliceData(w)), cols, cols, r0, r1)
+}
+
+// MatMulF32Strided is MatMulF32 with weight rows ldw floats apart (rows of
+// one head in a KV cache): y[t*ldy + r-r0] = Σ_i x[t*ldx+i]·w[r*ldw+i].
+func (k *Kernels) MatMulF32Strided(y []float32, ldy int, x []float32, ldx, n int, w []float32, ldw, cols, r0, r1 int) {
+	if n == 0 || r0 >= r1 {
+		return
+	}
+	if ldw < cols || len(w) < (r1-1)*ldw+cols {
+		panic(fmt.Sprintf("simd: MatMulF32Strided: rows [%d,%d) of %d at stride %d need %d floats, have %d", r0, r1, cols, ldw, (r1-1)*ldw+cols, len(w)))
+	}
+	check(len(y), ldy, len(x), ldx, n, r1*cols, cols, r0, r1)
+	k.matmul(kernels.F32, y, ldy, x, ldx, n, unsafe.Pointer(unsafe.SliceData(w)), ldw, cols, r0, r1)
 }
 
 // MatMul16 is MatMulF32 for 16-bit weights: dt is kernels.BF16 or kernels.F16.
@@ -231,7 +244,7 @@ func (k *Kernels) MatMul16(dt kernels.DType, y []float32, ldy int, x []float32, 
 		return
 	}
 	check(len(y), ldy, len(x), ldx, n, len(w), cols, r0, r1)
-	k.matmul(dt, y, ldy, x, ldx, n, unsafe.Pointer(unsafe.SliceData(w)), cols, r0, r1)
+	k.matmul(dt, y, ldy, x, ldx, n, unsafe.Pointer(unsafe.SliceData(w)), cols, cols, r0, r1)
 }
 
 // check panics (a programming error, like an index out of range) when the
@@ -249,9 +262,9 @@ func check(ny, ldy, nx, ldx, n, nw, cols, r0, r1 int) {
 // (≈ a third of the issue slots of the 16-bit tile loop).
 const widenMin = 8
 
-func (k *Kernels) matmul(dt kernels.DType, y []float32, ldy int, x []float32, ldx, n int, w unsafe.Pointer, cols, r0, r1 int) {
+func (k *Kernels) matmul(dt kernels.DType, y []float32, ldy int, x []float32, ldx, n int, w unsafe.Pointer, ldw, cols, r0, r1 int) {
 	if dt != kernels.F32 && n >= widenMin && k.widen[dt] != nil && k.tile[kernels.F32] != nil && r1-r0 >= 4 {
-		k.matmulWiden(dt, y, ldy, x, ldx, n, w, cols, r0, r1)
+		k.matmulWiden(dt, y, ldy, x, ldx, n, w, ldw, cols, r0, r1)
 		return
 	}
 	esz := dt.Size()
@@ -260,11 +273,11 @@ func (k *Kernels) matmul(dt kernels.DType, y []float32, ldy int, x []float32, ld
 		// Decode: all row blocks in one kernel call, then column tails
 		// and leftover rows.
 		blocks := (r1 - r0) - (r1-r0)%k.gemvRows
-		k.gemv[dt](&x[0], unsafe.Add(w, r0*cols*esz), cols, main, blocks, &y[0])
+		k.gemv[dt](&x[0], unsafe.Add(w, r0*ldw*esz), ldw, main, blocks, &y[0])
 		if main < cols {
 			tail := Generic.dot1[dt]
 			for r := r0; r < r0+blocks; r++ {
-				y[r-r0] += tail(&x[main], unsafe.Add(w, (r*cols+main)*esz), cols-main)
+				y[r-r0] += tail(&x[main], unsafe.Add(w, (r*ldw+main)*esz), cols-main)
 			}
 		}
 		r0 += blocks
@@ -277,26 +290,26 @@ func (k *Kernels) matmul(dt kernels.DType, y []float32, ldy int, x []float32, ld
 	tail := Generic.dot1[dt]
 	r := r0
 	for ; r+4 <= r1; r += 4 {
-		wr := unsafe.Add(w, r*cols*esz)
+		wr := unsafe.Add(w, r*ldw*esz)
 		t := 0
 		if tile != nil {
 			for ; t+k.tileT <= n; t += k.tileT {
-				tile(&x[t*ldx], ldx, wr, cols, main, &y[t*ldy+r-r0], ldy)
+				tile(&x[t*ldx], ldx, wr, ldw, main, &y[t*ldy+r-r0], ldy)
 			}
 		}
 		for ; t < n; t++ {
-			dot4(&x[t*ldx], wr, cols, main, &y[t*ldy+r-r0])
+			dot4(&x[t*ldx], wr, ldw, main, &y[t*ldy+r-r0])
 		}
 		if main < cols {
 			for t := 0; t < n; t++ {
 				for j := 0; j < 4; j++ {
-					y[t*ldy+r+j-r0] += tail(&x[t*ldx+main], unsafe.Add(wr, (j*cols+main)*esz), cols-main)
+					y[t*ldy+r+j-r0] += tail(&x[t*ldx+main], unsafe.Add(wr, (j*ldw+main)*esz), cols-main)
 				}
 			}
 		}
 	}
 	for ; r < r1; r++ {
-		wr := unsafe.Add(w, r*cols*esz)
+		wr := unsafe.Add(w, r*ldw*esz)
 		for t := 0; t < n; t++ {
 			s := dot1(&x[t*ldx], wr, main)
 			if main < cols {
@@ -340,7 +353,7 @@ func (k *Kernels) Sum(a []float32) float32 {
 // matmulWiden is matmul for 16-bit weights and many tokens: each block of 4
 // rows is widened into a float32 scratch (allocated per call: prefill only)
 // and multiplied as f32; leftover rows take the plain path.
-func (k *Kernels) matmulWiden(dt kernels.DType, y []float32, ldy int, x []float32, ldx, n int, w unsafe.Pointer, cols, r0, r1 int) {
+func (k *Kernels) matmulWiden(dt kernels.DType, y []float32, ldy int, x []float32, ldx, n int, w unsafe.Pointer, ldw, cols, r0, r1 int) {
 	esz := dt.Size()
 	ld := PadStride(cols)
 	blk := make([]float32, 4*ld)
@@ -348,7 +361,7 @@ func (k *Kernels) matmulWiden(dt kernels.DType, y []float32, ldy int, x []float3
 	r := r0
 	for ; r+4 <= r1; r += 4 {
 		for j := 0; j < 4; j++ {
-			wr := unsafe.Add(w, (r+j)*cols*esz)
+			wr := unsafe.Add(w, (r+j)*ldw*esz)
 			k.widen[dt](&blk[j*ld], wr, main)
 			for i := main; i < cols; i++ {
 				blk[j*ld+i] = k.widenOne(dt, wr, i)
@@ -357,7 +370,7 @@ func (k *Kernels) matmulWiden(dt kernels.DType, y []float32, ldy int, x []float3
 		k.matmulF32Strided(y[r-r0:], ldy, x, ldx, n, blk, ld, cols)
 	}
 	if r < r1 {
-		k.matmul(dt, y[r-r0:], ldy, x, ldx, n, unsafe.Add(w, r*cols*esz), cols, 0, r1-r)
+		k.matmul(dt, y[r-r0:], ldy, x, ldx, n, unsafe.Add(w, r*ldw*esz), ldw, cols, 0, r1-r)
 	}
 }
 

@@ -334,3 +334,40 @@ func TestTablesComplete(t *testing.T) {
 		assert.NotNil(t, k.wsum, "%s wsum", k)
 	}
 }
+
+// TestMatMulF32StridedAllPaths: weight rows further apart than cols (a KV
+// cache head), every path, decode and tile shapes, tails.
+func TestMatMulF32StridedAllPaths(t *testing.T) {
+	for _, k := range Supported() {
+		for _, s := range []struct{ n, rows, cols, ldw, r0 int }{
+			{1, 9, 37, 80, 0}, {1, 40, 128, 2048, 3}, {3, 11, 64, 64, 0}, {4, 13, 130, 260, 1}, {8, 17, 19, 57, 2},
+		} {
+			r := rand.New(rand.NewPCG(uint64(s.ldw), uint64(s.n)))
+			x := make([]float32, s.n*s.cols)
+			for i := range x {
+				x[i] = float32(r.NormFloat64())
+			}
+			w := make([]float32, (s.rows-1)*s.ldw+s.cols)
+			for i := range w {
+				w[i] = float32(r.NormFloat64())
+			}
+			ldy := s.rows - s.r0
+			y := make([]float32, s.n*ldy)
+			for i := range y {
+				y[i] = float32(math.NaN())
+			}
+			k.MatMulF32Strided(y, ldy, x, s.cols, s.n, w, s.ldw, s.cols, s.r0, s.rows)
+			for tk := 0; tk < s.n; tk++ {
+				for row := s.r0; row < s.rows; row++ {
+					var want, mag float64
+					for i := 0; i < s.cols; i++ {
+						p := float64(x[tk*s.cols+i]) * float64(w[row*s.ldw+i])
+						want += p
+						mag += math.Abs(p)
+					}
+					require.InDelta(t, want, float64(y[tk*ldy+row-s.r0]), 1e-5*mag+1e-6, "%s %+v t%d r%d", k, s, tk, row)
+				}
+			}
+		}
+	}
+}
