@@ -514,9 +514,9 @@ func (b *Backend) ApplyRope(x kernels.Buffer, n, heads, headDim, pos0 int, r *ke
 	}
 }
 
-// Attention implements kernels.Backend. Each (token, head) pair is one work
-// item; softmax is computed online (running max and sum, as in flash
-// attention) so no per-call score buffer is needed.
+// Attention implements kernels.Backend: it stores the new keys and values,
+// then runs attnJob items in parallel (see attnJob.run). Score rows live in
+// per-worker scratch sized once for the cache, so a step allocates nothing.
 func (b *Backend) Attention(out, q, k, v kernels.Buffer, cache kernels.KVCache, layer, pos0, n, heads int, scale float32) {
 	c := cache.(*KVCache)
 	sp := c.spec
