@@ -53,6 +53,9 @@ func NewWithKernels(threads int, k *simd.Kernels, ik *quant.Int8Kernels) *Backen
 	b := &Backend{threads: threads, kern: k, ik: ik, pool: newPool(threads)}
 	b.mmJobs.New = func() any { return new(matmulJob) }
 	b.atJobs.New = func() any { return new(attnJob) }
+	// A backend dropped without Close still stops its workers (they hold
+	// the pool, not the backend).
+	runtime.AddCleanup(b, func(p *pool) { p.close() }, b.pool)
 	return b
 }
 

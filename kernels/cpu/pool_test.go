@@ -1,8 +1,10 @@
 package cpu
 
 import (
+	"runtime"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 )
@@ -42,4 +44,16 @@ func BenchmarkPoolDispatch(b *testing.B) {
 	for b.Loop() {
 		p.run(&j, c, 64, 8)
 	}
+}
+
+// TestDroppedBackendStopsWorkers: workers of an unreachable backend exit.
+func TestDroppedBackendStopsWorkers(t *testing.T) {
+	before := runtime.NumGoroutine()
+	for range 10 {
+		_ = New(4)
+	}
+	assert.Eventually(t, func() bool {
+		runtime.GC()
+		return runtime.NumGoroutine() <= before+2
+	}, 5*time.Second, 20*time.Millisecond, "goroutines: %d before", before)
 }
