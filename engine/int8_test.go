@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -12,6 +13,10 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/deepseek-go/deepseek-go/kernels/cpu"
+	"github.com/deepseek-go/deepseek-go/kernels/cpu/simd"
+	"github.com/deepseek-go/deepseek-go/quant"
 )
 
 // greedyIDs reads the 256 token ids on the last line of
@@ -147,5 +152,42 @@ func TestInt8Fixtures(t *testing.T) {
 				e.Name(), median, worst, worst < 3e-2, rep.Match, len(rep.RefIDs))
 			assert.Less(t, median, 0.25)
 		})
+	}
+}
+
+// TestKernelPathsStories260K runs the trained model on every float and
+// int8 kernel path this CPU supports (forced through cpu.NewWithKernels):
+// fp32 must reproduce all 256 greedy tokens teacher-forced, int8 ≥ 95%.
+func TestKernelPathsStories260K(t *testing.T) {
+	dir := filepath.Join("..", "testdata", "stories260K")
+	ids := greedyIDs(t)
+	ik := quant.Int8Supported()
+	for i, k := range simd.Supported() {
+		q := ik[min(i, len(ik)-1)]
+		for _, int8 := range []bool{false, true} {
+			be := cpu.NewWithKernels(2, k, q)
+			t.Run(fmt.Sprintf("%s/int8=%v", be.Name(), int8), func(t *testing.T) {
+				defer be.Close()
+				m, err := Load(dir, WithBackend(be), WithInt8(int8))
+				require.NoError(t, err)
+				defer m.Close()
+				bos, _ := m.Config().BOS()
+				s, err := m.NewSession(len(ids) + 1)
+				require.NoError(t, err)
+				lg, err := s.Prefill(context.Background(), append([]int{bos}, ids[:len(ids)-1]...))
+				require.NoError(t, err)
+				match := 0
+				for i, l := range lg {
+					if argmax(l) == ids[i] {
+						match++
+					}
+				}
+				if int8 {
+					assert.GreaterOrEqual(t, match, 243, "int8 top-1 vs greedy ids (≥ 95%%)")
+				} else {
+					assert.Equal(t, len(ids), match, "fp32 greedy ids")
+				}
+			})
+		}
 	}
 }
