@@ -191,3 +191,34 @@ func TestKernelPathsStories260K(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyFixturesAllPaths: every fixture (all families and storage
+// dtypes) passes Verify at 1e-4 on every float kernel path, not only the
+// one cpu.New picks.
+func TestVerifyFixturesAllPaths(t *testing.T) {
+	entries, err := os.ReadDir(filepath.Join("..", "testdata", "models"))
+	require.NoError(t, err)
+	for _, k := range simd.Supported() {
+		for _, e := range entries {
+			if !e.IsDir() {
+				continue
+			}
+			dir := filepath.Join("..", "testdata", "models", e.Name())
+			cfg, err := LoadConfig(dir)
+			require.NoError(t, err)
+			if _, ok := lookupFamily(cfg.ModelType); !ok {
+				continue
+			}
+			t.Run(k.Name+"/"+e.Name(), func(t *testing.T) {
+				be := cpu.NewWithKernels(2, k, nil)
+				defer be.Close()
+				m, err := Load(dir, WithBackend(be))
+				require.NoError(t, err)
+				defer m.Close()
+				r, err := Verify(context.Background(), m, filepath.Join(dir, "reference.safetensors"))
+				require.NoError(t, err)
+				assert.True(t, r.Passed(1e-4), "worst %.3g at %s, greedy %d/%d", r.Worst, r.WorstAt, r.Match, len(r.RefIDs))
+			})
+		}
+	}
+}
