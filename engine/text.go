@@ -20,9 +20,7 @@ var ErrNoTokenizer = errors.New("engine: the model has no tokenizer (no tokenize
 // several tokens appears whole in the Text of the token that completes it
 // (the others have empty Text), so Texts can be printed as they arrive and
 // concatenate to the decoded reply. When generation stops in the middle of a
-// character, a last Token with ID -1 carries the remaining text. Set
-// o.MaxTokens: with 0 the KV cache is sized for the model's whole context
-// (max_position_embeddings), which for 128K-context models is gigabytes.
+// character, a last Token with ID -1 carries the remaining text.
 func (m *Model) Generate(ctx context.Context, prompt string, o GenerateOptions) iter.Seq2[Token, error] {
 	return func(yield func(Token, error) bool) {
 		if m.tok == nil {

@@ -46,7 +46,7 @@ func newGenerateFlags(stderr io.Writer, o *genOptions) *flag.FlagSet {
 	fs.StringVar(&o.model, "m", "", "checkpoint `DIR` (config.json, *.safetensors, tokenizer.json); default: the embedded stories260K demo model")
 	fs.StringVar(&o.prompt, "p", "", "`PROMPT` text; default: read stdin (empty when stdin is a terminal)")
 	fs.IntVar(&o.n, "n", 256, "generate at most `N` tokens; -1 = until end of text or the context is full")
-	fs.IntVar(&o.ctx, "ctx", 4096, "context size in `N` tokens (prompt + reply; sizes the KV cache), at most the model's max_position_embeddings")
+	fs.IntVar(&o.ctx, "ctx", 4096, "context size in `N` tokens (prompt + reply; bounds the KV cache), at most the model's max_position_embeddings")
 	fs.Float64Var(&o.temp, "temp", 0, "sampling temperature `T`; 0 = greedy (default: the checkpoint's generation_config.json, else 0)")
 	fs.IntVar(&o.topK, "top-k", 0, "keep the `K` most likely tokens; 0 = off (default: generation_config.json)")
 	fs.Float64Var(&o.topP, "top-p", 0, "nucleus sampling: keep the most likely tokens up to `P` probability mass, in (0, 1]; 0 = off (default: generation_config.json)")
