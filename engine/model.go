@@ -73,7 +73,7 @@ func openBackend(o *options) (kernels.Backend, error) {
 			if err == nil {
 				return be, nil
 			}
-			noteFallback("cuda", err)
+			noteFallback(err)
 		}
 		return cpu.New(o.threads), nil
 	case "cpu":
