@@ -281,8 +281,13 @@ func BenchmarkFlashAttention(b *testing.B) {
 		o    cuda.Options
 	}{
 		{"v1-4warps", cuda.Options{KVDType: kernels.F16, FlashV1: true, FlashWarps: 4}},
-		{"flash2-bn64", cuda.Options{KVDType: kernels.F16, FlashBN: 64}},
+		{"flash2-v5", cuda.Options{KVDType: kernels.F16, FlashVar: -1}},
 		{"flash2-bn32", cuda.Options{KVDType: kernels.F16, FlashBN: 32}},
+		{"flash2-v1", cuda.Options{KVDType: kernels.F16, FlashVar: 1}},
+		{"flash2-v3", cuda.Options{KVDType: kernels.F16, FlashVar: 3}},
+		{"flash2-v14", cuda.Options{KVDType: kernels.F16, FlashVar: 14}},
+		{"flash2-bn64", cuda.Options{KVDType: kernels.F16, FlashBN: 64}},
+		{"flash2-v5-again", cuda.Options{KVDType: kernels.F16, FlashVar: -1}},
 	} {
 		b.Run(c.name, func(b *testing.B) { benchFlash(b, c.name, c.o) })
 	}

@@ -6,7 +6,7 @@
 #   for p in engine kernels/cuda bench/cuda; do n=$(echo $p | tr / _)
 #     go test -c -ldflags="-s -w" -o build/gpu/$n.test ./$p; done
 #   mkdir -p build/gpuz && gzip -c build/gpu/X.test > build/gpuz/X.test.gz ...
-# Usage on the GPU host: bench/cuda/run.sh [tests] [engine] [bench] [torch]
+# Usage on the GPU host: bench/cuda/run.sh [tests] [engine] [bench] [flash] [torch]
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/out}
@@ -24,7 +24,7 @@ what=" $* "
 make -B -C kernels/cuda ptx 2>&1 | tee "$OUT/ptx.log" || exit 1
 cp kernels/cuda/kernels.ptx "$OUT/kernels.ptx"
 (cd kernels/cuda && nvcc -arch=sm_90 -O3 -cubin -Xptxas -v -o /tmp/k.cubin kernels.cu) > "$OUT/resources.log" 2>&1
-grep -E "Compiling entry|registers|spill" "$OUT/resources.log" | paste - - - 2>/dev/null | sed -E 's/ptxas info *: //g' | grep -E "flash|gemv_bf16|attn_split" | head -20
+grep -E "Compiling entry|registers|spill" "$OUT/resources.log" | paste - - - 2>/dev/null | sed -E 's/ptxas info *: //g' | grep -E "flash|gemv_bf16|attn_split" | head -40
 export DSGO_PTX=$PWD/kernels/cuda/kernels.ptx
 mkdir -p build/gpu
 for z in build/gpuz/*.gz; do gunzip -c "$z" > "build/gpu/$(basename "$z" .gz)"; chmod +x "build/gpu/$(basename "$z" .gz)"; done
@@ -53,6 +53,10 @@ if [[ $what == *" enginebench "* ]]; then
 fi
 if [[ $what == *" bench "* ]]; then
   ./build/gpu/bench_cuda.test -test.run '^$' -test.bench . -test.benchtime 1x -test.v 2>&1 | tee "$OUT/bench.log" | grep -E "cuda_test.go|^Benchmark|FAIL|panic|Error" | tail -40
+fi
+if [[ $what == *" flash "* ]]; then
+  # The flash-attention benchmark alone (every variant side by side).
+  ./build/gpu/bench_cuda.test -test.run '^$' -test.bench 'FlashAttention' -test.benchtime 1x -test.v 2>&1 | tee "$OUT/flash.log" | grep -E "cuda_test.go|FAIL|panic|Error" | tail -40
 fi
 if [[ $what == *" ncu "* ]]; then
   ncu --kernel-name regex:flash2_fwd_128_2_64 --launch-skip 2 --launch-count 1 --section SpeedOfLight --section WarpStateStats \

@@ -43,6 +43,10 @@ type Options struct {
 	// (0: 64).
 	FlashV1 bool
 	FlashBN int
+	// FlashVar selects the flash2 variant for 64-key tiles (kernels.cu's
+	// VAR bits): 0 the default (7), -1 the v5 kernel (VAR 0), or 1, 3, 7,
+	// 14. 32-key tiles always run VAR 0.
+	FlashVar int
 	// GEMVRows is the weight rows per warp of the one-token GEMV: 1, 2 or 4
 	// (0: 2).
 	GEMVRows int
@@ -67,6 +71,7 @@ type Backend struct {
 	gemvRows  int
 	flashV1   bool
 	flashBN   int
+	flashVar  int
 	sawF32    bool
 
 	mu        sync.Mutex
@@ -99,6 +104,8 @@ var kernelNames = []string{
 	"kv_store_f32", "kv_store_f16", "attn_split_f32", "attn_split_f16", "attn_combine",
 	"flash_fwd_16_4", "flash_fwd_32_4", "flash_fwd_64_4", "flash_fwd_128_4", "flash_fwd_64_8", "flash_fwd_128_8",
 	"flash2_fwd_128_2_64", "flash2_fwd_128_2_32", "flash2_fwd_64_2_64",
+	"flash2_fwd_128_2_64_v1", "flash2_fwd_128_2_64_v3", "flash2_fwd_128_2_64_v7", "flash2_fwd_128_2_64_v14",
+	"flash2_fwd_64_2_64_v1", "flash2_fwd_64_2_64_v3", "flash2_fwd_64_2_64_v7", "flash2_fwd_64_2_64_v14",
 }
 
 // New opens device opts.Device: primary context, one stream, the embedded
@@ -133,6 +140,15 @@ func New(opts Options) (*Backend, error) {
 	default:
 		return nil, fmt.Errorf("cuda: FlashWarps %d (4 or 8)", opts.FlashWarps)
 	}
+	switch opts.FlashVar {
+	case 0:
+		opts.FlashVar = 7
+	case -1:
+		opts.FlashVar = 0
+	case 1, 3, 7, 14:
+	default:
+		return nil, fmt.Errorf("cuda: FlashVar %d (-1, 0, 1, 3, 7 or 14)", opts.FlashVar)
+	}
 	if opts.KVDType != kernels.F16 && opts.KVDType != kernels.F32 {
 		return nil, fmt.Errorf("cuda: KV cache dtype %v not supported (f16 or f32)", opts.KVDType)
 	}
@@ -140,7 +156,7 @@ func New(opts Options) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Backend{x: x, info: devs[opts.Device], fn: map[string]function{}, kvdt: opts.KVDType, kvAuto: opts.KVAuto, flashW: opts.FlashWarps, flashV1: opts.FlashV1, flashBN: opts.FlashBN, gemvRows: opts.GEMVRows, ropes: map[string]devptr{}}
+	b := &Backend{x: x, info: devs[opts.Device], fn: map[string]function{}, kvdt: opts.KVDType, kvAuto: opts.KVAuto, flashW: opts.FlashWarps, flashV1: opts.FlashV1, flashBN: opts.FlashBN, flashVar: opts.FlashVar, gemvRows: opts.GEMVRows, ropes: map[string]devptr{}}
 	b.alloc = newAllocator(x)
 	image := ptxImage
 	if path := os.Getenv("DSGO_PTX"); path != "" {
@@ -166,7 +182,9 @@ func New(opts Options) (*Backend, error) {
 	optin := x.attr(attrMaxSharedPerBlockOptin) - 2048
 	b.smemMax = optin
 	for _, name := range []string{"flash_fwd_64_4", "flash_fwd_128_4", "flash_fwd_64_8", "flash_fwd_128_8", "attn_split_f32", "attn_split_f16",
-		"flash2_fwd_128_2_64", "flash2_fwd_128_2_32", "flash2_fwd_64_2_64"} {
+		"flash2_fwd_128_2_64", "flash2_fwd_128_2_32", "flash2_fwd_64_2_64",
+		"flash2_fwd_128_2_64_v1", "flash2_fwd_128_2_64_v3", "flash2_fwd_128_2_64_v7", "flash2_fwd_128_2_64_v14",
+		"flash2_fwd_64_2_64_v1", "flash2_fwd_64_2_64_v3", "flash2_fwd_64_2_64_v7", "flash2_fwd_64_2_64_v14"} {
 		if err := x.setMaxDynSmem(b.fn[name], optin); err != nil {
 			b.Close()
 			return nil, err
@@ -1046,7 +1064,11 @@ func (b *Backend) attention(out, q, k, v kernels.Buffer, cache kernels.KVCache, 
 			}
 			const bm = 128
 			smem := (bm + 4*bn) * (dp + 8) * 2
-			b.launch(fmt.Sprintf("flash2_fwd_%d_2_%d", dp, bn), dim3{(n + bm - 1) / bm, heads, 1}, dim3{128, 1, 1}, smem, func(a *args) {
+			name := fmt.Sprintf("flash2_fwd_%d_2_%d", dp, bn)
+			if bn == 64 && b.flashVar != 0 {
+				name += fmt.Sprintf("_v%d", b.flashVar)
+			}
+			b.launch(name, dim3{(n + bm - 1) / bm, heads, 1}, dim3{128, 1, 1}, smem, func(a *args) {
 				a.ptr(ob.p).ptr(qb.p).ptr(kbase).ptr(vbase).i32(n).i32(pos0).ptr(b.dp).i32(heads).i32(kvh).i32(kd).f32(scale * math.Log2E)
 			})
 			return

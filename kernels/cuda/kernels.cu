@@ -975,7 +975,13 @@ FLASH(128, 8)
 // feeds 2*MT MMAs and the MT softmax chains interleave. Q lives in shared
 // memory as f16 (pre-scaled) and is re-read per 16-wide k slice, which keeps
 // registers for the MT output accumulators.
-template <int DP, int MT, int BN>
+// VAR selects v7 variants (0 = the v3-v5 kernel): bit 1, the softmax
+// statistics of all MT x 2 row halves first and one warp vote for the o
+// rescale (one branch per tile instead of 2*MT, so the chains overlap);
+// bit 2, K/V tile 0 issued before Q is staged, 8-byte Q loads and O stores;
+// bit 4, a warp skips the key tiles that lie wholly past its last row;
+// bit 8, the rescale unconditional (no vote, no branch).
+template <int DP, int MT, int BN, int VAR = 0>
 __device__ void flash2_fwd(float* out, const float* q, const __half* kc, const __half* vc, int n, int pos0,
                            const int* dp, int heads, int kvh, int D, float scale_log2) {
   constexpr int NW = 4, BM = 16 * MT * NW, ST = DP + 8;
@@ -993,18 +999,6 @@ __device__ void flash2_fwd(float* out, const float* q, const __half* kc, const _
   const int mw = qb * BM + warp * 16 * MT;  // this warp's first query row
   const int qw = heads * D, kw = kvh * D;
 
-  for (int i = tid; i < BM * DP / 2; i += 32 * NW) {
-    int r = i / (DP / 2), c = (i % (DP / 2)) * 2;
-    int row = qb * BM + r;
-    float v0 = 0.f, v1 = 0.f;
-    if (row < n && c < D) {
-      const float* qp = q + (size_t)row * qw + (size_t)h * D + c;
-      v0 = qp[0] * scale_log2;
-      v1 = (c + 1 < D) ? qp[1] * scale_log2 : 0.f;
-    }
-    *reinterpret_cast<unsigned*>(Qs + r * ST + c) = pack_h2(v0, v1);
-  }
-
   const int lastRow = min(n, qb * BM + BM) - 1;
   const int kend = min(T, pos + lastRow + 1);
   const int ntiles = (kend + BN - 1) / BN;
@@ -1019,6 +1013,30 @@ __device__ void flash2_fwd(float* out, const float* q, const __half* kc, const _
       cp_async16(Vs + (buf * BN + r) * ST + ch * 8, vc + off, valid);
     }
   };
+  // 8-byte Q loads and O stores when every row start is 8-byte aligned.
+  const bool vec2 = (VAR & 2) && ((reinterpret_cast<size_t>(q) | reinterpret_cast<size_t>(out)) & 7) == 0 &&
+                    (qw & 1) == 0 && (D & 1) == 0;
+  if (VAR & 2) {
+    load_tile(0, 0);
+    cp_commit();
+  }
+  for (int i = tid; i < BM * DP / 2; i += 32 * NW) {
+    int r = i / (DP / 2), c = (i % (DP / 2)) * 2;
+    int row = qb * BM + r;
+    float v0 = 0.f, v1 = 0.f;
+    if (row < n && c < D) {
+      const float* qp = q + (size_t)row * qw + (size_t)h * D + c;
+      if (vec2) {
+        float2 v = *reinterpret_cast<const float2*>(qp);
+        v0 = v.x * scale_log2;
+        v1 = v.y * scale_log2;
+      } else {
+        v0 = qp[0] * scale_log2;
+        v1 = (c + 1 < D) ? qp[1] * scale_log2 : 0.f;
+      }
+    }
+    *reinterpret_cast<unsigned*>(Qs + r * ST + c) = pack_h2(v0, v1);
+  }
 
   float o[MT][DP / 8][4];
 #pragma unroll
@@ -1029,8 +1047,10 @@ __device__ void flash2_fwd(float* out, const float* q, const __half* kc, const _
 #pragma unroll
   for (int mt = 0; mt < MT; mt++) mrow[mt][0] = mrow[mt][1] = -INFINITY, lrow[mt][0] = lrow[mt][1] = 0.f;
 
-  load_tile(0, 0);
-  cp_commit();
+  if (!(VAR & 2)) {
+    load_tile(0, 0);
+    cp_commit();
+  }
   for (int kt = 0; kt < ntiles; kt++) {
     const int buf = kt & 1;
     if (kt + 1 < ntiles) {
@@ -1041,6 +1061,12 @@ __device__ void flash2_fwd(float* out, const float* q, const __half* kc, const _
       cp_wait<0>();
     }
     __syncthreads();
+    // A tile wholly past this warp's last row (the block's diagonal tiles):
+    // nothing to add; the warp only keeps the block's barriers.
+    if ((VAR & 4) && kt * BN > pos + mw + 16 * MT - 1) {
+      __syncthreads();
+      continue;
+    }
     const __half* Kb = Ks + buf * BN * ST;
     const __half* Vb = Vs + buf * BN * ST;
     float s[MT][BN / 8][4];
@@ -1080,8 +1106,9 @@ __device__ void flash2_fwd(float* out, const float* q, const __half* kc, const _
             if (key > pos + row || key >= T) s[mt][j][e] = -INFINITY;
           }
       }
+      // (VAR & 9: the softmax below, all row halves together.)
 #pragma unroll
-      for (int hr = 0; hr < 2; hr++) {
+      for (int hr = 0; hr < ((VAR & 9) ? 0 : 2); hr++) {
         // Tree reductions: short dependency chains.
         float mj[BN / 8];
 #pragma unroll
@@ -1118,6 +1145,62 @@ __device__ void flash2_fwd(float* out, const float* q, const __half* kc, const _
 #pragma unroll
           for (int j = 0; j < DP / 8; j++) { o[mt][j][2 * hr] *= alpha; o[mt][j][2 * hr + 1] *= alpha; }
         }
+      }
+    }
+    if (VAR & 9) {
+      // The same online softmax with the statistics of all MT x 2 row halves
+      // computed side by side (independent chains in one basic block), then
+      // one vote (or none) for the o rescale.
+      float alpha[MT][2];
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int hr = 0; hr < 2; hr++) {
+          float mj[BN / 8];
+#pragma unroll
+          for (int j = 0; j < BN / 8; j++) mj[j] = fmaxf(s[mt][j][2 * hr], s[mt][j][2 * hr + 1]);
+#pragma unroll
+          for (int w = BN / 16; w > 0; w >>= 1)
+#pragma unroll
+            for (int j = 0; j < w; j++) mj[j] = fmaxf(mj[j], mj[j + w]);
+          float mx = mj[0];
+          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+          float mnew = fmaxf(mrow[mt][hr], mx);
+          float msafe = (mnew == -INFINITY) ? 0.f : mnew;
+          alpha[mt][hr] = ex2(mrow[mt][hr] - msafe);
+          mrow[mt][hr] = mnew;
+          __half2 lj[BN / 8];
+#pragma unroll
+          for (int j = 0; j < BN / 8; j++) {
+            unsigned pp = ex2_h2(pack_h2(s[mt][j][2 * hr] - msafe, s[mt][j][2 * hr + 1] - msafe));
+            s[mt][j][2 * hr] = __uint_as_float(pp);
+            lj[j] = *reinterpret_cast<__half2*>(&pp);
+          }
+#pragma unroll
+          for (int w = BN / 16; w > 0; w >>= 1)
+#pragma unroll
+            for (int j = 0; j < w; j++) lj[j] = __hadd2(lj[j], lj[j + w]);
+          float2 lsf = __half22float2(lj[0]);
+          lrow[mt][hr] = lrow[mt][hr] * alpha[mt][hr] + lsf.x + lsf.y;
+        }
+      bool any = true;
+      if (!(VAR & 8)) {
+        bool mine = false;
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) mine |= (alpha[mt][0] != 1.f) | (alpha[mt][1] != 1.f);
+        any = __any_sync(0xffffffffu, mine);
+      }
+      if (any) {
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+          for (int j = 0; j < DP / 8; j++) {
+            o[mt][j][0] *= alpha[mt][0];
+            o[mt][j][1] *= alpha[mt][0];
+            o[mt][j][2] *= alpha[mt][1];
+            o[mt][j][3] *= alpha[mt][1];
+          }
       }
     }
 #pragma unroll
@@ -1157,8 +1240,12 @@ __device__ void flash2_fwd(float* out, const float* q, const __half* kc, const _
 #pragma unroll
         for (int j = 0; j < DP / 8; j++) {
           int col = j * 8 + 2 * t4;
-          if (col < D) op[col] = o[mt][j][2 * hr] * inv;
-          if (col + 1 < D) op[col + 1] = o[mt][j][2 * hr + 1] * inv;
+          if (vec2) {
+            if (col < D) *reinterpret_cast<float2*>(op + col) = make_float2(o[mt][j][2 * hr] * inv, o[mt][j][2 * hr + 1] * inv);
+          } else {
+            if (col < D) op[col] = o[mt][j][2 * hr] * inv;
+            if (col + 1 < D) op[col + 1] = o[mt][j][2 * hr + 1] * inv;
+          }
         }
       }
     }
@@ -1172,3 +1259,17 @@ __device__ void flash2_fwd(float* out, const float* q, const __half* kc, const _
 FLASH2(128, 2, 64)
 FLASH2(128, 2, 32)
 FLASH2(64, 2, 64)
+#define FLASH2V(DP, MT, BN, VAR)                                                                     \
+  extern "C" __global__ void __launch_bounds__(128, 2) flash2_fwd_##DP##_##MT##_##BN##_v##VAR(      \
+      float* out, const float* q, const __half* kc, const __half* vc, int n, int pos0, const int* dp, \
+      int heads, int kvh, int D, float sl2) {                                                       \
+    flash2_fwd<DP, MT, BN, VAR>(out, q, kc, vc, n, pos0, dp, heads, kvh, D, sl2);                   \
+  }
+FLASH2V(128, 2, 64, 1)
+FLASH2V(128, 2, 64, 3)
+FLASH2V(128, 2, 64, 7)
+FLASH2V(128, 2, 64, 14)
+FLASH2V(64, 2, 64, 1)
+FLASH2V(64, 2, 64, 3)
+FLASH2V(64, 2, 64, 7)
+FLASH2V(64, 2, 64, 14)

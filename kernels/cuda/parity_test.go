@@ -205,6 +205,7 @@ func TestMatMulParity(t *testing.T) {
 
 func TestAttentionParity(t *testing.T) {
 	for _, o := range []Options{{KVDType: kernels.F32}, {KVDType: kernels.F16}, {KVDType: kernels.F16, FlashBN: 32},
+		{KVDType: kernels.F16, FlashVar: -1}, {KVDType: kernels.F16, FlashVar: 1}, {KVDType: kernels.F16, FlashVar: 3}, {KVDType: kernels.F16, FlashVar: 14},
 		{KVDType: kernels.F16, FlashV1: true, FlashWarps: 8}, {KVDType: kernels.F16, FlashV1: true, FlashWarps: 4}} {
 		kvdt := o.KVDType
 		r := newRig(t, o)
@@ -243,7 +244,7 @@ func TestAttentionParity(t *testing.T) {
 					out := r.poisoned(n * c.heads * c.kd)
 					r.g.Attention(out.g, q.g, k.g, v.g, gc, layer, pos, n, c.heads, scale)
 					r.c.Attention(out.c, q.c, k.c, v.c, cc, layer, pos, n, c.heads, scale)
-					r.check(fmt.Sprintf("kv=%v v1=%v w=%d bn=%d h=%d/%d d=%d step%d n=%d pos=%d layer%d", kvdt, o.FlashV1, o.FlashWarps, o.FlashBN, c.heads, c.kvh, c.kd, si, n, pos, layer),
+					r.check(fmt.Sprintf("kv=%v v1=%v w=%d bn=%d var=%d h=%d/%d d=%d step%d n=%d pos=%d layer%d", kvdt, o.FlashV1, o.FlashWarps, o.FlashBN, o.FlashVar, c.heads, c.kvh, c.kd, si, n, pos, layer),
 						out, n*c.heads*c.kd, tol)
 				}
 				pos += n
