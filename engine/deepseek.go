@@ -21,7 +21,6 @@ package engine
 import (
 	"fmt"
 	"math"
-	"sync"
 
 	"github.com/deepseek-go/deepseek-go/kernels"
 )
@@ -264,7 +263,8 @@ func buildDeepseek(b *Builder) ([]Block, error) {
 	return blocks, nil
 }
 
-// attention is MLA (V2/V3) or GQA (V1).
+// attention is a block's attention: GQA (llama, qwen2, DeepSeek V1) or
+// MLA (V2/V3).
 type attention interface {
 	Forward(s *Session, out, xn kernels.Buffer, n, pos0 int) error
 }
@@ -280,34 +280,11 @@ type deepseekBlock struct {
 }
 
 func (blk *deepseekBlock) Forward(s *Session, x kernels.Buffer, n, pos0 int) error {
-	c := blk.cfg
-	be := s.Backend()
-	hid := c.HiddenSize
-	eps := float32(c.RMSNormEps)
-	xn, err := s.Scratch("xn", s.Chunk()*hid)
-	if err != nil {
-		return err
-	}
-	tmp, err := s.Scratch("tmp", s.Chunk()*hid)
-	if err != nil {
-		return err
-	}
-	be.RMSNorm(xn, x, blk.attnNorm, n, hid, eps)
-	if err := blk.attn.Forward(s, tmp, xn, n, pos0); err != nil {
-		return err
-	}
-	be.Add(x, x, tmp, n*hid)
-	be.RMSNorm(xn, x, blk.mlpNorm, n, hid, eps)
+	var ffn feedForward = blk.mlp
 	if blk.moe != nil {
-		err = blk.moe.Forward(s, tmp, xn, n)
-	} else {
-		err = blk.mlp.Forward(s, tmp, xn, n)
+		ffn = blk.moe
 	}
-	if err != nil {
-		return err
-	}
-	be.Add(x, x, tmp, n*hid)
-	return nil
+	return preNormBlock(s, blk.cfg, x, n, pos0, blk.attnNorm, blk.mlpNorm, blk.attn, ffn)
 }
 
 // MLA is DeepSeek's multi-head latent attention for one layer.
@@ -432,7 +409,7 @@ type mlaScratch struct {
 	qabs, olat, tA, tB, tC  kernels.Buffer // absorbed
 }
 
-func (a *MLA) scratch(s *Session) (*mlaScratch, error) {
+func (a *MLA) scratch(s *Session) (mlaScratch, error) {
 	ch := s.Chunk()
 	H, qh := a.Heads, a.Nope+a.Rope
 	var sc mlaScratch
@@ -461,7 +438,7 @@ func (a *MLA) scratch(s *Session) (*mlaScratch, error) {
 		get(&sc.kvb, "mla.kv_b", H*(a.Nope+a.V))
 		get(&sc.v, "mla.v", H*a.V)
 	}
-	return &sc, err
+	return sc, err
 }
 
 // Forward writes attention of xn [n, hidden] (already normed) to out
@@ -474,14 +451,14 @@ func (a *MLA) Forward(s *Session, out, xn kernels.Buffer, n, pos0 int) error {
 	}
 	H, qh := a.Heads, a.Nope+a.Rope
 	if a.QLora > 0 {
-		be.MatMul([]kernels.Buffer{sc.qa}, xn, n, a.QA, nil)
+		s.matMul(xn, n, a.QA, nil, sc.qa)
 		be.RMSNorm(sc.qa, sc.qa, a.QANorm, n, a.QLora, mlaNormEps)
-		be.MatMul([]kernels.Buffer{sc.q}, sc.qa, n, a.QB, nil)
+		s.matMul(sc.qa, n, a.QB, nil, sc.q)
 	} else {
-		be.MatMul([]kernels.Buffer{sc.q}, xn, n, a.Q, nil)
+		s.matMul(xn, n, a.Q, nil, sc.q)
 	}
 	be.ApplyRope(sc.q, n, H, qh, pos0, &a.RopeQ)
-	be.MatMul([]kernels.Buffer{sc.lat, sc.kr}, xn, n, a.KVA, nil)
+	s.matMul(xn, n, a.KVA, nil, sc.lat, sc.kr)
 	be.RMSNorm(sc.lat, sc.lat, a.KVANorm, n, a.KVLora, mlaNormEps)
 	be.ApplyRope(sc.kr, n, 1, a.Rope, pos0, &a.RopeK)
 
@@ -495,19 +472,19 @@ func (a *MLA) Forward(s *Session, out, xn kernels.Buffer, n, pos0 int) error {
 		be.Copy2D(sc.qabs, a.KVLora, kd, sc.q, a.Nope, qh, n*H, a.Rope)
 		for h := range H {
 			be.Copy2D(sc.tA, 0, a.Nope, sc.q, h*qh, H*qh, n, a.Nope)
-			be.MatMul([]kernels.Buffer{sc.tB}, sc.tA, n, a.WUKT[h], nil)
+			s.matMul(sc.tA, n, a.WUKT[h], nil, sc.tB)
 			be.Copy2D(sc.qabs, h*kd, H*kd, sc.tB, 0, a.KVLora, n, a.KVLora)
 		}
 		be.Attention(sc.olat, sc.qabs, sc.k, nil, s.KV(), a.Layer, pos0, n, H, a.Scale)
 		// Per head: attended latent · W_UVᵀ.
 		for h := range H {
 			be.Copy2D(sc.tB, 0, a.KVLora, sc.olat, h*a.KVLora, H*a.KVLora, n, a.KVLora)
-			be.MatMul([]kernels.Buffer{sc.tC}, sc.tB, n, a.WUV[h], nil)
+			s.matMul(sc.tB, n, a.WUV[h], nil, sc.tC)
 			be.Copy2D(sc.attn, h*a.V, H*a.V, sc.tC, 0, a.V, n, a.V)
 		}
 	} else {
 		per := a.Nope + a.V
-		be.MatMul([]kernels.Buffer{sc.kvb}, sc.lat, n, a.KVB, nil)
+		s.matMul(sc.lat, n, a.KVB, nil, sc.kvb)
 		// Seen as n·H rows of [k_nope | v], kv_b's output splits with two
 		// strided copies; the rope key is shared by every head.
 		be.Copy2D(sc.k, 0, qh, sc.kvb, 0, per, n*H, a.Nope)
@@ -517,7 +494,7 @@ func (a *MLA) Forward(s *Session, out, xn kernels.Buffer, n, pos0 int) error {
 		}
 		be.Attention(sc.attn, sc.q, sc.k, sc.v, s.KV(), a.Layer, pos0, n, H, a.Scale)
 	}
-	be.MatMul([]kernels.Buffer{out}, sc.attn, n, a.O, nil)
+	s.matMul(sc.attn, n, a.O, nil, out)
 	return nil
 }
 
@@ -533,19 +510,16 @@ type MoE struct {
 
 	stats *ExpertStats
 	slot  int
-	// pool holds per-call host scratch (a Router and routing lists): a MoE
-	// is shared by every session of the model.
-	pool sync.Pool
 }
 
-// moeWork is one Forward call's host scratch.
+// moeWork is a MoE layer's host scratch in one session (a MoE is shared
+// by every session of the model).
 type moeWork struct {
 	router *Router
 	logits []float32
 	idx    []int
 	w      []float32
 	assign [][]moeAssign
-	zero   []float32 // n×hidden zeros when there are no shared experts
 }
 
 type moeAssign struct {
@@ -586,14 +560,21 @@ func loadMoE(b *Builder, prefix string, slot int, stats *ExpertStats) (*MoE, err
 	return m, nil
 }
 
-func (m *MoE) work(chunk int) *moeWork {
-	if w, ok := m.pool.Get().(*moeWork); ok && len(w.zero) >= chunk*m.Hidden {
+// work returns the session's scratch for this layer (by stats slot),
+// making it on first use.
+func (m *MoE) work(s *Session) *moeWork {
+	for len(s.moe) <= m.slot {
+		s.moe = append(s.moe, nil)
+	}
+	if w := s.moe[m.slot]; w != nil {
 		return w
 	}
 	r, _ := NewRouter(m.Routing, m.Bias) // validated at load
-	return &moeWork{router: r, logits: make([]float32, chunk*len(m.Experts)),
+	w := &moeWork{router: r, logits: make([]float32, s.Chunk()*len(m.Experts)),
 		idx: make([]int, m.Routing.TopK), w: make([]float32, m.Routing.TopK),
-		assign: make([][]moeAssign, len(m.Experts)), zero: make([]float32, chunk*m.Hidden)}
+		assign: make([][]moeAssign, len(m.Experts))}
+	s.moe[m.slot] = w
+	return w
 }
 
 // Forward writes the MoE output for n rows of xn to out [n, hidden].
@@ -613,9 +594,8 @@ func (m *MoE) Forward(s *Session, out, xn kernels.Buffer, n int) error {
 		return err
 	}
 	// Route on the host: the logits come back once per layer and chunk.
-	be.MatMul([]kernels.Buffer{rl}, xn, n, m.Router, nil)
-	w := m.work(ch)
-	defer m.pool.Put(w)
+	s.matMul(xn, n, m.Router, nil, rl)
+	w := m.work(s)
 	if err := be.Download(w.logits[:n*E], rl, 0); err != nil {
 		return fmt.Errorf("router logits: %w", err)
 	}
@@ -634,7 +614,7 @@ func (m *MoE) Forward(s *Session, out, xn kernels.Buffer, n int) error {
 		if err := m.Shared.Forward(s, out, xn, n); err != nil {
 			return err
 		}
-	} else if err := be.Upload(out, 0, w.zero[:n*hid]); err != nil {
+	} else if err := be.Upload(out, 0, s.zeros(n*hid)); err != nil {
 		return fmt.Errorf("moe: %w", err)
 	}
 	for e, as := range w.assign {

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -146,7 +147,7 @@ func TestMLAAbsorbedMatchesNaive(t *testing.T) {
 				for _, id := range []int{5, 17, 300, 2, 99} {
 					l, err := s.Step(ctx, id)
 					require.NoError(t, err)
-					out = append(out, l)
+					out = append(out, slices.Clone(l)) // l is reused by the next Step
 				}
 				return out
 			}

@@ -38,7 +38,7 @@ func (s *Session) graphStep(id int, emit func([]float32, int)) (handled bool, er
 	if !handled || err != nil {
 		return handled, err
 	}
-	out := make([]float32, s.m.cfg.VocabSize)
+	out := s.logitsBuf(s.m.cfg.VocabSize)
 	if err := s.be.Download(out, lg, 0); err != nil {
 		return true, fmt.Errorf("reading logits: %w", err)
 	}

@@ -52,6 +52,24 @@ func (s *Stats) DecodeTokensPerSec() float64 {
 // has room for before it grows.
 const initialGenRoom = 512
 
+// checkGenerate is the check of a prompt and options that GenerateIDs and
+// Conversation share (each then checks the prompt against its context).
+func checkGenerate(ids []int, o GenerateOptions) error {
+	switch {
+	case len(ids) == 0:
+		return fmt.Errorf("generate: empty prompt")
+	case o.MaxTokens < 0:
+		return fmt.Errorf("generate: MaxTokens must be >= 0, got %d", o.MaxTokens)
+	}
+	return nil
+}
+
+// newHistory returns a copy of the prompt ids with room for gen more, so
+// appending generated ids does not reallocate while decoding.
+func newHistory(ids []int, gen int) []int {
+	return append(make([]int, 0, len(ids)+gen), ids...)
+}
+
 // GenerateIDs streams tokens continuing the prompt ids. It stops at an EOS
 // id (config and generation_config; the EOS token is not yielded), after
 // MaxTokens, when the consumer stops iterating, or when ctx is cancelled
@@ -66,14 +84,12 @@ func (m *Model) GenerateIDs(ctx context.Context, ids []int, o GenerateOptions) i
 			}
 		}()
 		fail := func(err error) { yield(Token{}, err) }
+		if err := checkGenerate(ids, o); err != nil {
+			fail(err)
+			return
+		}
 		limit := m.cfg.MaxPositionEmbeddings
 		switch {
-		case len(ids) == 0:
-			fail(fmt.Errorf("generate: empty prompt"))
-			return
-		case o.MaxTokens < 0:
-			fail(fmt.Errorf("generate: MaxTokens must be >= 0, got %d", o.MaxTokens))
-			return
 		case len(ids) >= limit:
 			fail(fmt.Errorf("generate: prompt of %d tokens leaves no room in max_position_embeddings %d", len(ids), limit))
 			return
@@ -99,7 +115,7 @@ func (m *Model) GenerateIDs(ctx context.Context, ids []int, o GenerateOptions) i
 			return
 		}
 		stops := m.cfg.StopIDs()
-		history := slices.Clone(ids)
+		history := newHistory(ids, min(maxNew, m.genRoom))
 		t0 := time.Now()
 		logits, err := s.Last(ctx, ids)
 		st.Prefill = time.Since(t0)

@@ -68,7 +68,17 @@ type llamaBlock struct {
 }
 
 func (blk *llamaBlock) Forward(s *Session, x kernels.Buffer, n, pos0 int) error {
-	c := blk.cfg
+	return preNormBlock(s, blk.cfg, x, n, pos0, blk.attnNorm, blk.mlpNorm, blk.attn, blk.mlp)
+}
+
+// feedForward is a block's MLP: a DenseMLP or a MoE.
+type feedForward interface {
+	Forward(s *Session, out, xn kernels.Buffer, n int) error
+}
+
+// preNormBlock runs the pre-norm residual block both families use on n
+// rows of x: x += attn(norm(x)); x += ffn(norm(x)).
+func preNormBlock(s *Session, c *Config, x kernels.Buffer, n, pos0 int, attnNorm, mlpNorm kernels.Buffer, attn attention, ffn feedForward) error {
 	be := s.Backend()
 	hid := c.HiddenSize
 	eps := float32(c.RMSNormEps)
@@ -80,13 +90,13 @@ func (blk *llamaBlock) Forward(s *Session, x kernels.Buffer, n, pos0 int) error 
 	if err != nil {
 		return err
 	}
-	be.RMSNorm(xn, x, blk.attnNorm, n, hid, eps)
-	if err := blk.attn.Forward(s, tmp, xn, n, pos0); err != nil {
+	be.RMSNorm(xn, x, attnNorm, n, hid, eps)
+	if err := attn.Forward(s, tmp, xn, n, pos0); err != nil {
 		return err
 	}
 	be.Add(x, x, tmp, n*hid)
-	be.RMSNorm(xn, x, blk.mlpNorm, n, hid, eps)
-	if err := blk.mlp.Forward(s, tmp, xn, n); err != nil {
+	be.RMSNorm(xn, x, mlpNorm, n, hid, eps)
+	if err := ffn.Forward(s, tmp, xn, n); err != nil {
 		return err
 	}
 	be.Add(x, x, tmp, n*hid)
@@ -162,11 +172,11 @@ func (a *GQA) Forward(s *Session, out, xn kernels.Buffer, n, pos0 int) error {
 	if err != nil {
 		return err
 	}
-	be.MatMul([]kernels.Buffer{q, k, v}, xn, n, a.QKV, a.QKVBias)
+	s.matMul(xn, n, a.QKV, a.QKVBias, q, k, v)
 	be.ApplyRope(q, n, a.Heads, a.HeadDim, pos0, a.Rope)
 	be.ApplyRope(k, n, a.KVHeads, a.HeadDim, pos0, a.Rope)
 	be.Attention(att, q, k, v, s.KV(), a.Layer, pos0, n, a.Heads, a.Scale)
-	be.MatMul([]kernels.Buffer{out}, att, n, a.O, a.OBias)
+	s.matMul(att, n, a.O, a.OBias, out)
 	return nil
 }
 
@@ -214,8 +224,8 @@ func (p *DenseMLP) Forward(s *Session, out, xn kernels.Buffer, n int) error {
 	if err != nil {
 		return err
 	}
-	be.MatMul([]kernels.Buffer{gate, up}, xn, n, p.GateUp, p.GateUpBias)
+	s.matMul(xn, n, p.GateUp, p.GateUpBias, gate, up)
 	be.SwiGLU(gate, gate, up, n*p.Inter)
-	be.MatMul([]kernels.Buffer{out}, gate, n, p.Down, p.DownBias)
+	s.matMul(gate, n, p.Down, p.DownBias, out)
 	return nil
 }

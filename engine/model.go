@@ -141,21 +141,7 @@ func Load(dir string, opts ...Option) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	tok, err := loadTokenizer(os.DirFS(dir), dir)
-	if err != nil {
-		return nil, err
-	}
-	ck, err := safetensors.Open(dir)
-	if err != nil {
-		return nil, err
-	}
-	opts = append([]Option{WithTokenizer(tok)}, opts...)
-	m, err := newModel(cfg, ck, checkpointBytes(ck), ck.Close, opts)
-	if err != nil {
-		ck.Close()
-		return nil, err
-	}
-	return m, nil
+	return loadCheckpoint(cfg, os.DirFS(dir), dir, func() (*safetensors.Checkpoint, error) { return safetensors.Open(dir) }, opts)
 }
 
 // LoadFS loads a checkpoint laid out as for Load at the root of fsys (for
@@ -165,11 +151,18 @@ func LoadFS(fsys fs.FS, opts ...Option) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	tok, err := loadTokenizer(fsys, "fs")
+	return loadCheckpoint(cfg, fsys, "fs", func() (*safetensors.Checkpoint, error) { return safetensors.OpenFS(fsys) }, opts)
+}
+
+// loadCheckpoint is the rest of Load and LoadFS once the config is read:
+// the tokenizer from fsys (name in errors), then the model over the
+// checkpoint open returns, which is closed if building the model fails.
+func loadCheckpoint(cfg *Config, fsys fs.FS, name string, open func() (*safetensors.Checkpoint, error), opts []Option) (*Model, error) {
+	tok, err := loadTokenizer(fsys, name)
 	if err != nil {
 		return nil, err
 	}
-	ck, err := safetensors.OpenFS(fsys)
+	ck, err := open()
 	if err != nil {
 		return nil, err
 	}

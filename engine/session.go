@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/deepseek-go/deepseek-go/kernels"
 )
@@ -26,6 +27,15 @@ type Session struct {
 	scratch map[string]kernels.Buffer
 	ids32   []int32
 	graph   graphState // decode step as a device graph (device_graph.go)
+	// logits is the host copy of the last logits Step and Last return,
+	// reused so decoding allocates nothing per token.
+	logits []float32
+	// outs backs matMul's output list (MatMul takes a slice of interfaces,
+	// which would otherwise be allocated per call).
+	outs [4]kernels.Buffer
+	// moe holds each MoE layer's host routing scratch, by stats slot.
+	moe  []*moeWork
+	zero []float32 // backs zeros
 }
 
 // NewSession makes a session for up to maxTokens positions (prompt plus
@@ -105,8 +115,21 @@ func (s *Session) Scratch(name string, n int) (kernels.Buffer, error) {
 	return b, nil
 }
 
+// matMul is s.Backend().MatMul(outs, x, n, w, bias) without allocating the
+// output list.
+func (s *Session) matMul(x kernels.Buffer, n int, w kernels.Matrix, bias kernels.Buffer, outs ...kernels.Buffer) {
+	if len(outs) > len(s.outs) { // no backend fuses this many parts
+		s.be.MatMul(slices.Clone(outs), x, n, w, bias)
+		return
+	}
+	k := copy(s.outs[:], outs)
+	s.be.MatMul(s.outs[:k], x, n, w, bias)
+	clear(s.outs[:k])
+}
+
 // Prefill runs the prompt ids from the current position and returns the
-// logits of every prompt position ([len(ids)][vocab]).
+// logits of every prompt position ([len(ids)][vocab]). The rows are the
+// caller's: later calls on the session do not change them.
 func (s *Session) Prefill(ctx context.Context, ids []int) ([][]float32, error) {
 	var out [][]float32
 	err := s.run(ctx, ids, func(rows []float32, n int) {
@@ -121,13 +144,17 @@ func (s *Session) Prefill(ctx context.Context, ids []int) ([][]float32, error) {
 	return out, nil
 }
 
-// Step feeds one token and returns the logits for the next.
+// Step feeds one token and returns the logits for the next. The slice is
+// the session's own buffer, valid until the next Step or Last on the
+// session (copy it to keep it longer); decoding this way allocates
+// nothing per token.
 func (s *Session) Step(ctx context.Context, id int) ([]float32, error) {
 	return s.Last(ctx, []int{id})
 }
 
 // Last runs ids from the current position and returns only the logits of
-// the last one (what generation needs; cheaper than Prefill).
+// the last one (what generation needs; cheaper than Prefill). As with
+// Step, the slice is valid until the session's next Step or Last.
 func (s *Session) Last(ctx context.Context, ids []int) ([]float32, error) {
 	var last []float32
 	err := s.run(ctx, ids, func(rows []float32, n int) { last = rows }, false)
@@ -187,13 +214,37 @@ func (s *Session) forward(ids []int, all, lastChunk bool, emit func([]float32, i
 		s.pos += n
 		return nil
 	}
-	out := make([]float32, rows*s.m.cfg.VocabSize)
+	// Every row (Prefill) goes to a fresh slice the caller keeps; the last
+	// row alone (Step, Last) reuses the session's buffer.
+	var out []float32
+	if all {
+		out = make([]float32, rows*s.m.cfg.VocabSize)
+	} else {
+		out = s.logitsBuf(rows * s.m.cfg.VocabSize)
+	}
 	if err := s.be.Download(out, lg, 0); err != nil {
 		return fmt.Errorf("reading logits: %w", err)
 	}
 	s.pos += n
 	emit(out, rows)
 	return nil
+}
+
+// logitsBuf returns the session's host logits buffer resized to n floats.
+func (s *Session) logitsBuf(n int) []float32 {
+	if cap(s.logits) < n {
+		s.logits = make([]float32, n)
+	}
+	s.logits = s.logits[:n]
+	return s.logits
+}
+
+// zeros returns n host zeros (callers must not write them).
+func (s *Session) zeros(n int) []float32 {
+	if len(s.zero) < n {
+		s.zero = make([]float32, max(n, s.chunk*s.m.cfg.HiddenSize))
+	}
+	return s.zero[:n]
 }
 
 // forwardOps issues the chunk's ops on s.be (device work only, so a decode
@@ -233,6 +284,6 @@ func (s *Session) forwardOps(ids []int, all, lastChunk bool) (kernels.Buffer, in
 	if err != nil {
 		return nil, 0, err
 	}
-	s.be.MatMul([]kernels.Buffer{lg}, xn, rows, m.lmHead, nil)
+	s.matMul(xn, rows, m.lmHead, nil, lg)
 	return lg, rows, nil
 }

@@ -83,15 +83,12 @@ func (c *Conversation) generate(ctx context.Context, ids []int, o GenerateOption
 			}
 		}()
 		fail := func(err error) { yield(Token{ID: -1}, err) }
+		if err := checkGenerate(ids, o); err != nil {
+			fail(err)
+			return
+		}
 		limit := c.s.MaxTokens()
-		switch {
-		case len(ids) == 0:
-			fail(fmt.Errorf("generate: empty prompt"))
-			return
-		case o.MaxTokens < 0:
-			fail(fmt.Errorf("generate: MaxTokens must be >= 0, got %d", o.MaxTokens))
-			return
-		case len(ids) >= limit:
+		if len(ids) >= limit {
 			fail(fmt.Errorf("the conversation is %d tokens and fills the context of %d", len(ids), limit))
 			return
 		}
@@ -123,7 +120,7 @@ func (c *Conversation) generate(ctx context.Context, ids []int, o GenerateOption
 			return
 		}
 		stops := c.m.cfg.StopIDs()
-		history := slices.Clone(ids)
+		history := newHistory(ids, maxNew)
 		t1 := time.Now()
 		defer func() {
 			if st.GeneratedTokens > 0 {
