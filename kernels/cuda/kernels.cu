@@ -980,7 +980,11 @@ FLASH(128, 8)
 // rescale (one branch per tile instead of 2*MT, so the chains overlap);
 // bit 2, K/V tile 0 issued before Q is staged, 8-byte Q loads and O stores;
 // bit 4, a warp skips the key tiles that lie wholly past its last row;
-// bit 8, the rescale unconditional (no vote, no branch).
+// bit 8, the rescale unconditional (no vote, no branch); bits 16 and 32 undo
+// parts of bit 2 (16: tile 0 after Q staging; 32: scalar Q loads and O
+// stores), for measuring them apart; bit 64, 16-byte Q loads; bit 128,
+// scalar O stores (with bit 64: which of the wider loads and stores counts);
+// bit 256 (with 64), every Q load of a thread issued before the first use.
 template <int DP, int MT, int BN, int VAR = 0>
 __device__ void flash2_fwd(float* out, const float* q, const __half* kc, const __half* vc, int n, int pos0,
                            const int* dp, int heads, int kvh, int D, float scale_log2) {
@@ -1014,13 +1018,44 @@ __device__ void flash2_fwd(float* out, const float* q, const __half* kc, const _
     }
   };
   // 8-byte Q loads and O stores when every row start is 8-byte aligned.
-  const bool vec2 = (VAR & 2) && ((reinterpret_cast<size_t>(q) | reinterpret_cast<size_t>(out)) & 7) == 0 &&
-                    (qw & 1) == 0 && (D & 1) == 0;
-  if (VAR & 2) {
+  const bool vec2 = (VAR & 2) && !(VAR & 32) &&
+                    ((reinterpret_cast<size_t>(q) | reinterpret_cast<size_t>(out)) & 7) == 0 && (qw & 1) == 0 &&
+                    (D & 1) == 0;
+  constexpr bool early = (VAR & 2) && !(VAR & 16);
+  if (early) {
     load_tile(0, 0);
     cp_commit();
   }
-  for (int i = tid; i < BM * DP / 2; i += 32 * NW) {
+  const bool vec4 = (VAR & 64) && (reinterpret_cast<size_t>(q) & 15) == 0 && (qw & 3) == 0 && (D & 3) == 0;
+  if (vec4 && (VAR & 256)) {
+    constexpr int IT = BM * DP / 4 / (32 * NW);
+    float4 v[IT];
+#pragma unroll
+    for (int k = 0; k < IT; k++) {
+      int i = tid + k * 32 * NW;
+      int r = i / (DP / 4), c = (i % (DP / 4)) * 4;
+      int row = qb * BM + r;
+      v[k] = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (row < n && c < D) v[k] = *reinterpret_cast<const float4*>(q + (size_t)row * qw + (size_t)h * D + c);
+    }
+#pragma unroll
+    for (int k = 0; k < IT; k++) {
+      int i = tid + k * 32 * NW;
+      int r = i / (DP / 4), c = (i % (DP / 4)) * 4;
+      *reinterpret_cast<uint2*>(Qs + r * ST + c) = make_uint2(pack_h2(v[k].x * scale_log2, v[k].y * scale_log2),
+                                                              pack_h2(v[k].z * scale_log2, v[k].w * scale_log2));
+    }
+  } else if (vec4) {
+    for (int i = tid; i < BM * DP / 4; i += 32 * NW) {
+      int r = i / (DP / 4), c = (i % (DP / 4)) * 4;
+      int row = qb * BM + r;
+      float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (row < n && c < D) v = *reinterpret_cast<const float4*>(q + (size_t)row * qw + (size_t)h * D + c);
+      *reinterpret_cast<uint2*>(Qs + r * ST + c) =
+          make_uint2(pack_h2(v.x * scale_log2, v.y * scale_log2), pack_h2(v.z * scale_log2, v.w * scale_log2));
+    }
+  }
+  for (int i = tid; i < (vec4 ? 0 : BM * DP / 2); i += 32 * NW) {
     int r = i / (DP / 2), c = (i % (DP / 2)) * 2;
     int row = qb * BM + r;
     float v0 = 0.f, v1 = 0.f;
@@ -1047,7 +1082,7 @@ __device__ void flash2_fwd(float* out, const float* q, const __half* kc, const _
 #pragma unroll
   for (int mt = 0; mt < MT; mt++) mrow[mt][0] = mrow[mt][1] = -INFINITY, lrow[mt][0] = lrow[mt][1] = 0.f;
 
-  if (!(VAR & 2)) {
+  if (!early) {
     load_tile(0, 0);
     cp_commit();
   }
@@ -1240,7 +1275,7 @@ __device__ void flash2_fwd(float* out, const float* q, const __half* kc, const _
 #pragma unroll
         for (int j = 0; j < DP / 8; j++) {
           int col = j * 8 + 2 * t4;
-          if (vec2) {
+          if (vec2 && !(VAR & 128)) {
             if (col < D) *reinterpret_cast<float2*>(op + col) = make_float2(o[mt][j][2 * hr] * inv, o[mt][j][2 * hr + 1] * inv);
           } else {
             if (col < D) op[col] = o[mt][j][2 * hr] * inv;
@@ -1269,7 +1304,17 @@ FLASH2V(128, 2, 64, 1)
 FLASH2V(128, 2, 64, 3)
 FLASH2V(128, 2, 64, 7)
 FLASH2V(128, 2, 64, 14)
+FLASH2V(128, 2, 64, 23)
+FLASH2V(128, 2, 64, 39)
+FLASH2V(128, 2, 64, 71)
+FLASH2V(128, 2, 64, 199)
+FLASH2V(128, 2, 64, 327)
 FLASH2V(64, 2, 64, 1)
 FLASH2V(64, 2, 64, 3)
 FLASH2V(64, 2, 64, 7)
 FLASH2V(64, 2, 64, 14)
+FLASH2V(64, 2, 64, 23)
+FLASH2V(64, 2, 64, 39)
+FLASH2V(64, 2, 64, 71)
+FLASH2V(64, 2, 64, 199)
+FLASH2V(64, 2, 64, 327)
