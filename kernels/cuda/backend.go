@@ -44,9 +44,8 @@ type Options struct {
 	FlashV1 bool
 	FlashBN int
 	// FlashVar selects the flash2 variant for 64-key tiles (kernels.cu's
-	// VAR bits): 0 the default (327), -1 the v5 kernel (VAR 0), or 1, 3, 7,
-	// 14, 23, 39, 71, 199, 327 (measured in NOTES.md v7). 32-key tiles
-	// always run VAR 0.
+	// VAR bits, NOTES.md v7): 0 the default (327), -1 the v5 kernel (VAR 0),
+	// or 7. 32-key tiles always run VAR 0.
 	FlashVar int
 	// GEMVRows is the weight rows per warp of the one-token GEMV: 1, 2 or 4
 	// (0: 2).
@@ -105,10 +104,7 @@ var kernelNames = []string{
 	"kv_store_f32", "kv_store_f16", "attn_split_f32", "attn_split_f16", "attn_combine",
 	"flash_fwd_16_4", "flash_fwd_32_4", "flash_fwd_64_4", "flash_fwd_128_4", "flash_fwd_64_8", "flash_fwd_128_8",
 	"flash2_fwd_128_2_64", "flash2_fwd_128_2_32", "flash2_fwd_64_2_64",
-	"flash2_fwd_128_2_64_v1", "flash2_fwd_128_2_64_v3", "flash2_fwd_128_2_64_v7", "flash2_fwd_128_2_64_v14",
-	"flash2_fwd_128_2_64_v23", "flash2_fwd_128_2_64_v39", "flash2_fwd_128_2_64_v71", "flash2_fwd_128_2_64_v199", "flash2_fwd_128_2_64_v327",
-	"flash2_fwd_64_2_64_v1", "flash2_fwd_64_2_64_v3", "flash2_fwd_64_2_64_v7", "flash2_fwd_64_2_64_v14",
-	"flash2_fwd_64_2_64_v23", "flash2_fwd_64_2_64_v39", "flash2_fwd_64_2_64_v71", "flash2_fwd_64_2_64_v199", "flash2_fwd_64_2_64_v327",
+	"flash2_fwd_128_2_64_v7", "flash2_fwd_128_2_64_v327", "flash2_fwd_64_2_64_v7", "flash2_fwd_64_2_64_v327",
 }
 
 // New opens device opts.Device: primary context, one stream, the embedded
@@ -148,9 +144,9 @@ func New(opts Options) (*Backend, error) {
 		opts.FlashVar = 327
 	case -1:
 		opts.FlashVar = 0
-	case 1, 3, 7, 14, 23, 39, 71, 199, 327:
+	case 7, 327:
 	default:
-		return nil, fmt.Errorf("cuda: FlashVar %d (-1, 0, 1, 3, 7, 14, 23, 39, 71, 199 or 327)", opts.FlashVar)
+		return nil, fmt.Errorf("cuda: FlashVar %d (-1, 0, 7 or 327)", opts.FlashVar)
 	}
 	if opts.KVDType != kernels.F16 && opts.KVDType != kernels.F32 {
 		return nil, fmt.Errorf("cuda: KV cache dtype %v not supported (f16 or f32)", opts.KVDType)
@@ -186,10 +182,7 @@ func New(opts Options) (*Backend, error) {
 	b.smemMax = optin
 	for _, name := range []string{"flash_fwd_64_4", "flash_fwd_128_4", "flash_fwd_64_8", "flash_fwd_128_8", "attn_split_f32", "attn_split_f16",
 		"flash2_fwd_128_2_64", "flash2_fwd_128_2_32", "flash2_fwd_64_2_64",
-		"flash2_fwd_128_2_64_v1", "flash2_fwd_128_2_64_v3", "flash2_fwd_128_2_64_v7", "flash2_fwd_128_2_64_v14",
-		"flash2_fwd_128_2_64_v23", "flash2_fwd_128_2_64_v39", "flash2_fwd_128_2_64_v71", "flash2_fwd_128_2_64_v199", "flash2_fwd_128_2_64_v327",
-		"flash2_fwd_64_2_64_v1", "flash2_fwd_64_2_64_v3", "flash2_fwd_64_2_64_v7", "flash2_fwd_64_2_64_v14",
-		"flash2_fwd_64_2_64_v23", "flash2_fwd_64_2_64_v39", "flash2_fwd_64_2_64_v71", "flash2_fwd_64_2_64_v199", "flash2_fwd_64_2_64_v327"} {
+		"flash2_fwd_128_2_64_v7", "flash2_fwd_128_2_64_v327", "flash2_fwd_64_2_64_v7", "flash2_fwd_64_2_64_v327"} {
 		if err := x.setMaxDynSmem(b.fn[name], optin); err != nil {
 			b.Close()
 			return nil, err

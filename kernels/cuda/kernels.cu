@@ -1300,21 +1300,10 @@ FLASH2(64, 2, 64)
       int heads, int kvh, int D, float sl2) {                                                       \
     flash2_fwd<DP, MT, BN, VAR>(out, q, kc, vc, n, pos0, dp, heads, kvh, D, sl2);                   \
   }
-FLASH2V(128, 2, 64, 1)
-FLASH2V(128, 2, 64, 3)
+// Only the default (327) and v7 are instantiated: the other VAR values of
+// NOTES.md v7 were measured and dropped to keep the PTX (JIT-compiled at
+// module load) small; one line here brings any of them back.
 FLASH2V(128, 2, 64, 7)
-FLASH2V(128, 2, 64, 14)
-FLASH2V(128, 2, 64, 23)
-FLASH2V(128, 2, 64, 39)
-FLASH2V(128, 2, 64, 71)
-FLASH2V(128, 2, 64, 199)
 FLASH2V(128, 2, 64, 327)
-FLASH2V(64, 2, 64, 1)
-FLASH2V(64, 2, 64, 3)
 FLASH2V(64, 2, 64, 7)
-FLASH2V(64, 2, 64, 14)
-FLASH2V(64, 2, 64, 23)
-FLASH2V(64, 2, 64, 39)
-FLASH2V(64, 2, 64, 71)
-FLASH2V(64, 2, 64, 199)
 FLASH2V(64, 2, 64, 327)

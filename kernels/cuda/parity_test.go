@@ -205,8 +205,7 @@ func TestMatMulParity(t *testing.T) {
 
 func TestAttentionParity(t *testing.T) {
 	for _, o := range []Options{{KVDType: kernels.F32}, {KVDType: kernels.F16}, {KVDType: kernels.F16, FlashBN: 32},
-		{KVDType: kernels.F16, FlashVar: -1}, {KVDType: kernels.F16, FlashVar: 1}, {KVDType: kernels.F16, FlashVar: 3}, {KVDType: kernels.F16, FlashVar: 14},
-		{KVDType: kernels.F16, FlashVar: 23}, {KVDType: kernels.F16, FlashVar: 39}, {KVDType: kernels.F16, FlashVar: 71}, {KVDType: kernels.F16, FlashVar: 199}, {KVDType: kernels.F16, FlashVar: 7},
+		{KVDType: kernels.F16, FlashVar: -1}, {KVDType: kernels.F16, FlashVar: 7},
 		{KVDType: kernels.F16, FlashV1: true, FlashWarps: 8}, {KVDType: kernels.F16, FlashV1: true, FlashWarps: 4}} {
 		kvdt := o.KVDType
 		r := newRig(t, o)
