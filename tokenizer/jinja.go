@@ -6,6 +6,7 @@ package tokenizer
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -889,25 +890,11 @@ func (ps *parser) parseExpr() (expr, error) {
 }
 
 func (ps *parser) parseOr() (expr, error) {
-	l, err := ps.parseAnd()
-	for err == nil && ps.isName("or") {
-		ps.next()
-		var r expr
-		r, err = ps.parseAnd()
-		l = &binExpr{op: "or", l: l, r: r}
-	}
-	return l, err
+	return ps.leftAssoc(ps.parseAnd, tkName, "or")
 }
 
 func (ps *parser) parseAnd() (expr, error) {
-	l, err := ps.parseNot()
-	for err == nil && ps.isName("and") {
-		ps.next()
-		var r expr
-		r, err = ps.parseNot()
-		l = &binExpr{op: "and", l: l, r: r}
-	}
-	return l, err
+	return ps.leftAssoc(ps.parseNot, tkName, "and")
 }
 
 func (ps *parser) parseNot() (expr, error) {
@@ -960,45 +947,34 @@ func (ps *parser) parseCompare() (expr, error) {
 }
 
 func (ps *parser) parseMath1() (expr, error) {
-	l, err := ps.parseConcat()
-	for err == nil && (ps.isOp("+") || ps.isOp("-")) {
-		op := ps.next().val
-		var r expr
-		r, err = ps.parseConcat()
-		l = &binExpr{op: op, l: l, r: r}
-	}
-	return l, err
+	return ps.leftAssoc(ps.parseConcat, tkOp, "+", "-")
 }
 
 func (ps *parser) parseConcat() (expr, error) {
-	l, err := ps.parseMath2()
-	for err == nil && ps.isOp("~") {
-		ps.next()
-		var r expr
-		r, err = ps.parseMath2()
-		l = &binExpr{op: "~", l: l, r: r}
-	}
-	return l, err
+	return ps.leftAssoc(ps.parseMath2, tkOp, "~")
 }
 
 func (ps *parser) parseMath2() (expr, error) {
-	l, err := ps.parsePow()
-	for err == nil && (ps.isOp("*") || ps.isOp("/") || ps.isOp("//") || ps.isOp("%")) {
-		op := ps.next().val
-		var r expr
-		r, err = ps.parsePow()
-		l = &binExpr{op: op, l: l, r: r}
-	}
-	return l, err
+	return ps.leftAssoc(ps.parsePow, tkOp, "*", "/", "//", "%")
 }
 
 func (ps *parser) parsePow() (expr, error) {
-	l, err := ps.parseUnary(true)
-	for err == nil && ps.isOp("**") {
+	return ps.leftAssoc(func() (expr, error) { return ps.parseUnary(true) }, tkOp, "**")
+}
+
+// leftAssoc parses one left-associative binary precedence level: operands
+// from sub joined by any of ops (tokens of kind).
+func (ps *parser) leftAssoc(sub func() (expr, error), kind tokKind, ops ...string) (expr, error) {
+	l, err := sub()
+	for err == nil {
+		t := ps.peek()
+		if t.kind != kind || !slices.Contains(ops, t.val) {
+			break
+		}
 		ps.next()
 		var r expr
-		r, err = ps.parseUnary(true)
-		l = &binExpr{op: "**", l: l, r: r}
+		r, err = sub()
+		l = &binExpr{op: t.val, l: l, r: r}
 	}
 	return l, err
 }
