@@ -154,3 +154,33 @@ type Backend interface {
 	// at srcOff) to dst (row stride dstStride, starting at dstOff).
 	Copy2D(dst Buffer, dstOff, dstStride int, src Buffer, srcOff, srcStride, rows, cols int)
 }
+
+// CheckParts validates the parts of an UploadMatrix call against the
+// HostMatrix contract (same Cols and DType, positive shape, data and scale
+// lengths) and returns the rows of each part. Errors name the part.
+func CheckParts(parts []HostMatrix) ([]int, error) {
+	if len(parts) == 0 {
+		return nil, fmt.Errorf("UploadMatrix: no parts")
+	}
+	first := parts[0]
+	if first.DType.Size() == 0 {
+		return nil, fmt.Errorf("UploadMatrix %s: unsupported dtype %v", first.Name, first.DType)
+	}
+	rows := make([]int, len(parts))
+	for i, p := range parts {
+		switch {
+		case p.Cols != first.Cols:
+			return nil, fmt.Errorf("UploadMatrix %s: %d cols, first part %s has %d", p.Name, p.Cols, first.Name, first.Cols)
+		case p.DType != first.DType:
+			return nil, fmt.Errorf("UploadMatrix %s: dtype %v differs from %v of %s", p.Name, p.DType, first.DType, first.Name)
+		case p.Rows <= 0 || p.Cols <= 0:
+			return nil, fmt.Errorf("UploadMatrix %s: bad shape %dx%d", p.Name, p.Rows, p.Cols)
+		case len(p.Data) != p.Rows*p.Cols*p.DType.Size():
+			return nil, fmt.Errorf("UploadMatrix %s: %d bytes, want %d for %dx%d %v", p.Name, len(p.Data), p.Rows*p.Cols*p.DType.Size(), p.Rows, p.Cols, p.DType)
+		case p.DType == Int8 && len(p.Scales) != p.Rows:
+			return nil, fmt.Errorf("UploadMatrix %s: %d scales for %d rows", p.Name, len(p.Scales), p.Rows)
+		}
+		rows[i] = p.Rows
+	}
+	return rows, nil
+}

@@ -193,32 +193,14 @@ func viewF32(b []byte) []float32 {
 // used in place (no copy); several parts are concatenated once. With int8,
 // float parts are quantised per row (symmetric, scale = max|w|/127).
 func (b *Backend) UploadMatrix(parts []kernels.HostMatrix, toInt8 bool) (kernels.Matrix, error) {
-	if len(parts) == 0 {
-		return nil, fmt.Errorf("cpu: UploadMatrix: no parts")
+	partRows, err := kernels.CheckParts(parts)
+	if err != nil {
+		return nil, fmt.Errorf("cpu: %w", err)
 	}
 	cols, dt := parts[0].Cols, parts[0].DType
-	m := &Matrix{cols: cols, dtype: dt}
-	for _, p := range parts {
-		if p.Cols != cols {
-			return nil, fmt.Errorf("cpu: UploadMatrix %s: %d cols, first part %s has %d", p.Name, p.Cols, parts[0].Name, cols)
-		}
-		if p.DType != dt {
-			return nil, fmt.Errorf("cpu: UploadMatrix %s: dtype %v differs from %v of %s", p.Name, p.DType, dt, parts[0].Name)
-		}
-		if p.Rows <= 0 || p.Cols <= 0 {
-			return nil, fmt.Errorf("cpu: UploadMatrix %s: bad shape %dx%d", p.Name, p.Rows, p.Cols)
-		}
-		if want := p.Rows * p.Cols * dt.Size(); len(p.Data) != want {
-			return nil, fmt.Errorf("cpu: UploadMatrix %s: %d bytes, want %d for %dx%d %v", p.Name, len(p.Data), want, p.Rows, p.Cols, dt)
-		}
-		if dt == kernels.Int8 && len(p.Scales) != p.Rows {
-			return nil, fmt.Errorf("cpu: UploadMatrix %s: %d scales for %d rows", p.Name, len(p.Scales), p.Rows)
-		}
-		m.parts = append(m.parts, p.Rows)
-		m.rows += p.Rows
-	}
-	if dt.Size() == 0 {
-		return nil, fmt.Errorf("cpu: UploadMatrix %s: unsupported dtype %v", parts[0].Name, dt)
+	m := &Matrix{cols: cols, dtype: dt, parts: partRows}
+	for _, r := range partRows {
+		m.rows += r
 	}
 	// Gather the raw data: in place for one part, concatenated otherwise.
 	var raw []byte

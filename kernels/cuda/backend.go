@@ -354,35 +354,17 @@ const stagingSize = 16 << 20
 // UploadMatrix implements kernels.Backend. Parts are copied once through two
 // pinned staging buffers (the host side may be an mmapped file).
 func (b *Backend) UploadMatrix(parts []kernels.HostMatrix, toInt8 bool) (kernels.Matrix, error) {
-	if len(parts) == 0 {
-		return nil, fmt.Errorf("cuda: UploadMatrix: no parts")
+	partRows, err := kernels.CheckParts(parts)
+	if err != nil {
+		return nil, fmt.Errorf("cuda: %w", err)
 	}
 	if len(parts) > 4 {
 		return nil, fmt.Errorf("cuda: UploadMatrix %s: %d parts, at most 4 fused parts supported", parts[0].Name, len(parts))
 	}
 	cols, dt := parts[0].Cols, parts[0].DType
-	if dt.Size() == 0 {
-		return nil, fmt.Errorf("cuda: UploadMatrix %s: unsupported dtype %v", parts[0].Name, dt)
-	}
-	m := &Matrix{cols: cols, dt: dt}
-	for _, p := range parts {
-		if p.Cols != cols {
-			return nil, fmt.Errorf("cuda: UploadMatrix %s: %d cols, first part %s has %d", p.Name, p.Cols, parts[0].Name, cols)
-		}
-		if p.DType != dt {
-			return nil, fmt.Errorf("cuda: UploadMatrix %s: dtype %v differs from %v of %s", p.Name, p.DType, dt, parts[0].Name)
-		}
-		if p.Rows <= 0 || p.Cols <= 0 {
-			return nil, fmt.Errorf("cuda: UploadMatrix %s: bad shape %dx%d", p.Name, p.Rows, p.Cols)
-		}
-		if want := p.Rows * p.Cols * dt.Size(); len(p.Data) != want {
-			return nil, fmt.Errorf("cuda: UploadMatrix %s: %d bytes, want %d for %dx%d %v", p.Name, len(p.Data), want, p.Rows, p.Cols, dt)
-		}
-		if dt == kernels.Int8 && len(p.Scales) != p.Rows {
-			return nil, fmt.Errorf("cuda: UploadMatrix %s: %d scales for %d rows", p.Name, len(p.Scales), p.Rows)
-		}
-		m.parts = append(m.parts, p.Rows)
-		m.rows += p.Rows
+	m := &Matrix{cols: cols, dt: dt, parts: partRows}
+	for _, r := range partRows {
+		m.rows += r
 	}
 	if toInt8 && dt != kernels.Int8 {
 		q, err := quantizeParts(parts)
