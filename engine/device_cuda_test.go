@@ -4,7 +4,6 @@ package engine
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -122,16 +121,22 @@ func TestCUDADeviceSelection(t *testing.T) {
 }
 
 // BenchmarkCUDAEngineDecode7B runs the engine itself (Load path: Builder,
-// fused QKV and gate|up, Session, GenerateIDs with its host sampler and
+// fused QKV and gate|up, Session, GenerateIDs sampling on the device,
 // graph-replayed steps) on a synthetic DeepSeek-LLM-7B-shaped model with
-// random bf16 weights made on the host by RandomSource.
+// random bf16 weights made on the host by RandomSource: greedy bf16 and
+// int8, and bf16 with every sampling filter on.
 func BenchmarkCUDAEngineDecode7B(b *testing.B) {
-	for _, int8 := range []bool{false, true} {
-		b.Run(fmt.Sprintf("int8=%v", int8), func(b *testing.B) { benchEngine7B(b, int8) })
+	sampled := SamplerOptions{Temperature: 0.8, TopK: 40, TopP: 0.95, MinP: 0.02, RepeatPenalty: 1.1, Seed: 1}
+	for _, c := range []struct {
+		name string
+		int8 bool
+		smp  SamplerOptions
+	}{{"int8=false", false, SamplerOptions{}}, {"int8=true", true, SamplerOptions{}}, {"sampled", false, sampled}} {
+		b.Run(c.name, func(b *testing.B) { benchEngine7B(b, c.int8, c.smp) })
 	}
 }
 
-func benchEngine7B(b *testing.B, int8 bool) {
+func benchEngine7B(b *testing.B, int8 bool, smp SamplerOptions) {
 	if err := cuda.Available(); err != nil {
 		b.Skipf("no GPU: %v", err)
 	}
@@ -150,13 +155,13 @@ func benchEngine7B(b *testing.B, int8 bool) {
 	}
 	for range b.N {
 		var st Stats
-		_, err := collect(b, m.GenerateIDs(context.Background(), prompt, GenerateOptions{MaxTokens: 256, Stats: &st}))
+		_, err := collect(b, m.GenerateIDs(context.Background(), prompt, GenerateOptions{MaxTokens: 256, Stats: &st, Sampling: smp}))
 		require.NoError(b, err)
 		tps := float64(st.GeneratedTokens) / st.Decode.Seconds()
 		b.ReportMetric(tps, "decode-tok/s")
 		b.ReportMetric(float64(st.PromptTokens)/st.Prefill.Seconds(), "prefill-tok/s")
-		b.Logf("engine 7B on GPU (int8 %v, %.2f GB of weights): prefill %d tokens in %v, decode %d tokens at %.1f tok/s (%.2f ms/token)",
-			int8, float64(weightBytes(m))/1e9, st.PromptTokens, st.Prefill, st.GeneratedTokens, tps, 1e3/tps)
+		b.Logf("engine 7B on GPU (int8 %v, sampling %+v, %.2f GB of weights): prefill %d tokens in %v, decode %d tokens at %.1f tok/s (%.2f ms/token)",
+			int8, smp, float64(weightBytes(m))/1e9, st.PromptTokens, st.Prefill, st.GeneratedTokens, tps, 1e3/tps)
 	}
 }
 

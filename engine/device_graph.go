@@ -81,18 +81,28 @@ func (s *Session) graphIssue(id int) (lg kernels.Buffer, handled bool, err error
 	return s.graph.lg, true, nil
 }
 
-// deviceArgmaxer is a backend that finds the largest logit on the device
-// (cuda.Backend.Argmax: first index of the maximum, NaN never chosen, as
-// greedyArgmax).
-type deviceArgmaxer interface {
-	Argmax(x kernels.Buffer, off, n int) (int, error)
+// deviceSampler is a backend that samples the next token on the device
+// (cuda.Backend.Sample: Sampler's rules, drawing in id order at the given
+// uniform variate), so only the id crosses to the host.
+type deviceSampler interface {
+	Sample(x kernels.Buffer, off, n int, history []int, p kernels.SampleParams, u float64) (int, error)
 }
 
-// stepGreedy feeds id and returns the greedy next token picked on the
-// device, so only that id crosses to the host; ok is false when the backend
-// cannot (the caller then uses Step and the host sampler).
-func (s *Session) stepGreedy(ctx context.Context, id int) (next int, ok bool, err error) {
-	am, has := s.m.be.(deviceArgmaxer)
+// advance feeds id and returns the next token when the backend sampled it
+// on the device (next >= 0), else the logits for smp on the host.
+func (s *Session) advance(ctx context.Context, id int, smp *Sampler, history []int) (next int, logits []float32, err error) {
+	if n, ok, err := s.stepSample(ctx, id, smp, history); ok || err != nil {
+		return n, nil, err
+	}
+	logits, err = s.Step(ctx, id)
+	return -1, logits, err
+}
+
+// stepSample feeds id and returns the next token, picked on the device by
+// smp's settings with repetition penalty over history; ok is false when the
+// backend cannot (the caller then uses Step and smp on the host).
+func (s *Session) stepSample(ctx context.Context, id int, smp *Sampler, history []int) (next int, ok bool, err error) {
+	ds, has := s.m.be.(deviceSampler)
 	if !has || s.be != s.m.be {
 		return 0, false, nil
 	}
@@ -117,9 +127,10 @@ func (s *Session) stepGreedy(ctx context.Context, id int) (next int, ok bool, er
 			return 0, true, err
 		}
 	}
-	next, err = am.Argmax(lg, 0, s.m.cfg.VocabSize)
+	p, u := smp.deviceArgs()
+	next, err = ds.Sample(lg, 0, s.m.cfg.VocabSize, history, p, u)
 	if err != nil {
-		return 0, true, fmt.Errorf("argmax of the logits: %w", err)
+		return 0, true, fmt.Errorf("sampling on the device: %w", err)
 	}
 	s.pos++
 	return next, true, nil

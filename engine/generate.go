@@ -129,9 +129,8 @@ func (m *Model) GenerateIDs(ctx context.Context, ids []int, o GenerateOptions) i
 				st.Decode = time.Since(t1)
 			}
 		}()
-		// Greedy decoding on a backend with a device argmax fetches only the
-		// next id per step (stepGreedy), not the logits row.
-		devGreedy := o.Sampling.Greedy() && (o.Sampling.RepeatPenalty == 0 || o.Sampling.RepeatPenalty == 1)
+		// On a backend that samples on the device only the next id crosses
+		// per step (Session.advance), not the logits row.
 		next := -1
 		for {
 			if err := ctx.Err(); err != nil {
@@ -167,18 +166,7 @@ func (m *Model) GenerateIDs(ctx context.Context, ids []int, o GenerateOptions) i
 				}
 				continue
 			}
-			if devGreedy {
-				n, ok, err := s.stepGreedy(ctx, id)
-				if err != nil {
-					fail(fmt.Errorf("generate: step %d: %w", st.GeneratedTokens, err))
-					return
-				}
-				if ok {
-					next = n
-					continue
-				}
-			}
-			if logits, err = s.Step(ctx, id); err != nil {
+			if next, logits, err = s.advance(ctx, id, smp, history); err != nil {
 				fail(fmt.Errorf("generate: step %d: %w", st.GeneratedTokens, err))
 				return
 			}

@@ -1,11 +1,11 @@
 package engine
 
 import (
-	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
 
+	"github.com/deepseek-go/deepseek-go/kernels"
 	"github.com/deepseek-go/deepseek-go/kernels/cpu/simd"
 )
 
@@ -35,21 +35,11 @@ type SamplerOptions struct {
 }
 
 // Validate reports the first setting that is out of range.
-func (o SamplerOptions) Validate() error {
-	bad := func(f float32) bool { return math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) }
-	switch {
-	case bad(o.Temperature) || o.Temperature < 0:
-		return fmt.Errorf("temperature must be >= 0 (0 = greedy), got %g", o.Temperature)
-	case o.TopK < 0:
-		return fmt.Errorf("top-k must be >= 0 (0 = off), got %d", o.TopK)
-	case bad(o.TopP) || o.TopP < 0 || o.TopP > 1:
-		return fmt.Errorf("top-p must be in (0, 1] (0 = off), got %g", o.TopP)
-	case bad(o.MinP) || o.MinP < 0 || o.MinP > 1:
-		return fmt.Errorf("min-p must be in [0, 1], got %g", o.MinP)
-	case bad(o.RepeatPenalty) || o.RepeatPenalty < 0:
-		return fmt.Errorf("repeat penalty must be > 0 (1 = off), got %g", o.RepeatPenalty)
-	}
-	return nil
+func (o SamplerOptions) Validate() error { return o.params().Validate() }
+
+// params are the settings a device sampler applies (all but the seed).
+func (o SamplerOptions) params() kernels.SampleParams {
+	return kernels.SampleParams{Temperature: o.Temperature, TopK: o.TopK, TopP: o.TopP, MinP: o.MinP, RepeatPenalty: o.RepeatPenalty}
 }
 
 // Greedy reports whether the options pick the argmax token.
@@ -114,7 +104,18 @@ func (s *Sampler) Sample(logits []float32, history []int) int {
 	if s.opts.Temperature == 0 {
 		return greedyArgmax(src)
 	}
-	return s.sample(src)
+	return s.sample(src, s.rng.Float64())
+}
+
+// deviceArgs returns the settings and the uniform variate for a backend
+// that samples on the device. It draws from the same generator as Sample
+// (one variate per sampled token, none when greedy), so a seed gives the
+// same tokens on either path for the same logits.
+func (s *Sampler) deviceArgs() (kernels.SampleParams, float64) {
+	if s.opts.Greedy() {
+		return s.opts.params(), 0
+	}
+	return s.opts.params(), s.rng.Float64()
 }
 
 // greedyArgmax returns the first index of the largest value, skipping NaN
@@ -131,11 +132,39 @@ func greedyArgmax(x []float32) int {
 	return bi
 }
 
-func (s *Sampler) sample(logits []float32) int {
+// sample draws with the uniform variate u in [0, 1): an inverse-CDF walk
+// over the surviving candidates in id order (the device sampler's order).
+func (s *Sampler) sample(logits []float32, u float64) int {
+	idx, probs, pick := s.survivors(logits)
+	if pick >= 0 {
+		return pick
+	}
+	// Sum the survivors exactly as the draw below walks them, so the
+	// draw always lands on a candidate.
+	sum := 0.0
+	for _, p := range probs {
+		sum += float64(p)
+	}
+	u *= sum
+	for i, p := range probs {
+		u -= float64(p)
+		if u < 0 {
+			return int(idx[i])
+		}
+	}
+	// Rounding left u at or just above zero: take the last candidate.
+	return int(idx[len(idx)-1])
+}
+
+// survivors applies top-k, temperature, top-p and min-p to the (penalised)
+// logits and returns the remaining ids in increasing order with their
+// unnormalised probabilities, or pick >= 0 when no draw is needed (no
+// candidate: 0; an infinite logit: the lowest such id).
+func (s *Sampler) survivors(logits []float32) (idx []int32, probs []float32, pick int) {
 	n := len(logits)
 	s.idx = samplerGrow(s.idx, n)
 	s.probs = samplerGrow(s.probs, n)
-	idx := s.idx[:0]
+	idx = s.idx[:0]
 	negInf := float32(math.Inf(-1))
 	for i, v := range logits {
 		if v > negInf { // false for NaN and -Inf: neither can be sampled
@@ -143,7 +172,7 @@ func (s *Sampler) sample(logits []float32) int {
 		}
 	}
 	if len(idx) == 0 {
-		return 0
+		return nil, nil, 0
 	}
 	if k := s.opts.TopK; k > 0 && k < len(idx) {
 		idx = samplerTopK(idx, logits, k)
@@ -157,21 +186,23 @@ func (s *Sampler) sample(logits []float32) int {
 		}
 	}
 	if math.IsInf(float64(lmax), 1) {
-		// An infinite logit takes all the probability mass.
-		for _, id := range idx {
-			if math.IsInf(float64(logits[id]), 1) {
-				return int(id)
+		// An infinite logit takes all the probability mass; the lowest id
+		// among several (top-k keeps them all).
+		for i, v := range logits {
+			if math.IsInf(float64(v), 1) {
+				return nil, nil, i
 			}
 		}
 	}
 	invT := 1 / s.opts.Temperature
-	probs := s.probs[:len(idx)]
+	probs = s.probs[:len(idx)]
 	for i, id := range idx {
 		probs[i] = (logits[id] - lmax) * invT
 	}
 	// Vectorised e^x (2e-6 relative error; values below e^-87 become
 	// ~1e-38 rather than 0, a probability no draw can tell apart).
 	sum := float64(simd.Best.ExpSub(probs, 0))
+	reordered := s.opts.TopK > 0 && s.opts.TopK < n
 	if tp := s.opts.TopP; tp > 0 && tp < 1 {
 		// Tokens with probability below (1-tp)/m together hold less than
 		// 1-tp of the mass, so the nucleus never needs them: dropping them
@@ -180,6 +211,7 @@ func (s *Sampler) sample(logits []float32) int {
 		idx, probs = samplerKeep(idx, probs, cut)
 		m := s.nucleus(idx, probs, float64(tp)*sum)
 		idx, probs = idx[:m], probs[:m]
+		reordered = true
 	}
 	if mp := s.opts.MinP; mp > 0 {
 		var pmax float32
@@ -190,21 +222,24 @@ func (s *Sampler) sample(logits []float32) int {
 		}
 		idx, probs = samplerKeep(idx, probs, mp*pmax)
 	}
-	// Sum the survivors exactly as the draw below walks them, so the
-	// draw always lands on a candidate.
-	sum = 0
-	for _, p := range probs {
-		sum += float64(p)
+	if reordered {
+		s.byID(idx, probs)
 	}
-	u := s.rng.Float64() * sum
-	for i, p := range probs {
-		u -= float64(p)
-		if u < 0 {
-			return int(idx[i])
-		}
+	return idx, probs, -1
+}
+
+// byID sorts the candidates by id (top-k and top-p leave them in heap and
+// probability order), so the draw walks them in the same order as the
+// device sampler.
+func (s *Sampler) byID(idx []int32, probs []float32) {
+	keys := s.keys(len(idx))
+	for i, id := range idx {
+		keys[i] = uint64(id)<<32 | uint64(math.Float32bits(probs[i]))
 	}
-	// Rounding left u at or just above zero: take the last candidate.
-	return int(idx[len(idx)-1])
+	slices.Sort(keys)
+	for i, k := range keys {
+		idx[i], probs[i] = int32(k>>32), math.Float32frombits(uint32(k))
+	}
 }
 
 // samplerKeep compacts the candidates to those with probability >= cut,

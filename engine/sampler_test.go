@@ -191,6 +191,11 @@ func TestSamplerInfiniteLogit(t *testing.T) {
 	s, err := NewSampler(SamplerOptions{Temperature: 1})
 	require.NoError(t, err)
 	assert.Equal(t, 2, s.Sample([]float32{1, 2, float32(math.Inf(1)), 3}, nil))
+	// Several: the lowest id, as the device sampler, whatever top-k keeps.
+	inf := float32(math.Inf(1))
+	s, err = NewSampler(SamplerOptions{Temperature: 1, TopK: 2})
+	require.NoError(t, err)
+	assert.Equal(t, 1, s.Sample([]float32{1, inf, 2, inf, inf}, nil))
 }
 
 func TestSamplerNoAllocs(t *testing.T) {
@@ -314,6 +319,36 @@ func TestNucleusMatchesFullSort(t *testing.T) {
 				require.Equal(t, ref[i].id, idx[i], "%s top-p %g rank %d", tc.name, tp, i)
 				require.Equal(t, ref[i].p, probs[i])
 			}
+		}
+	}
+}
+
+// TestSamplerSurvivorsInIDOrder: whatever the filters, the draw walks the
+// survivors in increasing id order (the device sampler's order, so a seed
+// picks the same token on both), and each survivor keeps its probability.
+func TestSamplerSurvivorsInIDOrder(t *testing.T) {
+	r := rand.New(rand.NewPCG(rand.Uint64(), 11))
+	logits := make([]float32, 5000)
+	for i := range logits {
+		logits[i] = float32(r.NormFloat64() * 3)
+	}
+	for _, o := range []SamplerOptions{
+		{Temperature: 1}, {Temperature: 0.7, TopK: 50}, {Temperature: 1, TopP: 0.8},
+		{Temperature: 1.2, TopK: 300, TopP: 0.9, MinP: 0.01},
+	} {
+		s, err := NewSampler(o)
+		require.NoError(t, err)
+		idx, probs, pick := s.survivors(logits)
+		require.Equal(t, -1, pick)
+		require.NotEmpty(t, idx)
+		assert.True(t, slices.IsSorted(idx), "%+v: survivors not in id order", o)
+		lmax := slices.Max(logits)
+		for i, id := range idx {
+			want := math.Exp(float64(logits[id]-lmax) / float64(o.Temperature))
+			assert.InEpsilon(t, want, float64(probs[i]), 1e-5, "%+v id %d", o, id)
+		}
+		if o.TopK > 0 {
+			assert.LessOrEqual(t, len(idx), o.TopK)
 		}
 	}
 }

@@ -127,12 +127,16 @@ func (c *Conversation) generate(ctx context.Context, ids []int, o GenerateOption
 				st.Decode = time.Since(t1)
 			}
 		}()
+		next := -1 // sampled on the device (Session.advance)
 		for {
 			if err := ctx.Err(); err != nil {
 				fail(err)
 				return
 			}
-			id := smp.Sample(logits, history)
+			id := next
+			if id < 0 {
+				id = smp.Sample(logits, history)
+			}
 			if slices.Contains(stops, id) {
 				return
 			}
@@ -141,7 +145,7 @@ func (c *Conversation) generate(ctx context.Context, ids []int, o GenerateOption
 				return
 			}
 			history = append(history, id)
-			if logits, err = c.s.Step(ctx, id); err != nil {
+			if next, logits, err = c.s.advance(ctx, id, smp, history); err != nil {
 				c.Reset()
 				fail(fmt.Errorf("generate: step %d: %w", st.GeneratedTokens, err))
 				return

@@ -196,11 +196,11 @@ func benchDecode(b *testing.B, opts cuda.Options) {
 	s := newSess(b, be, m, prompt, maxTokens)
 	for range b.N {
 		m.forward(be, s, randIDs(prompt, m.sh.vocab), 0)
-		id, err := be.Argmax(s.lg, 0, m.sh.vocab)
+		id, err := be.Sample(s.lg, 0, m.sh.vocab, nil, kernels.SampleParams{}, 0)
 		require.NoError(b, err)
 		pos := prompt
 		m.forward(be, s, []int32{int32(id)}, pos) // uncaptured first step
-		id, err = be.Argmax(s.lg, 0, m.sh.vocab)
+		id, err = be.Sample(s.lg, 0, m.sh.vocab, nil, kernels.SampleParams{}, 0)
 		require.NoError(b, err)
 		pos++
 		g, err := be.CaptureStep(id, pos, maxTokens, func(v kernels.Backend) error {
@@ -208,14 +208,14 @@ func benchDecode(b *testing.B, opts cuda.Options) {
 			return nil
 		})
 		require.NoError(b, err)
-		id, err = be.Argmax(s.lg, 0, m.sh.vocab)
+		id, err = be.Sample(s.lg, 0, m.sh.vocab, nil, kernels.SampleParams{}, 0)
 		require.NoError(b, err)
 		pos++
 		start := time.Now()
 		n := 0
 		for ; n < steps-2; n++ {
 			require.NoError(b, g.Replay(id, pos))
-			id, err = be.Argmax(s.lg, 0, m.sh.vocab)
+			id, err = be.Sample(s.lg, 0, m.sh.vocab, nil, kernels.SampleParams{}, 0)
 			require.NoError(b, err)
 			pos++
 		}
@@ -232,7 +232,7 @@ func benchDecode(b *testing.B, opts cuda.Options) {
 		start = time.Now()
 		for k := 0; k < 32; k++ {
 			m.forward(be, s, []int32{int32(id)}, pos)
-			id, err = be.Argmax(s.lg, 0, m.sh.vocab)
+			id, err = be.Sample(s.lg, 0, m.sh.vocab, nil, kernels.SampleParams{}, 0)
 			require.NoError(b, err)
 			pos++
 		}

@@ -6,7 +6,7 @@
 #   for p in engine kernels/cuda bench/cuda; do n=$(echo $p | tr / _)
 #     go test -c -ldflags="-s -w" -o build/gpu/$n.test ./$p; done
 #   mkdir -p build/gpuz && gzip -c build/gpu/X.test > build/gpuz/X.test.gz ...
-# Usage on the GPU host: bench/cuda/run.sh [tests] [engine] [bench] [flash] [torch]
+# Usage on the GPU host: bench/cuda/run.sh [tests] [engine] [enginefull] [cli] [enginebench] [sample] [bench] [flash] [torch] [ncu]
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/out}
@@ -50,6 +50,10 @@ if [[ $what == *" cli "* ]]; then
 fi
 if [[ $what == *" enginebench "* ]]; then
   (cd engine && ../build/gpu/engine.test -test.run '^$' -test.bench 'CUDAEngineDecode7B' -test.benchtime 1x -test.v 2>&1) | tee "$OUT/enginebench.log" | grep -E "device_cuda_test|FAIL|panic|Error" | tail -20
+fi
+if [[ $what == *" sample "* ]]; then
+  # The device sampler's cost per token next to the host sampler's.
+  (cd engine && ../build/gpu/engine.test -test.run '^$' -test.bench 'CUDASample' -test.benchtime 200x 2>&1) | tee "$OUT/sample.log" | grep -E "^Benchmark|FAIL|panic|Error" | tail -20
 fi
 if [[ $what == *" bench "* ]]; then
   ./build/gpu/bench_cuda.test -test.run '^$' -test.bench . -test.benchtime 1x -test.v 2>&1 | tee "$OUT/bench.log" | grep -E "cuda_test.go|^Benchmark|FAIL|panic|Error" | tail -40

@@ -457,7 +457,7 @@ func (x *ctx) setMaxDynSmem(f function, bytes int) error {
 }
 
 // args packs kernel arguments: each value at an 8-byte aligned offset.
-// Device pointers are uint64, ints are int32, floats are float32; structs
+// Device pointers are uint64, ints are int32, floats are float32 unless f64; structs
 // passed by value are packed by the caller as raw bytes.
 type args struct {
 	buf  []byte
@@ -506,6 +506,13 @@ func (a *args) f32(v float32) *args {
 	var b [4]byte
 	*(*float32)(unsafe.Pointer(&b[0])) = v
 	a.put(b[:], 4)
+	return a
+}
+
+func (a *args) f64(v float64) *args {
+	var b [8]byte
+	*(*float64)(unsafe.Pointer(&b[0])) = v
+	a.put(b[:], 8)
 	return a
 }
 

@@ -509,6 +509,488 @@ extern "C" __global__ void argmax(int* out, const float* x, int n) {
   }
 }
 
+// ---------------------------------------------------------------- sampling
+
+// Sampling is engine.Sampler (engine/sampler.go) on the device, so that only
+// the chosen id crosses to the host: repetition penalty over the history
+// ids, then greedy (inv_t == 0) or temperature, top-k, top-p and min-p, and an
+// inverse-CDF draw over the survivors in id order with the host's uniform u
+// (the host keeps the seeded PCG, so a seed gives the same tokens on either
+// backend for the same logits). One block cannot stream a 100k-entry row
+// fast (measured 27 µs for a single pass: it is issue-bound), so the row is
+// cut into 1024-entry tiles:
+//   sample_tiles    (one block per tile) penalised copy, tile max, count;
+//   sample_count    (one block per tile) entries within gcut nats of the
+//                   row's max, and the tile's probability mass;
+//   sample_compact  (one block per tile) those entries, in id order, into a
+//                   candidate list (all candidates when top-k needs more);
+//   sample_logits   (one block) the exact filters and the draw on the list.
+// The host picks gcut so that every possible survivor is in the list
+// (Backend.Sample); greedy runs sample_logits on the tile maxima. Every
+// filter keeps a prefix of the candidates in one total order (larger logit
+// first, then lower id), so the filters reduce to one 64-bit threshold on
+// (key(logit), ~id); top-k and top-p find theirs by radix select over the
+// logit's bits, weights counted in integers (top-p: probabilities in 8.24
+// fixed point) so that atomics and reduction order cannot change the result.
+typedef unsigned long long u64;
+
+DEVI unsigned samp_key(float v) {  // order-preserving bits; NaN never asked
+  unsigned u = __float_as_uint(v);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+DEVI float samp_unkey(unsigned k) { return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k); }
+DEVI u64 samp_rank(unsigned key, int i) { return ((u64)key << 32) | (unsigned)~(unsigned)i; }
+
+struct SampRow {
+  const float* x;  // candidate logits, in increasing id order
+  const int* ids;  // their ids
+  int n;
+  DEVI float adj(int, float v) const { return v; }
+  DEVI float val(int j) const { return x[j]; }
+};
+
+// samp_each calls f(i, v, ok) for every element, strided over the block with
+// eight coalesced loads in flight per thread; every lane makes the same calls
+// (ok false past the end), so f may use warp collectives.
+template <class F>
+DEVI void samp_each(const SampRow& r, F f) {
+  const int nt = blockDim.x;
+  for (int base = 0; base < r.n; base += 8 * nt) {
+    float v[8];
+#pragma unroll
+    for (int u = 0; u < 8; u++) {
+      int i = base + u * nt + threadIdx.x;
+      v[u] = i < r.n ? r.x[i] : 0.f;
+    }
+#pragma unroll
+    for (int u = 0; u < 8; u++) {
+      int i = base + u * nt + threadIdx.x;
+      f(i, i < r.n ? r.adj(i, v[u]) : 0.f, i < r.n);
+    }
+  }
+}
+
+// samp_chunk calls f(i, v) for i in [lo, hi) in order, 16 elements per step
+// through 16-byte loads when aligned.
+template <class F>
+DEVI void samp_chunk(const SampRow& r, int lo, int hi, F f) {
+  int i = lo;
+  if ((reinterpret_cast<uintptr_t>(r.x + lo) & 15) == 0) {
+    for (; i + 16 <= hi; i += 16) {
+      float4 a[4];
+#pragma unroll
+      for (int u = 0; u < 4; u++) a[u] = *reinterpret_cast<const float4*>(r.x + i + 4 * u);
+#pragma unroll
+      for (int u = 0; u < 4; u++) {
+        int j = i + 4 * u;
+        f(j, r.adj(j, a[u].x));
+        f(j + 1, r.adj(j + 1, a[u].y));
+        f(j + 2, r.adj(j + 2, a[u].z));
+        f(j + 3, r.adj(j + 3, a[u].w));
+      }
+    }
+  }
+  for (; i < hi; i++) f(i, r.val(i));
+}
+
+// samp_span is this thread's contiguous range for id-order passes (a
+// multiple of 16 long, so aligned rows stay aligned).
+DEVI void samp_span(int n, int* lo, int* hi) {
+  int c = (((n + blockDim.x - 1) / blockDim.x) + 15) & ~15;
+  *lo = min(n, (int)threadIdx.x * c);
+  *hi = min(n, *lo + c);
+}
+
+// Block-wide sum (T: int, u64 or double), the same order on every run.
+template <typename T>
+DEVI T samp_sum(T v, T* sh) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+  __syncthreads();
+  if (lane == 0) sh[w] = v;
+  __syncthreads();
+  if (w == 0) {
+    T r = lane < (int)(blockDim.x >> 5) ? sh[lane] : (T)0;
+    for (int o = 16; o > 0; o >>= 1) r += __shfl_xor_sync(0xffffffffu, r, o);
+    if (lane == 0) sh[32] = r;
+  }
+  __syncthreads();
+  return sh[32];
+}
+
+// Block-wide exclusive prefix sum in thread order; *total gets the sum.
+template <typename T>
+DEVI T samp_scan(T v, T* sh, T* total) {
+  int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  T inc = v;
+  for (int o = 1; o < 32; o <<= 1) {
+    T t = __shfl_up_sync(0xffffffffu, inc, o);
+    if (lane >= o) inc += t;
+  }
+  T exw = __shfl_up_sync(0xffffffffu, inc, 1);
+  if (lane == 0) exw = 0;
+  __syncthreads();
+  if (lane == 31) sh[w] = inc;
+  __syncthreads();
+  if (w == 0) {
+    T s = lane < nw ? sh[lane] : (T)0, si = s;
+    for (int o = 1; o < 32; o <<= 1) {
+      T t = __shfl_up_sync(0xffffffffu, si, o);
+      if (lane >= o) si += t;
+    }
+    T ex = __shfl_up_sync(0xffffffffu, si, 1);
+    if (lane == 0) ex = 0;
+    if (lane < nw) sh[lane] = ex;
+    if (lane == 31) sh[32] = si;
+  }
+  __syncthreads();
+  T r = sh[w] + exw;
+  *total = sh[32];
+  __syncthreads();
+  return r;
+}
+
+// Block-wide max of an int.
+DEVI int samp_max(int v, int* sh) {
+  for (int o = 16; o > 0; o >>= 1) v = max(v, __shfl_xor_sync(0xffffffffu, v, o));
+  int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+  __syncthreads();
+  if (lane == 0) sh[w] = v;
+  __syncthreads();
+  if (w == 0) {
+    int r = lane < (int)(blockDim.x >> 5) ? sh[lane] : -0x7fffffff - 1;
+    for (int o = 16; o > 0; o >>= 1) r = max(r, __shfl_xor_sync(0xffffffffu, r, o));
+    if (lane == 0) sh[32] = r;
+  }
+  __syncthreads();
+  return sh[32];
+}
+
+// Block-wide largest value, lowest index among equals (bi = INT_MAX when
+// there is nothing); sf and si hold 32 entries.
+DEVI void samp_argmax(float* best, int* bi, float* sf, int* si) {
+  float b = *best;
+  int i = *bi;
+  for (int o = 16; o > 0; o >>= 1) {
+    float ob = __shfl_xor_sync(0xffffffffu, b, o);
+    int oi = __shfl_xor_sync(0xffffffffu, i, o);
+    if (ob > b || (ob == b && oi < i)) b = ob, i = oi;
+  }
+  int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+  __syncthreads();
+  if (lane == 0) sf[w] = b, si[w] = i;
+  __syncthreads();
+  if (w == 0) {
+    b = lane < (int)(blockDim.x >> 5) ? sf[lane] : -INFINITY;
+    i = lane < (int)(blockDim.x >> 5) ? si[lane] : 0x7fffffff;
+    for (int o = 16; o > 0; o >>= 1) {
+      float ob = __shfl_xor_sync(0xffffffffu, b, o);
+      int oi = __shfl_xor_sync(0xffffffffu, i, o);
+      if (ob > b || (ob == b && oi < i)) b = ob, i = oi;
+    }
+    if (lane == 0) sf[0] = b, si[0] = i;
+  }
+  __syncthreads();
+  *best = sf[0];
+  *bi = si[0];
+  __syncthreads();
+}
+
+struct SampShared {
+  u64 hist[256];
+  u64 s64[33];
+  double sd[33];
+  int si[33];
+  float sf[32];
+  unsigned sel;
+  u64 rem;
+  int res;
+};
+
+// samp_select finds the key T such that, over the elements, weight(key > T) <
+// need <= weight(key >= T); *rem gets need - weight(key > T). weight(i, v)
+// (at most 2^24) is 0 for elements not in the set. Four passes of 8-bit
+// digits, most significant first.
+template <class W>
+DEVI unsigned samp_select(const SampRow& r, W weight, u64 need, u64* rem, SampShared& sh) {
+  unsigned prefix = 0, mask = 0;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    for (int b = threadIdx.x; b < 256; b += blockDim.x) sh.hist[b] = 0;
+    __syncthreads();
+    samp_each(r, [&](int i, float v, bool ok) {
+      unsigned bin = 256, w = 0;
+      if (ok) {
+        unsigned k = samp_key(v);
+        if ((k & mask) == prefix && (w = weight(i, v)) != 0) bin = (k >> shift) & 255u;
+      }
+      // One atomic per warp and bin: lanes of a bin sum their weights.
+      unsigned peers = __match_any_sync(0xffffffffu, bin);
+      unsigned sum = __reduce_add_sync(peers, w);
+      if (bin < 256 && (int)(threadIdx.x & 31) == __ffs(peers) - 1) atomicAdd(&sh.hist[bin], (u64)sum);
+    });
+    __syncthreads();
+    if (threadIdx.x < 32) {
+      // Lane l holds bins 255-8l down to 248-8l; the first lane whose running
+      // sum from the top reaches need walks its bins.
+      int l = threadIdx.x;
+      u64 loc = 0;
+      for (int j = 0; j < 8; j++) loc += sh.hist[255 - 8 * l - j];
+      u64 inc = loc;
+      for (int o = 1; o < 32; o <<= 1) {
+        u64 t = __shfl_up_sync(0xffffffffu, inc, o);
+        if (l >= o) inc += t;
+      }
+      unsigned hit = __ballot_sync(0xffffffffu, inc >= need);
+      int L = hit ? __ffs(hit) - 1 : 31;
+      if (l == L) {
+        u64 acc = inc - loc;
+        for (int j = 0; j < 8; j++) {
+          int b = 255 - 8 * l - j;
+          if (acc + sh.hist[b] >= need || j == 7) {
+            sh.sel = b;
+            sh.rem = need - acc;
+            break;
+          }
+          acc += sh.hist[b];
+        }
+      }
+    }
+    __syncthreads();
+    prefix |= sh.sel << shift;
+    mask |= 255u << shift;
+    need = sh.rem;
+    __syncthreads();
+  }
+  *rem = need;
+  return prefix;
+}
+
+// samp_nth returns the m-th (1-based, clamped to the count) index in id order
+// for which pred(i, v) holds; each thread scans a contiguous chunk.
+template <class P>
+DEVI int samp_nth(const SampRow& r, P pred, int m, SampShared& sh) {
+  int lo, hi;
+  samp_span(r.n, &lo, &hi);
+  int c = 0;
+  samp_chunk(r, lo, hi, [&](int i, float v) { c += pred(i, v) ? 1 : 0; });
+  int total;
+  int ex = samp_scan(c, sh.si, &total);
+  m = max(1, min(m, total));
+  if (ex < m && m <= ex + c) {
+    int k = m - ex;
+    for (int i = lo; i < hi; i++)
+      if (pred(i, r.val(i)) && --k == 0) {
+        sh.res = i;
+        break;
+      }
+  }
+  __syncthreads();
+  int res = sh.res;
+  __syncthreads();
+  return res;
+}
+
+#define SAMP_TILE 1024
+
+// samp_keep: the candidate-list test of sample_count and sample_compact (the
+// same expression in both, so their counts agree).
+DEVI bool samp_keep(float v, float best, float inv_t, float gcut) {
+  return v > -INFINITY && (v == best || -((v - best) * inv_t) <= gcut);
+}
+
+// samp_rowmax: the largest tile maximum (every block of a pass computes it).
+DEVI float samp_rowmax(const float* tmax, int nb, float* sf, int* si) {
+  float best = -INFINITY;
+  int bi = 0x7fffffff;
+  for (int b = threadIdx.x; b < nb; b += blockDim.x)
+    if (tmax[b] > best) best = tmax[b], bi = b;
+  samp_argmax(&best, &bi, sf, si);
+  return best;
+}
+
+extern "C" __global__ void __launch_bounds__(256) sample_tiles(float* w, float* tmax, int* targ, int* tcnt, int* cn,
+                                                               const float* x, int n, const int* hist, int nh, float pen) {
+  __shared__ float tile[SAMP_TILE];
+  __shared__ float sf[33];
+  __shared__ int si[33];
+  const int lo = blockIdx.x * SAMP_TILE, m = min(SAMP_TILE, n - lo);
+  for (int k = threadIdx.x; k < m; k += blockDim.x) tile[k] = x[lo + k];
+  __syncthreads();
+  for (int j = threadIdx.x; j < nh; j += blockDim.x) {
+    int id = hist[j];
+    if (id >= lo && id < lo + m) {
+      float v = x[id];  // the original: a repeated id is penalised once
+      tile[id - lo] = v > 0.f ? v / pen : v * pen;
+    }
+  }
+  __syncthreads();
+  float best = -INFINITY;
+  int bi = 0x7fffffff, c = 0;
+  for (int k = threadIdx.x; k < m; k += blockDim.x) {
+    float v = tile[k];
+    w[lo + k] = v;
+    if (v > -INFINITY) {
+      c++;
+      if (v > best) best = v, bi = lo + k;
+    }
+  }
+  samp_argmax(&best, &bi, sf, si);
+  c = samp_sum(c, si);
+  if (threadIdx.x == 0) tmax[blockIdx.x] = best, targ[blockIdx.x] = bi == 0x7fffffff ? lo : bi, tcnt[blockIdx.x] = c;
+  if (blockIdx.x == 0 && threadIdx.x == 0) *cn = gridDim.x;  // greedy: the list is the tile maxima
+}
+
+extern "C" __global__ void __launch_bounds__(256) sample_count(int* tpass, u64* tmass, const float* w, int n, const float* tmax,
+                                                               int nb, float inv_t, float gcut) {
+  __shared__ float sf[33];
+  __shared__ int si[33];
+  __shared__ u64 s64[33];
+  const float best = samp_rowmax(tmax, nb, sf, si);
+  const int lo = blockIdx.x * SAMP_TILE, m = min(SAMP_TILE, n - lo);
+  int c = 0;
+  u64 mass = 0;
+  for (int k = threadIdx.x; k < m; k += blockDim.x) {
+    float v = w[lo + k];
+    if (v > -INFINITY) {
+      c += samp_keep(v, best, inv_t, gcut) ? 1 : 0;
+      mass += __float2uint_rn(expf((v - best) * inv_t) * 16777216.f);
+    }
+  }
+  c = samp_sum(c, si);
+  mass = samp_sum(mass, s64);
+  if (threadIdx.x == 0) tpass[blockIdx.x] = c, tmass[blockIdx.x] = mass;
+}
+
+extern "C" __global__ void __launch_bounds__(256) sample_compact(float* cv, int* ci, int* cn, const float* w, int n,
+                                                                 const int* tpass, const int* tcnt, const float* tmax, int nb,
+                                                                 float inv_t, float gcut, int top_k) {
+  __shared__ float sf[33];
+  __shared__ int si[33];
+  const float best = samp_rowmax(tmax, nb, sf, si);
+  int pass = 0;
+  for (int b = threadIdx.x; b < nb; b += blockDim.x) pass += tpass[b];
+  pass = samp_sum(pass, si);
+  // Fewer entries within gcut than top-k needs: list every candidate.
+  const bool all = top_k > 0 && pass < top_k;
+  const int* cnt = all ? tcnt : tpass;
+  int off = 0, total = 0;
+  for (int b = threadIdx.x; b < nb; b += blockDim.x) {
+    total += cnt[b];
+    off += b < (int)blockIdx.x ? cnt[b] : 0;
+  }
+  off = samp_sum(off, si);
+  total = samp_sum(total, si);
+  // Thread t lists entries 4t..4t+3 of the tile, in order.
+  const int lo = blockIdx.x * SAMP_TILE, m = min(SAMP_TILE, n - lo);
+  bool keep[4];
+  int c = 0;
+#pragma unroll
+  for (int j = 0; j < 4; j++) {
+    int k = 4 * threadIdx.x + j;
+    float v = k < m ? w[lo + k] : -INFINITY;
+    keep[j] = all ? v > -INFINITY : samp_keep(v, best, inv_t, gcut);
+    c += keep[j] ? 1 : 0;
+  }
+  int tot;
+  int pos = off + samp_scan(c, si, &tot);
+#pragma unroll
+  for (int j = 0; j < 4; j++) {
+    int k = 4 * threadIdx.x + j;
+    if (keep[j]) cv[pos] = w[lo + k], ci[pos] = lo + k, pos++;
+  }
+  if (blockIdx.x == 0 && threadIdx.x == 0) *cn = total;
+}
+
+// sample_logits: the filters and the draw on a candidate list (cv, ci, *cn
+// entries in increasing id order). tcnt (nb tiles) gives the row's candidate
+// count and tmass its probability mass in 8.24 fixed point.
+extern "C" __global__ void __launch_bounds__(1024) sample_logits(int* out, const float* cv, const int* ci, const int* cn,
+                                                                 const int* tcnt, const u64* tmass, int nb, float inv_t,
+                                                                 int top_k, float top_p, float min_p, double u) {
+  __shared__ SampShared sh;
+  const int tid = threadIdx.x;
+  const SampRow r{cv, ci, *cn};
+
+  // The largest candidate (first id among equals) and the row's candidate
+  // count; candidates are neither NaN nor -Inf.
+  float best = -INFINITY;
+  int bi = 0x7fffffff, cnt = 0;
+  samp_each(r, [&](int i, float v, bool ok) {
+    if (ok && v > -INFINITY && v > best) best = v, bi = i;
+  });
+  samp_argmax(&best, &bi, sh.sf, sh.si);
+  for (int b = tid; b < nb; b += blockDim.x) cnt += tcnt[b];
+  cnt = samp_sum(cnt, sh.si);
+  if (cnt == 0 || inv_t == 0.f || best == INFINITY) {
+    // Greedy, nothing to draw from (id 0, as the host), or an infinite logit
+    // that takes all the mass.
+    if (tid == 0) out[0] = cnt == 0 || bi == 0x7fffffff ? 0 : ci[bi];
+    return;
+  }
+
+  u64 thr = 0;  // kept: a candidate whose rank is >= thr
+  auto kept = [&](int j, float v) { return v > -INFINITY && samp_rank(samp_key(v), ci[j]) >= thr; };
+  if (top_k > 0 && top_k < cnt) {
+    u64 rem;
+    unsigned t = samp_select(r, [&](int, float v) -> unsigned { return v > -INFINITY ? 1u : 0u; }, (u64)top_k, &rem, sh);
+    int j = samp_nth(r, [&](int, float v) { return v > -INFINITY && samp_key(v) == t; }, (int)rem, sh);
+    thr = samp_rank(t, ci[j]);
+  }
+  auto prob = [&](float v) { return expf((v - best) * inv_t); };
+  if (top_p > 0.f && top_p < 1.f) {
+    auto q = [&](int i, float v) -> unsigned { return kept(i, v) ? __float2uint_rn(prob(v) * 16777216.f) : 0u; };
+    // The mass top-p takes its share of: the top-k survivors' (all in the
+    // list), else the whole row's.
+    u64 mass = 0;
+    if (thr != 0) {
+      samp_each(r, [&](int i, float v, bool ok) { mass += ok ? q(i, v) : 0u; });
+    } else {
+      for (int b = tid; b < nb; b += blockDim.x) mass += tmass[b];
+    }
+    mass = samp_sum(mass, sh.s64);
+    u64 need = max(1ull, (u64)ceil((double)top_p * (double)mass));
+    u64 rem;
+    unsigned t = samp_select(r, q, need, &rem, sh);
+    // Elements of equal logit weigh the same: take just enough of them.
+    u64 qe = __float2uint_rn(prob(samp_unkey(t)) * 16777216.f);
+    int m = qe ? (int)min((rem + qe - 1) / qe, (u64)0x7fffffff) : 1;
+    int j = samp_nth(r, [&](int i, float v) { return kept(i, v) && samp_key(v) == t; }, m, sh);
+    thr = max(thr, samp_rank(t, ci[j]));
+  }
+  auto surv = [&](int i, float v, float* p) {
+    if (!kept(i, v)) return false;
+    *p = prob(v);
+    return min_p <= 0.f || *p >= min_p;  // the largest has probability 1
+  };
+
+  // Inverse CDF in id order: contiguous chunks, a scan of their sums, and
+  // the one chunk holding u·total walks its elements.
+  int lo, hi;
+  samp_span(r.n, &lo, &hi);
+  double own = 0;
+  samp_chunk(r, lo, hi, [&](int i, float v) {
+    float p;
+    if (surv(i, v, &p)) own += (double)p;
+  });
+  double total;
+  double ex = samp_scan(own, sh.sd, &total);
+  double target = u * total;
+  int who = samp_max(own > 0 && ex <= target ? tid : -1, sh.si);
+  if (tid == who) {
+    double rest = target - ex;
+    int last = -1, pick = -1;
+    for (int i = lo; i < hi && pick < 0; i++) {
+      float p;
+      if (!surv(i, r.val(i), &p)) continue;
+      last = i;
+      rest -= (double)p;
+      if (rest < 0) pick = i;
+    }
+    out[0] = ci[pick >= 0 ? pick : last];
+  }
+  if (who < 0 && tid == 0) out[0] = ci[bi];  // unreachable: the largest survives
+}
+
 // ---------------------------------------------------------------- KV cache
 
 // Stores k[n, kvh*kd] and v[n, kvh*vd] at positions pos..pos+n-1 of one layer

@@ -360,7 +360,10 @@ func TestEmbedParity(t *testing.T) {
 	assert.Contains(t, err.Error(), "token id 10")
 }
 
-func TestArgmax(t *testing.T) {
+// TestSampleGreedy: Sample with temperature 0 is the argmax (first index of
+// the largest, NaN never chosen) of the penalised logits; engine's
+// TestDeviceSampler checks the sampled paths against the host Sampler.
+func TestSampleGreedy(t *testing.T) {
 	g := newGPU(t, Options{})
 	rnd := rand.New(rand.NewPCG(rand.Uint64(), 3))
 	for _, n := range []int{1, 7, 1000, 102400} {
@@ -377,16 +380,41 @@ func TestArgmax(t *testing.T) {
 		buf, err := g.Alloc(len(v))
 		require.NoError(t, err)
 		require.NoError(t, g.Upload(buf, 0, v))
-		id, err := g.Argmax(buf, 10, n)
+		id, err := g.Sample(buf, 10, n, nil, kernels.SampleParams{}, 0)
 		require.NoError(t, err)
 		assert.Equal(t, best-10, id, "n=%d", n)
+		if n > 2 {
+			// A penalty of 1e3 on the winner (and on ids outside the row, which
+			// are ignored) hands the win to the runner-up.
+			second := -1
+			for i := 10; i < n+10; i++ {
+				if i != best && v[i] == v[i] && (second < 0 || v[i] > v[second]) {
+					second = i
+				}
+			}
+			id, err = g.Sample(buf, 10, n, []int{best - 10, -5, n + 3}, kernels.SampleParams{RepeatPenalty: 1e3}, 0)
+			require.NoError(t, err)
+			assert.Equal(t, second-10, id, "n=%d with penalty", n)
+		}
+	}
+	// Nothing to choose (all NaN or -Inf): id 0, as the host.
+	none, _ := g.Alloc(4)
+	require.NoError(t, g.Upload(none, 0, []float32{float32(math.NaN()), float32(math.Inf(-1)), float32(math.NaN()), float32(math.Inf(-1))}))
+	for _, temp := range []float32{0, 1} {
+		id, err := g.Sample(none, 0, 4, nil, kernels.SampleParams{Temperature: temp}, 0.5)
+		require.NoError(t, err)
+		assert.Equal(t, 0, id)
 	}
 	// Ties: lowest index.
 	buf, _ := g.Alloc(5)
 	require.NoError(t, g.Upload(buf, 0, []float32{1, 3, 2, 3, 3}))
-	id, err := g.Argmax(buf, 0, 5)
+	id, err := g.Sample(buf, 0, 5, nil, kernels.SampleParams{}, 0)
 	require.NoError(t, err)
 	assert.Equal(t, 1, id)
+	_, err = g.Sample(buf, 0, 5, nil, kernels.SampleParams{TopP: 2}, 0)
+	assert.ErrorContains(t, err, "top-p")
+	_, err = g.Sample(buf, 3, 5, nil, kernels.SampleParams{}, 0)
+	assert.ErrorContains(t, err, "buffer of 5")
 }
 
 // TestCapturedStep runs a miniature decode step (embed, fused QKV, rope,
@@ -459,7 +487,7 @@ func TestCapturedStep(t *testing.T) {
 			require.NoError(t, g.Download(got, graphed.lg, 0))
 			e := relErr(got, want)
 			require.LessOrEqual(t, e, 1e-5, "kv %v pos %d", kvdt, pos)
-			a, err := g.Argmax(graphed.lg, 0, vocab)
+			a, err := g.Sample(graphed.lg, 0, vocab, nil, kernels.SampleParams{}, 0)
 			require.NoError(t, err)
 			id = int32(a)
 		}
