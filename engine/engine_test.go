@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -249,7 +250,13 @@ func TestConcurrentGenerate(t *testing.T) {
 		require.NoError(t, errs[i])
 		assert.Equal(t, want[i], got[i], "goroutine %d", i)
 	}
-	assert.NotEqual(t, want[0], want[1], "different seeds should differ")
+	// Seeds select different streams: the 8 runs are not all one text (two
+	// seeds may agree over a few confident tokens).
+	distinct := map[string]bool{}
+	for _, w := range want {
+		distinct[fmt.Sprint(w)] = true
+	}
+	assert.Greater(t, len(distinct), 1, "different seeds should differ")
 }
 
 // writeCheckpoint writes config.json and model.safetensors into a temp dir.
