@@ -83,24 +83,7 @@ func (s *Sampler) Sample(logits []float32, history []int) int {
 	if n == 0 {
 		return -1
 	}
-	src := logits
-	if p := s.opts.RepeatPenalty; p != 0 && p != 1 && len(history) > 0 {
-		s.work = samplerGrow(s.work, n)
-		copy(s.work, logits)
-		for _, id := range history {
-			if id < 0 || id >= n {
-				continue
-			}
-			// Read from the original logits so a repeated id is penalised
-			// once, as transformers' gather/scatter does.
-			if l := logits[id]; l > 0 {
-				s.work[id] = l / p
-			} else {
-				s.work[id] = l * p
-			}
-		}
-		src = s.work
-	}
+	src := s.penalized(logits, history)
 	if s.opts.Temperature == 0 {
 		return greedyArgmax(src)
 	}
@@ -116,6 +99,31 @@ func (s *Sampler) deviceArgs() (kernels.SampleParams, float64) {
 		return s.opts.params(), 0
 	}
 	return s.opts.params(), s.rng.Float64()
+}
+
+// penalized returns logits with the repetition penalty applied to the ids in
+// history (a reused copy), or logits itself when the penalty is off.
+func (s *Sampler) penalized(logits []float32, history []int) []float32 {
+	p := s.opts.RepeatPenalty
+	if p == 0 || p == 1 || len(history) == 0 {
+		return logits
+	}
+	n := len(logits)
+	s.work = samplerGrow(s.work, n)
+	copy(s.work, logits)
+	for _, id := range history {
+		if id < 0 || id >= n {
+			continue
+		}
+		// Read from the original logits so a repeated id is penalised
+		// once, as transformers' gather/scatter does.
+		if l := logits[id]; l > 0 {
+			s.work[id] = l / p
+		} else {
+			s.work[id] = l * p
+		}
+	}
+	return s.work
 }
 
 // greedyArgmax returns the first index of the largest value, skipping NaN

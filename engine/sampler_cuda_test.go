@@ -106,19 +106,7 @@ func allowedSet(t *testing.T, row []float32, history []int, o SamplerOptions) ma
 	t.Helper()
 	s, err := NewSampler(o)
 	require.NoError(t, err)
-	src := row
-	if p := o.RepeatPenalty; p != 0 && p != 1 {
-		src = append([]float32(nil), row...)
-		for _, id := range history {
-			if id >= 0 && id < len(row) {
-				if l := row[id]; l > 0 {
-					src[id] = l / p
-				} else {
-					src[id] = l * p
-				}
-			}
-		}
-	}
+	src := s.penalized(row, history)
 	ok := map[int]bool{}
 	if o.Greedy() {
 		ok[greedyArgmax(src)] = true
