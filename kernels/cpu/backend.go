@@ -466,7 +466,12 @@ func (b *Backend) RMSNorm(out, x, weight kernels.Buffer, n, dim int, eps float32
 // ApplyRope implements kernels.Backend. Angles are computed in float64 so
 // long positions do not lose precision.
 func (b *Backend) ApplyRope(x kernels.Buffer, n, heads, headDim, pos0 int, r *kernels.Rope) {
-	xs := buf(x)
+	rope(buf(x), n, heads, headDim, pos0, nil, r)
+}
+
+// rope rotates n rows of xs; row t is at position pos[t] when pos is not
+// nil, else at pos0+t.
+func rope(xs []float32, n, heads, headDim, pos0 int, pos []int32, r *kernels.Rope) {
 	half := r.Dim / 2
 	var csBuf, snBuf [256]float32 // head dims up to 512 without allocating
 	cs, sn := csBuf[:], snBuf[:]
@@ -474,9 +479,12 @@ func (b *Backend) ApplyRope(x kernels.Buffer, n, heads, headDim, pos0 int, r *ke
 		cs, sn = make([]float32, half), make([]float32, half)
 	}
 	for t := 0; t < n; t++ {
-		pos := float64(pos0 + t)
+		p := float64(pos0 + t)
+		if pos != nil {
+			p = float64(pos[t])
+		}
 		for j := 0; j < half; j++ {
-			s, c := math.Sincos(pos * float64(r.InvFreq[j]))
+			s, c := math.Sincos(p * float64(r.InvFreq[j]))
 			cs[j] = float32(c) * r.Scale
 			sn[j] = float32(s) * r.Scale
 		}

@@ -1,0 +1,156 @@
+package cpu
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/deepseek-go/deepseek-go/kernels"
+	"github.com/deepseek-go/deepseek-go/kernels/cpu/simd"
+)
+
+var _ kernels.Batcher = (*Backend)(nil)
+
+// PagedKV is the CPU paged cache: per layer [Blocks, BlockTokens, KVHeads,
+// KDim] keys and, without VInK, values of VDim.
+type PagedKV struct {
+	spec kernels.PagedKVSpec
+	k, v [][]float32
+}
+
+// Spec implements kernels.PagedKV.
+func (c *PagedKV) Spec() kernels.PagedKVSpec { return c.spec }
+
+// Bytes implements kernels.PagedKV.
+func (c *PagedKV) Bytes() int64 { return int64(c.spec.Blocks) * c.spec.BytesPerBlock() }
+
+// NewPagedKV implements kernels.Batcher.
+func (b *Backend) NewPagedKV(spec kernels.PagedKVSpec) (kernels.PagedKV, error) {
+	if spec.Layers <= 0 || spec.Blocks <= 0 || spec.BlockTokens <= 0 || spec.KVHeads <= 0 || spec.KDim <= 0 || spec.VDim <= 0 {
+		return nil, fmt.Errorf("cpu: NewPagedKV: bad spec %+v", spec)
+	}
+	if spec.VInK && spec.VDim > spec.KDim {
+		return nil, fmt.Errorf("cpu: NewPagedKV: VInK with VDim %d > KDim %d", spec.VDim, spec.KDim)
+	}
+	slots := spec.Blocks * spec.BlockTokens * spec.KVHeads
+	c := &PagedKV{spec: spec, k: make([][]float32, spec.Layers)}
+	if !spec.VInK {
+		c.v = make([][]float32, spec.Layers)
+	}
+	for l := range spec.Layers {
+		c.k[l] = make([]float32, slots*spec.KDim)
+		if !spec.VInK {
+			c.v[l] = make([]float32, slots*spec.VDim)
+		}
+	}
+	return c, nil
+}
+
+// RopeRows implements kernels.Batcher.
+func (b *Backend) RopeRows(x kernels.Buffer, n, heads, headDim int, pos []int32, r *kernels.Rope) {
+	rope(buf(x), n, heads, headDim, 0, pos[:n], r)
+}
+
+// PagedAttention implements kernels.Batcher. Keys and values of every row
+// are stored first, so a prompt chunk's rows see each other; then items of
+// (row, KV head, ≤ attnHeadsPerItem query heads) run in parallel as in
+// Attention, walking the row's blocks.
+func (b *Backend) PagedAttention(out, q, k, v kernels.Buffer, kv kernels.PagedKV, layer int, bt *kernels.Batch, heads int, scale float32) {
+	c := kv.(*PagedKV)
+	sp := c.spec
+	kd, vd, kvh, bs := sp.KDim, sp.VDim, sp.KVHeads, sp.BlockTokens
+	n := bt.Rows()
+	ks, kc := buf(k), c.k[layer]
+	var vs, vc []float32
+	vstride := kd
+	if sp.VInK {
+		vc = kc
+	} else {
+		vs, vc, vstride = buf(v), c.v[layer], vd
+	}
+	maxPos := 0
+	for i := range n {
+		p := int(bt.Pos[i])
+		maxPos = max(maxPos, p+1)
+		slot := int(bt.Tables[bt.Seq[i]][p/bs])*bs + p%bs
+		copy(kc[slot*kvh*kd:(slot+1)*kvh*kd], ks[i*kvh*kd:(i+1)*kvh*kd])
+		if !sp.VInK {
+			copy(vc[slot*kvh*vd:(slot+1)*kvh*vd], vs[i*kvh*vd:(i+1)*kvh*vd])
+		}
+	}
+	group := heads / kvh
+	hs := min(group, attnHeadsPerItem)
+	j := &pagedJob{kern: b.kern, q: buf(q), out: buf(out), kc: kc, vc: vc, bt: bt,
+		kd: kd, vd: vd, kvh: kvh, bs: bs, vstride: vstride, heads: heads, scale: scale,
+		group: group, hs: hs, subs: (group + hs - 1) / hs}
+	j.scores = make([][]float32, b.threads)
+	j.acc = make([][]float32, b.threads)
+	for w := range j.scores {
+		j.scores[w] = make([]float32, hs*maxPos)
+		j.acc[w] = make([]float32, vd)
+	}
+	items := n * kvh * j.subs
+	chunk := items
+	if n*heads*maxPos*(kd+vd) >= 1<<15 {
+		chunk = max(1, items/(4*b.threads))
+	}
+	var par parJob
+	b.pool.run(&par, j, items, chunk)
+}
+
+// pagedJob is one PagedAttention call in flight.
+type pagedJob struct {
+	kern                            *simd.Kernels
+	q, out, kc, vc                  []float32
+	bt                              *kernels.Batch
+	kd, vd, kvh, bs, vstride, heads int
+	scale                           float32
+	group, hs, subs                 int
+	scores, acc                     [][]float32 // per worker
+}
+
+func (j *pagedJob) run(lo, hi, worker int) {
+	kd, vd, kvh, bs := j.kd, j.vd, j.kvh, j.bs
+	for it := lo; it < hi; it++ {
+		t, rest := it/(kvh*j.subs), it%(kvh*j.subs)
+		g, sub := rest/j.subs, rest%j.subs
+		h0 := g*j.group + sub*j.hs
+		nh := min(j.hs, (g+1)*j.group-h0)
+		npos := int(j.bt.Pos[t]) + 1
+		table := j.bt.Tables[j.bt.Seq[t]]
+		qs := j.q[(t*j.heads+h0)*kd : (t*j.heads+h0+nh)*kd]
+		sc := j.scores[worker][:nh*npos]
+		// sc[i*npos+p] = q_{h0+i} · k_p of KV head g, one block at a time.
+		for p0 := 0; p0 < npos; p0 += bs {
+			cnt := min(bs, npos-p0)
+			base := int(table[p0/bs]) * bs * kvh * kd
+			j.kern.MatMulF32Strided(sc[p0:], npos, qs, kd, nh, j.kc[base+g*kd:], kvh*kd, kd, 0, cnt)
+		}
+		acc := j.acc[worker]
+		for i := 0; i < nh; i++ {
+			row := sc[i*npos : (i+1)*npos]
+			mx := float32(math.Inf(-1))
+			for p := range row {
+				row[p] *= j.scale
+				mx = max(mx, row[p])
+			}
+			inv := 1 / j.kern.ExpSub(row, mx)
+			for p := range row {
+				row[p] *= inv
+			}
+			h := h0 + i
+			dst := j.out[(t*j.heads+h)*vd : (t*j.heads+h+1)*vd]
+			for p0 := 0; p0 < npos; p0 += bs {
+				cnt := min(bs, npos-p0)
+				base := int(table[p0/bs]) * bs * kvh * j.vstride
+				w := dst
+				if p0 > 0 {
+					w = acc
+				}
+				j.kern.WeightedSum(w, row[p0:p0+cnt], j.vc[base+g*j.vstride:], kvh*j.vstride)
+				if p0 > 0 {
+					j.kern.Axpy(dst, 1, acc)
+				}
+			}
+		}
+	}
+}
