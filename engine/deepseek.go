@@ -457,10 +457,10 @@ func (a *MLA) Forward(s *Session, out, xn kernels.Buffer, n, pos0 int) error {
 	} else {
 		s.matMul(xn, n, a.Q, nil, sc.q)
 	}
-	be.ApplyRope(sc.q, n, H, qh, pos0, &a.RopeQ)
+	s.applyRope(sc.q, n, H, qh, pos0, &a.RopeQ)
 	s.matMul(xn, n, a.KVA, nil, sc.lat, sc.kr)
 	be.RMSNorm(sc.lat, sc.lat, a.KVANorm, n, a.KVLora, mlaNormEps)
-	be.ApplyRope(sc.kr, n, 1, a.Rope, pos0, &a.RopeK)
+	s.applyRope(sc.kr, n, 1, a.Rope, pos0, &a.RopeK)
 
 	if a.Absorbed {
 		kd := a.KVLora + a.Rope
@@ -475,7 +475,7 @@ func (a *MLA) Forward(s *Session, out, xn kernels.Buffer, n, pos0 int) error {
 			s.matMul(sc.tA, n, a.WUKT[h], nil, sc.tB)
 			be.Copy2D(sc.qabs, h*kd, H*kd, sc.tB, 0, a.KVLora, n, a.KVLora)
 		}
-		be.Attention(sc.olat, sc.qabs, sc.k, nil, s.KV(), a.Layer, pos0, n, H, a.Scale)
+		s.attention(sc.olat, sc.qabs, sc.k, nil, a.Layer, pos0, n, H, a.Scale)
 		// Per head: attended latent · W_UVᵀ.
 		for h := range H {
 			be.Copy2D(sc.tB, 0, a.KVLora, sc.olat, h*a.KVLora, H*a.KVLora, n, a.KVLora)
@@ -492,7 +492,7 @@ func (a *MLA) Forward(s *Session, out, xn kernels.Buffer, n, pos0 int) error {
 		for h := range H {
 			be.Copy2D(sc.k, h*qh+a.Nope, H*qh, sc.kr, 0, a.Rope, n, a.Rope)
 		}
-		be.Attention(sc.attn, sc.q, sc.k, sc.v, s.KV(), a.Layer, pos0, n, H, a.Scale)
+		s.attention(sc.attn, sc.q, sc.k, sc.v, a.Layer, pos0, n, H, a.Scale)
 	}
 	s.matMul(sc.attn, n, a.O, nil, out)
 	return nil

@@ -13,6 +13,10 @@ import (
 type Token struct {
 	ID   int
 	Text string
+	// Logprob and Top are filled by a Scheduler when the request asks for
+	// them (Request.Logprobs, Request.TopLogprobs).
+	Logprob float32
+	Top     []Logprob
 }
 
 // GenerateOptions controls a generation.

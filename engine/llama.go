@@ -153,7 +153,6 @@ func LoadGQA(b *Builder, prefix string, layer int, qkvBias, oBias bool, rope *ke
 // Forward writes attention of xn [n, hidden] (already normed) to out
 // [n, hidden], storing this chunk's keys and values in the session cache.
 func (a *GQA) Forward(s *Session, out, xn kernels.Buffer, n, pos0 int) error {
-	be := s.Backend()
 	ch := s.Chunk()
 	qd, kvd := a.Heads*a.HeadDim, a.KVHeads*a.HeadDim
 	q, err := s.Scratch("attn.q", ch*qd)
@@ -173,9 +172,9 @@ func (a *GQA) Forward(s *Session, out, xn kernels.Buffer, n, pos0 int) error {
 		return err
 	}
 	s.matMul(xn, n, a.QKV, a.QKVBias, q, k, v)
-	be.ApplyRope(q, n, a.Heads, a.HeadDim, pos0, a.Rope)
-	be.ApplyRope(k, n, a.KVHeads, a.HeadDim, pos0, a.Rope)
-	be.Attention(att, q, k, v, s.KV(), a.Layer, pos0, n, a.Heads, a.Scale)
+	s.applyRope(q, n, a.Heads, a.HeadDim, pos0, a.Rope)
+	s.applyRope(k, n, a.KVHeads, a.HeadDim, pos0, a.Rope)
+	s.attention(att, q, k, v, a.Layer, pos0, n, a.Heads, a.Scale)
 	s.matMul(att, n, a.O, a.OBias, out)
 	return nil
 }

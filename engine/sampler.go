@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -32,10 +33,25 @@ type SamplerOptions struct {
 	// Seed makes sampling reproducible: the same seed, options and logits
 	// give the same tokens.
 	Seed uint64
+	// FrequencyPenalty and PresencePenalty (OpenAI's, in [-2, 2]; 0 = off)
+	// subtract count·FrequencyPenalty + PresencePenalty from the logit of
+	// every id already generated (not the prompt's). Only the scheduler
+	// applies them (Sampler.SampleGenerated).
+	FrequencyPenalty, PresencePenalty float32
 }
 
 // Validate reports the first setting that is out of range.
-func (o SamplerOptions) Validate() error { return o.params().Validate() }
+func (o SamplerOptions) Validate() error {
+	for _, f := range []struct {
+		name string
+		v    float32
+	}{{"frequency penalty", o.FrequencyPenalty}, {"presence penalty", o.PresencePenalty}} {
+		if !(f.v >= -2 && f.v <= 2) { // NaN fails too
+			return fmt.Errorf("%s must be in [-2, 2] (0 = off), got %g", f.name, f.v)
+		}
+	}
+	return o.params().Validate()
+}
 
 // params are the settings a device sampler applies (all but the seed).
 func (o SamplerOptions) params() kernels.SampleParams {
@@ -56,10 +72,11 @@ const pcgStream = 0x9e3779b97f4a7c15
 type Sampler struct {
 	opts   SamplerOptions
 	rng    *rand.Rand
-	work   []float32 // penalised copy of the logits
-	probs  []float32 // unnormalised probabilities of the candidates
-	idx    []int32   // candidate token ids, parallel to probs
-	keyBuf []uint64  // sort keys for top-p
+	work   []float32   // penalised copy of the logits
+	probs  []float32   // unnormalised probabilities of the candidates
+	idx    []int32     // candidate token ids, parallel to probs
+	keyBuf []uint64    // sort keys for top-p
+	counts map[int]int // generated-id counts (SampleGenerated)
 }
 
 // NewSampler validates o and returns a Sampler seeded with o.Seed.
@@ -84,6 +101,38 @@ func (s *Sampler) Sample(logits []float32, history []int) int {
 		return -1
 	}
 	src := s.penalized(logits, history)
+	if s.opts.Temperature == 0 {
+		return greedyArgmax(src)
+	}
+	return s.sample(src, s.rng.Float64())
+}
+
+// SampleGenerated is Sample where history[nPrompt:] are the ids generated
+// so far, which the frequency and presence penalties apply to (the
+// repetition penalty covers the whole history).
+func (s *Sampler) SampleGenerated(logits []float32, history []int, nPrompt int) int {
+	fp, pp := s.opts.FrequencyPenalty, s.opts.PresencePenalty
+	if (fp == 0 && pp == 0) || nPrompt >= len(history) || len(logits) == 0 {
+		return s.Sample(logits, history)
+	}
+	src := s.penalized(logits, history)
+	if len(s.work) == 0 || &src[0] != &s.work[0] { // penalized returned logits itself
+		s.work = samplerGrow(s.work, len(logits))
+		copy(s.work, logits)
+		src = s.work
+	}
+	if s.counts == nil {
+		s.counts = map[int]int{}
+	}
+	clear(s.counts)
+	for _, id := range history[nPrompt:] {
+		if id >= 0 && id < len(src) {
+			s.counts[id]++
+		}
+	}
+	for id, c := range s.counts {
+		src[id] -= float32(c)*fp + pp
+	}
 	if s.opts.Temperature == 0 {
 		return greedyArgmax(src)
 	}

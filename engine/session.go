@@ -36,6 +36,31 @@ type Session struct {
 	// moe holds each MoE layer's host routing scratch, by stats slot.
 	moe  []*moeWork
 	zero []float32 // backs zeros
+	// batch and paged are set for a scheduler step (batch.go): rope and
+	// attention then take per-row positions and the shared paged cache.
+	batch   *kernels.Batch
+	paged   kernels.PagedKV
+	batcher kernels.Batcher
+}
+
+// applyRope rotates x for rows at pos0.. (a single sequence) or at the
+// batch's per-row positions.
+func (s *Session) applyRope(x kernels.Buffer, n, heads, headDim, pos0 int, r *kernels.Rope) {
+	if s.batch != nil {
+		s.batcher.RopeRows(x, n, heads, headDim, s.batch.Pos, r)
+		return
+	}
+	s.be.ApplyRope(x, n, heads, headDim, pos0, r)
+}
+
+// attention is Backend.Attention on the session's cache, or the batched
+// paged attention during a scheduler step.
+func (s *Session) attention(out, q, k, v kernels.Buffer, layer, pos0, n, heads int, scale float32) {
+	if s.batch != nil {
+		s.batcher.PagedAttention(out, q, k, v, s.paged, layer, s.batch, heads, scale)
+		return
+	}
+	s.be.Attention(out, q, k, v, s.kv, layer, pos0, n, heads, scale)
 }
 
 // NewSession makes a session for up to maxTokens positions (prompt plus
@@ -251,8 +276,8 @@ func (s *Session) zeros(n int) []float32 {
 // step can be captured as a graph) and returns the logits buffer with its
 // row count, or nil when no logits are wanted for this chunk.
 func (s *Session) forwardOps(ids []int, all, lastChunk bool) (kernels.Buffer, int, error) {
-	m, c := s.m, s.m.cfg
-	n, hid, vocab := len(ids), c.HiddenSize, c.VocabSize
+	m := s.m
+	n := len(ids)
 	s.ids32 = s.ids32[:0]
 	for _, id := range ids {
 		s.ids32 = append(s.ids32, int32(id))
@@ -268,22 +293,68 @@ func (s *Session) forwardOps(ids []int, all, lastChunk bool) (kernels.Buffer, in
 	}
 	rows, src := n, 0
 	if !all {
-		rows, src = 1, (n-1)*hid
+		rows, src = 1, n-1
+	}
+	lg, err := s.head(nil, src, rows)
+	return lg, rows, err
+}
+
+// head runs the final norm and lm_head on rows of s.x: the rows listed in
+// pick, or rows consecutive rows from src when pick is nil.
+func (s *Session) head(pick []int, src, rows int) (kernels.Buffer, error) {
+	m, c := s.m, s.m.cfg
+	hid, vocab := c.HiddenSize, c.VocabSize
+	if pick != nil {
+		rows = len(pick)
 	}
 	xr, err := s.Scratch("head.x", rows*hid)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	xn, err := s.Scratch("head.xn", rows*hid)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
-	s.be.Copy2D(xr, 0, hid, s.x, src, hid, rows, hid)
+	if pick == nil {
+		s.be.Copy2D(xr, 0, hid, s.x, src*hid, hid, rows, hid)
+	}
+	for i, r := range pick {
+		s.be.Copy2D(xr, i*hid, hid, s.x, r*hid, hid, 1, hid)
+	}
 	s.be.RMSNorm(xn, xr, m.norm, rows, hid, float32(c.RMSNormEps))
 	lg, err := s.Scratch("head.logits", rows*vocab)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	s.matMul(xn, rows, m.lmHead, nil, lg)
-	return lg, rows, nil
+	return lg, nil
+}
+
+// stepForward runs one scheduler step: ids are the batch's rows (bt gives
+// their positions and sequences) and want the rows whose logits are
+// returned, in that order, as a [len(want), vocab] device buffer.
+func (s *Session) stepForward(ids []int, bt *kernels.Batch, want []int) (kernels.Buffer, error) {
+	if s.m.closed.Load() {
+		return nil, fmt.Errorf("model is closed")
+	}
+	if err := bt.Check(s.paged.Spec()); err != nil {
+		return nil, err
+	}
+	n := len(ids)
+	s.ids32 = s.ids32[:0]
+	for _, id := range ids {
+		s.ids32 = append(s.ids32, int32(id))
+	}
+	s.batch = bt
+	defer func() { s.batch = nil }()
+	s.be.Embed(s.x, s.m.embed, s.ids32)
+	for i, b := range s.m.blocks {
+		if err := b.Forward(s, s.x, n, 0); err != nil {
+			return nil, fmt.Errorf("layer %d: %w", i, err)
+		}
+	}
+	if len(want) == 0 {
+		return nil, nil
+	}
+	return s.head(want, 0, 0)
 }

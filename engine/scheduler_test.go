@@ -1,0 +1,336 @@
+package engine
+
+import (
+	"context"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// aloneRun is a request run by itself on a Session: its tokens and the
+// log-softmax of every step's logits.
+type aloneRun struct {
+	ids []int
+	lps [][]float32
+}
+
+// runAlone generates like the scheduler (greedy or sampled, stop ids,
+// MaxTokens) with a plain Session, keeping each step's logprobs.
+func runAlone(t *testing.T, m *Model, r Request) aloneRun {
+	t.Helper()
+	ctx := context.Background()
+	s, err := m.NewSession(len(r.Prompt) + r.MaxTokens)
+	require.NoError(t, err)
+	smp, err := NewSampler(r.Sampling)
+	require.NoError(t, err)
+	logits, err := s.Last(ctx, r.Prompt)
+	require.NoError(t, err)
+	hist := slices.Clone(r.Prompt)
+	var out aloneRun
+	for len(out.ids) < r.MaxTokens {
+		id := smp.SampleGenerated(logits, hist, len(r.Prompt))
+		if slices.Contains(r.StopIDs, id) || (!r.IgnoreEOS && slices.Contains(m.cfg.StopIDs(), id)) {
+			break
+		}
+		lp := make([]float32, len(logits))
+		for i := range lp {
+			lp[i], _ = logprobs(logits, i, 0)
+		}
+		out.ids = append(out.ids, id)
+		out.lps = append(out.lps, lp)
+		hist = append(hist, id)
+		if len(out.ids) == r.MaxTokens {
+			break
+		}
+		logits, err = s.Step(ctx, id)
+		require.NoError(t, err)
+	}
+	return out
+}
+
+// randPrompt returns n ids in [2, vocab) (0 and 1 are BOS/EOS in the fixtures).
+func randPrompt(rng *rand.Rand, n, vocab int) []int {
+	p := make([]int, n)
+	for i := range p {
+		p[i] = 2 + rng.IntN(vocab-2)
+	}
+	return p
+}
+
+type streamed struct {
+	toks []Token
+	res  Result
+	err  error
+}
+
+func drain(st *Stream) streamed {
+	var s streamed
+	for tok, err := range st.Tokens() {
+		if err != nil {
+			s.err = err
+			break
+		}
+		s.toks = append(s.toks, tok)
+	}
+	s.res = st.Result()
+	return s
+}
+
+// TestSchedulerMatchesAlone submits requests of mixed prompt lengths with
+// staggered arrivals (greedy and seeded sampling in one batch, a token
+// budget that splits prompts into chunks beside decode rows) and checks
+// every request against the same request run alone: identical tokens and
+// the top-20 logprobs within 1e-5.
+func TestSchedulerMatchesAlone(t *testing.T) {
+	fixtures := []struct{ dir, mla string }{
+		{"llama-mha", ""}, {"llama-gqa-llama3rope", ""}, {"qwen2", ""}, {"qwen2-tied", ""},
+		{"deepseek-v2-lite", MLAAbsorbed}, {"deepseek-v2-lite", MLANaive},
+		{"deepseek-v3", MLAAbsorbed}, {"deepseek-v3", MLANaive},
+	}
+	if testing.Short() {
+		fixtures = fixtures[:1]
+	}
+	for _, fx := range fixtures {
+		t.Run(fx.dir+"/"+fx.mla, func(t *testing.T) {
+			opts := []Option{WithThreads(2), WithDevice("cpu")}
+			if fx.mla != "" {
+				opts = append(opts, WithMLA(fx.mla))
+			}
+			m, err := Load(fixtureDir(fx.dir), opts...)
+			require.NoError(t, err)
+			defer m.Close()
+			rng := rand.New(rand.NewPCG(7, 8))
+			vocab := m.cfg.VocabSize
+			var reqs []Request
+			for i, n := range []int{3, 41, 17, 1, 70, 9} {
+				r := Request{Prompt: randPrompt(rng, n, vocab), MaxTokens: 10, TopLogprobs: maxTopLogprobs}
+				if i%2 == 1 {
+					r.Sampling = SamplerOptions{Temperature: 0.9, TopP: 0.95, Seed: uint64(i)}
+				}
+				reqs = append(reqs, r)
+			}
+			sch, err := m.NewScheduler(SchedulerOptions{MaxSeqs: 4, TokenBudget: 24})
+			require.NoError(t, err)
+			defer sch.Close()
+			got := make([]streamed, len(reqs))
+			var wg sync.WaitGroup
+			for i, r := range reqs {
+				if i == 3 {
+					time.Sleep(20 * time.Millisecond) // later arrivals join running decodes
+				}
+				st, err := sch.Submit(context.Background(), r)
+				require.NoError(t, err)
+				wg.Go(func() { got[i] = drain(st) })
+			}
+			wg.Wait()
+			for i, r := range reqs {
+				want := runAlone(t, m, r)
+				g := got[i]
+				require.NoError(t, g.err, "request %d", i)
+				ids := make([]int, len(g.toks))
+				for j, tok := range g.toks {
+					ids[j] = tok.ID
+				}
+				require.Equal(t, want.ids, ids, "request %d (prompt %d tokens)", i, len(r.Prompt))
+				for j, tok := range g.toks {
+					require.Len(t, tok.Top, maxTopLogprobs)
+					assert.Equal(t, tok.Logprob, valueOf(tok.Top, tok.ID, tok.Logprob))
+					for _, lp := range tok.Top {
+						w := want.lps[j][lp.ID]
+						assert.InDelta(t, w, lp.Logprob, 1e-5*math.Max(1, math.Abs(float64(w))), "request %d token %d id %d", i, j, lp.ID)
+					}
+				}
+				assert.Equal(t, len(r.Prompt), g.res.PromptTokens)
+				assert.Equal(t, len(ids), g.res.GeneratedTokens)
+				if len(ids) == r.MaxTokens {
+					assert.Equal(t, FinishLength, g.res.Finish)
+				} else {
+					assert.Equal(t, FinishStop, g.res.Finish)
+				}
+			}
+			st := sch.Stats()
+			assert.Zero(t, st.KVBlocksUsed, "finished requests hold no blocks")
+			assert.Zero(t, st.Running+st.Waiting)
+		})
+	}
+}
+
+// valueOf returns the logprob of id in top, or def when absent.
+func valueOf(top []Logprob, id int, def float32) float32 {
+	for _, lp := range top {
+		if lp.ID == id {
+			return lp.Logprob
+		}
+	}
+	return def
+}
+
+// TestSchedulerPreemption gives the scheduler KV room for barely one
+// sequence: requests are preempted and recomputed, and all finish with
+// the tokens they get alone.
+func TestSchedulerPreemption(t *testing.T) {
+	m, err := Load(fixtureDir("llama-gqa-llama3rope"), WithThreads(2), WithDevice("cpu"))
+	require.NoError(t, err)
+	defer m.Close()
+	rng := rand.New(rand.NewPCG(3, 3))
+	var reqs []Request
+	for _, n := range []int{30, 20, 25, 40} {
+		reqs = append(reqs, Request{Prompt: randPrompt(rng, n, m.cfg.VocabSize), MaxTokens: 24, IgnoreEOS: true})
+	}
+	probe, err := m.NewScheduler(SchedulerOptions{})
+	require.NoError(t, err)
+	perBlock := probe.kv.Spec().BytesPerBlock()
+	require.NoError(t, probe.Close())
+	// 5 blocks = 80 positions: any one request fits (≤ 64 positions), two rarely do.
+	sch, err := m.NewScheduler(SchedulerOptions{MaxSeqs: 4, TokenBudget: 32, KVBytes: 5 * perBlock})
+	require.NoError(t, err)
+	defer sch.Close()
+	require.Equal(t, 5*blockTokens, sch.Context())
+	streams := make([]*Stream, len(reqs))
+	for i, r := range reqs {
+		streams[i], err = sch.Submit(context.Background(), r)
+		require.NoError(t, err)
+	}
+	pre := 0
+	for i, st := range streams {
+		g := drain(st)
+		require.NoError(t, g.err)
+		var ids []int
+		for _, tok := range g.toks {
+			ids = append(ids, tok.ID)
+		}
+		assert.Equal(t, runAlone(t, m, reqs[i]).ids, ids, "request %d", i)
+		assert.Equal(t, FinishLength, g.res.Finish)
+		pre += g.res.Preemptions
+	}
+	assert.Positive(t, pre, "the budget forces preemption")
+	// A request that cannot fit at all is refused up front.
+	_, err = sch.Submit(context.Background(), Request{Prompt: randPrompt(rng, 70, m.cfg.VocabSize), MaxTokens: 20})
+	assert.ErrorIs(t, err, ErrInvalid)
+	assert.ErrorContains(t, err, "70 tokens + max_tokens 20 exceed the context of 80")
+}
+
+// TestSchedulerPrefixCache: a second request sharing a long prefix reuses
+// its blocks (and computes the same tokens).
+func TestSchedulerPrefixCache(t *testing.T) {
+	m, err := Load(fixtureDir("qwen2"), WithThreads(2), WithDevice("cpu"))
+	require.NoError(t, err)
+	defer m.Close()
+	rng := rand.New(rand.NewPCG(5, 6))
+	prefix := randPrompt(rng, 100, m.cfg.VocabSize)
+	sch, err := m.NewScheduler(SchedulerOptions{})
+	require.NoError(t, err)
+	defer sch.Close()
+	run := func(p []int) streamed {
+		st, err := sch.Submit(context.Background(), Request{Prompt: p, MaxTokens: 5, IgnoreEOS: true})
+		require.NoError(t, err)
+		g := drain(st)
+		require.NoError(t, g.err)
+		return g
+	}
+	a := run(prefix)
+	assert.Zero(t, a.res.CachedTokens)
+	b := run(append(slices.Clone(prefix), 7, 8, 9))
+	assert.Equal(t, 96, b.res.CachedTokens, "6 full blocks of the 100-token prefix")
+	st := sch.Stats()
+	assert.Equal(t, int64(6), st.PrefixHitBlocks)
+	assert.Equal(t, int64(6+6), st.PrefixQueryBlocks)
+	var ids []int
+	for _, tok := range b.toks {
+		ids = append(ids, tok.ID)
+	}
+	assert.Equal(t, runAlone(t, m, Request{Prompt: append(slices.Clone(prefix), 7, 8, 9), MaxTokens: 5, IgnoreEOS: true}).ids, ids)
+}
+
+// TestSchedulerCancel: a cancelled request ends with its context's error
+// within a step and frees its blocks; others are unaffected.
+func TestSchedulerCancel(t *testing.T) {
+	m := loadStories(t)
+	sch, err := m.NewScheduler(SchedulerOptions{MaxSeqs: 2})
+	require.NoError(t, err)
+	defer sch.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	long, err := sch.Submit(ctx, Request{Prompt: []int{1}, IgnoreEOS: true})
+	require.NoError(t, err)
+	other, err := sch.Submit(context.Background(), Request{Prompt: []int{1}, MaxTokens: 20})
+	require.NoError(t, err)
+	n := 0
+	var gotErr error
+	for _, err := range long.Tokens() {
+		if err != nil {
+			gotErr = err
+			break
+		}
+		if n++; n == 5 {
+			cancel()
+		}
+	}
+	assert.ErrorIs(t, gotErr, context.Canceled)
+	assert.Less(t, n, 10, "stopped within a step or two of the cancel")
+	g := drain(other)
+	require.NoError(t, g.err)
+	assert.Positive(t, g.res.GeneratedTokens)
+	require.Eventually(t, func() bool { s := sch.Stats(); return s.KVBlocksUsed == 0 && s.Running == 0 }, 5*time.Second, 10*time.Millisecond)
+
+	// Breaking out of the loop cancels too.
+	st, err := sch.Submit(context.Background(), Request{Prompt: []int{1}, IgnoreEOS: true})
+	require.NoError(t, err)
+	for range st.Tokens() {
+		break
+	}
+	require.Eventually(t, func() bool { return sch.Stats().KVBlocksUsed == 0 }, 5*time.Second, 10*time.Millisecond)
+}
+
+func TestSchedulerRejectsBadRequests(t *testing.T) {
+	m := loadStories(t)
+	sch, err := m.NewScheduler(SchedulerOptions{})
+	require.NoError(t, err)
+	ctxLen := sch.Context()
+	for _, tc := range []struct {
+		name string
+		r    Request
+		msg  string
+	}{
+		{"empty", Request{}, "empty prompt"},
+		{"negative max", Request{Prompt: []int{1}, MaxTokens: -1}, "max_tokens must be >= 0"},
+		{"too long", Request{Prompt: []int{1}, MaxTokens: ctxLen}, "exceed the context"},
+		{"prompt fills context", Request{Prompt: make([]int, ctxLen)}, "leaves no room"},
+		{"bad id", Request{Prompt: []int{1, 1 << 20}}, "outside vocab_size"},
+		{"top logprobs", Request{Prompt: []int{1}, TopLogprobs: 21}, "top_logprobs"},
+		{"temperature", Request{Prompt: []int{1}, Sampling: SamplerOptions{Temperature: -1}}, "temperature"},
+		{"frequency", Request{Prompt: []int{1}, Sampling: SamplerOptions{FrequencyPenalty: 3}}, "frequency penalty"},
+	} {
+		_, err := sch.Submit(context.Background(), tc.r)
+		assert.ErrorIs(t, err, ErrInvalid, tc.name)
+		assert.ErrorContains(t, err, tc.msg, tc.name)
+	}
+	st, err := sch.Submit(context.Background(), Request{Prompt: []int{1}, IgnoreEOS: true})
+	require.NoError(t, err)
+	require.NoError(t, sch.Close())
+	g := drain(st)
+	assert.ErrorIs(t, g.err, ErrClosed)
+	_, err = sch.Submit(context.Background(), Request{Prompt: []int{1}})
+	assert.ErrorIs(t, err, ErrClosed)
+}
+
+// TestFrequencyPenalty: a strong frequency penalty keeps greedy decoding
+// from repeating the ids it generated.
+func TestFrequencyPenalty(t *testing.T) {
+	smp, err := NewSampler(SamplerOptions{FrequencyPenalty: 2})
+	require.NoError(t, err)
+	logits := []float32{0, 3, 2.5, 1.5}
+	hist := []int{1, 1} // prompt: not penalised
+	assert.Equal(t, 1, smp.SampleGenerated(logits, hist, 2))
+	hist = append(hist, 1) // generated once: 3 - 2 < 2.5
+	assert.Equal(t, 2, smp.SampleGenerated(logits, hist, 2))
+	pres, err := NewSampler(SamplerOptions{PresencePenalty: -2})
+	require.NoError(t, err)
+	assert.Equal(t, 3, pres.SampleGenerated(logits, []int{3}, 0), "a negative presence penalty favours seen ids")
+	assert.Equal(t, []float32{0, 3, 2.5, 1.5}, logits, "logits untouched")
+}
