@@ -256,6 +256,7 @@ func TestSchedulerCancel(t *testing.T) {
 	require.NoError(t, err)
 	defer sch.Close()
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	long, err := sch.Submit(ctx, Request{Prompt: []int{1}, IgnoreEOS: true})
 	require.NoError(t, err)
 	other, err := sch.Submit(context.Background(), Request{Prompt: []int{1}, MaxTokens: 20})
