@@ -24,9 +24,13 @@ func runChat(ctx context.Context, m *engine.Model, o *genOptions, s engine.Sampl
 	if tok := m.Tokenizer(); tok == nil || !hasChatTemplate(tok) {
 		return fmt.Errorf("--chat needs a chat template, and this checkpoint's tokenizer_config.json has none; use -p for plain text completion")
 	}
-	conv, err := m.NewConversation(min(o.ctx, contextLength(m)))
+	ctxLen := min(o.ctx, contextLength(m))
+	conv, err := m.NewConversation(ctxLen)
 	if err != nil {
 		return err
+	}
+	if o.deviceNote != "" {
+		fmt.Fprintln(stderr, o.deviceNote)
 	}
 	var history []tokenizer.Message
 	if o.system != "" {
@@ -34,16 +38,17 @@ func runChat(ctx context.Context, m *engine.Model, o *genOptions, s engine.Sampl
 	}
 	base := len(history)
 	fmt.Fprintln(stderr, chatHelp)
-	lines, readErr, stopReading := readLines(stdin)
+	lines, readErr, stopReading := readLines(stdin, maxChatLine)
 	defer stopReading()
 	for turn := 0; ; turn++ {
 		fmt.Fprint(stderr, ">>> ")
-		line, ok, err := nextLine(ctx, lines, readErr)
+		in, ok, err := nextLine(ctx, lines, readErr)
 		if !ok {
 			fmt.Fprintln(stderr)
 			return err
 		}
-		if strings.TrimSpace(line) == `"""` { // multi-line message, as in ollama: up to the next """
+		line, dropped := in.text, in.dropped
+		if dropped == 0 && strings.TrimSpace(line) == `"""` { // multi-line message, as in ollama: up to the next """
 			var block []string
 			for {
 				fmt.Fprint(stderr, "... ")
@@ -52,12 +57,20 @@ func runChat(ctx context.Context, m *engine.Model, o *genOptions, s engine.Sampl
 					fmt.Fprintln(stderr)
 					return err
 				}
-				if strings.TrimSpace(l) == `"""` {
+				if l.dropped == 0 && strings.TrimSpace(l.text) == `"""` {
 					break
 				}
-				block = append(block, l)
+				dropped = max(dropped, l.dropped)
+				block = append(block, l.text)
 			}
 			line = strings.Join(block, "\n")
+		}
+		if dropped > 0 {
+			// The rest of the line was read and thrown away, so the next
+			// line is a turn of its own: keep the conversation going.
+			fmt.Fprintf(stderr, "error: a line of %s is over the %s limit of one line; the message was dropped (put long text in a file and pass it on stdin without --chat)\n",
+				humanBytes(dropped), humanBytes(maxChatLine))
+			continue
 		}
 		switch strings.TrimSpace(line) {
 		case "":
@@ -115,43 +128,96 @@ func runChat(ctx context.Context, m *engine.Model, o *genOptions, s engine.Sampl
 		fresh := st.PromptTokens - conv.Reused()
 		fmt.Fprintf(stderr, "(%d prompt tokens, %d reused from the cache, %d new at %.1f tok/s; %d generated at %.1f tok/s)\n",
 			st.PromptTokens, conv.Reused(), fresh, perSec(fresh, st.Prefill), st.GeneratedTokens, st.DecodeTokensPerSec())
+		// The engine stops quietly when the context fills; say so, since
+		// the next turn cannot fit either.
+		if st.PromptTokens+st.GeneratedTokens >= ctxLen && (o.n <= 0 || st.GeneratedTokens < o.n) {
+			fmt.Fprintf(stderr, "(stopped: the context of %d tokens is full; use /clear to start over)\n", ctxLen)
+		}
 	}
+}
+
+// maxChatLine is the longest line --chat takes as a message.
+const maxChatLine = 16 << 20
+
+// inputLine is one line of chat input; dropped > 0 means the line was
+// longer than the limit: that many bytes were read and discarded.
+type inputLine struct {
+	text    string
+	dropped int64
 }
 
 // nextLine waits for the next input line (whitespace-trimmed only at the
 // ends of the line, so multi-line blocks keep their indentation); ok is
 // false at the end of input (err is the read error, if any) or when ctx is
 // cancelled (err is ctx.Err()).
-func nextLine(ctx context.Context, lines <-chan string, readErr *error) (line string, ok bool, err error) {
+func nextLine(ctx context.Context, lines <-chan inputLine, readErr *error) (line inputLine, ok bool, err error) {
 	select {
 	case l, ok := <-lines:
 		if !ok {
-			return "", false, *readErr
+			return inputLine{}, false, *readErr
 		}
-		return strings.TrimRight(l, "\r"), true, nil
+		l.text = strings.TrimRight(l.text, "\r")
+		return l, true, nil
 	case <-ctx.Done(): // Ctrl-C at the prompt
-		return "", false, ctx.Err()
+		return inputLine{}, false, ctx.Err()
 	}
 }
 
 // readLines reads stdin line by line on its own goroutine, so that the
-// REPL can also wait for Ctrl-C. The error, if any, is valid once lines is
-// closed; stop lets the reader quit early.
-func readLines(r io.Reader) (lines <-chan string, err *error, stop func()) {
-	ch, done := make(chan string), make(chan struct{})
+// REPL can also wait for Ctrl-C. A line longer than maxLine bytes is read
+// to its end in bounded memory and reported as dropped rather than ending
+// the input. The error, if any, is valid once lines is closed; stop lets
+// the reader quit early.
+func readLines(r io.Reader, maxLine int) (lines <-chan inputLine, err *error, stop func()) {
+	ch, done := make(chan inputLine), make(chan struct{})
 	var readErr error
 	go func() {
 		defer close(ch)
-		sc := bufio.NewScanner(r)
-		sc.Buffer(make([]byte, 64<<10), 16<<20)
-		for sc.Scan() {
+		br := bufio.NewReaderSize(r, 64<<10)
+		for {
+			l, err := readLine(br, maxLine)
+			if err != nil && (err != io.EOF || (l.text == "" && l.dropped == 0)) {
+				if err != io.EOF {
+					readErr = err
+				}
+				return
+			}
 			select {
-			case ch <- sc.Text():
+			case ch <- l:
 			case <-done:
 				return
 			}
+			if err == io.EOF {
+				return
+			}
 		}
-		readErr = sc.Err()
 	}()
 	return ch, &readErr, func() { close(done) }
+}
+
+// readLine reads up to and without the next '\n'. Past maxLine bytes it
+// stops keeping the text and only counts what it skips.
+func readLine(br *bufio.Reader, maxLine int) (inputLine, error) {
+	var buf []byte
+	var n int64
+	for {
+		frag, err := br.ReadSlice('\n')
+		n += int64(len(frag))
+		if n <= int64(maxLine)+1 { // +1: the newline does not count
+			buf = append(buf, frag...)
+		} else {
+			buf = nil
+		}
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		text := strings.TrimSuffix(string(buf), "\n")
+		if len(frag) > 0 && frag[len(frag)-1] == '\n' {
+			n--
+		}
+		if n > int64(maxLine) {
+			return inputLine{dropped: n}, err
+		}
+		return inputLine{text: text}, err
+	}
 }

@@ -5,10 +5,13 @@ import (
 	crand "crypto/rand"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,7 +30,7 @@ type genOptions struct {
 	topP    float64
 	minP    float64
 	repeat  float64
-	seed    uint64
+	seed    seedFlag
 	system  string
 	chat    bool
 	raw     bool
@@ -36,8 +39,10 @@ type genOptions struct {
 	threads int
 	stats   bool
 	json    bool
+	verbose bool
 
-	set map[string]bool // flags given on the command line
+	set        map[string]bool // flags given on the command line
+	deviceNote string          // "running on cpu" line, printed when generation starts
 }
 
 func newGenerateFlags(stderr io.Writer, o *genOptions) *flag.FlagSet {
@@ -46,21 +51,23 @@ func newGenerateFlags(stderr io.Writer, o *genOptions) *flag.FlagSet {
 	fs.StringVar(&o.model, "m", "", "checkpoint `DIR` (config.json, *.safetensors, tokenizer.json); default: the embedded stories260K demo model")
 	fs.StringVar(&o.prompt, "p", "", "`PROMPT` text; default: read stdin (empty when stdin is a terminal)")
 	fs.IntVar(&o.n, "n", 256, "generate at most `N` tokens; -1 = until end of text or the context is full")
-	fs.IntVar(&o.ctx, "ctx", 4096, "context size in `N` tokens (prompt + reply; bounds the KV cache), at most the model's max_position_embeddings")
+	fs.IntVar(&o.ctx, "ctx", 4096, "context size in `N` tokens (prompt + reply; bounds the KV cache), at most the model's max_position_embeddings (the default is lowered to it)")
 	fs.Float64Var(&o.temp, "temp", 0, "sampling temperature `T`; 0 = greedy (default: the checkpoint's generation_config.json, else 0)")
 	fs.IntVar(&o.topK, "top-k", 0, "keep the `K` most likely tokens; 0 = off (default: generation_config.json)")
 	fs.Float64Var(&o.topP, "top-p", 0, "nucleus sampling: keep the most likely tokens up to `P` probability mass, in (0, 1]; 0 = off (default: generation_config.json)")
 	fs.Float64Var(&o.minP, "min-p", 0, "drop tokens less likely than `P` × the most likely one; 0 = off")
-	fs.Float64Var(&o.repeat, "repeat-penalty", 1, "`R` > 1 discourages repeats: divides the positive logits of tokens already in the text by R, multiplies negative ones; 1 = off")
-	fs.Uint64Var(&o.seed, "seed", 0, "random `SEED`: the same seed and settings give the same text (default: random, printed with the timings)")
+	fs.Float64Var(&o.repeat, "repeat-penalty", 1, "`R` > 1 discourages repeats: divides the positive logits of tokens already in the text by R, multiplies negative ones; 1 = off, must be > 0")
+	o.seed = seedFlag{random: true}
+	fs.Var(&o.seed, "seed", "random `SEED`: the same seed and settings give the same text; -1 = a random seed, printed with the timings so the run can be repeated")
 	fs.StringVar(&o.system, "system", "", "system `MESSAGE` (uses the chat template)")
 	fs.BoolVar(&o.chat, "chat", false, "interactive multi-turn chat with the checkpoint's chat template (/bye quits, /clear forgets, Ctrl-C stops a reply)")
 	fs.BoolVar(&o.raw, "raw", false, "treat -p as raw text even when the checkpoint has a chat template")
-	fs.StringVar(&o.device, "device", "auto", "`DEVICE`: auto (a GPU when usable, else CPU), cpu or cuda")
+	fs.StringVar(&o.device, "device", "auto", "`DEVICE`: auto (a GPU when usable, else CPU), cpu or cuda (any case)")
 	fs.BoolVar(&o.int8, "int8", false, "quantise projection weights to per-channel int8 at load (half the memory of bf16)")
-	fs.IntVar(&o.threads, "threads", 0, "`N` CPU threads; 0 = all cores")
+	fs.IntVar(&o.threads, "threads", 0, "`N` CPU threads, at most the machine's cores; 0 = all cores")
 	fs.BoolVar(&o.stats, "stats", false, "print MoE expert usage per layer after generating")
 	fs.BoolVar(&o.json, "json", false, "print one JSON object with the text, ids and timings instead of streaming")
+	fs.BoolVar(&o.verbose, "v", false, "verbose: say in full why no GPU is used")
 	return fs
 }
 
@@ -106,11 +113,16 @@ func runGenerate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 		o.prompt = p
 	}
 
-	m, loadTime, err := loadModel(ctx, o.model, modelOptions{device: o.device, int8: o.int8, threads: o.threads}, stderr)
+	mo := modelOptions{device: o.device, int8: o.int8, threads: o.threads, verbose: o.verbose,
+		onNote: func(n string) { o.deviceNote = n }}
+	m, loadTime, err := loadModel(ctx, o.model, mo, stderr)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
+	if maxPos := contextLength(m); o.set["ctx"] && o.ctx > maxPos {
+		return usagef("--ctx %d is more than this model's context of %d tokens (max_position_embeddings in config.json): use --ctx %d or less", o.ctx, maxPos, maxPos)
+	}
 	sampling, err := o.sampling(m)
 	if err != nil {
 		return err
@@ -129,13 +141,18 @@ func (o *genOptions) check() error {
 	if o.ctx <= 0 {
 		return usagef("--ctx must be positive, got %d", o.ctx)
 	}
-	if o.threads < 0 {
-		return usagef("--threads must be >= 0, got %d", o.threads)
+	if err := checkThreads(o.threads); err != nil {
+		return err
 	}
-	switch o.device {
-	case "auto", "cpu", "cuda":
-	default:
-		return usagef("--device must be auto, cpu or cuda, got %q", o.device)
+	dev, err := checkDevice(o.device)
+	if err != nil {
+		return err
+	}
+	o.device = dev
+	// The sampler takes 0 as "unset" (no penalty), which would show a
+	// typed 0 as 1: refuse it like any other non-positive value.
+	if o.set["repeat-penalty"] && !(o.repeat > 0) {
+		return usagef("--repeat-penalty must be > 0 (1 = off), got %g", o.repeat)
 	}
 	if o.chat && o.json {
 		return usagef("--json cannot be combined with --chat")
@@ -175,10 +192,57 @@ func (o *genOptions) explicitSampling(base engine.SamplerOptions) engine.Sampler
 	if o.set["repeat-penalty"] {
 		s.RepeatPenalty = float32(o.repeat)
 	}
-	if o.set["seed"] {
-		s.Seed = o.seed
+	if !o.seed.random {
+		s.Seed = o.seed.v
 	}
 	return s
+}
+
+// seedFlag is --seed: a uint64, or -1 for a random one (as in llama.cpp).
+type seedFlag struct {
+	v      uint64
+	random bool // -1 or not given
+}
+
+func (f *seedFlag) String() string {
+	if f == nil || f.random {
+		return "-1"
+	}
+	return strconv.FormatUint(f.v, 10)
+}
+
+func (f *seedFlag) Set(s string) error {
+	if strings.TrimSpace(s) == "-1" {
+		f.v, f.random = 0, true
+		return nil
+	}
+	v, err := strconv.ParseUint(strings.TrimSpace(s), 10, 64)
+	if err != nil {
+		return errors.New("want a number from 0 to 18446744073709551615, or -1 for a random seed")
+	}
+	f.v, f.random = v, false
+	return nil
+}
+
+// checkThreads refuses a negative --threads and one above the cores this
+// process may use: more goroutines per op than cores only adds overhead.
+func checkThreads(n int) error {
+	if n < 0 {
+		return usagef("--threads must be >= 0 (0 = all cores), got %d", n)
+	}
+	if cores := runtime.NumCPU(); n > cores {
+		return usagef("--threads %d is more than the %d CPU cores of this machine; use --threads %d or less (0 = all)", n, cores, cores)
+	}
+	return nil
+}
+
+// checkDevice returns the lower-cased --device, or a usage error.
+func checkDevice(d string) (string, error) {
+	switch l := strings.ToLower(strings.TrimSpace(d)); l {
+	case "auto", "cpu", "cuda":
+		return l, nil
+	}
+	return "", usagef("--device must be auto, cpu or cuda, got %q", d)
 }
 
 // sampling returns the sampler settings: the checkpoint's
@@ -186,13 +250,13 @@ func (o *genOptions) explicitSampling(base engine.SamplerOptions) engine.Sampler
 // seed unless --seed was given.
 func (o *genOptions) sampling(m *engine.Model) (engine.SamplerOptions, error) {
 	s := o.explicitSampling(m.Config().DefaultSampling())
-	if !o.set["seed"] {
+	if o.seed.random {
 		var b [8]byte
 		if _, err := crand.Read(b[:]); err != nil {
 			return s, fmt.Errorf("seeding the sampler: %w", err)
 		}
 		s.Seed = binary.LittleEndian.Uint64(b[:]) >> 1 // fits an int64 for JSON consumers
-		o.seed = s.Seed
+		o.seed.v = s.Seed
 	}
 	if err := s.Validate(); err != nil {
 		return s, fmt.Errorf("sampling settings from generation_config.json: %w", err)
@@ -227,7 +291,7 @@ type jsonResult struct {
 	IDs             []int   `json:"ids"`
 	PromptTokens    int     `json:"prompt_tokens"`
 	GeneratedTokens int     `json:"generated_tokens"`
-	Stop            string  `json:"stop"` // "eos", "length" or "interrupted"
+	Stop            string  `json:"stop"` // "eos", "length", "context" or "interrupted"
 	Seed            uint64  `json:"seed"`
 	Temperature     float32 `json:"temperature"`
 	LoadMS          float64 `json:"load_ms"`
@@ -243,6 +307,8 @@ type prepared struct {
 	prompt   string              // raw text (when msgs is nil)
 	tokens   int                 // prompt length in tokens
 	maxTok   int                 // tokens that may be generated
+	ctxLen   int                 // the context: prompt + reply tokens
+	ctxBound bool                // maxTok is the room left in the context, not -n
 	echo     string              // text printed before the reply
 	template bool
 }
@@ -292,9 +358,11 @@ func prepare(m *engine.Model, o *genOptions, msgs []tokenizer.Message) (*prepare
 		}
 		return nil, fmt.Errorf("the prompt is %d tokens but the model's context is %d tokens: shorten it", p.tokens, ctxLen)
 	}
+	p.ctxLen = ctxLen
 	p.maxTok = ctxLen - p.tokens
-	if o.n > 0 && o.n < p.maxTok {
-		p.maxTok = o.n
+	p.ctxBound = true
+	if o.n > 0 && o.n <= p.maxTok {
+		p.maxTok, p.ctxBound = o.n, false
 	}
 	return p, nil
 }
@@ -331,6 +399,9 @@ func generateOnce(ctx context.Context, m *engine.Model, o *genOptions, s engine.
 	if err != nil {
 		return err
 	}
+	if o.deviceNote != "" {
+		fmt.Fprintln(stderr, o.deviceNote)
+	}
 	var st engine.Stats
 	var text strings.Builder
 	emit := func(piece string) error {
@@ -353,13 +424,7 @@ func generateOnce(ctx context.Context, m *engine.Model, o *genOptions, s engine.
 		}
 		return fmt.Errorf("generating: %w", genErr)
 	}
-	stop := "length"
-	if len(ids) < p.maxTok && genErr == nil {
-		stop = "eos"
-	}
-	if genErr != nil {
-		stop = "interrupted"
-	}
+	stop := stopReason(p, len(ids), genErr)
 	if o.json {
 		r := jsonResult{
 			Model: modelName(o.model), Backend: m.Info().Backend, Prompt: o.prompt, Text: text.String(), IDs: ids,
@@ -379,6 +444,9 @@ func generateOnce(ctx context.Context, m *engine.Model, o *genOptions, s engine.
 		if out := p.echo + text.String(); !strings.HasSuffix(out, "\n") {
 			fmt.Fprintln(stdout)
 		}
+		if stop == stopContext {
+			fmt.Fprintln(stderr, contextFullNote(p, len(ids), contextLength(m)))
+		}
 		printTimings(stderr, loadTime, &st, s)
 	}
 	if o.stats {
@@ -387,6 +455,39 @@ func generateOnce(ctx context.Context, m *engine.Model, o *genOptions, s engine.
 	// An interrupted run has printed what it generated and its timings,
 	// and still exits non-zero.
 	return genErr
+}
+
+// Stop reasons of --json's "stop".
+const (
+	stopEOS         = "eos"         // the model ended its text
+	stopLength      = "length"      // -n tokens were generated
+	stopContext     = "context"     // the context filled up before -n
+	stopInterrupted = "interrupted" // Ctrl-C (or a failure after some tokens)
+)
+
+// stopReason says why a generation of n tokens ended. The engine's
+// generation stops at MaxTokens without saying why, so the context case is
+// recognised here: maxTok was the room left in the context, not -n.
+func stopReason(p *prepared, n int, genErr error) string {
+	switch {
+	case genErr != nil:
+		return stopInterrupted
+	case n < p.maxTok:
+		return stopEOS
+	case p.ctxBound:
+		return stopContext
+	}
+	return stopLength
+}
+
+// contextFullNote is the line that says the reply was cut by the context.
+func contextFullNote(p *prepared, generated, maxPos int) string {
+	hint := "use a shorter prompt"
+	if p.ctxLen < maxPos {
+		hint = fmt.Sprintf("raise --ctx (the model allows %d) or use a shorter prompt", maxPos)
+	}
+	return fmt.Sprintf("deepseek-run: stopped: the context is full (%d tokens: %d of prompt, %d generated); %s",
+		p.ctxLen, p.tokens, generated, hint)
 }
 
 // decodeTokens is the number of tokens produced by decode steps: the first

@@ -128,6 +128,10 @@ func runContext(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		case "tokenize":
 			return runTokenize(args[1:], stdin, stdout, stderr)
 		case "help":
+			// "help CMD" is "CMD -h".
+			if len(args) > 1 && args[1] != "help" {
+				return runContext(ctx, []string{args[1], "-h"}, stdin, stdout, stderr)
+			}
 			printUsage(stdout)
 			return exitOK
 		}

@@ -233,7 +233,7 @@ func TestUntilContextFull(t *testing.T) {
 	require.Equal(t, 0, code, stderr)
 	r := decodeJSON(t, stdout)
 	assert.Equal(t, 20, r.PromptTokens+r.GeneratedTokens)
-	assert.Equal(t, "length", r.Stop)
+	assert.Equal(t, "context", r.Stop, "-n -1 ends when the context is full, and says so")
 }
 
 func TestVerify(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/deepseek-go/deepseek-go/engine"
+	"github.com/deepseek-go/deepseek-go/kernels/cuda"
 	"github.com/deepseek-go/deepseek-go/third_party/stories260k"
 	"github.com/deepseek-go/deepseek-go/tokenizer"
 )
@@ -25,21 +26,58 @@ type modelOptions struct {
 	device  string
 	int8    bool
 	threads int
+	verbose bool // the device note gives the full reason
+	// onNote receives the one-line "running on cpu" note when "auto" finds
+	// no GPU, for the caller to print when the device starts to matter;
+	// nil prints it to stderr once the model has loaded.
+	onNote func(note string)
+}
+
+// resolveDevice turns "auto" into "cpu" when no CUDA device is usable, so
+// that the CLI, not the engine, says so: once, short, and in full with -v.
+// With a device present it stays "auto" (the engine still falls back, in
+// its own words, if the device then fails to open).
+func resolveDevice(device string, verbose bool) (dev, note string) {
+	if device != "auto" {
+		return device, ""
+	}
+	devs, err := cuda.Devices()
+	if err == nil && len(devs) > 0 {
+		return device, ""
+	}
+	if err == nil {
+		err = errors.New("the CUDA driver reports no device")
+	}
+	if verbose {
+		return "cpu", "deepseek-run: running on cpu: " + oneLine(err.Error())
+	}
+	return "cpu", "deepseek-run: running on cpu (no usable GPU; -v says why)"
 }
 
 // loadModel opens the checkpoint in dir (the embedded demo model when dir is
 // empty), checking first what a user most often gets wrong so the message
 // names it: a path that does not exist, a file instead of a directory, a
 // directory that is not a Hugging Face checkpoint.
-func loadModel(ctx context.Context, dir string, mo modelOptions, stderr io.Writer) (*engine.Model, time.Duration, error) {
-	opts := []engine.Option{engine.WithDevice(mo.device), engine.WithInt8(mo.int8)}
+func loadModel(ctx context.Context, dir string, mo modelOptions, stderr io.Writer) (m *engine.Model, d time.Duration, err error) {
+	device, note := resolveDevice(mo.device, mo.verbose)
+	defer func() {
+		if err != nil || note == "" {
+			return
+		}
+		if mo.onNote != nil {
+			mo.onNote(note)
+		} else {
+			fmt.Fprintln(stderr, note)
+		}
+	}()
+	opts := []engine.Option{engine.WithDevice(device), engine.WithInt8(mo.int8)}
 	if mo.threads > 0 {
 		opts = append(opts, engine.WithThreads(mo.threads))
 	}
 	start := time.Now()
 	if dir == "" {
 		fmt.Fprintln(stderr, demoNotice)
-		m, err := engine.LoadFS(stories260k.FS(), opts...)
+		m, err = engine.LoadFS(stories260k.FS(), opts...)
 		if err != nil {
 			return nil, 0, fmt.Errorf("loading the embedded stories260K model: %w", err)
 		}
@@ -55,7 +93,7 @@ func loadModel(ctx context.Context, dir string, mo modelOptions, stderr io.Write
 	if err := ctx.Err(); err != nil {
 		return nil, 0, err
 	}
-	m, err := engine.Load(dir, opts...)
+	m, err = engine.Load(dir, opts...)
 	if err != nil {
 		return nil, 0, fmt.Errorf("loading %s: %w", dir, err)
 	}

@@ -12,6 +12,8 @@ import (
 	"github.com/deepseek-go/deepseek-go/tokenizer"
 )
 
+const tokenizeUsage = "deepseek-run tokenize -m DIR [--jsonl] [--special] < input"
+
 // runTokenize implements `deepseek-run tokenize -m DIR [--jsonl] [--special]`.
 // Plain mode encodes all of stdin and prints a JSON array of ids; --jsonl
 // reads {"text": ...} lines and writes one {"ids": [...]} line per input
@@ -24,12 +26,15 @@ func runTokenize(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	jsonl := fs.Bool("jsonl", false, `read {"text": ...} lines, write {"ids": [...]} lines`)
 	special := fs.Bool("special", false, "add the checkpoint's default special tokens (BOS)")
 	usage := func(reason string) int {
-		fmt.Fprintf(stderr, "deepseek-run tokenize: %s (usage: deepseek-run tokenize -m DIR [--jsonl] [--special] < input)\n", reason)
+		fmt.Fprintf(stderr, "deepseek-run tokenize: %s (usage: %s)\n", reason, tokenizeUsage)
 		return 2
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return usage("help requested")
+			fmt.Fprintf(stdout, "usage: %s\n", tokenizeUsage)
+			fs.SetOutput(stdout)
+			fs.PrintDefaults()
+			return 0
 		}
 		return usage(err.Error())
 	}

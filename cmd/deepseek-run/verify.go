@@ -17,9 +17,10 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	dir := fs.String("m", "", "checkpoint `DIR` (required)")
 	ref := fs.String("ref", "", "reference.safetensors `FILE` with input_ids, logits, generated_ids, step_logits (required)")
 	tol := fs.Float64("tol", 1e-4, "largest relative error ‖ours−ref‖/‖ref‖ allowed at any position")
-	device := fs.String("device", "auto", "auto, cpu or cuda")
+	device := fs.String("device", "auto", "auto, cpu or cuda (any case)")
 	int8 := fs.Bool("int8", false, "quantise weights to int8 (expect errors around 1e-2)")
-	threads := fs.Int("threads", 0, "CPU threads; 0 = all cores")
+	threads := fs.Int("threads", 0, "CPU threads, at most the machine's cores; 0 = all cores")
+	verbose := fs.Bool("v", false, "verbose: say in full why no GPU is used")
 	if _, err := parseFlags(fs, args); err != nil {
 		if err == flag.ErrHelp {
 			fmt.Fprintln(stdout, "usage: deepseek-run verify -m DIR --ref FILE [--tol 1e-4] [--device auto|cpu|cuda] [--int8]")
@@ -36,13 +37,18 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return usagef("verify needs --ref FILE (a reference.safetensors)")
 	case !(*tol > 0):
 		return usagef("--tol must be positive, got %g", *tol)
-	case *device != "auto" && *device != "cpu" && *device != "cuda":
-		return usagef("--device must be auto, cpu or cuda, got %q", *device)
+	}
+	dev, err := checkDevice(*device)
+	if err != nil {
+		return err
+	}
+	if err := checkThreads(*threads); err != nil {
+		return err
 	}
 	if _, err := os.Stat(*ref); err != nil {
 		return fmt.Errorf("reference file: %w", err)
 	}
-	m, _, err := loadModel(ctx, *dir, modelOptions{device: *device, int8: *int8, threads: *threads}, stderr)
+	m, _, err := loadModel(ctx, *dir, modelOptions{device: dev, int8: *int8, threads: *threads, verbose: *verbose}, stderr)
 	if err != nil {
 		return err
 	}
