@@ -127,6 +127,8 @@ func runContext(ctx context.Context, args []string, stdin io.Reader, stdout, std
 			return report(err, stderr)
 		case "tokenize":
 			return runTokenize(args[1:], stdin, stdout, stderr)
+		case "serve":
+			return report(runServe(ctx, args[1:], stdout, stderr), stderr)
 		case "help":
 			// "help CMD" is "CMD -h".
 			if len(args) > 1 && args[1] != "help" {
