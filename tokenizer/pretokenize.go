@@ -57,6 +57,8 @@ type preSplit struct {
 	m        matcher
 	behavior splitBehavior
 	invert   bool
+	src      string // the pattern as written (for EncodeReader's cut rules)
+	literal  bool   // src is a String pattern, not a Regex
 }
 
 // split walks the (range, isMatch) segments covering s, as HF's
@@ -323,14 +325,16 @@ func parsePreTokenizer(raw json.RawMessage) (preTokenizer, error) {
 		return seq, nil
 	case "Split":
 		var m matcher
+		var src string
 		switch {
 		case r.Pattern.String != nil:
 			if *r.Pattern.String == "" {
 				return nil, fmt.Errorf("pre_tokenizer Split: empty string pattern")
 			}
-			m = stringMatcher(*r.Pattern.String)
+			m, src = stringMatcher(*r.Pattern.String), *r.Pattern.String
 		case r.Pattern.Regex != nil:
 			var err error
+			src = *r.Pattern.Regex
 			if m, err = newRegexMatcher(*r.Pattern.Regex); err != nil {
 				return nil, fmt.Errorf("pre_tokenizer Split: %w", err)
 			}
@@ -341,7 +345,7 @@ func parsePreTokenizer(raw json.RawMessage) (preTokenizer, error) {
 		if err != nil {
 			return nil, fmt.Errorf("pre_tokenizer Split: %w", err)
 		}
-		return preSplit{m: m, behavior: b, invert: r.Invert}, nil
+		return preSplit{m: m, behavior: b, invert: r.Invert, src: src, literal: r.Pattern.String != nil}, nil
 	case "ByteLevel":
 		p := preByteLevel{addPrefixSpace: true, useRegex: true, mapBytes: true}
 		if r.AddPrefixSpace != nil {

@@ -65,6 +65,11 @@ type Tokenizer struct {
 
 	chatTemplate  string
 	namedTemplate map[string]string
+
+	// EncodeReader (encode_stream.go): whether text may be cut after a
+	// line break, and the normalizer for text that continues a segment.
+	cuttable bool
+	normCont normalizer
 }
 
 type addedToken struct {
@@ -169,6 +174,7 @@ func FromBytes(tokenizerJSON, configJSON []byte) (*Tokenizer, error) {
 			t.rawTrie.add(a.Content, a)
 		}
 	}
+	t.cuttable, t.normCont = t.cutRules()
 	if err := t.parsePostProcessor(r.PostProcessor); err != nil {
 		return nil, fmt.Errorf("tokenizer.json: %w", err)
 	}
@@ -387,6 +393,22 @@ func (t *Tokenizer) EncodeContext(ctx context.Context, text string, addSpecial b
 	if addSpecial {
 		ids = append(ids, t.prefixIDs...)
 	}
+	ids, err := t.encodeAppend(ctx, text, ids, false)
+	if err != nil {
+		return nil, err
+	}
+	if addSpecial {
+		ids = append(ids, t.suffixIDs...)
+	}
+	return ids, nil
+}
+
+// encodeAppend appends the ids of text (valid UTF-8) to ids, without the
+// special tokens of addSpecial. cont says that text continues a segment
+// cut by EncodeReader: it is not the start of the input (Metaspace
+// "first" does not prepend) nor of a segment (Prepend normalizers do not
+// apply to the text before its first added token).
+func (t *Tokenizer) encodeAppend(ctx context.Context, text string, ids []int, cont bool) ([]int, error) {
 	var ctxErr error
 	words := 0
 	encodeWord := func(w string) {
@@ -405,12 +427,15 @@ func (t *Tokenizer) EncodeContext(ctx context.Context, text string, addSpecial b
 			ids = append(ids, tok.ID)
 			return
 		}
-		if t.normalizer != nil {
+		switch {
+		case cont && rawOff == 0 && t.normCont != nil:
+			seg = t.normCont.normalize(seg)
+		case t.normalizer != nil:
 			seg = t.normalizer.normalize(seg)
 		}
 		t.normTrie.split(seg, func(seg string, off int, tok *addedToken) {
 			pre := t.pre
-			if t.preNotFirst != nil && (rawOff > 0 || off > 0) {
+			if t.preNotFirst != nil && (cont || rawOff > 0 || off > 0) {
 				pre = t.preNotFirst // Metaspace prepend_scheme "first"
 			}
 			switch {
@@ -425,9 +450,6 @@ func (t *Tokenizer) EncodeContext(ctx context.Context, text string, addSpecial b
 	})
 	if ctxErr != nil {
 		return nil, fmt.Errorf("tokenizer: encode: %w", ctxErr)
-	}
-	if addSpecial {
-		ids = append(ids, t.suffixIDs...)
 	}
 	return ids, nil
 }
