@@ -185,6 +185,8 @@ func decodeJSON(body []byte, v any) error {
 	case errors.As(err, &se):
 		return invalidf("", "malformed JSON at byte %d: %v", se.Offset, err)
 	case errors.As(err, &te):
+		// Fields of the embedded Params come prefixed with its name.
+		te.Field = strings.TrimPrefix(te.Field, "Params.")
 		if te.Field == "" {
 			return invalidf("", "the request body must be a JSON object, got %s", te.Value)
 		}

@@ -303,14 +303,12 @@ func (s *Server) run(ctx context.Context, w http.ResponseWriter, r *http.Request
 
 // runChoice runs one engine request and reports its text on events.
 func (s *Server) runChoice(ctx context.Context, j *job, index int, rep *replicaSlot, req engine.Request, events chan<- event) {
+	// The writer drains events until every worker is done, so a send
+	// never blocks for good; false tells the worker to stop.
 	send := func(e event) bool {
 		e.index = index
-		select {
-		case events <- e:
-			return true
-		case <-ctx.Done():
-			return false
-		}
+		events <- e
+		return ctx.Err() == nil
 	}
 	m := s.metrics
 	usage := choiceUsage{prompt: len(req.Prompt)}

@@ -280,9 +280,11 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apiE
 	}
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Now().Add(s.opts.BodyTimeout))
-	defer func() { _ = rc.SetReadDeadline(time.Time{}) }()
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes))
 	if err != nil {
+		// Close the connection after the error: the rest of the body is
+		// not worth reading (and a stalled sender would never finish).
+		w.Header().Set("Connection", "close")
 		var mbe *http.MaxBytesError
 		var ne net.Error
 		switch {
@@ -294,6 +296,7 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apiE
 		}
 		return nil, invalidf("", "reading the request body: %v", err)
 	}
+	_ = rc.SetReadDeadline(time.Time{}) // generation may take longer
 	return body, nil
 }
 
