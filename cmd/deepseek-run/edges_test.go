@@ -2,13 +2,18 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/deepseek-go/deepseek-go/kernels/cuda"
+	"github.com/deepseek-go/deepseek-go/tokenizer"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -229,4 +234,95 @@ func TestDeviceNote(t *testing.T) {
 		_, _, stderr := cli(t, "hello", args...)
 		assert.NotContains(t, stderr, "running on cpu", "%v", args)
 	}
+}
+
+// countingReader serves size bytes of line repeated, counting what was read.
+type countingReader struct {
+	line       string
+	size, read int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	if c.read >= c.size {
+		return 0, io.EOF
+	}
+	n := 0
+	for n < len(p) && c.read < c.size {
+		k := copy(p[n:min(len(p), n+c.size-c.read)], c.line[c.read%len(c.line):])
+		n += k
+		c.read += k
+	}
+	return n, nil
+}
+
+// Item 1: a huge prompt on stdin is refused once its tokens pass the
+// context, having read only a small part of it.
+func TestHugeStdinPrompt(t *testing.T) {
+	const size = 50 << 20
+	tests := []struct {
+		name    string
+		line    string
+		args    []string
+		msg     string
+		maxRead int
+	}{
+		{"lines", "Once upon a time there was a little girl named Lily.\n", nil,
+			"the prompt on stdin is at least", 1 << 20},
+		{"lines, small --ctx", "Once upon a time there was a little girl named Lily.\n", []string{"--ctx", "64"},
+			"but the context is 64 tokens: shorten it or raise --ctx (the model allows 512)", 1 << 20},
+		{"one endless line", "Once upon a time there was a little girl named Lily. ", nil,
+			"the prompt on stdin is over 512.00 KiB (far more than 512 tokens) but the model's context is 512 tokens", 512<<10 + 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			in := &countingReader{line: tc.line, size: size}
+			var out, errb bytes.Buffer
+			code := run(append([]string{"--temp", "0", "-n", "4"}, tc.args...), in, &out, &errb)
+			assert.Equal(t, exitFailure, code, errb.String())
+			assert.Contains(t, errb.String(), tc.msg)
+			assert.LessOrEqual(t, in.read, tc.maxRead, "stdin is read only until the prompt is known to be too long")
+			assert.Empty(t, out.String())
+		})
+	}
+	// A prompt that fits is read whole and generated from, as before.
+	in := &countingReader{line: "Once upon a time.\n", size: 3 * len("Once upon a time.\n")}
+	var out, errb bytes.Buffer
+	require.Equal(t, exitOK, run([]string{"--temp", "0", "-n", "4"}, in, &out, &errb), errb.String())
+	assert.True(t, strings.HasPrefix(out.String(), "Once upon a time.\nOnce upon a time.\nOnce upon a time."), out.String())
+}
+
+// firstWrite records how much of stdin had been read when stdout was
+// first written.
+type firstWrite struct {
+	bytes.Buffer
+	in      *countingReader
+	readAt  int
+	written bool
+}
+
+func (w *firstWrite) Write(p []byte) (int, error) {
+	if !w.written {
+		w.readAt, w.written = w.in.read, true
+	}
+	return w.Buffer.Write(p)
+}
+
+// Item 1: tokenize streams: ids are written while stdin is still being
+// read, and they are those of Encode on the whole text.
+func TestTokenizeStreams(t *testing.T) {
+	const size = 4 << 20
+	line := "Hello world, this is line 1.\nAnd 42 more words!\n"
+	in := &countingReader{line: line, size: size}
+	out := &firstWrite{in: in}
+	var errb bytes.Buffer
+	require.Equal(t, exitOK, runTokenize(context.Background(), []string{"-m", tokDir}, in, out, &errb), errb.String())
+	assert.Less(t, out.readAt, size/2, "output starts before the input is read")
+
+	var got []int
+	require.NoError(t, json.Unmarshal(out.Bytes(), &got))
+	tok, err := tokenizer.Load(tokDir)
+	require.NoError(t, err)
+	want, err := tok.Encode(strings.Repeat(line, size/len(line))+line[:size%len(line)], false)
+	require.NoError(t, err)
+	assert.Equal(t, want, got)
 }

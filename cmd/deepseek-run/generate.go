@@ -105,14 +105,6 @@ func runGenerate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	if err := o.check(); err != nil {
 		return err
 	}
-	if !o.chat && !o.set["p"] {
-		p, err := readPrompt(stdin)
-		if err != nil {
-			return err
-		}
-		o.prompt = p
-	}
-
 	mo := modelOptions{device: o.device, int8: o.int8, threads: o.threads, verbose: o.verbose,
 		onNote: func(n string) { o.deviceNote = n }}
 	m, loadTime, err := loadModel(ctx, o.model, mo, stderr)
@@ -120,8 +112,16 @@ func runGenerate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 		return err
 	}
 	defer m.Close()
-	if maxPos := contextLength(m); o.set["ctx"] && o.ctx > maxPos {
+	maxPos := contextLength(m)
+	if o.set["ctx"] && o.ctx > maxPos {
 		return usagef("--ctx %d is more than this model's context of %d tokens (max_position_embeddings in config.json): use --ctx %d or less", o.ctx, maxPos, maxPos)
+	}
+	if !o.chat && !o.set["p"] {
+		p, err := readPrompt(ctx, stdin, m.Tokenizer(), min(o.ctx, maxPos), maxPos)
+		if err != nil {
+			return err
+		}
+		o.prompt = p
 	}
 	sampling, err := o.sampling(m)
 	if err != nil {
@@ -264,9 +264,14 @@ func (o *genOptions) sampling(m *engine.Model) (engine.SamplerOptions, error) {
 	return s, nil
 }
 
-// readPrompt reads the whole of stdin, unless it is a terminal: then nobody
-// is piping a prompt and the model starts from an empty prompt.
-func readPrompt(stdin io.Reader) (string, error) {
+// readPrompt reads the prompt from stdin, unless it is a terminal: then
+// nobody is piping a prompt and the model starts from an empty prompt.
+// The tokens are counted while reading, and reading stops as soon as they
+// fill the context of ctxLen tokens (maxPos is the model's), so a huge
+// input is refused without encoding or holding all of it. Text with no
+// place to cut (see tokenizer.EncodeReader) is refused past
+// maxPromptBytesPerToken bytes a token of context.
+func readPrompt(ctx context.Context, stdin io.Reader, tok *tokenizer.Tokenizer, ctxLen, maxPos int) (string, error) {
 	if f, ok := stdin.(*os.File); ok {
 		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
 			return "", nil
@@ -275,11 +280,74 @@ func readPrompt(stdin io.Reader) (string, error) {
 	if stdin == nil {
 		return "", nil
 	}
-	b, err := io.ReadAll(stdin)
-	if err != nil {
-		return "", fmt.Errorf("reading the prompt from stdin: %w", err)
+	var text strings.Builder
+	in := &cappedReader{r: stdin, w: &text, max: int64(ctxLen) * maxPromptBytesPerToken}
+	tooLong := func(what string) error {
+		if ctxLen < maxPos {
+			return fmt.Errorf("the prompt on stdin is %s but the context is %d tokens: shorten it or raise --ctx (the model allows %d)", what, ctxLen, maxPos)
+		}
+		return fmt.Errorf("the prompt on stdin is %s but the model's context is %d tokens: shorten it", what, ctxLen)
 	}
-	return strings.TrimRight(string(b), "\r\n"), nil
+	if tok == nil { // prepare says why a text prompt cannot be used
+		if _, err := io.Copy(io.Discard, in); err != nil {
+			return "", fmt.Errorf("reading the prompt from stdin: %w", err)
+		}
+		return "", nil
+	}
+	// The trailing line break that is trimmed below may count for up to
+	// two tokens, so the count stops 2 tokens later; prepare makes the
+	// exact check on the trimmed text.
+	const slack = 2
+	n := 0
+	err := tok.EncodeReader(ctx, in, true, func(ids []int) error {
+		if n += len(ids); n >= ctxLen+slack {
+			return errPromptFull
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, errPromptFull):
+		return "", tooLong(fmt.Sprintf("at least %d tokens (counted in its first %s)", n-slack, humanBytes(in.n)))
+	case errors.Is(err, errPromptBytes):
+		return "", tooLong(fmt.Sprintf("over %s (far more than %d tokens)", humanBytes(in.max), ctxLen))
+	case err != nil && in.err != nil:
+		return "", fmt.Errorf("reading the prompt from stdin: %w", in.err)
+	case err != nil:
+		return "", fmt.Errorf("tokenizing the prompt: %w", err)
+	}
+	return strings.TrimRight(text.String(), "\r\n"), nil
+}
+
+// maxPromptBytesPerToken bounds the stdin read for a prompt: real text
+// averages 3 to 5 bytes a token, so a prompt this long cannot fit.
+const maxPromptBytesPerToken = 1 << 10
+
+var (
+	errPromptFull  = errors.New("the prompt fills the context")
+	errPromptBytes = errors.New("the prompt is too long")
+)
+
+// cappedReader copies what it reads to w, and fails with errPromptBytes
+// past max bytes.
+type cappedReader struct {
+	r   io.Reader
+	w   io.Writer
+	n   int64
+	max int64
+	err error // the underlying read error, if any
+}
+
+func (c *cappedReader) Read(p []byte) (int, error) {
+	if c.n >= c.max {
+		return 0, errPromptBytes
+	}
+	n, err := c.r.Read(p[:min(int64(len(p)), c.max-c.n)])
+	c.n += int64(n)
+	c.w.Write(p[:n])
+	if err != nil && err != io.EOF {
+		c.err = err
+	}
+	return n, err
 }
 
 // jsonResult is --json's output.

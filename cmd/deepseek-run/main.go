@@ -126,7 +126,7 @@ func runContext(ctx context.Context, args []string, stdin io.Reader, stdout, std
 			err = runVerify(ctx, args[1:], stdout, stderr)
 			return report(err, stderr)
 		case "tokenize":
-			return runTokenize(args[1:], stdin, stdout, stderr)
+			return runTokenize(ctx, args[1:], stdin, stdout, stderr)
 		case "serve":
 			return report(runServe(ctx, args[1:], stdout, stderr), stderr)
 		case "help":

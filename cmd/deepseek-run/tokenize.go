@@ -2,11 +2,13 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 
 	"github.com/deepseek-go/deepseek-go/tokenizer"
@@ -15,11 +17,11 @@ import (
 const tokenizeUsage = "deepseek-run tokenize -m DIR [--jsonl] [--special] < input"
 
 // runTokenize implements `deepseek-run tokenize -m DIR [--jsonl] [--special]`.
-// Plain mode encodes all of stdin and prints a JSON array of ids; --jsonl
+// Plain mode encodes stdin as it is read and prints a JSON array of ids; --jsonl
 // reads {"text": ...} lines and writes one {"ids": [...]} line per input
 // line, loading the tokenizer once. It returns the process exit code:
 // 0 success, 1 runtime failure, 2 usage error.
-func runTokenize(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+func runTokenize(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("tokenize", flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // we print a one-line reason ourselves
 	dir := fs.String("m", "", "checkpoint directory holding tokenizer.json")
@@ -52,21 +54,29 @@ func runTokenize(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	w := bufio.NewWriter(stdout)
 	defer w.Flush()
 	if !*jsonl {
-		data, err := io.ReadAll(stdin)
-		if err != nil {
-			fmt.Fprintf(stderr, "deepseek-run tokenize: reading stdin: %v\n", err)
-			return 1
-		}
-		ids, err := tok.Encode(string(data), *special)
+		// Stream: ids are written as they are encoded, so the input need
+		// not fit in memory (on an error stdout holds a partial array).
+		w.WriteByte('[')
+		first := true
+		err := tok.EncodeReader(ctx, stdin, *special, func(ids []int) error {
+			for _, id := range ids {
+				if !first {
+					w.WriteString(", ")
+				}
+				first = false
+				w.WriteString(strconv.Itoa(id))
+			}
+			return nil
+		})
 		if err != nil {
 			fmt.Fprintf(stderr, "deepseek-run tokenize: %v\n", err)
 			return 1
 		}
-		if err := writeIDs(w, ids); err != nil {
-			fmt.Fprintf(stderr, "deepseek-run tokenize: %v\n", err)
+		w.WriteString("]\n")
+		if err := w.Flush(); err != nil {
+			fmt.Fprintf(stderr, "deepseek-run tokenize: writing: %v\n", err)
 			return 1
 		}
-		w.WriteByte('\n')
 		return 0
 	}
 	sc := bufio.NewScanner(stdin)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -38,7 +39,7 @@ func TestRunTokenize(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errb bytes.Buffer
-			code := runTokenize(tc.args, strings.NewReader(tc.stdin), &out, &errb)
+			code := runTokenize(context.Background(), tc.args, strings.NewReader(tc.stdin), &out, &errb)
 			assert.Equal(t, tc.code, code, "stderr: %s", errb.String())
 			if tc.stdout != "" {
 				assert.Equal(t, tc.stdout, out.String())
