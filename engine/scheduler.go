@@ -157,15 +157,22 @@ func (m *Model) NewScheduler(o SchedulerOptions) (*Scheduler, error) {
 		s.batcher = b
 		spec := kernels.PagedKVSpec{Layers: m.kvSpec.Layers, BlockTokens: blockTokens, KVHeads: m.kvSpec.KVHeads,
 			KDim: m.kvSpec.KDim, VDim: m.kvSpec.VDim, VInK: m.kvSpec.VInK}
+		// The backend picks the cache dtype: a one-block probe tells the
+		// real bytes per block.
+		spec.Blocks = 1
+		probe, err := s.batcher.NewPagedKV(spec)
+		if err != nil {
+			return nil, fmt.Errorf("scheduler: %w", err)
+		}
+		perBlock := probe.Bytes()
 		budget := o.KVBytes
 		if budget == 0 {
-			budget = min(int64(o.MaxSeqs)*int64(c.MaxPositionEmbeddings+blockTokens)*spec.BytesPerBlock()/blockTokens, 4<<30)
+			budget = defaultKVBytes(m.be, int64(o.MaxSeqs)*int64((c.MaxPositionEmbeddings+blockTokens-1)/blockTokens)*perBlock)
 		}
-		spec.Blocks = int(budget / spec.BytesPerBlock())
+		spec.Blocks = int(budget / perBlock)
 		if spec.Blocks < 1 {
-			return nil, fmt.Errorf("scheduler: KV budget of %d bytes is less than one block (%d bytes)", budget, spec.BytesPerBlock())
+			return nil, fmt.Errorf("scheduler: KV budget of %d bytes is less than one block (%d bytes)", budget, perBlock)
 		}
-		var err error
 		if s.kv, err = s.batcher.NewPagedKV(spec); err != nil {
 			return nil, fmt.Errorf("scheduler: allocating %d KV blocks: %w", spec.Blocks, err)
 		}
@@ -178,6 +185,18 @@ func (m *Model) NewScheduler(o SchedulerOptions) (*Scheduler, error) {
 	}
 	go s.loop()
 	return s, nil
+}
+
+// defaultKVBytes is the KV budget when none is given: what full contexts
+// need, at most 4 GiB on the host, or 90% of the free memory (less 1 GiB
+// for activations) on a device that reports it.
+func defaultKVBytes(be kernels.Backend, full int64) int64 {
+	if mi, ok := be.(interface{ MemInfo() (free, total int64, err error) }); ok {
+		if free, _, err := mi.MemInfo(); err == nil {
+			return max(min(full, free/10*9-(1<<30)), 1)
+		}
+	}
+	return min(full, 4<<30)
 }
 
 // newStepSession returns the session a scheduler runs its steps through:

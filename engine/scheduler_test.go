@@ -88,17 +88,26 @@ func drain(st *Stream) streamed {
 // every request against the same request run alone: identical tokens and
 // the top-20 logprobs within 1e-5.
 func TestSchedulerMatchesAlone(t *testing.T) {
-	fixtures := []struct{ dir, mla string }{
-		{"llama-mha", ""}, {"llama-gqa-llama3rope", ""}, {"qwen2", ""}, {"qwen2-tied", ""},
-		{"deepseek-v2-lite", MLAAbsorbed}, {"deepseek-v2-lite", MLANaive},
-		{"deepseek-v3", MLAAbsorbed}, {"deepseek-v3", MLANaive},
-	}
+	fixtures := schedulerFixtures
 	if testing.Short() {
 		fixtures = fixtures[:1]
 	}
+	schedulerMatchesAlone(t, "cpu", fixtures, 1e-5)
+}
+
+// schedulerFixtures are the families (and MLA paths) batching is proven on.
+var schedulerFixtures = []struct{ dir, mla string }{
+	{"llama-mha", ""}, {"llama-gqa-llama3rope", ""}, {"qwen2", ""}, {"qwen2-tied", ""},
+	{"deepseek-v2-lite", MLAAbsorbed}, {"deepseek-v2-lite", MLANaive},
+	{"deepseek-v3", MLAAbsorbed}, {"deepseek-v3", MLANaive},
+}
+
+// schedulerMatchesAlone is TestSchedulerMatchesAlone on a device, with
+// logprobs compared within tol (relative above 1).
+func schedulerMatchesAlone(t *testing.T, device string, fixtures []struct{ dir, mla string }, tol float64) {
 	for _, fx := range fixtures {
 		t.Run(fx.dir+"/"+fx.mla, func(t *testing.T) {
-			opts := []Option{WithThreads(2), WithDevice("cpu")}
+			opts := []Option{WithThreads(2), WithDevice(device)}
 			if fx.mla != "" {
 				opts = append(opts, WithMLA(fx.mla))
 			}
@@ -143,7 +152,7 @@ func TestSchedulerMatchesAlone(t *testing.T) {
 					assert.Equal(t, tok.Logprob, valueOf(tok.Top, tok.ID, tok.Logprob))
 					for _, lp := range tok.Top {
 						w := want.lps[j][lp.ID]
-						assert.InDelta(t, w, lp.Logprob, 1e-5*math.Max(1, math.Abs(float64(w))), "request %d token %d id %d", i, j, lp.ID)
+						assert.InDelta(t, w, lp.Logprob, tol*math.Max(1, math.Abs(float64(w))), "request %d token %d id %d", i, j, lp.ID)
 					}
 				}
 				assert.Equal(t, len(r.Prompt), g.res.PromptTokens)
@@ -185,7 +194,7 @@ func TestSchedulerPreemption(t *testing.T) {
 	}
 	probe, err := m.NewScheduler(SchedulerOptions{})
 	require.NoError(t, err)
-	perBlock := probe.kv.Spec().BytesPerBlock()
+	perBlock := probe.kv.Bytes() / int64(probe.kv.Spec().Blocks)
 	require.NoError(t, probe.Close())
 	// 5 blocks = 80 positions: any one request fits (≤ 64 positions), two rarely do.
 	sch, err := m.NewScheduler(SchedulerOptions{MaxSeqs: 4, TokenBudget: 32, KVBytes: 5 * perBlock})

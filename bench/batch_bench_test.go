@@ -1,0 +1,88 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/deepseek-go/deepseek-go/engine"
+)
+
+// batchGen is the tokens each sequence of BenchmarkBatchDecode generates
+// after its prompt (the first comes from the prefill step).
+const batchGen = 16
+
+// BenchmarkBatchDecode: N sequences decoding together through the
+// scheduler (one pass over the weights per step for all N). One op is a
+// round of N requests with 16-token prompts and 16 new tokens each;
+// decode-tok/s counts the tokens after the first of every sequence over
+// the time from the last first token to the last token, and ms/step is
+// that time per decode step.
+func BenchmarkBatchDecode(b *testing.B) {
+	ctx := context.Background()
+	s := shapes[0]
+	for _, v := range variants {
+		if v.name != "bf16" && v.name != "int8" {
+			continue
+		}
+		for _, seqs := range []int{1, 4, 8} {
+			b.Run(fmt.Sprintf("%s/%s/seqs=%d", s.name, v.name, seqs), func(b *testing.B) {
+				m := model(b, s.name+"/"+v.name, s.config, v.src, v.int8)
+				sch, err := m.NewScheduler(engine.SchedulerOptions{MaxSeqs: seqs, KVBytes: 512 << 20})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer sch.Close()
+				r := rand.New(rand.NewPCG(3, uint64(seqs)))
+				var decode time.Duration
+				for b.Loop() {
+					var mu sync.Mutex
+					var firstLast, end time.Time
+					var wg sync.WaitGroup
+					for range seqs {
+						prompt := make([]int, 16)
+						for i := range prompt {
+							prompt[i] = r.IntN(m.Config().VocabSize)
+						}
+						st, err := sch.Submit(ctx, engine.Request{Prompt: prompt, MaxTokens: batchGen, IgnoreEOS: true})
+						if err != nil {
+							b.Fatal(err)
+						}
+						wg.Go(func() {
+							n := 0
+							for _, err := range st.Tokens() {
+								if err != nil {
+									b.Error(err)
+									return
+								}
+								if n++; n == 1 {
+									mu.Lock()
+									firstLast = later(firstLast, time.Now())
+									mu.Unlock()
+								}
+							}
+							mu.Lock()
+							end = later(end, time.Now())
+							mu.Unlock()
+						})
+					}
+					wg.Wait()
+					decode += end.Sub(firstLast)
+				}
+				steps := float64(b.N) * (batchGen - 1)
+				b.ReportMetric(steps*float64(seqs)/decode.Seconds(), "decode-tok/s")
+				b.ReportMetric(decode.Seconds()*1e3/steps, "ms/step")
+			})
+		}
+	}
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
