@@ -108,7 +108,7 @@ func TestChatAndCompletion(t *testing.T) {
 
 	// Without max_tokens the greedy story (it never samples EOS) runs
 	// until the context is full: OpenAI clients see "length".
-	status, _, b = post(t, base+cmplURL, `{"model":"stories260k","prompt":"Once upon a time"}`)
+	status, _, b = post(t, base+cmplURL, `{"model":"stories260k","prompt":"Once upon a time","temperature":0}`)
 	require.Equal(t, 200, status, "%s", b)
 	require.NoError(t, json.Unmarshal(b, &c))
 	assert.Equal(t, "length", *c.Choices[0].FinishReason)
@@ -119,7 +119,7 @@ func TestChatAndCompletion(t *testing.T) {
 // the streamed and the whole response alike.
 func TestStopStrings(t *testing.T) {
 	_, base := storiesServer(t, Options{})
-	body := `{"model":"stories260k","prompt":"Once upon a time","max_tokens":40}`
+	body := `{"model":"stories260k","prompt":"Once upon a time","max_tokens":40,"temperature":0}`
 	status, _, b := post(t, base+cmplURL, body)
 	require.Equal(t, 200, status)
 	var full Completion
@@ -131,7 +131,7 @@ func TestStopStrings(t *testing.T) {
 	require.Positive(t, i, text)
 	stop := text[i+2 : i+6] // "as a" spans " was" and " a"
 	for _, stream := range []bool{false, true} {
-		req := fmt.Sprintf(`{"model":"stories260k","prompt":"Once upon a time","max_tokens":40,"stop":["zzz",%q],"stream":%v}`, stop, stream)
+		req := fmt.Sprintf(`{"model":"stories260k","prompt":"Once upon a time","max_tokens":40,"temperature":0,"stop":["zzz",%q],"stream":%v}`, stop, stream)
 		status, _, b := post(t, base+cmplURL, req)
 		require.Equal(t, 200, status, "%s", b)
 		got, finish := completionText(t, b, stream)
