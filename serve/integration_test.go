@@ -58,11 +58,11 @@ func TestCurl(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(run(base+chatURL, "-H", "Content-Type: application/json",
 		"-d", `{"model":"stories260k","messages":[{"role":"user","content":"Once upon a time"}],"max_tokens":10,"seed":1}`)), &cc))
 	assert.Equal(t, 10, cc.Usage.CompletionTokens)
-	streamed := run("-N", base+cmplURL, "-d", `{"model":"stories260k","prompt":"Once upon a time","max_tokens":10,"stream":true}`)
+	streamed := run("-N", base+cmplURL, "-d", `{"model":"stories260k","prompt":"Once upon a time","max_tokens":10,"temperature":0,"stream":true}`)
 	text, finish := completionText(t, []byte(streamed), true)
 	assert.Equal(t, "length", finish)
 	var c Completion
-	require.NoError(t, json.Unmarshal([]byte(run(base+cmplURL, "-d", `{"model":"stories260k","prompt":"Once upon a time","max_tokens":10}`)), &c))
+	require.NoError(t, json.Unmarshal([]byte(run(base+cmplURL, "-d", `{"model":"stories260k","prompt":"Once upon a time","max_tokens":10,"temperature":0}`)), &c))
 	assert.Equal(t, c.Choices[0].Text, text)
 	// An error keeps its status through curl.
 	out, err := exec.Command(curl, "-s", "-o", "/dev/null", "-w", "%{http_code}", base+chatURL, "-d", `{"model":"x"`).Output()
