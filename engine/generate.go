@@ -118,7 +118,6 @@ func (m *Model) GenerateIDs(ctx context.Context, ids []int, o GenerateOptions) i
 			fail(fmt.Errorf("generate: %w", err))
 			return
 		}
-		stops := m.cfg.StopIDs()
 		history := newHistory(ids, min(maxNew, m.genRoom))
 		t0 := time.Now()
 		logits, err := s.Last(ctx, ids)
@@ -127,53 +126,80 @@ func (m *Model) GenerateIDs(ctx context.Context, ids []int, o GenerateOptions) i
 			fail(fmt.Errorf("generate: prefill: %w", err))
 			return
 		}
-		t1 := time.Now()
-		defer func() {
-			if st.GeneratedTokens > 0 {
-				st.Decode = time.Since(t1)
-			}
-		}()
-		// On a backend that samples on the device only the next id crosses
-		// per step (Session.advance), not the logits row.
-		next := -1
-		for {
-			if err := ctx.Err(); err != nil {
-				fail(err)
-				return
-			}
-			id := next
-			if id < 0 {
-				id = smp.Sample(logits, history)
-			}
-			next = -1
-			if slices.Contains(stops, id) {
-				return
-			}
-			st.GeneratedTokens++
-			if !yield(Token{ID: id}, nil) {
-				return
-			}
-			if st.GeneratedTokens >= maxNew {
-				return
-			}
-			history = append(history, id)
-			if s.Pos() == s.MaxTokens() {
+		d := decoder{s: s, smp: smp, stops: m.cfg.StopIDs(), history: history, maxNew: maxNew, st: st,
+			grow: func(s *Session, history []int) (*Session, []float32, error) {
 				// Full: re-run the history in a session twice as large
 				// (amortised: at most doubles the prefill work).
-				if s, err = m.NewSession(min(2*s.MaxTokens(), len(ids)+maxNew)); err != nil {
-					fail(fmt.Errorf("generate: growing the session: %w", err))
-					return
+				bigger, err := m.NewSession(min(2*s.MaxTokens(), len(ids)+maxNew))
+				if err != nil {
+					return nil, nil, fmt.Errorf("growing the session: %w", err)
 				}
-				if logits, err = s.Last(ctx, history); err != nil {
-					fail(fmt.Errorf("generate: step %d: %w", st.GeneratedTokens, err))
-					return
-				}
-				continue
+				logits, err := bigger.Last(ctx, history)
+				return bigger, logits, err
+			}}
+		if err := d.run(ctx, logits, yield); err != nil {
+			fail(err)
+		}
+	}
+}
+
+// decoder is the decode loop GenerateIDs and Conversation share: sample
+// from the logits, yield, feed the token back, until a stop id, maxNew
+// tokens, cancellation or the consumer stops.
+type decoder struct {
+	s       *Session
+	smp     *Sampler
+	stops   []int
+	history []int // prompt, then generated ids (repetition penalty)
+	maxNew  int
+	st      *Stats
+	// grow replaces a full session (nil: the session never fills first).
+	grow func(s *Session, history []int) (*Session, []float32, error)
+	// fed is called with each id once it is in the session's cache.
+	fed func(id int)
+}
+
+// run decodes from logits (the prompt's last); errors are the caller's to
+// yield. On a backend that samples on the device only the next id crosses
+// per step (Session.advance), not the logits row.
+func (d *decoder) run(ctx context.Context, logits []float32, yield func(Token, error) bool) error {
+	st := d.st
+	t1 := time.Now()
+	defer func() {
+		if st.GeneratedTokens > 0 {
+			st.Decode = time.Since(t1)
+		}
+	}()
+	next := -1
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		id := next
+		if id < 0 {
+			id = d.smp.Sample(logits, d.history)
+		}
+		next = -1
+		if slices.Contains(d.stops, id) {
+			return nil
+		}
+		st.GeneratedTokens++
+		if !yield(Token{ID: id}, nil) || st.GeneratedTokens >= d.maxNew {
+			return nil
+		}
+		d.history = append(d.history, id)
+		var err error
+		if d.grow != nil && d.s.Pos() == d.s.MaxTokens() {
+			if d.s, logits, err = d.grow(d.s, d.history); err != nil {
+				return fmt.Errorf("generate: step %d: %w", st.GeneratedTokens, err)
 			}
-			if next, logits, err = s.advance(ctx, id, smp, history); err != nil {
-				fail(fmt.Errorf("generate: step %d: %w", st.GeneratedTokens, err))
-				return
-			}
+			continue
+		}
+		if next, logits, err = d.s.advance(ctx, id, d.smp, d.history); err != nil {
+			return fmt.Errorf("generate: step %d: %w", st.GeneratedTokens, err)
+		}
+		if d.fed != nil {
+			d.fed(id)
 		}
 	}
 }

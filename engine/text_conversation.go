@@ -2,9 +2,9 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"iter"
-	"slices"
 	"time"
 
 	"github.com/deepseek-go/deepseek-go/tokenizer"
@@ -119,38 +119,13 @@ func (c *Conversation) generate(ctx context.Context, ids []int, o GenerateOption
 			fail(fmt.Errorf("generate: prefill: %w", err))
 			return
 		}
-		stops := c.m.cfg.StopIDs()
-		history := newHistory(ids, maxNew)
-		t1 := time.Now()
-		defer func() {
-			if st.GeneratedTokens > 0 {
-				st.Decode = time.Since(t1)
-			}
-		}()
-		next := -1 // sampled on the device (Session.advance)
-		for {
-			if err := ctx.Err(); err != nil {
-				fail(err)
-				return
-			}
-			id := next
-			if id < 0 {
-				id = smp.Sample(logits, history)
-			}
-			if slices.Contains(stops, id) {
-				return
-			}
-			st.GeneratedTokens++
-			if !yield(Token{ID: id}, nil) || st.GeneratedTokens >= maxNew {
-				return
-			}
-			history = append(history, id)
-			if next, logits, err = c.s.advance(ctx, id, smp, history); err != nil {
+		d := decoder{s: c.s, smp: smp, stops: c.m.cfg.StopIDs(), history: newHistory(ids, maxNew), maxNew: maxNew, st: st,
+			fed: func(id int) { c.cached = append(c.cached, id) }}
+		if err := d.run(ctx, logits, yield); err != nil {
+			if ctx.Err() == nil || !errors.Is(err, ctx.Err()) {
 				c.Reset()
-				fail(fmt.Errorf("generate: step %d: %w", st.GeneratedTokens, err))
-				return
 			}
-			c.cached = append(c.cached, id)
+			fail(err)
 		}
 	}
 }
