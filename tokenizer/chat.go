@@ -4,13 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/deepseek-go/deepseek-go/tokenizer/jinja"
 )
 
-// Message is one chat turn.
-type Message struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
-}
+// Message is one chat turn. It is an alias so that templates see a message
+// as a dict with role then content, as they did when the interpreter lived
+// in this package.
+type Message = jinja.Message
 
 // ChatOptions controls RenderChat.
 type ChatOptions struct {
@@ -54,7 +55,7 @@ func (t *Tokenizer) RenderChat(msgs []map[string]any, o ChatOptions) (string, er
 	if src == "" {
 		return "", ErrNoChatTemplate
 	}
-	tmpl, err := ParseTemplate(src)
+	tmpl, err := jinja.Parse(src)
 	if err != nil {
 		return "", fmt.Errorf("chat template: %w", err)
 	}

@@ -18,7 +18,7 @@
 // than the `\s+(?!\S)|\s+` tail. Decode does not apply transformers'
 // clean_up_tokenization_spaces (DeepSeek and Qwen set it to false).
 //
-// Chat templates are rendered by a small Jinja2 interpreter (jinja.go)
+// Chat templates are rendered by a small Jinja2 interpreter (package jinja)
 // rather than per-family Go renderers: checkpoints ship their template in
 // tokenizer_config.json and users bring new ones (V3.1, V3.2, R1 variants
 // differ in details such as where <think> goes), so executing the template

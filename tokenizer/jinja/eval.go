@@ -1,4 +1,4 @@
-package tokenizer
+package jinja
 
 import (
 	"encoding/json"
@@ -60,13 +60,21 @@ type jmacro struct {
 	r    *renderer
 }
 
+// Message is one chat turn. Render shows it to the template as a dict with
+// role then content, in that order (tojson and items() see the order); the
+// tokenizer package's Message is this type.
+type Message struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
 // Template is a parsed Jinja template.
 type Template struct {
 	body []node
 }
 
-// ParseTemplate parses a Jinja2 chat template.
-func ParseTemplate(src string) (*Template, error) {
+// Parse parses a Jinja2 chat template.
+func Parse(src string) (*Template, error) {
 	body, err := parseTemplate(src)
 	if err != nil {
 		return nil, err

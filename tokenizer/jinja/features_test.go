@@ -1,4 +1,4 @@
-package tokenizer
+package jinja
 
 import (
 	"bytes"
@@ -14,9 +14,9 @@ import (
 // TestJinjaFeatures compares the interpreter with Jinja2 (configured as
 // transformers) on templates exercising whitespace control, loops,
 // scoping, macros, expressions, string methods, filters, tests and tojson;
-// see testdata/gen_jinja_features.py.
+// see testdata/gen_features.py.
 func TestJinjaFeatures(t *testing.T) {
-	data, err := os.ReadFile("testdata/jinja-features.json")
+	data, err := os.ReadFile("testdata/features.json")
 	require.NoError(t, err)
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
@@ -34,7 +34,7 @@ func TestJinjaFeatures(t *testing.T) {
 	require.NotEmpty(t, g.Cases)
 	for _, c := range g.Cases {
 		name := fmt.Sprintf("%s/conv%d", c.Name, c.Conv)
-		tmpl, err := ParseTemplate(c.Template)
+		tmpl, err := Parse(c.Template)
 		require.NoError(t, err, name)
 		got, err := tmpl.Render(map[string]any{"messages": g.Conversations[c.Conv], "bos_token": "<s>", "eos_token": "</s>",
 			"x": 1, "add_generation_prompt": true, "builtin_tools": []string{"brave_search", "code_interpreter", "wolfram"}})
@@ -48,7 +48,7 @@ func TestJinjaFeatures(t *testing.T) {
 }
 
 func TestJinjaGenerationTag(t *testing.T) {
-	tmpl, err := ParseTemplate("{% for m in messages %}{% generation %}[{{ m }}]{% endgeneration %}{% endfor %}")
+	tmpl, err := Parse("{% for m in messages %}{% generation %}[{{ m }}]{% endgeneration %}{% endfor %}")
 	require.NoError(t, err)
 	got, err := tmpl.Render(map[string]any{"messages": []any{"a", "b"}})
 	require.NoError(t, err)
@@ -77,7 +77,7 @@ func TestJinjaErrors(t *testing.T) {
 		{"{{ " + repeatStr("(", 300) + "1" + repeatStr(")", 300) + " }}", "nested too deeply"},
 	}
 	for _, tc := range tests {
-		tmpl, err := ParseTemplate(tc.src)
+		tmpl, err := Parse(tc.src)
 		if err == nil {
 			_, err = tmpl.Render(nil)
 		}
@@ -92,4 +92,26 @@ func repeatStr(s string, n int) string {
 		out += s
 	}
 	return out
+}
+
+// TestMessageValue pins how Go chat messages look to a template: a dict with
+// role before content, whether passed alone, in a slice or inside a map.
+func TestMessageValue(t *testing.T) {
+	m := Message{Role: "user", Content: "hi"}
+	tests := []struct {
+		name string
+		vars map[string]any
+		want string
+	}{
+		{"slice", map[string]any{"messages": []Message{m}}, `[{"role": "user", "content": "hi"}]`},
+		{"alone", map[string]any{"messages": m}, `{"role": "user", "content": "hi"}`},
+		{"nested", map[string]any{"messages": map[string]any{"m": m}}, `{"m": {"role": "user", "content": "hi"}}`},
+	}
+	tmpl, err := Parse("{{ messages | tojson }}")
+	require.NoError(t, err)
+	for _, tc := range tests {
+		got, err := tmpl.Render(tc.vars)
+		require.NoError(t, err, tc.name)
+		assert.Equal(t, tc.want, got, tc.name)
+	}
 }

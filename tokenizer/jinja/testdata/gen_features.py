@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Renders feature templates (written for this test, covering what chat
 templates use) with Jinja2 configured as transformers; writes
-jinja-features.json for jinja_features_test.go.
+features.json for features_test.go.
 
-Run from tokenizer/testdata: python3 gen_jinja_features.py > jinja-features.json
+Run from tokenizer/jinja/testdata: python3 gen_features.py > features.json
 """
 import json
 import sys
