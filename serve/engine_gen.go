@@ -52,10 +52,10 @@ func EngineOpener(o EngineOptions) Opener {
 		for _, b := range info.BytesByDType {
 			bytes += b
 		}
-		kv := o.Scheduler.KVBytes
-		if kv == 0 {
-			kv = info.KVBytesPerTok * int64(sch.Context())
-		}
+		// The KV pool the scheduler allocated: its blocks (16 tokens each
+		// in the engine) at the model's bytes per token; an estimate for
+		// the memory budget, not an exact count.
+		kv := int64(sch.Stats().KVBlocksTotal) * 16 * info.KVBytesPerTok
 		return &Replica{
 			Gen:        schedulerGen{sch, m},
 			Tokenizer:  m.Tokenizer(),
