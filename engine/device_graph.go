@@ -3,20 +3,19 @@ package engine
 import (
 	"context"
 	"fmt"
+	"os"
 
 	"github.com/deepseek-go/deepseek-go/kernels"
 )
 
-// stepGraph is a captured decode step (cuda.StepGraph).
-type stepGraph interface {
-	Replay(id, pos int) error
-	Close() error
-}
-
-// stepCapturer records one decode step as a device graph that replays at
-// later positions; capturerOf (device_cuda.go) finds one for a backend.
-type stepCapturer interface {
-	captureStep(id, pos, maxPos int, fn func(kernels.Backend) error) (stepGraph, error)
+// capturerOf returns the backend's decode-step capture capability
+// (DSGO_NO_GRAPH=1 turns graphs off, to compare).
+func capturerOf(be kernels.Backend) (kernels.StepCapturer, bool) {
+	if os.Getenv("DSGO_NO_GRAPH") != "" {
+		return nil, false
+	}
+	c, ok := be.(kernels.StepCapturer)
+	return c, ok
 }
 
 // graphState is a session's captured decode step. The first decode step
@@ -26,7 +25,7 @@ type stepCapturer interface {
 type graphState struct {
 	warm   bool
 	failed bool
-	g      stepGraph
+	g      kernels.StepGraph
 	lg     kernels.Buffer
 }
 
@@ -60,7 +59,7 @@ func (s *Session) graphIssue(id int) (lg kernels.Buffer, handled bool, err error
 			return nil, false, nil
 		}
 		var lg kernels.Buffer
-		g, err := cg.captureStep(id, s.pos, s.max, func(be kernels.Backend) error {
+		g, err := cg.CaptureDecodeStep(id, s.pos, s.max, func(be kernels.Backend) error {
 			saved := s.be
 			s.be = be
 			defer func() { s.be = saved }()
@@ -81,13 +80,6 @@ func (s *Session) graphIssue(id int) (lg kernels.Buffer, handled bool, err error
 	return s.graph.lg, true, nil
 }
 
-// deviceSampler is a backend that samples the next token on the device
-// (cuda.Backend.Sample: Sampler's rules, drawing in id order at the given
-// uniform variate), so only the id crosses to the host.
-type deviceSampler interface {
-	Sample(x kernels.Buffer, off, n int, history []int, p kernels.SampleParams, u float64) (int, error)
-}
-
 // advance feeds id and returns the next token when the backend sampled it
 // on the device (next >= 0), else the logits for smp on the host.
 func (s *Session) advance(ctx context.Context, id int, smp *Sampler, history []int) (next int, logits []float32, err error) {
@@ -102,7 +94,7 @@ func (s *Session) advance(ctx context.Context, id int, smp *Sampler, history []i
 // smp's settings with repetition penalty over history; ok is false when the
 // backend cannot (the caller then uses Step and smp on the host).
 func (s *Session) stepSample(ctx context.Context, id int, smp *Sampler, history []int) (next int, ok bool, err error) {
-	ds, has := s.m.be.(deviceSampler)
+	ds, has := s.m.be.(kernels.DeviceSampler)
 	if !has || s.be != s.m.be {
 		return 0, false, nil
 	}

@@ -7,7 +7,6 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,42 +52,31 @@ func WithBackend(be kernels.Backend) Option { return func(o *options) { o.backen
 // tokenizer.json from the checkpoint when present and this is not set).
 func WithTokenizer(t *tokenizer.Tokenizer) Option { return func(o *options) { o.tok = t } }
 
-// deviceOpener opens a backend by device name; accelerator glue registers
-// itself with registerDevice from an init function (engine/device*.go).
-type deviceOpener func(threads int) (kernels.Backend, error)
-
-// deviceRegistry holds accelerator backends ("cuda"); written only at init.
-var deviceRegistry = map[string]deviceOpener{}
-
-// registerDevice makes a device name available to WithDevice; call from init.
-func registerDevice(name string, open deviceOpener) { deviceRegistry[name] = open }
-
 // openBackend resolves WithDevice: "cpu" is always available, other names
-// come from the device registry, "auto" tries "cuda" then falls back to cpu.
+// are the accelerators registered in package kernels (device.go links
+// them in), and "auto" tries each of those before falling back to the CPU.
 func openBackend(o *options) (kernels.Backend, error) {
 	switch o.device {
 	case "", "auto":
-		if open, ok := deviceRegistry["cuda"]; ok {
-			be, err := open(o.threads)
+		var errs []error
+		for _, name := range kernels.Devices() {
+			be, _, err := kernels.OpenDevice(name, o.threads)
 			if err == nil {
 				return be, nil
 			}
-			noteFallback(err)
+			errs = append(errs, err)
+		}
+		if len(errs) > 0 {
+			noteFallback(errors.Join(errs...))
 		}
 		return cpu.New(o.threads), nil
 	case "cpu":
 		return cpu.New(o.threads), nil
 	}
-	open, ok := deviceRegistry[o.device]
+	be, ok, err := kernels.OpenDevice(o.device, o.threads)
 	if !ok {
-		names := []string{"auto", "cpu"}
-		for k := range deviceRegistry {
-			names = append(names, k)
-		}
-		sort.Strings(names[2:])
-		return nil, fmt.Errorf("device %q not available in this build; available: %v", o.device, names)
+		return nil, fmt.Errorf("device %q not available in this build; available: %v", o.device, append([]string{"auto", "cpu"}, kernels.Devices()...))
 	}
-	be, err := open(o.threads)
 	if err != nil {
 		return nil, fmt.Errorf("opening device %q: %w", o.device, err)
 	}

@@ -191,9 +191,7 @@ func (m *Model) NewScheduler(o SchedulerOptions) (*Scheduler, error) {
 // need, at most 4 GiB on the host, or 90% of the free memory (less 1 GiB
 // for activations) on a device that reports it.
 func defaultKVBytes(be kernels.Backend, full int64) int64 {
-	if mi, ok := be.(interface {
-		MemInfo() (free, total int64, err error)
-	}); ok {
+	if mi, ok := be.(kernels.MemInfoer); ok {
 		if free, _, err := mi.MemInfo(); err == nil {
 			return max(min(full, free/10*9-(1<<30)), 1)
 		}
