@@ -236,3 +236,39 @@ func truncate(s string, n int) string {
 	}
 	return s[:n] + "…"
 }
+
+// FirstModel asks the server's /v1/models for the id of its first model
+// (what vLLM's bench does when --model is not given).
+func FirstModel(ctx context.Context, client *http.Client, baseURL, apiKey string) (string, error) {
+	if client == nil {
+		client = http.DefaultClient
+	}
+	url := strings.TrimRight(baseURL, "/") + "/v1/models"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", fmt.Errorf("serving: %w", err)
+	}
+	if apiKey != "" {
+		req.Header.Set("Authorization", "Bearer "+apiKey)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("serving: listing models: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("serving: GET %s: %s", url, resp.Status)
+	}
+	var list struct {
+		Data []struct {
+			ID string `json:"id"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(&list); err != nil {
+		return "", fmt.Errorf("serving: GET %s: %w", url, err)
+	}
+	if len(list.Data) == 0 || list.Data[0].ID == "" {
+		return "", fmt.Errorf("serving: GET %s lists no model; pass --model", url)
+	}
+	return list.Data[0].ID, nil
+}

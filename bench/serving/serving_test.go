@@ -439,3 +439,20 @@ func TestSweepPlotAndJSON(t *testing.T) {
 		assert.Contains(t, txt.String(), want)
 	}
 }
+
+func TestFirstModel(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/models", func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer k" {
+			http.Error(w, "no", http.StatusUnauthorized)
+			return
+		}
+		fmt.Fprint(w, `{"object":"list","data":[{"id":"first","object":"model"},{"id":"second"}]}`)
+	})
+	url := start(t, mux)
+	got, err := FirstModel(context.Background(), nil, url, "k")
+	require.NoError(t, err)
+	assert.Equal(t, "first", got)
+	_, err = FirstModel(context.Background(), nil, url, "")
+	assert.ErrorContains(t, err, "401")
+}

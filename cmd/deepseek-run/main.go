@@ -129,6 +129,10 @@ func runContext(ctx context.Context, args []string, stdin io.Reader, stdout, std
 			return runTokenize(ctx, args[1:], stdin, stdout, stderr)
 		case "serve":
 			return report(runServe(ctx, args[1:], stdout, stderr), stderr)
+		case "bench":
+			return report(runBench(ctx, args[1:], stdout, stderr), stderr)
+		case "synth":
+			return report(runSynth(ctx, args[1:], stdout, stderr), stderr)
 		case "help":
 			// "help CMD" is "CMD -h".
 			if len(args) > 1 && args[1] != "help" {

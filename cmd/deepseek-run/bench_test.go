@@ -1,0 +1,122 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"image/png"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// openAIStub streams three completion chunks and a usage chunk per request
+// and lists one model.
+func openAIStub(t *testing.T) (url string, requests *atomic.Int32) {
+	t.Helper()
+	requests = new(atomic.Int32)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/models", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, `{"object":"list","data":[{"id":"stub-model","object":"model"}]}`)
+	})
+	mux.HandleFunc("POST /v1/completions", func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		var body struct {
+			Model     string `json:"model"`
+			Prompt    []int  `json:"prompt"`
+			IgnoreEOS bool   `json:"ignore_eos"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil || body.Model != "stub-model" || len(body.Prompt) != 4 || !body.IgnoreEOS {
+			http.Error(w, fmt.Sprintf("unexpected request %+v %v", body, err), http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i := range 3 {
+			fmt.Fprintf(w, "data: {\"choices\":[{\"index\":0,\"text\":\"t%d\"}]}\n\n", i)
+			w.(http.Flusher).Flush()
+		}
+		fmt.Fprint(w, "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":3}}\n\ndata: [DONE]\n\n")
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv.URL, requests
+}
+
+func TestBenchServeSweep(t *testing.T) {
+	url, requests := openAIStub(t)
+	dir := t.TempDir()
+	jsonPath, plotPath := filepath.Join(dir, "r.json"), filepath.Join(dir, "r.png")
+	code, stdout, stderr := cli(t, "", "bench", "serve", "--url", url, "--num-prompts", "5", "--input-len", "4",
+		"--output-len", "3", "--request-rate", "100,inf", "--max-concurrency", "2", "--quiet",
+		"--json", jsonPath, "--plot", plotPath, "--slo", "ttft=10s")
+	require.Equal(t, 0, code, stderr)
+	assert.Equal(t, int32(10), requests.Load())
+	assert.Equal(t, 2, strings.Count(stdout, "Successful requests:                    5\n"), stdout)
+	assert.Contains(t, stdout, "Request goodput (req/s):")
+	assert.Regexp(t, `(?m)^\s+rate\s+req/s\s+out tok/s`, stdout, "sweep table")
+	assert.Regexp(t, `(?m)^\s+inf\s+\d`, stdout)
+
+	var rep struct {
+		Command []string
+		Runs    []struct {
+			RequestRate       any `json:"request_rate"`
+			Completed         int
+			TotalOutputTokens int `json:"total_output_tokens"`
+			Requests          []any
+		}
+	}
+	b, err := os.ReadFile(jsonPath)
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(b, &rep))
+	require.Len(t, rep.Runs, 2)
+	assert.Equal(t, 100.0, rep.Runs[0].RequestRate)
+	assert.Equal(t, "inf", rep.Runs[1].RequestRate)
+	assert.Equal(t, 15, rep.Runs[1].TotalOutputTokens)
+	assert.Empty(t, rep.Runs[0].Requests, "per-request timings only with --json-requests")
+	assert.Contains(t, rep.Command, "--num-prompts")
+
+	f, err := os.Open(plotPath)
+	require.NoError(t, err)
+	defer f.Close()
+	_, err = png.DecodeConfig(f)
+	assert.NoError(t, err)
+}
+
+func TestBenchServeDataset(t *testing.T) {
+	url, requests := openAIStub(t)
+	ds := filepath.Join(t.TempDir(), "p.jsonl")
+	require.NoError(t, os.WriteFile(ds, []byte(`{"prompt": [1, 2, 3, 4], "max_tokens": 3}`+"\n"), 0o644))
+	// The stub wants ignore_eos, which --dataset turns off unless asked.
+	code, stdout, _ := cli(t, "", "bench", "serve", "--url", url, "--dataset", ds, "--num-prompts", "3", "--quiet")
+	assert.Equal(t, 1, code, "every request fails without ignore_eos")
+	assert.Contains(t, stdout, "http 400:")
+	code, stdout, stderr := cli(t, "", "bench", "serve", "--url", url, "--dataset", ds, "--num-prompts", "3", "--quiet", "--ignore-eos")
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, stdout, "Successful requests:                    3\n")
+	assert.Equal(t, int32(6), requests.Load())
+}
+
+func TestBenchServeUsage(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"bench"}, "want the subcommand serve"},
+		{[]string{"bench", "serve"}, "give prompts"},
+		{[]string{"bench", "serve", "--input-len", "4", "--request-rate", "0"}, "--request-rate"},
+		{[]string{"bench", "serve", "--input-len", "4", "--plot", "x.png"}, "two or more"},
+		{[]string{"bench", "serve", "--input-len", "4", "--slo", "ttft"}, "--slo"},
+		{[]string{"bench", "serve", "--input-len", "4", "--dataset", "x"}, "not both"},
+		{[]string{"bench", "serve", "--input-len", "4", "--token-range", "9"}, "LO:HI"},
+	} {
+		code, _, stderr := cli(t, "", tc.args...)
+		assert.Equal(t, exitUsage, code, "%v", tc.args)
+		assert.Contains(t, stderr, tc.want, "%v", tc.args)
+	}
+}
