@@ -376,6 +376,8 @@ func TestDisconnectFreesKV(t *testing.T) {
 	line, err := r.ReadString('\n')
 	require.NoError(t, err)
 	require.True(t, strings.HasPrefix(line, "data: "), line)
+	assert.Positive(t, metricValue(t, base, "deepseek_kv_cache_usage_ratio", ""), "the live sequence holds KV blocks")
+	assert.Equal(t, 1.0, metricValue(t, base, "deepseek_requests_running", ""))
 	cancel()
 	resp.Body.Close()
 	require.Eventually(t, func() bool {
@@ -451,6 +453,7 @@ func TestManyClientsAtOnce(t *testing.T) {
 	for c := range codes {
 		count[c]++
 	}
+	t.Logf("status counts: %v", count)
 	assert.Equal(t, clients, count[200]+count[429], "every client gets 200 or 429: %v", count)
 	assert.Positive(t, count[200])
 	status, _, _ := post(t, base+cmplURL, `{"model":"stories260k","prompt":"Once","max_tokens":2}`)
