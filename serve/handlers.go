@@ -208,7 +208,11 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, p *Params, cha
 	j := &job{id: ri.id, created: time.Now().Unix(), chat: chat, model: p.Model, prompts: ids, think: think, samp: samp,
 		logprobs: logprobs, top: top, stream: p.Stream, usage: p.StreamOptions != nil && p.StreamOptions.IncludeUsage, t0: t0}
 	for _, pr := range ids {
-		if err := checkContext(len(pr), samp.maxTokens, info.ContextLen); err != nil {
+		promptParam := "prompt"
+		if chat {
+			promptParam = "messages"
+		}
+		if err := checkContext(len(pr), samp.maxTokens, info.ContextLen, promptParam); err != nil {
 			writeError(w, err)
 			return
 		}
@@ -240,9 +244,9 @@ func errTimeout(d time.Duration) *apiError {
 }
 
 // checkContext rejects a prompt that, with max_tokens, does not fit.
-func checkContext(prompt, maxTokens, ctxLen int) *apiError {
+func checkContext(prompt, maxTokens, ctxLen int, promptParam string) *apiError {
 	if prompt >= ctxLen {
-		return invalidf("messages", "the prompt of %d tokens leaves no room to generate in the model's context of %d tokens", prompt, ctxLen)
+		return invalidf(promptParam, "the prompt of %d tokens leaves no room to generate in the model's context of %d tokens", prompt, ctxLen)
 	}
 	if maxTokens > 0 && prompt+maxTokens > ctxLen {
 		return invalidf("max_tokens", "the prompt of %d tokens + max_tokens %d = %d exceed the model's context of %d tokens",
