@@ -48,20 +48,24 @@ func storiesTokenizer(t testing.TB, chatTemplate string) *tokenizer.Tokenizer {
 // fakeGen is a Generator that yields a fixed token sequence, one token per
 // delay, and counts what it runs.
 type fakeGen struct {
-	ids      []int         // yielded in order; then it finishes with "stop"
-	delay    time.Duration // before each token
-	block    chan struct{} // when set, Tokens waits for it to close first
-	panicMsg string        // Submit panics with it
-	running  atomic.Int64
-	submits  atomic.Int64
-	closed   atomic.Bool
-	mu       sync.Mutex
-	reqs     []engine.Request
+	ids       []int         // yielded in order; then it finishes with "stop"
+	delay     time.Duration // before each token
+	block     chan struct{} // when set, Tokens waits for it to close first
+	panicMsg  string        // Submit panics with it
+	submitErr error         // Submit fails with it
+	running   atomic.Int64
+	submits   atomic.Int64
+	closed    atomic.Bool
+	mu        sync.Mutex
+	reqs      []engine.Request
 }
 
 func (g *fakeGen) Submit(ctx context.Context, r engine.Request) (Stream, error) {
 	if g.panicMsg != "" {
 		panic(g.panicMsg)
+	}
+	if g.submitErr != nil {
+		return nil, g.submitErr
 	}
 	if g.closed.Load() {
 		return nil, engine.ErrClosed

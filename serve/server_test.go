@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -17,6 +18,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/deepseek-go/deepseek-go/engine"
 )
 
 const chatURL, cmplURL = "/v1/chat/completions", "/v1/completions"
@@ -618,4 +621,64 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// The engine's own validation errors reach the client as 400s, a closed
+// generator as 503.
+func TestGeneratorErrors(t *testing.T) {
+	tok := storiesTokenizer(t, "")
+	for _, tc := range []struct {
+		err    error
+		status int
+		typ    string
+	}{
+		{fmt.Errorf("%w: top_logprobs must be in [0, 20]", engine.ErrInvalid), 400, "invalid_request_error"},
+		{engine.ErrClosed, 503, "server_error"},
+		{errors.New("device lost"), 500, "server_error"},
+	} {
+		gen := &fakeGen{ids: []int{300}, submitErr: tc.err}
+		_, base := testServer(t, Options{Models: []Source{{Name: "m", Dir: "x"}}, Open: fakeOpener(gen, tok)})
+		status, _, b := post(t, base+cmplURL, `{"model":"m","prompt":"Once"}`, "X-Request-Id", "r1")
+		assert.Equal(t, tc.status, status, "%v: %s", tc.err, b)
+		e := apiErr(t, b)
+		assert.Equal(t, tc.typ, e.Type)
+		if tc.status == 500 {
+			assert.NotContains(t, e.Message, "device lost", "internal details stay in the log")
+			assert.Contains(t, e.Message, "r1")
+		}
+	}
+}
+
+// With the memory budget held by a busy model, loading another answers
+// 503 with Retry-After instead of evicting work in flight.
+func TestMemoryBudgetBusy(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{"a", "b"} {
+		require.NoError(t, os.MkdirAll(filepath.Join(dir, name), 0o755))
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name, "config.json"), []byte(`{}`), 0o644))
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name, "model.safetensors"), make([]byte, 1000), 0o644))
+	}
+	tok := storiesTokenizer(t, "")
+	gen := &fakeGen{ids: []int{300}, block: make(chan struct{})}
+	_, base := testServer(t, Options{ModelsDir: dir, MemoryBudget: 1500, Open: fakeOpener(gen, tok)})
+	done := make(chan int, 1)
+	go func() {
+		status, _, _ := post(t, base+cmplURL, `{"model":"a","prompt":"Once"}`)
+		done <- status
+	}()
+	require.Eventually(t, func() bool { return gen.running.Load() == 1 }, 10*time.Second, 5*time.Millisecond)
+	status, hdr, b := post(t, base+cmplURL, `{"model":"b","prompt":"Once"}`)
+	assert.Equal(t, 503, status, "%s", b)
+	assert.Equal(t, "5", hdr.Get("Retry-After"))
+	assert.Contains(t, apiErr(t, b).Message, "memory budget")
+	close(gen.block)
+	assert.Equal(t, 200, <-done)
+	status, b = get(t, base+"/v1/models/a")
+	assert.Equal(t, 200, status)
+	var card ModelCard
+	require.NoError(t, json.Unmarshal(b, &card))
+	assert.Equal(t, "a", card.ID)
+	status, b = get(t, base+"/v1/models/zzz")
+	assert.Equal(t, 404, status)
+	assert.Equal(t, "model_not_found", *apiErr(t, b).Code)
 }
