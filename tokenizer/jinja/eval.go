@@ -4,8 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -149,12 +150,7 @@ func fromGo(v any) any {
 		return out
 	case map[string]any:
 		d := newDict()
-		keys := make([]string, 0, len(x))
-		for k := range x {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys) // Go maps are unordered: be deterministic
-		for _, k := range keys {
+		for _, k := range slices.Sorted(maps.Keys(x)) { // Go maps are unordered: be deterministic
 			d.set(k, fromGo(x[k]))
 		}
 		return d
@@ -653,31 +649,19 @@ func (r *renderer) eval(e expr, sc *scope) (any, error) {
 	case *sliceExpr:
 		return r.evalSlice(e, sc)
 	case *callExpr:
-		fn, err := r.eval(e.fn, sc)
-		if err != nil {
-			return nil, err
-		}
-		args, kwargs, err := r.evalArgs(e.args, e.kwargs, sc)
+		fn, args, kwargs, err := r.evalApplied(e.fn, e.args, e.kwargs, sc)
 		if err != nil {
 			return nil, err
 		}
 		return r.call(fn, args, kwargs)
 	case *filterExpr:
-		obj, err := r.eval(e.obj, sc)
-		if err != nil {
-			return nil, err
-		}
-		args, kwargs, err := r.evalArgs(e.args, e.kwargs, sc)
+		obj, args, kwargs, err := r.evalApplied(e.obj, e.args, e.kwargs, sc)
 		if err != nil {
 			return nil, err
 		}
 		return r.applyFilter(e.name, obj, args, kwargs)
 	case *testExpr:
-		obj, err := r.eval(e.obj, sc)
-		if err != nil {
-			return nil, err
-		}
-		args, _, err := r.evalArgs(e.args, nil, sc)
+		obj, args, _, err := r.evalApplied(e.obj, e.args, nil, sc)
 		if err != nil {
 			return nil, err
 		}
@@ -766,6 +750,20 @@ func b2i(b bool) int64 {
 		return 1
 	}
 	return 0
+}
+
+// evalApplied evaluates what a call, filter or test applies to, then its
+// arguments, in that order (the order errors surface in).
+func (r *renderer) evalApplied(head expr, args []expr, kwargs []kwarg, sc *scope) (any, []any, map[string]any, error) {
+	v, err := r.eval(head, sc)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	a, kw, err := r.evalArgs(args, kwargs, sc)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return v, a, kw, nil
 }
 
 func (r *renderer) evalArgs(args []expr, kwargs []kwarg, sc *scope) ([]any, map[string]any, error) {
@@ -1031,12 +1029,7 @@ func builtinGlobals(r *renderer) map[string]any {
 					}
 				}
 			}
-			keys := make([]string, 0, len(kwargs))
-			for k := range kwargs {
-				keys = append(keys, k)
-			}
-			sort.Strings(keys)
-			for _, k := range keys {
+			for _, k := range slices.Sorted(maps.Keys(kwargs)) {
 				d.set(k, kwargs[k])
 			}
 			return &jnamespace{d: d}, nil
@@ -1078,12 +1071,7 @@ func builtinGlobals(r *renderer) map[string]any {
 		}),
 		"dict": jfunc(func(args []any, kwargs map[string]any) (any, error) {
 			d := newDict()
-			keys := make([]string, 0, len(kwargs))
-			for k := range kwargs {
-				keys = append(keys, k)
-			}
-			sort.Strings(keys)
-			for _, k := range keys {
+			for _, k := range slices.Sorted(maps.Keys(kwargs)) {
 				d.set(k, kwargs[k])
 			}
 			return d, nil
@@ -1589,16 +1577,7 @@ func strMethod(s string, name string) any {
 		})
 	case "replace":
 		return m(func(a []any, _ map[string]any) (any, error) {
-			if len(a) < 2 {
-				return nil, fmt.Errorf("str.replace: two arguments expected")
-			}
-			n := -1
-			if len(a) > 2 {
-				if c, ok := a[2].(int64); ok {
-					n = int(c)
-				}
-			}
-			return strings.Replace(s, toStr(a[0]), toStr(a[1]), n), nil
+			return pyReplace("str.replace", s, a)
 		})
 	case "find":
 		return m(func(a []any, _ map[string]any) (any, error) {
@@ -1656,6 +1635,21 @@ func strMethod(s string, name string) any {
 		})
 	}
 	return nil
+}
+
+// pyReplace is str.replace(old, new[, count]) for the method and the
+// filter; what names the caller in errors.
+func pyReplace(what, s string, args []any) (any, error) {
+	if len(args) < 2 {
+		return nil, fmt.Errorf("%s: two arguments expected", what)
+	}
+	n := -1
+	if len(args) > 2 {
+		if c, ok := args[2].(int64); ok {
+			n = int(c)
+		}
+	}
+	return strings.Replace(s, toStr(args[0]), toStr(args[1]), n), nil
 }
 
 func splitN(maxsplit int64) int {

@@ -203,16 +203,7 @@ func (r *renderer) applyFilter(name string, v any, args []any, kw map[string]any
 		p := math.Pow(10, float64(prec))
 		return math.RoundToEven(f*p) / p, nil
 	case "replace":
-		if len(args) < 2 {
-			return nil, fmt.Errorf("replace: two arguments expected")
-		}
-		n := -1
-		if len(args) > 2 {
-			if c, ok := args[2].(int64); ok {
-				n = int(c)
-			}
-		}
-		return strings.Replace(toStr(v), toStr(args[0]), toStr(args[1]), n), nil
+		return pyReplace("replace", toStr(v), args)
 	case "items":
 		d, ok := v.(*jdict)
 		if !ok {

@@ -212,32 +212,8 @@ func (ps *parser) parseBody() ([]node, string, error) {
 				return nil, "", err
 			}
 			switch kw {
-			case "if":
-				n, err := ps.parseIf()
-				if err != nil {
-					return nil, "", err
-				}
-				out = append(out, n)
-			case "for":
-				n, err := ps.parseFor()
-				if err != nil {
-					return nil, "", err
-				}
-				out = append(out, n)
-			case "set":
-				n, err := ps.parseSet()
-				if err != nil {
-					return nil, "", err
-				}
-				out = append(out, n)
-			case "macro":
-				n, err := ps.parseMacro()
-				if err != nil {
-					return nil, "", err
-				}
-				out = append(out, n)
-			case "call":
-				n, err := ps.parseCallBlock()
+			case "if", "for", "set", "macro", "call":
+				n, err := ps.parseBlockTag(kw)
 				if err != nil {
 					return nil, "", err
 				}
@@ -278,6 +254,24 @@ func (ps *parser) parseBody() ([]node, string, error) {
 	}
 }
 
+// parseBlockTag parses the tag kw (one that opens a block or sets a
+// variable) after its name.
+func (ps *parser) parseBlockTag(kw string) (node, error) {
+	switch kw {
+	case "if":
+		return ps.parseIf()
+	case "for":
+		return ps.parseFor()
+	case "set":
+		return ps.parseSet()
+	case "macro":
+		return ps.parseMacro()
+	case "call":
+		return ps.parseCallBlock()
+	}
+	return nil, ps.errf("unsupported tag {%% %s %%}", kw)
+}
+
 func (ps *parser) parseIf() (node, error) {
 	n := &ifNode{}
 	for {
@@ -298,17 +292,11 @@ func (ps *parser) parseIf() (node, error) {
 		case "elif":
 			continue
 		case "else":
-			if err := ps.expectBlockEnd(); err != nil {
+			if n.els, err = ps.closedBody("endif", func(found string) error {
+				return ps.errf("expected endif, found %q", found)
+			}); err != nil {
 				return nil, err
 			}
-			els, end2, err := ps.parseBody()
-			if err != nil {
-				return nil, err
-			}
-			if end2 != "endif" {
-				return nil, ps.errf("expected endif, found %q", end2)
-			}
-			n.els = els
 			return n, ps.expectBlockEnd()
 		case "endif":
 			return n, ps.expectBlockEnd()
@@ -396,15 +384,11 @@ func (ps *parser) parseSet() (node, error) {
 		}
 	}
 	if ps.peek().kind == tkBlockEnd && n.ns == "" && len(n.targets) == 1 {
-		ps.next()
-		body, end, err := ps.parseBody()
-		if err != nil {
+		if n.body, err = ps.closedBody("endset", func(string) error {
+			return ps.errf("unclosed set block")
+		}); err != nil {
 			return nil, err
 		}
-		if end != "endset" {
-			return nil, ps.errf("unclosed set block")
-		}
-		n.body = body
 		return n, ps.expectBlockEnd()
 	}
 	if err := ps.expectOp("="); err != nil {
@@ -425,37 +409,28 @@ func (ps *parser) parseMacro() (node, error) {
 	if err := ps.expectOp("("); err != nil {
 		return nil, err
 	}
-	for !ps.isOp(")") {
+	if err := ps.commaSeq(")", "macro parameters", func() error {
 		pn, err := ps.expectName()
 		if err != nil {
-			return nil, err
+			return err
 		}
 		p := macroParam{name: pn}
 		if ps.isOp("=") {
 			ps.next()
 			if p.def, err = ps.parseExpr(); err != nil {
-				return nil, err
+				return err
 			}
 		}
 		n.params = append(n.params, p)
-		if ps.isOp(",") {
-			ps.next()
-		} else if !ps.isOp(")") {
-			return nil, ps.errf("expected , or ) in macro parameters")
-		}
-	}
-	ps.next()
-	if err := ps.expectBlockEnd(); err != nil {
+		return nil
+	}); err != nil {
 		return nil, err
 	}
-	body, end, err := ps.parseBody()
-	if err != nil {
+	if n.body, err = ps.closedBody("endmacro", func(string) error {
+		return ps.errf("unclosed macro %s", name)
+	}); err != nil {
 		return nil, err
 	}
-	if end != "endmacro" {
-		return nil, ps.errf("unclosed macro %s", name)
-	}
-	n.body = body
 	return n, ps.expectBlockEnd()
 }
 
@@ -464,6 +439,19 @@ func (ps *parser) parseCallBlock() (node, error) {
 	if err != nil {
 		return nil, err
 	}
+	body, err := ps.closedBody("endcall", func(string) error {
+		return ps.errf("unclosed call block")
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &callBlockNode{call: e, body: body}, ps.expectBlockEnd()
+}
+
+// closedBody reads the "%}" that ends an opening tag, the body, and the
+// end tag's keyword, which must be want (else the error is unclosed(found)).
+// The end tag's own "%}" is left to the caller.
+func (ps *parser) closedBody(want string, unclosed func(found string) error) ([]node, error) {
 	if err := ps.expectBlockEnd(); err != nil {
 		return nil, err
 	}
@@ -471,10 +459,10 @@ func (ps *parser) parseCallBlock() (node, error) {
 	if err != nil {
 		return nil, err
 	}
-	if end != "endcall" {
-		return nil, ps.errf("unclosed call block")
+	if end != want {
+		return nil, unclosed(end)
 	}
-	return &callBlockNode{call: e, body: body}, ps.expectBlockEnd()
+	return body, nil
 }
 
 // parseTuple parses "a, b" as a list (used by set).
@@ -709,43 +697,39 @@ func (ps *parser) parsePrimary() (expr, error) {
 			return e, ps.expectOp(")")
 		case "[":
 			l := &listExpr{}
-			for !ps.isOp("]") {
+			err := ps.commaSeq("]", "list", func() error {
 				x, err := ps.parseExpr()
 				if err != nil {
-					return nil, err
+					return err
 				}
 				l.items = append(l.items, x)
-				if ps.isOp(",") {
-					ps.next()
-				} else if !ps.isOp("]") {
-					return nil, ps.errf("expected , or ] in list")
-				}
+				return nil
+			})
+			if err != nil {
+				return nil, err
 			}
-			ps.next()
 			return l, nil
 		case "{":
 			d := &dictExpr{}
-			for !ps.isOp("}") {
+			err := ps.commaSeq("}", "dict", func() error {
 				k, err := ps.parseExpr()
 				if err != nil {
-					return nil, err
+					return err
 				}
 				if err := ps.expectOp(":"); err != nil {
-					return nil, err
+					return err
 				}
 				v, err := ps.parseExpr()
 				if err != nil {
-					return nil, err
+					return err
 				}
 				d.keys = append(d.keys, k)
 				d.vals = append(d.vals, v)
-				if ps.isOp(",") {
-					ps.next()
-				} else if !ps.isOp("}") {
-					return nil, ps.errf("expected , or } in dict")
-				}
+				return nil
+			})
+			if err != nil {
+				return nil, err
 			}
-			ps.next()
 			return d, nil
 		}
 	}
@@ -818,30 +802,45 @@ func (ps *parser) parsePostfix(e expr) (expr, error) {
 func (ps *parser) parseArgs() ([]expr, []kwarg, error) {
 	var args []expr
 	var kwargs []kwarg
-	for !ps.isOp(")") {
+	err := ps.commaSeq(")", "call", func() error {
 		if ps.peek().kind == tkName && ps.toks[ps.p+1].kind == tkOp && ps.toks[ps.p+1].val == "=" {
 			name := ps.next().val
 			ps.next()
 			x, err := ps.parseExpr()
 			if err != nil {
-				return nil, nil, err
+				return err
 			}
 			kwargs = append(kwargs, kwarg{name, x})
-		} else {
-			x, err := ps.parseExpr()
-			if err != nil {
-				return nil, nil, err
-			}
-			args = append(args, x)
+			return nil
+		}
+		x, err := ps.parseExpr()
+		if err != nil {
+			return err
+		}
+		args = append(args, x)
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return args, kwargs, nil
+}
+
+// commaSeq parses items separated by commas (a trailing one allowed) up to
+// and including the operator close; what names the construct in errors.
+func (ps *parser) commaSeq(close, what string, item func() error) error {
+	for !ps.isOp(close) {
+		if err := item(); err != nil {
+			return err
 		}
 		if ps.isOp(",") {
 			ps.next()
-		} else if !ps.isOp(")") {
-			return nil, nil, ps.errf("expected , or ) in call")
+		} else if !ps.isOp(close) {
+			return ps.errf("expected , or %s in %s", close, what)
 		}
 	}
 	ps.next()
-	return args, kwargs, nil
+	return nil
 }
 
 func (ps *parser) parseFilterExpr(e expr) (expr, error) {

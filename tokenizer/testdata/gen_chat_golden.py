@@ -7,25 +7,14 @@ thinking flags; writes chat-golden.json for chat_golden_test.go.
 Run from tokenizer/testdata: python3 gen_chat_golden.py > chat-golden.json
 """
 import json
+import os
 import sys
 
-import jinja2
-import jinja2.ext
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "jinja", "testdata"))
+from transformers_env import make_env  # noqa: E402
 
-
-def raise_exception(message):
-    raise jinja2.exceptions.TemplateError(message)
-
-
-def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
-    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
-
-
-env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
-env.filters["tojson"] = tojson
+env = make_env()
 env.filters["from_json"] = json.loads
-env.globals["raise_exception"] = raise_exception
 
 BOS, EOS = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"
 

@@ -8,22 +8,9 @@ Run from tokenizer/jinja/testdata: python3 gen_features.py > features.json
 import json
 import sys
 
-import jinja2
-import jinja2.ext
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from transformers_env import make_env
 
-
-def raise_exception(message):
-    raise jinja2.exceptions.TemplateError(message)
-
-
-def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
-    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
-
-
-env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
-env.filters["tojson"] = tojson
-env.globals["raise_exception"] = raise_exception
+env = make_env()
 
 T = {}
 T["whitespace"] = "a\n  {% if true %}\n    b\n  {% endif %}\nc {{ 'x' }}\n{# note #}\n  {#- c -#}  d\n{%+ if true %} e{% endif +%}\nf\n\t{% for i in [1] %}{{ i }}{% endfor %}\n"
