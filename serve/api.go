@@ -53,6 +53,10 @@ type ChatRequest struct {
 	Messages    []ChatMessage `json:"messages"`
 	Logprobs    bool          `json:"logprobs"`
 	TopLogprobs *int          `json:"top_logprobs"`
+	// ChatTemplateKwargs are extra chat-template variables (vLLM's
+	// extension), e.g. {"thinking": true} for DeepSeek-V3.1 or
+	// {"enable_thinking": true} for templates that ask for it.
+	ChatTemplateKwargs map[string]any `json:"chat_template_kwargs"`
 }
 
 // ChatMessage is one message of a chat request.
@@ -340,6 +344,12 @@ func (r *ChatRequest) validate() error {
 			return invalidf(fmt.Sprintf("messages[%d].role", i), "messages[%d].role is required", i)
 		default:
 			return invalidf(fmt.Sprintf("messages[%d].role", i), "messages[%d].role must be system, developer, user, assistant or tool, got %q", i, m.Role)
+		}
+	}
+	for k := range r.ChatTemplateKwargs {
+		switch k {
+		case "messages", "add_generation_prompt", "bos_token", "eos_token":
+			return invalidf("chat_template_kwargs", "chat_template_kwargs may not set %q", k)
 		}
 	}
 	if r.TopLogprobs != nil {

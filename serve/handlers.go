@@ -73,7 +73,7 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 		top = *req.TopLogprobs
 	}
 	s.generate(w, r, &req.Params, true, t0, req.Logprobs, top, func(ctx context.Context, m *Replica) ([][]int, bool, error) {
-		ids, think, err := chatPrompt(ctx, m.Tokenizer, req.Messages)
+		ids, think, err := chatPrompt(ctx, m.Tokenizer, req.Messages, req.ChatTemplateKwargs)
 		return [][]int{ids}, think, err
 	})
 }
@@ -123,11 +123,12 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// chatPrompt renders messages with the model's chat template and encodes
-// them. A model without a template (base models such as the embedded
-// stories260K) gets the message contents joined by newlines, so it
-// continues the conversation text.
-func chatPrompt(ctx context.Context, tok *tokenizer.Tokenizer, msgs []ChatMessage) ([]int, bool, error) {
+// chatPrompt renders messages with the model's chat template (vars are
+// extra template variables) and encodes them; think reports whether the
+// prompt ends inside an open <think> block. A model without a template
+// (base models such as the embedded stories260K) gets the message contents
+// joined by newlines, so it continues the conversation text.
+func chatPrompt(ctx context.Context, tok *tokenizer.Tokenizer, msgs []ChatMessage, vars map[string]any) (ids []int, think bool, err error) {
 	if tok.ChatTemplate() == "" {
 		parts := make([]string, len(msgs))
 		for i, m := range msgs {
@@ -139,20 +140,20 @@ func chatPrompt(ctx context.Context, tok *tokenizer.Tokenizer, msgs []ChatMessag
 		}
 		return ids, false, nil
 	}
-	tm := make([]tokenizer.Message, len(msgs))
+	tm := make([]map[string]any, len(msgs))
 	for i, m := range msgs {
 		role := m.Role
 		if role == "developer" {
 			role = "system"
 		}
-		tm[i] = tokenizer.Message{Role: role, Content: string(m.Content)}
+		tm[i] = map[string]any{"role": role, "content": string(m.Content)}
 	}
-	prompt, err := tok.ApplyChatTemplate(tm, true)
+	prompt, err := tok.RenderChat(tm, tokenizer.ChatOptions{AddGenerationPrompt: true, Vars: vars})
 	if err != nil {
 		return nil, false, invalidf("messages", "the model's chat template rejected the messages: %v", err)
 	}
 	// The template writes the BOS itself.
-	ids, err := tok.EncodeContext(ctx, prompt, false)
+	ids, err = tok.EncodeContext(ctx, prompt, false)
 	if err != nil {
 		return nil, false, fmt.Errorf("encoding the chat prompt: %w", err)
 	}

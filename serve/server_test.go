@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/deepseek-go/deepseek-go/engine"
+	"github.com/deepseek-go/deepseek-go/tokenizer"
 )
 
 const chatURL, cmplURL = "/v1/chat/completions", "/v1/completions"
@@ -682,3 +683,58 @@ func TestMemoryBudgetBusy(t *testing.T) {
 	assert.Equal(t, 404, status)
 	assert.Equal(t, "model_not_found", *apiErr(t, b).Code)
 }
+
+// With a byte-level BPE tokenizer (Qwen's, where "</think>" is one added
+// token) and DeepSeek's R1 chat templates, the reasoning and the answer are
+// split when the prompt ends inside "<think>\n": always with
+// R1-Distill-Llama's template, with R1-Distill-Qwen-32B's newer one only
+// when chat_template_kwargs asks for enable_thinking.
+func TestReasoningContentR1Templates(t *testing.T) {
+	dir := filepath.Join("..", "testdata", "tokenizers", "qwen2-r1-distill")
+	tj, err := os.ReadFile(filepath.Join(dir, "tokenizer.json"))
+	require.NoError(t, err)
+	cj, err := os.ReadFile(filepath.Join(dir, "tokenizer_config.json"))
+	require.NoError(t, err)
+	reply := "2 and 2 make 4.\n</think>\n\nThe answer is **4**."
+	for _, tc := range []struct {
+		template, kwargs string
+		reasoning        *string
+		content          string
+	}{
+		{"deepseek-ai-DeepSeek-R1-Distill-Llama-8B.jinja", "", ptr("2 and 2 make 4.\n"), "\n\nThe answer is **4**."},
+		{"deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja", `,"chat_template_kwargs":{"enable_thinking":true}`, ptr("2 and 2 make 4.\n"), "\n\nThe answer is **4**."},
+		{"deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja", "", nil, reply}, // the template closed the block itself
+	} {
+		t.Run(tc.template+tc.kwargs, func(t *testing.T) {
+			tmpl, err := os.ReadFile(filepath.Join("..", "testdata", "chat-templates", tc.template))
+			require.NoError(t, err)
+			var cfg map[string]any
+			require.NoError(t, json.Unmarshal(cj, &cfg))
+			cfg["chat_template"] = string(tmpl)
+			c, err := json.Marshal(cfg)
+			require.NoError(t, err)
+			tok, err := tokenizer.FromBytes(tj, c)
+			require.NoError(t, err)
+			ids, err := tok.Encode(reply, false)
+			require.NoError(t, err)
+			gen := &fakeGen{ids: ids}
+			open := func(ctx context.Context, src Source, i int) (*Replica, error) {
+				return &Replica{Gen: gen, Tokenizer: tok, ContextLen: 4096, VocabSize: 152064}, nil
+			}
+			_, base := testServer(t, Options{Models: []Source{{Name: "r1", Dir: "x"}}, Open: open})
+			status, _, b := post(t, base+chatURL, `{"model":"r1","messages":[{"role":"user","content":"What is 2+2?"}]`+tc.kwargs+`}`)
+			require.Equal(t, 200, status, "%s", b)
+			var cc ChatCompletion
+			require.NoError(t, json.Unmarshal(b, &cc))
+			msg := cc.Choices[0].Message
+			assert.Equal(t, tc.reasoning, msg.ReasoningContent)
+			assert.Equal(t, tc.content, msg.Content)
+			gen.mu.Lock()
+			prompt := tok.Decode(gen.reqs[0].Prompt)
+			gen.mu.Unlock()
+			assert.Equal(t, tc.reasoning != nil, strings.HasSuffix(prompt, "<think>\n"), "prompt %q", prompt)
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
