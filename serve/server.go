@@ -129,6 +129,7 @@ func (s *Server) routes() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}))
+	registerUI(mux, s.opts.APIKey != "") // the chat page at / and /ui/ (ui.go), open like /metrics
 	api := http.NewServeMux()
 	api.HandleFunc("GET /v1/models", s.listModels)
 	api.HandleFunc("GET /v1/models/{model}", s.getModel)
