@@ -228,6 +228,9 @@ func (r *registry) acquire(ctx context.Context, name string, n int) (*lease, err
 		switch e.state {
 		case loaded:
 			limit := r.capacity * len(e.reps)
+			if n > limit {
+				return nil, invalidf("n", "the request asks for %d generations (prompts × n); model %q takes at most %d at once", n, name, limit)
+			}
 			if e.inflight+n > limit {
 				return nil, &apiError{Status: 429, Type: "rate_limit_error", Code: "queue_full", RetryAfter: 1,
 					Message: fmt.Sprintf("model %q has %d requests in flight, its limit (running + waiting); retry later", name, e.inflight)}

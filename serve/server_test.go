@@ -296,6 +296,8 @@ func TestQueueFull429(t *testing.T) {
 		}()
 	}
 	require.Eventually(t, func() bool { return gen.running.Load() == 2 }, 10*time.Second, 5*time.Millisecond)
+	status, _, b := post(t, base+cmplURL, `{"model":"m","prompt":"Once","n":3}`)
+	assert.Equal(t, 400, status, "more generations than the model ever takes: %s", b)
 	status, hdr, b := post(t, base+cmplURL, body)
 	assert.Equal(t, 429, status)
 	assert.Equal(t, "1", hdr.Get("Retry-After"))
