@@ -100,8 +100,10 @@ func newRegistry(o *Options, log *slog.Logger) (*registry, error) {
 		log:       log,
 	}
 	for _, s := range o.Models {
-		if err := checkModelName(s.Name); err != nil {
-			return nil, err
+		// Served names may look like Hugging Face ids ("org/model");
+		// only models-dir names must be plain folder names.
+		if s.Name == "" || len(s.Name) > 200 || strings.ContainsFunc(s.Name, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+			return nil, fmt.Errorf("invalid model name %q", s.Name)
 		}
 		if _, dup := r.entries[s.Name]; dup {
 			return nil, fmt.Errorf("model %q is given twice", s.Name)

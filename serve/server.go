@@ -132,7 +132,7 @@ func (s *Server) routes() http.Handler {
 	registerUI(mux, s.opts.APIKey != "") // the chat page at / and /ui/ (ui.go), open like /metrics
 	api := http.NewServeMux()
 	api.HandleFunc("GET /v1/models", s.listModels)
-	api.HandleFunc("GET /v1/models/{model}", s.getModel)
+	api.HandleFunc("GET /v1/models/{model...}", s.getModel)
 	api.HandleFunc("POST /v1/chat/completions", s.chatCompletions)
 	api.HandleFunc("POST /v1/completions", s.completions)
 	for _, p := range []string{"/v1/models", "/v1/chat/completions", "/v1/completions"} {

@@ -262,6 +262,18 @@ func TestReasoningContent(t *testing.T) {
 	assert.Equal(t, "\n\nThe answer", content.String())
 }
 
+// A served name may look like a Hugging Face id.
+func TestModelNameWithSlash(t *testing.T) {
+	tok := storiesTokenizer(t, "")
+	_, base := testServer(t, Options{Models: []Source{{Name: "deepseek-ai/tiny", Dir: "x"}}, Open: fakeOpener(&fakeGen{ids: []int{300}}, tok)})
+	status, _, b := post(t, base+cmplURL, `{"model":"deepseek-ai/tiny","prompt":"Once"}`)
+	assert.Equal(t, 200, status, "%s", b)
+	status, b = get(t, base+"/v1/models/deepseek-ai/tiny")
+	assert.Equal(t, 200, status, "%s", b)
+	_, err := New(Options{Models: []Source{{Name: "a b", Dir: "x"}}, Open: fakeOpener(&fakeGen{}, tok)})
+	assert.ErrorContains(t, err, "invalid model name")
+}
+
 func TestAPIKey(t *testing.T) {
 	_, base := storiesServer(t, Options{APIKey: "sekret"})
 	body := `{"model":"stories260k","prompt":"Once","max_tokens":2}`
