@@ -412,8 +412,12 @@ func (s *Server) runChoice(ctx context.Context, j *job, index int, rep *replicaS
 		finish = "stop"
 		return
 	}
-	tail, _ := stops.push(piece{text: dec.Flush()})
-	tail = append(tail, stops.flush()...)
+	// Text the decoder held back (an incomplete character) may still
+	// complete a stop string.
+	tail, hit := stops.push(piece{text: dec.Flush()})
+	if !hit {
+		tail = append(tail, stops.flush()...)
+	}
 	if !emit(tail) {
 		genErr = ctx.Err()
 		return
@@ -423,6 +427,10 @@ func (s *Server) runChoice(ctx context.Context, j *job, index int, rep *replicaS
 			genErr = ctx.Err()
 			return
 		}
+	}
+	if hit {
+		finish = "stop"
+		return
 	}
 	switch res.Finish {
 	case engine.FinishStop:
