@@ -40,7 +40,7 @@ func WritePlot(w io.Writer, runs []*Result, title string) error {
 		p.X.Tick.Marker = plot.ConstantTicks(ticks)
 		p.X.Min, p.X.Max = -0.3, float64(len(runs)-1)+0.3
 		p.Y.Min = 0
-		p.Legend.Top = true
+		p.Legend.Top, p.Legend.Left = true, true // the curves rise to the right
 		if err := plotutil.AddLinePoints(p, lines...); err != nil {
 			return nil, fmt.Errorf("plot %s: %w", name, err)
 		}
