@@ -208,11 +208,11 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, p *Params, cha
 	}
 	j := &job{id: ri.id, created: time.Now().Unix(), chat: chat, model: p.Model, prompts: ids, think: think, samp: samp,
 		logprobs: logprobs, top: top, stream: p.Stream, usage: p.StreamOptions != nil && p.StreamOptions.IncludeUsage, t0: t0}
+	promptParam := "prompt"
+	if chat {
+		promptParam = "messages"
+	}
 	for _, pr := range ids {
-		promptParam := "prompt"
-		if chat {
-			promptParam = "messages"
-		}
 		if err := checkContext(len(pr), samp.maxTokens, info.ContextLen, promptParam); err != nil {
 			writeError(w, err)
 			return
