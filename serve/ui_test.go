@@ -8,6 +8,8 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -122,10 +124,11 @@ var fakeR1Reply = "Let me think about <b>tags</b>.</think>\n\n" +
 // playwright-core): the API key, the model picker, settings, a streamed
 // reply from the real engine, history, a reasoning reply whose HTML shows
 // as text, Stop (the server counts the request cancelled and its running
-// gauge returns to 0), the status strip, no console errors, and a
-// screenshot. CI installs Debian's chromium and
-// "npm ci --prefix serve/testdata/ui-e2e". DEEPSEEK_UI_SCREENSHOT=PATH
-// keeps the screenshot (serve/ui/testdata/chat.png is one).
+// gauge returns to 0), the status strip (also with /metrics behind a
+// proxy that wants the key), no console errors, and a screenshot. CI
+// installs Debian's chromium and "npm ci --prefix serve/testdata/ui-e2e".
+// DEEPSEEK_UI_SCREENSHOT=PATH keeps the screenshot (serve/ui/testdata/
+// chat.png is one).
 func TestUIBrowser(t *testing.T) {
 	node := needTool(t, "node", "apt-get install -y nodejs")
 	browser := needTool(t, "chromium", "apt-get install -y chromium")
@@ -151,10 +154,23 @@ func TestUIBrowser(t *testing.T) {
 	_, keyed := testServer(t, Options{APIKey: key, Open: open,
 		Models: []Source{{Name: "stories260k", FS: stories260k.FS()}, {Name: "fake-r1", Dir: "unused"}}})
 	_, openBase := storiesServer(t, Options{})
+	// A proxy in front that protects /metrics as well: the page must
+	// send the key there too.
+	target, err := url.Parse(keyed)
+	require.NoError(t, err)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.FlushInterval = -1 // stream the events as they come
+	guarded := httpServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/metrics" && r.Header.Get("Authorization") != "Bearer "+key {
+			http.Error(w, "the key is needed", http.StatusUnauthorized)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
 
 	shot := filepath.Join(t.ArtifactDir(), "chat.png")
 	cfg, err := json.Marshal(map[string]string{"chromium": browser, "userDataDir": t.TempDir(), "screenshot": shot,
-		"keyed": keyed, "key": key, "open": openBase})
+		"keyed": keyed, "key": key, "open": openBase, "guarded": guarded})
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

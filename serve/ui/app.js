@@ -119,6 +119,14 @@ async function refreshStatus() {
     // /metrics is open on this server; the key goes along in case a
     // proxy in front protects it.
     const resp = await fetch("/metrics", { headers: headers(), cache: "no-store" });
+    if (resp.status === 401 || resp.status === 403) {
+      // Protected (by a proxy: this server leaves /metrics open) and the
+      // key does not open it: ask again only after a new key, not every
+      // second.
+      conn.className = "conn down";
+      conn.title = "/metrics: needs an API key";
+      return;
+    }
     if (!resp.ok) throw new Error(`${resp.status} ${resp.statusText}`);
     state.status.add(Date.now(), parseMetrics(await resp.text()));
     conn.className = "conn ok";

@@ -6,7 +6,8 @@
 //
 // CONFIG_JSON: {"chromium": path, "userDataDir": dir, "screenshot": path,
 // "keyed": url of a server with --api-key, "key": that key, "open": url
-// of a server without one}. The keyed server serves "stories260k" (the
+// of a server without one, "guarded": the keyed server behind a proxy
+// that wants the key for /metrics too}. The keyed server serves "stories260k" (the
 // real engine) and "fake-r1" (a slow fake reasoning model whose reply
 // holds <script>, HTML and Markdown). It prints one line per check and
 // "all N checks passed" at the end, or exits 1 at the first failure.
@@ -278,6 +279,22 @@ try {
   await page2.click("#clear");
   check(await page2.locator("#log .msg").count() === 0, "New chat empties the log");
   check(errors2.length === 0, "no console errors on the open server's page", errors2);
+
+  // ---- /metrics behind a proxy that wants the key too ----
+  const page3 = await ctx.newPage();
+  const errors3 = watchErrors(page3);
+  await page3.goto(cfg.guarded + "/");
+  await page3.waitForSelector("#key-dialog[open]", WAIT);
+  await page3.waitForFunction(() => document.getElementById("st-conn").title === "/metrics: needs an API key", null, WAIT);
+  check(true, "a protected /metrics shows as needing the key");
+  await page3.fill("#key-input", cfg.key);
+  await page3.click("#key-save");
+  await page3.waitForSelector("body[data-ready=true]", WAIT);
+  await page3.waitForFunction(() => document.getElementById("st-running").textContent === "0" &&
+    document.getElementById("st-conn").className === "conn ok", null, WAIT);
+  check(true, "with the key the status strip reads the protected /metrics");
+  const metrics401 = errors3.filter((e) => /status of 401 .*\/metrics/.test(e));
+  check(metrics401.length === 1 && errors3.length === 1, "one 401 from /metrics before the key, no other console error", errors3);
 
   console.log(`all ${checks} checks passed`);
 } catch (e) {
