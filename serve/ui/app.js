@@ -43,6 +43,7 @@ async function apiError(resp) {
 
 function askKey(message) {
   const dlg = $("key-dialog");
+  $("key-button").hidden = false; // to change the key later
   $("key-error").hidden = !message;
   $("key-error").textContent = message || "";
   $("key-input").value = state.key;
