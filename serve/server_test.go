@@ -380,30 +380,44 @@ func TestRequestTimeout(t *testing.T) {
 	assert.Contains(t, apiErr(t, b).Message, "timeout of 100ms")
 }
 
-// A client that disconnects mid-stream cancels its generation: the engine
-// frees the KV blocks and the gauges return to 0.
+// Clients that disconnect mid-stream cancel their generations: the engine
+// frees the KV blocks and the gauges return to 0. 32 streams of up to 500
+// tokens keep the engine busy for far longer (about half a second here)
+// than reading their first events and hanging up takes.
 func TestDisconnectFreesKV(t *testing.T) {
 	_, base := storiesServer(t, Options{})
-	req, err := http.NewRequest("POST", base+cmplURL, strings.NewReader(
-		`{"model":"stories260k","prompt":"Once upon a time","max_tokens":500,"ignore_eos":true,"stream":true}`))
-	require.NoError(t, err)
+	const streams = 32
 	ctx, cancel := context.WithCancel(context.Background())
-	resp, err := http.DefaultClient.Do(req.WithContext(ctx))
-	require.NoError(t, err)
-	r := bufio.NewReader(resp.Body)
-	line, err := r.ReadString('\n')
-	require.NoError(t, err)
-	require.True(t, strings.HasPrefix(line, "data: "), line)
-	assert.Positive(t, metricValue(t, base, "deepseek_kv_cache_usage_ratio", ""), "the live sequence holds KV blocks")
-	assert.Equal(t, 1.0, metricValue(t, base, "deepseek_requests_running", ""))
+	defer cancel()
+	bodies := make([]io.ReadCloser, streams)
+	for i := range bodies {
+		req, err := http.NewRequestWithContext(ctx, "POST", base+cmplURL, strings.NewReader(
+			`{"model":"stories260k","prompt":"Once upon a time","max_tokens":500,"ignore_eos":true,"stream":true}`))
+		require.NoError(t, err)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		bodies[i] = resp.Body
+	}
+	for _, body := range bodies {
+		line, err := bufio.NewReader(body).ReadString('\n')
+		require.NoError(t, err)
+		require.True(t, strings.HasPrefix(line, "data: "), line)
+	}
+	assert.Positive(t, metricValue(t, base, "deepseek_kv_cache_usage_ratio", ""), "live sequences hold KV blocks")
+	assert.Positive(t, metricValue(t, base, "deepseek_requests_running", ""))
 	cancel()
-	resp.Body.Close()
+	for _, body := range bodies {
+		body.Close()
+	}
 	require.Eventually(t, func() bool {
-		return metricValue(t, base, "deepseek_requests_total", `finish_reason="cancelled"`) == 1
+		return metricValue(t, base, "deepseek_requests_running", "") == 0 &&
+			metricValue(t, base, "deepseek_requests_total", `finish_reason="cancelled"`)+
+				max(0, metricValue(t, base, "deepseek_requests_total", `finish_reason="length"`)) == streams
 	}, 10*time.Second, 10*time.Millisecond)
 	assert.Equal(t, 0.0, metricValue(t, base, "deepseek_kv_cache_usage_ratio", ""))
-	assert.Equal(t, 0.0, metricValue(t, base, "deepseek_requests_running", ""))
-	assert.Less(t, metricValue(t, base, "deepseek_generation_tokens_total", ""), 500.0)
+	assert.Equal(t, 0.0, metricValue(t, base, "deepseek_requests_waiting", ""))
+	assert.Positive(t, metricValue(t, base, "deepseek_requests_total", `finish_reason="cancelled"`))
+	assert.Less(t, metricValue(t, base, "deepseek_generation_tokens_total", ""), float64(streams*500))
 }
 
 // A client that sends its headers slowly is cut off, and one that stalls
