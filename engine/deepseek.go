@@ -310,12 +310,17 @@ type MLA struct {
 func loadMLA(b *Builder, prefix string, layer int, rope *kernels.Rope, scale float32) (*MLA, error) {
 	c := b.Config
 	hid, H := c.HiddenSize, c.NumHeads
-	a := &MLA{Layer: layer, Heads: H, Nope: c.QKNopeHeadDim, Rope: c.QKRopeHeadDim, V: c.VHeadDim,
+	// A shard keeps its heads of q_b/q, kv_b and o; the latent
+	// projections (q_a, kv_a) are replicated (shard.go).
+	hr, err := headShard(H, b.rank, b.shardCount())
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", prefix, err)
+	}
+	a := &MLA{Layer: layer, Heads: hr.len(), Nope: c.QKNopeHeadDim, Rope: c.QKRopeHeadDim, V: c.VHeadDim,
 		KVLora: c.KVLoraRank, QLora: c.QLoraRank, Scale: scale, Absorbed: mlaAbsorbed(c)}
 	a.RopeQ, a.RopeK = *rope, *rope
 	a.RopeQ.Off = a.Nope
 	qh := a.Nope + a.Rope
-	var err error
 	if a.QLora > 0 {
 		if a.QA, err = b.Matrix(MatSpec{prefix + "q_a_proj.weight", a.QLora, hid}); err != nil {
 			return nil, err
@@ -323,10 +328,10 @@ func loadMLA(b *Builder, prefix string, layer int, rope *kernels.Rope, scale flo
 		if a.QANorm, err = b.Vector(prefix+"q_a_layernorm.weight", a.QLora); err != nil {
 			return nil, err
 		}
-		if a.QB, err = b.Matrix(MatSpec{prefix + "q_b_proj.weight", H * qh, a.QLora}); err != nil {
+		if a.QB, err = b.matrix(b.Int8, []MatSpec{{prefix + "q_b_proj.weight", H * qh, a.QLora}}, hr.times(qh)); err != nil {
 			return nil, err
 		}
-	} else if a.Q, err = b.Matrix(MatSpec{prefix + "q_proj.weight", H * qh, hid}); err != nil {
+	} else if a.Q, err = b.matrix(b.Int8, []MatSpec{{prefix + "q_proj.weight", H * qh, hid}}, hr.times(qh)); err != nil {
 		return nil, err
 	}
 	kva, err := b.Host(MatSpec{prefix + "kv_a_proj_with_mqa.weight", a.KVLora + a.Rope, hid})
@@ -347,6 +352,8 @@ func loadMLA(b *Builder, prefix string, layer int, rope *kernels.Rope, scale flo
 	if err != nil {
 		return nil, err
 	}
+	kvb = sliceRows(kvb, hr.times(per)) // this shard's heads, renumbered from 0
+	H = a.Heads
 	if !a.Absorbed {
 		if a.KVB, err = uploadParts(b, []kernels.HostMatrix{kvb}); err != nil {
 			return nil, err
@@ -355,17 +362,17 @@ func loadMLA(b *Builder, prefix string, layer int, rope *kernels.Rope, scale flo
 		a.WUKT = make([]kernels.Matrix, H)
 		a.WUV = make([]kernels.Matrix, H)
 		for h := range H {
-			uk := transposeHost(rowSlice(kvb, h*per, h*per+a.Nope, ""), fmt.Sprintf("%s[W_UK %d]ᵀ", kvb.Name, h))
+			uk := transposeHost(rowSlice(kvb, h*per, h*per+a.Nope, ""), fmt.Sprintf("%s[W_UK %d]ᵀ", kvb.Name, hr.lo+h))
 			if a.WUKT[h], err = uploadParts(b, []kernels.HostMatrix{uk}); err != nil {
 				return nil, err
 			}
-			uv := rowSlice(kvb, h*per+a.Nope, (h+1)*per, fmt.Sprintf("%s[W_UV %d]", kvb.Name, h))
+			uv := rowSlice(kvb, h*per+a.Nope, (h+1)*per, fmt.Sprintf("%s[W_UV %d]", kvb.Name, hr.lo+h))
 			if a.WUV[h], err = uploadParts(b, []kernels.HostMatrix{uv}); err != nil {
 				return nil, err
 			}
 		}
 	}
-	if a.O, err = b.Matrix(MatSpec{prefix + "o_proj.weight", hid, H * a.V}); err != nil {
+	if a.O, err = b.matrixCols(MatSpec{prefix + "o_proj.weight", hid, c.NumHeads * a.V}, hr.times(a.V)); err != nil {
 		return nil, err
 	}
 	return a, nil
@@ -547,10 +554,21 @@ func loadMoE(b *Builder, prefix string, slot int, stats *ExpertStats) (*MoE, err
 		return nil, fmt.Errorf("%sgate: %w", prefix, err)
 	}
 	m.Experts = make([]*DenseMLP, c.NRoutedExperts)
+	// Expert parallelism: a shard holds a contiguous run of whole experts
+	// (nil elsewhere) and adds only their outputs; routing is replicated
+	// and the block's all-reduce combines the shards.
+	own := splitRange(c.NRoutedExperts, b.rank, b.shardCount())
 	for e := range m.Experts {
-		if m.Experts[e], err = LoadDenseMLP(b, fmt.Sprintf("%sexperts.%d.", prefix, e), hid, c.MoEIntermediateSize, false); err != nil {
+		if e < own.lo || e >= own.hi {
+			b.params += 3 * int64(hid) * int64(c.MoEIntermediateSize) // counted by the shard holding it
+			continue
+		}
+		if m.Experts[e], err = loadDenseMLP(b, fmt.Sprintf("%sexperts.%d.", prefix, e), hid, c.MoEIntermediateSize, false, rowRange{0, c.MoEIntermediateSize}); err != nil {
 			return nil, err
 		}
+	}
+	if b.rank != 0 {
+		m.stats = nil // every shard routes the same tokens: rank 0 counts them
 	}
 	if c.NSharedExperts > 0 {
 		if m.Shared, err = LoadDenseMLP(b, prefix+"shared_experts.", hid, c.MoEIntermediateSize*c.NSharedExperts, false); err != nil {
@@ -604,7 +622,9 @@ func (m *MoE) Forward(s *Session, out, xn kernels.Buffer, n int) error {
 	}
 	for t := range n {
 		w.router.Route(w.logits[t*E:(t+1)*E], w.idx, w.w)
-		m.stats.add(m.slot, w.idx)
+		if m.stats != nil {
+			m.stats.add(m.slot, w.idx)
+		}
 		for j, e := range w.idx {
 			w.assign[e] = append(w.assign[e], moeAssign{tok: t, w: w.w[j]})
 		}
@@ -618,7 +638,7 @@ func (m *MoE) Forward(s *Session, out, xn kernels.Buffer, n int) error {
 		return fmt.Errorf("moe: %w", err)
 	}
 	for e, as := range w.assign {
-		if len(as) == 0 {
+		if len(as) == 0 || m.Experts[e] == nil { // nil: held by another shard
 			continue
 		}
 		in := xn // every token, in order (always so when decoding): no gather
@@ -656,6 +676,9 @@ func (m *Model) ResetExpertStats() {
 }
 
 func (m *Model) expertStats() *ExpertStats {
+	if len(m.shards) > 0 {
+		return m.shards[0].expertStats()
+	}
 	for _, b := range m.blocks {
 		if blk, ok := b.(*deepseekBlock); ok && blk.moe != nil {
 			return blk.moe.stats

@@ -94,11 +94,13 @@ func preNormBlock(s *Session, c *Config, x kernels.Buffer, n, pos0 int, attnNorm
 	if err := attn.Forward(s, tmp, xn, n, pos0); err != nil {
 		return err
 	}
+	s.allReduce(tmp, n*hid) // a shard's heads give a partial sum (shard.go)
 	be.Add(x, x, tmp, n*hid)
 	be.RMSNorm(xn, x, mlpNorm, n, hid, eps)
 	if err := ffn.Forward(s, tmp, xn, n); err != nil {
 		return err
 	}
+	s.allReduce(tmp, n*hid)
 	be.Add(x, x, tmp, n*hid)
 	return nil
 }
@@ -117,32 +119,37 @@ type GQA struct {
 }
 
 // LoadGQA loads q_proj, k_proj, v_proj, o_proj under prefix (e.g.
-// "model.layers.3.self_attn."), fusing q|k|v and their biases.
+// "model.layers.3.self_attn."), fusing q|k|v and their biases. In a
+// sharded model it keeps the Builder's rank's heads (shard.go).
 func LoadGQA(b *Builder, prefix string, layer int, qkvBias, oBias bool, rope *kernels.Rope) (*GQA, error) {
 	c := b.Config
 	h, kvh, hd := c.NumHeads, c.NumKVHeads, c.HeadDim
-	a := &GQA{Layer: layer, Heads: h, KVHeads: kvh, HeadDim: hd, Rope: rope, Scale: float32(1 / math.Sqrt(float64(hd)))}
+	qh, kh, err := gqaShard(h, kvh, b.rank, b.shardCount())
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", prefix, err)
+	}
+	a := &GQA{Layer: layer, Heads: qh.len(), KVHeads: kh.len(), HeadDim: hd, Rope: rope, Scale: float32(1 / math.Sqrt(float64(hd)))}
 	specs := []MatSpec{
 		{prefix + "q_proj.weight", h * hd, c.HiddenSize},
 		{prefix + "k_proj.weight", kvh * hd, c.HiddenSize},
 		{prefix + "v_proj.weight", kvh * hd, c.HiddenSize},
 	}
-	var err error
-	if a.QKV, err = b.Matrix(specs...); err != nil {
+	qr, kr := qh.times(hd), kh.times(hd)
+	if a.QKV, err = b.matrix(b.Int8, specs, qr, kr, kr); err != nil {
 		return nil, err
 	}
 	if qkvBias {
-		if a.QKVBias, err = b.Vectors(
-			MatSpec{Name: prefix + "q_proj.bias", Rows: h * hd},
-			MatSpec{Name: prefix + "k_proj.bias", Rows: kvh * hd},
-			MatSpec{Name: prefix + "v_proj.bias", Rows: kvh * hd}); err != nil {
+		if a.QKVBias, err = b.vectorRows([]MatSpec{
+			{Name: prefix + "q_proj.bias", Rows: h * hd},
+			{Name: prefix + "k_proj.bias", Rows: kvh * hd},
+			{Name: prefix + "v_proj.bias", Rows: kvh * hd}}, qr, kr, kr); err != nil {
 			return nil, err
 		}
 	}
-	if a.O, err = b.Matrix(MatSpec{prefix + "o_proj.weight", c.HiddenSize, h * hd}); err != nil {
+	if a.O, err = b.matrixCols(MatSpec{prefix + "o_proj.weight", c.HiddenSize, h * hd}, qr); err != nil {
 		return nil, err
 	}
-	if oBias {
+	if oBias && b.rank == 0 { // row-split: the bias is added once
 		if a.OBias, err = b.Vector(prefix+"o_proj.bias", c.HiddenSize); err != nil {
 			return nil, err
 		}
@@ -190,20 +197,33 @@ type DenseMLP struct {
 }
 
 // LoadDenseMLP loads gate_proj, up_proj, down_proj under prefix (e.g.
-// "model.layers.0.mlp.").
+// "model.layers.0.mlp."). In a sharded model it keeps the Builder's
+// rank's slice of the intermediate features (shard.go).
 func LoadDenseMLP(b *Builder, prefix string, hidden, inter int, bias bool) (*DenseMLP, error) {
-	p := &DenseMLP{Inter: inter}
+	ir := splitRange(inter, b.rank, b.shardCount())
+	if ir.len() == 0 {
+		return nil, fmt.Errorf("%s: intermediate size %d is smaller than %d shards", prefix, inter, b.shardCount())
+	}
+	return loadDenseMLP(b, prefix, hidden, inter, bias, ir)
+}
+
+// loadDenseMLP loads the intermediate features ir of an MLP (all of them
+// for a MoE expert, which lives whole on one shard).
+func loadDenseMLP(b *Builder, prefix string, hidden, inter int, bias bool, ir rowRange) (*DenseMLP, error) {
+	p := &DenseMLP{Inter: ir.len()}
 	var err error
-	if p.GateUp, err = b.Matrix(MatSpec{prefix + "gate_proj.weight", inter, hidden}, MatSpec{prefix + "up_proj.weight", inter, hidden}); err != nil {
+	if p.GateUp, err = b.matrix(b.Int8, []MatSpec{{prefix + "gate_proj.weight", inter, hidden}, {prefix + "up_proj.weight", inter, hidden}}, ir, ir); err != nil {
 		return nil, err
 	}
-	if p.Down, err = b.Matrix(MatSpec{prefix + "down_proj.weight", hidden, inter}); err != nil {
+	if p.Down, err = b.matrixCols(MatSpec{prefix + "down_proj.weight", hidden, inter}, ir); err != nil {
 		return nil, err
 	}
 	if bias {
-		if p.GateUpBias, err = b.Vectors(MatSpec{Name: prefix + "gate_proj.bias", Rows: inter}, MatSpec{Name: prefix + "up_proj.bias", Rows: inter}); err != nil {
+		if p.GateUpBias, err = b.vectorRows([]MatSpec{{Name: prefix + "gate_proj.bias", Rows: inter}, {Name: prefix + "up_proj.bias", Rows: inter}}, ir, ir); err != nil {
 			return nil, err
 		}
+	}
+	if bias && ir.lo == 0 { // row-split: the bias is added by the first slice only
 		if p.DownBias, err = b.Vector(prefix+"down_proj.bias", hidden); err != nil {
 			return nil, err
 		}

@@ -28,6 +28,7 @@ type options struct {
 	backend  kernels.Backend
 	mla      string // MLA attention path (deepseek.go's WithMLA)
 	tok      *tokenizer.Tokenizer
+	shards   int // tensor-parallel shards (shard.go's WithShards)
 }
 
 // WithDevice picks the backend: "auto" (default: an accelerator when one is
@@ -101,12 +102,16 @@ type Model struct {
 	tok     *tokenizer.Tokenizer
 	genRoom int // generated tokens a generation's first session holds (initialGenRoom; tests shrink it)
 
-	embed   kernels.Matrix
-	norm    kernels.Buffer
-	lmHead  kernels.Matrix
-	blocks  []Block
-	kvSpec  kernels.KVSpec
-	info    Info
+	embed  kernels.Matrix
+	norm   kernels.Buffer
+	lmHead kernels.Matrix
+	blocks []Block
+	kvSpec kernels.KVSpec
+	info   Info
+	// tp is set on each shard of a sharded model, shards on the model
+	// that drives them (shard.go).
+	tp      *shardRole
+	shards  []*Model
 	closeMu sync.Mutex
 	closed  atomic.Bool // checked by sessions: weights may be unmapped
 }
@@ -197,6 +202,12 @@ func newModel(cfg *Config, src TensorSource, total int64, closer func() error, o
 		c.MLA = o.mla
 		cfg = &c
 	}
+	if o.shards < 0 {
+		return nil, fmt.Errorf("WithShards(%d): want >= 1", o.shards)
+	}
+	if o.shards > 1 {
+		return newShardedModel(cfg, fam, src, total, closer, &o, start)
+	}
 	be, own := o.backend, false
 	if be == nil {
 		var err error
@@ -212,37 +223,56 @@ func newModel(cfg *Config, src TensorSource, total int64, closer func() error, o
 		return nil, err
 	}
 	m := &Model{cfg: cfg, fam: fam, be: be, ownBE: own, closer: closer, tok: o.tok, genRoom: initialGenRoom}
-	b := newBuilder(cfg, be, src, o.int8, o.progress, total)
-	if err := m.loadCommon(b); err != nil {
+	if err := m.build(src, total, &o); err != nil {
 		m.Close()
 		return nil, err
 	}
-	blocks, err := fam.Build(b)
+	m.info.Load = time.Since(start)
+	return m, nil
+}
+
+// build loads the weights onto m.be (a shard's share of them when m.tp is
+// set) and fills blocks, kvSpec and info.
+func (m *Model) build(src TensorSource, total int64, o *options) error {
+	cfg := m.cfg
+	b := newBuilder(cfg, m.be, src, o.int8, o.progress, total)
+	if m.tp != nil {
+		b.rank, b.shards = m.tp.rank, m.tp.size
+	}
+	if err := m.loadCommon(b); err != nil {
+		return err
+	}
+	blocks, err := m.fam.Build(b)
 	if err != nil {
-		m.Close()
-		return nil, err
+		return err
 	}
 	if len(blocks) != cfg.NumLayers {
-		m.Close()
-		return nil, fmt.Errorf("family %s built %d blocks for num_hidden_layers %d", cfg.ModelType, len(blocks), cfg.NumLayers)
+		return fmt.Errorf("family %s built %d blocks for num_hidden_layers %d", cfg.ModelType, len(blocks), cfg.NumLayers)
 	}
 	m.blocks = blocks
-	m.kvSpec = fam.KVSpec(cfg)
+	m.kvSpec = m.fam.KVSpec(cfg)
+	if m.tp != nil {
+		m.kvSpec.KVHeads = shardKVHeads(m.kvSpec.KVHeads, m.tp.size)
+	}
 	kv := m.kvSpec
 	perTok := int64(kv.Layers*kv.KVHeads) * int64(kv.KDim) * 4
 	if !kv.VInK {
 		perTok += int64(kv.Layers*kv.KVHeads) * int64(kv.VDim) * 4
 	}
-	m.info = Info{Architecture: cfg.ModelType, Backend: be.Name(), Params: b.params,
-		BytesByDType: b.bytes, KVBytesPerTok: perTok, Int8: o.int8, Load: time.Since(start)}
-	return m, nil
+	m.info = Info{Architecture: cfg.ModelType, Backend: m.be.Name(), Params: b.params,
+		BytesByDType: b.bytes, KVBytesPerTok: perTok, Int8: o.int8}
+	return nil
 }
 
 // loadCommon loads embeddings, final norm and the output head.
 func (m *Model) loadCommon(b *Builder) error {
 	c := m.cfg
+	vr := rowRange{0, c.VocabSize} // a shard's slice of the vocabulary (shard.go)
+	if m.tp != nil {
+		vr = m.tp.vocab
+	}
 	var err error
-	if m.embed, err = b.MatrixKeep(MatSpec{"model.embed_tokens.weight", c.VocabSize, c.HiddenSize}); err != nil {
+	if m.embed, err = b.matrix(false, []MatSpec{{"model.embed_tokens.weight", c.VocabSize, c.HiddenSize}}, vr); err != nil {
 		return err
 	}
 	if m.norm, err = b.Vector("model.norm.weight", c.HiddenSize); err != nil {
@@ -252,7 +282,7 @@ func (m *Model) loadCommon(b *Builder) error {
 	if c.TieWordEmbeddings {
 		head = "model.embed_tokens.weight"
 	}
-	if m.lmHead, err = b.Matrix(MatSpec{head, c.VocabSize, c.HiddenSize}); err != nil {
+	if m.lmHead, err = b.matrix(b.Int8, []MatSpec{{head, c.VocabSize, c.HiddenSize}}, vr); err != nil {
 		return err
 	}
 	if c.TieWordEmbeddings {
@@ -271,8 +301,15 @@ func (m *Model) Close() error {
 	}
 	m.closed.Store(true)
 	var err error
+	for _, sm := range m.shards {
+		if e := sm.Close(); err == nil {
+			err = e
+		}
+	}
 	if m.ownBE && m.be != nil {
-		err = m.be.Close()
+		if e := m.be.Close(); err == nil {
+			err = e
+		}
 	}
 	if m.closer != nil {
 		if e := m.closer(); err == nil {

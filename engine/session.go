@@ -41,6 +41,9 @@ type Session struct {
 	batch   *kernels.Batch
 	paged   kernels.PagedKV
 	batcher kernels.Batcher
+	// tp is a sharded model's per-session state (shard.go): the shards'
+	// sessions on the driving session, embedding scratch on a shard's.
+	tp *shardSession
 }
 
 // applyRope rotates x for rows at pos0.. (a single sequence) or at the
@@ -72,6 +75,9 @@ func (m *Model) NewSession(maxTokens int) (*Session, error) {
 	}
 	if maxTokens > limit {
 		return nil, fmt.Errorf("session of %d tokens exceeds max_position_embeddings %d", maxTokens, limit)
+	}
+	if m.shards != nil {
+		return m.newShardedSession(maxTokens)
 	}
 	spec := m.kvSpec
 	spec.MaxTokens = maxTokens
@@ -224,6 +230,9 @@ func (s *Session) run(ctx context.Context, ids []int, emit func(rows []float32, 
 // forward runs one chunk through the network and, when wanted, the output
 // head. On error the cache position is left unchanged.
 func (s *Session) forward(ids []int, all, lastChunk bool, emit func([]float32, int)) error {
+	if s.tp != nil && s.tp.ranks != nil {
+		return s.shardForward(ids, all, lastChunk, emit)
+	}
 	if len(ids) == 1 && !all && lastChunk {
 		// Backends that can replay a captured decode step (cuda) take it.
 		if handled, err := s.graphStep(ids[0], emit); handled {
@@ -282,7 +291,9 @@ func (s *Session) forwardOps(ids []int, all, lastChunk bool) (kernels.Buffer, in
 	for _, id := range ids {
 		s.ids32 = append(s.ids32, int32(id))
 	}
-	s.be.Embed(s.x, m.embed, s.ids32)
+	if err := s.embed(); err != nil {
+		return nil, 0, err
+	}
 	for i, b := range m.blocks {
 		if err := b.Forward(s, s.x, n, s.pos); err != nil {
 			return nil, 0, fmt.Errorf("layer %d: %w", i, err)
@@ -303,7 +314,7 @@ func (s *Session) forwardOps(ids []int, all, lastChunk bool) (kernels.Buffer, in
 // pick, or rows consecutive rows from src when pick is nil.
 func (s *Session) head(pick []int, src, rows int) (kernels.Buffer, error) {
 	m, c := s.m, s.m.cfg
-	hid, vocab := c.HiddenSize, c.VocabSize
+	hid, vocab := c.HiddenSize, m.lmHead.Rows() // a shard's vocabulary slice, or all of it
 	if pick != nil {
 		rows = len(pick)
 	}
@@ -347,7 +358,9 @@ func (s *Session) stepForward(ids []int, bt *kernels.Batch, want []int) (kernels
 	}
 	s.batch = bt
 	defer func() { s.batch = nil }()
-	s.be.Embed(s.x, s.m.embed, s.ids32)
+	if err := s.embed(); err != nil {
+		return nil, err
+	}
 	for i, b := range s.m.blocks {
 		if err := b.Forward(s, s.x, n, 0); err != nil {
 			return nil, fmt.Errorf("layer %d: %w", i, err)

@@ -52,6 +52,10 @@ type Builder struct {
 	total    int64
 	params   int64
 	bytes    map[string]int64 // backend bytes by storage dtype
+	// rank and shards place this Builder's model in a tensor-parallel
+	// group (shard.go): loaders keep only rank's slice of each split
+	// weight. shards is 0 or 1 when the model is not sharded.
+	rank, shards int
 }
 
 func newBuilder(cfg *Config, be kernels.Backend, src TensorSource, int8 bool, progress func(done, total int64), total int64) *Builder {
@@ -150,12 +154,17 @@ func (b *Builder) MatrixKeep(specs ...MatSpec) (kernels.Matrix, error) {
 	return b.matrix(false, specs)
 }
 
-func (b *Builder) matrix(int8 bool, specs []MatSpec) (kernels.Matrix, error) {
+// matrix uploads the parts of specs, each cut to its entry of rows when
+// rows is given (a shard's slice, shard.go).
+func (b *Builder) matrix(int8 bool, specs []MatSpec, rows ...rowRange) (kernels.Matrix, error) {
 	parts := make([]kernels.HostMatrix, 0, len(specs))
-	for _, s := range specs {
+	for i, s := range specs {
 		h, err := b.Host(s)
 		if err != nil {
 			return nil, err
+		}
+		if len(rows) > 0 {
+			h = sliceRows(h, rows[i])
 		}
 		parts = append(parts, h)
 	}

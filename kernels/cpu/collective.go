@@ -39,11 +39,6 @@ func NewGroup(size, threads int) ([]*Member, error) {
 	return ms, nil
 }
 
-// Name implements kernels.Backend: the CPU name and the rank.
-func (m *Member) Name() string {
-	return fmt.Sprintf("%s rank %d/%d", m.Backend.Name(), m.rank, m.g.size)
-}
-
 // Rank implements kernels.Collective.
 func (m *Member) Rank() int { return m.rank }
 

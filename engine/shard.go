@@ -1,0 +1,401 @@
+package engine
+
+// Tensor and expert parallelism in one process (issue 17): a sharded Model
+// drives one shard Model per rank of a kernels.Collective group, each with
+// its own backend, its slice of the weights and its own blocks; a Session
+// of the sharded model runs every shard's forward pass in its own
+// goroutine and the shards meet at the collectives.
+//
+// The split is Megatron's:
+//   - attention: q|k|v split by heads (column-parallel; GQA's KV heads too,
+//     or one KV head replicated per shard when there are fewer KV heads
+//     than shards), o_proj split by its input columns (row-parallel); MLA
+//     splits q_b (or q_proj), kv_b and o_proj by heads and replicates the
+//     latent projections q_a and kv_a (its absorbed cache, the latent,
+//     is replicated too);
+//   - MLP: gate|up split by intermediate features, down by its input
+//     columns; MoE shared experts the same way;
+//   - MoE routed experts: whole experts placed across shards (a
+//     contiguous run per shard); routing is computed on every shard from
+//     the replicated hidden state, and each shard runs only its experts;
+//   - after attention and after the MLP/MoE, each shard holds a partial
+//     sum of the block's output: one AllReduceSum per sub-block combines
+//     them (biases of row-split layers are added by one shard only);
+//   - the vocabulary: embedding and lm_head split by rows. A shard embeds
+//     the ids in its range (zeros elsewhere) and an all-reduce assembles
+//     the hidden state; each shard's logits cover its vocabulary slice and
+//     the driving session downloads them side by side.
+//
+// The hidden state, norms and the router are replicated. Every shard
+// issues the same collectives in the same order whatever the tokens
+// (experts a shard lacks are skipped, not its all-reduce), so the group
+// never waits on a rank that is not coming.
+//
+// The scheduler sees a sharded model's backend without the Batcher
+// capability (shardedBackend) and runs one Session per sequence, each of
+// them sharded; batching inside the shards (one paged KV cache per shard
+// and a per-shard stepForward) is left for the multi-GPU work.
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/deepseek-go/deepseek-go/kernels"
+	"github.com/deepseek-go/deepseek-go/kernels/cpu"
+)
+
+// WithShards splits the model over n tensor-parallel shards in this
+// process (n <= 1: one, the default). Today the shards are CPU backends
+// forming a kernels/cpu group (WithDevice "cpu" or "auto"); their results
+// match one shard's to float rounding (the partial sums are added in a
+// different order). Each shard gets WithThreads goroutines per op, or
+// GOMAXPROCS/n when unset.
+func WithShards(n int) Option { return func(o *options) { o.shards = n } }
+
+// rowRange is rows [lo, hi) of a weight (or a range of heads, experts,
+// vocabulary ids).
+type rowRange struct{ lo, hi int }
+
+func (r rowRange) len() int { return r.hi - r.lo }
+
+// times scales a range of heads to the rows they span at per rows each.
+func (r rowRange) times(per int) rowRange { return rowRange{r.lo * per, r.hi * per} }
+
+// splitRange is rank's share of n items split over size ranks as evenly
+// as possible (the first ones take the remainder last, as integer division
+// falls); all of them when size <= 1.
+func splitRange(n, rank, size int) rowRange {
+	if size <= 1 {
+		return rowRange{0, n}
+	}
+	return rowRange{rank * n / size, (rank + 1) * n / size}
+}
+
+// headShard is rank's run of h attention heads; the heads must divide
+// evenly (a head is never cut).
+func headShard(h, rank, size int) (rowRange, error) {
+	if size > 1 && h%size != 0 {
+		return rowRange{}, fmt.Errorf("tensor parallelism: num_attention_heads %d is not divisible by %d shards", h, size)
+	}
+	return splitRange(h, rank, size), nil
+}
+
+// gqaShard returns rank's query heads and the KV heads they read. KV heads
+// split with the query heads when size divides them; with fewer KV heads
+// than shards (size a multiple of kvh) each shard keeps the one KV head
+// of its query heads, replicated on size/kvh shards, as vLLM does.
+func gqaShard(h, kvh, rank, size int) (q, kv rowRange, err error) {
+	if q, err = headShard(h, rank, size); err != nil {
+		return q, kv, err
+	}
+	switch {
+	case size <= 1 || kvh%size == 0:
+		kv = splitRange(kvh, rank, size)
+	case size%kvh == 0:
+		g := h / kvh // query heads per KV head; a multiple of q.len() here
+		kv = rowRange{q.lo / g, q.lo/g + 1}
+	default:
+		err = fmt.Errorf("tensor parallelism: num_key_value_heads %d neither divides nor is a multiple of %d shards", kvh, size)
+	}
+	return q, kv, err
+}
+
+// shardKVHeads is a shard's KV heads in the cache of a model whose cache
+// has kvh heads (GQA's KV heads, MLA naive's query heads, or 1 for MLA's
+// absorbed latent, which is replicated): its share, or one replicated
+// head when there are fewer than shards (gqaShard).
+func shardKVHeads(kvh, size int) int {
+	if kvh%size == 0 {
+		return kvh / size
+	}
+	return 1
+}
+
+// shardCount is the Builder's number of shards (1 when not sharded).
+func (b *Builder) shardCount() int { return max(b.shards, 1) }
+
+// sliceRows returns rows r of hm without copying; the whole matrix (name
+// kept) when r covers it.
+func sliceRows(hm kernels.HostMatrix, r rowRange) kernels.HostMatrix {
+	if r.lo == 0 && r.hi == hm.Rows {
+		return hm
+	}
+	return rowSlice(hm, r.lo, r.hi, fmt.Sprintf("%s[rows %d:%d]", hm.Name, r.lo, r.hi))
+}
+
+// sliceCols returns columns r of hm in a new slice (a row-parallel
+// layer's share of its input features).
+func sliceCols(hm kernels.HostMatrix, r rowRange) kernels.HostMatrix {
+	es := hm.DType.Size()
+	w := r.len()
+	out := make([]byte, hm.Rows*w*es)
+	for i := range hm.Rows {
+		copy(out[i*w*es:(i+1)*w*es], hm.Data[(i*hm.Cols+r.lo)*es:(i*hm.Cols+r.hi)*es])
+	}
+	return kernels.HostMatrix{Name: fmt.Sprintf("%s[cols %d:%d]", hm.Name, r.lo, r.hi),
+		Rows: hm.Rows, Cols: w, DType: hm.DType, Data: out}
+}
+
+// matrixCols uploads columns r of one weight matrix (all of them: exactly
+// Matrix), quantised like Matrix.
+func (b *Builder) matrixCols(s MatSpec, r rowRange) (kernels.Matrix, error) {
+	if r.lo == 0 && r.hi == s.Cols {
+		return b.Matrix(s)
+	}
+	h, err := b.Host(s)
+	if err != nil {
+		return nil, err
+	}
+	return uploadParts(b, []kernels.HostMatrix{sliceCols(h, r)})
+}
+
+// vectorRows uploads entries rows[i] of each 1-D tensor of specs,
+// concatenated (the bias of a fused, column-split projection).
+func (b *Builder) vectorRows(specs []MatSpec, rows ...rowRange) (kernels.Buffer, error) {
+	var all []float32
+	for i, s := range specs {
+		f, err := b.Floats(s.Name, s.Rows)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, f[rows[i].lo:rows[i].hi]...)
+	}
+	return b.UploadFloats(all)
+}
+
+// shardRole is a shard model's place in its group.
+type shardRole struct {
+	rank, size int
+	coll       kernels.Collective
+	vocab      rowRange // rows of embed_tokens and lm_head this shard holds
+}
+
+// openShardBackends opens one backend per shard, forming a collective
+// group. Only the CPU fake exists. WithDevices([]int) will map here: one
+// CUDA backend per listed device, each with an NCCL communicator (unique
+// id from rank 0, ncclCommInitRank per device from its goroutine) whose
+// collectives run on that backend's stream (kernels.Collective).
+func openShardBackends(o *options) ([]kernels.Backend, error) {
+	n := o.shards
+	if o.backend != nil {
+		return nil, fmt.Errorf("WithShards(%d) with WithBackend: one backend cannot hold %d shards", n, n)
+	}
+	switch o.device {
+	case "", "auto", "cpu":
+	default:
+		return nil, fmt.Errorf("WithShards(%d) on device %q: multi-device collectives (NCCL) are not implemented yet; shards run on the CPU (WithDevice(\"cpu\"))", n, o.device)
+	}
+	threads := o.threads
+	if threads <= 0 {
+		threads = max(1, runtime.GOMAXPROCS(0)/n)
+	}
+	ms, err := cpu.NewGroup(n, threads)
+	if err != nil {
+		return nil, fmt.Errorf("WithShards(%d): %w", n, err)
+	}
+	bes := make([]kernels.Backend, n)
+	for i, m := range ms {
+		bes[i] = m
+	}
+	return bes, nil
+}
+
+// newShardedModel builds one shard model per rank and the Model that
+// drives them.
+func newShardedModel(cfg *Config, fam Family, src TensorSource, total int64, closer func() error, o *options, start time.Time) (*Model, error) {
+	n := o.shards
+	if cfg.VocabSize < n {
+		return nil, fmt.Errorf("WithShards(%d): vocab_size %d is smaller than the shard count", n, cfg.VocabSize)
+	}
+	bes, err := openShardBackends(o)
+	if err != nil {
+		return nil, err
+	}
+	m := &Model{cfg: cfg, fam: fam, closer: closer, tok: o.tok, genRoom: initialGenRoom}
+	for r, be := range bes {
+		m.shards = append(m.shards, &Model{cfg: cfg, fam: fam, be: be, ownBE: true, genRoom: initialGenRoom,
+			tp: &shardRole{rank: r, size: n, coll: kernels.CollectiveOf(be), vocab: splitRange(cfg.VocabSize, r, n)}})
+	}
+	for r, sm := range m.shards {
+		so := *o
+		if o.progress != nil { // one progress over all shards
+			so.progress = func(done, tot int64) { o.progress(int64(r)*tot+done, int64(n)*tot) }
+		}
+		if err := sm.build(src, total, &so); err != nil {
+			m.Close()
+			return nil, fmt.Errorf("shard %d of %d: %w", r, n, err)
+		}
+	}
+	m.be = &shardedBackend{Backend: bes[0], n: n}
+	m.kvSpec = fam.KVSpec(cfg)
+	// Params come from shard 0, which fetched every tensor whole (and
+	// counted the experts it does not hold); bytes add up over shards.
+	m.info = m.shards[0].info
+	m.info.Backend = m.be.Name()
+	m.info.BytesByDType = map[string]int64{}
+	m.info.KVBytesPerTok = 0
+	for _, sm := range m.shards {
+		for k, v := range sm.info.BytesByDType {
+			m.info.BytesByDType[k] += v
+		}
+		m.info.KVBytesPerTok += sm.info.KVBytesPerTok
+	}
+	m.info.Load = time.Since(start)
+	return m, nil
+}
+
+// Shards is the number of tensor-parallel shards the model runs on (1
+// when not sharded).
+func (m *Model) Shards() int { return max(len(m.shards), 1) }
+
+// shardedBackend is what a sharded model shows where one Backend is
+// expected (Model.Backend, Info): rank 0's backend with only the Backend
+// methods, so its optional capabilities (Batcher, StepCapturer,
+// DeviceSampler, MemInfoer) are hidden and callers take their per-session
+// host paths. The shard models own and close the real backends.
+type shardedBackend struct {
+	kernels.Backend
+	n int
+}
+
+func (b *shardedBackend) Name() string { return fmt.Sprintf("%s ×%d shards", b.Backend.Name(), b.n) }
+func (b *shardedBackend) Close() error { return nil }
+
+// shardSession is a Session's sharding state: on the driving session the
+// shards' sessions and per-rank results, on a shard's session the
+// vocabulary-split embedding's scratch.
+type shardSession struct {
+	ranks []*Session
+	lg    []kernels.Buffer
+	rows  []int
+	errs  []error
+	host  [][]float32 // each rank's logits slice, downloaded
+	in    []int       // the chunk's ids, shared by the ranks
+
+	ids []int32 // shard: ids of its vocabulary slice, relative to its start
+	at  []int   // shard: the row each of ids goes to
+}
+
+// newShardedSession makes a session on every shard and one driving them.
+func (m *Model) newShardedSession(maxTokens int) (*Session, error) {
+	n := len(m.shards)
+	t := &shardSession{ranks: make([]*Session, n), lg: make([]kernels.Buffer, n), rows: make([]int, n),
+		errs: make([]error, n), host: make([][]float32, n)}
+	for r, sm := range m.shards {
+		rs, err := sm.NewSession(maxTokens)
+		if err != nil {
+			return nil, fmt.Errorf("shard %d: %w", r, err)
+		}
+		rs.tp = &shardSession{}
+		t.ranks[r] = rs
+	}
+	first := t.ranks[0]
+	return &Session{m: m, be: m.be, max: first.max, chunk: first.chunk, scratch: map[string]kernels.Buffer{}, tp: t}, nil
+}
+
+// shardForward runs one chunk on every shard, each in its own goroutine,
+// and assembles the logits from the shards' vocabulary slices.
+func (s *Session) shardForward(ids []int, all, lastChunk bool, emit func([]float32, int)) error {
+	t := s.tp
+	// The goroutines get the session's copy: ids itself would escape to
+	// the heap, and with it every Step's one-id slice.
+	t.in = append(t.in[:0], ids...)
+	var wg sync.WaitGroup
+	for r, rs := range t.ranks {
+		rs.pos = s.pos
+		wg.Go(func() {
+			t.lg[r], t.rows[r], t.errs[r] = rs.forwardOps(t.in, all, lastChunk)
+			if t.errs[r] != nil {
+				// The other ranks may wait for this one at a collective.
+				if ab, ok := rs.m.tp.coll.(kernels.CollectiveAborter); ok {
+					ab.Abort()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for r, err := range t.errs {
+		if err == nil {
+			continue
+		}
+		clear(t.errs)
+		if ab, ok := t.ranks[0].m.tp.coll.(kernels.CollectiveAborter); ok {
+			ab.Resume()
+		}
+		return fmt.Errorf("shard %d: %w", r, err)
+	}
+	n := len(ids)
+	if t.lg[0] == nil {
+		s.pos += n
+		return nil
+	}
+	rows, vocab := t.rows[0], s.m.cfg.VocabSize
+	var out []float32
+	if all {
+		out = make([]float32, rows*vocab)
+	} else {
+		out = s.logitsBuf(rows * vocab)
+	}
+	for r, rs := range t.ranks {
+		vr := rs.m.tp.vocab
+		w := vr.len()
+		if cap(t.host[r]) < rows*w {
+			t.host[r] = make([]float32, rows*w)
+		}
+		h := t.host[r][:rows*w]
+		if err := rs.be.Download(h, t.lg[r], 0); err != nil {
+			return fmt.Errorf("shard %d: reading logits: %w", r, err)
+		}
+		for i := range rows {
+			copy(out[i*vocab+vr.lo:i*vocab+vr.hi], h[i*w:(i+1)*w])
+		}
+		t.lg[r] = nil
+	}
+	s.pos += n
+	emit(out, rows)
+	return nil
+}
+
+// embed writes the embeddings of s.ids32 to s.x: a table lookup, or on a
+// shard its vocabulary slice's rows (zeros for other ids) summed over the
+// shards.
+func (s *Session) embed() error {
+	m := s.m
+	if m.tp == nil {
+		s.be.Embed(s.x, m.embed, s.ids32)
+		return nil
+	}
+	t := s.tp
+	hid, n := m.cfg.HiddenSize, len(s.ids32)
+	t.ids, t.at = t.ids[:0], t.at[:0]
+	for i, id := range s.ids32 {
+		if int(id) >= m.tp.vocab.lo && int(id) < m.tp.vocab.hi {
+			t.ids = append(t.ids, id-int32(m.tp.vocab.lo))
+			t.at = append(t.at, i)
+		}
+	}
+	if err := s.be.Upload(s.x, 0, s.zeros(n*hid)); err != nil {
+		return fmt.Errorf("embedding: %w", err)
+	}
+	if len(t.ids) > 0 {
+		e, err := s.Scratch("embed.shard", s.chunk*hid)
+		if err != nil {
+			return err
+		}
+		s.be.Embed(e, m.embed, t.ids)
+		for j, row := range t.at {
+			s.be.Copy2D(s.x, row*hid, hid, e, j*hid, hid, 1, hid)
+		}
+	}
+	s.allReduce(s.x, n*hid) // one shard's row plus zeros: exact
+	return nil
+}
+
+// allReduce sums buf[0:n] over the shards; a no-op when not sharded.
+func (s *Session) allReduce(buf kernels.Buffer, n int) {
+	if t := s.m.tp; t != nil && t.size > 1 {
+		t.coll.AllReduceSum(buf, n)
+	}
+}
