@@ -296,13 +296,15 @@ func (s *Server) run(ctx context.Context, w http.ResponseWriter, r *http.Request
 		}()
 	}
 	go func() { wg.Wait(); close(events) }()
+	defer func() {
+		cancel()
+		for range events { // drain so no worker blocks, even after a panic here
+		}
+	}()
 	if j.stream {
 		s.writeStream(cancel, w, r, j, n, events)
 	} else {
 		s.writeWhole(w, r, j, n, events)
-	}
-	cancel()
-	for range events { // drain so no worker blocks
 	}
 }
 
