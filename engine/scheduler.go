@@ -101,6 +101,7 @@ type Scheduler struct {
 	m       *Model
 	o       SchedulerOptions
 	batcher kernels.Batcher
+	sampler kernels.DeviceSampler // nil: every row is sampled on the host
 	kv      kernels.PagedKV
 	pool    *blockPool
 	sess    *Session // the step's scratch (batched path)
@@ -153,6 +154,7 @@ func (m *Model) NewScheduler(o SchedulerOptions) (*Scheduler, error) {
 	c := m.cfg
 	s := &Scheduler{m: m, o: o, limit: c.MaxPositionEmbeddings, stops: c.StopIDs(),
 		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
+	s.sampler, _ = m.be.(kernels.DeviceSampler)
 	if b, ok := m.be.(kernels.Batcher); ok {
 		s.batcher = b
 		spec := kernels.PagedKVSpec{Layers: m.kvSpec.Layers, BlockTokens: blockTokens, KVHeads: m.kvSpec.KVHeads,
@@ -430,7 +432,7 @@ func (s *Scheduler) step() {
 	if len(plan) == 0 {
 		return
 	}
-	var rows [][]float32
+	var rows []sampled
 	var err error
 	if s.batcher != nil {
 		rows, err = s.forward(plan)
@@ -452,7 +454,7 @@ func (s *Scheduler) step() {
 		if q.computed < len(q.tokens) {
 			continue // more prompt to go
 		}
-		if why, ok := s.advance(q, rows[r]); ok {
+		if why, ok := s.advance(q, rows[r].id, rows[r].logits); ok {
 			s.finish(q, why, nil)
 		}
 		r++
@@ -536,12 +538,30 @@ func (s *Scheduler) registerFull(q *seqState) {
 	}
 }
 
-// forward runs the plan as one batch and returns the logits of each
-// sequence that reached its last token, in plan order.
-func (s *Scheduler) forward(plan []planned) ([][]float32, error) {
+// sampled is a sequence's next token chosen on the device (id >= 0) or
+// the logits row to choose it from on the host.
+type sampled struct {
+	id     int
+	logits []float32
+}
+
+// onDevice reports whether q's next token can be sampled on the device:
+// the backend can, and q needs neither logprobs nor the penalties only
+// the host sampler applies.
+func (s *Scheduler) onDevice(q *seqState) bool {
+	o := q.req.Sampling
+	return s.sampler != nil && !q.req.Logprobs && q.req.TopLogprobs == 0 && o.FrequencyPenalty == 0 && o.PresencePenalty == 0
+}
+
+// forward runs the plan as one batch and returns the next token (or the
+// logits) of each sequence that reached its last token, in plan order.
+// Rows sampled on the device send one id each to the host; only rows
+// sampled on the host send their logits.
+func (s *Scheduler) forward(plan []planned) ([]sampled, error) {
 	var ids []int
 	bt := &kernels.Batch{}
 	var want []int
+	var who []*seqState
 	for i, p := range plan {
 		q := p.q
 		for j := range p.take {
@@ -552,6 +572,7 @@ func (s *Scheduler) forward(plan []planned) ([][]float32, error) {
 		bt.Tables = append(bt.Tables, q.blocks)
 		if q.computed+p.take == len(q.tokens) {
 			want = append(want, len(ids)-1)
+			who = append(who, q)
 		}
 	}
 	lg, err := s.sess.stepForward(ids, bt, want)
@@ -562,21 +583,28 @@ func (s *Scheduler) forward(plan []planned) ([][]float32, error) {
 	if cap(s.logits) < len(want)*v {
 		s.logits = make([]float32, len(want)*v)
 	}
-	s.logits = s.logits[:len(want)*v]
-	if err := s.m.be.Download(s.logits, lg, 0); err != nil {
-		return nil, fmt.Errorf("reading logits: %w", err)
+	out := make([]sampled, len(want))
+	for i, q := range who {
+		if s.onDevice(q) {
+			p, u := q.smp.deviceArgs()
+			if out[i].id, err = s.sampler.Sample(lg, i*v, v, q.tokens, p, u); err != nil {
+				return nil, fmt.Errorf("sampling on the device: %w", err)
+			}
+			continue
+		}
+		row := s.logits[i*v : (i+1)*v]
+		if err := s.m.be.Download(row, lg, i*v); err != nil {
+			return nil, fmt.Errorf("reading logits: %w", err)
+		}
+		out[i] = sampled{id: -1, logits: row}
 	}
-	rows := make([][]float32, len(want))
-	for i := range rows {
-		rows[i] = s.logits[i*v : (i+1)*v]
-	}
-	return rows, nil
+	return out, nil
 }
 
 // forwardEach is forward for backends without batching: each sequence
 // runs its share in its own session.
-func (s *Scheduler) forwardEach(plan []planned) ([][]float32, error) {
-	var rows [][]float32
+func (s *Scheduler) forwardEach(plan []planned) ([]sampled, error) {
+	var rows []sampled
 	for _, p := range plan {
 		q := p.q
 		lg, err := q.sess.Last(q.ctx, q.tokens[q.computed:q.computed+p.take])
@@ -584,16 +612,18 @@ func (s *Scheduler) forwardEach(plan []planned) ([][]float32, error) {
 			return nil, err
 		}
 		if q.computed+p.take == len(q.tokens) {
-			rows = append(rows, slices.Clone(lg))
+			rows = append(rows, sampled{id: -1, logits: slices.Clone(lg)})
 		}
 	}
 	return rows, nil
 }
 
-// advance samples q's next token from its logits row and streams it;
-// it reports whether q is done and why.
-func (s *Scheduler) advance(q *seqState, logits []float32) (FinishReason, bool) {
-	id := q.smp.SampleGenerated(logits, q.tokens, q.nPrompt)
+// advance streams q's next token (id, or sampled here from logits when
+// id < 0); it reports whether q is done and why.
+func (s *Scheduler) advance(q *seqState, id int, logits []float32) (FinishReason, bool) {
+	if id < 0 {
+		id = q.smp.SampleGenerated(logits, q.tokens, q.nPrompt)
+	}
 	if slices.Contains(q.req.StopIDs, id) || (!q.req.IgnoreEOS && slices.Contains(s.stops, id)) {
 		return FinishStop, true
 	}

@@ -11,6 +11,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/deepseek-go/deepseek-go/kernels"
+	"github.com/deepseek-go/deepseek-go/kernels/cpu"
 )
 
 // aloneRun is a request run by itself on a Session: its tokens and the
@@ -343,4 +346,64 @@ func TestFrequencyPenalty(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 3, pres.SampleGenerated(logits, []int{3}, 0), "a negative presence penalty favours seen ids")
 	assert.Equal(t, []float32{0, 3, 2.5, 1.5}, logits, "logits untouched")
+}
+
+// hostDeviceSampler is the CPU backend with a kernels.DeviceSampler that
+// applies the host sampler's rules to the row (as the CUDA sampler does),
+// counting calls, so the scheduler's device-sampling path runs in CI.
+type hostDeviceSampler struct {
+	*cpu.Backend
+	calls int
+}
+
+func (h *hostDeviceSampler) Sample(x kernels.Buffer, off, n int, history []int, p kernels.SampleParams, u float64) (int, error) {
+	h.calls++
+	row := make([]float32, n)
+	if err := h.Download(row, x, off); err != nil {
+		return 0, err
+	}
+	smp := &Sampler{opts: SamplerOptions{Temperature: p.Temperature, TopK: p.TopK, TopP: p.TopP, MinP: p.MinP, RepeatPenalty: p.RepeatPenalty}}
+	src := smp.penalized(row, history)
+	if smp.opts.Greedy() {
+		return greedyArgmax(src), nil
+	}
+	return smp.sample(src, u), nil
+}
+
+// TestSchedulerDeviceSampling: rows sampled by the backend (greedy and
+// seeded, with a repetition penalty) give the tokens of the host path;
+// rows asking for logprobs stay on the host.
+func TestSchedulerDeviceSampling(t *testing.T) {
+	be := &hostDeviceSampler{Backend: cpu.New(2)}
+	m, err := Load(fixtureDir("qwen2"), WithBackend(be))
+	require.NoError(t, err)
+	defer m.Close()
+	ref, err := Load(fixtureDir("qwen2"), WithDevice("cpu"), WithThreads(2))
+	require.NoError(t, err)
+	defer ref.Close()
+	sch, err := m.NewScheduler(SchedulerOptions{MaxSeqs: 3})
+	require.NoError(t, err)
+	defer sch.Close()
+	rng := rand.New(rand.NewPCG(9, 9))
+	reqs := []Request{
+		{Prompt: randPrompt(rng, 12, 512), MaxTokens: 8},
+		{Prompt: randPrompt(rng, 5, 512), MaxTokens: 8, Sampling: SamplerOptions{Temperature: 1, TopK: 50, RepeatPenalty: 1.3, Seed: 4}},
+		{Prompt: randPrompt(rng, 30, 512), MaxTokens: 8, Logprobs: true},
+	}
+	streams := make([]*Stream, len(reqs))
+	for i, r := range reqs {
+		streams[i], err = sch.Submit(context.Background(), r)
+		require.NoError(t, err)
+	}
+	for i, st := range streams {
+		g := drain(st)
+		require.NoError(t, g.err)
+		var ids []int
+		for _, tok := range g.toks {
+			ids = append(ids, tok.ID)
+		}
+		assert.Equal(t, runAlone(t, ref, reqs[i]).ids, ids, "request %d", i)
+	}
+	assert.Positive(t, be.calls, "the device sampler was used")
+	assert.LessOrEqual(t, be.calls, 16, "only the two requests without logprobs sample on the device")
 }
