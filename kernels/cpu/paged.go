@@ -128,15 +128,7 @@ func (j *pagedJob) run(lo, hi, worker int) {
 		acc := j.acc[worker]
 		for i := 0; i < nh; i++ {
 			row := sc[i*npos : (i+1)*npos]
-			mx := float32(math.Inf(-1))
-			for p := range row {
-				row[p] *= j.scale
-				mx = max(mx, row[p])
-			}
-			inv := 1 / j.kern.ExpSub(row, mx)
-			for p := range row {
-				row[p] *= inv
-			}
+			softmaxScaled(j.kern, row, j.scale)
 			h := h0 + i
 			dst := j.out[(t*j.heads+h)*vd : (t*j.heads+h+1)*vd]
 			for p0 := 0; p0 < npos; p0 += bs {
@@ -152,5 +144,18 @@ func (j *pagedJob) run(lo, hi, worker int) {
 				}
 			}
 		}
+	}
+}
+
+// softmaxScaled replaces row by softmax(row·scale).
+func softmaxScaled(kern *simd.Kernels, row []float32, scale float32) {
+	mx := float32(math.Inf(-1))
+	for p := range row {
+		row[p] *= scale
+		mx = max(mx, row[p])
+	}
+	inv := 1 / kern.ExpSub(row, mx)
+	for p := range row {
+		row[p] *= inv
 	}
 }
