@@ -112,6 +112,7 @@ type Model struct {
 	// that drives them (shard.go).
 	tp      *shardRole
 	shards  []*Model
+	shardMu sync.Mutex // one sharded forward at a time: the group is one channel
 	closeMu sync.Mutex
 	closed  atomic.Bool // checked by sessions: weights may be unmapped
 }

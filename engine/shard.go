@@ -302,6 +302,9 @@ func (s *Session) shardForward(ids []int, all, lastChunk bool, emit func([]float
 	// The goroutines get the session's copy: ids itself would escape to
 	// the heap, and with it every Step's one-id slice.
 	t.in = append(t.in[:0], ids...)
+	// Sessions share the shards' collective group, whose ranks must see
+	// one sequence of collectives: concurrent sessions take turns.
+	s.m.shardMu.Lock()
 	var wg sync.WaitGroup
 	for r, rs := range t.ranks {
 		rs.pos = s.pos
@@ -316,15 +319,23 @@ func (s *Session) shardForward(ids []int, all, lastChunk bool, emit func([]float
 		})
 	}
 	wg.Wait()
-	for r, err := range t.errs {
-		if err == nil {
-			continue
+	var err error
+	for r, e := range t.errs {
+		if e != nil && err == nil {
+			err = fmt.Errorf("shard %d: %w", r, e)
 		}
+	}
+	if err != nil {
 		clear(t.errs)
+		// Every rank has stopped: the group works again for the next step
+		// (before another session can take its turn).
 		if ab, ok := t.ranks[0].m.tp.coll.(kernels.CollectiveAborter); ok {
 			ab.Resume()
 		}
-		return fmt.Errorf("shard %d: %w", r, err)
+	}
+	s.m.shardMu.Unlock()
+	if err != nil {
+		return err
 	}
 	n := len(ids)
 	if t.lg[0] == nil {

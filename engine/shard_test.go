@@ -4,11 +4,18 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/deepseek-go/deepseek-go/kernels"
+	"github.com/deepseek-go/deepseek-go/kernels/cpu"
 )
 
 // shardRun is what the sharded and unsharded runs are compared on: the
@@ -60,6 +67,7 @@ func maxRelDiff(got, want []float32) float64 {
 func TestShardsMatchOne(t *testing.T) {
 	const tol = 1e-5
 	prompt := []int{1, 17, 200, 45, 300, 12, 99, 7, 411, 3, 256, 88}
+	long := randPrompt(rand.New(rand.NewPCG(3, 4)), defaultChunk+22, 512)
 	for _, tc := range []struct {
 		fixture string
 		opts    []Option
@@ -82,6 +90,11 @@ func TestShardsMatchOne(t *testing.T) {
 			gen = 4
 		}
 		want := runForShards(t, one, prompt, gen)
+		s1, err := one.NewSession(len(long))
+		require.NoError(t, err)
+		wantLong, err := s1.Last(context.Background(), long)
+		require.NoError(t, err)
+		wantLong = slices.Clone(wantLong)
 		require.NoError(t, one.Close())
 		for _, n := range []int{2, 4} {
 			name := fmt.Sprintf("%s/%s/%d", tc.fixture, one.MLAPath(), n)
@@ -93,24 +106,214 @@ func TestShardsMatchOne(t *testing.T) {
 				assert.Contains(t, m.Info().Backend, fmt.Sprintf("×%d shards", n))
 				got := runForShards(t, m, prompt, gen)
 				require.Equal(t, want.ids, got.ids, "greedy tokens")
-				t.Logf("worst prefill %.3g step %.3g", func() (w float64) {
-					for i := range want.prefill {
-						w = max(w, maxRelDiff(got.prefill[i], want.prefill[i]))
-					}
-					return
-				}(), func() (w float64) {
-					for i := range want.steps {
-						w = max(w, maxRelDiff(got.steps[i], want.steps[i]))
-					}
-					return
-				}())
 				for i := range want.prefill {
 					assert.LessOrEqual(t, maxRelDiff(got.prefill[i], want.prefill[i]), tol, "prefill position %d", i)
 				}
 				for i := range want.steps {
 					assert.LessOrEqual(t, maxRelDiff(got.steps[i], want.steps[i]), tol, "step %d", i)
 				}
+				// A prompt longer than a chunk: the shards' positions follow
+				// the driving session across chunks.
+				s, err := m.NewSession(len(long))
+				require.NoError(t, err)
+				lg, err := s.Last(context.Background(), long)
+				require.NoError(t, err)
+				assert.LessOrEqual(t, maxRelDiff(lg, wantLong), tol, "last logits of %d tokens", len(long))
+				assert.Equal(t, len(long), s.Pos())
 			})
 		}
+	}
+}
+
+// TestShardsBadSplits: configurations that cannot be split, and options
+// that cannot be combined with WithShards, fail at load with the reason.
+func TestShardsBadSplits(t *testing.T) {
+	gqa := func(heads, kvHeads, vocab int) *Config {
+		cfg, err := ParseConfig("synthetic", fmt.Appendf(nil, `{"model_type":"llama","vocab_size":%d,"hidden_size":48,"intermediate_size":64,
+			"num_hidden_layers":1,"num_attention_heads":%d,"num_key_value_heads":%d,"max_position_embeddings":32}`, vocab, heads, kvHeads))
+		require.NoError(t, err)
+		return cfg
+	}
+	for _, tc := range []struct {
+		name string
+		cfg  *Config
+		opts []Option
+		want string
+	}{
+		{"heads not divisible", gqa(4, 4, 64), []Option{WithShards(3)}, "num_attention_heads 4 is not divisible by 3 shards"},
+		{"kv heads neither divide nor are divided", gqa(12, 4, 64), []Option{WithShards(3)}, "num_key_value_heads 4 neither divides nor is a multiple of 3 shards"},
+		{"vocabulary smaller than shards", gqa(4, 4, 2), []Option{WithShards(4)}, "vocab_size 2 is smaller than the shard count"},
+		{"negative", gqa(4, 4, 64), []Option{WithShards(-2)}, "WithShards(-2)"},
+		{"a device without collectives", gqa(4, 4, 64), []Option{WithShards(2), WithDevice("cuda")}, "NCCL"},
+		{"one backend", gqa(4, 4, 64), []Option{WithShards(2), WithBackend(cpu.New(1))}, "one backend cannot hold 2 shards"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := append([]Option{WithThreads(1)}, tc.opts...)
+			m, err := New(tc.cfg, RandomSource{Seed: 1}, opts...)
+			if m != nil {
+				m.Close()
+			}
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+	// The fixtures' 4 heads do not split over 3 shards either.
+	_, err := Load(fixtureDir("deepseek-v3"), WithShards(3), WithThreads(1))
+	require.ErrorContains(t, err, "num_attention_heads 4 is not divisible by 3 shards")
+}
+
+// failBlock stands for a layer that fails on one shard.
+type failBlock struct{}
+
+func (failBlock) Forward(*Session, kernels.Buffer, int, int) error {
+	return fmt.Errorf("injected failure")
+}
+
+// TestShardFailureReleasesGroup: a shard failing mid-forward must not
+// leave the others blocked at the next all-reduce; the step reports the
+// shard's error, the session stays where it was, and the group works for
+// the next step.
+func TestShardFailureReleasesGroup(t *testing.T) {
+	ctx := context.Background()
+	one, err := Load(fixtureDir("deepseek-v3"), WithThreads(1), WithDevice("cpu"))
+	require.NoError(t, err)
+	defer one.Close()
+	m, err := Load(fixtureDir("deepseek-v3"), WithThreads(1), WithDevice("cpu"), WithShards(2))
+	require.NoError(t, err)
+	defer m.Close()
+	prompt := []int{1, 40, 41, 42}
+	ref, err := one.NewSession(8)
+	require.NoError(t, err)
+	_, err = ref.Last(ctx, prompt)
+	require.NoError(t, err)
+	want, err := ref.Step(ctx, 7)
+	require.NoError(t, err)
+
+	s, err := m.NewSession(8)
+	require.NoError(t, err)
+	_, err = s.Last(ctx, prompt)
+	require.NoError(t, err)
+	// Layer 1 fails on rank 1 only: rank 0 has passed layer 0's
+	// all-reduces and waits at layer 1's.
+	saved := m.shards[1].blocks[1]
+	m.shards[1].blocks[1] = failBlock{}
+	done := make(chan error, 1)
+	go func() { _, err := s.Step(ctx, 7); done <- err }()
+	select {
+	case err = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the healthy shard stayed blocked at the collective")
+	}
+	require.ErrorContains(t, err, "shard 1: layer 1: injected failure")
+	assert.Equal(t, len(prompt), s.Pos(), "a failed step does not advance")
+	m.shards[1].blocks[1] = saved
+	got, err := s.Step(ctx, 7)
+	require.NoError(t, err)
+	assert.LessOrEqual(t, maxRelDiff(got, want), 1e-5)
+}
+
+// TestShardedConcurrentSessions: sessions of one sharded model share its
+// collective group; run at once they still match their runs alone.
+func TestShardedConcurrentSessions(t *testing.T) {
+	m, err := Load(fixtureDir("qwen2"), WithThreads(1), WithDevice("cpu"), WithShards(2))
+	require.NoError(t, err)
+	defer m.Close()
+	prompts := [][]int{{1, 5, 9, 300}, {1, 77, 2, 3, 4, 5}, {1, 400}, {1, 8, 8, 8, 8, 8, 8, 8}}
+	want := make([]shardRun, len(prompts))
+	for i, p := range prompts {
+		want[i] = runForShards(t, m, p, 6)
+	}
+	got := make([]shardRun, len(prompts))
+	var wg sync.WaitGroup
+	for i, p := range prompts {
+		wg.Go(func() { got[i] = runForShards(t, m, p, 6) })
+	}
+	wg.Wait()
+	for i := range prompts {
+		assert.Equal(t, want[i].ids, got[i].ids, "prompt %d", i)
+		assert.Equal(t, want[i].steps, got[i].steps, "prompt %d: same bits as alone", i)
+	}
+}
+
+// TestShardedScheduler: the scheduler serves a sharded model (one sharded
+// session per sequence; its backend hides batching) with the tokens of
+// the unsharded model.
+func TestShardedScheduler(t *testing.T) {
+	one, err := Load(fixtureDir("deepseek-v2-lite"), WithThreads(1), WithDevice("cpu"))
+	require.NoError(t, err)
+	defer one.Close()
+	m, err := Load(fixtureDir("deepseek-v2-lite"), WithThreads(1), WithDevice("cpu"), WithShards(2))
+	require.NoError(t, err)
+	defer m.Close()
+	_, batches := m.Backend().(kernels.Batcher)
+	assert.False(t, batches, "a sharded model runs its sessions one by one")
+	sch, err := m.NewScheduler(SchedulerOptions{MaxSeqs: 3})
+	require.NoError(t, err)
+	defer sch.Close()
+	rng := rand.New(rand.NewPCG(5, 6))
+	var reqs []Request
+	for _, n := range []int{5, 30, 2} {
+		reqs = append(reqs, Request{Prompt: randPrompt(rng, n, 512), MaxTokens: 8, IgnoreEOS: true})
+	}
+	got := make([]streamed, len(reqs))
+	var wg sync.WaitGroup
+	for i, r := range reqs {
+		st, err := sch.Submit(context.Background(), r)
+		require.NoError(t, err)
+		wg.Go(func() { got[i] = drain(st) })
+	}
+	wg.Wait()
+	for i, r := range reqs {
+		require.NoError(t, got[i].err)
+		ids := make([]int, len(got[i].toks))
+		for j, tok := range got[i].toks {
+			ids[j] = tok.ID
+		}
+		assert.Equal(t, runAlone(t, one, r).ids, ids, "request %d", i)
+	}
+}
+
+// TestShardedInfoAndStats: a sharded model reports the unsharded model's
+// parameters and KV bytes per token where nothing is replicated, and its
+// expert statistics count each routed token once.
+func TestShardedInfoAndStats(t *testing.T) {
+	ctx := context.Background()
+	for _, fx := range []struct {
+		dir, mla string
+		kvSame   bool // the cache splits by heads (else MLA's latent is replicated)
+	}{{"qwen2", "", true}, {"deepseek-v3", MLANaive, true}, {"deepseek-v3", MLAAbsorbed, false}} {
+		t.Run(fx.dir+"/"+fx.mla, func(t *testing.T) {
+			opts := []Option{WithThreads(1), WithDevice("cpu")}
+			if fx.mla != "" {
+				opts = append(opts, WithMLA(fx.mla))
+			}
+			one, err := Load(fixtureDir(fx.dir), opts...)
+			require.NoError(t, err)
+			defer one.Close()
+			m, err := Load(fixtureDir(fx.dir), append(opts, WithShards(2))...)
+			require.NoError(t, err)
+			defer m.Close()
+			a, b := one.Info(), m.Info()
+			assert.Equal(t, a.Params, b.Params)
+			assert.True(t, strings.HasPrefix(b.Backend, "cpu"), b.Backend)
+			if fx.kvSame {
+				assert.Equal(t, a.KVBytesPerTok, b.KVBytesPerTok)
+			} else {
+				assert.Equal(t, 2*a.KVBytesPerTok, b.KVBytesPerTok, "the latent cache is on both shards")
+			}
+			var sa, sb int64
+			for k, v := range a.BytesByDType {
+				sa += v
+				sb += b.BytesByDType[k]
+			}
+			assert.GreaterOrEqual(t, sb, sa, "shards hold every weight, some replicated")
+			for _, mm := range []*Model{one, m} {
+				s, err := mm.NewSession(16)
+				require.NoError(t, err)
+				_, err = s.Prefill(ctx, []int{1, 2, 3, 4, 5})
+				require.NoError(t, err)
+			}
+			assert.Equal(t, one.ExpertStats(), m.ExpertStats())
+		})
 	}
 }
