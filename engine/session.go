@@ -348,6 +348,9 @@ func (s *Session) stepForward(ids []int, bt *kernels.Batch, want []int) (kernels
 	if s.m.closed.Load() {
 		return nil, fmt.Errorf("model is closed")
 	}
+	if s.m.shards != nil {
+		return s.shardStepForward(ids, bt, want)
+	}
 	if err := bt.Check(s.paged.Spec()); err != nil {
 		return nil, err
 	}

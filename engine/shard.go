@@ -31,10 +31,10 @@ package engine
 // (experts a shard lacks are skipped, not its all-reduce), so the group
 // never waits on a rank that is not coming.
 //
-// The scheduler sees a sharded model's backend without the Batcher
-// capability (shardedBackend) and runs one Session per sequence, each of
-// them sharded; batching inside the shards (one paged KV cache per shard
-// and a per-shard stepForward) is left for the multi-GPU work.
+// The scheduler batches a sharded model as any other: the model's
+// backend (shardedBackend) makes a paged KV cache of one part per shard,
+// and a step runs every shard's stepForward on its part, the logits
+// assembled on the host.
 
 import (
 	"fmt"
@@ -228,7 +228,7 @@ func newShardedModel(cfg *Config, fam Family, src TensorSource, total int64, clo
 			return nil, fmt.Errorf("shard %d of %d: %w", r, n, err)
 		}
 	}
-	m.be = &shardedBackend{Backend: bes[0], n: n}
+	m.be = &shardedBackend{Backend: bes[0], ranks: bes}
 	m.kvSpec = fam.KVSpec(cfg)
 	// Params come from shard 0, which fetched every tensor whole (and
 	// counted the experts it does not hold); bytes add up over shards.
@@ -251,17 +251,91 @@ func newShardedModel(cfg *Config, fam Family, src TensorSource, total int64, clo
 func (m *Model) Shards() int { return max(len(m.shards), 1) }
 
 // shardedBackend is what a sharded model shows where one Backend is
-// expected (Model.Backend, Info): rank 0's backend with only the Backend
-// methods, so its optional capabilities (Batcher, StepCapturer,
-// DeviceSampler, MemInfoer) are hidden and callers take their per-session
-// host paths. The shard models own and close the real backends.
+// expected (Model.Backend, Info, the scheduler): rank 0's backend with
+// only the Backend methods, so rank 0's own optional capabilities
+// (StepCapturer, DeviceSampler, MemInfoer) are hidden and callers take
+// their host paths, plus a Batcher whose paged caches have a part per
+// shard. The shard models own and close the real backends.
 type shardedBackend struct {
 	kernels.Backend
-	n int
+	ranks []kernels.Backend
 }
 
-func (b *shardedBackend) Name() string { return fmt.Sprintf("%s ×%d shards", b.Backend.Name(), b.n) }
+var _ kernels.Batcher = (*shardedBackend)(nil)
+
+func (b *shardedBackend) Name() string {
+	return fmt.Sprintf("%s ×%d shards", b.Backend.Name(), len(b.ranks))
+}
+
 func (b *shardedBackend) Close() error { return nil }
+
+// Download implements kernels.Backend; it also reads the logits a
+// sharded step assembled on the host.
+func (b *shardedBackend) Download(dst []float32, src kernels.Buffer, off int) error {
+	h, ok := src.(*hostBuffer)
+	if !ok {
+		return b.Backend.Download(dst, src, off)
+	}
+	if off < 0 || off+len(dst) > len(h.data) {
+		return fmt.Errorf("sharded logits: download of %d floats at %d from %d", len(dst), off, len(h.data))
+	}
+	copy(dst, h.data[off:])
+	return nil
+}
+
+// NewPagedKV implements kernels.Batcher: one paged cache per shard, each
+// with the shard's KV heads; block ids are shared, so one block table
+// addresses every part.
+func (b *shardedBackend) NewPagedKV(spec kernels.PagedKVSpec) (kernels.PagedKV, error) {
+	kv := &shardedPagedKV{spec: spec}
+	for r, be := range b.ranks {
+		bb, ok := be.(kernels.Batcher)
+		if !ok {
+			return nil, fmt.Errorf("shard %d: backend %s cannot batch", r, be.Name())
+		}
+		rs := spec
+		rs.KVHeads = shardKVHeads(spec.KVHeads, len(b.ranks))
+		p, err := bb.NewPagedKV(rs)
+		if err != nil {
+			return nil, fmt.Errorf("shard %d: %w", r, err)
+		}
+		kv.parts = append(kv.parts, p)
+	}
+	return kv, nil
+}
+
+// RopeRows implements kernels.Batcher. A sharded model's blocks run on
+// the shards' own backends, never on this one.
+func (b *shardedBackend) RopeRows(kernels.Buffer, int, int, int, []int32, *kernels.Rope) {
+	panic("engine: a sharded model's ops run on its shards' backends")
+}
+
+// PagedAttention implements kernels.Batcher; see RopeRows.
+func (b *shardedBackend) PagedAttention(kernels.Buffer, kernels.Buffer, kernels.Buffer, kernels.Buffer, kernels.PagedKV, int, *kernels.Batch, int, float32) {
+	panic("engine: a sharded model's ops run on its shards' backends")
+}
+
+// shardedPagedKV is a paged KV cache with one part per shard.
+type shardedPagedKV struct {
+	spec  kernels.PagedKVSpec
+	parts []kernels.PagedKV
+}
+
+func (k *shardedPagedKV) Spec() kernels.PagedKVSpec { return k.spec }
+
+func (k *shardedPagedKV) Bytes() int64 {
+	var n int64
+	for _, p := range k.parts {
+		n += p.Bytes()
+	}
+	return n
+}
+
+// hostBuffer is a sharded step's logits, assembled on the host from the
+// shards' vocabulary slices (shardedBackend.Download reads it).
+type hostBuffer struct{ data []float32 }
+
+func (h *hostBuffer) Len() int { return len(h.data) }
 
 // shardSession is a Session's sharding state: on the driving session the
 // shards' sessions and per-rank results, on a shard's session the
@@ -273,6 +347,7 @@ type shardSession struct {
 	errs  []error
 	host  [][]float32 // each rank's logits slice, downloaded
 	in    []int       // the chunk's ids, shared by the ranks
+	step  hostBuffer  // a scheduler step's assembled logits
 
 	ids []int32 // shard: ids of its vocabulary slice, relative to its start
 	at  []int   // shard: the row each of ids goes to
@@ -280,9 +355,7 @@ type shardSession struct {
 
 // newShardedSession makes a session on every shard and one driving them.
 func (m *Model) newShardedSession(maxTokens int) (*Session, error) {
-	n := len(m.shards)
-	t := &shardSession{ranks: make([]*Session, n), lg: make([]kernels.Buffer, n), rows: make([]int, n),
-		errs: make([]error, n), host: make([][]float32, n)}
+	t := newShardSession(len(m.shards))
 	for r, sm := range m.shards {
 		rs, err := sm.NewSession(maxTokens)
 		if err != nil {
@@ -295,23 +368,24 @@ func (m *Model) newShardedSession(maxTokens int) (*Session, error) {
 	return &Session{m: m, be: m.be, max: first.max, chunk: first.chunk, scratch: map[string]kernels.Buffer{}, tp: t}, nil
 }
 
-// shardForward runs one chunk on every shard, each in its own goroutine,
-// and assembles the logits from the shards' vocabulary slices.
-func (s *Session) shardForward(ids []int, all, lastChunk bool, emit func([]float32, int)) error {
+func newShardSession(n int) *shardSession {
+	return &shardSession{ranks: make([]*Session, n), lg: make([]kernels.Buffer, n), rows: make([]int, n),
+		errs: make([]error, n), host: make([][]float32, n)}
+}
+
+// onShards runs fn for every rank's session in its own goroutine. A rank
+// that fails aborts the group's collectives so the others do not wait
+// for it; the first error is returned.
+func (s *Session) onShards(fn func(r int, rs *Session) error) error {
 	t := s.tp
-	// The goroutines get the session's copy: ids itself would escape to
-	// the heap, and with it every Step's one-id slice.
-	t.in = append(t.in[:0], ids...)
 	// Sessions share the shards' collective group, whose ranks must see
 	// one sequence of collectives: concurrent sessions take turns.
 	s.m.shardMu.Lock()
+	defer s.m.shardMu.Unlock()
 	var wg sync.WaitGroup
 	for r, rs := range t.ranks {
-		rs.pos = s.pos
 		wg.Go(func() {
-			t.lg[r], t.rows[r], t.errs[r] = rs.forwardOps(t.in, all, lastChunk)
-			if t.errs[r] != nil {
-				// The other ranks may wait for this one at a collective.
+			if t.errs[r] = fn(r, rs); t.errs[r] != nil {
 				if ab, ok := rs.m.tp.coll.(kernels.CollectiveAborter); ok {
 					ab.Abort()
 				}
@@ -333,7 +407,22 @@ func (s *Session) shardForward(ids []int, all, lastChunk bool, emit func([]float
 			ab.Resume()
 		}
 	}
-	s.m.shardMu.Unlock()
+	return err
+}
+
+// shardForward runs one chunk on every shard, each in its own goroutine,
+// and assembles the logits from the shards' vocabulary slices.
+func (s *Session) shardForward(ids []int, all, lastChunk bool, emit func([]float32, int)) error {
+	t := s.tp
+	// The goroutines get the session's copy: ids itself would escape to
+	// the heap, and with it every Step's one-id slice.
+	t.in = append(t.in[:0], ids...)
+	err := s.onShards(func(r int, rs *Session) error {
+		rs.pos = s.pos
+		var err error
+		t.lg[r], t.rows[r], err = rs.forwardOps(t.in, all, lastChunk)
+		return err
+	})
 	if err != nil {
 		return err
 	}
@@ -342,13 +431,24 @@ func (s *Session) shardForward(ids []int, all, lastChunk bool, emit func([]float
 		s.pos += n
 		return nil
 	}
-	rows, vocab := t.rows[0], s.m.cfg.VocabSize
+	rows := t.rows[0]
 	var out []float32
 	if all {
-		out = make([]float32, rows*vocab)
+		out = make([]float32, rows*s.m.cfg.VocabSize)
 	} else {
-		out = s.logitsBuf(rows * vocab)
+		out = s.logitsBuf(rows * s.m.cfg.VocabSize)
 	}
+	if err := t.gatherLogits(out, rows, s.m.cfg.VocabSize); err != nil {
+		return err
+	}
+	s.pos += n
+	emit(out, rows)
+	return nil
+}
+
+// gatherLogits downloads each rank's logits (rows of its vocabulary
+// slice) side by side into out [rows, vocab].
+func (t *shardSession) gatherLogits(out []float32, rows, vocab int) error {
 	for r, rs := range t.ranks {
 		vr := rs.m.tp.vocab
 		w := vr.len()
@@ -364,9 +464,52 @@ func (s *Session) shardForward(ids []int, all, lastChunk bool, emit func([]float
 		}
 		t.lg[r] = nil
 	}
-	s.pos += n
-	emit(out, rows)
 	return nil
+}
+
+// shardStepForward is stepForward on a sharded model: every shard runs
+// the batch on its part of the paged cache, and the wanted rows' logits
+// come back assembled on the host.
+func (s *Session) shardStepForward(ids []int, bt *kernels.Batch, want []int) (kernels.Buffer, error) {
+	kv, ok := s.paged.(*shardedPagedKV)
+	if !ok || len(kv.parts) != len(s.m.shards) {
+		return nil, fmt.Errorf("sharded step: the paged KV cache was not made by the sharded model's backend")
+	}
+	if s.tp == nil { // first step: a step session per shard
+		t := newShardSession(len(s.m.shards))
+		for r, sm := range s.m.shards {
+			b, ok := sm.be.(kernels.Batcher)
+			if !ok { // NewPagedKV checked it
+				return nil, fmt.Errorf("shard %d: backend %s cannot batch", r, sm.be.Name())
+			}
+			rs, err := sm.newStepSession(s.chunk, kv.parts[r], b)
+			if err != nil {
+				return nil, fmt.Errorf("shard %d: %w", r, err)
+			}
+			rs.tp = &shardSession{}
+			t.ranks[r] = rs
+		}
+		s.tp = t
+	}
+	t := s.tp
+	t.in = append(t.in[:0], ids...)
+	err := s.onShards(func(r int, rs *Session) error {
+		var err error
+		t.lg[r], err = rs.stepForward(t.in, bt, want)
+		return err
+	})
+	if err != nil || len(want) == 0 {
+		return nil, err
+	}
+	vocab := s.m.cfg.VocabSize
+	if cap(t.step.data) < len(want)*vocab {
+		t.step.data = make([]float32, len(want)*vocab)
+	}
+	t.step.data = t.step.data[:len(want)*vocab]
+	if err := t.gatherLogits(t.step.data, len(want), vocab); err != nil {
+		return nil, err
+	}
+	return &t.step, nil
 }
 
 // embed writes the embeddings of s.ids32 to s.x: a table lookup, or on a

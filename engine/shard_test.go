@@ -235,25 +235,37 @@ func TestShardedConcurrentSessions(t *testing.T) {
 	}
 }
 
-// TestShardedScheduler: the scheduler serves a sharded model (one sharded
-// session per sequence; its backend hides batching) with the tokens of
-// the unsharded model.
+// TestShardedScheduler: the scheduler batches a sharded model (a paged
+// cache part per shard) and gives the unsharded model's tokens and
+// logprobs, with prompts split into chunks beside decode rows.
 func TestShardedScheduler(t *testing.T) {
-	one, err := Load(fixtureDir("deepseek-v2-lite"), WithThreads(1), WithDevice("cpu"))
-	require.NoError(t, err)
-	defer one.Close()
-	m, err := Load(fixtureDir("deepseek-v2-lite"), WithThreads(1), WithDevice("cpu"), WithShards(2))
-	require.NoError(t, err)
-	defer m.Close()
-	_, batches := m.Backend().(kernels.Batcher)
-	assert.False(t, batches, "a sharded model runs its sessions one by one")
-	sch, err := m.NewScheduler(SchedulerOptions{MaxSeqs: 3})
+	for _, fx := range schedulerFixtures {
+		for _, n := range []int{2, 4} {
+			t.Run(fmt.Sprintf("%s/%s/%d", fx.dir, fx.mla, n), func(t *testing.T) {
+				opts := []Option{WithThreads(1), WithDevice("cpu")}
+				if fx.mla != "" {
+					opts = append(opts, WithMLA(fx.mla))
+				}
+				one, err := Load(fixtureDir(fx.dir), opts...)
+				require.NoError(t, err)
+				defer one.Close()
+				m, err := Load(fixtureDir(fx.dir), append(opts, WithShards(n))...)
+				require.NoError(t, err)
+				defer m.Close()
+				shardedSchedulerMatches(t, one, m)
+			})
+		}
+	}
+}
+
+func shardedSchedulerMatches(t *testing.T, one, m *Model) {
+	sch, err := m.NewScheduler(SchedulerOptions{MaxSeqs: 3, TokenBudget: 16})
 	require.NoError(t, err)
 	defer sch.Close()
 	rng := rand.New(rand.NewPCG(5, 6))
 	var reqs []Request
 	for _, n := range []int{5, 30, 2} {
-		reqs = append(reqs, Request{Prompt: randPrompt(rng, n, 512), MaxTokens: 8, IgnoreEOS: true})
+		reqs = append(reqs, Request{Prompt: randPrompt(rng, n, 512), MaxTokens: 8, IgnoreEOS: true, TopLogprobs: 5})
 	}
 	got := make([]streamed, len(reqs))
 	var wg sync.WaitGroup
@@ -269,8 +281,19 @@ func TestShardedScheduler(t *testing.T) {
 		for j, tok := range got[i].toks {
 			ids[j] = tok.ID
 		}
-		assert.Equal(t, runAlone(t, one, r).ids, ids, "request %d", i)
+		alone := runAlone(t, one, r)
+		require.Equal(t, alone.ids, ids, "request %d", i)
+		for j, tok := range got[i].toks {
+			require.Len(t, tok.Top, 5)
+			for _, lp := range tok.Top {
+				w := alone.lps[j][lp.ID]
+				assert.InDelta(t, w, lp.Logprob, 1e-5*math.Max(1, math.Abs(float64(w))), "request %d token %d id %d", i, j, lp.ID)
+			}
+		}
 	}
+	st := sch.Stats()
+	assert.Positive(t, st.KVBlocksTotal, "the batched path, over a paged cache")
+	assert.Zero(t, st.KVBlocksUsed, "finished requests hold no blocks")
 }
 
 // TestShardedInfoAndStats: a sharded model reports the unsharded model's
