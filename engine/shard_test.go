@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -338,5 +339,53 @@ func TestShardedInfoAndStats(t *testing.T) {
 			}
 			assert.Equal(t, one.ExpertStats(), m.ExpertStats())
 		})
+	}
+}
+
+// TestShardsByConstruction covers what the fixtures lack: DeepSeek V1
+// (llama attention with MoE, built from llama-mha and checked against its
+// reference) and llama with attention_bias and mlp_bias, whose row-split
+// o_proj and down_proj biases must be added once, not once per shard.
+func TestShardsByConstruction(t *testing.T) {
+	ctx := context.Background()
+	biased, err := ParseConfig("synthetic", []byte(`{"model_type":"llama","vocab_size":96,"hidden_size":64,"intermediate_size":96,
+		"num_hidden_layers":2,"num_attention_heads":8,"num_key_value_heads":4,"max_position_embeddings":64,
+		"attention_bias":true,"mlp_bias":true}`))
+	require.NoError(t, err)
+	v1cfg, v1src := v1FromLlama(t, true)
+	for _, tc := range []struct {
+		name string
+		cfg  *Config
+		src  TensorSource
+		ref  string // reference logits to verify against, if any
+	}{
+		{"deepseek-v1", v1cfg, v1src, filepath.Join(fixtureDir("llama-mha"), "reference.safetensors")},
+		{"llama-biased", biased, RandomSource{Seed: 9}, ""},
+	} {
+		one, err := New(tc.cfg, tc.src, WithThreads(1), WithDevice("cpu"))
+		require.NoError(t, err)
+		prompt := []int{1, 5, 60, 7, 33, 2, 80, 41}
+		want := runForShards(t, one, prompt, 6)
+		require.NoError(t, one.Close())
+		for _, n := range []int{2, 4} {
+			t.Run(fmt.Sprintf("%s/%d", tc.name, n), func(t *testing.T) {
+				m, err := New(tc.cfg, tc.src, WithThreads(1), WithDevice("cpu"), WithShards(n))
+				require.NoError(t, err)
+				defer m.Close()
+				got := runForShards(t, m, prompt, 6)
+				require.Equal(t, want.ids, got.ids)
+				for i := range want.prefill {
+					assert.LessOrEqual(t, maxRelDiff(got.prefill[i], want.prefill[i]), 1e-5, "prefill position %d", i)
+				}
+				for i := range want.steps {
+					assert.LessOrEqual(t, maxRelDiff(got.steps[i], want.steps[i]), 1e-5, "step %d", i)
+				}
+				if tc.ref != "" {
+					r, err := Verify(ctx, m, tc.ref)
+					require.NoError(t, err)
+					assert.True(t, r.Passed(1e-4), "worst %.3g at %s", r.Worst, r.WorstAt)
+				}
+			})
+		}
 	}
 }
