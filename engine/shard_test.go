@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/deepseek-go/deepseek-go/engine/safetensors"
 	"github.com/deepseek-go/deepseek-go/kernels"
 	"github.com/deepseek-go/deepseek-go/kernels/cpu"
 )
@@ -387,5 +388,37 @@ func TestShardsByConstruction(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// BenchmarkShardedDecode times one decode step of a synthetic llama
+// (hidden 512, 8 layers, bf16) on 1, 2 and 4 CPU shards sharing
+// GOMAXPROCS threads: what the split and the rendezvous cost when the
+// shards share one host's cores (no speedup is expected from that).
+func BenchmarkShardedDecode(b *testing.B) {
+	cfg, err := ParseConfig("synthetic", []byte(`{"model_type":"llama","vocab_size":8192,"hidden_size":512,"intermediate_size":1408,
+		"num_hidden_layers":8,"num_attention_heads":8,"num_key_value_heads":4,"max_position_embeddings":512}`))
+	require.NoError(b, err)
+	ctx := context.Background()
+	for _, n := range []int{1, 2, 4} {
+		b.Run(fmt.Sprintf("shards=%d", n), func(b *testing.B) {
+			m, err := New(cfg, RandomSource{DType: safetensors.BF16, Seed: 1}, WithDevice("cpu"), WithShards(n))
+			require.NoError(b, err)
+			defer m.Close()
+			s, err := m.NewSession(0)
+			require.NoError(b, err)
+			_, err = s.Last(ctx, []int{1, 2, 3, 4})
+			require.NoError(b, err)
+			b.ResetTimer()
+			for i := range b.N {
+				if s.Pos() == s.MaxTokens() {
+					s.Reset()
+				}
+				if _, err := s.Step(ctx, 5+i%100); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tok/s")
+		})
 	}
 }
