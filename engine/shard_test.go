@@ -422,3 +422,27 @@ func BenchmarkShardedDecode(b *testing.B) {
 		})
 	}
 }
+
+// TestShardedTruncate: the driving session's position is the shards'
+// (a chat turn keeps a prefix and overwrites the rest).
+func TestShardedTruncate(t *testing.T) {
+	ctx := context.Background()
+	run := func(m *Model) []float32 {
+		s, err := m.NewSession(32)
+		require.NoError(t, err)
+		_, err = s.Prefill(ctx, []int{1, 9, 8, 7, 6, 5, 4, 3})
+		require.NoError(t, err)
+		require.NoError(t, s.Truncate(4))
+		lg, err := s.Last(ctx, []int{100, 200, 300})
+		require.NoError(t, err)
+		require.Equal(t, 7, s.Pos())
+		return slices.Clone(lg)
+	}
+	one, err := Load(fixtureDir("deepseek-v2-lite"), WithThreads(1), WithDevice("cpu"))
+	require.NoError(t, err)
+	defer one.Close()
+	m, err := Load(fixtureDir("deepseek-v2-lite"), WithThreads(1), WithDevice("cpu"), WithShards(2))
+	require.NoError(t, err)
+	defer m.Close()
+	assert.LessOrEqual(t, maxRelDiff(run(m), run(one)), 1e-5)
+}
