@@ -15,6 +15,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -45,7 +46,10 @@ var variants = []struct {
 	{"int8", safetensors.BF16, true},
 }
 
-const promptLen = 64 // prompt tokens for prefill (llama.cpp's pp64)
+const (
+	promptLen   = 64 // prompt tokens for prefill (llama.cpp's pp64)
+	prefillReps = 7  // prefills per benchmark run (median and best reported)
+)
 
 // current holds the one model kept between the runs of a benchmark (a
 // 1.3B f32 model is 5.4 GB: never two at once).
@@ -111,11 +115,21 @@ func BenchmarkCPU(b *testing.B) {
 				for i := range prompt {
 					prompt[i] = r.IntN(vocab)
 				}
-				t0 := time.Now()
-				if _, err := sess.Last(ctx, prompt); err != nil {
-					b.Fatal(err)
+				// Several prefills of the same prompt (the cache reset in
+				// between): one alone moved by ±20% on the shared machine.
+				// The median is prefill-tok/s, the fastest prefill-best-tok/s.
+				var prefills []time.Duration
+				for rep := range prefillReps {
+					if rep > 0 {
+						sess.Reset()
+					}
+					t0 := time.Now()
+					if _, err := sess.Last(ctx, prompt); err != nil {
+						b.Fatal(err)
+					}
+					prefills = append(prefills, time.Since(t0))
 				}
-				prefill := time.Since(t0)
+				slices.Sort(prefills)
 				// The roofline right before and after decoding: on a shared
 				// machine it moves with the neighbours' load.
 				roof := readBandwidth(runtime.GOMAXPROCS(0))
@@ -133,7 +147,8 @@ func BenchmarkCPU(b *testing.B) {
 					// Cores actually used while decoding (the machine is shared).
 					b.ReportMetric(c/sec, "cores")
 				}
-				b.ReportMetric(float64(promptLen)/prefill.Seconds(), "prefill-tok/s")
+				b.ReportMetric(float64(promptLen)/prefills[len(prefills)/2].Seconds(), "prefill-tok/s")
+				b.ReportMetric(float64(promptLen)/prefills[0].Seconds(), "prefill-best-tok/s")
 				b.ReportMetric(float64(b.N)/sec, "decode-tok/s")
 				gbs := float64(streamedBytes(m, v.src)) * float64(b.N) / sec / 1e9
 				roof = (roof + readBandwidth(runtime.GOMAXPROCS(0))) / 2

@@ -369,6 +369,13 @@ func (b *Backend) MatMul(outs []kernels.Buffer, x kernels.Buffer, n int, w kerne
 			copy(j.xp[t*ld:t*ld+m.cols], j.x[t*m.cols:(t+1)*m.cols])
 		}
 		j.x, j.ldx = j.xp, ld
+		if m.dtype == kernels.BF16 || m.dtype == kernels.F16 {
+			// Packed once here, read by every row chunk (AMX tiles).
+			b.kern.PrepareActs(m.dtype, &j.acts, j.x, j.ldx, n, m.cols)
+			if len(j.scr) < b.threads {
+				j.scr = make([]simd.Scratch, b.threads)
+			}
+		}
 	}
 	if m.dtype == kernels.Int8 {
 		// Quantise each token's activations once, shared by all rows.
@@ -394,6 +401,11 @@ func (b *Backend) MatMul(outs []kernels.Buffer, x kernels.Buffer, n int, w kerne
 	chunk := m.rows
 	if work := m.rows * m.cols * n; work >= 1<<16 && b.threads > 1 {
 		chunk = max(16, (m.rows/(16*b.threads)+3)&^3)
+		if m.dtype == kernels.BF16 || m.dtype == kernels.F16 {
+			// Whole row blocks of the 16-bit tiles (32 on AMX).
+			rb := b.kern.RowBlock(m.dtype, n)
+			chunk = (chunk + rb - 1) / rb * rb
+		}
 	}
 	b.pool.run(&j.par, j, m.rows, chunk)
 	j.m, j.x, j.bias = nil, nil, nil
@@ -411,15 +423,17 @@ type matmulJob struct {
 	x    []float32
 	bias []float32
 	ys   [][]float32
-	ldx  int       // row stride of x
-	xp   []float32 // x copied to a padded stride (prefill)
-	xq   []uint8   // int8: quantised activations, n × cols
-	xs   []float32 // int8: their per-token scales
-	ldq  int       // int8: row stride of xq
+	ldx  int            // row stride of x
+	xp   []float32      // x copied to a padded stride (prefill)
+	xq   []uint8        // int8: quantised activations, n × cols
+	xs   []float32      // int8: their per-token scales
+	ldq  int            // int8: row stride of xq
+	acts simd.Acts      // 16-bit, n > 1: x prepared for MatMul16Acts
+	scr  []simd.Scratch // per worker, for MatMul16Acts
 }
 
 // run computes global rows [lo, hi), split at fused-part boundaries.
-func (j *matmulJob) run(lo, hi, _ int) {
+func (j *matmulJob) run(lo, hi, w int) {
 	m, k := j.m, j.b.kern
 	start := 0
 	for p, rows := range m.parts {
@@ -434,7 +448,11 @@ func (j *matmulJob) run(lo, hi, _ int) {
 		case kernels.F32:
 			k.MatMulF32(y, rows, j.x, j.ldx, j.n, m.f32, m.cols, a, e)
 		case kernels.BF16, kernels.F16:
-			k.MatMul16(m.dtype, y, rows, j.x, j.ldx, j.n, m.u16, m.cols, a, e)
+			if j.n > 1 {
+				k.MatMul16Acts(m.dtype, y, rows, &j.acts, m.u16, a, e, &j.scr[w])
+			} else {
+				k.MatMul16(m.dtype, y, rows, j.x, j.ldx, j.n, m.u16, m.cols, a, e)
+			}
 		case kernels.Int8:
 			j.b.ik.MatMul(y, rows, j.xq, j.ldq, j.xs, j.n, m.i8, m.scales, m.rowSum, m.cols, a, e)
 		}

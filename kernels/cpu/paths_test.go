@@ -50,6 +50,10 @@ func TestMatMulPathsAgree(t *testing.T) {
 		{kernels.F16, false, 5, 67, []int{40}},
 		{kernels.BF16, true, 1, 300, []int{70, 9}},
 		{kernels.F32, true, 9, 129, []int{21, 20}},
+		// Token counts that take the AMX tiles where present (row chunks
+		// rounded to 32-row blocks, parts with leftover rows, column tails).
+		{kernels.BF16, false, 40, 161, []int{64, 96, 33}},
+		{kernels.F16, false, 33, 96, []int{64, 40}},
 	} {
 		for name, be := range backendPaths(t) {
 			t.Run(fmt.Sprintf("%s/%v_int8=%v_n%d", name, tc.dt, tc.int8, tc.n), func(t *testing.T) {

@@ -542,9 +542,348 @@ func genWSum(s isa) {
 	p("RET")
 }
 
+// AMX (Advanced Matrix Extensions: 8 tile registers of 16 rows × 64
+// bytes, TDPBF16PS multiplies a 16×32 bf16 tile by a 32×16 one into 16×16
+// float32, 16K MACs per instruction). The Go assembler knows none of the
+// AMX instructions, so amx* emit their VEX encodings as bytes. Operands:
+// tile registers 0–7; memory is base+index·1 (SIB) with general registers
+// numbered as the hardware does (AX=0 … DI=7, R8=8 … R15=15).
+
+// amxVEX emits a 3-byte-VEX AMX instruction of map 0F38 with W=0, L=0.
+// pp: 0 none, 1 66, 2 F3, 3 F2; rex: the R̄X̄B̄ bits of register fields
+// above 7; vvvv: the second source register (0 when unused: the field is stored inverted).
+func amxVEX(comment string, pp, vvvv, rex int, op byte, modrm []byte) {
+	b := []byte{0xC4, byte((^rex&7)<<5 | 0x02), byte((^vvvv&15)<<3 | pp), op}
+	b = append(b, modrm...)
+	var s []string
+	for _, x := range b {
+		s = append(s, fmt.Sprintf("$0x%02x", x))
+	}
+	p("BYTE %s // %s", strings.Join(s, "; BYTE "), comment)
+}
+
+// amxSIB encodes a memory operand base + index·1 (+ disp8 when the base is
+// BP/R13, whose mod=00 form means "no base") for ModRM reg field reg.
+func amxSIB(reg, base, index int) (rex int, modrm []byte) {
+	if index&7 == 4 && index < 8 {
+		panic("SP cannot be an index")
+	}
+	rex = (index >> 3 & 1 << 1) | (base >> 3 & 1)
+	mod := 0
+	if base&7 == 5 {
+		mod = 1
+	}
+	modrm = []byte{byte(mod<<6 | (reg&7)<<3 | 4), byte((index&7)<<3 | base&7)}
+	if mod == 1 {
+		modrm = append(modrm, 0)
+	}
+	return rex, modrm
+}
+
+var gpName = []string{"AX", "CX", "DX", "BX", "SP", "BP", "SI", "DI", "R8", "R9", "R10", "R11", "R12", "R13", "R14", "R15"}
+
+func ldtilecfg(base int) {
+	if base&7 == 4 || base&7 == 5 {
+		panic("ldtilecfg base needs SIB/disp")
+	}
+	amxVEX(fmt.Sprintf("LDTILECFG (%s)", gpName[base]), 0, 0, base>>3&1, 0x49, []byte{byte(base & 7)})
+}
+
+func tilerelease() { amxVEX("TILERELEASE", 0, 0, 0, 0x49, []byte{0xC0}) }
+
+func tilezero(t int) {
+	amxVEX(fmt.Sprintf("TILEZERO TMM%d", t), 3, 0, 0, 0x49, []byte{byte(0xC0 | t<<3)})
+}
+
+func tileloadd(t, base, index int) {
+	rex, m := amxSIB(t, base, index)
+	amxVEX(fmt.Sprintf("TILELOADD (%s)(%s*1), TMM%d", gpName[base], gpName[index], t), 3, 0, rex, 0x4B, m)
+}
+
+func tilestored(t, base, index int) {
+	rex, m := amxSIB(t, base, index)
+	amxVEX(fmt.Sprintf("TILESTORED TMM%d, (%s)(%s*1)", t, gpName[base], gpName[index]), 2, 0, rex, 0x4B, m)
+}
+
+// tdpbf16ps: c += a·b (a: 16 rows × 32 bf16; b: 16 rows of 16 bf16 pairs).
+func tdpbf16ps(c, a, b int) {
+	amxVEX(fmt.Sprintf("TDPBF16PS TMM%d, TMM%d, TMM%d", b, a, c), 2, b, 0, 0x5C, []byte{byte(0xC0 | c<<3 | a)})
+}
+
+// genAMXData emits the tile configuration: palette 1, every tile 16 rows of
+// 64 bytes.
+func genAMXData() {
+	out.WriteString("\n")
+	fmt.Fprintf(&out, "DATA amxcfg<>+0(SB)/1, $1\n")
+	for t := 0; t < 8; t++ {
+		fmt.Fprintf(&out, "DATA amxcfg<>+%d(SB)/2, $64\n", 16+2*t) // bytes per row
+	}
+	for t := 0; t < 8; t++ {
+		fmt.Fprintf(&out, "DATA amxcfg<>+%d(SB)/1, $16\n", 48+t) // rows
+	}
+	fmt.Fprintf(&out, "GLOBL amxcfg<>(SB), RODATA|NOPTR, $64\n")
+}
+
+// amxPrefetchStep is the bytes of the next weight block amxBF16 prefetches
+// (into L2) per 32-column step: a 32-row block is 32·cols·2 bytes = kb
+// steps of 2 KiB, so the whole next block arrives while this one computes.
+// One core's DRAM stream (≈ 15 GB/s) is slower than its tiles: without it
+// every block's first tile loads stall on DRAM instead of overlapping.
+const amxPrefetchStep = 2048
+
+// amxBF16: a 32-row × 32-token block of y = x·wᵀ over kb·32 columns.
+// w: 32 bf16 rows ldw bytes apart (tiles A0, A1 = rows 0–15, 16–31);
+// x: two 16-token blocks ldx bytes apart, each (cols/2) rows of 16 bf16
+// pairs, so one 1 KiB tile per 32 columns (B0, B1); with xlo ≠ 0 a second
+// copy xlo bytes further holds the low halves (x − bf16(x)) and is
+// multiplied too, which keeps ≈ 16 bits of each activation. c receives 4
+// tiles of 16×16 float32 (A0·B0, A0·B1, A1·B0, A1·B1, rows × tokens); with
+// acc ≠ 0 they are loaded from c and accumulated into. pf ≠ nil is
+// prefetched into L2, amxPrefetchStep bytes per step (the next block).
+func genAMX() {
+	const (
+		AX, CX, DX, BX, SI, DI, R8, R9, R10, R11, R12 = 0, 1, 2, 3, 6, 7, 8, 9, 10, 11, 12
+	)
+	fmt.Fprintf(&out, "\n// func amxBF16(w unsafe.Pointer, ldw int, x unsafe.Pointer, ldx, xlo, kb int, c *float32, acc int, pf unsafe.Pointer)\n")
+	fmt.Fprintf(&out, "TEXT ·amxBF16(SB), NOSPLIT, $0-72\n")
+	p("LEAQ amxcfg<>(SB), AX")
+	ldtilecfg(AX)
+	p("MOVQ w+0(FP), SI")
+	p("MOVQ ldw+8(FP), DX")
+	p("MOVQ DX, R8")
+	p("SHLQ $4, R8")
+	p("ADDQ SI, R8") // A1: 16 rows on
+	p("MOVQ x+16(FP), BX")
+	p("MOVQ BX, R9")
+	p("ADDQ ldx+24(FP), R9") // B1
+	p("MOVQ xlo+32(FP), R11")
+	p("MOVQ kb+40(FP), CX")
+	p("MOVQ c+48(FP), DI")
+	p("MOVQ $64, R10")
+	p("MOVQ acc+56(FP), AX")
+	p("TESTQ AX, AX")
+	p("JNZ load")
+	for t := 0; t < 4; t++ {
+		tilezero(t)
+	}
+	p("JMP start")
+	fmt.Fprintf(&out, "load:\n")
+	for t := 0; t < 4; t++ {
+		tileloadd(t, DI, R10)
+		p("ADDQ $1024, DI")
+	}
+	p("SUBQ $4096, DI")
+	fmt.Fprintf(&out, "start:\n")
+	p("TESTQ CX, CX")
+	p("JZ store")
+	p("MOVQ pf+64(FP), R12")
+	p("TESTQ R12, R12")
+	p("JZ nopf")
+	p("TESTQ R11, R11")
+	p("JZ loop_pf")
+	step := func(label string, lo, pf bool) {
+		fmt.Fprintf(&out, "%s:\n", label)
+		if pf {
+			for off := 0; off < amxPrefetchStep; off += 64 {
+				p("PREFETCHT1 %d(R12)", off)
+			}
+			p("ADDQ $%d, R12", amxPrefetchStep)
+		}
+		tileloadd(4, SI, DX)
+		tileloadd(6, BX, R10)
+		tdpbf16ps(0, 4, 6)
+		tileloadd(5, R8, DX)
+		tdpbf16ps(2, 5, 6)
+		tileloadd(7, R9, R10)
+		tdpbf16ps(1, 4, 7)
+		tdpbf16ps(3, 5, 7)
+		if lo {
+			p("LEAQ (BX)(R11*1), AX")
+			tileloadd(6, AX, R10)
+			tdpbf16ps(0, 4, 6)
+			tdpbf16ps(2, 5, 6)
+			p("LEAQ (R9)(R11*1), AX")
+			tileloadd(7, AX, R10)
+			tdpbf16ps(1, 4, 7)
+			tdpbf16ps(3, 5, 7)
+		}
+		p("ADDQ $64, SI")
+		p("ADDQ $64, R8")
+		p("ADDQ $1024, BX")
+		p("ADDQ $1024, R9")
+		p("DECQ CX")
+		p("JNZ %s", label)
+		p("JMP store")
+	}
+	step("loop2_pf", true, true)
+	step("loop_pf", false, true)
+	fmt.Fprintf(&out, "nopf:\n")
+	p("TESTQ R11, R11")
+	p("JZ loop")
+	step("loop2", true, false)
+	step("loop", false, false)
+	fmt.Fprintf(&out, "store:\n")
+	for t := 0; t < 4; t++ {
+		tilestored(t, DI, R10)
+		p("ADDQ $1024, DI")
+	}
+	tilerelease()
+	p("RET")
+}
+
+// splitF16: hi[i] + lo[i] = w[i] exactly, both bf16, for n f16 weights
+// (n a multiple of 32), so the AMX bf16 tiles can multiply f16 weights
+// without error. An f16 has 11 significant bits and bf16 8: hi is the
+// float32 of w truncated to its top 16 bits (bf16 needs no rounding then),
+// lo = w − hi holds the other ≤ 3 bits. The top halves of both float32
+// vectors are gathered into bf16 with one VPERMT2W each.
+func genSplitF16() {
+	out.WriteString("\n")
+	for j := 0; j < 32; j++ {
+		fmt.Fprintf(&out, "DATA oddw<>+%d(SB)/2, $%d\n", 2*j, 2*j+1)
+	}
+	fmt.Fprintf(&out, "GLOBL oddw<>(SB), RODATA|NOPTR, $64\n")
+	fmt.Fprintf(&out, "\n// func splitF16AVX512(hi, lo *uint16, w unsafe.Pointer, n int)\n")
+	fmt.Fprintf(&out, "TEXT ·splitF16AVX512(SB), NOSPLIT, $0-32\n")
+	p("MOVQ hi+0(FP), DI")
+	p("MOVQ lo+8(FP), DX")
+	p("MOVQ w+16(FP), SI")
+	p("MOVQ n+24(FP), CX")
+	p("MOVL $0xffff0000, AX")
+	p("VPBROADCASTD AX, Z7")
+	p("VMOVDQU16 oddw<>(SB), Z6")
+	p("SHRQ $5, CX")
+	p("JZ done")
+	fmt.Fprintf(&out, "loop:\n")
+	p("VCVTPH2PS (SI), Z0")   // w, exact in float32
+	p("VCVTPH2PS 32(SI), Z1") //
+	p("VPANDD Z7, Z0, Z2")    // hi
+	p("VPANDD Z7, Z1, Z3")    //
+	p("VSUBPS Z2, Z0, Z4")    // lo = w − hi (exact)
+	p("VSUBPS Z3, Z1, Z5")    //
+	p("VPERMT2W Z1, Z6, Z0")  // top halves of w = hi's bf16 bits
+	p("VPERMT2W Z5, Z6, Z4")  // top halves of lo
+	p("VMOVDQU16 Z0, (DI)")
+	p("VMOVDQU16 Z4, (DX)")
+	p("ADDQ $64, SI")
+	p("ADDQ $64, DI")
+	p("ADDQ $64, DX")
+	p("DECQ CX")
+	p("JNZ loop")
+	fmt.Fprintf(&out, "done:\n")
+	p("VZEROUPPER")
+	p("RET")
+}
+
+// packActs: the AMX activation layout for one token: x[0:n] (n a multiple
+// of 32) as bf16 pairs, hi = bf16(x) (round to nearest even) and lo =
+// bf16(x − hi) (truncated), pair j written to hi[16·j] and lo[16·j] (the
+// token's column of a 16-token tile). The pairs are gathered with VPERMT2W
+// and scattered 64 bytes apart.
+func genPackActs() {
+	out.WriteString("\n")
+	for j := 0; j < 16; j++ {
+		fmt.Fprintf(&out, "DATA scat16<>+%d(SB)/4, $%d\n", 4*j, 16*j)
+	}
+	fmt.Fprintf(&out, "GLOBL scat16<>(SB), RODATA|NOPTR, $64\n")
+	fmt.Fprintf(&out, "\n// func packActsAVX512(hi, lo *uint32, x *float32, n int)\n")
+	fmt.Fprintf(&out, "TEXT ·packActsAVX512(SB), NOSPLIT, $0-32\n")
+	p("MOVQ hi+0(FP), DI")
+	p("MOVQ lo+8(FP), DX")
+	p("MOVQ x+16(FP), SI")
+	p("MOVQ n+24(FP), CX")
+	p("MOVL $0x7fff, AX")
+	p("VPBROADCASTD AX, Z4")
+	p("MOVL $1, AX")
+	p("VPBROADCASTD AX, Z5")
+	p("MOVL $0xffff0000, AX")
+	p("VPBROADCASTD AX, Z7")
+	p("VMOVDQU16 oddw<>(SB), Z6")
+	p("VMOVDQU32 scat16<>(SB), Z8")
+	p("SHRQ $5, CX")
+	p("JZ done")
+	fmt.Fprintf(&out, "loop:\n")
+	p("VMOVUPS (SI), Z0")
+	p("VMOVUPS 64(SI), Z1")
+	for _, r := range [][2]int{{0, 2}, {1, 3}} { // hi as float32: round at bit 16
+		p("VPSRLD $16, Z%d, Z%d", r[0], r[1])
+		p("VPANDD Z5, Z%d, Z%d", r[1], r[1])
+		p("VPADDD Z4, Z%d, Z%d", r[1], r[1])
+		p("VPADDD Z%d, Z%d, Z%d", r[0], r[1], r[1])
+		p("VPANDD Z7, Z%d, Z%d", r[1], r[1])
+		p("VSUBPS Z%d, Z%d, Z%d", r[1], r[0], r[0]) // lo = x − hi (exact)
+	}
+	p("VPERMT2W Z3, Z6, Z2") // 32 hi bf16 = 16 pairs
+	p("VPERMT2W Z1, Z6, Z0") // 32 lo bf16
+	p("KXNORW K1, K1, K1")
+	p("VPSCATTERDD Z2, K1, (DI)(Z8*4)")
+	p("KXNORW K2, K2, K2")
+	p("VPSCATTERDD Z0, K2, (DX)(Z8*4)")
+	p("ADDQ $128, SI")
+	p("ADDQ $1024, DI")
+	p("ADDQ $1024, DX")
+	p("DECQ CX")
+	p("JNZ loop")
+	fmt.Fprintf(&out, "done:\n")
+	p("VZEROUPPER")
+	p("RET")
+}
+
+// amxStore writes amxBF16's 4 output tiles (rows × tokens) into y (tokens ×
+// rows, ldy floats apart): tile t covers rows 16·(t/2)… and tokens
+// 16·(t%2)…, of which n0 and n1 (0–16) exist. Each token's 16 rows are
+// gathered from the tile (L1) and stored as one 64-byte row of y; a
+// scatter per tile row instead wrote 16 lines 4·ldy bytes apart per
+// instruction and measured slower.
+func genAMXStore() {
+	out.WriteString("\n")
+	for j := 0; j < 16; j++ {
+		fmt.Fprintf(&out, "DATA col16<>+%d(SB)/4, $%d\n", 4*j, 16*j)
+	}
+	fmt.Fprintf(&out, "GLOBL col16<>(SB), RODATA|NOPTR, $64\n")
+	fmt.Fprintf(&out, "\n// func amxStore(y *float32, ldy int, c *float32, n0, n1 int)\n")
+	fmt.Fprintf(&out, "TEXT ·amxStore(SB), NOSPLIT, $0-40\n")
+	p("MOVQ y+0(FP), DI")
+	p("MOVQ ldy+8(FP), DX")
+	p("SHLQ $2, DX") // bytes per token row of y
+	p("MOVQ c+16(FP), SI")
+	p("VMOVDQU32 col16<>(SB), Z9")
+	for t := 0; t < 4; t++ {
+		nn := "n0+24(FP)"
+		if t%2 == 1 {
+			nn = "n1+32(FP)"
+		}
+		p("MOVQ %s, CX", nn)
+		p("TESTQ CX, CX")
+		p("JZ skip%d", t)
+		p("MOVQ DI, AX")
+		if t%2 == 1 {
+			p("MOVQ DX, BX")
+			p("SHLQ $4, BX")
+			p("ADDQ BX, AX") // 16 tokens on
+		}
+		if t/2 == 1 {
+			p("ADDQ $64, AX") // 16 rows on
+		}
+		p("LEAQ %d(SI), BX", t*1024)
+		fmt.Fprintf(&out, "tile%d:\n", t)
+		p("KXNORW K1, K1, K1")
+		p("VGATHERDPS (BX)(Z9*4), K1, Z0")
+		p("VMOVUPS Z0, (AX)")
+		p("ADDQ $4, BX")
+		p("ADDQ DX, AX")
+		p("DECQ CX")
+		p("JNZ tile%d", t)
+		fmt.Fprintf(&out, "skip%d:\n", t)
+	}
+	p("VZEROUPPER")
+	p("RET")
+}
+
 func main() {
 	out.WriteString("// Code generated by asm_gen.go; DO NOT EDIT.\n\n//go:build amd64 && !purego\n\n#include \"textflag.h\"\n")
 	genExpData()
+	genAMXData()
 	isas := []isa{
 		{name: "AVX512", reg: "Z", vl: 16, tileT: 4, xreg: 16, wreg: 20},
 		{name: "AVX2", reg: "Y", vl: 8, tileT: 3, xreg: 12, wreg: 15},
@@ -569,5 +908,9 @@ func main() {
 		genExpSub(s)
 		genWSum(s)
 	}
+	genAMX()
+	genSplitF16()
+	genPackActs()
+	genAMXStore()
 	os.Stdout.WriteString(out.String())
 }

@@ -9,6 +9,13 @@
 // (a small generator kept next to them): no cgo, so binaries stay static
 // and cross-compile, calls cost a plain function call, and the generator
 // keeps the AVX-512 and AVX2 variants of each dtype in step.
+//
+// On CPUs with AMX-BF16 (and Linux granting the tile state), the AMX path
+// multiplies 16-bit weights for 8 or more tokens (prefill, batched decode)
+// on tiles: activations are packed once per product (PrepareActs) as two
+// bf16 halves, so the products keep ≈ 16 bits of each activation and stay
+// within the float32 reference's parity bound; f16 weights are split
+// exactly into two bf16 halves per 32-row block.
 package simd
 
 import (
@@ -57,6 +64,12 @@ type Kernels struct {
 	wsum func(dst, a, v *float32, ldv, n, d int)
 	// widen converts 16-bit weights to float32 (n a multiple of vl).
 	widen [3]widenFunc
+	// amx16 computes rows r..r+amxRows of a 16-bit product from packed
+	// activations (nil: no AMX on this path).
+	amx16 func(dt kernels.DType, y []float32, ldy int, a *Acts, w []uint16, r int, s *Scratch)
+	// amxPack writes one token's activations in the AMX layout (nil: the
+	// Go loop, packActsGo).
+	amxPack func(hi, lo *uint32, x *float32, n int)
 }
 
 // Generic is the pure-Go path: the fallback and the shape every SIMD path
@@ -509,4 +522,129 @@ func (k *Kernels) WeightedSum(dst, a, v []float32, ldv int) {
 	if main < d {
 		wsumGo(&dst[main], &a[0], &v[main], ldv, n, d-main)
 	}
+}
+
+// amxRows is the row block of the AMX kernel (two 16-row tiles).
+const amxRows = 32
+
+// amxMin is the token count from which the AMX tiles beat the AVX-512 ones
+// (BenchmarkMatMulActs, one thread, 2048×2048): bf16 from 8 tokens (0.47
+// vs 0.56 ms; at 4, 0.47 vs 0.33: the tile pair is padded to 32 tokens);
+// f16 from 16 (1.01 vs 1.08 ms; at 8, 1.05 vs 0.58), as each 32-row block
+// is first split into two bf16 blocks whatever the token count.
+func amxMin(dt kernels.DType) int {
+	if dt == kernels.F16 {
+		return 16
+	}
+	return 8
+}
+
+// Acts is the activation operand of a multi-token 16-bit product, prepared
+// once per product by PrepareActs and then shared, read-only, by every row
+// range and thread (MatMul16Acts). On the AMX path it holds the tokens as
+// bf16 pairs in the tile layout: each activation split into hi = bf16(x)
+// and lo = bf16(x − hi), both multiplied, so ≈ 16 significant bits of x
+// reach the product instead of bf16's 8 (the f32 reference's parity bound
+// holds; TestMatMulActsAllPaths).
+type Acts struct {
+	x            []float32
+	ldx, n, cols int
+	// AMX layout: token block b (16 tokens, zero-padded to an even count
+	// of blocks), column pair j, token t at uint32 index (b·kmain/2 + j)·16
+	// + t of the hi half; the lo half follows all hi blocks.
+	packed []uint32
+	kmain  int // columns in packed: cols rounded down to 32 (0: not packed)
+	ntb    int // 16-token blocks in packed (even)
+}
+
+// PrepareActs points a at n activation rows ldx apart, cols wide, and packs
+// them when this path multiplies weights of dtype dt on tiles. a's buffer
+// is reused across calls, so a steady state allocates nothing.
+func (k *Kernels) PrepareActs(dt kernels.DType, a *Acts, x []float32, ldx, n, cols int) {
+	if n > 0 && (cols <= 0 || ldx < cols || len(x) < (n-1)*ldx+cols) {
+		panic(fmt.Sprintf("simd: PrepareActs: %d rows of %d at stride %d need %d floats, have %d", n, cols, ldx, (n-1)*ldx+cols, len(x)))
+	}
+	a.x, a.ldx, a.n, a.cols = x, ldx, n, cols
+	a.kmain, a.ntb = 0, 0
+	if k.amx16 == nil || (dt != kernels.BF16 && dt != kernels.F16) || n < amxMin(dt) || cols < 32 {
+		return
+	}
+	kmain := cols &^ 31
+	ntb := (n + 31) / 32 * 2
+	blk := kmain / 2 * 16 // uint32s per token block
+	size := 2 * ntb * blk
+	if cap(a.packed) < size {
+		a.packed = make([]uint32, size)
+	}
+	a.kmain, a.ntb, a.packed = kmain, ntb, a.packed[:size]
+	hi, lo := a.packed[:ntb*blk], a.packed[ntb*blk:]
+	if n < ntb*16 {
+		clear(a.packed) // padding tokens multiply as zeros
+	}
+	for t := 0; t < n; t++ {
+		off := t/16*blk + t%16
+		row := x[t*ldx : t*ldx+kmain]
+		if k.amxPack != nil {
+			k.amxPack(&hi[off], &lo[off], &row[0], kmain)
+			continue
+		}
+		packActsGo(hi[off:], lo[off:], row)
+	}
+}
+
+// packActsGo is packActs (asm_gen.go) in Go: row's column pairs as bf16
+// hi and lo halves, pair j at index 16·j.
+func packActsGo(hi, lo []uint32, row []float32) {
+	for j := 0; j < len(row)/2; j++ {
+		h0, l0 := splitBF16(row[2*j])
+		h1, l1 := splitBF16(row[2*j+1])
+		hi[j*16] = uint32(h0) | uint32(h1)<<16
+		lo[j*16] = uint32(l0) | uint32(l1)<<16
+	}
+}
+
+// splitBF16 returns hi = bf16(v) (round to nearest even) and lo = bf16(v −
+// hi) (truncated: its own rounding error is below 2^-16 of v).
+func splitBF16(v float32) (hi, lo uint16) {
+	u := math.Float32bits(v)
+	hi = uint16((u + 0x7fff + (u >> 16 & 1)) >> 16)
+	return hi, uint16(math.Float32bits(v-BF16ToF32(hi)) >> 16)
+}
+
+// Scratch is the working memory of one goroutine's MatMul16Acts calls (f16
+// weight blocks split for the tiles). Keep one per worker and steady-state
+// calls allocate nothing; the zero value is ready, nil allocates per call.
+type Scratch struct{ u16 []uint16 }
+
+// MatMul16Acts is MatMul16 with the activations of PrepareActs (made by the
+// same Kernels): rows r0..r1 of x·wᵀ for a.n tokens, cols = a.cols.
+func (k *Kernels) MatMul16Acts(dt kernels.DType, y []float32, ldy int, a *Acts, w []uint16, r0, r1 int, s *Scratch) {
+	if a.kmain == 0 || dt == kernels.F32 {
+		k.MatMul16(dt, y, ldy, a.x, a.ldx, a.n, w, a.cols, r0, r1)
+		return
+	}
+	if dt != kernels.BF16 && dt != kernels.F16 {
+		panic(fmt.Sprintf("simd: MatMul16Acts with dtype %v", dt))
+	}
+	if a.n == 0 || r0 >= r1 {
+		return
+	}
+	check(len(y), ldy, len(a.x), a.ldx, a.n, len(w), a.cols, r0, r1)
+	r := r0
+	for ; r+amxRows <= r1; r += amxRows {
+		k.amx16(dt, y[r-r0:], ldy, a, w, r, s)
+	}
+	if r < r1 {
+		k.MatMul16(dt, y[r-r0:], ldy, a.x, a.ldx, a.n, w, a.cols, r, r1)
+	}
+}
+
+// RowBlock is the row granularity at which MatMul16Acts runs at full speed
+// for n tokens of dtype dt: row ranges split at multiples of it avoid
+// leftover rows on the slower path.
+func (k *Kernels) RowBlock(dt kernels.DType, n int) int {
+	if k.amx16 != nil && (dt == kernels.BF16 || dt == kernels.F16) && n >= amxMin(dt) {
+		return amxRows
+	}
+	return 4
 }

@@ -50,6 +50,9 @@ var AVX2 = &Kernels{
 // always last.
 func Supported() []*Kernels {
 	var ks []*Kernels
+	if AMX != nil {
+		ks = append(ks, AMX)
+	}
 	if cpuid.CPU.Supports(cpuid.AVX512F, cpuid.AVX512VL) {
 		ks = append(ks, AVX512)
 	}

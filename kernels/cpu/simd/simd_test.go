@@ -371,3 +371,128 @@ func TestMatMulF32StridedAllPaths(t *testing.T) {
 		}
 	}
 }
+
+// TestMatMulActsAllPaths: MatMul16Acts (the AMX tiles where the CPU has
+// them) against float64 on fresh random inputs: token counts around the
+// 16-token tile and 128-token group edges, row ranges that start and end
+// off the 32-row block, columns below, at and past the 32-column block and
+// the f16 split chunk (256), with Acts reused across shapes.
+func TestMatMulActsAllPaths(t *testing.T) {
+	shapes := []struct{ n, rows, cols, r0 int }{
+		{1, 40, 64, 0}, {3, 33, 96, 1}, {4, 32, 32, 0}, {5, 70, 77, 3},
+		{16, 64, 300, 0}, {17, 96, 31, 5}, {33, 65, 600, 0}, {64, 128, 2048, 32},
+		{70, 37, 129, 2}, {130, 64, 64, 0}, {8, 160, 5504 / 4, 16},
+	}
+	for _, k := range Supported() {
+		var a Acts
+		var scr Scratch
+		for _, dt := range []kernels.DType{kernels.BF16, kernels.F16} {
+			for _, s := range shapes {
+				t.Run(fmt.Sprintf("%s/%s/n%d_r%d_c%d_from%d", k, dt, s.n, s.rows, s.cols, s.r0), func(t *testing.T) {
+					r := rand.New(rand.NewPCG(uint64(s.cols)*7+uint64(s.rows), uint64(s.n)))
+					ldx, ldy := s.cols+5, s.rows-s.r0+3
+					x := make([]float32, (s.n-1)*ldx+s.cols)
+					for i := range x {
+						x[i] = float32(r.NormFloat64() * math.Exp(r.NormFloat64())) // spread of magnitudes
+					}
+					_, u16, exact := randWeights(r, dt, s.rows*s.cols)
+					y := make([]float32, (s.n-1)*ldy+s.rows-s.r0)
+					for i := range y {
+						y[i] = float32(math.NaN())
+					}
+					k.PrepareActs(dt, &a, x, ldx, s.n, s.cols)
+					if k.amx16 != nil && s.n >= amxMin(dt) && s.cols >= 32 {
+						require.Positive(t, a.kmain, "the tiles must be used")
+					}
+					k.MatMul16Acts(dt, y, ldy, &a, u16, s.r0, s.rows, &scr)
+					for tk := 0; tk < s.n; tk++ {
+						for row := s.r0; row < s.rows; row++ {
+							var want, mag float64
+							for i := 0; i < s.cols; i++ {
+								p := float64(x[tk*ldx+i]) * exact[row*s.cols+i]
+								want += p
+								mag += math.Abs(p)
+							}
+							got := float64(y[tk*ldy+row-s.r0])
+							require.InDelta(t, want, got, 1e-5*mag+1e-6, "token %d row %d", tk, row)
+						}
+					}
+				})
+			}
+		}
+	}
+}
+
+func TestRowBlock(t *testing.T) {
+	for _, k := range Supported() {
+		for _, dt := range []kernels.DType{kernels.BF16, kernels.F16, kernels.F32} {
+			rb := k.RowBlock(dt, 64)
+			require.Positive(t, rb)
+			require.Zero(t, rb%4, k.Name)
+			require.Equal(t, 4, k.RowBlock(dt, 1), "%s: one token never uses the tiles", k)
+			if k.amx16 != nil && dt != kernels.F32 {
+				require.Equal(t, amxRows, rb, "%s %s", k, dt)
+				require.Equal(t, 4, k.RowBlock(dt, amxMin(dt)-1), "%s %s", k, dt)
+			}
+		}
+	}
+}
+
+// BenchmarkMatMulActs: one thread, n tokens × a 2048×2048 16-bit matrix
+// through PrepareActs + MatMul16Acts (the prefill and batched-decode path),
+// GMAC/s; the packing is timed too.
+func BenchmarkMatMulActs(b *testing.B) {
+	const rows, cols = 2048, 2048
+	r := rand.New(rand.NewPCG(1, 1))
+	ldx := PadStride(cols)
+	x := make([]float32, 64*ldx)
+	for i := range x {
+		x[i] = float32(r.NormFloat64())
+	}
+	y := make([]float32, 64*rows)
+	for _, k := range Supported()[:len(Supported())-1] {
+		for _, dt := range []kernels.DType{kernels.BF16, kernels.F16} {
+			_, u16, _ := randWeights(r, dt, rows*cols)
+			for _, n := range []int{4, 8, 16, 32, 64} {
+				b.Run(fmt.Sprintf("%s/%s/n=%d", k, dt, n), func(b *testing.B) {
+					var a Acts
+					var s Scratch
+					for b.Loop() {
+						k.PrepareActs(dt, &a, x, ldx, n, cols)
+						k.MatMul16Acts(dt, y, rows, &a, u16, 0, rows, &s)
+					}
+					b.ReportMetric(float64(rows*cols*n)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GMAC/s")
+				})
+			}
+		}
+	}
+}
+
+// TestPackActsMatchesGo: every path's activation packing is bit-identical
+// to packActsGo (rounding ties, signs, zeros, tiny and huge values).
+func TestPackActsMatchesGo(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	const n = 96
+	row := make([]float32, n)
+	for i := range row {
+		row[i] = float32(r.NormFloat64() * math.Exp(4*r.NormFloat64()))
+	}
+	row[0], row[1], row[2] = 0, float32(math.Copysign(0, -1)), math.Float32frombits(0x3f808000) // a tie
+	row[3] = math.Float32frombits(0x3f818000)                                                   // a tie rounding up
+	wantHi, wantLo := make([]uint32, n/2*16), make([]uint32, n/2*16)
+	packActsGo(wantHi, wantLo, row)
+	for _, k := range Supported() {
+		if k.amxPack == nil {
+			continue
+		}
+		hi, lo := make([]uint32, n/2*16), make([]uint32, n/2*16)
+		k.amxPack(&hi[0], &lo[0], &row[0], n)
+		require.Equal(t, wantHi, hi, k.Name)
+		require.Equal(t, wantLo, lo, k.Name)
+	}
+	h, l := splitBF16(row[2])
+	require.Equal(t, uint16(0x3f80), h, "tie to even (down)")
+	require.Equal(t, float32(1.0/256), BF16ToF32(l))
+	h, _ = splitBF16(row[3])
+	require.Equal(t, uint16(0x3f82), h, "tie to even (up)")
+}

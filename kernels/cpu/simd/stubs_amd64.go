@@ -126,3 +126,19 @@ func wsumAVX512(dst, a, v *float32, ldv, n, d int)
 
 //go:noescape
 func wsumAVX2(dst, a, v *float32, ldv, n, d int)
+
+// amxBF16 multiplies 32 bf16 weight rows by two 16-token blocks of packed
+// activations (see genAMX in asm_gen.go). Callers must have AMX permission
+// (amxUsable).
+//
+//go:noescape
+func amxBF16(w unsafe.Pointer, ldw int, x unsafe.Pointer, ldx, xlo, kb int, c *float32, acc int, pf unsafe.Pointer)
+
+//go:noescape
+func splitF16AVX512(hi, lo *uint16, w unsafe.Pointer, n int)
+
+//go:noescape
+func packActsAVX512(hi, lo *uint32, x *float32, n int)
+
+//go:noescape
+func amxStore(y *float32, ldy int, c *float32, n0, n1 int)
