@@ -634,9 +634,9 @@ const amxPrefetchStep = 2048
 // amxBF16: a 32-row × 32-token block of y = x·wᵀ over kb·32 columns.
 // w: 32 bf16 rows ldw bytes apart (tiles A0, A1 = rows 0–15, 16–31);
 // x: two 16-token blocks ldx bytes apart, each (cols/2) rows of 16 bf16
-// pairs, so one 1 KiB tile per 32 columns (B0, B1); with xlo ≠ 0 a second
-// copy xlo bytes further holds the low halves (x − bf16(x)) and is
-// multiplied too, which keeps ≈ 16 bits of each activation. c receives 4
+// pairs, so one 1 KiB tile per 32 columns (B0, B1); a second copy xlo
+// bytes further holds the low halves (x − bf16(x)) and is multiplied too,
+// which keeps ≈ 16 bits of each activation. c receives 4
 // tiles of 16×16 float32 (A0·B0, A0·B1, A1·B0, A1·B1, rows × tokens); with
 // acc ≠ 0 they are loaded from c and accumulated into. pf ≠ nil is
 // prefetched into L2, amxPrefetchStep bytes per step (the next block).
@@ -678,10 +678,8 @@ func genAMX() {
 	p("JZ store")
 	p("MOVQ pf+64(FP), R12")
 	p("TESTQ R12, R12")
-	p("JZ nopf")
-	p("TESTQ R11, R11")
-	p("JZ loop_pf")
-	step := func(label string, lo, pf bool) {
+	p("JZ loop")
+	step := func(label string, pf bool) {
 		fmt.Fprintf(&out, "%s:\n", label)
 		if pf {
 			for off := 0; off < amxPrefetchStep; off += 64 {
@@ -697,16 +695,14 @@ func genAMX() {
 		tileloadd(7, R9, R10)
 		tdpbf16ps(1, 4, 7)
 		tdpbf16ps(3, 5, 7)
-		if lo {
-			p("LEAQ (BX)(R11*1), AX")
-			tileloadd(6, AX, R10)
-			tdpbf16ps(0, 4, 6)
-			tdpbf16ps(2, 5, 6)
-			p("LEAQ (R9)(R11*1), AX")
-			tileloadd(7, AX, R10)
-			tdpbf16ps(1, 4, 7)
-			tdpbf16ps(3, 5, 7)
-		}
+		p("LEAQ (BX)(R11*1), AX") // low halves
+		tileloadd(6, AX, R10)
+		tdpbf16ps(0, 4, 6)
+		tdpbf16ps(2, 5, 6)
+		p("LEAQ (R9)(R11*1), AX")
+		tileloadd(7, AX, R10)
+		tdpbf16ps(1, 4, 7)
+		tdpbf16ps(3, 5, 7)
 		p("ADDQ $64, SI")
 		p("ADDQ $64, R8")
 		p("ADDQ $1024, BX")
@@ -715,13 +711,8 @@ func genAMX() {
 		p("JNZ %s", label)
 		p("JMP store")
 	}
-	step("loop2_pf", true, true)
-	step("loop_pf", false, true)
-	fmt.Fprintf(&out, "nopf:\n")
-	p("TESTQ R11, R11")
-	p("JZ loop")
-	step("loop2", true, false)
-	step("loop", false, false)
+	step("loop_pf", true)
+	step("loop", false)
 	fmt.Fprintf(&out, "store:\n")
 	for t := 0; t < 4; t++ {
 		tilestored(t, DI, R10)
