@@ -54,6 +54,8 @@ type Result struct {
 	CachedTokens                  int           // prompt tokens served from the prefix cache
 	Finish                        FinishReason  // empty when the request ended with an error
 	Queued                        time.Duration // from Submit to first scheduled
+	FirstToken                    time.Duration // from Submit to the first token (0 without one)
+	Elapsed                       time.Duration // from Submit to the end
 	Preemptions                   int           // times its KV blocks were taken back and recomputed later
 }
 
@@ -232,9 +234,9 @@ func (s *Scheduler) Submit(ctx context.Context, r Request) (*Stream, error) {
 		maxNew = s.limit - len(r.Prompt)
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	st := &Stream{notify: make(chan struct{}, 1), ctx: ctx, cancel: cancel}
+	st := &Stream{notify: make(chan struct{}, 1), ctx: ctx, cancel: cancel, t0: time.Now()}
 	st.res.PromptTokens = len(r.Prompt)
-	q := &seqState{req: r, ctx: ctx, st: st, smp: smp, nPrompt: len(r.Prompt), maxNew: maxNew, t0: time.Now(),
+	q := &seqState{req: r, ctx: ctx, st: st, smp: smp, nPrompt: len(r.Prompt), maxNew: maxNew, t0: st.t0,
 		tokens: append(make([]int, 0, len(r.Prompt)+min(maxNew, 1024)), r.Prompt...)}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -693,10 +695,14 @@ type Stream struct {
 	notify chan struct{}
 	ctx    context.Context
 	cancel context.CancelFunc
+	t0     time.Time // Submit
 }
 
 func (st *Stream) push(t Token) {
 	st.mu.Lock()
+	if st.res.GeneratedTokens == 0 {
+		st.res.FirstToken = time.Since(st.t0)
+	}
 	st.toks = append(st.toks, t)
 	st.res.GeneratedTokens++
 	st.mu.Unlock()
@@ -707,6 +713,7 @@ func (st *Stream) end(why FinishReason, err error) {
 	st.mu.Lock()
 	if !st.done {
 		st.done, st.err, st.res.Finish = true, err, why
+		st.res.Elapsed = time.Since(st.t0)
 	}
 	st.mu.Unlock()
 	st.signal()

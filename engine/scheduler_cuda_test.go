@@ -5,7 +5,6 @@ package engine
 import (
 	"context"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -40,37 +39,30 @@ func BenchmarkCUDABatchDecode7B(b *testing.B) {
 		}
 		return p
 	}
+	// run submits n requests gap apart and returns the wall time of the
+	// whole run, the span from the last first token to the last token,
+	// and the tokens made (the engine timestamps each stream's tokens).
 	run := func(b *testing.B, sch *Scheduler, n int, gap time.Duration) (total, decode time.Duration, toks int) {
-		var mu sync.Mutex
-		var lastFirst, end time.Time
-		var wg sync.WaitGroup
 		start := time.Now()
-		for i := range n {
+		streams := make([]*Stream, n)
+		for i := range streams {
 			if gap > 0 && i > 0 {
 				time.Sleep(gap)
 			}
-			st, err := sch.Submit(context.Background(), Request{Prompt: prompt(i), MaxTokens: 256, IgnoreEOS: true})
+			var err error
+			streams[i], err = sch.Submit(context.Background(), Request{Prompt: prompt(i), MaxTokens: 256, IgnoreEOS: true})
 			require.NoError(b, err)
-			wg.Go(func() {
-				k := 0
-				for _, err := range st.Tokens() {
-					if err != nil {
-						b.Error(err)
-						return
-					}
-					if k++; k == 1 {
-						mu.Lock()
-						lastFirst = later(lastFirst, time.Now())
-						mu.Unlock()
-					}
-				}
-				mu.Lock()
-				end = later(end, time.Now())
-				toks += k
-				mu.Unlock()
-			})
 		}
-		wg.Wait()
+		var lastFirst, end time.Time
+		for _, st := range streams {
+			for _, err := range st.Tokens() {
+				require.NoError(b, err)
+			}
+			res := st.Result()
+			toks += res.GeneratedTokens
+			t0 := st.t0
+			lastFirst, end = later(lastFirst, t0.Add(res.FirstToken)), later(end, t0.Add(res.Elapsed))
+		}
 		return end.Sub(start), end.Sub(lastFirst), toks
 	}
 	for _, n := range []int{1, 8, 32, 64, 128} {
@@ -128,13 +120,12 @@ func BenchmarkCUDAPrefixCache7B(b *testing.B) {
 
 // firstTokenTime submits prompt (one new token) and returns the time to its token.
 func firstTokenTime(b *testing.B, sch *Scheduler, prompt []int) time.Duration {
-	t0 := time.Now()
 	st, err := sch.Submit(context.Background(), Request{Prompt: prompt, MaxTokens: 1, IgnoreEOS: true})
 	require.NoError(b, err)
 	for _, err := range st.Tokens() {
 		require.NoError(b, err)
 	}
-	return time.Since(t0)
+	return st.Result().FirstToken
 }
 
 // synthetic7B is the DeepSeek-LLM-7B shape with random bf16 weights on the

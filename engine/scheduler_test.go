@@ -159,6 +159,11 @@ func schedulerMatchesAlone(t *testing.T, device string, fixtures []struct{ dir, 
 					}
 				}
 				assert.Equal(t, len(r.Prompt), g.res.PromptTokens)
+				if len(ids) > 0 {
+					assert.Positive(t, g.res.FirstToken)
+					assert.GreaterOrEqual(t, g.res.Elapsed, g.res.FirstToken)
+					assert.GreaterOrEqual(t, g.res.FirstToken, g.res.Queued)
+				}
 				assert.Equal(t, len(ids), g.res.GeneratedTokens)
 				if len(ids) == r.MaxTokens {
 					assert.Equal(t, FinishLength, g.res.Finish)
