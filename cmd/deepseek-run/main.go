@@ -9,6 +9,9 @@
 //	deepseek-run info -m DIR [--int8]
 //	deepseek-run tokenize -m DIR [--jsonl]
 //	deepseek-run verify -m DIR --ref FILE [--tol 1e-4]
+//	deepseek-run serve [--addr HOST:PORT] [-m NAME=DIR]...
+//	deepseek-run bench serve [--url URL] ...
+//	deepseek-run synth --shape NAME -o DIR
 //
 // Run "deepseek-run -h" for every flag. Exit status: 0 success, 1 runtime
 // failure (unreadable model, generation error, failed verification), 2 usage
@@ -184,6 +187,12 @@ Usage:
   deepseek-run tokenize -m DIR         text on stdin -> token ids (--jsonl for one JSON per line)
   deepseek-run verify -m DIR --ref FILE [--tol 1e-4]
                                        compare against a reference.safetensors from transformers
+  deepseek-run serve [--addr HOST:PORT] [-m NAME=DIR]...
+                                       OpenAI-compatible server with continuous batching and metrics
+  deepseek-run bench serve [--url URL] load-test an OpenAI-compatible server (requests/s, P99 latency)
+  deepseek-run synth --shape NAME -o DIR
+                                       write a synthetic full-size checkpoint (random weights)
+  ("deepseek-run CMD -h" lists a command's flags)
 
 Generation flags:
 `)
