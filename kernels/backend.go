@@ -26,6 +26,7 @@ const (
 	F16               // IEEE float16
 	BF16              // bfloat16
 	Int8              // symmetric int8, one float32 scale per row
+	FP8               // float8_e4m3fn with float32 block scales (DeepSeek-V3)
 )
 
 // Size returns the bytes per element (scales not counted).
@@ -35,7 +36,7 @@ func (d DType) Size() int {
 		return 4
 	case F16, BF16:
 		return 2
-	case Int8:
+	case Int8, FP8:
 		return 1
 	}
 	return 0
@@ -51,6 +52,8 @@ func (d DType) String() string {
 		return "bf16"
 	case Int8:
 		return "int8"
+	case FP8:
+		return "fp8"
 	}
 	return fmt.Sprintf("dtype(%d)", uint8(d))
 }
@@ -58,13 +61,21 @@ func (d DType) String() string {
 // HostMatrix is a weight matrix in host memory: Rows×Cols little-endian
 // elements of DType, row-major. Data may alias a read-only mmapped file and
 // must not be modified. For Int8, Scales holds one float32 per row
-// (value = int8 × scale).
+// (value = int8 × scale). For FP8, Scales holds the block scales
+// (weight_scale_inv) row-major, ceil((ScaleRow0+Rows)/BlockRows) ×
+// ceil(Cols/BlockCols): element (r, c) is e4m3(Data[r*Cols+c]) ×
+// Scales[((ScaleRow0+r)/BlockRows)*ceil(Cols/BlockCols) + c/BlockCols].
+// ScaleRow0 (0 ≤ ScaleRow0 < BlockRows) places row 0 inside its block, so a
+// slice of rows keeps its scales without copying (SliceRows).
 type HostMatrix struct {
 	Name       string // tensor name, for error messages
 	Rows, Cols int
 	DType      DType
 	Data       []byte
 	Scales     []float32
+
+	// FP8 only: the block shape of Scales and row 0's offset in its block.
+	BlockRows, BlockCols, ScaleRow0 int
 }
 
 // Matrix is a weight matrix held by a backend. A matrix uploaded from several
@@ -179,6 +190,10 @@ func CheckParts(parts []HostMatrix) ([]int, error) {
 			return nil, fmt.Errorf("UploadMatrix %s: %d bytes, want %d for %dx%d %v", p.Name, len(p.Data), p.Rows*p.Cols*p.DType.Size(), p.Rows, p.Cols, p.DType)
 		case p.DType == Int8 && len(p.Scales) != p.Rows:
 			return nil, fmt.Errorf("UploadMatrix %s: %d scales for %d rows", p.Name, len(p.Scales), p.Rows)
+		case p.DType == FP8:
+			if err := p.checkFP8Scales(); err != nil {
+				return nil, fmt.Errorf("UploadMatrix %s: %w", p.Name, err)
+			}
 		}
 		rows[i] = p.Rows
 	}

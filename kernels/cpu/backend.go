@@ -29,6 +29,7 @@ type Backend struct {
 	pool    *pool
 	mmJobs  sync.Pool // *matmulJob
 	atJobs  sync.Pool // *attnJob
+	fp8Jobs sync.Pool // *fp8Job (fp8.go)
 }
 
 var _ kernels.Backend = (*Backend)(nil)
@@ -198,6 +199,9 @@ func (b *Backend) UploadMatrix(parts []kernels.HostMatrix, toInt8 bool) (kernels
 		return nil, fmt.Errorf("cpu: %w", err)
 	}
 	cols, dt := parts[0].Cols, parts[0].DType
+	if dt == kernels.FP8 {
+		return b.uploadFP8(parts, partRows, toInt8)
+	}
 	m := &Matrix{cols: cols, dtype: dt, parts: partRows}
 	for _, r := range partRows {
 		m.rows += r
@@ -342,6 +346,10 @@ func (b *Backend) Embed(out kernels.Buffer, table kernels.Matrix, ids []int32) {
 // weight row is read once per call and reused for all n tokens (the SIMD
 // kernels tile several tokens per weight row).
 func (b *Backend) MatMul(outs []kernels.Buffer, x kernels.Buffer, n int, w kernels.Matrix, bias kernels.Buffer) {
+	if f, ok := w.(*FP8Matrix); ok {
+		b.matMulFP8(outs, x, n, f, bias)
+		return
+	}
 	m := w.(*Matrix)
 	if n <= 0 {
 		return

@@ -1,0 +1,250 @@
+package cpu
+
+import (
+	"fmt"
+
+	"github.com/deepseek-go/deepseek-go/kernels"
+	"github.com/deepseek-go/deepseek-go/kernels/cpu/simd"
+	"github.com/deepseek-go/deepseek-go/quant"
+)
+
+// fp8 weights (float8_e4m3fn with float32 block scales, as DeepSeek-V3
+// checkpoints store them) stay one byte per value: the bytes are used in
+// place (memory-mapped) and MatMul widens a tile of a few rows at a time to
+// float32 (value × its block's scale) in per-worker scratch that stays in
+// cache, then runs the float32 SIMD kernels on the tile. The widened values
+// equal the dequantised weights bit for bit, so results match a float32
+// matmul on quant.DequantFP8Blocks' output.
+
+// SupportsDType implements kernels.DTypeSupporter: the CPU backend holds
+// fp8 weights as fp8.
+func (b *Backend) SupportsDType(d kernels.DType) bool {
+	switch d {
+	case kernels.F32, kernels.F16, kernels.BF16, kernels.Int8, kernels.FP8:
+		return true
+	}
+	return false
+}
+
+// fp8Part is the block-scale layout of one fused part of an fp8 matrix.
+type fp8Part struct {
+	scales              []float32
+	sCols, br, bc, row0 int
+}
+
+// rowScales returns the block scales of the part's row r.
+func (p *fp8Part) rowScales(r int) []float32 {
+	i := (p.row0 + r) / p.br * p.sCols
+	return p.scales[i : i+p.sCols]
+}
+
+// FP8Matrix is an fp8 weight matrix in host memory: rows×cols e4m3 bytes
+// (the checkpoint's, in place, for a single part) and each part's block
+// scales.
+type FP8Matrix struct {
+	rows, cols int
+	parts      []int
+	data       []byte
+	scale      []fp8Part
+}
+
+// Rows implements kernels.Matrix.
+func (m *FP8Matrix) Rows() int { return m.rows }
+
+// Cols implements kernels.Matrix.
+func (m *FP8Matrix) Cols() int { return m.cols }
+
+// DType implements kernels.Matrix: kernels.FP8.
+func (m *FP8Matrix) DType() kernels.DType { return kernels.FP8 }
+
+// Parts implements kernels.Matrix.
+func (m *FP8Matrix) Parts() []int { return m.parts }
+
+// Bytes implements kernels.Matrix: one byte per value plus the scales.
+func (m *FP8Matrix) Bytes() int64 {
+	n := int64(len(m.data))
+	for _, p := range m.scale {
+		n += int64(len(p.scales)) * 4
+	}
+	return n
+}
+
+// uploadFP8 makes an FP8Matrix from checked parts (kernels.CheckParts). With
+// toInt8 the values are dequantised and quantised per row like float parts.
+func (b *Backend) uploadFP8(parts []kernels.HostMatrix, partRows []int, toInt8 bool) (kernels.Matrix, error) {
+	m := &FP8Matrix{cols: parts[0].Cols, parts: partRows}
+	for _, r := range partRows {
+		m.rows += r
+	}
+	if len(parts) == 1 {
+		m.data = parts[0].Data
+	} else {
+		m.data = make([]byte, 0, m.rows*m.cols)
+		for _, p := range parts {
+			m.data = append(m.data, p.Data...)
+		}
+	}
+	for _, p := range parts {
+		m.scale = append(m.scale, fp8Part{scales: p.Scales, sCols: p.ScaleCols(), br: p.BlockRows, bc: p.BlockCols, row0: p.ScaleRow0})
+	}
+	if !toInt8 {
+		return m, nil
+	}
+	f := &Matrix{rows: m.rows, cols: m.cols, dtype: kernels.F32, parts: partRows, f32: make([]float32, m.rows*m.cols)}
+	k := fp8WidenerFor(b.kern)
+	for r := range m.rows {
+		p, lr := m.partOf(r)
+		k.row(f.f32[r*m.cols:(r+1)*m.cols], m.data[r*m.cols:(r+1)*m.cols], m.scale[p].rowScales(lr), m.scale[p].bc)
+	}
+	return b.quantizeRows(f, parts[0].Name)
+}
+
+// partOf returns the part holding global row r and r's row inside it.
+func (m *FP8Matrix) partOf(r int) (part, row int) {
+	for p, n := range m.parts {
+		if r < n {
+			return p, r
+		}
+		r -= n
+	}
+	panic(fmt.Sprintf("cpu: fp8 row %d out of range", r))
+}
+
+// fp8TileFloats bounds the widened tile (rows × cols floats): 64 KiB keeps
+// it in L2 next to the weights streaming through.
+const fp8TileFloats = 16384
+
+// matMulFP8 is MatMul for an FP8Matrix: rows are split over the worker
+// pool like the other dtypes, each chunk widened a tile at a time.
+func (b *Backend) matMulFP8(outs []kernels.Buffer, x kernels.Buffer, n int, m *FP8Matrix, bias kernels.Buffer) {
+	if n <= 0 {
+		return
+	}
+	j, _ := b.fp8Jobs.Get().(*fp8Job)
+	if j == nil {
+		j = new(fp8Job)
+	}
+	j.m, j.n, j.kern, j.wide = m, n, b.kern, fp8WidenerFor(b.kern)
+	j.x, j.ldx = buf(x), m.cols
+	j.bias = nil
+	if bias != nil {
+		j.bias = buf(bias)
+	}
+	j.ys = j.ys[:0]
+	for i := range m.parts {
+		j.ys = append(j.ys, buf(outs[i]))
+	}
+	if n > 1 {
+		// Token rows a padded stride apart, as the float paths do, so the
+		// tile kernels' rows do not share L1 sets.
+		ld := simd.PadStride(m.cols)
+		if cap(j.xp) < n*ld {
+			j.xp = make([]float32, n*ld)
+		}
+		j.xp = j.xp[:n*ld]
+		for t := range n {
+			copy(j.xp[t*ld:t*ld+m.cols], j.x[t*m.cols:(t+1)*m.cols])
+		}
+		j.x, j.ldx = j.xp, ld
+	}
+	j.ld = simd.PadStride(m.cols)
+	j.tile = max(4, min(64, fp8TileFloats/j.ld&^3))
+	if len(j.scr) < b.threads {
+		j.scr = make([][]float32, b.threads)
+	}
+	chunk := m.rows
+	if work := m.rows * m.cols * n; work >= 1<<16 && b.threads > 1 {
+		chunk = max(16, (m.rows/(16*b.threads)+3)&^3)
+	}
+	b.pool.run(&j.par, j, m.rows, chunk)
+	j.m, j.x, j.bias = nil, nil, nil
+	clear(j.ys)
+	b.fp8Jobs.Put(j)
+}
+
+// fp8Job is one fp8 MatMul in flight (reused through Backend.fp8Jobs).
+type fp8Job struct {
+	par      parJob
+	m        *FP8Matrix
+	n        int
+	kern     *simd.Kernels
+	wide     fp8Widener
+	x        []float32
+	ldx      int
+	xp       []float32
+	bias     []float32
+	ys       [][]float32
+	ld, tile int         // widened tile: row stride and rows
+	scr      [][]float32 // per worker, tile × ld floats
+}
+
+// run computes global rows [lo, hi), split at fused-part boundaries (each
+// part has its own scales).
+func (j *fp8Job) run(lo, hi, w int) {
+	m := j.m
+	if len(j.scr[w]) < j.tile*j.ld {
+		j.scr[w] = make([]float32, j.tile*j.ld)
+	}
+	scr := j.scr[w]
+	start := 0
+	for p, rows := range m.parts {
+		ps, pe := start, start+rows
+		start = pe
+		a, e := max(lo, ps), min(hi, pe)
+		if a >= e {
+			continue
+		}
+		sp := &m.scale[p]
+		y := j.ys[p]
+		for r := a - ps; r < e-ps; r += j.tile {
+			re := min(r+j.tile, e-ps)
+			for i := r; i < re; i++ {
+				g := (ps + i) * m.cols
+				j.wide.row(scr[(i-r)*j.ld:(i-r)*j.ld+m.cols], m.data[g:g+m.cols], sp.rowScales(i), sp.bc)
+			}
+			j.kern.MatMulF32Strided(y[r:], rows, j.x, j.ldx, j.n, scr, j.ld, m.cols, 0, re-r)
+		}
+		if j.bias != nil {
+			for t := range j.n {
+				yt := y[t*rows+a-ps : t*rows+e-ps]
+				for i, bv := range j.bias[a:e] {
+					yt[i] += bv
+				}
+			}
+		}
+	}
+}
+
+// fp8Widener converts e4m3 bytes to float32 times a block scale: fn (nil
+// on the pure-Go path) handles whole vectors of vl values and whole blocks
+// of bc columns when bc is a multiple of vl.
+type fp8Widener struct {
+	name string
+	vl   int
+	fn   func(dst *float32, src *byte, n int, scales *float32, bc int)
+}
+
+// row widens one row: dst[c] = e4m3(src[c]) × scales[c/bc].
+func (k fp8Widener) row(dst []float32, src []byte, scales []float32, bc int) {
+	cols := len(src)
+	dst = dst[:cols]
+	c := 0
+	if k.fn != nil && bc%k.vl == 0 {
+		if main := cols - cols%k.vl; main > 0 {
+			k.fn(&dst[0], &src[0], main, &scales[0], bc)
+			c = main
+		}
+	}
+	for c0 := c; c0 < cols; {
+		s := scales[c0/bc]
+		c1 := min((c0/bc+1)*bc, cols)
+		d := dst[c0:c1]
+		for i, q := range src[c0:c1] {
+			d[i] = quant.FP8E4M3ToF32(q) * s
+		}
+		c0 = c1
+	}
+}
+
+// fp8Generic is the pure-Go widener (a 256-entry table lookup per value).
+var fp8Generic = fp8Widener{name: "generic", vl: 1}
