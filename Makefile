@@ -1,7 +1,8 @@
 # deepseek-go — build, test and benchmark. No CUDA SDK is needed to build.
 GO ?= go
-# Packages cheap enough to run under the race detector on 2 cores.
-RACE_PKGS ?= ./engine/... ./tokenizer/... ./kernels/cpu/... ./quant/... ./cmd/...
+# Packages cheap enough to run under the race detector on 2 cores (serve
+# included: its tests drive the scheduler from many goroutines).
+RACE_PKGS ?= ./engine/... ./tokenizer/... ./kernels/cpu/... ./quant/... ./cmd/... ./serve/...
 # How long `make fuzz` runs each fuzz target.
 FUZZTIME ?= 30s
 
