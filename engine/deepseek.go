@@ -334,7 +334,7 @@ func loadMLA(b *Builder, prefix string, layer int, rope *kernels.Rope, scale flo
 	} else if a.Q, err = b.matrix(b.Int8, []MatSpec{{prefix + "q_proj.weight", H * qh, hid}}, hr.times(qh)); err != nil {
 		return nil, err
 	}
-	kva, err := b.Host(MatSpec{prefix + "kv_a_proj_with_mqa.weight", a.KVLora + a.Rope, hid})
+	kva, err := b.HostStored(MatSpec{prefix + "kv_a_proj_with_mqa.weight", a.KVLora + a.Rope, hid})
 	if err != nil {
 		return nil, err
 	}
@@ -348,7 +348,7 @@ func loadMLA(b *Builder, prefix string, layer int, rope *kernels.Rope, scale flo
 		return nil, err
 	}
 	per := a.Nope + a.V
-	kvb, err := b.Host(MatSpec{prefix + "kv_b_proj.weight", H * per, a.KVLora})
+	kvb, err := b.HostStored(MatSpec{prefix + "kv_b_proj.weight", H * per, a.KVLora})
 	if err != nil {
 		return nil, err
 	}
@@ -362,7 +362,11 @@ func loadMLA(b *Builder, prefix string, layer int, rope *kernels.Rope, scale flo
 		a.WUKT = make([]kernels.Matrix, H)
 		a.WUV = make([]kernels.Matrix, H)
 		for h := range H {
-			uk := transposeHost(rowSlice(kvb, h*per, h*per+a.Nope, ""), fmt.Sprintf("%s[W_UK %d]ᵀ", kvb.Name, hr.lo+h))
+			ukRows := rowSlice(kvb, h*per, h*per+a.Nope, "")
+			if err := widenHost(&ukRows); err != nil { // fp8 blocks do not survive the transpose
+				return nil, err
+			}
+			uk := transposeHost(ukRows, fmt.Sprintf("%s[W_UK %d]ᵀ", kvb.Name, hr.lo+h))
 			if a.WUKT[h], err = uploadParts(b, []kernels.HostMatrix{uk}); err != nil {
 				return nil, err
 			}
@@ -389,11 +393,10 @@ func uploadParts(b *Builder, parts []kernels.HostMatrix) (kernels.Matrix, error)
 	return m, nil
 }
 
-// rowSlice returns rows [r0, r1) of a float host matrix without copying.
+// rowSlice returns rows [r0, r1) of a host matrix without copying (fp8
+// keeps the block scales of those rows).
 func rowSlice(hm kernels.HostMatrix, r0, r1 int, name string) kernels.HostMatrix {
-	es := hm.DType.Size()
-	return kernels.HostMatrix{Name: name, Rows: r1 - r0, Cols: hm.Cols, DType: hm.DType,
-		Data: hm.Data[r0*hm.Cols*es : r1*hm.Cols*es]}
+	return hm.SliceRows(r0, r1, name)
 }
 
 // transposeHost returns the transpose of a float host matrix in a new slice

@@ -143,23 +143,35 @@ func (b *Builder) UploadFloats(f []float32) (kernels.Buffer, error) {
 }
 
 // Matrix uploads a weight matrix made of the given parts stacked by rows
-// (fused projections), int8-quantised when the Builder's Int8 is set.
+// (fused projections), int8-quantised when the Builder's Int8 is set. fp8
+// weights stay fp8 on backends that hold them (kernels.Supports).
 func (b *Builder) Matrix(specs ...MatSpec) (kernels.Matrix, error) {
 	return b.matrix(b.Int8, specs)
 }
 
 // MatrixKeep uploads a matrix in its storage dtype even when Int8 is set
-// (embedding tables).
+// (embedding tables, routers); fp8 is dequantised.
 func (b *Builder) MatrixKeep(specs ...MatSpec) (kernels.Matrix, error) {
-	return b.matrix(false, specs)
+	return b.upload(false, false, specs, nil)
 }
 
 // matrix uploads the parts of specs, each cut to its entry of rows when
 // rows is given (a shard's slice, shard.go).
 func (b *Builder) matrix(int8 bool, specs []MatSpec, rows ...rowRange) (kernels.Matrix, error) {
+	return b.upload(int8, b.keepFP8(int8), specs, rows)
+}
+
+// keepFP8 reports whether fp8 weights go to the backend as fp8: when it
+// holds them and they are not to be quantised to int8 (fp8 → int8 goes
+// through float32 as before).
+func (b *Builder) keepFP8(int8 bool) bool {
+	return !int8 && kernels.Supports(b.Backend, kernels.FP8)
+}
+
+func (b *Builder) upload(int8, keepFP8 bool, specs []MatSpec, rows []rowRange) (kernels.Matrix, error) {
 	parts := make([]kernels.HostMatrix, 0, len(specs))
 	for i, s := range specs {
-		h, err := b.Host(s)
+		h, err := b.host(s, keepFP8)
 		if err != nil {
 			return nil, err
 		}
@@ -187,9 +199,21 @@ func (b *Builder) matrix(int8 bool, specs []MatSpec, rows ...rowRange) (kernels.
 	return m, nil
 }
 
-// Host fetches one weight matrix in a dtype the backend holds (f32, f16,
+// Host fetches one weight matrix in a dtype every backend holds (f32, f16,
 // bf16 in place; f64 and fp8 converted to f32 — fp8 with its block scales).
 func (b *Builder) Host(s MatSpec) (kernels.HostMatrix, error) {
+	return b.host(s, false)
+}
+
+// HostStored is Host keeping fp8 as fp8 with its block scales (in place,
+// no copy) when the backend holds fp8 and Int8 is not set; callers that
+// reshape the matrix beyond kernels.HostMatrix.SliceRows widen it first
+// (widenHost).
+func (b *Builder) HostStored(s MatSpec) (kernels.HostMatrix, error) {
+	return b.host(s, b.keepFP8(b.Int8))
+}
+
+func (b *Builder) host(s MatSpec, keepFP8 bool) (kernels.HostMatrix, error) {
 	t, err := b.Tensor(s.Name, s.Rows, s.Cols)
 	if err != nil {
 		return kernels.HostMatrix{}, err
@@ -203,11 +227,16 @@ func (b *Builder) Host(s MatSpec) (kernels.HostMatrix, error) {
 	case safetensors.BF16:
 		h.DType = kernels.BF16
 	case safetensors.F8E4M3:
-		f, err := b.dequantFP8(t)
+		scale, br, bc, err := b.fp8Scales(t)
 		if err != nil {
 			return h, err
 		}
-		h.DType, h.Data = kernels.F32, floatsToLE(f)
+		h.DType, h.Scales, h.BlockRows, h.BlockCols = kernels.FP8, scale, br, bc
+		if !keepFP8 {
+			if err := widenHost(&h); err != nil {
+				return h, err
+			}
+		}
 	default:
 		f, err := b.toFloat32(t)
 		if err != nil {
@@ -218,24 +247,37 @@ func (b *Builder) Host(s MatSpec) (kernels.HostMatrix, error) {
 	return h, nil
 }
 
-// dequantFP8 applies the tensor's block scales (<name>_scale_inv, blocks
-// of quantization_config.weight_block_size, 128×128 by default). The result
-// is f32 so that it matches references computed on the dequantised values.
-func (b *Builder) dequantFP8(t *safetensors.Tensor) ([]float32, error) {
-	br, bc := 128, 128
+// fp8Scales fetches the block scales of an fp8 tensor (<name>_scale_inv,
+// blocks of quantization_config.weight_block_size, 128×128 by default).
+func (b *Builder) fp8Scales(t *safetensors.Tensor) (scale []float32, br, bc int, err error) {
+	br, bc = 128, 128
 	if q := b.Config.QuantizationConfig; q != nil && len(q.WeightBlockSize) == 2 {
 		br, bc = q.WeightBlockSize[0], q.WeightBlockSize[1]
 	}
+	if len(t.Shape) != 2 || br <= 0 || bc <= 0 {
+		return nil, 0, 0, fmt.Errorf("loading weights: %s: fp8 tensor %q: shape %v in %d×%d blocks: want a matrix in positive blocks", t.File, t.Name, t.Shape, br, bc)
+	}
 	rows, cols := t.Shape[0], t.Shape[1]
 	sr, sc := (rows+br-1)/br, (cols+bc-1)/bc
-	scale, err := b.Floats(t.Name+"_scale_inv", sr, sc)
+	scale, err = b.Floats(t.Name+"_scale_inv", sr, sc)
 	if err != nil {
 		// Name the fp8 weight and the block size: a missing scale or a
 		// weight_block_size that does not match the checkpoint shows here.
-		return nil, fmt.Errorf("fp8 weight %q (%d×%d) needs %q of %d×%d block scales for quantization_config.weight_block_size [%d, %d]: %w",
+		return nil, 0, 0, fmt.Errorf("fp8 weight %q (%d×%d) needs %q of %d×%d block scales for quantization_config.weight_block_size [%d, %d]: %w",
 			t.Name, rows, cols, t.Name+"_scale_inv", sr, sc, br, bc, err)
 	}
-	f, err := quant.DequantFP8Blocks(t.Data, rows, cols, scale, sr, sc, br, bc)
+	return scale, br, bc, nil
+}
+
+// dequantFP8 applies the tensor's block scales. The result is f32 so that
+// it matches references computed on the dequantised values.
+func (b *Builder) dequantFP8(t *safetensors.Tensor) ([]float32, error) {
+	scale, br, bc, err := b.fp8Scales(t)
+	if err != nil {
+		return nil, err
+	}
+	rows, cols := t.Shape[0], t.Shape[1]
+	f, err := quant.DequantFP8Blocks(t.Data, rows, cols, scale, (rows+br-1)/br, (cols+bc-1)/bc, br, bc)
 	if err != nil {
 		return nil, fmt.Errorf("loading weights: %s: tensor %q: %w", t.File, t.Name, err)
 	}
@@ -261,6 +303,8 @@ func widenHost(h *kernels.HostMatrix) error {
 		err = quant.DecodeBF16(f, h.Data)
 	case kernels.F16:
 		err = quant.DecodeF16(f, h.Data)
+	case kernels.FP8:
+		err = dequantHostFP8(f, h)
 	default:
 		err = fmt.Errorf("cannot widen %v", h.DType)
 	}
@@ -268,6 +312,23 @@ func widenHost(h *kernels.HostMatrix) error {
 		return fmt.Errorf("loading weights %s: %w", h.Name, err)
 	}
 	h.DType, h.Data = kernels.F32, floatsToLE(f)
+	h.Scales, h.BlockRows, h.BlockCols, h.ScaleRow0 = nil, 0, 0, 0
+	return nil
+}
+
+// dequantHostFP8 writes the values of an fp8 host matrix (which may start
+// inside a block row: a slice) to f.
+func dequantHostFP8(f []float32, h *kernels.HostMatrix) error {
+	if _, err := kernels.CheckParts([]kernels.HostMatrix{*h}); err != nil {
+		return err
+	}
+	for r := range h.Rows {
+		sc := h.BlockScales(r)
+		row, dst := h.Data[r*h.Cols:(r+1)*h.Cols], f[r*h.Cols:(r+1)*h.Cols]
+		for c, q := range row {
+			dst[c] = quant.FP8E4M3ToF32(q) * sc[c/h.BlockCols]
+		}
+	}
 	return nil
 }
 

@@ -335,6 +335,10 @@ func (b *Backend) NewKVCache(spec kernels.KVSpec) (kernels.KVCache, error) {
 
 // Embed implements kernels.Backend.
 func (b *Backend) Embed(out kernels.Buffer, table kernels.Matrix, ids []int32) {
+	if f, ok := table.(*FP8Matrix); ok {
+		f.embed(buf(out), ids)
+		return
+	}
 	m := table.(*Matrix)
 	o := buf(out)
 	for i, id := range ids {

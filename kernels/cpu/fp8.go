@@ -110,6 +110,15 @@ func (m *FP8Matrix) partOf(r int) (part, row int) {
 	panic(fmt.Sprintf("cpu: fp8 row %d out of range", r))
 }
 
+// embed writes rows ids, dequantised, to out (an fp8 embedding table).
+func (m *FP8Matrix) embed(out []float32, ids []int32) {
+	for i, id := range ids {
+		p, r := m.partOf(int(id))
+		m0 := int(id) * m.cols
+		fp8Generic.row(out[i*m.cols:(i+1)*m.cols], m.data[m0:m0+m.cols], m.scale[p].rowScales(r), m.scale[p].bc)
+	}
+}
+
 // fp8TileFloats bounds the widened tile (rows × cols floats): 64 KiB keeps
 // it in L2 next to the weights streaming through.
 const fp8TileFloats = 16384

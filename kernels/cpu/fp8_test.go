@@ -211,3 +211,21 @@ func TestFP8Upload(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "UploadMatrix w: 11 fp8 block scales, want 3×4")
 }
+
+// TestFP8Embed reads rows of a fused fp8 table (second part starting inside
+// a block) as their dequantised values.
+func TestFP8Embed(t *testing.T) {
+	be := New(1)
+	defer be.Close()
+	r := rand.New(rand.NewPCG(3, 4))
+	h0, f0 := randFP8(r, "a", fp8Shape{rows: 5, br: 4, bc: 8}, 20)
+	h1, f1 := randFP8(r, "b", fp8Shape{rows: 6, br: 4, bc: 8, row0: 3}, 20)
+	m, err := be.UploadMatrix([]kernels.HostMatrix{h0, h1}, false)
+	require.NoError(t, err)
+	out, _ := be.Alloc(3 * 20)
+	be.Embed(out, m, []int32{4, 0, 9})
+	got := out.(*Buffer).Data()
+	assert.Equal(t, f0[4*20:5*20], got[:20])
+	assert.Equal(t, f0[:20], got[20:40])
+	assert.Equal(t, f1[4*20:5*20], got[40:60])
+}
