@@ -119,9 +119,16 @@ func (m *FP8Matrix) embed(out []float32, ids []int32) {
 	}
 }
 
-// fp8TileFloats bounds the widened tile (rows × cols floats): 64 KiB keeps
-// it in L2 next to the weights streaming through.
-const fp8TileFloats = 16384
+// fp8TileFloats bounds the widened tile (rows × cols floats): 64 KiB for
+// one token (it only has to stay in cache until the dot products read it),
+// 512 KiB for several, in L2 (2 MiB) with a block of fp8TokBlock tokens'
+// activations: every widened row then meets each token block from L2
+// rather than streaming all tokens from L3 per 4 rows.
+const (
+	fp8TileFloats      = 16384
+	fp8TileFloatsMulti = 131072
+	fp8TokBlock        = 16
+)
 
 // matMulFP8 is MatMul for an FP8Matrix: rows are split over the worker
 // pool like the other dtypes, each chunk widened a tile at a time.
@@ -158,6 +165,9 @@ func (b *Backend) matMulFP8(outs []kernels.Buffer, x kernels.Buffer, n int, m *F
 	}
 	j.ld = simd.PadStride(m.cols)
 	j.tile = max(4, min(64, fp8TileFloats/j.ld&^3))
+	if n > 1 {
+		j.tile = max(4, min(64, fp8TileFloatsMulti/j.ld&^3))
+	}
 	if len(j.scr) < b.threads {
 		j.scr = make([][]float32, b.threads)
 	}
@@ -205,13 +215,15 @@ func (j *fp8Job) run(lo, hi, w int) {
 		}
 		sp := &m.scale[p]
 		y := j.ys[p]
-		for r := a - ps; r < e-ps; r += j.tile {
-			re := min(r+j.tile, e-ps)
-			for i := r; i < re; i++ {
+		if j.n == 1 && j.wide.dot != nil && sp.bc%j.wide.dotVL == 0 {
+			// Decode: each row's dot product straight from the fp8 bytes.
+			x := j.x[:m.cols]
+			for i := a - ps; i < e-ps; i++ {
 				g := (ps + i) * m.cols
-				j.wide.row(scr[(i-r)*j.ld:(i-r)*j.ld+m.cols], m.data[g:g+m.cols], sp.rowScales(i), sp.bc)
+				y[i] = j.wide.dotRow(x, m.data[g:g+m.cols], sp.rowScales(i), sp.bc)
 			}
-			j.kern.MatMulF32Strided(y[r:], rows, j.x, j.ldx, j.n, scr, j.ld, m.cols, 0, re-r)
+		} else {
+			j.widened(y, rows, ps, a-ps, e-ps, scr, sp)
 		}
 		if j.bias != nil {
 			for t := range j.n {
@@ -224,6 +236,24 @@ func (j *fp8Job) run(lo, hi, w int) {
 	}
 }
 
+// widened computes rows [r0, r1) of one part (rows rows, starting at
+// global row ps) a tile at a time: widen tile rows into scr, then the f32
+// kernels for all n tokens.
+func (j *fp8Job) widened(y []float32, rows, ps, r0, r1 int, scr []float32, sp *fp8Part) {
+	m := j.m
+	for r := r0; r < r1; r += j.tile {
+		re := min(r+j.tile, r1)
+		for i := r; i < re; i++ {
+			g := (ps + i) * m.cols
+			j.wide.row(scr[(i-r)*j.ld:(i-r)*j.ld+m.cols], m.data[g:g+m.cols], sp.rowScales(i), sp.bc)
+		}
+		for t0 := 0; t0 < j.n; t0 += fp8TokBlock {
+			tn := min(fp8TokBlock, j.n-t0)
+			j.kern.MatMulF32Strided(y[t0*rows+r:], rows, j.x[t0*j.ldx:], j.ldx, tn, scr, j.ld, m.cols, 0, re-r)
+		}
+	}
+}
+
 // fp8Widener converts e4m3 bytes to float32 times a block scale: fn (nil
 // on the pure-Go path) handles whole vectors of vl values and whole blocks
 // of bc columns when bc is a multiple of vl.
@@ -231,6 +261,26 @@ type fp8Widener struct {
 	name string
 	vl   int
 	fn   func(dst *float32, src *byte, n int, scales *float32, bc int)
+	// dot (nil: widen and use the f32 kernels) is a whole decode row with
+	// the values widened in registers, for n a multiple of dotVL and
+	// blocks of a multiple of dotVL columns.
+	dot   func(x *float32, w *byte, n int, scales *float32, bc int) float32
+	dotVL int
+}
+
+// dotRow returns Σ x[c]·e4m3(w[c])·scales[c/bc] (k.dot must be set and bc
+// a multiple of k.dotVL).
+func (k fp8Widener) dotRow(x []float32, w []byte, scales []float32, bc int) float32 {
+	cols := len(w)
+	main := cols - cols%k.dotVL
+	var s float32
+	if main > 0 {
+		s = k.dot(&x[0], &w[0], main, &scales[0], bc)
+	}
+	for c := main; c < cols; c++ {
+		s += x[c] * quant.FP8E4M3ToF32(w[c]) * scales[c/bc]
+	}
+	return s
 }
 
 // row widens one row: dst[c] = e4m3(src[c]) × scales[c/bc].

@@ -19,11 +19,17 @@ import (
 //go:noescape
 func fp8WidenAVX512(dst *float32, src *byte, n int, scales *float32, bc int)
 
+// fp8DotAVX512 is one decode row: Σ x[i]·e4m3(w[i])·scales[i/bc] over n
+// values (n and bc multiples of 64), widened in registers only.
+//
+//go:noescape
+func fp8DotAVX512(x *float32, w *byte, n int, scales *float32, bc int) float32
+
 //go:noescape
 func fp8WidenAVX2(dst *float32, src *byte, n int, scales *float32, bc int)
 
 var (
-	fp8AVX512 = fp8Widener{name: "avx512", vl: 16, fn: fp8WidenAVX512}
+	fp8AVX512 = fp8Widener{name: "avx512", vl: 16, fn: fp8WidenAVX512, dot: fp8DotAVX512, dotVL: 64}
 	fp8AVX2   = fp8Widener{name: "avx2", vl: 8, fn: fp8WidenAVX2}
 )
 

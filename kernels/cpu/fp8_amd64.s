@@ -2,6 +2,14 @@
 
 #include "textflag.h"
 
+// PFDIST is how far ahead (bytes) the decode row prefetches its weights.
+#define PFDIST 2048
+
+// e4m3 byte b → float16 bits: sign-extend to 16 bits and shift left 7, which
+// puts exponent and mantissa at bits 7..13 and the sign at bits 14 and 15;
+// clearing bit 14 leaves sign | (b&0x7f)<<7, the same value × 2^-8 (bias 7
+// against 15).
+
 // func fp8WidenAVX512(dst *float32, src *byte, n int, scales *float32, bc int)
 TEXT ·fp8WidenAVX512(SB), NOSPLIT, $0-40
 	MOVQ dst+0(FP), DI
@@ -28,9 +36,8 @@ blocks512:
 	SUBQ DX, CX
 
 loop512:
-	VPMOVZXBW (SI), Y1
-	VPSLLW    $8, Y1, Y1
-	VPSRAW    $1, Y1, Y1
+	VPMOVSXBW (SI), Y1
+	VPSLLW    $7, Y1, Y1
 	VPAND     Y15, Y1, Y1
 	VCVTPH2PS Y1, Z1
 	VMULPS    Z13, Z1, Z1
@@ -71,9 +78,8 @@ blocks2:
 	SUBQ DX, CX
 
 loop2:
-	VPMOVZXBW (SI), X1
-	VPSLLW    $8, X1, X1
-	VPSRAW    $1, X1, X1
+	VPMOVSXBW (SI), X1
+	VPSLLW    $7, X1, X1
 	VPAND     X15, X1, X1
 	VCVTPH2PS X1, Y1
 	VMULPS    Y13, Y1, Y1
@@ -85,5 +91,82 @@ loop2:
 	JMP  blocks2
 
 done2:
+	VZEROUPPER
+	RET
+
+// func fp8DotAVX512(x *float32, w *byte, n int, scales *float32, bc int) float32
+// Σ x[i]·e4m3(w[i])·scales[i/bc] over n values (n and bc multiples of 64),
+// the decode row: each block's products summed in two accumulators, then
+// scaled into the total; nothing is stored.
+TEXT ·fp8DotAVX512(SB), NOSPLIT, $0-44
+	MOVQ x+0(FP), DI
+	MOVQ w+8(FP), SI
+	MOVQ n+16(FP), CX
+	MOVQ scales+24(FP), R8
+	MOVQ bc+32(FP), R9
+	MOVL $0xBFFFBFFF, AX
+	VMOVD AX, X15
+	VPBROADCASTD X15, Y15
+	VPXORD Z0, Z0, Z0
+
+dblocks:
+	TESTQ CX, CX
+	JZ    ddone
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	MOVQ R9, DX
+	CMPQ DX, CX
+	CMOVQGT CX, DX
+	SUBQ DX, CX
+
+dloop:
+	PREFETCHT0  PFDIST(SI)
+	VPMOVSXBW   (SI), Y3
+	VPMOVSXBW   16(SI), Y4
+	VPMOVSXBW   32(SI), Y6
+	VPMOVSXBW   48(SI), Y7
+	VPSLLW      $7, Y3, Y3
+	VPSLLW      $7, Y4, Y4
+	VPSLLW      $7, Y6, Y6
+	VPSLLW      $7, Y7, Y7
+	VPAND       Y15, Y3, Y3
+	VPAND       Y15, Y4, Y4
+	VPAND       Y15, Y6, Y6
+	VPAND       Y15, Y7, Y7
+	VCVTPH2PS   Y3, Z3
+	VCVTPH2PS   Y4, Z4
+	VCVTPH2PS   Y6, Z6
+	VCVTPH2PS   Y7, Z7
+	VFMADD231PS (DI), Z3, Z1
+	VFMADD231PS 64(DI), Z4, Z2
+	VFMADD231PS 128(DI), Z6, Z8
+	VFMADD231PS 192(DI), Z7, Z9
+	ADDQ $64, SI
+	ADDQ $256, DI
+	SUBQ $64, DX
+	JNZ  dloop
+	VADDPS       Z8, Z1, Z1
+	VADDPS       Z9, Z2, Z2
+	VADDPS       Z2, Z1, Z1
+	VBROADCASTSS (R8), Z5
+	VFMADD231PS  Z5, Z1, Z0
+	ADDQ $4, R8
+	JMP  dblocks
+
+ddone:
+	VEXTRACTF64X4 $1, Z0, Y1
+	VADDPS        Y1, Y0, Y0
+	VEXTRACTF128  $1, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVHLPS      X0, X1, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	MOVL $0x43800000, AX // × 256: the f16 values were 2^-8 of e4m3's
+	VMOVD AX, X1
+	VMULSS X1, X0, X0
+	VMOVSS X0, ret+40(FP)
 	VZEROUPPER
 	RET
