@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/deepseek-go/deepseek-go/engine"
+	"github.com/deepseek-go/deepseek-go/kernels/cuda"
 )
 
 // EngineOptions configure how EngineOpener loads models.
@@ -25,6 +26,11 @@ func EngineOpener(o EngineOptions) Opener {
 		dev := "auto"
 		if len(o.Devices) > 0 {
 			dev = o.Devices[i%len(o.Devices)]
+		}
+		if dev == "auto" && cuda.Available() != nil {
+			// No GPU here at all: the CPU is the expected device, and the
+			// "model loaded" log line says where each replica runs.
+			dev = "cpu"
 		}
 		opts := []engine.Option{engine.WithDevice(dev), engine.WithInt8(o.Int8), engine.WithThreads(o.Threads)}
 		var m *engine.Model
@@ -63,6 +69,7 @@ func EngineOpener(o EngineOptions) Opener {
 			VocabSize:  cfg.VocabSize,
 			Defaults:   engine.Request{Sampling: cfg.DefaultSampling()},
 			Bytes:      bytes + kv,
+			Device:     info.Backend,
 		}, nil
 	}
 }

@@ -39,6 +39,7 @@ type Replica struct {
 	VocabSize  int            // ids a prompt may hold
 	Defaults   engine.Request // sampling from generation_config.json
 	Bytes      int64          // memory the replica holds (weights and KV budget)
+	Device     string         // where it runs, e.g. "cpu" or "cuda:NVIDIA H100" (logged)
 }
 
 // Opener loads replica number i of a model. It is called on a background
@@ -367,7 +368,11 @@ func (r *registry) load(e *entry, evict []*entry) {
 	e.state, e.reps, e.bytes = loaded, reps, bytes
 	r.used += bytes
 	e.lastUsed = time.Now()
-	r.log.Info("model loaded", "model", e.src.Name, "replicas", len(reps), "bytes", bytes, "took", time.Since(t0).Round(time.Millisecond))
+	devs := make([]string, len(reps))
+	for i, rep := range reps {
+		devs[i] = rep.Device
+	}
+	r.log.Info("model loaded", "model", e.src.Name, "replicas", len(reps), "devices", strings.Join(devs, ","), "bytes", bytes, "took", time.Since(t0).Round(time.Millisecond))
 }
 
 func closeReplicas(reps []*replicaSlot, log *slog.Logger) {
