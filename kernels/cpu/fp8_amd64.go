@@ -25,12 +25,17 @@ func fp8WidenAVX512(dst *float32, src *byte, n int, scales *float32, bc int)
 //go:noescape
 func fp8DotAVX512(x *float32, w *byte, n int, scales *float32, bc int) float32
 
+// fp8DotAVX2 is fp8DotAVX512 for AVX2 (n and bc multiples of 32).
+//
+//go:noescape
+func fp8DotAVX2(x *float32, w *byte, n int, scales *float32, bc int) float32
+
 //go:noescape
 func fp8WidenAVX2(dst *float32, src *byte, n int, scales *float32, bc int)
 
 var (
 	fp8AVX512 = fp8Widener{name: "avx512", vl: 16, fn: fp8WidenAVX512, dot: fp8DotAVX512, dotVL: 64}
-	fp8AVX2   = fp8Widener{name: "avx2", vl: 8, fn: fp8WidenAVX2}
+	fp8AVX2   = fp8Widener{name: "avx2", vl: 8, fn: fp8WidenAVX2, dot: fp8DotAVX2, dotVL: 32}
 )
 
 // fp8WidenerFor picks the widener matching a float kernel path: the

@@ -170,3 +170,77 @@ ddone:
 	VMOVSS X0, ret+40(FP)
 	VZEROUPPER
 	RET
+
+// func fp8DotAVX2(x *float32, w *byte, n int, scales *float32, bc int) float32
+// fp8DotAVX512 for AVX2+FMA+F16C: 32 values per iteration (n and bc
+// multiples of 32).
+TEXT ·fp8DotAVX2(SB), NOSPLIT, $0-44
+	MOVQ x+0(FP), DI
+	MOVQ w+8(FP), SI
+	MOVQ n+16(FP), CX
+	MOVQ scales+24(FP), R8
+	MOVQ bc+32(FP), R9
+	MOVL $0xBFFFBFFF, AX
+	VMOVD AX, X15
+	VPBROADCASTD X15, X15
+	VXORPS Y0, Y0, Y0
+
+ablocks:
+	TESTQ CX, CX
+	JZ    adone
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	MOVQ R9, DX
+	CMPQ DX, CX
+	CMOVQGT CX, DX
+	SUBQ DX, CX
+
+aloop:
+	PREFETCHT0  PFDIST(SI)
+	VPMOVSXBW   (SI), X3
+	VPMOVSXBW   8(SI), X4
+	VPMOVSXBW   16(SI), X6
+	VPMOVSXBW   24(SI), X7
+	VPSLLW      $7, X3, X3
+	VPSLLW      $7, X4, X4
+	VPSLLW      $7, X6, X6
+	VPSLLW      $7, X7, X7
+	VPAND       X15, X3, X3
+	VPAND       X15, X4, X4
+	VPAND       X15, X6, X6
+	VPAND       X15, X7, X7
+	VCVTPH2PS   X3, Y3
+	VCVTPH2PS   X4, Y4
+	VCVTPH2PS   X6, Y6
+	VCVTPH2PS   X7, Y7
+	VFMADD231PS (DI), Y3, Y1
+	VFMADD231PS 32(DI), Y4, Y2
+	VFMADD231PS 64(DI), Y6, Y8
+	VFMADD231PS 96(DI), Y7, Y9
+	ADDQ $32, SI
+	ADDQ $128, DI
+	SUBQ $32, DX
+	JNZ  aloop
+	VADDPS       Y8, Y1, Y1
+	VADDPS       Y9, Y2, Y2
+	VADDPS       Y2, Y1, Y1
+	VBROADCASTSS (R8), Y5
+	VFMADD231PS  Y5, Y1, Y0
+	ADDQ $4, R8
+	JMP  ablocks
+
+adone:
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS       X1, X0, X0
+	VMOVHLPS     X0, X1, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	MOVL $0x43800000, AX
+	VMOVD AX, X1
+	VMULSS X1, X0, X0
+	VMOVSS X0, ret+40(FP)
+	VZEROUPPER
+	RET
