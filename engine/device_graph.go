@@ -119,7 +119,7 @@ func (s *Session) stepSample(ctx context.Context, id int, smp *Sampler, history 
 			return 0, true, err
 		}
 	}
-	p, u := smp.deviceArgs()
+	p, u := smp.DeviceArgs()
 	next, err = ds.Sample(lg, 0, s.m.cfg.VocabSize, history, p, u)
 	if err != nil {
 		return 0, true, fmt.Errorf("sampling on the device: %w", err)

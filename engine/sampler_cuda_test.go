@@ -85,7 +85,7 @@ func TestCUDASampler(t *testing.T) {
 					same := 0
 					for range draws {
 						want := host.Sample(row, history)
-						p, u := dev.deviceArgs()
+						p, u := dev.DeviceArgs()
 						got, err := g.Sample(buf, 7, n, history, p, u)
 						require.NoError(t, err)
 						require.True(t, allowed[got], "device picked %d, outside the host's filters", got)
@@ -100,26 +100,12 @@ func TestCUDASampler(t *testing.T) {
 	}
 }
 
-// allowedSet lists the ids the host sampler can return for o: its
-// survivors after every filter (or its one forced pick).
+// allowedSet lists the ids the host sampler can return for o.
 func allowedSet(t *testing.T, row []float32, history []int, o SamplerOptions) map[int]bool {
 	t.Helper()
 	s, err := NewSampler(o)
 	require.NoError(t, err)
-	src := s.penalized(row, history)
-	ok := map[int]bool{}
-	if o.Greedy() {
-		ok[greedyArgmax(src)] = true
-		return ok
-	}
-	idx, _, pick := s.survivors(src)
-	if pick >= 0 {
-		ok[pick] = true
-	}
-	for _, id := range idx {
-		ok[int(id)] = true
-	}
-	return ok
+	return s.Candidates(row, history)
 }
 
 // TestCUDAStories260KSampled: sampled generation on the GPU (only the id
@@ -185,7 +171,7 @@ func BenchmarkCUDASample(b *testing.B) {
 				require.NoError(b, err)
 				t0 := time.Now()
 				for range b.N {
-					p, u := s.deviceArgs()
+					p, u := s.DeviceArgs()
 					if _, err := g.Sample(buf, 0, n, history, p, u); err != nil {
 						b.Fatal(err)
 					}

@@ -588,7 +588,7 @@ func (s *Scheduler) forward(plan []planned) ([]sampled, error) {
 	out := make([]sampled, len(want))
 	for i, q := range who {
 		if s.onDevice(q) {
-			p, u := q.smp.deviceArgs()
+			p, u := q.smp.DeviceArgs()
 			if out[i].id, err = s.sampler.Sample(lg, i*v, v, q.tokens, p, u); err != nil {
 				return nil, fmt.Errorf("sampling on the device: %w", err)
 			}

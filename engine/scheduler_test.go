@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/deepseek-go/deepseek-go/engine/sample"
 	"github.com/deepseek-go/deepseek-go/kernels"
 	"github.com/deepseek-go/deepseek-go/kernels/cpu"
 )
@@ -367,12 +368,7 @@ func (h *hostDeviceSampler) Sample(x kernels.Buffer, off, n int, history []int, 
 	if err := h.Download(row, x, off); err != nil {
 		return 0, err
 	}
-	smp := &Sampler{opts: SamplerOptions{Temperature: p.Temperature, TopK: p.TopK, TopP: p.TopP, MinP: p.MinP, RepeatPenalty: p.RepeatPenalty}}
-	src := smp.penalized(row, history)
-	if smp.opts.Greedy() {
-		return greedyArgmax(src), nil
-	}
-	return smp.sample(src, u), nil
+	return sample.Pick(row, history, p, u), nil
 }
 
 // TestSchedulerDeviceSampling: rows sampled by the backend (greedy and

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"github.com/deepseek-go/deepseek-go/engine/sample"
 	"math"
 
 	"github.com/deepseek-go/deepseek-go/engine/safetensors"
@@ -85,7 +86,7 @@ func Verify(ctx context.Context, m *Model, refFile string) (*VerifyReport, error
 		e := RelErr(cur, stepLogits[i*vocab:(i+1)*vocab])
 		r.StepErr = append(r.StepErr, e)
 		note(e, fmt.Sprintf("step %d", i))
-		got := greedyArgmax(cur)
+		got := sample.Argmax(cur)
 		r.OurIDs = append(r.OurIDs, got)
 		if got == want {
 			r.Match++

@@ -1,4 +1,4 @@
-package engine
+package sample
 
 import (
 	"cmp"
@@ -15,26 +15,26 @@ func TestSamplerOptionsValidate(t *testing.T) {
 	nan := float32(math.NaN())
 	tests := []struct {
 		name string
-		o    SamplerOptions
+		o    Options
 		err  string // substring; empty = valid
 	}{
-		{"zero value is greedy", SamplerOptions{}, ""},
-		{"typical", SamplerOptions{Temperature: 0.8, TopK: 40, TopP: 0.95, MinP: 0.05, RepeatPenalty: 1.1, Seed: 7}, ""},
-		{"top-p 1", SamplerOptions{Temperature: 1, TopP: 1}, ""},
-		{"negative temperature", SamplerOptions{Temperature: -1}, "temperature must be >= 0"},
-		{"NaN temperature", SamplerOptions{Temperature: nan}, "temperature"},
-		{"infinite temperature", SamplerOptions{Temperature: float32(math.Inf(1))}, "temperature"},
-		{"negative top-k", SamplerOptions{TopK: -3}, "top-k must be >= 0 (0 = off), got -3"},
-		{"top-p 2", SamplerOptions{TopP: 2}, "top-p must be in (0, 1] (0 = off), got 2"},
-		{"negative top-p", SamplerOptions{TopP: -0.5}, "top-p must be in (0, 1]"},
-		{"NaN top-p", SamplerOptions{TopP: nan}, "top-p"},
-		{"min-p above 1", SamplerOptions{MinP: 1.5}, "min-p must be in [0, 1], got 1.5"},
-		{"negative repeat penalty", SamplerOptions{RepeatPenalty: -1}, "repeat penalty must be > 0"},
+		{"zero value is greedy", Options{}, ""},
+		{"typical", Options{Temperature: 0.8, TopK: 40, TopP: 0.95, MinP: 0.05, RepeatPenalty: 1.1, Seed: 7}, ""},
+		{"top-p 1", Options{Temperature: 1, TopP: 1}, ""},
+		{"negative temperature", Options{Temperature: -1}, "temperature must be >= 0"},
+		{"NaN temperature", Options{Temperature: nan}, "temperature"},
+		{"infinite temperature", Options{Temperature: float32(math.Inf(1))}, "temperature"},
+		{"negative top-k", Options{TopK: -3}, "top-k must be >= 0 (0 = off), got -3"},
+		{"top-p 2", Options{TopP: 2}, "top-p must be in (0, 1] (0 = off), got 2"},
+		{"negative top-p", Options{TopP: -0.5}, "top-p must be in (0, 1]"},
+		{"NaN top-p", Options{TopP: nan}, "top-p"},
+		{"min-p above 1", Options{MinP: 1.5}, "min-p must be in [0, 1], got 1.5"},
+		{"negative repeat penalty", Options{RepeatPenalty: -1}, "repeat penalty must be > 0"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.o.Validate()
-			_, nerr := NewSampler(tc.o)
+			_, nerr := New(tc.o)
 			if tc.err == "" {
 				require.NoError(t, err)
 				require.NoError(t, nerr)
@@ -71,7 +71,7 @@ func TestSamplerGreedy(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			s, err := NewSampler(SamplerOptions{RepeatPenalty: tc.penalty})
+			s, err := New(Options{RepeatPenalty: tc.penalty})
 			require.NoError(t, err)
 			orig := append([]float32(nil), tc.logits...)
 			assert.Equal(t, tc.want, s.Sample(tc.logits, tc.history))
@@ -85,9 +85,9 @@ func TestSamplerGreedy(t *testing.T) {
 }
 
 // drawFreq samples n tokens and returns how often each id came up.
-func drawFreq(t *testing.T, o SamplerOptions, logits []float32, history []int, n int) []float64 {
+func drawFreq(t *testing.T, o Options, logits []float32, history []int, n int) []float64 {
 	t.Helper()
-	s, err := NewSampler(o)
+	s, err := New(o)
 	require.NoError(t, err)
 	freq := make([]float64, len(logits))
 	for range n {
@@ -126,30 +126,30 @@ func TestSamplerDistribution(t *testing.T) {
 	t1 := refSoftmax(logits, 1, nil)
 	tests := []struct {
 		name    string
-		o       SamplerOptions
+		o       Options
 		history []int
 		want    []float64
 	}{
-		{"T=1 matches softmax", SamplerOptions{Temperature: 1, Seed: 1}, nil, t1},
-		{"T=0.5 sharpens", SamplerOptions{Temperature: 0.5, Seed: 2}, nil, refSoftmax(logits, 0.5, nil)},
-		{"T=2 flattens", SamplerOptions{Temperature: 2, Seed: 3}, nil, refSoftmax(logits, 2, nil)},
-		{"top-k 3", SamplerOptions{Temperature: 1, TopK: 3, Seed: 4}, nil,
+		{"T=1 matches softmax", Options{Temperature: 1, Seed: 1}, nil, t1},
+		{"T=0.5 sharpens", Options{Temperature: 0.5, Seed: 2}, nil, refSoftmax(logits, 0.5, nil)},
+		{"T=2 flattens", Options{Temperature: 2, Seed: 3}, nil, refSoftmax(logits, 2, nil)},
+		{"top-k 3", Options{Temperature: 1, TopK: 3, Seed: 4}, nil,
 			refSoftmax(logits, 1, func(i int) bool { return i == 0 || i == 5 || i == 1 })},
-		{"top-k larger than vocab", SamplerOptions{Temperature: 1, TopK: 100, Seed: 5}, nil, t1},
+		{"top-k larger than vocab", Options{Temperature: 1, TopK: 100, Seed: 5}, nil, t1},
 		// Cumulative T=1 mass in order 0,5,1: .380, .611, .751 — top-p 0.6
 		// needs two tokens, 0.65 three.
-		{"top-p 0.6", SamplerOptions{Temperature: 1, TopP: 0.6, Seed: 6}, nil,
+		{"top-p 0.6", Options{Temperature: 1, TopP: 0.6, Seed: 6}, nil,
 			refSoftmax(logits, 1, func(i int) bool { return i == 0 || i == 5 })},
-		{"top-p 0.65", SamplerOptions{Temperature: 1, TopP: 0.65, Seed: 11}, nil,
+		{"top-p 0.65", Options{Temperature: 1, TopP: 0.65, Seed: 11}, nil,
 			refSoftmax(logits, 1, func(i int) bool { return i == 0 || i == 5 || i == 1 })},
-		{"top-p 0.3 keeps the best", SamplerOptions{Temperature: 1, TopP: 0.3, Seed: 7}, nil,
+		{"top-p 0.3 keeps the best", Options{Temperature: 1, TopP: 0.3, Seed: 7}, nil,
 			refSoftmax(logits, 1, func(i int) bool { return i == 0 })},
 		// min-p 0.3: keep p >= 0.3*p0, i.e. logit >= 2+ln(0.3) = 0.796.
-		{"min-p 0.3", SamplerOptions{Temperature: 1, MinP: 0.3, Seed: 8}, nil,
+		{"min-p 0.3", Options{Temperature: 1, MinP: 0.3, Seed: 8}, nil,
 			refSoftmax(logits, 1, func(i int) bool { return logits[i] >= 0.796 })},
-		{"top-k then min-p", SamplerOptions{Temperature: 1, TopK: 5, MinP: 0.5, Seed: 9}, nil,
+		{"top-k then min-p", Options{Temperature: 1, TopK: 5, MinP: 0.5, Seed: 9}, nil,
 			refSoftmax(logits, 1, func(i int) bool { return i == 0 || i == 5 })},
-		{"repeat penalty", SamplerOptions{Temperature: 1, RepeatPenalty: 4, Seed: 10}, []int{0, 0, 4},
+		{"repeat penalty", Options{Temperature: 1, RepeatPenalty: 4, Seed: 10}, []int{0, 0, 4},
 			refSoftmax([]float32{0.5, 1.0, 0.5, 0.0, -4.0, 1.5, -0.5, 0.2}, 1, nil)},
 	}
 	for _, tc := range tests {
@@ -174,7 +174,7 @@ func TestSamplerSeedReproducible(t *testing.T) {
 		logits[i] = float32(math.Sin(float64(i) * 0.37))
 	}
 	seq := func(seed uint64) []int {
-		s, err := NewSampler(SamplerOptions{Temperature: 1.2, TopK: 50, TopP: 0.9, Seed: seed})
+		s, err := New(Options{Temperature: 1.2, TopK: 50, TopP: 0.9, Seed: seed})
 		require.NoError(t, err)
 		out := make([]int, 64)
 		for i := range out {
@@ -188,12 +188,12 @@ func TestSamplerSeedReproducible(t *testing.T) {
 }
 
 func TestSamplerInfiniteLogit(t *testing.T) {
-	s, err := NewSampler(SamplerOptions{Temperature: 1})
+	s, err := New(Options{Temperature: 1})
 	require.NoError(t, err)
 	assert.Equal(t, 2, s.Sample([]float32{1, 2, float32(math.Inf(1)), 3}, nil))
 	// Several: the lowest id, as the device sampler, whatever top-k keeps.
 	inf := float32(math.Inf(1))
-	s, err = NewSampler(SamplerOptions{Temperature: 1, TopK: 2})
+	s, err = New(Options{Temperature: 1, TopK: 2})
 	require.NoError(t, err)
 	assert.Equal(t, 1, s.Sample([]float32{1, inf, 2, inf, inf}, nil))
 }
@@ -204,13 +204,13 @@ func TestSamplerNoAllocs(t *testing.T) {
 		logits[i] = float32(math.Cos(float64(i)*0.01)) * 5
 	}
 	history := []int{1, 2, 3, 400, 5000}
-	for _, o := range []SamplerOptions{
+	for _, o := range []Options{
 		{},
 		{RepeatPenalty: 1.3},
 		{Temperature: 0.8, TopK: 40, TopP: 0.95, MinP: 0.05, RepeatPenalty: 1.1},
 		{Temperature: 1, TopP: 0.5},
 	} {
-		s, err := NewSampler(o)
+		s, err := New(o)
 		require.NoError(t, err)
 		s.Sample(logits, history) // warm-up sizes the scratch buffers
 		allocs := testing.AllocsPerRun(20, func() { s.Sample(logits, history) })
@@ -242,17 +242,17 @@ func BenchmarkSampler(b *testing.B) {
 	for _, bc := range []struct {
 		name   string
 		logits []float32
-		o      SamplerOptions
+		o      Options
 	}{
-		{"greedy", peaked, SamplerOptions{}},
-		{"T0.8_topk40_topp0.95_rep1.1", peaked, SamplerOptions{Temperature: 0.8, TopK: 40, TopP: 0.95, RepeatPenalty: 1.1}},
-		{"T0.6_topp0.95", peaked, SamplerOptions{Temperature: 0.6, TopP: 0.95}},
-		{"T1_minp0.05", peaked, SamplerOptions{Temperature: 1, MinP: 0.05}},
-		{"T1", peaked, SamplerOptions{Temperature: 1}},
-		{"flat_T0.6_topp0.95", flat, SamplerOptions{Temperature: 0.6, TopP: 0.95}},
+		{"greedy", peaked, Options{}},
+		{"T0.8_topk40_topp0.95_rep1.1", peaked, Options{Temperature: 0.8, TopK: 40, TopP: 0.95, RepeatPenalty: 1.1}},
+		{"T0.6_topp0.95", peaked, Options{Temperature: 0.6, TopP: 0.95}},
+		{"T1_minp0.05", peaked, Options{Temperature: 1, MinP: 0.05}},
+		{"T1", peaked, Options{Temperature: 1}},
+		{"flat_T0.6_topp0.95", flat, Options{Temperature: 0.6, TopP: 0.95}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			s, err := NewSampler(bc.o)
+			s, err := New(bc.o)
 			require.NoError(b, err)
 			b.ReportAllocs()
 			for b.Loop() {
@@ -332,11 +332,11 @@ func TestSamplerSurvivorsInIDOrder(t *testing.T) {
 	for i := range logits {
 		logits[i] = float32(r.NormFloat64() * 3)
 	}
-	for _, o := range []SamplerOptions{
+	for _, o := range []Options{
 		{Temperature: 1}, {Temperature: 0.7, TopK: 50}, {Temperature: 1, TopP: 0.8},
 		{Temperature: 1.2, TopK: 300, TopP: 0.9, MinP: 0.01},
 	} {
-		s, err := NewSampler(o)
+		s, err := New(o)
 		require.NoError(t, err)
 		idx, probs, pick := s.survivors(logits)
 		require.Equal(t, -1, pick)
