@@ -73,6 +73,15 @@ type streamed struct {
 	err  error
 }
 
+// ids are the streamed tokens' ids.
+func (s streamed) ids() []int {
+	ids := make([]int, len(s.toks))
+	for i, tok := range s.toks {
+		ids[i] = tok.ID
+	}
+	return ids
+}
+
 func drain(st *Stream) streamed {
 	var s streamed
 	for tok, err := range st.Tokens() {
@@ -146,10 +155,7 @@ func schedulerMatchesAlone(t *testing.T, device string, fixtures []struct{ dir, 
 				want := runAlone(t, m, r)
 				g := got[i]
 				require.NoError(t, g.err, "request %d", i)
-				ids := make([]int, len(g.toks))
-				for j, tok := range g.toks {
-					ids[j] = tok.ID
-				}
+				ids := g.ids()
 				require.Equal(t, want.ids, ids, "request %d (prompt %d tokens)", i, len(r.Prompt))
 				for j, tok := range g.toks {
 					require.Len(t, tok.Top, maxTopLogprobs)
@@ -219,10 +225,7 @@ func TestSchedulerPreemption(t *testing.T) {
 	for i, st := range streams {
 		g := drain(st)
 		require.NoError(t, g.err)
-		var ids []int
-		for _, tok := range g.toks {
-			ids = append(ids, tok.ID)
-		}
+		ids := g.ids()
 		assert.Equal(t, runAlone(t, m, reqs[i]).ids, ids, "request %d", i)
 		assert.Equal(t, FinishLength, g.res.Finish)
 		pre += g.res.Preemptions
@@ -259,10 +262,7 @@ func TestSchedulerPrefixCache(t *testing.T) {
 	st := sch.Stats()
 	assert.Equal(t, int64(6), st.PrefixHitBlocks)
 	assert.Equal(t, int64(6+6), st.PrefixQueryBlocks)
-	var ids []int
-	for _, tok := range b.toks {
-		ids = append(ids, tok.ID)
-	}
+	ids := b.ids()
 	assert.Equal(t, runAlone(t, m, Request{Prompt: append(slices.Clone(prefix), 7, 8, 9), MaxTokens: 5, IgnoreEOS: true}).ids, ids)
 }
 
@@ -399,10 +399,7 @@ func TestSchedulerDeviceSampling(t *testing.T) {
 	for i, st := range streams {
 		g := drain(st)
 		require.NoError(t, g.err)
-		var ids []int
-		for _, tok := range g.toks {
-			ids = append(ids, tok.ID)
-		}
+		ids := g.ids()
 		assert.Equal(t, runAlone(t, ref, reqs[i]).ids, ids, "request %d", i)
 	}
 	assert.Positive(t, be.calls, "the device sampler was used")
