@@ -52,20 +52,29 @@ type job struct {
 	t0       time.Time
 }
 
-func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
-	t0 := time.Now()
+// decodeRequest reads, decodes and validates a request body into req,
+// answering the client itself when it is bad.
+func (s *Server) decodeRequest(w http.ResponseWriter, r *http.Request, req interface{ validate() error }) bool {
 	body, aerr := s.readBody(w, r)
 	if aerr != nil {
 		writeError(w, aerr)
-		return
+		return false
 	}
-	var req ChatRequest
-	if err := decodeJSON(body, &req); err != nil {
+	if err := decodeJSON(body, req); err != nil {
 		writeError(w, asAPIError(err))
-		return
+		return false
 	}
 	if err := req.validate(); err != nil {
 		writeError(w, asAPIError(err))
+		return false
+	}
+	return true
+}
+
+func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
+	t0 := time.Now()
+	var req ChatRequest
+	if !s.decodeRequest(w, r, &req) {
 		return
 	}
 	top := 0
@@ -80,18 +89,8 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 	t0 := time.Now()
-	body, aerr := s.readBody(w, r)
-	if aerr != nil {
-		writeError(w, aerr)
-		return
-	}
 	var req CompletionRequest
-	if err := decodeJSON(body, &req); err != nil {
-		writeError(w, asAPIError(err))
-		return
-	}
-	if err := req.validate(); err != nil {
-		writeError(w, asAPIError(err))
+	if !s.decodeRequest(w, r, &req) {
 		return
 	}
 	lp, top := false, 0
