@@ -55,23 +55,11 @@ func amx16(dt kernels.DType, y []float32, ldy int, a *Acts, w []uint16, r int, s
 		}
 		wp, wlo, ldw = unsafe.Pointer(&hi[0]), unsafe.Pointer(&lo[0]), ld*2
 	}
-	// The next block's rows (contiguous: 32·cols values) are prefetched
-	// during the last pair's tile work (earlier pairs re-read this block).
-	var next unsafe.Pointer
-	if (r+2*amxRows)*cols <= len(w) {
-		next = unsafe.Pointer(&w[(r+amxRows)*cols])
-	}
 	for tb := 0; tb < a.ntb; tb += 2 {
-		var pf unsafe.Pointer
-		if tb+2 >= a.ntb {
-			pf = next
-		}
 		xp := unsafe.Add(base, tb*tbBytes)
-		if wlo == nil {
-			amxBF16(wp, ldw, xp, tbBytes, loOff, kmain/32, &c[0], 0, pf)
-		} else {
-			amxBF16(wp, ldw, xp, tbBytes, loOff, kmain/32, &c[0], 0, nil)
-			amxBF16(wlo, ldw, xp, tbBytes, loOff, kmain/32, &c[0], 1, pf)
+		amxBF16(wp, ldw, xp, tbBytes, loOff, kmain/32, &c[0], 0)
+		if wlo != nil {
+			amxBF16(wlo, ldw, xp, tbBytes, loOff, kmain/32, &c[0], 1)
 		}
 		amxStore(&y[tb*16*ldy], ldy, &c[0], min(max(n-tb*16, 0), 16), min(max(n-tb*16-16, 0), 16))
 	}

@@ -528,10 +528,11 @@ func (k *Kernels) WeightedSum(dst, a, v []float32, ldv int) {
 const amxRows = 32
 
 // amxMin is the token count from which the AMX tiles beat the AVX-512 ones
-// (BenchmarkMatMulActs, one thread, 2048×2048): bf16 from 8 tokens (0.47
-// vs 0.56 ms; at 4, 0.47 vs 0.33: the tile pair is padded to 32 tokens);
-// f16 from 16 (1.01 vs 1.08 ms; at 8, 1.05 vs 0.58), as each 32-row block
-// is first split into two bf16 blocks whatever the token count.
+// (BenchmarkMatMulActs, one thread, 2048×2048, two runs): bf16 from 8
+// tokens (0.42–0.47 vs 0.61–0.65 ms; at 4, 0.44 vs 0.32–0.34: the tile pair
+// is padded to 32 tokens); f16 from 16 (0.93–1.03 vs 1.07 ms; at 8,
+// 0.94–1.53 vs 0.61–0.72), as each 32-row block is first split into two
+// bf16 blocks whatever the token count.
 func amxMin(dt kernels.DType) int {
 	if dt == kernels.F16 {
 		return 16

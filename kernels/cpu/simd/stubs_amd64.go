@@ -132,7 +132,7 @@ func wsumAVX2(dst, a, v *float32, ldv, n, d int)
 // (amxUsable).
 //
 //go:noescape
-func amxBF16(w unsafe.Pointer, ldw int, x unsafe.Pointer, ldx, xlo, kb int, c *float32, acc int, pf unsafe.Pointer)
+func amxBF16(w unsafe.Pointer, ldw int, x unsafe.Pointer, ldx, xlo, kb int, c *float32, acc int)
 
 //go:noescape
 func splitF16AVX512(hi, lo *uint16, w unsafe.Pointer, n int)
