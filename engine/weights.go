@@ -359,9 +359,12 @@ func (m MapSource) Has(name string) bool { _, ok := m[name]; return ok }
 // RandomSource makes deterministic random tensors of whatever shape the
 // loader asks for, so a full-size model can be built in memory without
 // files (benchmarks). Norm weights are near 1, biases small, matrices
-// uniform with variance 1/(3·cols) so activations stay bounded.
+// uniform with variance 1/(3·cols) so activations stay bounded. With DType
+// F8E4M3 the projections are fp8 as DeepSeek-V3 stores them (e4m3 codes of
+// a uniform value, <name>_scale_inv of 128×128 blocks varied ±25%) and the
+// rest (embeddings, lm_head, routers, vectors) bf16.
 type RandomSource struct {
-	DType safetensors.DType // F32, F16 or BF16
+	DType safetensors.DType // F32, F16, BF16 or F8E4M3
 	Seed  uint64
 }
 
@@ -392,8 +395,22 @@ func (r RandomSource) TensorShaped(name string, shape []int) (*safetensors.Tenso
 	case len(shape) == 2:
 		amp = float32(1 / math.Sqrt(float64(shape[1])))
 	}
+	if dt == safetensors.F8E4M3 {
+		switch {
+		case strings.HasSuffix(name, "_scale_inv") && len(shape) == 2:
+			// amp/448 maps e4m3's range onto the weight's amplitude
+			// (cols ≈ 128 per block column).
+			dt = safetensors.F32
+			center = float32(1/math.Sqrt(float64(128*shape[1]))) / 448
+			amp = 0.25 * center
+		case len(shape) != 2 || strings.Contains(name, "embed_tokens") || strings.HasPrefix(name, "lm_head") || strings.HasSuffix(name, ".mlp.gate.weight"):
+			dt = safetensors.BF16
+		default:
+			center, amp = 0, 448
+		}
+	}
 	size := dt.Size()
-	if dt != safetensors.F32 && dt != safetensors.BF16 && dt != safetensors.F16 {
+	if dt != safetensors.F32 && dt != safetensors.BF16 && dt != safetensors.F16 && dt != safetensors.F8E4M3 {
 		return nil, fmt.Errorf("random source: dtype %s not supported", dt)
 	}
 	data := make([]byte, n*size)
@@ -413,6 +430,8 @@ func (r RandomSource) TensorShaped(name string, shape []int) (*safetensors.Tenso
 				binary.LittleEndian.PutUint32(data[4*i:], math.Float32bits(v))
 			case safetensors.BF16:
 				binary.LittleEndian.PutUint16(data[2*i:], quant.F32ToBF16(v))
+			case safetensors.F8E4M3:
+				data[i] = quant.F32ToFP8E4M3(v)
 			default:
 				binary.LittleEndian.PutUint16(data[2*i:], quant.F32ToF16(v))
 			}
