@@ -65,10 +65,11 @@ func argmax(v []float32) int {
 	return best
 }
 
-// TestInt8Stories260K measures int8 quality on a real trained model:
-// teacher-forced over the 256 greedy tokens from BOS, the int8 model's top-1
-// must agree with fp32 at ≥ 95% of positions; the mean KL(fp32 ‖ int8) is
-// reported.
+// TestInt8Stories260K measures int8 quality on a real trained model, the
+// yardstick int8 is judged by (issue 13 withdrew the fixtures' 3e-2 bound):
+// teacher-forced over the 256 greedy tokens from BOS, int8 must not get
+// worse than when that was decided — top-1 agreement with fp32 at least
+// 250/256 (97.66%) and mean KL(fp32 ‖ int8) under 1e-3 nats (9.46e-4 then).
 func TestInt8Stories260K(t *testing.T) {
 	dir := filepath.Join("..", "testdata", "stories260K")
 	ids := greedyIDs(t)
@@ -111,14 +112,14 @@ func TestInt8Stories260K(t *testing.T) {
 	n := float64(len(ids))
 	t.Logf("stories260K int8 vs fp32, teacher-forced over %d tokens: top-1 agreement %.2f%% (%d/%d), mean KL %.3g nats (max %.3g); "+
 		"greedy-file agreement fp32 %d/%d, int8 %d/%d", len(ids), 100*float64(agree)/n, agree, len(ids), kl/n, maxKL, fpRef, len(ids), agreeRef, len(ids))
-	assert.GreaterOrEqual(t, float64(agree)/n, 0.95, "top-1 agreement")
-	assert.Less(t, kl/n, 0.05, "mean KL")
+	assert.GreaterOrEqual(t, agree, 250, "top-1 agreement with fp32 (of 256)")
+	assert.Less(t, kl/n, 1e-3, "mean KL")
 }
 
 // TestInt8Fixtures compares int8 prefill logits of every fixture with the
 // transformers reference (‖int8−ref‖/‖ref‖ per position).
 //
-// The issue's target is 3e-2 at every position; it is NOT met: these tiny
+// The old target of 3e-2 at every position was withdrawn (issue 13): these tiny
 // random-weight nets (hidden 64) amplify the ≈0.8% error of one int8 matmul
 // (0.6% from per-row weights alone, measured) to 3–8% on llama/qwen2, and
 // DeepSeek-V3's sigmoid routing flips experts at some positions (up to
