@@ -622,6 +622,13 @@ func genAMXData() {
 		fmt.Fprintf(&out, "DATA amxcfg<>+%d(SB)/1, $16\n", 48+t) // rows
 	}
 	fmt.Fprintf(&out, "GLOBL amxcfg<>(SB), RODATA|NOPTR, $64\n")
+	// stride16: dword indexes 0, 16, …, 240 (64 bytes apart at scale 4):
+	// one token's column of a 16-token tile, or one row's column of an
+	// output tile.
+	for j := 0; j < 16; j++ {
+		fmt.Fprintf(&out, "DATA stride16<>+%d(SB)/4, $%d\n", 4*j, 16*j)
+	}
+	fmt.Fprintf(&out, "GLOBL stride16<>(SB), RODATA|NOPTR, $64\n")
 }
 
 // amxBF16: a 32-row × 32-token block of y = x·wᵀ over kb·32 columns.
@@ -636,7 +643,7 @@ func genAMXData() {
 // contiguous and the hardware prefetchers follow them.)
 func genAMX() {
 	const (
-		AX, CX, DX, BX, SI, DI, R8, R9, R10, R11, R12 = 0, 1, 2, 3, 6, 7, 8, 9, 10, 11, 12
+		AX, DX, BX, SI, DI, R8, R9, R10 = 0, 2, 3, 6, 7, 8, 9, 10
 	)
 	fmt.Fprintf(&out, "\n// func amxBF16(w unsafe.Pointer, ldw int, x unsafe.Pointer, ldx, xlo, kb int, c *float32, acc int)\n")
 	fmt.Fprintf(&out, "TEXT ·amxBF16(SB), NOSPLIT, $0-64\n")
@@ -671,36 +678,50 @@ func genAMX() {
 	p("TESTQ CX, CX")
 	p("JZ store")
 	fmt.Fprintf(&out, "loop:\n")
-	{
-		tileloadd(4, SI, DX)
-		tileloadd(6, BX, R10)
-		tdpbf16ps(0, 4, 6)
-		tileloadd(5, R8, DX)
-		tdpbf16ps(2, 5, 6)
-		tileloadd(7, R9, R10)
-		tdpbf16ps(1, 4, 7)
-		tdpbf16ps(3, 5, 7)
-		p("LEAQ (BX)(R11*1), AX") // low halves
-		tileloadd(6, AX, R10)
-		tdpbf16ps(0, 4, 6)
-		tdpbf16ps(2, 5, 6)
-		p("LEAQ (R9)(R11*1), AX")
-		tileloadd(7, AX, R10)
-		tdpbf16ps(1, 4, 7)
-		tdpbf16ps(3, 5, 7)
-		p("ADDQ $64, SI")
-		p("ADDQ $64, R8")
-		p("ADDQ $1024, BX")
-		p("ADDQ $1024, R9")
-		p("DECQ CX")
-		p("JNZ loop")
-	}
+	tileloadd(4, SI, DX)
+	tileloadd(6, BX, R10)
+	tdpbf16ps(0, 4, 6)
+	tileloadd(5, R8, DX)
+	tdpbf16ps(2, 5, 6)
+	tileloadd(7, R9, R10)
+	tdpbf16ps(1, 4, 7)
+	tdpbf16ps(3, 5, 7)
+	p("LEAQ (BX)(R11*1), AX") // low halves
+	tileloadd(6, AX, R10)
+	tdpbf16ps(0, 4, 6)
+	tdpbf16ps(2, 5, 6)
+	p("LEAQ (R9)(R11*1), AX")
+	tileloadd(7, AX, R10)
+	tdpbf16ps(1, 4, 7)
+	tdpbf16ps(3, 5, 7)
+	p("ADDQ $64, SI")
+	p("ADDQ $64, R8")
+	p("ADDQ $1024, BX")
+	p("ADDQ $1024, R9")
+	p("DECQ CX")
+	p("JNZ loop")
 	fmt.Fprintf(&out, "store:\n")
 	for t := 0; t < 4; t++ {
 		tilestored(t, DI, R10)
 		p("ADDQ $1024, DI")
 	}
 	tilerelease()
+	p("RET")
+}
+
+// text starts the function name with Go signature sig (after "func name")
+// and an argument frame of args bytes.
+func text(name, sig string, args int) {
+	fmt.Fprintf(&out, "\n// func %s%s\nTEXT ·%s(SB), NOSPLIT, $0-%d\n", name, sig, name, args)
+}
+
+// loopEnd closes a CX-counted loop labelled loop, whose zero-trip jump
+// targets done, and returns.
+func loopEnd() {
+	p("DECQ CX")
+	p("JNZ loop")
+	fmt.Fprintf(&out, "done:\n")
+	p("VZEROUPPER")
 	p("RET")
 }
 
@@ -716,8 +737,7 @@ func genSplitF16() {
 		fmt.Fprintf(&out, "DATA oddw<>+%d(SB)/2, $%d\n", 2*j, 2*j+1)
 	}
 	fmt.Fprintf(&out, "GLOBL oddw<>(SB), RODATA|NOPTR, $64\n")
-	fmt.Fprintf(&out, "\n// func splitF16AVX512(hi, lo *uint16, w unsafe.Pointer, n int)\n")
-	fmt.Fprintf(&out, "TEXT ·splitF16AVX512(SB), NOSPLIT, $0-32\n")
+	text("splitF16AVX512", "(hi, lo *uint16, w unsafe.Pointer, n int)", 32)
 	p("MOVQ hi+0(FP), DI")
 	p("MOVQ lo+8(FP), DX")
 	p("MOVQ w+16(FP), SI")
@@ -741,11 +761,7 @@ func genSplitF16() {
 	p("ADDQ $64, SI")
 	p("ADDQ $64, DI")
 	p("ADDQ $64, DX")
-	p("DECQ CX")
-	p("JNZ loop")
-	fmt.Fprintf(&out, "done:\n")
-	p("VZEROUPPER")
-	p("RET")
+	loopEnd()
 }
 
 // packActs: the AMX activation layout for one token: x[0:n] (n a multiple
@@ -754,13 +770,7 @@ func genSplitF16() {
 // token's column of a 16-token tile). The pairs are gathered with VPERMT2W
 // and scattered 64 bytes apart.
 func genPackActs() {
-	out.WriteString("\n")
-	for j := 0; j < 16; j++ {
-		fmt.Fprintf(&out, "DATA scat16<>+%d(SB)/4, $%d\n", 4*j, 16*j)
-	}
-	fmt.Fprintf(&out, "GLOBL scat16<>(SB), RODATA|NOPTR, $64\n")
-	fmt.Fprintf(&out, "\n// func packActsAVX512(hi, lo *uint32, x *float32, n int)\n")
-	fmt.Fprintf(&out, "TEXT ·packActsAVX512(SB), NOSPLIT, $0-32\n")
+	text("packActsAVX512", "(hi, lo *uint32, x *float32, n int)", 32)
 	p("MOVQ hi+0(FP), DI")
 	p("MOVQ lo+8(FP), DX")
 	p("MOVQ x+16(FP), SI")
@@ -772,7 +782,7 @@ func genPackActs() {
 	p("MOVL $0xffff0000, AX")
 	p("VPBROADCASTD AX, Z7")
 	p("VMOVDQU16 oddw<>(SB), Z6")
-	p("VMOVDQU32 scat16<>(SB), Z8")
+	p("VMOVDQU32 stride16<>(SB), Z8")
 	p("SHRQ $5, CX")
 	p("JZ done")
 	fmt.Fprintf(&out, "loop:\n")
@@ -795,11 +805,7 @@ func genPackActs() {
 	p("ADDQ $128, SI")
 	p("ADDQ $1024, DI")
 	p("ADDQ $1024, DX")
-	p("DECQ CX")
-	p("JNZ loop")
-	fmt.Fprintf(&out, "done:\n")
-	p("VZEROUPPER")
-	p("RET")
+	loopEnd()
 }
 
 // amxStore writes amxBF16's 4 output tiles (rows × tokens) into y (tokens ×
@@ -809,18 +815,12 @@ func genPackActs() {
 // scatter per tile row instead wrote 16 lines 4·ldy bytes apart per
 // instruction and measured slower.
 func genAMXStore() {
-	out.WriteString("\n")
-	for j := 0; j < 16; j++ {
-		fmt.Fprintf(&out, "DATA col16<>+%d(SB)/4, $%d\n", 4*j, 16*j)
-	}
-	fmt.Fprintf(&out, "GLOBL col16<>(SB), RODATA|NOPTR, $64\n")
-	fmt.Fprintf(&out, "\n// func amxStore(y *float32, ldy int, c *float32, n0, n1 int)\n")
-	fmt.Fprintf(&out, "TEXT ·amxStore(SB), NOSPLIT, $0-40\n")
+	text("amxStore", "(y *float32, ldy int, c *float32, n0, n1 int)", 40)
 	p("MOVQ y+0(FP), DI")
 	p("MOVQ ldy+8(FP), DX")
 	p("SHLQ $2, DX") // bytes per token row of y
 	p("MOVQ c+16(FP), SI")
-	p("VMOVDQU32 col16<>(SB), Z9")
+	p("VMOVDQU32 stride16<>(SB), Z9")
 	for t := 0; t < 4; t++ {
 		nn := "n0+24(FP)"
 		if t%2 == 1 {

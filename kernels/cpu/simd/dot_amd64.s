@@ -128,6 +128,23 @@ DATA amxcfg<>+53(SB)/1, $16
 DATA amxcfg<>+54(SB)/1, $16
 DATA amxcfg<>+55(SB)/1, $16
 GLOBL amxcfg<>(SB), RODATA|NOPTR, $64
+DATA stride16<>+0(SB)/4, $0
+DATA stride16<>+4(SB)/4, $16
+DATA stride16<>+8(SB)/4, $32
+DATA stride16<>+12(SB)/4, $48
+DATA stride16<>+16(SB)/4, $64
+DATA stride16<>+20(SB)/4, $80
+DATA stride16<>+24(SB)/4, $96
+DATA stride16<>+28(SB)/4, $112
+DATA stride16<>+32(SB)/4, $128
+DATA stride16<>+36(SB)/4, $144
+DATA stride16<>+40(SB)/4, $160
+DATA stride16<>+44(SB)/4, $176
+DATA stride16<>+48(SB)/4, $192
+DATA stride16<>+52(SB)/4, $208
+DATA stride16<>+56(SB)/4, $224
+DATA stride16<>+60(SB)/4, $240
+GLOBL stride16<>(SB), RODATA|NOPTR, $64
 
 // func dot1F32AVX512(x *float32, w unsafe.Pointer, n int) float32
 TEXT ·dot1F32AVX512(SB), NOSPLIT, $0-28
@@ -2566,24 +2583,6 @@ done:
 	VZEROUPPER
 	RET
 
-DATA scat16<>+0(SB)/4, $0
-DATA scat16<>+4(SB)/4, $16
-DATA scat16<>+8(SB)/4, $32
-DATA scat16<>+12(SB)/4, $48
-DATA scat16<>+16(SB)/4, $64
-DATA scat16<>+20(SB)/4, $80
-DATA scat16<>+24(SB)/4, $96
-DATA scat16<>+28(SB)/4, $112
-DATA scat16<>+32(SB)/4, $128
-DATA scat16<>+36(SB)/4, $144
-DATA scat16<>+40(SB)/4, $160
-DATA scat16<>+44(SB)/4, $176
-DATA scat16<>+48(SB)/4, $192
-DATA scat16<>+52(SB)/4, $208
-DATA scat16<>+56(SB)/4, $224
-DATA scat16<>+60(SB)/4, $240
-GLOBL scat16<>(SB), RODATA|NOPTR, $64
-
 // func packActsAVX512(hi, lo *uint32, x *float32, n int)
 TEXT ·packActsAVX512(SB), NOSPLIT, $0-32
 	MOVQ hi+0(FP), DI
@@ -2597,7 +2596,7 @@ TEXT ·packActsAVX512(SB), NOSPLIT, $0-32
 	MOVL $0xffff0000, AX
 	VPBROADCASTD AX, Z7
 	VMOVDQU16 oddw<>(SB), Z6
-	VMOVDQU32 scat16<>(SB), Z8
+	VMOVDQU32 stride16<>(SB), Z8
 	SHRQ $5, CX
 	JZ done
 loop:
@@ -2630,31 +2629,13 @@ done:
 	VZEROUPPER
 	RET
 
-DATA col16<>+0(SB)/4, $0
-DATA col16<>+4(SB)/4, $16
-DATA col16<>+8(SB)/4, $32
-DATA col16<>+12(SB)/4, $48
-DATA col16<>+16(SB)/4, $64
-DATA col16<>+20(SB)/4, $80
-DATA col16<>+24(SB)/4, $96
-DATA col16<>+28(SB)/4, $112
-DATA col16<>+32(SB)/4, $128
-DATA col16<>+36(SB)/4, $144
-DATA col16<>+40(SB)/4, $160
-DATA col16<>+44(SB)/4, $176
-DATA col16<>+48(SB)/4, $192
-DATA col16<>+52(SB)/4, $208
-DATA col16<>+56(SB)/4, $224
-DATA col16<>+60(SB)/4, $240
-GLOBL col16<>(SB), RODATA|NOPTR, $64
-
 // func amxStore(y *float32, ldy int, c *float32, n0, n1 int)
 TEXT ·amxStore(SB), NOSPLIT, $0-40
 	MOVQ y+0(FP), DI
 	MOVQ ldy+8(FP), DX
 	SHLQ $2, DX
 	MOVQ c+16(FP), SI
-	VMOVDQU32 col16<>(SB), Z9
+	VMOVDQU32 stride16<>(SB), Z9
 	MOVQ n0+24(FP), CX
 	TESTQ CX, CX
 	JZ skip0

@@ -68,20 +68,27 @@ func TestMatMulAllPaths(t *testing.T) {
 					} else {
 						k.MatMul16(dt, y, ldy, x, ldx, s.n, u16, s.cols, s.r0, s.rows)
 					}
-					for tk := 0; tk < s.n; tk++ {
-						for row := s.r0; row < s.rows; row++ {
-							var want, mag float64
-							for i := 0; i < s.cols; i++ {
-								p := float64(x[tk*ldx+i]) * exact[row*s.cols+i]
-								want += p
-								mag += math.Abs(p)
-							}
-							got := float64(y[tk*ldy+row-s.r0])
-							require.InDelta(t, want, got, 1e-5*mag+1e-6, "token %d row %d", tk, row)
-						}
-					}
+					requireProduct(t, y, ldy, x, ldx, s.n, exact, s.cols, s.r0, s.rows)
 				})
 			}
+		}
+	}
+}
+
+// requireProduct checks y[t*ldy+r-r0] = Σ_i x[t*ldx+i]·w[r*cols+i] against
+// float64 (w given exactly), within 1e-5 of Σ|x·w|: the bound every path
+// meets.
+func requireProduct(t *testing.T, y []float32, ldy int, x []float32, ldx, n int, exact []float64, cols, r0, rows int) {
+	t.Helper()
+	for tk := 0; tk < n; tk++ {
+		for row := r0; row < rows; row++ {
+			var want, mag float64
+			for i := 0; i < cols; i++ {
+				p := float64(x[tk*ldx+i]) * exact[row*cols+i]
+				want += p
+				mag += math.Abs(p)
+			}
+			require.InDelta(t, want, float64(y[tk*ldy+row-r0]), 1e-5*mag+1e-6, "token %d row %d", tk, row)
 		}
 	}
 }
@@ -405,18 +412,7 @@ func TestMatMulActsAllPaths(t *testing.T) {
 						require.Positive(t, a.kmain, "the tiles must be used")
 					}
 					k.MatMul16Acts(dt, y, ldy, &a, u16, s.r0, s.rows, &scr)
-					for tk := 0; tk < s.n; tk++ {
-						for row := s.r0; row < s.rows; row++ {
-							var want, mag float64
-							for i := 0; i < s.cols; i++ {
-								p := float64(x[tk*ldx+i]) * exact[row*s.cols+i]
-								want += p
-								mag += math.Abs(p)
-							}
-							got := float64(y[tk*ldy+row-s.r0])
-							require.InDelta(t, want, got, 1e-5*mag+1e-6, "token %d row %d", tk, row)
-						}
-					}
+					requireProduct(t, y, ldy, x, ldx, s.n, exact, s.cols, s.r0, s.rows)
 				})
 			}
 		}
