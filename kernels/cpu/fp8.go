@@ -10,11 +10,13 @@ import (
 
 // fp8 weights (float8_e4m3fn with float32 block scales, as DeepSeek-V3
 // checkpoints store them) stay one byte per value: the bytes are used in
-// place (memory-mapped) and MatMul widens a tile of a few rows at a time to
-// float32 (value × its block's scale) in per-worker scratch that stays in
-// cache, then runs the float32 SIMD kernels on the tile. The widened values
-// equal the dequantised weights bit for bit, so results match a float32
-// matmul on quant.DequantFP8Blocks' output.
+// place (memory-mapped). For one token (decode) each row's dot product is
+// taken straight from the bytes, widened in registers (fp8DotAVX512/AVX2);
+// for several tokens MatMul widens a tile of rows to float32 (value × its
+// block's scale) in per-worker scratch that stays in L2, then runs the
+// float32 SIMD kernels on it. The widened values equal the dequantised
+// weights bit for bit, so results match a float32 matmul on
+// quant.DequantFP8Blocks' output up to summation order.
 
 // SupportsDType implements kernels.DTypeSupporter: the CPU backend holds
 // fp8 weights as fp8.
