@@ -365,6 +365,55 @@ func TestFP8Sharded(t *testing.T) {
 	}
 }
 
+// TestFP8KeptMatchesDequantised runs the fp8 fixture with its weights kept
+// as fp8 and dequantised (the capability hidden) and expects the same
+// logits within 1e-5 relative at every prompt position and over 8 decode
+// steps, on both MLA paths and with 1 and 2 threads (prefill tiles,
+// decode rows, chunking over workers).
+func TestFP8KeptMatchesDequantised(t *testing.T) {
+	ctx := context.Background()
+	prompt := []int{1, 17, 200, 45, 300, 12, 99, 7, 411, 3, 256, 88, 5, 77, 130, 64, 2}
+	run := func(m *Model) [][]float32 {
+		s, err := m.NewSession(len(prompt) + 8)
+		require.NoError(t, err)
+		var out [][]float32
+		for i := range prompt[:8] { // position by position, then a chunk
+			l, err := s.Step(ctx, prompt[i])
+			require.NoError(t, err)
+			out = append(out, slices.Clone(l))
+		}
+		l, err := s.Last(ctx, prompt[8:])
+		require.NoError(t, err)
+		out = append(out, slices.Clone(l))
+		for i := range 8 {
+			l, err := s.Step(ctx, 10+i*31)
+			require.NoError(t, err)
+			out = append(out, slices.Clone(l))
+		}
+		return out
+	}
+	for _, path := range []string{MLAAbsorbed, MLANaive} {
+		for _, threads := range []int{1, 2} {
+			t.Run(fmt.Sprintf("%s/threads=%d", path, threads), func(t *testing.T) {
+				kept, err := Load(fixtureDir("deepseek-v3-fp8"), WithThreads(threads), WithDevice("cpu"), WithMLA(path))
+				require.NoError(t, err)
+				defer kept.Close()
+				require.Positive(t, kept.Info().BytesByDType["fp8"])
+				be := cpu.New(threads)
+				defer be.Close()
+				deq, err := Load(fixtureDir("deepseek-v3-fp8"), WithBackend(noFP8{be}), WithMLA(path))
+				require.NoError(t, err)
+				defer deq.Close()
+				require.Zero(t, deq.Info().BytesByDType["fp8"])
+				got, want := run(kept), run(deq)
+				for i := range want {
+					assert.LessOrEqual(t, maxRelDiff(got[i], want[i]), 1e-5, "logits %d", i)
+				}
+			})
+		}
+	}
+}
+
 // noFP8 is a backend without the fp8 capability (kernels.Supports false).
 type noFP8 struct{ kernels.Backend }
 
