@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"math"
+	"slices"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/deepseek-go/deepseek-go/engine/safetensors"
+	"github.com/deepseek-go/deepseek-go/kernels/cpu"
 	"github.com/deepseek-go/deepseek-go/quant"
 )
 
@@ -17,7 +19,7 @@ import (
 // e4m3 with block scales whose dequantised values have the bf16 source's
 // amplitude (uniform, variance 1/(3·cols)); embeddings, routers and norms
 // stay bf16; a model built from them runs on the CPU with its weights
-// resident as fp8.
+// resident as fp8 and gives the logits of its dequantised twin.
 func TestRandomSourceFP8(t *testing.T) {
 	src := RandomSource{DType: safetensors.F8E4M3, Seed: 5}
 	const rows, cols = 256, 640
@@ -47,18 +49,43 @@ func TestRandomSourceFP8(t *testing.T) {
 		assert.Equal(t, safetensors.BF16, tn.DType, name)
 	}
 
+	// The fixture's shape in 64×64 blocks, so that the 64-column
+	// projections take the decode row kernel; kept as fp8 and dequantised
+	// (capability hidden) must agree.
 	cfg, err := LoadConfig(fixtureDir("deepseek-v3-fp8"))
 	require.NoError(t, err)
+	q := *cfg.QuantizationConfig
+	q.WeightBlockSize = []int{64, 64}
+	cfg.QuantizationConfig = &q
 	m, err := New(cfg, src, WithDevice("cpu"), WithThreads(1))
 	require.NoError(t, err)
 	defer m.Close()
 	assert.Positive(t, m.Info().BytesByDType["fp8"])
-	sess, err := m.NewSession(16)
+	be := cpu.New(1)
+	defer be.Close()
+	deq, err := New(cfg, src, WithBackend(noFP8{be}))
 	require.NoError(t, err)
-	logits, err := sess.Last(context.Background(), []int{1, 2, 3, 4})
-	require.NoError(t, err)
-	for i, v := range logits {
-		require.False(t, math.IsNaN(float64(v)) || math.IsInf(float64(v), 0), "logit %d = %v", i, v)
+	defer deq.Close()
+	assert.Zero(t, deq.Info().BytesByDType["fp8"])
+	logits := func(m *Model) [][]float32 {
+		sess, err := m.NewSession(16)
+		require.NoError(t, err)
+		l, err := sess.Last(context.Background(), []int{1, 2, 3, 4})
+		require.NoError(t, err)
+		out := [][]float32{slices.Clone(l)}
+		for i := range 3 {
+			l, err = sess.Step(context.Background(), 7+i)
+			require.NoError(t, err)
+			out = append(out, slices.Clone(l))
+		}
+		return out
+	}
+	got, want := logits(m), logits(deq)
+	for i := range want {
+		for j, v := range got[i] {
+			require.False(t, math.IsNaN(float64(v)) || math.IsInf(float64(v), 0), "logit %d = %v", j, v)
+		}
+		assert.LessOrEqual(t, maxRelDiff(got[i], want[i]), 1e-5, "logits %d", i)
 	}
 }
 
