@@ -28,11 +28,17 @@ func (b *Backend) SupportsDType(d kernels.DType) bool {
 	return false
 }
 
-// fp8Part is the block-scale layout of one fused part of an fp8 matrix.
+// fp8Part is one fused part of an fp8 matrix: its e4m3 bytes (the
+// caller's, in place: no copy even when parts are fused) and its block
+// scales.
 type fp8Part struct {
+	data                []byte
 	scales              []float32
 	sCols, br, bc, row0 int
 }
+
+// row returns the part's row r.
+func (p *fp8Part) row(r, cols int) []byte { return p.data[r*cols : (r+1)*cols] }
 
 // rowScales returns the block scales of the part's row r.
 func (p *fp8Part) rowScales(r int) []float32 {
@@ -40,13 +46,11 @@ func (p *fp8Part) rowScales(r int) []float32 {
 	return p.scales[i : i+p.sCols]
 }
 
-// FP8Matrix is an fp8 weight matrix in host memory: rows×cols e4m3 bytes
-// (the checkpoint's, in place, for a single part) and each part's block
-// scales.
+// FP8Matrix is an fp8 weight matrix in host memory: each part's e4m3 bytes
+// (the checkpoint's, in place) and block scales.
 type FP8Matrix struct {
 	rows, cols int
 	parts      []int
-	data       []byte
 	scale      []fp8Part
 }
 
@@ -64,9 +68,9 @@ func (m *FP8Matrix) Parts() []int { return m.parts }
 
 // Bytes implements kernels.Matrix: one byte per value plus the scales.
 func (m *FP8Matrix) Bytes() int64 {
-	n := int64(len(m.data))
+	var n int64
 	for _, p := range m.scale {
-		n += int64(len(p.scales)) * 4
+		n += int64(len(p.data)) + int64(len(p.scales))*4
 	}
 	return n
 }
@@ -78,16 +82,8 @@ func (b *Backend) uploadFP8(parts []kernels.HostMatrix, partRows []int, toInt8 b
 	for _, r := range partRows {
 		m.rows += r
 	}
-	if len(parts) == 1 {
-		m.data = parts[0].Data
-	} else {
-		m.data = make([]byte, 0, m.rows*m.cols)
-		for _, p := range parts {
-			m.data = append(m.data, p.Data...)
-		}
-	}
 	for _, p := range parts {
-		m.scale = append(m.scale, fp8Part{scales: p.Scales, sCols: p.ScaleCols(), br: p.BlockRows, bc: p.BlockCols, row0: p.ScaleRow0})
+		m.scale = append(m.scale, fp8Part{data: p.Data, scales: p.Scales, sCols: p.ScaleCols(), br: p.BlockRows, bc: p.BlockCols, row0: p.ScaleRow0})
 	}
 	if !toInt8 {
 		return m, nil
@@ -96,7 +92,8 @@ func (b *Backend) uploadFP8(parts []kernels.HostMatrix, partRows []int, toInt8 b
 	k := fp8WidenerFor(b.kern)
 	for r := range m.rows {
 		p, lr := m.partOf(r)
-		k.row(f.f32[r*m.cols:(r+1)*m.cols], m.data[r*m.cols:(r+1)*m.cols], m.scale[p].rowScales(lr), m.scale[p].bc)
+		sp := &m.scale[p]
+		k.row(f.f32[r*m.cols:(r+1)*m.cols], sp.row(lr, m.cols), sp.rowScales(lr), sp.bc)
 	}
 	return b.quantizeRows(f, parts[0].Name)
 }
@@ -116,8 +113,8 @@ func (m *FP8Matrix) partOf(r int) (part, row int) {
 func (m *FP8Matrix) embed(out []float32, ids []int32) {
 	for i, id := range ids {
 		p, r := m.partOf(int(id))
-		m0 := int(id) * m.cols
-		fp8Generic.row(out[i*m.cols:(i+1)*m.cols], m.data[m0:m0+m.cols], m.scale[p].rowScales(r), m.scale[p].bc)
+		sp := &m.scale[p]
+		fp8Generic.row(out[i*m.cols:(i+1)*m.cols], sp.row(r, m.cols), sp.rowScales(r), sp.bc)
 	}
 }
 
@@ -221,11 +218,10 @@ func (j *fp8Job) run(lo, hi, w int) {
 			// Decode: each row's dot product straight from the fp8 bytes.
 			x := j.x[:m.cols]
 			for i := a - ps; i < e-ps; i++ {
-				g := (ps + i) * m.cols
-				y[i] = j.wide.dotRow(x, m.data[g:g+m.cols], sp.rowScales(i), sp.bc)
+				y[i] = j.wide.dotRow(x, sp.row(i, m.cols), sp.rowScales(i), sp.bc)
 			}
 		} else {
-			j.widened(y, rows, ps, a-ps, e-ps, scr, sp)
+			j.widened(y, rows, a-ps, e-ps, scr, sp)
 		}
 		if j.bias != nil {
 			for t := range j.n {
@@ -238,16 +234,14 @@ func (j *fp8Job) run(lo, hi, w int) {
 	}
 }
 
-// widened computes rows [r0, r1) of one part (rows rows, starting at
-// global row ps) a tile at a time: widen tile rows into scr, then the f32
-// kernels for all n tokens.
-func (j *fp8Job) widened(y []float32, rows, ps, r0, r1 int, scr []float32, sp *fp8Part) {
+// widened computes rows [r0, r1) of part sp (rows rows) a tile at a time:
+// widen tile rows into scr, then the f32 kernels for all n tokens.
+func (j *fp8Job) widened(y []float32, rows, r0, r1 int, scr []float32, sp *fp8Part) {
 	m := j.m
 	for r := r0; r < r1; r += j.tile {
 		re := min(r+j.tile, r1)
 		for i := r; i < re; i++ {
-			g := (ps + i) * m.cols
-			j.wide.row(scr[(i-r)*j.ld:(i-r)*j.ld+m.cols], m.data[g:g+m.cols], sp.rowScales(i), sp.bc)
+			j.wide.row(scr[(i-r)*j.ld:(i-r)*j.ld+m.cols], sp.row(i, m.cols), sp.rowScales(i), sp.bc)
 		}
 		for t0 := 0; t0 < j.n; t0 += fp8TokBlock {
 			tn := min(fp8TokBlock, j.n-t0)
