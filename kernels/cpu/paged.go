@@ -79,16 +79,16 @@ func (b *Backend) PagedAttention(out, q, k, v kernels.Buffer, kv kernels.PagedKV
 	}
 	group := heads / kvh
 	hs := min(group, attnHeadsPerItem)
-	j := &pagedJob{kern: b.kern, q: buf(q), out: buf(out), kc: kc, vc: vc, bt: bt,
+	j := &pagedJob{kern: b.kern, q: buf(q), out: buf(out), kc: kc, vc: vc, bt: bt, tiles: queryTiles(bt),
 		kd: kd, vd: vd, kvh: kvh, bs: bs, vstride: vstride, heads: heads, scale: scale,
 		group: group, hs: hs, subs: (group + hs - 1) / hs}
 	j.scores = make([][]float32, b.threads)
 	j.acc = make([][]float32, b.threads)
 	for w := range j.scores {
-		j.scores[w] = make([]float32, hs*maxPos)
+		j.scores[w] = make([]float32, tileRows*maxPos)
 		j.acc[w] = make([]float32, vd)
 	}
-	items := n * kvh * j.subs
+	items := len(j.tiles) * kvh * j.subs
 	chunk := items
 	if n*heads*maxPos*(kd+vd) >= 1<<15 {
 		chunk = max(1, items/(4*b.threads))
@@ -97,11 +97,35 @@ func (b *Backend) PagedAttention(out, q, k, v kernels.Buffer, kv kernels.PagedKV
 	b.pool.run(&par, j, items, chunk)
 }
 
-// pagedJob is one PagedAttention call in flight.
+// tileRows is the most query rows of one sequence that score a key
+// block together: a prompt chunk reads each block once per tile instead
+// of once per row.
+const tileRows = 8
+
+// tile is rows t0..t0+m-1 of a batch: one sequence, consecutive positions.
+type tile struct{ t0, m int }
+
+// queryTiles groups the batch's rows into tiles (decode rows are tiles of one).
+func queryTiles(bt *kernels.Batch) []tile {
+	var tiles []tile
+	for t := 0; t < bt.Rows(); {
+		m := 1
+		for m < tileRows && t+m < bt.Rows() && bt.Seq[t+m] == bt.Seq[t] && bt.Pos[t+m] == bt.Pos[t+m-1]+1 {
+			m++
+		}
+		tiles = append(tiles, tile{t, m})
+		t += m
+	}
+	return tiles
+}
+
+// pagedJob is one PagedAttention call in flight: items are (tile, KV
+// head, ≤ attnHeadsPerItem query heads).
 type pagedJob struct {
 	kern                            *simd.Kernels
 	q, out, kc, vc                  []float32
 	bt                              *kernels.Batch
+	tiles                           []tile
 	kd, vd, kvh, bs, vstride, heads int
 	scale                           float32
 	group, hs, subs                 int
@@ -111,36 +135,40 @@ type pagedJob struct {
 func (j *pagedJob) run(lo, hi, worker int) {
 	kd, vd, kvh, bs := j.kd, j.vd, j.kvh, j.bs
 	for it := lo; it < hi; it++ {
-		t, rest := it/(kvh*j.subs), it%(kvh*j.subs)
+		tl, rest := j.tiles[it/(kvh*j.subs)], it%(kvh*j.subs)
 		g, sub := rest/j.subs, rest%j.subs
 		h0 := g*j.group + sub*j.hs
 		nh := min(j.hs, (g+1)*j.group-h0)
-		npos := int(j.bt.Pos[t]) + 1
-		table := j.bt.Tables[j.bt.Seq[t]]
-		qs := j.q[(t*j.heads+h0)*kd : (t*j.heads+h0+nh)*kd]
-		sc := j.scores[worker][:nh*npos]
-		// sc[i*npos+p] = q_{h0+i} · k_p of KV head g, one block at a time.
-		for p0 := 0; p0 < npos; p0 += bs {
-			cnt := min(bs, npos-p0)
-			base := int(table[p0/bs]) * bs * kvh * kd
-			j.kern.MatMulF32Strided(sc[p0:], npos, qs, kd, nh, j.kc[base+g*kd:], kvh*kd, kd, 0, cnt)
-		}
+		// Scores up to the tile's last row; earlier rows use a prefix of theirs.
+		pend := int(j.bt.Pos[tl.t0+tl.m-1]) + 1
+		table := j.bt.Tables[j.bt.Seq[tl.t0]]
+		sc := j.scores[worker][:tl.m*pend]
 		acc := j.acc[worker]
-		for i := 0; i < nh; i++ {
-			row := sc[i*npos : (i+1)*npos]
-			softmaxScaled(j.kern, row, j.scale)
-			h := h0 + i
-			dst := j.out[(t*j.heads+h)*vd : (t*j.heads+h+1)*vd]
-			for p0 := 0; p0 < npos; p0 += bs {
-				cnt := min(bs, npos-p0)
-				base := int(table[p0/bs]) * bs * kvh * j.vstride
-				w := dst
-				if p0 > 0 {
-					w = acc
-				}
-				j.kern.WeightedSum(w, row[p0:p0+cnt], j.vc[base+g*j.vstride:], kvh*j.vstride)
-				if p0 > 0 {
-					j.kern.Axpy(dst, 1, acc)
+		for h := h0; h < h0+nh; h++ {
+			// sc[i*pend+p] = q_h of row t0+i · k_p of KV head g, a block at a time.
+			qs := j.q[(tl.t0*j.heads+h)*kd:]
+			for p0 := 0; p0 < pend; p0 += bs {
+				cnt := min(bs, pend-p0)
+				base := int(table[p0/bs]) * bs * kvh * kd
+				j.kern.MatMulF32Strided(sc[p0:], pend, qs, j.heads*kd, tl.m, j.kc[base+g*kd:], kvh*kd, kd, 0, cnt)
+			}
+			for i := range tl.m {
+				t := tl.t0 + i
+				npos := int(j.bt.Pos[t]) + 1
+				row := sc[i*pend : i*pend+npos]
+				softmaxScaled(j.kern, row, j.scale)
+				dst := j.out[(t*j.heads+h)*vd : (t*j.heads+h+1)*vd]
+				for p0 := 0; p0 < npos; p0 += bs {
+					cnt := min(bs, npos-p0)
+					base := int(table[p0/bs]) * bs * kvh * j.vstride
+					w := dst
+					if p0 > 0 {
+						w = acc
+					}
+					j.kern.WeightedSum(w, row[p0:p0+cnt], j.vc[base+g*j.vstride:], kvh*j.vstride)
+					if p0 > 0 {
+						j.kern.Axpy(dst, 1, acc)
+					}
 				}
 			}
 		}
