@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"iter"
 	"math"
 	"slices"
@@ -294,6 +295,9 @@ func (s *Scheduler) Close() error {
 	}
 	s.mu.Unlock()
 	<-s.done
+	if c, ok := s.kv.(io.Closer); ok { // device caches free their memory now
+		return c.Close()
+	}
 	return nil
 }
 

@@ -6,7 +6,7 @@
 #   for p in engine kernels/cuda bench/cuda; do n=$(echo $p | tr / _)
 #     go test -c -ldflags="-s -w" -o build/gpu/$n.test ./$p; done
 #   mkdir -p build/gpuz && gzip -c build/gpu/X.test > build/gpuz/X.test.gz ...
-# Usage on the GPU host: bench/cuda/run.sh [tests] [engine] [enginefull] [cli] [enginebench] [sample] [bench] [flash] [torch] [ncu]
+# Usage on the GPU host: bench/cuda/run.sh [tests] [engine] [enginefull] [cli] [enginebench] [batchtest] [batchbench] [sample] [resources] [bench] [flash] [torch] [ncu]
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/out}
@@ -23,8 +23,10 @@ what=" $* "
 # PTX (and a resource report from a cubin build of the same source).
 make -B -C kernels/cuda ptx 2>&1 | tee "$OUT/ptx.log" || exit 1
 cp kernels/cuda/kernels.ptx "$OUT/kernels.ptx"
-(cd kernels/cuda && nvcc -arch=sm_90 -O3 -cubin -Xptxas -v -o /tmp/k.cubin kernels.cu) > "$OUT/resources.log" 2>&1
-grep -E "Compiling entry|registers|spill" "$OUT/resources.log" | paste - - - 2>/dev/null | sed -E 's/ptxas info *: //g' | grep -E "flash|gemv_bf16|attn_split" | head -40
+if [[ $what == *" resources "* ]]; then
+  (cd kernels/cuda && nvcc -arch=sm_90 -O3 -cubin -Xptxas -v -o /tmp/k.cubin kernels.cu) > "$OUT/resources.log" 2>&1
+  grep -E "Compiling entry|registers|spill" "$OUT/resources.log" | paste - - - 2>/dev/null | sed -E 's/ptxas info *: //g' | grep -E "flash|gemv_bf16|attn_split" | head -40
+fi
 export DSGO_PTX=$PWD/kernels/cuda/kernels.ptx
 mkdir -p build/gpu
 for z in build/gpuz/*.gz; do gunzip -c "$z" > "build/gpu/$(basename "$z" .gz)"; chmod +x "build/gpu/$(basename "$z" .gz)"; done
@@ -50,6 +52,14 @@ if [[ $what == *" cli "* ]]; then
 fi
 if [[ $what == *" enginebench "* ]]; then
   (cd engine && ../build/gpu/engine.test -test.run '^$' -test.bench 'CUDAEngineDecode7B' -test.benchtime 1x -test.v 2>&1) | tee "$OUT/enginebench.log" | grep -E "device_cuda_test|FAIL|panic|Error" | tail -20
+fi
+if [[ $what == *" batchtest "* ]]; then
+  # Continuous batching: GPU parity of the batched path on every fixture family.
+  (cd engine && ../build/gpu/engine.test -test.v -test.count=1 -test.run 'SchedulerMatchesAloneCUDA' 2>&1) | tee "$OUT/batchtest.log" | grep -E "^(--- |PASS|FAIL|ok)|^    --- |Error|expected|actual" | tail -30
+fi
+if [[ $what == *" batchbench "* ]]; then
+  # The 7B batch and prefix-cache benchmarks.
+  (cd engine && ../build/gpu/engine.test -test.run '^$' -test.bench 'CUDABatchDecode7B|CUDAPrefixCache7B' -test.benchtime 1x -test.v 2>&1) | tee "$OUT/batchbench.log" | grep -E "scheduler_cuda_test|^Benchmark|FAIL|panic|Error" | tail -30
 fi
 if [[ $what == *" sample "* ]]; then
   # The device sampler's cost per token next to the host sampler's.

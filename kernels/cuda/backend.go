@@ -90,6 +90,7 @@ type Backend struct {
 	histHost  []int32
 	samp      sampleBufs
 	ropes     map[string]devptr
+	bd        batchDev // last batch descriptor (paged.go)
 	alloc     *allocator
 	closed    bool
 	smemMax   int
@@ -106,6 +107,7 @@ var kernelNames = []string{
 	"gemv_i8_1", "gemv_i8_4", "gemv_i8_8", "gemv_i8_1_r1", "gemv_i8_1_r4", "gemvs_i8", "gemm_i8", "embed_i8", "cvt_f32_bf16", "cvt_f32_f16", "rand_bf16", "rand_f32", "add_bias",
 	"embed_f32", "embed_f16", "embed_bf16", "rmsnorm", "rope", "swiglu", "add", "axpy", "copy2d", "fill", "sample_tiles", "sample_count", "sample_compact", "sample_logits",
 	"kv_store_f32", "kv_store_f16", "attn_split_f32", "attn_split_f16", "attn_combine",
+	"kv_store_paged_f32", "kv_store_paged_f16", "attn_split_paged_f32", "attn_split_paged_f16",
 	"flash_fwd_16_4", "flash_fwd_32_4", "flash_fwd_64_4", "flash_fwd_128_4", "flash_fwd_64_8", "flash_fwd_128_8",
 	"flash2_fwd_128_2_64", "flash2_fwd_128_2_32", "flash2_fwd_64_2_64",
 	"flash2_fwd_128_2_64_v7", "flash2_fwd_128_2_64_v327", "flash2_fwd_64_2_64_v7", "flash2_fwd_64_2_64_v327",
@@ -185,7 +187,7 @@ func New(opts Options) (*Backend, error) {
 	optin := x.attr(attrMaxSharedPerBlockOptin) - 2048
 	b.smemMax = optin
 	for _, name := range []string{"flash_fwd_64_4", "flash_fwd_128_4", "flash_fwd_64_8", "flash_fwd_128_8", "attn_split_f32", "attn_split_f16",
-		"flash2_fwd_128_2_64", "flash2_fwd_128_2_32", "flash2_fwd_64_2_64",
+		"attn_split_paged_f32", "attn_split_paged_f16", "flash2_fwd_128_2_64", "flash2_fwd_128_2_32", "flash2_fwd_64_2_64",
 		"flash2_fwd_128_2_64_v7", "flash2_fwd_128_2_64_v327", "flash2_fwd_64_2_64_v7", "flash2_fwd_64_2_64_v327"} {
 		if err := x.setMaxDynSmem(b.fn[name], optin); err != nil {
 			b.Close()
@@ -364,6 +366,9 @@ func (b *Backend) UploadMatrix(parts []kernels.HostMatrix, toInt8 bool) (kernels
 	}
 	if len(parts) > 4 {
 		return nil, fmt.Errorf("cuda: UploadMatrix %s: %d parts, at most 4 fused parts supported", parts[0].Name, len(parts))
+	}
+	if parts[0].DType == kernels.FP8 { // the engine widens fp8 for backends without kernels.DTypeSupporter
+		return nil, fmt.Errorf("cuda: UploadMatrix %s: fp8 weights are not supported on the GPU yet", parts[0].Name)
 	}
 	cols, dt := parts[0].Cols, parts[0].DType
 	m := &Matrix{cols: cols, dt: dt, parts: partRows}
@@ -587,11 +592,54 @@ func (b *Backend) Download(dst []float32, src kernels.Buffer, off int) error {
 // KVCache is a device-resident cache: per layer K [MaxTokens, KVHeads, KDim]
 // and V [MaxTokens, KVHeads, VDim] in f16 or f32.
 type KVCache struct {
-	spec    kernels.KVSpec
+	spec kernels.KVSpec
+	kvMem
+}
+
+// kvMem is the device memory of a cache (contiguous or paged): keys,
+// values (0 when they live in the keys) and the split-KV partials.
+type kvMem struct {
 	dt      kernels.DType
 	k, v    devptr
 	part    devptr // split-KV partials
 	partCap int64  // floats
+}
+
+// newKVMem allocates and zeroes kn key and vn value elements (vn 0: no
+// values) in the backend's KV dtype; the finalizer of owner frees them.
+func (b *Backend) newKVMem(kn, vn int64) (kvMem, error) {
+	m := kvMem{dt: b.kvdt}
+	if b.kvAuto {
+		m.dt = kernels.F16
+		if b.sawF32 {
+			m.dt = kernels.F32
+		}
+	}
+	es := int64(m.dt.Size())
+	var err error
+	if m.k, err = b.alloc.get(kn * es); err != nil {
+		free, _, _ := b.x.memInfo()
+		return m, fmt.Errorf("%d bytes needed, %d free: %w", (kn+vn)*es, free, err)
+	}
+	b.fail(b.x.memset32(m.k, 0, kn*es/4))
+	if vn > 0 {
+		if m.v, err = b.alloc.get(vn * es); err != nil {
+			b.alloc.put(m.k)
+			free, _, _ := b.x.memInfo()
+			return m, fmt.Errorf("%d bytes needed, %d free: %w", (kn+vn)*es, free, err)
+		}
+		b.fail(b.x.memset32(m.v, 0, vn*es/4))
+	}
+	return m, nil
+}
+
+// release frees the cache memory (from a finalizer).
+func (m *kvMem) release(al *allocator) {
+	for _, p := range []devptr{m.k, m.v, m.part} {
+		if p != 0 {
+			al.put(p)
+		}
+	}
 }
 
 // Spec implements kernels.KVCache.
@@ -623,40 +671,18 @@ func (b *Backend) NewKVCache(spec kernels.KVSpec) (kernels.KVCache, error) {
 	if b.capturing {
 		return nil, fmt.Errorf("cuda: NewKVCache during graph capture")
 	}
-	c := &KVCache{spec: spec, dt: b.kvdt}
-	if b.kvAuto {
-		c.dt = kernels.F16
-		if b.sawF32 {
-			c.dt = kernels.F32
-		}
-	}
-	es := int64(c.dt.Size())
 	kn := int64(spec.Layers) * int64(spec.MaxTokens) * int64(spec.KVHeads) * int64(spec.KDim)
-	var err error
-	if c.k, err = b.alloc.get(kn * es); err != nil {
-		free, _, _ := b.x.memInfo()
-		return nil, fmt.Errorf("cuda: NewKVCache: %d bytes needed, %d free: %w", c.Bytes(), free, err)
-	}
-	b.fail(b.x.memset32(c.k, 0, kn*es/4))
+	var vn int64
 	if !spec.VInK {
-		vn := int64(spec.Layers) * int64(spec.MaxTokens) * int64(spec.KVHeads) * int64(spec.VDim)
-		if c.v, err = b.alloc.get(vn * es); err != nil {
-			b.alloc.put(c.k)
-			free, _, _ := b.x.memInfo()
-			return nil, fmt.Errorf("cuda: NewKVCache: %d bytes needed, %d free: %w", c.Bytes(), free, err)
-		}
-		b.fail(b.x.memset32(c.v, 0, vn*es/4))
+		vn = int64(spec.Layers) * int64(spec.MaxTokens) * int64(spec.KVHeads) * int64(spec.VDim)
 	}
+	mem, err := b.newKVMem(kn, vn)
+	if err != nil {
+		return nil, fmt.Errorf("cuda: NewKVCache: %w", err)
+	}
+	c := &KVCache{spec: spec, kvMem: mem}
 	al := b.alloc
-	runtime.SetFinalizer(c, func(c *KVCache) {
-		al.put(c.k)
-		if c.v != 0 {
-			al.put(c.v)
-		}
-		if c.part != 0 {
-			al.put(c.part)
-		}
-	})
+	runtime.SetFinalizer(c, func(c *KVCache) { c.release(al) })
 	return c, nil
 }
 
@@ -965,7 +991,7 @@ func (b *Backend) applyRope(x kernels.Buffer, n, heads, headDim, pos0 int, r *ke
 		inter = 1
 	}
 	b.launch("rope", dim3{int((total + 255) / 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
-		a.ptr(xb.p).i32(n).i32(heads).i32(headDim).i32(pos0).ptr(b.dp).ptr(f).i32(r.Off).i32(r.Dim).f32(r.Scale).i32(inter)
+		a.ptr(xb.p).i32(n).i32(heads).i32(headDim).i32(pos0).ptr(b.dp).ptr(0).ptr(f).i32(r.Off).i32(r.Dim).f32(r.Scale).i32(inter)
 	})
 }
 
@@ -989,25 +1015,13 @@ func (b *Backend) attention(out, q, k, v kernels.Buffer, cache kernels.KVCache, 
 		return
 	}
 	sp := c.spec
-	ob, qb, kb := b.dev(out), b.dev(q), b.dev(k)
-	var vb *Buffer
-	if !sp.VInK {
-		vb = b.dev(v)
-	}
-	if ob == nil || qb == nil || kb == nil || (!sp.VInK && vb == nil) || n <= 0 {
+	ob, qb, kb, vb, ok := b.attnBufs("Attention", out, q, k, v, sp.VInK, n, heads, sp.KVHeads, sp.KDim, sp.VDim)
+	if !ok {
 		return
 	}
 	kd, vd, kvh := sp.KDim, sp.VDim, sp.KVHeads
-	if heads <= 0 || heads%kvh != 0 || heads/kvh > 64 {
-		b.failf("Attention: %d heads over %d kv heads (group at most 64)", heads, kvh)
-		return
-	}
 	if layer < 0 || layer >= sp.Layers || pos0 < 0 || pos0+n > sp.MaxTokens {
 		b.failf("Attention: layer %d positions %d..%d outside cache %d×%d", layer, pos0, pos0+n, sp.Layers, sp.MaxTokens)
-		return
-	}
-	if qb.n < n*heads*kd || ob.n < n*heads*vd || kb.n < n*kvh*kd || (vb != nil && vb.n < n*kvh*vd) {
-		b.failf("Attention: buffers too small for %d tokens", n)
 		return
 	}
 	es := devptr(c.dt.Size())
@@ -1118,6 +1132,28 @@ func (b *Backend) attention(out, q, k, v kernels.Buffer, cache kernels.KVCache, 
 			a.ptr(op).ptr(c.part).i32(heads).i32(vd).i32(ns)
 		})
 	}
+}
+
+// attnBufs resolves the buffers of an attention op (v only without VInK)
+// and checks the head grouping and their sizes for n rows; ok is false
+// (the failure recorded) when the op cannot run.
+func (b *Backend) attnBufs(op string, out, q, k, v kernels.Buffer, vInK bool, n, heads, kvh, kd, vd int) (ob, qb, kb, vb *Buffer, ok bool) {
+	ob, qb, kb = b.dev(out), b.dev(q), b.dev(k)
+	if !vInK {
+		vb = b.dev(v)
+	}
+	if ob == nil || qb == nil || kb == nil || (!vInK && vb == nil) || n <= 0 {
+		return nil, nil, nil, nil, false
+	}
+	if heads <= 0 || heads%kvh != 0 || heads/kvh > 64 {
+		b.failf("%s: %d heads over %d kv heads (group at most 64)", op, heads, kvh)
+		return nil, nil, nil, nil, false
+	}
+	if qb.n < n*heads*kd || ob.n < n*heads*vd || kb.n < n*kvh*kd || (vb != nil && vb.n < n*kvh*vd) {
+		b.failf("%s: buffers too small for %d rows", op, n)
+		return nil, nil, nil, nil, false
+	}
+	return ob, qb, kb, vb, true
 }
 
 // AttentionNoStore is Attention over keys already in the cache: k and v

@@ -423,18 +423,9 @@ extern "C" __global__ void rmsnorm(float* out, const float* x, const float* w, i
   for (int i = threadIdx.x; i < dim; i += blockDim.x) o[i] = xr[i] * inv * w[i];
 }
 
-// One thread per rotated pair (token, head, i < dim/2).
-extern "C" __global__ void rope(float* x, int n, int heads, int hd, int pos0, const int* dp,
-                                const float* invf, int off, int dim, float scale, int interleaved) {
+// rope_pair rotates pair i of the head at hp for position pos.
+DEVI void rope_pair(float* hp, int i, int pos, const float* invf, int dim, float scale, int interleaved) {
   int half = dim / 2;
-  long long total = (long long)n * heads * half;
-  long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x;
-  if (idx >= total) return;
-  int i = idx % half;
-  long long th = idx / half;
-  int t = th / heads;
-  int pos = pos0 + dp[1] + t;
-  float* hp = x + th * hd + off;
   // Angles in double: pos*invfreq grows with the position and must not lose
   // the fraction that float32 would drop at long contexts.
   double ang = (double)pos * (double)invf[i];
@@ -446,6 +437,20 @@ extern "C" __global__ void rope(float* x, int n, int heads, int hd, int pos0, co
   float x0 = hp[a], x1 = hp[b];
   hp[a] = x0 * cs - x1 * sn;
   hp[b] = x1 * cs + x0 * sn;
+}
+
+// One thread per rotated pair (token, head, i < dim/2). Row t is at
+// position rpos[t] when rpos is given (batched steps), else pos0+dp[1]+t.
+extern "C" __global__ void rope(float* x, int n, int heads, int hd, int pos0, const int* dp, const int* rpos,
+                                const float* invf, int off, int dim, float scale, int interleaved) {
+  int half = dim / 2;
+  long long total = (long long)n * heads * half;
+  long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+  if (idx >= total) return;
+  long long th = idx / half;
+  int t = (int)(th / heads);
+  int pos = rpos ? rpos[t] : pos0 + dp[1] + t;
+  rope_pair(x + th * hd + off, idx % half, pos, invf, dim, scale, interleaved);
 }
 
 extern "C" __global__ void swiglu(float* out, const float* g, const float* u, long long n) {
@@ -1014,6 +1019,31 @@ __device__ void kv_store(KT* kc, KT* vc, const float* k, const float* v, int n, 
 extern "C" __global__ void kv_store_f32(float* kc, float* vc, const float* k, const float* v, int n, int pos0, const int* dp, int kw, int vw) { kv_store(kc, vc, k, v, n, pos0, dp, kw, vw); }
 extern "C" __global__ void kv_store_f16(__half* kc, __half* vc, const float* k, const float* v, int n, int pos0, const int* dp, int kw, int vw) { kv_store(kc, vc, k, v, n, pos0, dp, kw, vw); }
 
+// Paged caches: position p of the sequence of row i lives at slot
+// tabs[rseq[i]*maxb + p/bs]*bs + p%bs of a layer laid out [slots, kvh, d].
+struct Paged {
+  const int *rpos, *rseq, *tabs;
+  int maxb, bs;
+  DEVI size_t slot(int i, int p) const { return (size_t)tabs[rseq[i] * maxb + p / bs] * bs + p % bs; }
+};
+
+template <typename KT>
+__device__ void kv_store_paged(KT* kc, KT* vc, const float* k, const float* v, int n, Paged pg, int kw, int vw) {
+  long long tk = (long long)n * kw, tv = vc ? (long long)n * vw : 0;
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < tk + tv; i += (long long)gridDim.x * blockDim.x) {
+    if (i < tk) {
+      long long t = i / kw, c = i % kw;
+      kc[pg.slot(t, pg.rpos[t]) * kw + c] = (KT)k[i];
+    } else {
+      long long j = i - tk;
+      long long t = j / vw, c = j % vw;
+      vc[pg.slot(t, pg.rpos[t]) * vw + c] = (KT)v[j];
+    }
+  }
+}
+extern "C" __global__ void kv_store_paged_f32(float* kc, float* vc, const float* k, const float* v, int n, const int* rpos, const int* rseq, const int* tabs, int maxb, int bs, int kw, int vw) { kv_store_paged(kc, vc, k, v, n, Paged{rpos, rseq, tabs, maxb, bs}, kw, vw); }
+extern "C" __global__ void kv_store_paged_f16(__half* kc, __half* vc, const float* k, const float* v, int n, const int* rpos, const int* rseq, const int* tabs, int maxb, int bs, int kw, int vw) { kv_store_paged(kc, vc, k, v, n, Paged{rpos, rseq, tabs, maxb, bs}, kw, vw); }
+
 // kv_store_f16x4: the same with 16-byte loads and 8-byte stores (widths
 // multiple of 4); the prefill cache write is pure bandwidth.
 extern "C" __global__ void kv_store_f16x4(__half* kc, __half* vc, const float* k, const float* v, int n, int pos0,
@@ -1046,17 +1076,20 @@ extern "C" __global__ void kv_store_f16x4(__half* kc, __half* vc, const float* k
 // the keys [s*L, min((s+1)*L, pos_i+1)) for the heads sharing kv head g and
 // writes a partial (acc[vd], max, sum) per head; attn_combine merges splits.
 // Scores and softmax in float32.
-template <typename KT>
+// With PAGED, query i is batch row i: its keys are positions 0..rpos[i]
+// of its sequence, found through the block table (Paged).
+template <typename KT, bool PAGED = false>
 __device__ void attn_split(float* part, const float* q, const KT* kc, const KT* vc, int n, int pos0,
                            const int* dp, int heads, int kvh, int kd, int vd, int kstride, int vstride,
-                           float scale, int L, int nsplit, int vhs) {
+                           float scale, int L, int nsplit, int vhs, Paged pg = Paged{}) {
   extern __shared__ float sm[];
   const int s = blockIdx.x, g = blockIdx.y, i = blockIdx.z;
   const int G = heads / kvh;
   float* qs = sm;               // [G][kd]
   float* sc = sm + G * kd;      // [G][L]
   const int tid = threadIdx.x, nt = blockDim.x;
-  const int T = pos0 + dp[1] + i + 1;  // keys visible to query i
+  const int T = PAGED ? pg.rpos[i] + 1 : pos0 + dp[1] + i + 1;  // keys visible to query i
+  auto slot = [&](int p) -> size_t { return PAGED ? pg.slot(i, p) : (size_t)p; };
   const int start = s * L, end = min(start + L, T);
   const int len = end - start;
   float* pbase = part + ((size_t)i * heads + (size_t)g * G) * nsplit * (vd + 2);
@@ -1087,7 +1120,7 @@ __device__ void attn_split(float* part, const float* q, const KT* kc, const KT* 
         const int j = jb + u * ng16 + g16;
         kr4[u] = make_uint4(0, 0, 0, 0);
         if (j < len && l16 < nch)
-          kr4[u] = reinterpret_cast<const uint4*>(kc + (size_t)(start + j) * kstride + (size_t)g * kd)[l16];
+          kr4[u] = reinterpret_cast<const uint4*>(kc + slot(start + j) * kstride + (size_t)g * kd)[l16];
       }
 #pragma unroll
       for (int u = 0; u < 4; u++) {
@@ -1114,7 +1147,7 @@ __device__ void attn_split(float* part, const float* q, const KT* kc, const KT* 
     for (int jb = 0; jb < len; jb += ng16) {
       const int j = jb + g16;
       const bool ok = j < len;
-      const uint4* kr = reinterpret_cast<const uint4*>(kc + (size_t)(start + (ok ? j : 0)) * kstride + (size_t)g * kd);
+      const uint4* kr = reinterpret_cast<const uint4*>(kc + slot(start + (ok ? j : 0)) * kstride + (size_t)g * kd);
       for (int h = 0; h < G; h++) {
         float a = 0.f;
         if (ok)
@@ -1139,7 +1172,7 @@ __device__ void attn_split(float* part, const float* q, const KT* kc, const KT* 
   for (int jb = 0; jb < len; jb += ngrp) {
     const int j = jb + grp;
     const bool ok = j < len;
-    const KT* kr = kc + (size_t)(start + (ok ? j : 0)) * kstride + (size_t)g * kd;
+    const KT* kr = kc + slot(start + (ok ? j : 0)) * kstride + (size_t)g * kd;
     for (int h = 0; h < G; h++) {
       float a = 0.f;
       if (ok)
@@ -1173,7 +1206,7 @@ __device__ void attn_split(float* part, const float* q, const KT* kc, const KT* 
 #pragma unroll 4
       for (int j = kg; j < len; j += nkg) {
         float vf[8];
-        V16<__half>::cvt(reinterpret_cast<const uint4*>(vc + (size_t)(start + j) * vstride + (size_t)g * vhs)[c], vf);
+        V16<__half>::cvt(reinterpret_cast<const uint4*>(vc + slot(start + j) * vstride + (size_t)g * vhs)[c], vf);
         const float p = ph[j];
 #pragma unroll
         for (int e = 0; e < 8; e++) acc[e] = fmaf(p, vf[e], acc[e]);
@@ -1194,10 +1227,10 @@ __device__ void attn_split(float* part, const float* q, const KT* kc, const KT* 
   }
   for (int idx = tid; idx < G * vd; idx += nt) {
     int h = idx / vd, d = idx % vd;
-    const KT* vp = vc + (size_t)start * vstride + (size_t)g * vhs + d;
+    const KT* vp = vc + (size_t)g * vhs + d;
     const float* ph = sc + h * L;
     float a = 0.f;
-    for (int j = 0; j < len; j++) a = fmaf(ph[j], tof(vp[(size_t)j * vstride]), a);
+    for (int j = 0; j < len; j++) a = fmaf(ph[j], tof(vp[slot(start + j) * vstride]), a);
     float* pp = pbase + ((size_t)h * nsplit + s) * (vd + 2);
     pp[d] = a;
     if (d == 0) { pp[vd] = mx[h]; pp[vd + 1] = sum[h]; }
@@ -1208,6 +1241,13 @@ extern "C" __global__ void attn_split_f32(float* part, const float* q, const flo
 }
 extern "C" __global__ void attn_split_f16(float* part, const float* q, const __half* kc, const __half* vc, int n, int pos0, const int* dp, int heads, int kvh, int kd, int vd, int ks, int vs, float scale, int L, int nsplit, int vhs) {
   attn_split(part, q, kc, vc, n, pos0, dp, heads, kvh, kd, vd, ks, vs, scale, L, nsplit, vhs);
+}
+
+extern "C" __global__ void attn_split_paged_f32(float* part, const float* q, const float* kc, const float* vc, int n, const int* rpos, const int* rseq, const int* tabs, int maxb, int bs, int heads, int kvh, int kd, int vd, int ks, int vs, float scale, int L, int nsplit, int vhs) {
+  attn_split<float, true>(part, q, kc, vc, n, 0, nullptr, heads, kvh, kd, vd, ks, vs, scale, L, nsplit, vhs, Paged{rpos, rseq, tabs, maxb, bs});
+}
+extern "C" __global__ void attn_split_paged_f16(float* part, const float* q, const __half* kc, const __half* vc, int n, const int* rpos, const int* rseq, const int* tabs, int maxb, int bs, int heads, int kvh, int kd, int vd, int ks, int vs, float scale, int L, int nsplit, int vhs) {
+  attn_split<__half, true>(part, q, kc, vc, n, 0, nullptr, heads, kvh, kd, vd, ks, vs, scale, L, nsplit, vhs, Paged{rpos, rseq, tabs, maxb, bs});
 }
 
 // One block per (query, head): out = sum_s acc_s e^(m_s-M) / sum_s l_s e^(m_s-M).

@@ -1,0 +1,239 @@
+//go:build linux && cgo
+
+package cuda
+
+import (
+	"fmt"
+	"runtime"
+	"slices"
+	"unsafe"
+
+	"github.com/deepseek-go/deepseek-go/kernels"
+)
+
+var _ kernels.Batcher = (*Backend)(nil)
+
+// PagedKV is a device paged cache: per layer K [Blocks·BlockTokens, KVHeads,
+// KDim] and V [.., VDim] in the backend's KV dtype (f16 or f32).
+type PagedKV struct {
+	spec kernels.PagedKVSpec
+	kvMem
+	al *allocator
+}
+
+// Spec implements kernels.PagedKV.
+func (c *PagedKV) Spec() kernels.PagedKVSpec { return c.spec }
+
+// Close frees the cache's device memory now rather than at garbage
+// collection (a scheduler's pool is most of the GPU).
+func (c *PagedKV) Close() error {
+	runtime.SetFinalizer(c, nil)
+	c.release(c.al)
+	c.kvMem = kvMem{}
+	return nil
+}
+
+// Bytes implements kernels.PagedKV.
+func (c *PagedKV) Bytes() int64 {
+	return int64(c.spec.Blocks) * c.spec.BytesPerBlock() / 4 * int64(c.dt.Size())
+}
+
+// batchDev is the device copy of the last batch descriptor: rows'
+// positions and sequences and the block tables [seqs, maxb]. It is
+// uploaded only when the descriptor changes (every layer of a step
+// passes the same one).
+type batchDev struct {
+	pos, seq, tab          devptr
+	posCap, seqCap, tabCap int
+	hPos, hSeq, hTab       []int32
+	maxb                   int
+}
+
+// NewPagedKV implements kernels.Batcher.
+func (b *Backend) NewPagedKV(spec kernels.PagedKVSpec) (kernels.PagedKV, error) {
+	if spec.Layers <= 0 || spec.Blocks <= 0 || spec.BlockTokens <= 0 || spec.KVHeads <= 0 || spec.KDim <= 0 || spec.VDim <= 0 {
+		return nil, fmt.Errorf("cuda: NewPagedKV: bad spec %+v", spec)
+	}
+	if spec.VInK && spec.VDim > spec.KDim {
+		return nil, fmt.Errorf("cuda: NewPagedKV: VInK with VDim %d > KDim %d", spec.VDim, spec.KDim)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, errClosed
+	}
+	slots := int64(spec.Layers) * int64(spec.Blocks) * int64(spec.BlockTokens) * int64(spec.KVHeads)
+	var vn int64
+	if !spec.VInK {
+		vn = slots * int64(spec.VDim)
+	}
+	mem, err := b.newKVMem(slots*int64(spec.KDim), vn)
+	if err != nil {
+		return nil, fmt.Errorf("cuda: NewPagedKV: %w", err)
+	}
+	c := &PagedKV{spec: spec, kvMem: mem, al: b.alloc}
+	al := b.alloc
+	runtime.SetFinalizer(c, func(c *PagedKV) { c.release(al) })
+	return c, nil
+}
+
+// upload32 copies v to *p (growing it to at least cap ints) when v differs
+// from the host copy *h of what is there.
+func (b *Backend) upload32(p *devptr, capn *int, h *[]int32, v []int32) bool {
+	if len(v) == 0 || slices.Equal(*h, v) {
+		return true
+	}
+	if *capn < len(v) {
+		if *p != 0 {
+			b.alloc.put(*p)
+		}
+		n := max(len(v), 1024)
+		q, err := b.alloc.get(int64(n) * 4)
+		if err != nil {
+			b.fail(err)
+			*p, *capn = 0, 0
+			return false
+		}
+		*p, *capn = q, n
+	}
+	b.fail(b.x.htod(*p, unsafe.Pointer(&v[0]), int64(len(v))*4))
+	*h = append((*h)[:0], v...)
+	return true
+}
+
+// uploadBatch makes b.bd hold bt (positions, sequences, tables padded to
+// the longest).
+func (b *Backend) uploadBatch(bt *kernels.Batch) bool {
+	d := &b.bd
+	maxb := 1
+	for _, t := range bt.Tables {
+		maxb = max(maxb, len(t))
+	}
+	tab := make([]int32, 0, maxb*len(bt.Tables))
+	for _, t := range bt.Tables {
+		tab = append(tab, t...)
+		tab = append(tab, make([]int32, maxb-len(t))...)
+	}
+	if d.maxb != maxb {
+		d.hTab = d.hTab[:0] // same ints, other layout: upload again
+		d.maxb = maxb
+	}
+	return b.upload32(&d.pos, &d.posCap, &d.hPos, bt.Pos) &&
+		b.upload32(&d.seq, &d.seqCap, &d.hSeq, bt.Seq) &&
+		b.upload32(&d.tab, &d.tabCap, &d.hTab, tab)
+}
+
+// RopeRows implements kernels.Batcher.
+func (b *Backend) RopeRows(x kernels.Buffer, n, heads, headDim int, pos []int32, r *kernels.Rope) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	xb := b.dev(x)
+	if xb == nil || n <= 0 || r == nil || r.Dim <= 0 {
+		return
+	}
+	if len(pos) < n || len(r.InvFreq) < r.Dim/2 || r.Off+r.Dim > headDim || xb.n < n*heads*headDim {
+		b.failf("RopeRows: bad rope %d+%d in head %d, %d positions for %d rows, buffer %d", r.Off, r.Dim, headDim, len(pos), n, xb.n)
+		return
+	}
+	f := b.ropeFreqs(r)
+	if f == 0 || !b.upload32(&b.bd.pos, &b.bd.posCap, &b.bd.hPos, pos[:n]) {
+		return
+	}
+	total := int64(n) * int64(heads) * int64(r.Dim/2)
+	inter := 0
+	if r.Interleaved {
+		inter = 1
+	}
+	b.launch("rope", dim3{int((total + 255) / 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+		a.ptr(xb.p).i32(n).i32(heads).i32(headDim).i32(0).ptr(b.zeroDP).ptr(b.bd.pos).ptr(f).i32(r.Off).i32(r.Dim).f32(r.Scale).i32(inter)
+	})
+}
+
+// PagedAttention implements kernels.Batcher with the split-KV kernels of
+// Attention reading keys through the block tables: every row, prompt
+// chunk or decode, attends to its own positions (no flash path yet).
+func (b *Backend) PagedAttention(out, q, k, v kernels.Buffer, kv kernels.PagedKV, layer int, bt *kernels.Batch, heads int, scale float32) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	c, ok := kv.(*PagedKV)
+	if !ok {
+		b.failf("PagedAttention: cache of type %T", kv)
+		return
+	}
+	sp := c.spec
+	n := bt.Rows()
+	ob, qb, kb, vb, ok := b.attnBufs("PagedAttention", out, q, k, v, sp.VInK, n, heads, sp.KVHeads, sp.KDim, sp.VDim)
+	if !ok {
+		return
+	}
+	kd, vd, kvh := sp.KDim, sp.VDim, sp.KVHeads
+	if layer < 0 || layer >= sp.Layers {
+		b.failf("PagedAttention: layer %d of %d", layer, sp.Layers)
+		return
+	}
+	if err := bt.Check(sp); err != nil {
+		b.failf("PagedAttention: %v", err)
+		return
+	}
+	if !b.uploadBatch(bt) {
+		return
+	}
+	d := &b.bd
+	es := devptr(c.dt.Size())
+	kw, vw := kvh*kd, kvh*vd
+	slots := devptr(sp.Blocks) * devptr(sp.BlockTokens)
+	kbase := c.k + devptr(layer)*slots*devptr(kw)*es
+	vbase, vstride, vhs := kbase, kw, kd
+	if !sp.VInK {
+		vbase, vstride, vhs = c.v+devptr(layer)*slots*devptr(vw)*es, vw, vd
+	}
+	dts := "f16"
+	if c.dt == kernels.F32 {
+		dts = "f32"
+	}
+	paged := func(a *args) *args {
+		return a.ptr(d.pos).ptr(d.seq).ptr(d.tab).i32(d.maxb).i32(sp.BlockTokens)
+	}
+	vcp, vp, vwid := vbase, bp(vb, 0), vw
+	if sp.VInK {
+		vcp, vwid = 0, 0
+	}
+	b.launch("kv_store_paged_"+dts, dim3{blocks(int64(n)*int64(kw+vwid), 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+		paged(a.ptr(kbase).ptr(vcp).ptr(kb.p).ptr(vp).i32(n)).i32(kw).i32(vw)
+	})
+	maxT := 0
+	for _, p := range bt.Pos {
+		maxT = max(maxT, int(p)+1)
+	}
+	L := splitKeys
+	ns := (maxT + L - 1) / L
+	need := int64(n) * int64(heads) * int64(ns) * int64(vd+2)
+	if c.partCap < need {
+		if c.part != 0 {
+			b.alloc.put(c.part)
+		}
+		p, err := b.alloc.get(need * 4)
+		if err != nil {
+			b.fail(err)
+			return
+		}
+		c.part, c.partCap = p, need
+	}
+	G := heads / kvh
+	smem := G*(kd+L)*4 + 128*8*4
+	if smem > b.smemMax {
+		b.failf("PagedAttention: %d bytes of shared memory for group %d, kd %d", smem, G, kd)
+		return
+	}
+	if n > 65535 { // grid z is the row
+		b.failf("PagedAttention: %d rows in one step (at most 65535)", n)
+		return
+	}
+	b.launch("attn_split_paged_"+dts, dim3{ns, kvh, n}, dim3{128, 1, 1}, smem, func(a *args) {
+		paged(a.ptr(c.part).ptr(qb.p).ptr(kbase).ptr(vbase).i32(n)).
+			i32(heads).i32(kvh).i32(kd).i32(vd).i32(kw).i32(vstride).f32(scale).i32(L).i32(ns).i32(vhs)
+	})
+	b.launch("attn_combine", dim3{n * heads, 1, 1}, dim3{128, 1, 1}, 0, func(a *args) {
+		a.ptr(ob.p).ptr(c.part).i32(heads).i32(vd).i32(ns)
+	})
+}
