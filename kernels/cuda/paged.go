@@ -24,8 +24,10 @@ type PagedKV struct {
 // Spec implements kernels.PagedKV.
 func (c *PagedKV) Spec() kernels.PagedKVSpec { return c.spec }
 
-// Close frees the cache's device memory now rather than at garbage
-// collection (a scheduler's pool is most of the GPU).
+// Close returns the cache's device memory to the backend's caching
+// allocator now rather than at garbage collection (a scheduler's pool is
+// most of the GPU). The allocator keeps it for blocks of the same size
+// class, so the driver's free memory does not grow back.
 func (c *PagedKV) Close() error {
 	runtime.SetFinalizer(c, nil)
 	c.release(c.al)
