@@ -29,6 +29,7 @@ type Backend struct {
 	pool    *pool
 	mmJobs  sync.Pool // *matmulJob
 	atJobs  sync.Pool // *attnJob
+	pgJobs  sync.Pool // *pagedJob
 	fp8Jobs sync.Pool // *fp8Job (fp8.go)
 }
 
@@ -54,6 +55,7 @@ func NewWithKernels(threads int, k *simd.Kernels, ik *quant.Int8Kernels) *Backen
 	b := &Backend{threads: threads, kern: k, ik: ik, pool: newPool(threads)}
 	b.mmJobs.New = func() any { return new(matmulJob) }
 	b.atJobs.New = func() any { return new(attnJob) }
+	b.pgJobs.New = func() any { return new(pagedJob) }
 	// A backend dropped without Close still stops its workers (they hold
 	// the pool, not the backend).
 	runtime.AddCleanup(b, func(p *pool) { p.close() }, b.pool)

@@ -79,22 +79,29 @@ func (b *Backend) PagedAttention(out, q, k, v kernels.Buffer, kv kernels.PagedKV
 	}
 	group := heads / kvh
 	hs := min(group, attnHeadsPerItem)
-	j := &pagedJob{kern: b.kern, q: buf(q), out: buf(out), kc: kc, vc: vc, bt: bt, tiles: queryTiles(bt),
+	// Jobs and their scratch are pooled: a batched decode step allocates
+	// nothing here once warm.
+	j := b.pgJobs.Get().(*pagedJob)
+	scores, acc := j.scores, j.acc
+	*j = pagedJob{kern: b.kern, q: buf(q), out: buf(out), kc: kc, vc: vc, bt: bt, tiles: appendTiles(j.tiles[:0], bt),
 		kd: kd, vd: vd, kvh: kvh, bs: bs, vstride: vstride, heads: heads, scale: scale,
 		group: group, hs: hs, subs: (group + hs - 1) / hs}
-	j.scores = make([][]float32, b.threads)
-	j.acc = make([][]float32, b.threads)
-	for w := range j.scores {
-		j.scores[w] = make([]float32, tileRows*maxPos)
-		j.acc[w] = make([]float32, vd)
+	if len(scores) < b.threads || len(scores[0]) < tileRows*maxPos || len(acc[0]) < vd {
+		scores, acc = make([][]float32, b.threads), make([][]float32, b.threads)
+		for w := range scores {
+			scores[w] = make([]float32, tileRows*maxPos)
+			acc[w] = make([]float32, vd)
+		}
 	}
+	j.scores, j.acc = scores, acc
 	items := len(j.tiles) * kvh * j.subs
 	chunk := items
 	if n*heads*maxPos*(kd+vd) >= 1<<15 {
 		chunk = max(1, items/(4*b.threads))
 	}
-	var par parJob
-	b.pool.run(&par, j, items, chunk)
+	b.pool.run(&j.par, j, items, chunk)
+	*j = pagedJob{scores: scores, acc: acc, tiles: j.tiles[:0]}
+	b.pgJobs.Put(j)
 }
 
 // tileRows is the most query rows of one sequence that score a key
@@ -105,9 +112,9 @@ const tileRows = 8
 // tile is rows t0..t0+m-1 of a batch: one sequence, consecutive positions.
 type tile struct{ t0, m int }
 
-// queryTiles groups the batch's rows into tiles (decode rows are tiles of one).
-func queryTiles(bt *kernels.Batch) []tile {
-	var tiles []tile
+// appendTiles groups the batch's rows into tiles (decode rows are tiles of
+// one), appended to tiles.
+func appendTiles(tiles []tile, bt *kernels.Batch) []tile {
 	for t := 0; t < bt.Rows(); {
 		m := 1
 		for m < tileRows && t+m < bt.Rows() && bt.Seq[t+m] == bt.Seq[t] && bt.Pos[t+m] == bt.Pos[t+m-1]+1 {
@@ -122,6 +129,7 @@ func queryTiles(bt *kernels.Batch) []tile {
 // pagedJob is one PagedAttention call in flight: items are (tile, KV
 // head, ≤ attnHeadsPerItem query heads).
 type pagedJob struct {
+	par                             parJob
 	kern                            *simd.Kernels
 	q, out, kc, vc                  []float32
 	bt                              *kernels.Batch

@@ -151,3 +151,25 @@ func TestBatchCheckRejectsBadDescriptors(t *testing.T) {
 		}
 	}
 }
+
+// TestPagedAttentionAllocs: once warm, a batched step's attention
+// allocates nothing (jobs and scratch are pooled).
+func TestPagedAttentionAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	be := New(2)
+	spec := kernels.PagedKVSpec{Layers: 1, Blocks: 8, BlockTokens: 4, KVHeads: 2, KDim: 8, VDim: 8}
+	kv, err := be.NewPagedKV(spec)
+	require.NoError(t, err)
+	bt := &kernels.Batch{Pos: []int32{0, 1, 2, 5}, Seq: []int32{0, 0, 0, 1}, Tables: [][]int32{{0}, {1, 2}}}
+	alloc := func(n int) kernels.Buffer {
+		b, err := be.Alloc(n)
+		require.NoError(t, err)
+		return b
+	}
+	q, k, v, out := alloc(4*4*8), alloc(4*2*8), alloc(4*2*8), alloc(4*4*8)
+	step := func() { be.PagedAttention(out, q, k, v, kv, 0, bt, 4, 0.3) }
+	step()
+	assert.Zero(t, testing.AllocsPerRun(20, step))
+}
