@@ -138,7 +138,6 @@ type seqState struct {
 	blocks   []int32 // block table
 	hashes   []uint64
 	started  bool
-	t0       time.Time
 	sess     *Session // unbatched backends: the sequence's own session
 }
 
@@ -237,7 +236,7 @@ func (s *Scheduler) Submit(ctx context.Context, r Request) (*Stream, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	st := &Stream{notify: make(chan struct{}, 1), ctx: ctx, cancel: cancel, t0: time.Now()}
 	st.res.PromptTokens = len(r.Prompt)
-	q := &seqState{req: r, ctx: ctx, st: st, smp: smp, nPrompt: len(r.Prompt), maxNew: maxNew, t0: st.t0,
+	q := &seqState{req: r, ctx: ctx, st: st, smp: smp, nPrompt: len(r.Prompt), maxNew: maxNew,
 		tokens: append(make([]int, 0, len(r.Prompt)+min(maxNew, 1024)), r.Prompt...)}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -429,7 +428,7 @@ func (s *Scheduler) step() {
 		s.running = append(s.running, q)
 		if !q.started {
 			q.started = true
-			q.st.res.Queued = time.Since(q.t0)
+			q.st.res.Queued = time.Since(q.st.t0)
 			q.st.res.CachedTokens = q.computed
 		}
 		plan = append(plan, planned{q, take})
@@ -586,9 +585,6 @@ func (s *Scheduler) forward(plan []planned) ([]sampled, error) {
 		return nil, err
 	}
 	v := s.m.cfg.VocabSize
-	if cap(s.logits) < len(want)*v {
-		s.logits = make([]float32, len(want)*v)
-	}
 	out := make([]sampled, len(want))
 	for i, q := range who {
 		if s.onDevice(q) {
@@ -598,7 +594,11 @@ func (s *Scheduler) forward(plan []planned) ([]sampled, error) {
 			}
 			continue
 		}
-		row := s.logits[i*v : (i+1)*v]
+		// Host rows only: a batch sampled on the device never sizes this.
+		if cap(s.logits) < len(want)*v {
+			s.logits = make([]float32, len(want)*v)
+		}
+		row := s.logits[i*v : (i+1)*v : (i+1)*v]
 		if err := s.m.be.Download(row, lg, i*v); err != nil {
 			return nil, fmt.Errorf("reading logits: %w", err)
 		}

@@ -633,6 +633,24 @@ func (b *Backend) newKVMem(kn, vn int64) (kvMem, error) {
 	return m, nil
 }
 
+// growPartials makes the split-KV partials hold at least need floats;
+// false (the failure recorded) when the device is out of memory.
+func (b *Backend) growPartials(m *kvMem, need int64) bool {
+	if m.partCap >= need {
+		return true
+	}
+	if m.part != 0 {
+		b.alloc.put(m.part)
+	}
+	p, err := b.alloc.get(need * 4)
+	if err != nil {
+		b.fail(err)
+		return false
+	}
+	m.part, m.partCap = p, need
+	return true
+}
+
 // release frees the cache memory (from a finalizer).
 func (m *kvMem) release(al *allocator) {
 	for _, p := range []devptr{m.k, m.v, m.part} {
@@ -1096,19 +1114,10 @@ func (b *Backend) attention(out, q, k, v kernels.Buffer, cache kernels.KVCache, 
 		L = (L + 31) &^ 31
 	}
 	capSplits := (sp.MaxTokens + splitKeys - 1) / splitKeys
-	need := int64(maxSplitQueries) * int64(heads) * int64(capSplits) * int64(vd+2)
-	if c.partCap < need {
-		// cuMemAlloc is legal during a relaxed-mode capture; the graph keeps
-		// the pointer, and the scratch never shrinks afterwards.
-		if c.part != 0 {
-			b.alloc.put(c.part)
-		}
-		p, err := b.alloc.get(need * 4)
-		if err != nil {
-			b.fail(err)
-			return
-		}
-		c.part, c.partCap = p, need
+	// cuMemAlloc is legal during a relaxed-mode capture; the graph keeps
+	// the pointer, and the scratch never shrinks afterwards.
+	if !b.growPartials(&c.kvMem, int64(maxSplitQueries)*int64(heads)*int64(capSplits)*int64(vd+2)) {
+		return
 	}
 	smem := G*(kd+L)*4 + 128*8*4 // q, scores, value partial sums
 	if smem > b.smemMax {

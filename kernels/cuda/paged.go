@@ -209,17 +209,8 @@ func (b *Backend) PagedAttention(out, q, k, v kernels.Buffer, kv kernels.PagedKV
 	}
 	L := splitKeys
 	ns := (maxT + L - 1) / L
-	need := int64(n) * int64(heads) * int64(ns) * int64(vd+2)
-	if c.partCap < need {
-		if c.part != 0 {
-			b.alloc.put(c.part)
-		}
-		p, err := b.alloc.get(need * 4)
-		if err != nil {
-			b.fail(err)
-			return
-		}
-		c.part, c.partCap = p, need
+	if !b.growPartials(&c.kvMem, int64(n)*int64(heads)*int64(ns)*int64(vd+2)) {
+		return
 	}
 	G := heads / kvh
 	smem := G*(kd+L)*4 + 128*8*4
