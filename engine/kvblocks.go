@@ -48,14 +48,8 @@ func newBlockPool(n int) *blockPool {
 	return p
 }
 
-// Total is the number of blocks.
-func (p *blockPool) Total() int { return len(p.refs) }
-
 // Live is the number of blocks held by sequences.
 func (p *blockPool) Live() int { return p.live }
-
-// Available is how many blocks alloc can still hand out.
-func (p *blockPool) Available() int { return len(p.free) + p.idle.Len() }
 
 // alloc returns a block for a sequence (refs 1), evicting the least
 // recently used idle cached block when no free one is left.

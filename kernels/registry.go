@@ -2,7 +2,6 @@ package kernels
 
 import (
 	"fmt"
-	"slices"
 	"sort"
 	"sync"
 )
@@ -55,9 +54,6 @@ func OpenDevice(name string, threads int) (be Backend, ok bool, err error) {
 	be, err = open(threads)
 	return be, true, err
 }
-
-// HasDevice reports whether an accelerator is registered under name.
-func HasDevice(name string) bool { return slices.Contains(Devices(), name) }
 
 // Optional capabilities a backend may have besides Batcher; model code
 // asks for them with a type assertion and has a host path when absent.
