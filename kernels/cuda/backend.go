@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"unsafe"
 
@@ -98,19 +99,22 @@ type Backend struct {
 
 var _ kernels.Backend = (*Backend)(nil)
 
-// kernel names looked up at New.
-var kernelNames = []string{
-	"gemv_f32_1", "gemv_f32_4", "gemv_f32_8", "gemv_f16_1", "gemv_f16_4", "gemv_f16_8",
-	"gemv_bf16_1", "gemv_bf16_4", "gemv_bf16_8", "gemv_bf16_1_r1", "gemv_bf16_1_r4", "gemv_f16_1_r1", "gemv_f16_1_r4",
-	"gemv_f32_1_r1", "gemv_f32_1_r4", "kv_store_f16x4", "gemvs_f32", "gemvs_f16", "gemvs_bf16",
-	"gemm_f32", "gemm_f16", "gemm_bf16", "gemm_wmma_bf16", "gemm_wmma_f16",
-	"gemv_i8_1", "gemv_i8_4", "gemv_i8_8", "gemv_i8_1_r1", "gemv_i8_1_r4", "gemvs_i8", "gemm_i8", "embed_i8", "cvt_f32_bf16", "cvt_f32_f16", "rand_bf16", "rand_f32", "add_bias",
-	"embed_f32", "embed_f16", "embed_bf16", "rmsnorm", "rope", "swiglu", "add", "axpy", "copy2d", "fill", "sample_tiles", "sample_count", "sample_compact", "sample_logits",
-	"kv_store_f32", "kv_store_f16", "attn_split_f32", "attn_split_f16", "attn_combine",
-	"kv_store_paged_f32", "kv_store_paged_f16", "attn_split_paged_f32", "attn_split_paged_f16",
-	"flash_fwd_16_4", "flash_fwd_32_4", "flash_fwd_64_4", "flash_fwd_128_4", "flash_fwd_64_8", "flash_fwd_128_8",
-	"flash2_fwd_128_2_64", "flash2_fwd_128_2_32", "flash2_fwd_64_2_64",
-	"flash2_fwd_128_2_64_v7", "flash2_fwd_128_2_64_v327", "flash2_fwd_64_2_64_v7", "flash2_fwd_64_2_64_v327",
+// entryNames lists the kernels a PTX module defines (its ".entry" lines),
+// so that a kernel added to kernels.cu or a *.cuh file it includes needs no
+// list here.
+func entryNames(ptx []byte) []string {
+	var names []string
+	for _, line := range strings.Split(string(ptx), "\n") {
+		line = strings.TrimSpace(line)
+		rest, ok := strings.CutPrefix(line, ".visible .entry ")
+		if !ok {
+			continue
+		}
+		if i := strings.IndexByte(rest, '('); i > 0 {
+			names = append(names, rest[:i])
+		}
+	}
+	return names
 }
 
 // New opens device opts.Device: primary context, one stream, the embedded
@@ -175,7 +179,7 @@ func New(opts Options) (*Backend, error) {
 		x.close()
 		return nil, fmt.Errorf("cuda: loading kernels.ptx: %w", err)
 	}
-	for _, name := range kernelNames {
+	for _, name := range entryNames(image) {
 		f, err := x.function(b.mod, name)
 		if err != nil {
 			b.Close()
@@ -186,13 +190,11 @@ func New(opts Options) (*Backend, error) {
 	// Headroom for the kernels' static shared memory.
 	optin := x.attr(attrMaxSharedPerBlockOptin) - 2048
 	b.smemMax = optin
-	for _, name := range []string{"flash_fwd_64_4", "flash_fwd_128_4", "flash_fwd_64_8", "flash_fwd_128_8", "attn_split_f32", "attn_split_f16",
-		"attn_split_paged_f32", "attn_split_paged_f16", "flash2_fwd_128_2_64", "flash2_fwd_128_2_32", "flash2_fwd_64_2_64",
-		"flash2_fwd_128_2_64_v7", "flash2_fwd_128_2_64_v327", "flash2_fwd_64_2_64_v7", "flash2_fwd_64_2_64_v327"} {
-		if err := x.setMaxDynSmem(b.fn[name], optin); err != nil {
-			b.Close()
-			return nil, err
-		}
+	for _, f := range b.fn {
+		// A kernel whose static shared memory leaves less than the optin
+		// headroom keeps the default 48 KiB dynamic limit; the launch of
+		// one that needs more then fails with the driver's error.
+		_ = x.setMaxDynSmem(f, optin)
 	}
 	if b.zeroDP, err = b.alloc.get(16); err == nil {
 		err = x.memset32(b.zeroDP, 0, 4)
