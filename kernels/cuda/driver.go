@@ -373,7 +373,8 @@ func (x *ctx) memset32(dst devptr, v uint32, n int64) error {
 
 func (x *ctx) sync() error {
 	x.syncs.Add(1)
-	return check("cuStreamSynchronize", C.dsg_stream_sync(x.c, x.stream)) }
+	return check("cuStreamSynchronize", C.dsg_stream_sync(x.c, x.stream))
+}
 
 // pinned is page-locked host memory (staging for weight uploads).
 type pinned struct {
