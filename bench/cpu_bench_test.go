@@ -26,12 +26,20 @@ import (
 )
 
 // shapes are hub config.json files of the benchmarked architectures.
-var shapes = []struct{ name, config string }{
+var shapes = []struct {
+	name, config string
+	// only names the one variant measured ("": all of them).
+	only string
+	// fit, when set, returns the config to build and a Go memory limit for
+	// building it, or skips when the machine cannot hold the model.
+	fit func(b *testing.B, config string) (string, int64)
+}{
 	{"coder-1.3b", `{"model_type": "llama", "hidden_size": 2048, "intermediate_size": 5504,
 		"num_hidden_layers": 24, "num_attention_heads": 16, "num_key_value_heads": 16,
 		"vocab_size": 32256, "max_position_embeddings": 16384, "rms_norm_eps": 1e-6,
 		"rope_theta": 100000, "rope_scaling": {"type": "linear", "factor": 4.0},
-		"bos_token_id": 32013, "eos_token_id": 32014, "tie_word_embeddings": false}`},
+		"bos_token_id": 32013, "eos_token_id": 32014, "tie_word_embeddings": false}`, "", nil},
+	{"v2-lite", v2LiteConfig, "int8", fitV2Lite}, // deepseek_cpu_bench_test.go
 }
 
 // variants are the weight formats measured: source dtype and int8 flag.
@@ -85,8 +93,12 @@ func model(b *testing.B, key, config string, src safetensors.DType, int8 bool) *
 }
 
 // streamedBytes is what a decode step reads: every weight except the
-// embedding table (kept in the source dtype), of which it reads one row.
+// embedding table (kept in the source dtype), of which it reads one row;
+// of a MoE model only the experts a token picks.
 func streamedBytes(m *engine.Model, src safetensors.DType) int64 {
+	if c := m.Config(); c.NRoutedExperts > 0 {
+		return moeStreamedBytes(c, src, m.Info().Int8)
+	}
 	var n int64
 	for _, v := range m.Info().BytesByDType {
 		n += v
@@ -103,8 +115,17 @@ func BenchmarkCPU(b *testing.B) {
 	ctx := context.Background()
 	for _, s := range shapes {
 		for _, v := range variants {
+			if s.only != "" && v.name != s.only {
+				continue
+			}
 			b.Run(s.name+"/"+v.name, func(b *testing.B) {
-				m := model(b, s.name+"/"+v.name, s.config, v.src, v.int8)
+				config := s.config
+				if s.fit != nil {
+					var limit int64
+					config, limit = s.fit(b, config)
+					defer debug.SetMemoryLimit(debug.SetMemoryLimit(limit))
+				}
+				m := model(b, s.name+"/"+v.name, config, v.src, v.int8)
 				vocab := m.Config().VocabSize
 				sess, err := m.NewSession(promptLen + b.N + 1)
 				if err != nil {

@@ -82,3 +82,11 @@ type StepCapturer interface {
 type DeviceSampler interface {
 	Sample(x Buffer, off, n int, history []int, p SampleParams, u float64) (int, error)
 }
+
+// Counter reports the device work a backend has issued since it opened:
+// kernel launches (a library GEMM call or a graph replay counts as one) and
+// host synchronisations (the host waiting for the device). Benchmarks take
+// the difference over decode steps.
+type Counter interface {
+	Counts() (launches, syncs int64)
+}

@@ -6,7 +6,7 @@
 #   for p in engine kernels/cuda bench/cuda; do n=$(echo $p | tr / _)
 #     go test -c -ldflags="-s -w" -o build/gpu/$n.test ./$p; done
 #   mkdir -p build/gpuz && gzip -c build/gpu/X.test > build/gpuz/X.test.gz ...
-# Usage on the GPU host: bench/cuda/run.sh [tests] [engine] [enginefull] [cli] [enginebench] [batchtest] [batchbench] [sample] [resources] [bench] [flash] [torch] [ncu]
+# Usage on the GPU host: bench/cuda/run.sh [tests] [engine] [enginefull] [cli] [enginebench] [batchtest] [batchbench] [sample] [resources] [bench] [flash] [torch] [ncu] [deepseek]
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/out}
@@ -80,4 +80,13 @@ if [[ $what == *" ncu "* ]]; then
 fi
 if [[ $what == *" torch "* ]]; then
   PYTHONUNBUFFERED=1 python3 bench/attn_torch.py 2>&1 | tee "$OUT/torch.log" | tail -20
+fi
+if [[ $what == *" deepseek "* ]]; then
+  # DeepSeek-V2-Lite and the 4-layer V3 slice (bf16, fp8) through the engine
+  # (issue #13: decode, launches/syncs per step, per-layer ms, prefill 2048,
+  # roofline share), then the HF transformers peers (eager generate, static
+  # cache + torch.compile), each torch case in its own time-limited process.
+  # Budget: ≈ 3-4 min for the Go part, DS_TORCH_DEADLINE (300 s) for torch.
+  (cd engine && ../build/gpu/engine.test -test.run '^$' -test.bench 'CUDADeepSeek' -test.benchtime 1x -test.timeout 20m -test.v 2>&1) | tee "$OUT/deepseek.log" | grep -E "deepseek_cuda_bench_test|^Benchmark|SKIP|FAIL|panic|Error" | tail -40
+  PYTHONUNBUFFERED=1 python3 bench/deepseek_torch.py --deadline "${DS_TORCH_DEADLINE:-300}" 2>&1 | tee "$OUT/deepseek_torch.log" | grep -E "^torch" | tail -20
 fi

@@ -240,6 +240,7 @@ func (lt *cublasLt) matmul(x *ctx, ab int, A, B, D devptr, m, n, k int) error {
 		}
 		lt.plans[key] = p
 	}
+	x.countLaunch()
 	// cuBLASLt uses the calling thread's current context.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()

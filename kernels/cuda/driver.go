@@ -186,6 +186,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -285,6 +286,11 @@ type ctx struct {
 	dev    C.CUdevice
 	c      C.CUcontext
 	stream C.CUstream
+	// launches and syncs count kernel launches (cuBLASLt calls and graph
+	// replays one each; none while capturing) and host waits for the
+	// device, for Backend.Counts.
+	launches, syncs atomic.Int64
+	capturing       bool
 }
 
 func newCtx(ordinal int) (*ctx, error) {
@@ -353,6 +359,7 @@ func (x *ctx) htod(dst devptr, src unsafe.Pointer, n int64) error {
 
 // dtoh copies device bytes to the host and waits for the stream.
 func (x *ctx) dtoh(dst unsafe.Pointer, src devptr, n int64) error {
+	x.syncs.Add(1)
 	return check("cuMemcpyDtoHAsync", C.dsg_dtoh(x.c, dst, C.CUdeviceptr(src), C.size_t(n), x.stream))
 }
 
@@ -364,7 +371,10 @@ func (x *ctx) memset32(dst devptr, v uint32, n int64) error {
 	return check("cuMemsetD32Async", C.dsg_memset32(x.c, C.CUdeviceptr(dst), C.uint(v), C.size_t(n), x.stream))
 }
 
-func (x *ctx) sync() error { return check("cuStreamSynchronize", C.dsg_stream_sync(x.c, x.stream)) }
+func (x *ctx) sync() error {
+	x.syncs.Add(1)
+	return check("cuStreamSynchronize", C.dsg_stream_sync(x.c, x.stream))
+}
 
 // pinned is page-locked host memory (staging for weight uploads).
 type pinned struct {
@@ -409,6 +419,7 @@ func (x *ctx) record(e event) error {
 	return check("cuEventRecord", C.dsg_event_record(x.c, e.e, x.stream))
 }
 func (x *ctx) waitEvent(e event) error {
+	x.syncs.Add(1)
 	return check("cuEventSynchronize", C.dsg_event_sync(x.c, e.e))
 }
 func (x *ctx) elapsed(a, b event) (float32, error) {
@@ -536,11 +547,19 @@ func (x *ctx) launch(f function, grid, block dim3, smem int, a *args) error {
 	if grid.x <= 0 {
 		return nil // nothing to do
 	}
+	x.countLaunch()
 	// Pad so that &buf[0] is valid even for kernels without arguments.
 	a.buf = append(a.buf, 0)
 	r := C.dsg_launch(x.c, f.f, C.uint(grid.x), C.uint(grid.y), C.uint(grid.z), C.uint(block.x), C.uint(block.y),
 		C.uint(block.z), C.uint(smem), x.stream, unsafe.Pointer(&a.buf[0]), &a.offs[0], C.int(len(a.offs)))
 	return check("cuLaunchKernel "+f.name, r)
+}
+
+// countLaunch counts one launch unless it is being captured into a graph.
+func (x *ctx) countLaunch() {
+	if !x.capturing {
+		x.launches.Add(1)
+	}
 }
 
 type graphExec struct {
@@ -549,10 +568,13 @@ type graphExec struct {
 }
 
 func (x *ctx) beginCapture() error {
-	return check("cuStreamBeginCapture", C.dsg_capture_begin(x.c, x.stream))
+	err := check("cuStreamBeginCapture", C.dsg_capture_begin(x.c, x.stream))
+	x.capturing = err == nil
+	return err
 }
 
 func (x *ctx) endCapture() (graphExec, error) {
+	x.capturing = false
 	var g C.CUgraph
 	if err := check("cuStreamEndCapture", C.dsg_capture_end(x.c, x.stream, &g)); err != nil {
 		return graphExec{}, err
@@ -566,6 +588,7 @@ func (x *ctx) endCapture() (graphExec, error) {
 }
 
 func (x *ctx) graphLaunch(g graphExec) error {
+	x.countLaunch()
 	return check("cuGraphLaunch", C.dsg_graph_launch(x.c, g.e, x.stream))
 }
 
