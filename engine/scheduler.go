@@ -605,6 +605,16 @@ func (s *Scheduler) onDevice(q *seqState) bool {
 	return s.sampler != nil && !q.req.Logprobs && q.req.TopLogprobs == 0 && o.FrequencyPenalty == 0 && o.PresencePenalty == 0
 }
 
+func countFunc[T any](s []T, f func(T) bool) int {
+	n := 0
+	for _, v := range s {
+		if f(v) {
+			n++
+		}
+	}
+	return n
+}
+
 // argmaxed reports whether q's next token is the plain argmax picked on
 // the device (greedy without a repetition penalty; the sampler draws no
 // variate for it).
@@ -649,8 +659,10 @@ func (s *Scheduler) forward(plan []planned) ([]sampled, error) {
 	}
 	v := s.m.cfg.VocabSize
 	out := make([]sampled, len(want))
-	greedy := false // plain greedy rows were picked by one argmax over all rows
-	if s.argmax != nil && slices.ContainsFunc(who, s.argmaxed) {
+	// Plain greedy rows: one argmax over all rows when there are several
+	// (one block per row; a single row is faster through Sample's tiles).
+	greedy := false
+	if s.argmax != nil && countFunc(who, s.argmaxed) > 1 {
 		s.argIDs = slices.Grow(s.argIDs[:0], len(want))[:len(want)]
 		if err := s.argmax.ArgmaxRows(s.argIDs, lg, 0, v); err != nil {
 			return nil, fmt.Errorf("greedy picks on the device: %w", err)

@@ -107,7 +107,7 @@ func TestSchedulerMatchesAlone(t *testing.T) {
 	if testing.Short() {
 		fixtures = fixtures[:1]
 	}
-	schedulerMatchesAlone(t, "cpu", fixtures, 1e-5)
+	schedulerMatchesAlone(t, "cpu", fixtures, 1e-5, nil)
 }
 
 // schedulerFixtures are the families (and MLA paths) batching is proven on.
@@ -118,8 +118,9 @@ var schedulerFixtures = []struct{ dir, mla string }{
 }
 
 // schedulerMatchesAlone is TestSchedulerMatchesAlone on a device, with
-// logprobs compared within tol (relative above 1).
-func schedulerMatchesAlone(t *testing.T, device string, fixtures []struct{ dir, mla string }, tol float64) {
+// logprobs compared within tol (relative above 1); check, when not nil,
+// sees each fixture's final scheduler stats.
+func schedulerMatchesAlone(t *testing.T, device string, fixtures []struct{ dir, mla string }, tol float64, check func(t *testing.T, fixture string, st SchedulerStats)) {
 	for _, fx := range fixtures {
 		t.Run(fx.dir+"/"+fx.mla, func(t *testing.T) {
 			opts := []Option{WithThreads(2), WithDevice(device)}
@@ -183,6 +184,9 @@ func schedulerMatchesAlone(t *testing.T, device string, fixtures []struct{ dir, 
 			st := sch.Stats()
 			assert.Zero(t, st.KVBlocksUsed, "finished requests hold no blocks")
 			assert.Zero(t, st.Running+st.Waiting)
+			if check != nil {
+				check(t, fx.dir, st)
+			}
 		})
 	}
 }
