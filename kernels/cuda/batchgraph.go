@@ -65,21 +65,25 @@ func (in *batchIn) fill(ids []int32, bt *kernels.Batch) error {
 			return err
 		}
 	}
-	h := in.host[:0]
-	h = append(h, ids...)
-	h = append(h, bt.Pos...)
-	h = append(h, bt.Seq...)
-	for i, t := range bt.Tables {
-		if len(t) > in.width {
-			return fmt.Errorf("block table %d of %d blocks is wider than the captured %d", i, len(t), in.width)
-		}
-		h = append(h, t...)
-		for range in.width - len(t) {
-			h = append(h, 0)
-		}
+	need, w := in.ints(), in.width
+	if cap(in.host) < need {
+		in.host = make([]int32, need)
 	}
-	for len(h) < in.ints() {
-		h = append(h, 0)
+	h := in.host[:need]
+	copy(h, ids)
+	copy(h[r:], bt.Pos)
+	copy(h[2*r:], bt.Seq)
+	tab := h[3*r:]
+	for i := range r {
+		var t []int32
+		if i < len(bt.Tables) {
+			t = bt.Tables[i]
+		}
+		if len(t) > w {
+			return fmt.Errorf("block table %d of %d blocks is wider than the captured %d", i, len(t), w)
+		}
+		row := tab[i*w : (i+1)*w]
+		clear(row[copy(row, t):])
 	}
 	in.host = h
 	return nil
