@@ -178,6 +178,9 @@ func (m *Model) NewScheduler(o SchedulerOptions) (*Scheduler, error) {
 			return nil, fmt.Errorf("scheduler: %w", err)
 		}
 		perBlock := probe.Bytes()
+		if c, ok := probe.(io.Closer); ok {
+			c.Close()
+		}
 		budget := o.KVBytes
 		if budget == 0 {
 			budget = defaultKVBytes(m.be, int64(o.MaxSeqs)*int64((c.MaxPositionEmbeddings+blockTokens-1)/blockTokens)*perBlock)
@@ -605,16 +608,6 @@ func (s *Scheduler) onDevice(q *seqState) bool {
 	return s.sampler != nil && !q.req.Logprobs && q.req.TopLogprobs == 0 && o.FrequencyPenalty == 0 && o.PresencePenalty == 0
 }
 
-func countFunc[T any](s []T, f func(T) bool) int {
-	n := 0
-	for _, v := range s {
-		if f(v) {
-			n++
-		}
-	}
-	return n
-}
-
 // argmaxed reports whether q's next token is the plain argmax picked on
 // the device (greedy without a repetition penalty; the sampler draws no
 // variate for it).
@@ -661,16 +654,20 @@ func (s *Scheduler) forward(plan []planned) ([]sampled, error) {
 	out := make([]sampled, len(want))
 	// Plain greedy rows: one argmax over all rows when there are several
 	// (one block per row; a single row is faster through Sample's tiles).
-	greedy := false
-	if s.argmax != nil && countFunc(who, s.argmaxed) > 1 {
+	greedy := 0
+	for _, q := range who {
+		if s.argmaxed(q) {
+			greedy++
+		}
+	}
+	if greedy > 1 {
 		s.argIDs = slices.Grow(s.argIDs[:0], len(want))[:len(want)]
 		if err := s.argmax.ArgmaxRows(s.argIDs, lg, 0, v); err != nil {
 			return nil, fmt.Errorf("greedy picks on the device: %w", err)
 		}
-		greedy = true
 	}
 	for i, q := range who {
-		if greedy && s.argmaxed(q) {
+		if greedy > 1 && s.argmaxed(q) {
 			out[i].id = int(s.argIDs[i])
 			continue
 		}
