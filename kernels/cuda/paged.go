@@ -257,7 +257,13 @@ func (b *Backend) pagedAttention(out, q, k, v kernels.Buffer, kv kernels.PagedKV
 	})
 	L := splitKeys
 	ns := (maxT + L - 1) / L
-	if !b.growPartials(&c.kvMem, int64(n)*int64(heads)*int64(ns)*int64(vd+2)) {
+	need := int64(n) * int64(heads) * int64(ns) * int64(vd+2)
+	if need > c.partCap {
+		// Geometric growth: contexts lengthen a split at a time, and each
+		// replacement makes the captured decode graphs stale.
+		need = max(need, 2*c.partCap)
+	}
+	if !b.growPartials(&c.kvMem, need) {
 		return
 	}
 	G := heads / kvh
