@@ -2,7 +2,9 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math/bits"
 	"os"
 
 	"github.com/deepseek-go/deepseek-go/kernels"
@@ -126,4 +128,165 @@ func (s *Session) stepSample(ctx context.Context, id int, smp *Sampler, history 
 	}
 	s.pos++
 	return next, true, nil
+}
+
+// maxGraphRows is the largest batched decode step captured as a graph;
+// buckets are 1, 2, 4, ... maxGraphRows rows.
+const maxGraphRows = 256
+
+// batchGraphs are a scheduler's decode steps captured as device graphs,
+// one per bucket of rows. A decode-only step (every row the one token of a
+// sequence whose logits are wanted) of n rows runs as the step of the
+// smallest bucket that holds it: padding rows carry token 0 at position 0
+// of a table that holds only the scheduler's padding block, which no
+// sequence owns, so they write nowhere that is read back and their logits
+// are ignored. Tables are padded to a power-of-two width that only grows
+// (attention runs over whole tables; blocks past a row's position are
+// skipped). A bucket's first step runs uncaptured (so every scratch buffer
+// exists at its size), its second is captured and later ones replay after
+// one upload of the inputs. A graph is captured again when the step's
+// tables outgrow its width, when the step session replaced a scratch
+// buffer, or when the backend replaced one (kernels.ErrStaleGraph). If a
+// capture fails (a family that reads the device mid-step, e.g. MoE
+// routing on the host), the scheduler stops trying.
+type batchGraphs struct {
+	c        kernels.BatchStepCapturer
+	maxRows  int // the largest bucket
+	maxWidth int // table width bound: blocks of the longest context
+	failed   bool
+	gen      int // the step session's scratchGen the graphs belong to
+	buckets  []batchBucket
+	replays  int64
+	// The padded step, reused.
+	ids      []int
+	ids32    []int32
+	bt       kernels.Batch
+	want     []int
+	padTable []int32 // a padding row's block table: the padding block
+}
+
+// batchBucket is one bucket's graph and the logits buffer it writes.
+type batchBucket struct {
+	warm  bool
+	g     kernels.BatchStepGraph
+	width int
+	lg    kernels.Buffer
+}
+
+// batchCapturerOf returns the backend's batched-step capture capability
+// (DSGO_NO_GRAPH=1 turns graphs off, to compare).
+func batchCapturerOf(be kernels.Backend) (kernels.BatchStepCapturer, bool) {
+	if os.Getenv("DSGO_NO_GRAPH") != "" {
+		return nil, false
+	}
+	c, ok := be.(kernels.BatchStepCapturer)
+	return c, ok
+}
+
+// newBatchGraphs returns graphs for steps of up to maxSeqs rows whose
+// tables hold at most contextBlocks blocks; padding rows write padBlock.
+func newBatchGraphs(c kernels.BatchStepCapturer, maxSeqs, contextBlocks int, padBlock int32) *batchGraphs {
+	rows := 1
+	for rows < min(maxSeqs, maxGraphRows) {
+		rows *= 2
+	}
+	g := &batchGraphs{c: c, maxRows: rows, maxWidth: contextBlocks,
+		buckets: make([]batchBucket, bits.Len(uint(rows))), padTable: []int32{padBlock}}
+	for i := range rows {
+		g.want = append(g.want, i)
+	}
+	return g
+}
+
+// close frees every graph.
+func (g *batchGraphs) close() {
+	for i := range g.buckets {
+		if b := &g.buckets[i]; b.g != nil {
+			b.g.Close()
+			b.g, b.lg = nil, nil
+		}
+	}
+}
+
+// step runs the decode-only step ids, bt on the session through its
+// bucket's graph and returns the logits buffer, whose rows 0..len(ids)-1
+// are the step's rows; handled is false when the caller should run the
+// step itself.
+func (g *batchGraphs) step(s *Session, ids []int, bt *kernels.Batch) (lg kernels.Buffer, handled bool, err error) {
+	n := len(ids)
+	if g.failed || n == 0 || n > g.maxRows {
+		return nil, false, nil
+	}
+	if s.scratchGen != g.gen {
+		g.close()
+		g.gen = s.scratchGen
+	}
+	k := bits.Len(uint(n - 1))
+	rows := 1 << k
+	width := 1
+	for _, t := range bt.Tables {
+		for width < len(t) {
+			width *= 2
+		}
+	}
+	width = min(width, max(g.maxWidth, 1))
+	g.pad(ids, bt, rows)
+	b := &g.buckets[k]
+	if b.g != nil && b.width >= width {
+		err := b.g.Replay(g.ids32, &g.bt)
+		if err == nil {
+			g.replays++
+			return b.lg, true, nil
+		}
+		if !errors.Is(err, kernels.ErrStaleGraph) {
+			return nil, true, fmt.Errorf("batched decode step graph: %w", err)
+		}
+	}
+	if b.g != nil {
+		width = max(width, b.width) // widths only grow: no capture back and forth
+		b.g.Close()
+		b.g, b.lg = nil, nil
+	}
+	if !b.warm {
+		lg, err := s.stepForward(g.ids, &g.bt, g.want[:rows])
+		b.warm = err == nil
+		return lg, true, err
+	}
+	gr, err := g.c.CaptureBatchStep(g.ids32, &g.bt, width, func(be kernels.Backend, bat kernels.Batcher) error {
+		saved, savedB := s.be, s.batcher
+		s.be, s.batcher = be, bat
+		defer func() { s.be, s.batcher = saved, savedB }()
+		var err error
+		lg, err = s.stepForward(g.ids, &g.bt, g.want[:rows])
+		return err
+	})
+	if err != nil {
+		g.failed = true
+		g.close()
+		return nil, false, nil
+	}
+	b.g, b.width, b.lg = gr, width, lg
+	return lg, true, nil
+}
+
+// pad fills g's step with ids and bt's rows, then padding rows up to rows.
+// Row i is sequence slot i (decode-only: one row per sequence).
+func (g *batchGraphs) pad(ids []int, bt *kernels.Batch, rows int) {
+	n := len(ids)
+	g.ids = append(append(g.ids[:0], ids...), make([]int, rows-n)...)
+	g.ids32 = g.ids32[:0]
+	for _, id := range g.ids {
+		g.ids32 = append(g.ids32, int32(id))
+	}
+	g.bt.Pos = append(append(g.bt.Pos[:0], bt.Pos...), make([]int32, rows-n)...)
+	g.bt.Seq = g.bt.Seq[:0]
+	g.bt.Tables = g.bt.Tables[:0]
+	for i := range rows {
+		g.bt.Seq = append(g.bt.Seq, int32(i))
+		if i < n {
+			g.bt.Tables = append(g.bt.Tables, bt.Tables[bt.Seq[i]])
+		} else {
+			g.bt.Tables = append(g.bt.Tables, g.padTable)
+		}
+	}
 }

@@ -76,6 +76,9 @@ type SchedulerStats struct {
 	// PrefixHitBlocks of PrefixQueryBlocks full prompt blocks were found
 	// in the prefix cache (cumulative).
 	PrefixHitBlocks, PrefixQueryBlocks int64
+	// GraphReplays counts decode steps replayed from a captured device
+	// graph (cumulative; backends with kernels.BatchStepCapturer).
+	GraphReplays int64
 }
 
 // KVUsage is the share of KV blocks held by live sequences, 0..1.
@@ -107,9 +110,12 @@ type Scheduler struct {
 	sampler kernels.DeviceSampler // nil: every row is sampled on the host
 	kv      kernels.PagedKV
 	pool    *blockPool
-	sess    *Session // the step's scratch (batched path)
-	limit   int      // positions a sequence may reach
-	stops   []int    // the model's EOS ids
+	sess    *Session            // the step's scratch (batched path)
+	limit   int                 // positions a sequence may reach
+	stops   []int               // the model's EOS ids
+	graphs  *batchGraphs        // decode-only steps as device graphs; nil without
+	argmax  kernels.RowArgmaxer // greedy rows in one launch; nil without
+	argIDs  []int32
 
 	mu     sync.Mutex // guards inbox, stats, closed
 	inbox  []*seqState
@@ -157,6 +163,9 @@ func (m *Model) NewScheduler(o SchedulerOptions) (*Scheduler, error) {
 	s := &Scheduler{m: m, o: o, limit: c.MaxPositionEmbeddings, stops: c.StopIDs(),
 		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
 	s.sampler, _ = m.be.(kernels.DeviceSampler)
+	if s.sampler != nil {
+		s.argmax, _ = m.be.(kernels.RowArgmaxer)
+	}
 	if b, ok := m.be.(kernels.Batcher); ok {
 		s.batcher = b
 		spec := kernels.PagedKVSpec{Layers: m.kvSpec.Layers, BlockTokens: blockTokens, KVHeads: m.kvSpec.KVHeads,
@@ -169,23 +178,53 @@ func (m *Model) NewScheduler(o SchedulerOptions) (*Scheduler, error) {
 			return nil, fmt.Errorf("scheduler: %w", err)
 		}
 		perBlock := probe.Bytes()
+		if c, ok := probe.(io.Closer); ok {
+			c.Close()
+		}
 		budget := o.KVBytes
 		if budget == 0 {
 			budget = defaultKVBytes(m.be, int64(o.MaxSeqs)*int64((c.MaxPositionEmbeddings+blockTokens-1)/blockTokens)*perBlock)
 		}
-		spec.Blocks = int(budget / perBlock)
-		if spec.Blocks < 1 {
+		blocks := int(budget / perBlock)
+		if blocks < 1 {
 			return nil, fmt.Errorf("scheduler: KV budget of %d bytes is less than one block (%d bytes)", budget, perBlock)
+		}
+		spec.Blocks = blocks
+		capturer, graphs := batchCapturerOf(m.be)
+		graphs = graphs && m.shards == nil
+		if graphs {
+			spec.Blocks++ // the padding rows' block, beyond the budget: scheduling is the same without graphs
 		}
 		if s.kv, err = s.batcher.NewPagedKV(spec); err != nil {
 			return nil, fmt.Errorf("scheduler: allocating %d KV blocks: %w", spec.Blocks, err)
 		}
-		s.pool = newBlockPool(spec.Blocks)
-		s.limit = min(s.limit, spec.Blocks*blockTokens)
-		if s.sess, err = m.newStepSession(o.TokenBudget, s.kv, s.batcher); err != nil {
+		s.pool = newBlockPool(blocks)
+		s.limit = min(s.limit, blocks*blockTokens)
+		rows := o.TokenBudget
+		if graphs {
+			s.graphs = newBatchGraphs(capturer, o.MaxSeqs, (s.limit+blockTokens-1)/blockTokens, int32(blocks))
+			rows = max(rows, s.graphs.maxRows)
+		}
+		if s.sess, err = m.newStepSession(rows, s.kv, s.batcher); err != nil {
+			s.closeKV()
 			return nil, fmt.Errorf("scheduler: %w", err)
 		}
-		s.stats.KVBlocksTotal = spec.Blocks
+		if s.graphs != nil {
+			// The head's scratch for the largest bucket up front, so that a
+			// mixed step wanting more logits rows never replaces it under the
+			// graphs.
+			r, hid := s.graphs.maxRows, c.HiddenSize
+			for _, b := range []struct {
+				name string
+				n    int
+			}{{"head.x", r * hid}, {"head.xn", r * hid}, {"head.logits", r * m.lmHead.Rows()}} {
+				if _, err := s.sess.Scratch(b.name, b.n); err != nil {
+					s.closeKV()
+					return nil, fmt.Errorf("scheduler: %w", err)
+				}
+			}
+		}
+		s.stats.KVBlocksTotal = blocks
 	}
 	go s.loop()
 	return s, nil
@@ -294,7 +333,15 @@ func (s *Scheduler) Close() error {
 	}
 	s.mu.Unlock()
 	<-s.done
-	if c, ok := s.kv.(io.Closer); ok { // device caches free their memory now
+	if s.graphs != nil {
+		s.graphs.close() // before the cache they captured
+	}
+	return s.closeKV()
+}
+
+// closeKV frees a device cache's memory now.
+func (s *Scheduler) closeKV() error {
+	if c, ok := s.kv.(io.Closer); ok {
 		return c.Close()
 	}
 	return nil
@@ -344,6 +391,9 @@ func (s *Scheduler) publish() {
 	s.stats.Running = len(s.running)
 	s.stats.Waiting = len(s.waiting) + len(s.inbox)
 	s.stats.PrefixHitBlocks, s.stats.PrefixQueryBlocks = s.hits, s.queries
+	if s.graphs != nil {
+		s.stats.GraphReplays = s.graphs.replays
+	}
 	if s.pool != nil {
 		s.stats.KVBlocksUsed = s.pool.Live()
 	}
@@ -558,6 +608,14 @@ func (s *Scheduler) onDevice(q *seqState) bool {
 	return s.sampler != nil && !q.req.Logprobs && q.req.TopLogprobs == 0 && o.FrequencyPenalty == 0 && o.PresencePenalty == 0
 }
 
+// argmaxed reports whether q's next token is the plain argmax picked on
+// the device (greedy without a repetition penalty; the sampler draws no
+// variate for it).
+func (s *Scheduler) argmaxed(q *seqState) bool {
+	o := q.req.Sampling
+	return s.argmax != nil && s.onDevice(q) && o.Greedy() && (o.RepeatPenalty == 0 || o.RepeatPenalty == 1)
+}
+
 // forward runs the plan as one batch and returns the next token (or the
 // logits) of each sequence that reached its last token, in plan order.
 // Rows sampled on the device send one id each to the host; only rows
@@ -580,13 +638,39 @@ func (s *Scheduler) forward(plan []planned) ([]sampled, error) {
 			who = append(who, q)
 		}
 	}
-	lg, err := s.sess.stepForward(ids, bt, want)
+	var lg kernels.Buffer
+	var err error
+	handled := false
+	if s.graphs != nil && len(want) == len(ids) { // decode only: one row per sequence, all wanted
+		lg, handled, err = s.graphs.step(s.sess, ids, bt)
+	}
+	if !handled {
+		lg, err = s.sess.stepForward(ids, bt, want)
+	}
 	if err != nil || len(want) == 0 {
 		return nil, err
 	}
 	v := s.m.cfg.VocabSize
 	out := make([]sampled, len(want))
+	// Plain greedy rows: one argmax over all rows when there are several
+	// (one block per row; a single row is faster through Sample's tiles).
+	greedy := 0
+	for _, q := range who {
+		if s.argmaxed(q) {
+			greedy++
+		}
+	}
+	if greedy > 1 {
+		s.argIDs = slices.Grow(s.argIDs[:0], len(want))[:len(want)]
+		if err := s.argmax.ArgmaxRows(s.argIDs, lg, 0, v); err != nil {
+			return nil, fmt.Errorf("greedy picks on the device: %w", err)
+		}
+	}
 	for i, q := range who {
+		if greedy > 1 && s.argmaxed(q) {
+			out[i].id = int(s.argIDs[i])
+			continue
+		}
 		if s.onDevice(q) {
 			p, u := q.smp.DeviceArgs()
 			if out[i].id, err = s.sampler.Sample(lg, i*v, v, q.tokens, p, u); err != nil {

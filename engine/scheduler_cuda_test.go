@@ -5,9 +5,11 @@ package engine
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/deepseek-go/deepseek-go/engine/safetensors"
@@ -15,21 +17,63 @@ import (
 )
 
 // TestSchedulerMatchesAloneCUDA is the batching proof on the GPU: every
-// fixture family, batched (paged split-KV attention) against the same
-// request alone on the GPU's single-sequence path.
+// fixture family, batched (paged split-KV attention, decode-only steps
+// replayed from per-bucket graphs) against the same request alone on the
+// GPU's single-sequence path.
 func TestSchedulerMatchesAloneCUDA(t *testing.T) {
 	if err := cuda.Available(); err != nil {
 		t.Skipf("no GPU: %v", err)
 	}
-	schedulerMatchesAlone(t, "cuda", schedulerFixtures, 1e-4)
+	schedulerMatchesAlone(t, "cuda", schedulerFixtures, 1e-4, func(t *testing.T, fixture string, st SchedulerStats) {
+		t.Logf("%s: %d graph replays", fixture, st.GraphReplays)
+		if !strings.HasPrefix(fixture, "deepseek") { // MoE routing on the host is not captured
+			assert.Positive(t, st.GraphReplays, "decode-only steps replay graphs")
+		}
+	})
+}
+
+// TestSchedulerGraphsCUDA: the scheduler with batched decode graphs
+// (padded buckets 1..8, tables growing through widths 1..8 blocks,
+// greedy rows picked by one argmax, seeded rows sampled on the device,
+// logprob rows on the host) gives the tokens and logprobs of the same
+// scheduler without graphs, on every fixture family; families that
+// cannot be captured fall back and still match.
+func TestSchedulerGraphsCUDA(t *testing.T) {
+	if err := cuda.Available(); err != nil {
+		t.Skipf("no GPU: %v", err)
+	}
+	for _, fx := range schedulerFixtures {
+		t.Run(fx.dir+"/"+fx.mla, func(t *testing.T) {
+			opts := []Option{WithDevice("cuda")}
+			if fx.mla != "" {
+				opts = append(opts, WithMLA(fx.mla))
+			}
+			m, err := Load(fixtureDir(fx.dir), opts...)
+			require.NoError(t, err)
+			defer m.Close()
+			t.Setenv("DSGO_NO_GRAPH", "1")
+			want, st := runGraphRequests(t, m)
+			assert.Zero(t, st.GraphReplays)
+			t.Setenv("DSGO_NO_GRAPH", "")
+			got, st := runGraphRequests(t, m)
+			requireSameRuns(t, want, got, 1e-4)
+			t.Logf("%d graph replays", st.GraphReplays)
+			if !strings.HasPrefix(fx.dir, "deepseek") {
+				assert.Positive(t, st.GraphReplays)
+			}
+		})
+	}
 }
 
 // BenchmarkCUDABatchDecode7B: the scheduler on a synthetic
 // DeepSeek-LLM-7B-shaped model (random bf16 weights): N requests of
-// 512-token prompts and 256 new tokens each, all submitted at once, and a
+// 512-token prompts and 256 new tokens each, all submitted at once, with
+// decode steps replayed from batched graphs and (/nograph) without, and a
 // continuous-batching run where 128 requests arrive 20 ms apart with at
-// most 64 running. Reports aggregate output tok/s over the whole run and
-// decode-tok/s from the last first token to the end (all N decoding).
+// most 64 running. Reports aggregate output tok/s over the whole run,
+// decode-tok/s and ms/step from the last first token to the end (all N
+// decoding). The KV budget must hold every request whole (a run that
+// preempts measures something else).
 func BenchmarkCUDABatchDecode7B(b *testing.B) {
 	m := synthetic7B(b)
 	prompt := func(i int) []int {
@@ -41,8 +85,9 @@ func BenchmarkCUDABatchDecode7B(b *testing.B) {
 	}
 	// run submits n requests gap apart and returns the wall time of the
 	// whole run, the span from the last first token to the last token,
-	// and the tokens made (the engine timestamps each stream's tokens).
-	run := func(b *testing.B, sch *Scheduler, n int, gap time.Duration) (total, decode time.Duration, toks int) {
+	// the tokens made (the engine timestamps each stream's tokens) and the
+	// preemptions.
+	run := func(b *testing.B, sch *Scheduler, n int, gap time.Duration) (total, decode time.Duration, toks, pre int) {
 		start := time.Now()
 		streams := make([]*Stream, n)
 		for i := range streams {
@@ -60,33 +105,53 @@ func BenchmarkCUDABatchDecode7B(b *testing.B) {
 			}
 			res := st.Result()
 			toks += res.GeneratedTokens
+			pre += res.Preemptions
 			t0 := st.t0
 			lastFirst, end = later(lastFirst, t0.Add(res.FirstToken)), later(end, t0.Add(res.Elapsed))
 		}
-		return end.Sub(start), end.Sub(lastFirst), toks
+		return end.Sub(start), end.Sub(lastFirst), toks, pre
 	}
 	for _, n := range []int{1, 8, 32, 64, 128} {
-		b.Run(fmt.Sprintf("seqs=%d", n), func(b *testing.B) {
-			sch, err := m.NewScheduler(SchedulerOptions{MaxSeqs: n, TokenBudget: max(512, n)})
-			require.NoError(b, err)
-			defer sch.Close()
-			for range b.N {
-				total, decode, toks := run(b, sch, n, 0)
-				b.ReportMetric(float64(toks)/total.Seconds(), "output-tok/s")
-				b.ReportMetric(float64(n*255)/decode.Seconds(), "decode-tok/s")
-				b.Logf("7B bf16 batch %d: %d tokens in %v (%.0f output tok/s), decode phase %.0f tok/s, %.2f ms/step; KV %d blocks",
-					n, toks, total, float64(toks)/total.Seconds(), float64(n*255)/decode.Seconds(), decode.Seconds()*1e3/255, sch.Stats().KVBlocksTotal)
+		for _, graphs := range []bool{true, false} {
+			name := fmt.Sprintf("seqs=%d", n)
+			if !graphs {
+				name += "/nograph"
 			}
-		})
+			b.Run(name, func(b *testing.B) {
+				if !graphs {
+					b.Setenv("DSGO_NO_GRAPH", "1")
+				}
+				sch, err := m.NewScheduler(SchedulerOptions{MaxSeqs: n, TokenBudget: max(512, n)})
+				require.NoError(b, err)
+				defer sch.Close()
+				st := sch.Stats()
+				require.GreaterOrEqual(b, st.KVBlocksTotal, n*(512+256)/blockTokens,
+					"KV budget of %d blocks cannot hold %d requests of 768 positions (GPU memory taken by something else?)", st.KVBlocksTotal, n)
+				for range b.N {
+					total, decode, toks, pre := run(b, sch, n, 0)
+					require.Zero(b, pre, "preempted: the run does not measure steady decoding")
+					st := sch.Stats()
+					b.ReportMetric(float64(toks)/total.Seconds(), "output-tok/s")
+					b.ReportMetric(float64(n*255)/decode.Seconds(), "decode-tok/s")
+					b.ReportMetric(decode.Seconds()*1e3/255, "ms/step")
+					b.ReportMetric(float64(st.GraphReplays), "graph-replays")
+					b.Logf("7B bf16 batch %d (graphs %v): %d tokens in %v (%.0f output tok/s), decode phase %.0f tok/s, %.2f ms/step; KV %d blocks, %d graph replays",
+						n, graphs, toks, total, float64(toks)/total.Seconds(), float64(n*255)/decode.Seconds(), decode.Seconds()*1e3/255, st.KVBlocksTotal, st.GraphReplays)
+				}
+			})
+		}
 	}
 	b.Run("continuous/128req/64max", func(b *testing.B) {
 		sch, err := m.NewScheduler(SchedulerOptions{MaxSeqs: 64})
 		require.NoError(b, err)
 		defer sch.Close()
 		for range b.N {
-			total, _, toks := run(b, sch, 128, 20*time.Millisecond)
+			total, _, toks, preemptions := run(b, sch, 128, 20*time.Millisecond)
+			st := sch.Stats()
 			b.ReportMetric(float64(toks)/total.Seconds(), "output-tok/s")
-			b.Logf("7B bf16 continuous: 128 requests 20 ms apart, %d tokens in %v: %.0f output tok/s", toks, total, float64(toks)/total.Seconds())
+			b.ReportMetric(float64(st.GraphReplays), "graph-replays")
+			b.Logf("7B bf16 continuous: 128 requests 20 ms apart, %d tokens in %v: %.0f output tok/s, %d graph replays, %d preemptions",
+				toks, total, float64(toks)/total.Seconds(), st.GraphReplays, preemptions)
 		}
 	})
 }

@@ -2,6 +2,8 @@ package engine
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -105,7 +107,7 @@ func TestSchedulerMatchesAlone(t *testing.T) {
 	if testing.Short() {
 		fixtures = fixtures[:1]
 	}
-	schedulerMatchesAlone(t, "cpu", fixtures, 1e-5)
+	schedulerMatchesAlone(t, "cpu", fixtures, 1e-5, nil)
 }
 
 // schedulerFixtures are the families (and MLA paths) batching is proven on.
@@ -116,8 +118,9 @@ var schedulerFixtures = []struct{ dir, mla string }{
 }
 
 // schedulerMatchesAlone is TestSchedulerMatchesAlone on a device, with
-// logprobs compared within tol (relative above 1).
-func schedulerMatchesAlone(t *testing.T, device string, fixtures []struct{ dir, mla string }, tol float64) {
+// logprobs compared within tol (relative above 1); check, when not nil,
+// sees each fixture's final scheduler stats.
+func schedulerMatchesAlone(t *testing.T, device string, fixtures []struct{ dir, mla string }, tol float64, check func(t *testing.T, fixture string, st SchedulerStats)) {
 	for _, fx := range fixtures {
 		t.Run(fx.dir+"/"+fx.mla, func(t *testing.T) {
 			opts := []Option{WithThreads(2), WithDevice(device)}
@@ -181,6 +184,9 @@ func schedulerMatchesAlone(t *testing.T, device string, fixtures []struct{ dir, 
 			st := sch.Stats()
 			assert.Zero(t, st.KVBlocksUsed, "finished requests hold no blocks")
 			assert.Zero(t, st.Running+st.Waiting)
+			if check != nil {
+				check(t, fx.dir, st)
+			}
 		})
 	}
 }
@@ -404,4 +410,208 @@ func TestSchedulerDeviceSampling(t *testing.T) {
 	}
 	assert.Positive(t, be.calls, "the device sampler was used")
 	assert.LessOrEqual(t, be.calls, 16, "only the two requests without logprobs sample on the device")
+}
+
+// replayBackend is hostDeviceSampler with the batched-step capabilities of
+// a device: ArgmaxRows on the host, and CaptureBatchStep whose "graph"
+// runs the captured step function again on Replay (it reads the padded
+// inputs the engine passes), so the scheduler's graph bookkeeping
+// (buckets, padding rows writing their own block, warm-up, capture,
+// replay, table width, staleness, capture failure) runs in CI.
+type replayBackend struct {
+	hostDeviceSampler
+	fail       bool // CaptureBatchStep fails (a family that cannot be captured)
+	staleEvery int  // every n-th replay reports kernels.ErrStaleGraph
+	captures   int
+	replays    int
+	stale      int
+	argCalls   int
+	argMaxRows int
+}
+
+var (
+	_ kernels.BatchStepCapturer = (*replayBackend)(nil)
+	_ kernels.RowArgmaxer       = (*replayBackend)(nil)
+)
+
+func (b *replayBackend) ArgmaxRows(dst []int32, x kernels.Buffer, off, n int) error {
+	b.argCalls++
+	b.argMaxRows = max(b.argMaxRows, len(dst))
+	row := make([]float32, n)
+	for i := range dst {
+		if err := b.Download(row, x, off+i*n); err != nil {
+			return err
+		}
+		dst[i] = int32(sample.Argmax(row))
+	}
+	return nil
+}
+
+// checkStep is what a device checks of a captured or replayed step.
+func checkStep(ids []int32, bt *kernels.Batch, rows, width int) error {
+	if len(ids) != rows || bt.Rows() != rows || len(bt.Tables) > rows {
+		return fmt.Errorf("%d ids, %d rows, %d tables for a step of %d rows", len(ids), bt.Rows(), len(bt.Tables), rows)
+	}
+	for i, t := range bt.Tables {
+		if len(t) > width {
+			return fmt.Errorf("table %d of %d blocks wider than %d", i, len(t), width)
+		}
+	}
+	return nil
+}
+
+func (b *replayBackend) CaptureBatchStep(ids []int32, bt *kernels.Batch, width int, fn func(kernels.Backend, kernels.Batcher) error) (kernels.BatchStepGraph, error) {
+	if b.fail {
+		return nil, errors.New("replayBackend: capture refused")
+	}
+	if err := checkStep(ids, bt, len(ids), width); err != nil {
+		return nil, err
+	}
+	if err := fn(b, b); err != nil {
+		return nil, err
+	}
+	b.captures++
+	return &replayGraph{b: b, fn: fn, rows: len(ids), width: width}, nil
+}
+
+type replayGraph struct {
+	b           *replayBackend
+	fn          func(kernels.Backend, kernels.Batcher) error
+	rows, width int
+	closed      bool
+}
+
+func (g *replayGraph) Replay(ids []int32, bt *kernels.Batch) error {
+	if g.closed {
+		return errors.New("replay of a closed graph")
+	}
+	if err := checkStep(ids, bt, g.rows, g.width); err != nil {
+		return err
+	}
+	if g.b.staleEvery > 0 && (g.b.replays+g.b.stale+1)%g.b.staleEvery == 0 {
+		g.b.stale++
+		return fmt.Errorf("replayBackend: %w", kernels.ErrStaleGraph)
+	}
+	g.b.replays++
+	return g.fn(g.b, g.b)
+}
+
+func (g *replayGraph) Close() error { g.closed = true; return nil }
+
+// graphRequests are staggered requests for the graph tests: greedy rows
+// (one argmax for the batch), seeded sampled rows, a greedy row with a
+// repetition penalty and logprob rows (host), prompts from 1 to 70 tokens
+// so that tables grow through several widths.
+func graphRequests(vocab int) []Request {
+	rng := rand.New(rand.NewPCG(11, 12))
+	var reqs []Request
+	for i, n := range []int{3, 15, 17, 33, 1, 40, 70, 9, 20, 5} {
+		r := Request{Prompt: randPrompt(rng, n, vocab), MaxTokens: 24, IgnoreEOS: true}
+		switch i % 4 {
+		case 1:
+			r.Sampling = SamplerOptions{Temperature: 0.8, TopP: 0.9, Seed: uint64(i)}
+		case 2:
+			r.TopLogprobs = 5
+		case 3:
+			if i == 3 {
+				r.Sampling = SamplerOptions{RepeatPenalty: 1.3}
+			}
+		}
+		reqs = append(reqs, r)
+	}
+	return reqs
+}
+
+// runGraphRequests runs graphRequests on a new scheduler of m (graphs on
+// unless DSGO_NO_GRAPH is set), the second half submitted while the
+// first decodes.
+func runGraphRequests(t *testing.T, m *Model) ([]streamed, SchedulerStats) {
+	t.Helper()
+	reqs := graphRequests(m.cfg.VocabSize)
+	sch, err := m.NewScheduler(SchedulerOptions{MaxSeqs: 8, TokenBudget: 32})
+	require.NoError(t, err)
+	defer sch.Close()
+	got := make([]streamed, len(reqs))
+	var wg sync.WaitGroup
+	for i, r := range reqs {
+		if i == 5 {
+			time.Sleep(20 * time.Millisecond)
+		}
+		st, err := sch.Submit(context.Background(), r)
+		require.NoError(t, err)
+		wg.Go(func() { got[i] = drain(st) })
+	}
+	wg.Wait()
+	st := sch.Stats()
+	assert.Zero(t, st.KVBlocksUsed)
+	return got, st
+}
+
+// requireSameRuns checks two runs of graphRequests: the same tokens, and
+// logprobs within tol (relative above 1).
+func requireSameRuns(t *testing.T, want, got []streamed, tol float64) {
+	t.Helper()
+	for i := range want {
+		require.NoError(t, want[i].err, "request %d", i)
+		require.NoError(t, got[i].err, "request %d", i)
+		require.Equal(t, want[i].ids(), got[i].ids(), "request %d", i)
+		for j, tok := range got[i].toks {
+			w := want[i].toks[j]
+			require.Len(t, tok.Top, len(w.Top))
+			assert.InDelta(t, w.Logprob, tok.Logprob, tol*math.Max(1, math.Abs(float64(w.Logprob))), "request %d token %d", i, j)
+			for k, lp := range tok.Top {
+				wl := float64(w.Top[k].Logprob)
+				assert.InDelta(t, wl, lp.Logprob, tol*math.Max(1, math.Abs(wl)), "request %d token %d top %d", i, j, k)
+				if w.Top[k].ID != lp.ID { // only a near tie (or the list's end) may swap
+					tie := k == len(w.Top)-1
+					for _, o := range []int{k - 1, k + 1} {
+						if o >= 0 && o < len(w.Top) && math.Abs(float64(w.Top[o].Logprob)-wl) <= 2*tol*math.Max(1, math.Abs(wl)) {
+							tie = true
+						}
+					}
+					assert.True(t, tie, "request %d token %d top %d: id %d, want %d", i, j, k, lp.ID, w.Top[k].ID)
+				}
+			}
+		}
+	}
+}
+
+// TestSchedulerGraphBuckets: decode-only steps padded to their bucket and
+// run through (replayed) graphs give the tokens and logprobs of the same
+// scheduler without graphs, so padding rows never touch a sequence's KV;
+// greedy rows are picked by one argmax per step; a stale graph is
+// captured again, and a backend that cannot capture falls back.
+func TestSchedulerGraphBuckets(t *testing.T) {
+	fixtures := []string{"llama-gqa-llama3rope", "qwen2-tied"}
+	if testing.Short() {
+		fixtures = fixtures[:1]
+	}
+	for _, fx := range fixtures {
+		t.Run(fx, func(t *testing.T) {
+			be := &replayBackend{hostDeviceSampler: hostDeviceSampler{Backend: cpu.New(2)}}
+			m, err := Load(fixtureDir(fx), WithBackend(be))
+			require.NoError(t, err)
+			defer m.Close()
+			t.Setenv("DSGO_NO_GRAPH", "1")
+			want, st := runGraphRequests(t, m)
+			assert.Zero(t, st.GraphReplays)
+			assert.Zero(t, be.captures+be.replays)
+			t.Setenv("DSGO_NO_GRAPH", "")
+
+			be.staleEvery = 7
+			got, st := runGraphRequests(t, m)
+			requireSameRuns(t, want, got, 1e-5)
+			assert.Positive(t, be.captures)
+			assert.Positive(t, be.stale)
+			assert.Greater(t, be.replays, be.captures, "most decode steps replay")
+			assert.Equal(t, int64(be.replays), st.GraphReplays)
+			assert.Greater(t, be.argMaxRows, 1, "greedy rows of a step share one argmax")
+
+			be.fail, be.replays, be.captures = true, 0, 0
+			got, st = runGraphRequests(t, m)
+			requireSameRuns(t, want, got, 1e-5)
+			assert.Zero(t, be.replays+be.captures)
+			assert.Zero(t, st.GraphReplays)
+		})
+	}
 }

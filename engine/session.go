@@ -27,6 +27,9 @@ type Session struct {
 	scratch map[string]kernels.Buffer
 	ids32   []int32
 	graph   graphState // decode step as a device graph (device_graph.go)
+	// scratchGen counts scratch buffers replaced by larger ones: graphs
+	// captured before point at the old ones (batchGraphs).
+	scratchGen int
 	// logits is the host copy of the last logits Step and Last return,
 	// reused so decoding allocates nothing per token.
 	logits []float32
@@ -141,6 +144,9 @@ func (s *Session) Scratch(name string, n int) (kernels.Buffer, error) {
 	b, err := s.be.Alloc(n)
 	if err != nil {
 		return nil, fmt.Errorf("allocating scratch %q of %d floats: %w", name, n, err)
+	}
+	if ok {
+		s.scratchGen++
 	}
 	s.scratch[name] = b
 	return b, nil
@@ -329,8 +335,13 @@ func (s *Session) head(pick []int, src, rows int) (kernels.Buffer, error) {
 	if pick == nil {
 		s.be.Copy2D(xr, 0, hid, s.x, src*hid, hid, rows, hid)
 	}
-	for i, r := range pick {
-		s.be.Copy2D(xr, i*hid, hid, s.x, r*hid, hid, 1, hid)
+	for i := 0; i < len(pick); { // one copy per run of consecutive rows
+		j := i + 1
+		for j < len(pick) && pick[j] == pick[j-1]+1 {
+			j++
+		}
+		s.be.Copy2D(xr, i*hid, hid, s.x, pick[i]*hid, hid, j-i, hid)
+		i = j
 	}
 	s.be.RMSNorm(xn, xr, m.norm, rows, hid, float32(c.RMSNormEps))
 	lg, err := s.Scratch("head.logits", rows*vocab)

@@ -1,6 +1,7 @@
 package kernels
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -89,4 +90,35 @@ type DeviceSampler interface {
 // the difference over decode steps.
 type Counter interface {
 	Counts() (launches, syncs int64)
+}
+
+// BatchStepGraph is a captured batched decode step (BatchStepCapturer).
+type BatchStepGraph interface {
+	// Replay runs the step again for ids and b: the captured row count,
+	// block tables no wider than the captured width. One upload of the
+	// inputs, one graph launch. A graph whose captured device buffers
+	// were replaced since returns an error wrapping ErrStaleGraph.
+	Replay(ids []int32, b *Batch) error
+	Close() error
+}
+
+// ErrStaleGraph is returned by the replay of a graph that captured a
+// device buffer which has since been replaced: capture the step again.
+var ErrStaleGraph = errors.New("captured graph is stale")
+
+// BatchStepCapturer records a batched decode step as a device graph: one
+// token per row (ids), rows at the positions, sequences and block tables
+// of b, tables padded to width blocks. fn issues the step's ops on the
+// Backend and Batcher it is given, which read the step's inputs from
+// device arrays that Replay rewrites; the step runs once before
+// CaptureBatchStep returns.
+type BatchStepCapturer interface {
+	CaptureBatchStep(ids []int32, b *Batch, width int, fn func(Backend, Batcher) error) (BatchStepGraph, error)
+}
+
+// RowArgmaxer picks the largest entry of each of len(dst) consecutive rows
+// of n entries from x[off:] (lowest index on ties, NaN never) in one pass,
+// so greedy rows of a batch cost one launch and one download.
+type RowArgmaxer interface {
+	ArgmaxRows(dst []int32, x Buffer, off, n int) error
 }

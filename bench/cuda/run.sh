@@ -54,12 +54,13 @@ if [[ $what == *" enginebench "* ]]; then
   (cd engine && ../build/gpu/engine.test -test.run '^$' -test.bench 'CUDAEngineDecode7B' -test.benchtime 1x -test.v 2>&1) | tee "$OUT/enginebench.log" | grep -E "device_cuda_test|FAIL|panic|Error" | tail -20
 fi
 if [[ $what == *" batchtest "* ]]; then
-  # Continuous batching: GPU parity of the batched path on every fixture family.
-  (cd engine && ../build/gpu/engine.test -test.v -test.count=1 -test.run 'SchedulerMatchesAloneCUDA' 2>&1) | tee "$OUT/batchtest.log" | grep -E "^(--- |PASS|FAIL|ok)|^    --- |Error|expected|actual" | tail -30
+  # Continuous batching: GPU parity of the batched path (and of its decode
+  # graphs against none) on every fixture family.
+  (cd engine && ../build/gpu/engine.test -test.v -test.count=1 -test.run 'SchedulerMatchesAloneCUDA|SchedulerGraphsCUDA' 2>&1) | tee "$OUT/batchtest.log" | grep -E "^(--- |PASS|FAIL|ok)|^    --- |graph replays|Error|expected|actual" | tail -60
 fi
 if [[ $what == *" batchbench "* ]]; then
   # The 7B batch and prefix-cache benchmarks.
-  (cd engine && ../build/gpu/engine.test -test.run '^$' -test.bench 'CUDABatchDecode7B|CUDAPrefixCache7B' -test.benchtime 1x -test.v 2>&1) | tee "$OUT/batchbench.log" | grep -E "scheduler_cuda_test|^Benchmark|FAIL|panic|Error" | tail -30
+  (cd engine && ../build/gpu/engine.test -test.run '^$' -test.bench 'CUDABatchDecode7B|CUDAPrefixCache7B' -test.benchtime 1x -test.v 2>&1) | tee "$OUT/batchbench.log" | grep -E "scheduler_cuda_test|^Benchmark|FAIL|panic|Error" | tail -50
 fi
 if [[ $what == *" sample "* ]]; then
   # The device sampler's cost per token next to the host sampler's.

@@ -10,17 +10,27 @@ import (
 // allocator is a caching device allocator: freed blocks are kept by size
 // class and reused, so sessions that come and go do not call cuMemAlloc
 // (which synchronises the device) on every step. Classes are 512-byte
-// multiples below 1 MiB and 2 MiB multiples above.
+// multiples below 1 MiB and 2 MiB multiples above. Idle cached blocks
+// count as free memory (Backend.MemInfo): an allocation the driver
+// cannot serve releases them and tries again.
 type allocator struct {
 	mu    sync.Mutex
-	x     *ctx
+	x     devMem
 	free  map[int64][]devptr
 	size  map[devptr]int64 // live and cached blocks
 	live  int64
 	cache int64
 }
 
-func newAllocator(x *ctx) *allocator {
+// devMem is the driver memory an allocator draws on (*ctx; a fake in
+// tests).
+type devMem interface {
+	malloc(n int64) (devptr, error)
+	free(p devptr) error
+	sync() error
+}
+
+func newAllocator(x devMem) *allocator {
 	return &allocator{x: x, free: map[int64][]devptr{}, size: map[devptr]int64{}}
 }
 
@@ -74,6 +84,30 @@ func (a *allocator) put(p devptr) {
 	a.free[c] = append(a.free[c], p)
 	a.live -= c
 	a.cache += c
+}
+
+// drop frees a live block to the driver at once instead of caching it:
+// for large, rarely repeated sizes (a scheduler's KV pool) whose memory
+// others should get back. Not from finalizers (it calls CUDA).
+func (a *allocator) drop(p devptr) {
+	if p == 0 {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c, ok := a.size[p]
+	if !ok {
+		return // released with the backend
+	}
+	for _, q := range a.free[c] {
+		if q == p {
+			return // already cached (put before): it stays there
+		}
+	}
+	a.x.sync() // work in flight may still use it
+	a.x.free(p)
+	delete(a.size, p)
+	a.live -= c
 }
 
 func (a *allocator) releaseCachedLocked() {

@@ -91,7 +91,8 @@ type Backend struct {
 	histHost  []int32
 	samp      sampleBufs
 	ropes     map[string]devptr
-	bd        batchDev // last batch descriptor (paged.go)
+	bd        batchDev       // last batch descriptor (paged.go)
+	bs        batchStepState // batched decode graphs (batchgraph.go)
 	alloc     *allocator
 	closed    bool
 	smemMax   int
@@ -224,14 +225,21 @@ func (b *Backend) Device() DeviceInfo { return b.info }
 // CublasLt reports whether cuBLASLt is used for prefill GEMMs, and why not.
 func (b *Backend) CublasLt() (bool, error) { return b.lt != nil, b.ltErr }
 
-// MemInfo returns the device's free and total memory in bytes.
+// MemInfo returns the device's free and total memory in bytes. Free
+// counts the caching allocator's idle blocks, which it hands back to the
+// driver when an allocation needs them: a budget sized from it does not
+// shrink with what earlier sessions freed.
 func (b *Backend) MemInfo() (free, total int64, err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
 		return 0, 0, errClosed
 	}
-	return b.x.memInfo()
+	if free, total, err = b.x.memInfo(); err != nil {
+		return 0, 0, err
+	}
+	_, idle := b.alloc.stats()
+	return min(free+idle, total), total, nil
 }
 
 // Close implements kernels.Backend: frees all device memory and the context.
@@ -643,6 +651,7 @@ func (b *Backend) growPartials(m *kvMem, need int64) bool {
 	}
 	if m.part != 0 {
 		b.alloc.put(m.part)
+		b.bs.gen++ // graphs that captured the old partials are stale
 	}
 	p, err := b.alloc.get(need * 4)
 	if err != nil {
@@ -729,7 +738,13 @@ func (b *Backend) embed(out kernels.Buffer, table kernels.Matrix, ids []int32) {
 		return
 	}
 	var idp devptr
-	if b.capturing {
+	if in := b.bs.in; in != nil { // a batched step: ids from its input array
+		if len(ids) != in.rows {
+			b.failf("Embed of %d ids in a captured step of %d rows", len(ids), in.rows)
+			return
+		}
+		idp = in.ids()
+	} else if b.capturing {
 		if len(ids) != 1 {
 			b.failf("Embed of %d ids in a captured step (one token per step)", len(ids))
 			return
@@ -920,6 +935,7 @@ func (b *Backend) to16(dt kernels.DType, xb *Buffer, n, cols int) (devptr, bool)
 		}
 		if b.scratch != 0 {
 			b.alloc.put(b.scratch)
+			b.bs.gen++ // graphs that captured the old scratch are stale
 		}
 		p, err := b.alloc.get(need)
 		if err != nil {

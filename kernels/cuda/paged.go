@@ -18,19 +18,24 @@ var _ kernels.Batcher = (*Backend)(nil)
 type PagedKV struct {
 	spec kernels.PagedKVSpec
 	kvMem
-	al *allocator
+	b *Backend
 }
 
 // Spec implements kernels.PagedKV.
 func (c *PagedKV) Spec() kernels.PagedKVSpec { return c.spec }
 
-// Close returns the cache's device memory to the backend's caching
-// allocator now rather than at garbage collection (a scheduler's pool is
-// most of the GPU). The allocator keeps it for blocks of the same size
-// class, so the driver's free memory does not grow back.
+// Close frees the cache's device memory now rather than at garbage
+// collection, back to the driver (a scheduler's pool is most of the GPU
+// and its size rarely recurs, so caching it would only hide it from the
+// next budget). Graphs that captured the cache must be closed first.
 func (c *PagedKV) Close() error {
 	runtime.SetFinalizer(c, nil)
-	c.release(c.al)
+	b := c.b
+	b.mu.Lock() // not while a capture holds the stream
+	defer b.mu.Unlock()
+	for _, p := range []devptr{c.k, c.v, c.part} {
+		b.alloc.drop(p)
+	}
 	c.kvMem = kvMem{}
 	return nil
 }
@@ -73,7 +78,7 @@ func (b *Backend) NewPagedKV(spec kernels.PagedKVSpec) (kernels.PagedKV, error) 
 	if err != nil {
 		return nil, fmt.Errorf("cuda: NewPagedKV: %w", err)
 	}
-	c := &PagedKV{spec: spec, kvMem: mem, al: b.alloc}
+	c := &PagedKV{spec: spec, kvMem: mem, b: b}
 	al := b.alloc
 	runtime.SetFinalizer(c, func(c *PagedKV) { c.release(al) })
 	return c, nil
@@ -129,6 +134,12 @@ func (b *Backend) uploadBatch(bt *kernels.Batch) bool {
 func (b *Backend) RopeRows(x kernels.Buffer, n, heads, headDim int, pos []int32, r *kernels.Rope) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.ropeRows(x, n, heads, headDim, pos, r)
+}
+
+// ropeRows is RopeRows with the lock held; in a batched graph capture the
+// positions come from the step's input array.
+func (b *Backend) ropeRows(x kernels.Buffer, n, heads, headDim int, pos []int32, r *kernels.Rope) {
 	xb := b.dev(x)
 	if xb == nil || n <= 0 || r == nil || r.Dim <= 0 {
 		return
@@ -138,8 +149,21 @@ func (b *Backend) RopeRows(x kernels.Buffer, n, heads, headDim int, pos []int32,
 		return
 	}
 	f := b.ropeFreqs(r)
-	if f == 0 || !b.upload32(&b.bd.pos, &b.bd.posCap, &b.bd.hPos, pos[:n]) {
+	if f == 0 {
 		return
+	}
+	var rpos devptr
+	if in := b.bs.in; in != nil {
+		if n != in.rows {
+			b.failf("RopeRows of %d rows in a captured step of %d", n, in.rows)
+			return
+		}
+		rpos = in.pos()
+	} else {
+		if !b.upload32(&b.bd.pos, &b.bd.posCap, &b.bd.hPos, pos[:n]) {
+			return
+		}
+		rpos = b.bd.pos
 	}
 	total := int64(n) * int64(heads) * int64(r.Dim/2)
 	inter := 0
@@ -147,7 +171,7 @@ func (b *Backend) RopeRows(x kernels.Buffer, n, heads, headDim int, pos []int32,
 		inter = 1
 	}
 	b.launch("rope", dim3{int((total + 255) / 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
-		a.ptr(xb.p).i32(n).i32(heads).i32(headDim).i32(0).ptr(b.zeroDP).ptr(b.bd.pos).ptr(f).i32(r.Off).i32(r.Dim).f32(r.Scale).i32(inter)
+		a.ptr(xb.p).i32(n).i32(heads).i32(headDim).i32(0).ptr(b.zeroDP).ptr(rpos).ptr(f).i32(r.Off).i32(r.Dim).f32(r.Scale).i32(inter)
 	})
 }
 
@@ -157,6 +181,15 @@ func (b *Backend) RopeRows(x kernels.Buffer, n, heads, headDim int, pos []int32,
 func (b *Backend) PagedAttention(out, q, k, v kernels.Buffer, kv kernels.PagedKV, layer int, bt *kernels.Batch, heads int, scale float32) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.pagedAttention(out, q, k, v, kv, layer, bt, heads, scale)
+}
+
+// pagedAttention is PagedAttention with the lock held. In a batched graph
+// capture the descriptor comes from the step's input arrays, tables of the
+// captured width, and every row gets the splits of a full table (splits
+// past a row's position are empty and add nothing), so replays at any
+// positions within the width run the same launches.
+func (b *Backend) pagedAttention(out, q, k, v kernels.Buffer, kv kernels.PagedKV, layer int, bt *kernels.Batch, heads int, scale float32) {
 	c, ok := kv.(*PagedKV)
 	if !ok {
 		b.failf("PagedAttention: cache of type %T", kv)
@@ -177,10 +210,29 @@ func (b *Backend) PagedAttention(out, q, k, v kernels.Buffer, kv kernels.PagedKV
 		b.failf("PagedAttention: %v", err)
 		return
 	}
-	if !b.uploadBatch(bt) {
-		return
+	var pos, seq, tab devptr
+	var maxb, maxT int
+	if in := b.bs.in; in != nil {
+		if n != in.rows {
+			b.failf("PagedAttention of %d rows in a captured step of %d", n, in.rows)
+			return
+		}
+		if in.spec != (kernels.PagedKVSpec{}) && in.spec != sp {
+			b.failf("PagedAttention: two paged caches in one captured step")
+			return
+		}
+		in.spec = sp
+		pos, seq, tab, maxb = in.pos(), in.seq(), in.tab(), in.width
+		maxT = in.width * sp.BlockTokens
+	} else {
+		if !b.uploadBatch(bt) {
+			return
+		}
+		pos, seq, tab, maxb = b.bd.pos, b.bd.seq, b.bd.tab, b.bd.maxb
+		for _, p := range bt.Pos {
+			maxT = max(maxT, int(p)+1)
+		}
 	}
-	d := &b.bd
 	es := devptr(c.dt.Size())
 	kw, vw := kvh*kd, kvh*vd
 	slots := devptr(sp.Blocks) * devptr(sp.BlockTokens)
@@ -194,7 +246,7 @@ func (b *Backend) PagedAttention(out, q, k, v kernels.Buffer, kv kernels.PagedKV
 		dts = "f32"
 	}
 	paged := func(a *args) *args {
-		return a.ptr(d.pos).ptr(d.seq).ptr(d.tab).i32(d.maxb).i32(sp.BlockTokens)
+		return a.ptr(pos).ptr(seq).ptr(tab).i32(maxb).i32(sp.BlockTokens)
 	}
 	vcp, vp, vwid := vbase, bp(vb, 0), vw
 	if sp.VInK {
@@ -203,13 +255,15 @@ func (b *Backend) PagedAttention(out, q, k, v kernels.Buffer, kv kernels.PagedKV
 	b.launch("kv_store_paged_"+dts, dim3{blocks(int64(n)*int64(kw+vwid), 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
 		paged(a.ptr(kbase).ptr(vcp).ptr(kb.p).ptr(vp).i32(n)).i32(kw).i32(vw)
 	})
-	maxT := 0
-	for _, p := range bt.Pos {
-		maxT = max(maxT, int(p)+1)
-	}
 	L := splitKeys
 	ns := (maxT + L - 1) / L
-	if !b.growPartials(&c.kvMem, int64(n)*int64(heads)*int64(ns)*int64(vd+2)) {
+	need := int64(n) * int64(heads) * int64(ns) * int64(vd+2)
+	if need > c.partCap {
+		// Geometric growth: contexts lengthen a split at a time, and each
+		// replacement makes the captured decode graphs stale.
+		need = max(need, 2*c.partCap)
+	}
+	if !b.growPartials(&c.kvMem, need) {
 		return
 	}
 	G := heads / kvh
