@@ -333,50 +333,71 @@ func TestFP8ActivationQuantError(t *testing.T) {
 }
 
 // BenchmarkFP8GEMV: one-token fp8 GEMV on DeepSeek-V3's projection shapes
-// next to bf16 weights of the same shape (bytes moved per second; fp8
-// moves half the bytes, so at memory speed it takes half the time).
+// with 2, 1 and 4 rows per warp (Options.GEMVRows), next to bf16 weights of
+// the same shape (bytes moved per second: fp8 moves half the bytes, so at
+// memory speed it takes half the time).
 func BenchmarkFP8GEMV(b *testing.B) {
 	if err := Available(); err != nil {
 		b.Skipf("no GPU: %v", err)
 	}
-	be, err := New(Options{})
-	require.NoError(b, err)
-	defer be.Close()
 	r := rand.New(rand.NewPCG(5, 6))
-	for _, c := range []struct {
+	shapes := []struct {
 		name       string
 		rows, cols int
 	}{
 		{"q_a", 1536, 7168}, {"kv_a", 576, 7168}, {"q_b", 24576, 1536}, {"o", 7168, 16384},
 		{"expert_gate_up", 2 * 2048, 7168}, {"expert_down", 7168, 2048}, {"dense_gate_up", 2 * 18432, 7168},
-	} {
-		h := randFP8(r, c.name, c.rows, c.cols, 128, 128, 0)
-		w8, err := be.UploadMatrix([]kernels.HostMatrix{h}, false)
+	}
+	hosts := make([]kernels.HostMatrix, len(shapes))
+	for i, c := range shapes {
+		hosts[i] = randFP8(r, c.name, c.rows, c.cols, 128, 128, 0)
+	}
+	for _, rpw := range []int{2, 1, 4} {
+		be, err := New(Options{GEMVRows: rpw})
 		require.NoError(b, err)
-		w16, err := be.RandomMatrix(c.rows, c.cols, kernels.BF16, 9, 0.02)
-		require.NoError(b, err)
-		x, err := be.Alloc(c.cols)
-		require.NoError(b, err)
-		require.NoError(b, be.RandomBuffer(x, 3, 0, 1))
-		y, err := be.Alloc(c.rows)
-		require.NoError(b, err)
-		for _, w := range []kernels.Matrix{w8, w16} {
-			b.Run(fmt.Sprintf("%s/%dx%d/%v", c.name, c.rows, c.cols, w.DType()), func(b *testing.B) {
-				const reps = 50
-				for range b.N {
-					ms, err := be.Time(func() {
-						for range reps {
-							be.MatMul([]kernels.Buffer{y}, x, 1, w, nil)
-						}
-					})
+		for i, c := range shapes {
+			// Copies cycled through, 128 MiB of weights at least, so that
+			// repeats do not run from the 50 MB L2.
+			copies := max(1, (128<<20)/len(hosts[i].Data))
+			var w8s, w16s []kernels.Matrix
+			for range copies {
+				w8, err := be.UploadMatrix([]kernels.HostMatrix{hosts[i]}, false)
+				require.NoError(b, err)
+				w8s = append(w8s, w8)
+				if rpw == 2 {
+					w16, err := be.RandomMatrix(c.rows, c.cols, kernels.BF16, 9, 0.02)
 					require.NoError(b, err)
-					us := ms * 1e3 / reps
-					b.ReportMetric(us, "us/op")
-					b.ReportMetric(float64(w.Bytes())/(us*1e3), "GB/s")
-					b.Logf("%s %v %dx%d: %.1f us, %.0f GB/s", c.name, w.DType(), c.rows, c.cols, us, float64(w.Bytes())/(us*1e3))
+					w16s = append(w16s, w16)
 				}
-			})
+			}
+			x, err := be.Alloc(c.cols)
+			require.NoError(b, err)
+			require.NoError(b, be.RandomBuffer(x, 3, 0, 1))
+			y, err := be.Alloc(c.rows)
+			require.NoError(b, err)
+			for _, ws := range [][]kernels.Matrix{w8s, w16s} {
+				if len(ws) == 0 {
+					continue
+				}
+				dt, bytes := ws[0].DType(), float64(ws[0].Bytes())
+				b.Run(fmt.Sprintf("rows%d/%s/%dx%d/%v", rpw, c.name, c.rows, c.cols, dt), func(b *testing.B) {
+					const reps = 64
+					for range b.N {
+						ms, err := be.Time(func() {
+							for i := range reps {
+								be.MatMul([]kernels.Buffer{y}, x, 1, ws[i%len(ws)], nil)
+							}
+						})
+						require.NoError(b, err)
+						us := ms * 1e3 / reps
+						b.ReportMetric(us, "us/op")
+						b.ReportMetric(bytes/(us*1e3), "GB/s")
+						b.Logf("rows/warp %d %s %v %dx%d: %.1f us, %.0f GB/s", rpw, c.name, dt, c.rows, c.cols, us, bytes/(us*1e3))
+					}
+				})
+			}
 		}
+		require.NoError(b, be.Close())
 	}
 }
 
