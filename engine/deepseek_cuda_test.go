@@ -17,8 +17,10 @@ import (
 // TestCUDAVerifyDenseFixtures: 1e-4 for the all-f32 checkpoint; 3e-2 where
 // matrices are stored in 16 bits, whose prefill GEMMs (cuBLASLt) round
 // activations to bf16. The fp8 fixture belongs to the second group: its
-// unquantised tensors (embeddings, lm_head, router) are bf16. Measured on the
-// H100 by F: v3-bf16 2.1–2.3e-2, v3-fp8 2.2e-3, greedy identical.
+// unquantised tensors (embeddings, lm_head, router) are bf16, and its fp8
+// weights stay fp8, their prefill GEMMs running on bf16-rounded values
+// (TestCUDAFP8Resident). Measured on the H100 by F: v3-bf16 2.1–2.3e-2,
+// v3-fp8 2.2e-3 when CUDA still widened fp8 to f32; greedy identical.
 func TestCUDAVerifyDeepseekFixtures(t *testing.T) {
 	needCUDA(t)
 	for _, dir := range deepseekFixtures {

@@ -279,7 +279,7 @@ func TestDeepseekBadConfigs(t *testing.T) {
 // (which holds fp8) they stay one byte per value plus their block scales,
 // in both MLA paths; only the absorbed path's per-head W_UKᵀ is widened to
 // f32 (fp8 blocks do not survive its transpose). A backend without fp8
-// (here the CPU backend with the capability hidden, as CUDA is today)
+// (here the CPU backend with the capability hidden)
 // still gets every fp8 value dequantised to f32: 3.94× the stored bytes.
 func TestFP8DequantMemory(t *testing.T) {
 	ck, err := safetensors.Open(fixtureDir("deepseek-v3-fp8"))

@@ -109,8 +109,12 @@ const benchV3Config = `{"model_type":"deepseek_v3","vocab_size":8192,"hidden_siz
 // the same work on each, timed apart, so that load from other processes on
 // a shared machine falls on both alike. Reports per dtype tok/s, decode ms
 // per layer (the step over its 2 layers, lm_head included) and resident
-// weight GB, and fp8's speed-up over bf16.
-func BenchmarkFP8V3Slice(b *testing.B) {
+// weight GB, and fp8's speed-up over bf16. BenchmarkCUDAFP8V3Slice
+// (fp8_cuda_test.go) runs the same on the GPU.
+func BenchmarkFP8V3Slice(b *testing.B) { benchFP8V3Slice(b, "cpu") }
+
+// benchFP8V3Slice is BenchmarkFP8V3Slice on device.
+func benchFP8V3Slice(b *testing.B, device string) {
 	cfg, err := ParseConfig("bench", []byte(benchV3Config))
 	require.NoError(b, err)
 	ctx := context.Background()
@@ -118,7 +122,7 @@ func BenchmarkFP8V3Slice(b *testing.B) {
 	names := []string{"fp8", "bf16"}
 	models := make([]*Model, len(dts))
 	for i, dt := range dts {
-		m, err := New(cfg, RandomSource{DType: dt, Seed: 7}, WithDevice("cpu"))
+		m, err := New(cfg, RandomSource{DType: dt, Seed: 7}, WithDevice(device))
 		require.NoError(b, err)
 		defer m.Close()
 		models[i] = m

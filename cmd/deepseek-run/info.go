@@ -59,12 +59,12 @@ func runInfo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	for _, k := range dtypes {
 		parts = append(parts, fmt.Sprintf("%s %s", k, humanBytes(info.BytesByDType[k])))
 	}
-	// Resident bytes by storage dtype as loaded here (on the CPU fp8 stays
-	// fp8; a backend without fp8 widens it to f32: 4 bytes a value).
+	// Resident bytes by storage dtype as loaded here. fp8 stays fp8 (e4m3
+	// and block scales) on the CPU and on CUDA, so the GPU holds the same.
 	w("weights", "%s resident on the CPU (%s)", humanBytes(weights), strings.Join(parts, ", "))
 	fp8 := info.BytesByDType["fp8"]
 	if fp8 > 0 {
-		w("fp8", "%s kept as fp8 (e4m3 + block scales); backends without fp8 (cuda) dequantise it to f32", humanBytes(fp8))
+		w("fp8", "%s kept as fp8 (e4m3 + block scales) on the cpu and cuda", humanBytes(fp8))
 	}
 	w("layers", "%d, hidden %d, heads %d (KV heads %d), head dim %d, vocab %d",
 		cfg.NumLayers, cfg.HiddenSize, cfg.NumHeads, cfg.NumKVHeads, cfg.HeadDim, cfg.VocabSize)
@@ -111,8 +111,6 @@ func runInfo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	} else {
 		fmt.Fprintf(stdout, "  cpu         needs %s with a %d-token cache\n", humanBytes(need), small)
 	}
-	// CUDA holds fp8 as f32 (values ≈ bytes of fp8 minus the scales' share).
-	need = weights + 3*fp8 + info.KVBytesPerTok*small
 	devs, err := cuda.Devices()
 	if err != nil {
 		fmt.Fprintf(stdout, "  cuda        needs %s of GPU memory with a %d-token cache; no GPU usable here: %s\n", humanBytes(need), small, oneLine(err.Error()))

@@ -93,6 +93,7 @@ type Backend struct {
 	ropes     map[string]devptr
 	bd        batchDev       // last batch descriptor (paged.go)
 	bs        batchStepState // batched decode graphs (batchgraph.go)
+	fp8       fp8Scratch     // fp8 prefill's dequantised bf16 slice (fp8.go)
 	alloc     *allocator
 	closed    bool
 	smemMax   int
@@ -334,10 +335,11 @@ func bp(x *Buffer, off int) devptr {
 // Matrix is a weight matrix in device memory.
 type Matrix struct {
 	p          devptr
-	scales     devptr // int8: one float32 per row
+	scales     devptr // int8: one float32 per row; fp8: the block scales
 	rows, cols int
 	dt         kernels.DType
 	parts      []int
+	fp8        *fp8Layout // fp8 only (fp8.go)
 }
 
 // Rows implements kernels.Matrix.
@@ -358,6 +360,9 @@ func (m *Matrix) Bytes() int64 {
 	if m.dt == kernels.Int8 {
 		n += int64(m.rows) * 4
 	}
+	if m.fp8 != nil {
+		n += m.fp8.scaleBytes
+	}
 	return n
 }
 
@@ -377,9 +382,6 @@ func (b *Backend) UploadMatrix(parts []kernels.HostMatrix, toInt8 bool) (kernels
 	if len(parts) > 4 {
 		return nil, fmt.Errorf("cuda: UploadMatrix %s: %d parts, at most 4 fused parts supported", parts[0].Name, len(parts))
 	}
-	if parts[0].DType == kernels.FP8 { // the engine widens fp8 for backends without kernels.DTypeSupporter
-		return nil, fmt.Errorf("cuda: UploadMatrix %s: fp8 weights are not supported on the GPU yet", parts[0].Name)
-	}
 	cols, dt := parts[0].Cols, parts[0].DType
 	m := &Matrix{cols: cols, dt: dt, parts: partRows}
 	for _, r := range partRows {
@@ -393,6 +395,12 @@ func (b *Backend) UploadMatrix(parts []kernels.HostMatrix, toInt8 bool) (kernels
 		parts, dt = q, kernels.Int8
 		m.dt = dt
 	}
+	var sc []float32 // scales uploaded after the values
+	if dt == kernels.FP8 {
+		if m.fp8, sc, err = fp8LayoutOf(parts); err != nil {
+			return nil, err
+		}
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
@@ -401,7 +409,7 @@ func (b *Backend) UploadMatrix(parts []kernels.HostMatrix, toInt8 bool) (kernels
 	if b.capturing {
 		return nil, fmt.Errorf("cuda: UploadMatrix %s during graph capture", parts[0].Name)
 	}
-	total := m.Bytes() + 16 // int8: scales alignment
+	total := m.Bytes() + 16 // int8, fp8: scales alignment
 	p, err := b.alloc.get(total)
 	if err != nil {
 		free, _, _ := b.x.memInfo()
@@ -411,8 +419,8 @@ func (b *Backend) UploadMatrix(parts []kernels.HostMatrix, toInt8 bool) (kernels
 	if dt == kernels.F32 {
 		b.sawF32 = true
 	}
-	if dt == kernels.Int8 {
-		// Scales after the int8 rows, 16-byte aligned.
+	if dt == kernels.Int8 || dt == kernels.FP8 {
+		// Scales after the one-byte values, 16-byte aligned.
 		m.scales = p + devptr((int64(m.rows)*int64(m.cols)+15)&^15)
 	}
 	if err := b.uploadStaged(p, parts); err != nil {
@@ -420,10 +428,11 @@ func (b *Backend) UploadMatrix(parts []kernels.HostMatrix, toInt8 bool) (kernels
 		return nil, fmt.Errorf("cuda: UploadMatrix %s: %w", parts[0].Name, err)
 	}
 	if dt == kernels.Int8 {
-		var sc []float32
 		for _, part := range parts {
 			sc = append(sc, part.Scales...)
 		}
+	}
+	if len(sc) > 0 {
 		if err := b.x.htod(m.scales, unsafe.Pointer(&sc[0]), int64(len(sc))*4); err != nil {
 			b.alloc.put(p)
 			return nil, fmt.Errorf("cuda: UploadMatrix %s scales: %w", parts[0].Name, err)
@@ -452,6 +461,8 @@ func quantizeParts(parts []kernels.HostMatrix) ([]kernels.HostMatrix, error) {
 				err = quant.DecodeBF16(row, src)
 			case kernels.F16:
 				err = quant.DecodeF16(row, src)
+			case kernels.FP8:
+				dequantFP8Row(row, &p, r)
 			default:
 				err = fmt.Errorf("dtype %v", p.DType)
 			}
@@ -771,11 +782,15 @@ func (b *Backend) embed(out kernels.Buffer, table kernels.Matrix, ids []int32) {
 		b.fail(b.x.htod(b.ids, unsafe.Pointer(&ids[0]), int64(len(ids))*4))
 		idp = b.ids
 	}
-	name := map[kernels.DType]string{kernels.F32: "embed_f32", kernels.F16: "embed_f16", kernels.BF16: "embed_bf16", kernels.Int8: "embed_i8"}[m.dt]
+	name := map[kernels.DType]string{kernels.F32: "embed_f32", kernels.F16: "embed_f16", kernels.BF16: "embed_bf16", kernels.Int8: "embed_i8", kernels.FP8: "embed_fp8"}[m.dt]
 	b.launch(name, dim3{len(ids), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
 		a.ptr(o.p).ptr(m.p).ptr(idp).ptr(b.dp).i32(m.cols).i32(m.rows)
-		if m.dt == kernels.Int8 {
+		switch m.dt {
+		case kernels.Int8:
 			a.ptr(m.scales)
+		case kernels.FP8:
+			d := m.fp8Desc()
+			a.raw(d[:], 8)
 		}
 	})
 }
@@ -837,6 +852,10 @@ func (b *Backend) matmul(outs []kernels.Buffer, x kernels.Buffer, n int, w kerne
 		*(*int32)(unsafe.Pointer(&parts[32+4*(i-1)])) = int32(starts[i])
 	}
 	*(*int32)(unsafe.Pointer(&parts[44])) = int32(m.rows)
+	if m.dt == kernels.FP8 {
+		b.matmulFP8(m, xb, n, parts[:], ys, starts, bb)
+		return
+	}
 	biasp := bp(bb, 0)
 	dts := map[kernels.DType]string{kernels.F32: "f32", kernels.F16: "f16", kernels.BF16: "bf16", kernels.Int8: "i8"}[m.dt]
 	scp := m.scales

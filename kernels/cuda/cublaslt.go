@@ -66,7 +66,7 @@ static int lt_open(const char* path, char* err, int errlen) {
 static cublasStatus_t lt_create(cublasLtHandle_t* h) { return p_ltCreate(h); }
 static void lt_destroy(cublasLtHandle_t h) { p_ltDestroy(h); }
 
-// A plan for D[m, n] (column-major, ld m) = op(A)·B with A [k, m] (ld k,
+// A plan for D[m, n] (column-major, ld ldd >= m) = op(A)·B with A [k, m] (ld k,
 // transposed) and B [k, n] (ld k): our y[n, m] = x[n, k]·W[m, k]ᵀ.
 typedef struct {
 	cublasLtMatmulDesc_t desc;
@@ -76,7 +76,7 @@ typedef struct {
 } lt_plan;
 
 static cublasStatus_t lt_plan_make(cublasLtHandle_t h, lt_plan* p, int abType, int dType, int computeType, int scaleType,
-                                   uint64_t m, uint64_t n, uint64_t k, size_t maxWs) {
+                                   uint64_t m, uint64_t n, uint64_t k, uint64_t ldd, size_t maxWs) {
 	memset(p, 0, sizeof(*p));
 	cublasStatus_t s;
 	if ((s = p_descCreate(&p->desc, computeType, scaleType))) return s;
@@ -85,7 +85,7 @@ static cublasStatus_t lt_plan_make(cublasLtHandle_t h, lt_plan* p, int abType, i
 	if ((s = p_descSet(p->desc, 4, &opN, sizeof(opN)))) return s; // TRANSB
 	if ((s = p_layoutCreate(&p->a, abType, k, m, k))) return s;
 	if ((s = p_layoutCreate(&p->b, abType, k, n, k))) return s;
-	if ((s = p_layoutCreate(&p->d, dType, m, n, m))) return s;
+	if ((s = p_layoutCreate(&p->d, dType, m, n, ldd))) return s;
 	cublasLtMatmulPreference_t pref;
 	if ((s = p_prefCreate(&pref))) return s;
 	p_prefSet(pref, 1, &maxWs, sizeof(maxWs)); // MAX_WORKSPACE_BYTES
@@ -190,8 +190,8 @@ type cublasLt struct {
 }
 
 type ltKey struct {
-	ab, d   int
-	m, n, k int
+	ab, d        int
+	m, n, k, ldd int
 }
 
 func newCublasLt(x *ctx) (*cublasLt, error) {
@@ -228,15 +228,21 @@ func (lt *cublasLt) close(x *ctx) {
 // matmul computes D[n, m] (row-major, float32) = B[n, k]·A[m, k]ᵀ with A and B
 // of cudaDataType ab (activations already converted to the weight dtype).
 func (lt *cublasLt) matmul(x *ctx, ab int, A, B, D devptr, m, n, k int) error {
-	key := ltKey{ab: ab, d: ltR32F, m: m, n: n, k: k}
+	return lt.matmulLd(x, ab, A, B, D, m, n, k, m)
+}
+
+// matmulLd is matmul writing D's rows ldd floats apart (ldd >= m): the
+// columns [c, c+m) of a wider [n, ldd] output when D points at column c.
+func (lt *cublasLt) matmulLd(x *ctx, ab int, A, B, D devptr, m, n, k, ldd int) error {
+	key := ltKey{ab: ab, d: ltR32F, m: m, n: n, k: k, ldd: ldd}
 	p, ok := lt.plans[key]
 	if !ok {
 		p = (*C.lt_plan)(C.calloc(1, C.size_t(unsafe.Sizeof(C.lt_plan{}))))
-		s := C.lt_plan_make(lt.h, p, C.int(ab), ltR32F, ltCompute32, ltR32F, C.uint64_t(m), C.uint64_t(n), C.uint64_t(k), C.size_t(lt.wsLen))
+		s := C.lt_plan_make(lt.h, p, C.int(ab), ltR32F, ltCompute32, ltR32F, C.uint64_t(m), C.uint64_t(n), C.uint64_t(k), C.uint64_t(ldd), C.size_t(lt.wsLen))
 		if s != 0 {
 			C.lt_plan_free(p)
 			C.free(unsafe.Pointer(p))
-			return fmt.Errorf("cuBLASLt plan m=%d n=%d k=%d type %d: status %d", m, n, k, ab, int(s))
+			return fmt.Errorf("cuBLASLt plan m=%d n=%d k=%d ldd=%d type %d: status %d", m, n, k, ldd, ab, int(s))
 		}
 		lt.plans[key] = p
 	}
@@ -246,7 +252,7 @@ func (lt *cublasLt) matmul(x *ctx, ab int, A, B, D devptr, m, n, k int) error {
 	defer runtime.UnlockOSThread()
 	x.makeCurrent()
 	if s := C.lt_run(lt.h, p, C.uint64_t(A), C.uint64_t(B), C.uint64_t(D), C.uint64_t(lt.ws), unsafe.Pointer(x.stream)); s != 0 {
-		return fmt.Errorf("cublasLtMatmul m=%d n=%d k=%d: status %d", m, n, k, int(s))
+		return fmt.Errorf("cublasLtMatmul m=%d n=%d k=%d ldd=%d: status %d", m, n, k, ldd, int(s))
 	}
 	return nil
 }

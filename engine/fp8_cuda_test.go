@@ -1,0 +1,112 @@
+//go:build linux && cgo
+
+package engine
+
+import (
+	"context"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/deepseek-go/deepseek-go/engine/safetensors"
+	"github.com/deepseek-go/deepseek-go/kernels/cuda"
+)
+
+// TestCUDAFP8Resident: the fp8 fixture on the GPU keeps its fp8 weights as
+// fp8 (one byte per value plus the block scales: the CPU's resident bytes,
+// dtype by dtype), matches its transformers reference with the tolerance of
+// TestCUDAVerifyDeepseekFixtures, and follows the CPU (fp8 kept there too)
+// position by position, over a prefill chunk (bf16 tensor-core GEMMs on
+// the GPU) and over decode steps (the fp8 GEMV), on both MLA paths.
+func TestCUDAFP8Resident(t *testing.T) {
+	needCUDA(t)
+	const tol = 3e-2
+	p := fixtureDir("deepseek-v3-fp8")
+	ck, err := safetensors.Open(p)
+	require.NoError(t, err)
+	var fp8Vals, scaleBytes int64
+	for _, n := range ck.Names() {
+		tn, err := ck.Tensor(n)
+		require.NoError(t, err)
+		switch {
+		case tn.DType == safetensors.F8E4M3:
+			fp8Vals += int64(tn.NumElements())
+		case strings.HasSuffix(n, "_scale_inv"):
+			scaleBytes += int64(len(tn.Data))
+		}
+	}
+	require.NoError(t, ck.Close())
+	require.Positive(t, fp8Vals)
+
+	ctx := context.Background()
+	prompt := []int{1, 17, 200, 45, 300, 12, 99, 7, 411, 3, 256, 88, 5, 77, 130, 64, 2}
+	run := func(m *Model) [][]float32 {
+		s, err := m.NewSession(len(prompt) + 8)
+		require.NoError(t, err)
+		var out [][]float32
+		for _, id := range prompt[:4] {
+			l, err := s.Step(ctx, id)
+			require.NoError(t, err)
+			out = append(out, slices.Clone(l))
+		}
+		l, err := s.Last(ctx, prompt[4:]) // 13 tokens: the prefill GEMMs
+		require.NoError(t, err)
+		out = append(out, slices.Clone(l))
+		for i := range 6 {
+			l, err := s.Step(ctx, 10+i*31)
+			require.NoError(t, err)
+			out = append(out, slices.Clone(l))
+		}
+		return out
+	}
+	for _, path := range []string{MLAAbsorbed, MLANaive} {
+		t.Run(path, func(t *testing.T) {
+			gm, err := Load(p, WithDevice("cuda"), WithMLA(path))
+			require.NoError(t, err)
+			defer gm.Close()
+			require.True(t, strings.HasPrefix(gm.Info().Backend, "cuda"), gm.Info().Backend)
+			cm, err := Load(p, WithDevice("cpu"), WithThreads(1), WithMLA(path))
+			require.NoError(t, err)
+			defer cm.Close()
+
+			gby := gm.Info().BytesByDType
+			assert.Equal(t, cm.Info().BytesByDType, gby, "resident bytes by dtype, GPU vs CPU")
+			if path == MLANaive {
+				assert.Equal(t, fp8Vals+scaleBytes, gby["fp8"], "every fp8 value and scale, as fp8")
+			} else {
+				assert.Greater(t, gby["fp8"], fp8Vals/2) // W_UK alone leaves fp8 (transposed)
+			}
+			assert.Less(t, gby["f32"], 4*fp8Vals, "fp8 weights were widened to f32")
+			t.Logf("%s on %s: resident %v (fp8 checkpoint: %d values, %d B of scales)", path, gm.Info().Backend, gby, fp8Vals, scaleBytes)
+
+			r, err := Verify(ctx, gm, filepath.Join(p, "reference.safetensors"))
+			require.NoError(t, err)
+			t.Logf("%s: worst %.3g at %s, greedy %d/%d", path, r.Worst, r.WorstAt, r.Match, len(r.RefIDs))
+			assert.Equal(t, len(r.RefIDs), r.Match, "ours %v ref %v", r.OurIDs, r.RefIDs)
+			assert.LessOrEqual(t, r.Worst, tol, "worst at %s", r.WorstAt)
+
+			got, want := run(gm), run(cm)
+			for i := range want {
+				d := maxRelDiff(got[i], want[i])
+				t.Logf("%s logits %d: GPU vs CPU max rel diff %.2e", path, i, d)
+				assert.LessOrEqual(t, d, tol, "logits %d", i)
+			}
+		})
+	}
+}
+
+// BenchmarkCUDAFP8V3Slice: BenchmarkFP8V3Slice (a two-layer DeepSeek-V3
+// slice at the real widths, random weights) on the GPU, fp8 kept as fp8
+// next to bf16: decode tok/s and ms per layer (fp8 GEMVs read half the
+// bytes), a 64-token prefill (fp8 through bf16 slices and cuBLASLt), and
+// resident GB.
+func BenchmarkCUDAFP8V3Slice(b *testing.B) {
+	if err := cuda.Available(); err != nil {
+		b.Skipf("no GPU: %v", err)
+	}
+	benchFP8V3Slice(b, "cuda")
+}
