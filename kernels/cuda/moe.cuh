@@ -526,6 +526,128 @@ MOE_GRP(f16, __half)
 MOE_GRP(bf16, __nv_bfloat16)
 MOE_GRP(i8, int8_t)
 
+// Tensor-core grouped GEMMs for 16-bit weights (K a multiple of 8): the
+// tiles of moe_*_grp on WMMA 16×16×16 with float32 accumulation, as
+// gemm_wmma: activations rounded to the weight dtype while they are staged
+// in shared memory (f16 saturates as cvt_f32_f16 does), 64 pairs × 64
+// weight rows per block, 4 warps of 32×32, K steps of 32. The whole C tile
+// goes through shared memory so the epilogue sees each feature's gate and
+// up (GU) or writes Y rows (down). Grid (ceil(inter/32) or ceil(hidden/64),
+// tiles), 128 threads.
+DEVI unsigned moe_u32(__nv_bfloat162 h) { return *reinterpret_cast<unsigned*>(&h); }
+DEVI unsigned moe_u32(__half2 h) { return *reinterpret_cast<unsigned*>(&h); }
+DEVI uint4 moe_pack8(__nv_bfloat16*, float4 a, float4 b) {
+  return make_uint4(moe_u32(__floats2bfloat162_rn(a.x, a.y)), moe_u32(__floats2bfloat162_rn(a.z, a.w)),
+                    moe_u32(__floats2bfloat162_rn(b.x, b.y)), moe_u32(__floats2bfloat162_rn(b.z, b.w)));
+}
+DEVI float moe_sat16(float v) { return fminf(fmaxf(v, -65504.f), 65504.f); }
+DEVI uint4 moe_pack8(__half*, float4 a, float4 b) {
+  return make_uint4(moe_u32(__floats2half2_rn(moe_sat16(a.x), moe_sat16(a.y))),
+                    moe_u32(__floats2half2_rn(moe_sat16(a.z), moe_sat16(a.w))),
+                    moe_u32(__floats2half2_rn(moe_sat16(b.x), moe_sat16(b.y))),
+                    moe_u32(__floats2half2_rn(moe_sat16(b.z), moe_sat16(b.w))));
+}
+
+template <typename T, bool GU>
+__device__ void moe_grp_mma(const T* __restrict__ W, const float* __restrict__ A, const int* __restrict__ list,
+                            const int* __restrict__ offs, const int* __restrict__ tstart, float* __restrict__ out, int k,
+                            int cnt, int hidden, int inter) {
+  using namespace nvcuda;
+  constexpr int LD = 32 + 8, LC = 64 + 4;
+  __shared__ __align__(32) T As[64 * LD];
+  __shared__ __align__(32) T Bs[64 * LD];
+  __shared__ __align__(32) float Cs[64 * LC];
+  __shared__ int s_p[64];
+  int e, m0, mn;
+  if (!moe_tile(offs, tstart, cnt, 64, e, m0, mn)) return;
+  const int tid = threadIdx.x, warp = tid >> 5;
+  const int wm = warp >> 1, wn = warp & 1;
+  const int K = GU ? hidden : inter;
+  const int rows = GU ? 2 * inter : hidden;  // weight rows of one expert
+  const int r0 = blockIdx.x * (GU ? 32 : 64);
+  if (tid < 64) s_p[tid] = tid < mn ? list[m0 + tid] : -1;
+  __syncthreads();
+  const T* We = W + (size_t)e * rows * K;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
+#pragma unroll
+  for (int i = 0; i < 2; i++)
+#pragma unroll
+    for (int j = 0; j < 2; j++) wmma::fill_fragment(acc[i][j], 0.f);
+  for (int k0 = 0; k0 < K; k0 += 32) {
+    for (int c = tid; c < 64 * 4; c += 128) {  // 64 rows × 4 chunks of 8
+      const int r = c >> 2, ch = (c & 3) * 8, kk = k0 + ch;
+      uint4 a = make_uint4(0, 0, 0, 0), b = make_uint4(0, 0, 0, 0);
+      const int p = s_p[r];
+      if (p >= 0 && kk < K) {
+        const float* src = A + (size_t)(GU ? p / k : p) * K + kk;
+        a = moe_pack8((T*)nullptr, *reinterpret_cast<const float4*>(src), *reinterpret_cast<const float4*>(src + 4));
+      }
+      int wr;
+      bool ok;
+      if (GU) {
+        const int f = r0 + (r & 31);
+        ok = f < inter;
+        wr = (r >> 5) * inter + f;
+      } else {
+        wr = r0 + r;
+        ok = wr < hidden;
+      }
+      if (ok && kk < K) b = *reinterpret_cast<const uint4*>(We + (size_t)wr * K + kk);
+      *reinterpret_cast<uint4*>(As + r * LD + ch) = a;
+      *reinterpret_cast<uint4*>(Bs + r * LD + ch) = b;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < 32; kk += 16) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa[2];
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fb[2];
+#pragma unroll
+      for (int i = 0; i < 2; i++) wmma::load_matrix_sync(fa[i], As + (wm * 32 + i * 16) * LD + kk, LD);
+#pragma unroll
+      for (int j = 0; j < 2; j++) wmma::load_matrix_sync(fb[j], Bs + (wn * 32 + j * 16) * LD + kk, LD);
+#pragma unroll
+      for (int i = 0; i < 2; i++)
+#pragma unroll
+        for (int j = 0; j < 2; j++) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 2; i++)
+#pragma unroll
+    for (int j = 0; j < 2; j++)
+      wmma::store_matrix_sync(Cs + (wm * 32 + i * 16) * LC + wn * 32 + j * 16, acc[i][j], LC, wmma::mem_row_major);
+  __syncthreads();
+  if (GU) {
+    for (int o = tid; o < 64 * 32; o += 128) {
+      const int pr = o >> 5, fq = o & 31, f = r0 + fq, p = s_p[pr];
+      if (p < 0 || f >= inter) continue;
+      const float g = Cs[pr * LC + fq], u = Cs[pr * LC + 32 + fq];
+      out[(size_t)p * inter + f] = g / (1.f + expf(-g)) * u;
+    }
+  } else {
+    for (int o = tid; o < 64 * 64; o += 128) {
+      const int pr = o >> 6, c = o & 63, r = r0 + c, p = s_p[pr];
+      if (p < 0 || r >= hidden) continue;
+      out[(size_t)p * hidden + r] = Cs[pr * LC + c];
+    }
+  }
+}
+
+#define MOE_MMA(SUF, T)                                                                                           \
+  extern "C" __global__ void __launch_bounds__(128) moe_gateup_mma_##SUF(                                       \
+      const T* W, const float* x, const int* list, const int* offs, const int* tstart, float* H, int k, int cnt, \
+      int hidden, int inter) {                                                                                  \
+    moe_grp_mma<T, true>(W, x, list, offs, tstart, H, k, cnt, hidden, inter);                                   \
+  }                                                                                                             \
+  extern "C" __global__ void __launch_bounds__(128) moe_down_mma_##SUF(                                         \
+      const T* D, const float* H, const int* list, const int* offs, const int* tstart, float* Y, int cnt,       \
+      int hidden, int inter) {                                                                                  \
+    moe_grp_mma<T, false>(D, H, list, offs, tstart, Y, 0, cnt, hidden, inter);                                  \
+  }
+MOE_MMA(bf16, __nv_bfloat16)
+MOE_MMA(f16, __half)
+
 // moe_combine: out[t, c] (+)= Σ_j w[t,j]·Y[t·k+j, c] over the held experts,
 // in slot order. Grid (ceil(hidden/256), n), 256 threads.
 extern "C" __global__ void __launch_bounds__(256) moe_combine(float* __restrict__ out, const float* __restrict__ Y,

@@ -24,7 +24,8 @@ import (
 //	n > 8 rows:     moe_sort (stable counting sort of the pairs by expert,
 //	                tile table), moe_gateup_grp and moe_down_grp (grouped
 //	                GEMMs, tiles mapped to (expert, pair range) on the
-//	                device from an upper-bound grid), moe_combine
+//	                device from an upper-bound grid; moe_*_mma on tensor
+//	                cores for bf16/f16), moe_combine
 //
 // so a decode step (one row) is three launches and captures as a graph.
 
@@ -448,12 +449,22 @@ func (b *Backend) moeExperts(out, x kernels.Buffer, n int, ex kernels.Experts, r
 	b.launch("moe_sort", dim3{1, 1, 1}, dim3{1024, 1, 1}, 0, func(a *args) {
 		a.ptr(ro.list).ptr(ro.offs).ptr(ro.tstart).ptr(ro.idx).i32(pairs).i32(e.first).i32(e.cnt).i32(moeTile)
 	})
-	b.launch("moe_gateup_grp_"+dts, dim3{(inter + 31) / 32, tiles, 1}, dim3{256, 1, 1}, 0, func(a *args) {
-		a.ptr(e.gu).ptr(e.gus).ptr(xb.p).ptr(ro.list).ptr(ro.offs).ptr(ro.tstart).ptr(ro.h).i32(k).i32(e.cnt).i32(hid).i32(inter)
-	})
-	b.launch("moe_down_grp_"+dts, dim3{(hid + 63) / 64, tiles, 1}, dim3{256, 1, 1}, 0, func(a *args) {
-		a.ptr(e.dn).ptr(e.dns).ptr(ro.h).ptr(ro.list).ptr(ro.offs).ptr(ro.tstart).ptr(ro.y).i32(e.cnt).i32(hid).i32(inter)
-	})
+	if (e.dt == kernels.BF16 || e.dt == kernels.F16) && hid%8 == 0 && inter%8 == 0 {
+		// Tensor cores, on activations rounded to the weight dtype.
+		b.launch("moe_gateup_mma_"+dts, dim3{(inter + 31) / 32, tiles, 1}, dim3{128, 1, 1}, 0, func(a *args) {
+			a.ptr(e.gu).ptr(xb.p).ptr(ro.list).ptr(ro.offs).ptr(ro.tstart).ptr(ro.h).i32(k).i32(e.cnt).i32(hid).i32(inter)
+		})
+		b.launch("moe_down_mma_"+dts, dim3{(hid + 63) / 64, tiles, 1}, dim3{128, 1, 1}, 0, func(a *args) {
+			a.ptr(e.dn).ptr(ro.h).ptr(ro.list).ptr(ro.offs).ptr(ro.tstart).ptr(ro.y).i32(e.cnt).i32(hid).i32(inter)
+		})
+	} else {
+		b.launch("moe_gateup_grp_"+dts, dim3{(inter + 31) / 32, tiles, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+			a.ptr(e.gu).ptr(e.gus).ptr(xb.p).ptr(ro.list).ptr(ro.offs).ptr(ro.tstart).ptr(ro.h).i32(k).i32(e.cnt).i32(hid).i32(inter)
+		})
+		b.launch("moe_down_grp_"+dts, dim3{(hid + 63) / 64, tiles, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+			a.ptr(e.dn).ptr(e.dns).ptr(ro.h).ptr(ro.list).ptr(ro.offs).ptr(ro.tstart).ptr(ro.y).i32(e.cnt).i32(hid).i32(inter)
+		})
+	}
 	b.launch("moe_combine", dim3{(hid + 255) / 256, n, 1}, dim3{256, 1, 1}, 0, func(a *args) {
 		a.ptr(ob.p).ptr(ro.y).ptr(ro.idx).ptr(ro.w).i32(k).i32(e.first).i32(e.cnt).i32(hid).i32(acc)
 	})

@@ -182,7 +182,8 @@ func moeParts(t *testing.T, r *rand.Rand, first, cnt, hidden, inter int, dt kern
 // sorted grouped kernels (n > 8), writing and accumulating, for all of a
 // layer's experts and for a shard's run of them (pairs routed elsewhere add
 // nothing). Both sides compute in float32 from the same weight values, so
-// the float32 bound holds for every dtype.
+// the float32 bound holds for every dtype, except the tensor-core tiles of
+// 16-bit weights (n > 8), which round the activations to 16 bits.
 func TestMoEExpertsParity(t *testing.T) {
 	g := newGPU(t, Options{})
 	c := moeRef(t)
@@ -243,8 +244,12 @@ func TestMoEExpertsParity(t *testing.T) {
 					got, ref := make([]float32, n*sh.hidden), make([]float32, n*sh.hidden)
 					require.NoError(t, g.Download(got, gout, 0), name)
 					require.NoError(t, c.Download(ref, cout, 0), name)
+					tol := tolF32
+					if (dt == kernels.BF16 || dt == kernels.F16) && n > moeDecodeRows && sh.hidden%8 == 0 && sh.inter%8 == 0 {
+						tol = tol16 // tensor-core tiles on activations rounded to 16 bits
+					}
 					e := relErr(got, ref)
-					assert.LessOrEqual(t, e, tolF32, "%s: relative error %.3g", name, e)
+					assert.LessOrEqual(t, e, tol, "%s: relative error %.3g", name, e)
 				}
 			}
 		}
