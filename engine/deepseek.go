@@ -614,6 +614,12 @@ func (m *MoE) routes(s *Session, mb kernels.MoE) (kernels.MoERoutes, error) {
 	if err != nil {
 		return nil, fmt.Errorf("moe routing scratch: %w", err)
 	}
+	if s.moe != nil && s.graph.g != nil {
+		// A captured step points at the routes being replaced (as in
+		// Session.Scratch): drop it; later steps capture again.
+		s.graph.g.Close()
+		s.graph = graphState{}
+	}
 	s.moe = rt
 	return rt, nil
 }
