@@ -128,7 +128,7 @@ func CheckExperts(p ExpertParts) (hidden, inter int, err error) {
 	return hidden, inter, nil
 }
 
-// Check validates a routes spec against a router config and experts.
+// Check validates a routes spec: positive sizes, TopK ≤ Experts.
 func (s MoERoutesSpec) Check() error {
 	if s.Rows <= 0 || s.TopK <= 0 || s.Experts <= 0 || s.Hidden <= 0 || s.Inter <= 0 || s.TopK > s.Experts {
 		return fmt.Errorf("NewMoERoutes: bad spec %+v", s)
