@@ -224,15 +224,7 @@ func buildDeepseek(b *Builder) ([]Block, error) {
 	if err != nil {
 		return nil, err
 	}
-	var moeLayers []int
-	for l := range c.NumLayers {
-		if isMoELayer(c, l) {
-			moeLayers = append(moeLayers, l)
-		}
-	}
-	stats := NewExpertStats(moeLayers, max(c.NRoutedExperts, 1))
 	blocks := make([]Block, c.NumLayers)
-	slot := 0 // index of the next MoE layer in stats
 	for l := range blocks {
 		p := LayerPrefix(l)
 		blk := &deepseekBlock{layer: l, cfg: c}
@@ -251,10 +243,9 @@ func buildDeepseek(b *Builder) ([]Block, error) {
 			return nil, err
 		}
 		if isMoELayer(c, l) {
-			if blk.moe, err = loadMoE(b, p+"mlp.", slot, stats); err != nil {
+			if blk.moe, err = loadMoE(b, p+"mlp."); err != nil {
 				return nil, err
 			}
-			slot++
 		} else if blk.mlp, err = LoadDenseMLP(b, p+"mlp.", c.HiddenSize, c.IntermediateSize, false); err != nil {
 			return nil, err
 		}
@@ -509,40 +500,41 @@ func (a *MLA) Forward(s *Session, out, xn kernels.Buffer, n, pos0 int) error {
 }
 
 // MoE is a DeepSeek mixture-of-experts MLP: a router over routed experts
-// plus always-on shared experts.
+// plus always-on shared experts. Routing and the routed experts run on the
+// backend's kernels.MoE capability, so nothing crosses to the host inside
+// the layer (a decode step stays capturable as one device graph).
 type MoE struct {
 	Hidden  int
 	Router  kernels.Matrix // mlp.gate.weight [experts, hidden]
 	Routing RouterConfig
 	Bias    []float32 // e_score_correction_bias (noaux_tc)
-	Experts []*DenseMLP
+	// Experts are the routed experts this backend holds: all of them, or
+	// a shard's contiguous run (expert parallelism; the others add
+	// nothing here and come in through the block's all-reduce).
+	Experts kernels.Experts
 	Shared  *DenseMLP // nil without shared experts
 
-	stats *ExpertStats
-	slot  int
+	gate kernels.MoERouter // routing state and selection counters
 }
 
-// moeWork is a MoE layer's host scratch in one session (a MoE is shared
-// by every session of the model).
-type moeWork struct {
-	router *Router
-	logits []float32
-	idx    []int
-	w      []float32
-	assign [][]moeAssign
-}
-
-type moeAssign struct {
-	tok int
-	w   float32
+// moeOf returns the backend's MoE capability, or an error naming it.
+func moeOf(be kernels.Backend) (kernels.MoE, error) {
+	mb, ok := be.(kernels.MoE)
+	if !ok {
+		return nil, fmt.Errorf("backend %s cannot run mixture-of-experts layers (no kernels.MoE)", be.Name())
+	}
+	return mb, nil
 }
 
 // loadMoE loads a MoE layer under prefix ("model.layers.N.mlp.").
-func loadMoE(b *Builder, prefix string, slot int, stats *ExpertStats) (*MoE, error) {
+func loadMoE(b *Builder, prefix string) (*MoE, error) {
 	c := b.Config
-	hid := c.HiddenSize
-	m := &MoE{Hidden: hid, Routing: deepseekRouter(c), stats: stats, slot: slot}
-	var err error
+	hid, inter := c.HiddenSize, c.MoEIntermediateSize
+	mb, err := moeOf(b.Backend)
+	if err != nil {
+		return nil, err
+	}
+	m := &MoE{Hidden: hid, Routing: deepseekRouter(c)}
 	// The router stays in its stored dtype: MatMul widens it exactly and
 	// accumulates in fp32, which is transformers' fp32 router matmul.
 	if m.Router, err = b.MatrixKeep(MatSpec{prefix + "gate.weight", c.NRoutedExperts, hid}); err != nil {
@@ -553,139 +545,152 @@ func loadMoE(b *Builder, prefix string, slot int, stats *ExpertStats) (*MoE, err
 			return nil, err
 		}
 	}
-	if _, err := NewRouter(m.Routing, m.Bias); err != nil {
+	if m.gate, err = mb.NewMoERouter(m.Routing, m.Bias); err != nil {
 		return nil, fmt.Errorf("%sgate: %w", prefix, err)
 	}
-	m.Experts = make([]*DenseMLP, c.NRoutedExperts)
 	// Expert parallelism: a shard holds a contiguous run of whole experts
-	// (nil elsewhere) and adds only their outputs; routing is replicated
-	// and the block's all-reduce combines the shards.
+	// and adds only their outputs; routing is replicated and the block's
+	// all-reduce combines the shards.
 	own := splitRange(c.NRoutedExperts, b.rank, b.shardCount())
-	for e := range m.Experts {
-		if e < own.lo || e >= own.hi {
-			b.params += 3 * int64(hid) * int64(c.MoEIntermediateSize) // counted by the shard holding it
-			continue
+	b.params += 3 * int64(hid) * int64(inter) * int64(c.NRoutedExperts-own.len()) // counted by the shards holding them
+	if own.len() > 0 {
+		keep := b.keepFP8(b.Int8)
+		p := kernels.ExpertParts{First: own.lo}
+		for e := own.lo; e < own.hi; e++ {
+			ep := fmt.Sprintf("%sexperts.%d.", prefix, e)
+			for _, f := range []struct {
+				dst  *[]kernels.HostMatrix
+				spec MatSpec
+			}{{&p.Gate, MatSpec{ep + "gate_proj.weight", inter, hid}}, {&p.Up, MatSpec{ep + "up_proj.weight", inter, hid}},
+				{&p.Down, MatSpec{ep + "down_proj.weight", hid, inter}}} {
+				h, err := b.host(f.spec, keep)
+				if err != nil {
+					return nil, err
+				}
+				*f.dst = append(*f.dst, h)
+			}
 		}
-		if m.Experts[e], err = loadDenseMLP(b, fmt.Sprintf("%sexperts.%d.", prefix, e), hid, c.MoEIntermediateSize, false, rowRange{0, c.MoEIntermediateSize}); err != nil {
-			return nil, err
+		// The experts share one dtype: widen a mixed layer to f32.
+		dt := p.Gate[0].DType
+		mixed := false
+		for _, ps := range [][]kernels.HostMatrix{p.Gate, p.Up, p.Down} {
+			for _, h := range ps {
+				mixed = mixed || h.DType != dt
+			}
 		}
-	}
-	if b.rank != 0 {
-		m.stats = nil // every shard routes the same tokens: rank 0 counts them
+		if mixed {
+			for _, ps := range [][]kernels.HostMatrix{p.Gate, p.Up, p.Down} {
+				for i := range ps {
+					if err := widenHost(&ps[i]); err != nil {
+						return nil, err
+					}
+				}
+			}
+		}
+		if m.Experts, err = mb.UploadExperts(p, b.Int8); err != nil {
+			return nil, fmt.Errorf("loading weights %sexperts: %w", prefix, err)
+		}
+		b.bytes[m.Experts.DType().String()] += m.Experts.Bytes()
 	}
 	if c.NSharedExperts > 0 {
-		if m.Shared, err = LoadDenseMLP(b, prefix+"shared_experts.", hid, c.MoEIntermediateSize*c.NSharedExperts, false); err != nil {
+		if m.Shared, err = LoadDenseMLP(b, prefix+"shared_experts.", hid, inter*c.NSharedExperts, false); err != nil {
 			return nil, err
 		}
 	}
 	return m, nil
 }
 
-// work returns the session's scratch for this layer (by stats slot),
-// making it on first use.
-func (m *MoE) work(s *Session) *moeWork {
-	for len(s.moe) <= m.slot {
-		s.moe = append(s.moe, nil)
+// routes returns the session's routing results and expert scratch (one
+// for every MoE layer: they run one after another), making them on first
+// use, which is never inside a captured step (the first decode step runs
+// uncaptured).
+func (m *MoE) routes(s *Session, mb kernels.MoE) (kernels.MoERoutes, error) {
+	spec := kernels.MoERoutesSpec{Rows: s.Chunk(), TopK: m.Routing.TopK, Experts: m.Routing.Experts,
+		Hidden: m.Hidden, Inter: s.m.cfg.MoEIntermediateSize}
+	if s.moe != nil && s.moe.Spec() == spec {
+		return s.moe, nil
 	}
-	if w := s.moe[m.slot]; w != nil {
-		return w
+	rt, err := mb.NewMoERoutes(spec)
+	if err != nil {
+		return nil, fmt.Errorf("moe routing scratch: %w", err)
 	}
-	r, _ := NewRouter(m.Routing, m.Bias) // validated at load
-	w := &moeWork{router: r, logits: make([]float32, s.Chunk()*len(m.Experts)),
-		idx: make([]int, m.Routing.TopK), w: make([]float32, m.Routing.TopK),
-		assign: make([][]moeAssign, len(m.Experts))}
-	s.moe[m.slot] = w
-	return w
+	if s.moe != nil && s.graph.g != nil {
+		// A captured step points at the routes being replaced (as in
+		// Session.Scratch): drop it; later steps capture again.
+		s.graph.g.Close()
+		s.graph = graphState{}
+	}
+	s.moe = rt
+	return rt, nil
 }
 
 // Forward writes the MoE output for n rows of xn to out [n, hidden].
 func (m *MoE) Forward(s *Session, out, xn kernels.Buffer, n int) error {
 	be := s.Backend()
-	ch, hid, E := s.Chunk(), m.Hidden, len(m.Experts)
-	rl, err := s.Scratch("moe.router", ch*E)
+	mb, err := moeOf(be)
 	if err != nil {
 		return err
 	}
-	xg, err := s.Scratch("moe.x", ch*hid)
+	rt, err := m.routes(s, mb)
 	if err != nil {
 		return err
 	}
-	yg, err := s.Scratch("moe.y", ch*hid)
+	rl, err := s.Scratch("moe.router", s.Chunk()*m.Routing.Experts)
 	if err != nil {
 		return err
 	}
-	// Route on the host: the logits come back once per layer and chunk.
 	s.matMul(xn, n, m.Router, nil, rl)
-	w := m.work(s)
-	if err := be.Download(w.logits[:n*E], rl, 0); err != nil {
-		return fmt.Errorf("router logits: %w", err)
-	}
-	for e := range w.assign {
-		w.assign[e] = w.assign[e][:0]
-	}
-	for t := range n {
-		w.router.Route(w.logits[t*E:(t+1)*E], w.idx, w.w)
-		if m.stats != nil {
-			m.stats.add(m.slot, w.idx)
-		}
-		for j, e := range w.idx {
-			w.assign[e] = append(w.assign[e], moeAssign{tok: t, w: w.w[j]})
-		}
-	}
-	// Shared experts initialise the sum; routed experts are added to it.
+	mb.Route(rt, m.gate, rl, n)
+	// Shared experts write out first; the routed ones add to it.
 	if m.Shared != nil {
 		if err := m.Shared.Forward(s, out, xn, n); err != nil {
 			return err
 		}
-	} else if err := be.Upload(out, 0, s.zeros(n*hid)); err != nil {
-		return fmt.Errorf("moe: %w", err)
 	}
-	for e, as := range w.assign {
-		if len(as) == 0 || m.Experts[e] == nil { // nil: held by another shard
-			continue
-		}
-		in := xn // every token, in order (always so when decoding): no gather
-		if len(as) < n {
-			in = xg
-			for j, a := range as { // gather this expert's tokens
-				be.Copy2D(xg, j*hid, hid, xn, a.tok*hid, hid, 1, hid)
-			}
-		}
-		if err := m.Experts[e].Forward(s, yg, in, len(as)); err != nil {
+	if m.Experts != nil {
+		mb.MoEExperts(out, xn, n, m.Experts, rt, m.Shared != nil)
+	} else if m.Shared == nil {
+		// A shard with neither routed experts (more shards than experts)
+		// nor shared ones adds zeros to the all-reduce: a scratch buffer
+		// that is never written holds them (Alloc zeroes).
+		zeros, err := s.Scratch("moe.zeros", s.Chunk()*m.Hidden)
+		if err != nil {
 			return err
 		}
-		for j, a := range as { // scatter-add with the routing weight
-			be.Axpy(out, a.tok*hid, yg, j*hid, a.w, hid)
-		}
+		be.Copy2D(out, 0, m.Hidden, zeros, 0, m.Hidden, n, m.Hidden)
 	}
 	return nil
 }
 
 // ExpertStats returns per-layer routed-expert usage since the model was
-// loaded (or since ResetExpertStats), summed over all sessions; nil for
-// models without routed experts.
+// loaded (or since ResetExpertStats), summed over all sessions, read from
+// the backend's counters (a device download); nil for models without
+// routed experts, or when the counters cannot be read (a failed device,
+// whose next step reports the error).
 func (m *Model) ExpertStats() []LayerExpertStats {
-	if st := m.expertStats(); st != nil {
-		return st.Snapshot()
+	st, err := m.expertStats().Snapshot()
+	if err != nil || len(st) == 0 {
+		return nil
 	}
-	return nil
+	return st
 }
 
 // ResetExpertStats zeroes the expert usage counters.
 func (m *Model) ResetExpertStats() {
-	if st := m.expertStats(); st != nil {
-		st.Reset()
-	}
+	_ = m.expertStats().Reset() // a failed device reports at its next step
 }
 
+// expertStats collects the MoE layers' routers; a sharded model reads rank
+// 0's (every shard routes the same rows).
 func (m *Model) expertStats() *ExpertStats {
 	if len(m.shards) > 0 {
 		return m.shards[0].expertStats()
 	}
+	st := &ExpertStats{}
 	for _, b := range m.blocks {
 		if blk, ok := b.(*deepseekBlock); ok && blk.moe != nil {
-			return blk.moe.stats
+			st.add(blk.layer, blk.moe.gate)
 		}
 	}
-	return nil
+	return st
 }

@@ -414,8 +414,14 @@ func TestFP8KeptMatchesDequantised(t *testing.T) {
 	}
 }
 
-// noFP8 is a backend without the fp8 capability (kernels.Supports false).
-type noFP8 struct{ kernels.Backend }
+// noFP8 is a backend without the fp8 capability (kernels.Supports false);
+// it keeps kernels.MoE, which DeepSeek's MoE layers need.
+type noFP8 struct{ moeBackend }
+
+type moeBackend interface {
+	kernels.Backend
+	kernels.MoE
+}
 
 // TestDeepseekConcurrentSessions runs sessions of one MoE model from
 // several goroutines (shared routers' scratch pool and usage counters) and

@@ -23,7 +23,7 @@ func capturerOf(be kernels.Backend) (kernels.StepCapturer, bool) {
 // graphState is a session's captured decode step. The first decode step
 // runs uncaptured so every scratch buffer exists; the second is captured;
 // later steps replay. If capture fails (a family that reads the device
-// mid-step, e.g. MoE routing on the host) the session stays uncaptured.
+// mid-step) the session stays uncaptured.
 type graphState struct {
 	warm   bool
 	failed bool

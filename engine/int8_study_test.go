@@ -170,6 +170,10 @@ func mseScale(row []float32) float32 {
 
 type studyBackend struct {
 	kernels.Backend
+	// The routed experts run on the inner backend's kernels.MoE, past the
+	// fake-quantisation below (the "experts" class changes nothing since
+	// the MoE capability; the router logits are still recorded).
+	kernels.MoE
 	v      studyVariant
 	actQ   map[kernels.Matrix]bool
 	class  map[kernels.Matrix]string
@@ -326,7 +330,7 @@ func runStudy(t *testing.T, dir string, v studyVariant, base *studyRun) *studyRu
 
 	inner := cpu.New(2)
 	defer inner.Close()
-	sb := &studyBackend{Backend: inner, v: v, actQ: map[kernels.Matrix]bool{},
+	sb := &studyBackend{Backend: inner, MoE: inner, v: v, actQ: map[kernels.Matrix]bool{},
 		class: map[kernels.Matrix]string{}, shadow: map[kernels.Matrix]kernels.Matrix{}, localD: map[string]float64{}, localN: map[string]float64{}, routers: map[kernels.Matrix]int{}}
 	if v.f32Routes {
 		sb.forced = base.be.routerLogits

@@ -7,6 +7,10 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/deepseek-go/deepseek-go/kernels"
+	"github.com/deepseek-go/deepseek-go/kernels/cpu"
+	"github.com/deepseek-go/deepseek-go/kernels/routing"
 )
 
 func moeSigmoid(x float32) float32 { return float32(1 / (1 + math.Exp(-float64(x)))) }
@@ -110,7 +114,7 @@ func TestRouterGreedyMatchesSort(t *testing.T) {
 		}
 		r.Route(logits, idx, w)
 		probs := make([]float32, 64)
-		moeSoftmax(probs, logits)
+		routing.Softmax(probs, logits)
 		var sum float64
 		for _, p := range probs {
 			sum += float64(p)
@@ -165,20 +169,41 @@ func TestRouterConfigErrors(t *testing.T) {
 	}
 }
 
+// TestExpertStats: the usage summaries read the backend routers'
+// counters, which sessions add to concurrently.
 func TestExpertStats(t *testing.T) {
-	s := NewExpertStats([]int{1, 2}, 4)
+	be := cpu.New(1)
+	defer be.Close()
+	cfg := RouterConfig{Method: TopKGreedy, Scoring: ScoringSoftmax, Experts: 4, TopK: 2, Groups: 1, TopGroups: 1, Scale: 1}
+	r1, err := be.NewMoERouter(cfg, nil)
+	require.NoError(t, err)
+	r2, err := be.NewMoERouter(cfg, nil)
+	require.NoError(t, err)
+	logits := func(f ...float32) kernels.Buffer {
+		b, err := be.Alloc(len(f))
+		require.NoError(t, err)
+		require.NoError(t, be.Upload(b, 0, f))
+		return b
+	}
+	l01, l23 := logits(3, 2, 0, -1), logits(-1, 0, 2, 3) // top-2: {0,1} and {3,2}
+	s := &ExpertStats{}
+	s.add(1, r1)
+	s.add(2, r2)
 	var wg sync.WaitGroup
 	for range 4 {
+		rt, err := be.NewMoERoutes(kernels.MoERoutesSpec{Rows: 1, TopK: 2, Experts: 4, Hidden: 1, Inter: 1})
+		require.NoError(t, err)
 		wg.Go(func() {
 			for range 25 {
-				s.add(0, []int{0, 1}) // layer 1: experts 0,1 only
-				s.add(1, []int{0, 1})
-				s.add(1, []int{2, 3})
+				be.Route(rt, r1, l01, 1) // layer 1: experts 0,1 only
+				be.Route(rt, r2, l01, 1)
+				be.Route(rt, r2, l23, 1)
 			}
 		})
 	}
 	wg.Wait()
-	got := s.Snapshot()
+	got, err := s.Snapshot()
+	require.NoError(t, err)
 	require.Len(t, got, 2)
 
 	assert.Equal(t, 1, got[0].Layer)
@@ -194,8 +219,9 @@ func TestExpertStats(t *testing.T) {
 	assert.InDelta(t, 0.0, got[1].CV, 1e-12)
 	assert.InDelta(t, 1.0, got[1].Entropy, 1e-12)
 
-	s.Reset()
-	got = s.Snapshot()
+	require.NoError(t, s.Reset())
+	got, err = s.Snapshot()
+	require.NoError(t, err)
 	assert.Equal(t, int64(0), got[1].Tokens)
 	assert.Equal(t, 0, got[1].Active)
 	assert.Zero(t, got[1].Entropy)

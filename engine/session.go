@@ -36,8 +36,9 @@ type Session struct {
 	// outs backs matMul's output list (MatMul takes a slice of interfaces,
 	// which would otherwise be allocated per call).
 	outs [4]kernels.Buffer
-	// moe holds each MoE layer's host routing scratch, by stats slot.
-	moe  []*moeWork
+	// moe is the MoE layers' routing results and expert scratch on the
+	// backend (deepseek.go), made on first use.
+	moe  kernels.MoERoutes
 	zero []float32 // backs zeros
 	// batch and paged are set for a scheduler step (batch.go): rope and
 	// attention then take per-row positions and the shared paged cache.

@@ -1831,3 +1831,4 @@ FLASH2V(64, 2, 64, 7)
 FLASH2V(64, 2, 64, 327)
 
 #include "fp8.cuh"
+#include "moe.cuh"

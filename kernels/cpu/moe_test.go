@@ -1,0 +1,148 @@
+package cpu
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/deepseek-go/deepseek-go/kernels"
+	"github.com/deepseek-go/deepseek-go/kernels/routing"
+)
+
+// TestMoEExpertsFormula checks the MoE capability against the formula in
+// float64: out[t] (+)= Σ_j w[t,j]·down_e(silu(gate_e·x) ⊙ up_e·x) for the
+// routing kernels/routing gives, over 16-bit and f32 weights, for all of a
+// layer's experts and for a shard's run (other experts add nothing).
+func TestMoEExpertsFormula(t *testing.T) {
+	b := New(2)
+	defer b.Close()
+	r := rand.New(rand.NewPCG(5, 6))
+	const E, k, hid, inter = 8, 3, 40, 24
+	cfg := routing.Config{Method: routing.TopKGroupLimit, Scoring: routing.ScoringSoftmax, Experts: E, TopK: k,
+		Groups: 4, TopGroups: 3, NormTopK: true, Scale: 1}
+	for _, dt := range []kernels.DType{kernels.F32, kernels.BF16, kernels.F16} {
+		for _, run := range [][2]int{{0, E}, {3, 2}} {
+			first, cnt := run[0], run[1]
+			var p kernels.ExpertParts
+			p.First = first
+			gate, up, down := make([][]float32, E), make([][]float32, E), make([][]float32, E)
+			for e := first; e < first+cnt; e++ {
+				var h kernels.HostMatrix
+				h, gate[e] = hostMatrix(t, fmt.Sprint("gate", e), randVec(r, inter*hid), inter, hid, dt)
+				p.Gate = append(p.Gate, h)
+				h, up[e] = hostMatrix(t, fmt.Sprint("up", e), randVec(r, inter*hid), inter, hid, dt)
+				p.Up = append(p.Up, h)
+				h, down[e] = hostMatrix(t, fmt.Sprint("down", e), randVec(r, hid*inter), hid, inter, dt)
+				p.Down = append(p.Down, h)
+			}
+			ex, err := b.UploadExperts(p, false)
+			require.NoError(t, err)
+			assert.Equal(t, dt, ex.DType())
+			assert.Equal(t, cnt, ex.Count())
+			router, err := b.NewMoERouter(cfg, nil)
+			require.NoError(t, err)
+			rt, err := b.NewMoERoutes(kernels.MoERoutesSpec{Rows: 9, TopK: k, Experts: E, Hidden: hid, Inter: inter})
+			require.NoError(t, err)
+			host, err := routing.New(cfg, nil)
+			require.NoError(t, err)
+			for _, n := range []int{1, 9} {
+				for _, acc := range []bool{false, true} {
+					name := fmt.Sprintf("%v experts [%d,+%d) n=%d acc=%v", dt, first, cnt, n, acc)
+					logits, x, init := randVec(r, n*E), randVec(r, n*hid), randVec(r, n*hid)
+					lb, xb, ob := &Buffer{data: logits}, &Buffer{data: x}, &Buffer{data: append([]float32(nil), init...)}
+					b.Route(rt, router, lb, n)
+					b.MoEExperts(ob, xb, n, ex, rt, acc)
+					gi, gw := make([]int32, n*k), make([]float32, n*k)
+					require.NoError(t, b.ReadRoutes(rt, n, gi, gw))
+					idx, w := make([]int, k), make([]float32, k)
+					for tk := range n {
+						host.Route(logits[tk*E:(tk+1)*E], idx, w)
+						want := make([]float64, hid)
+						if acc {
+							for i := range want {
+								want[i] = float64(init[tk*hid+i])
+							}
+						}
+						xt := x[tk*hid : (tk+1)*hid]
+						for j, e := range idx {
+							require.Equal(t, int32(e), gi[tk*k+j], name)
+							require.Equal(t, w[j], gw[tk*k+j], name)
+							if e < first || e >= first+cnt {
+								continue
+							}
+							h := make([]float64, inter)
+							for f := range inter {
+								var g, u float64
+								for c, xv := range xt {
+									g += float64(gate[e][f*hid+c]) * float64(xv)
+									u += float64(up[e][f*hid+c]) * float64(xv)
+								}
+								h[f] = g / (1 + math.Exp(-g)) * u
+							}
+							for o := range hid {
+								var y float64
+								for f, hv := range h {
+									y += float64(down[e][o*inter+f]) * hv
+								}
+								want[o] += float64(w[j]) * y
+							}
+						}
+						var d, nn float64
+						for o, v := range want {
+							e := float64(ob.data[tk*hid+o]) - v
+							d += e * e
+							nn += v * v
+						}
+						if nn == 0 { // no expert of this row is held: zeros
+							assert.Zero(t, d, "%s row %d", name, tk)
+							continue
+						}
+						assert.LessOrEqual(t, math.Sqrt(d/nn), 1e-5, "%s row %d", name, tk)
+					}
+				}
+			}
+			tokens, counts, err := router.Counts()
+			require.NoError(t, err)
+			assert.Equal(t, int64(2*(1+9)), tokens)
+			var sum int64
+			for _, c := range counts {
+				sum += c
+			}
+			assert.Equal(t, tokens*k, sum)
+		}
+	}
+}
+
+// TestMoEBadInput: malformed experts and routes specs fail with the
+// offending part named.
+func TestMoEBadInput(t *testing.T) {
+	b := New(1)
+	defer b.Close()
+	f := func(name string, rows, cols int) kernels.HostMatrix {
+		return kernels.HostMatrix{Name: name, Rows: rows, Cols: cols, DType: kernels.F32, Data: make([]byte, 4*rows*cols)}
+	}
+	for _, tc := range []struct {
+		name string
+		p    kernels.ExpertParts
+		want string
+	}{
+		{"none", kernels.ExpertParts{}, "no experts"},
+		{"counts differ", kernels.ExpertParts{Gate: []kernels.HostMatrix{f("g", 4, 8)}, Up: []kernels.HostMatrix{f("u", 4, 8)}}, "1 gate, 1 up and 0 down"},
+		{"down shape", kernels.ExpertParts{Gate: []kernels.HostMatrix{f("g", 4, 8)}, Up: []kernels.HostMatrix{f("u", 4, 8)}, Down: []kernels.HostMatrix{f("d", 4, 8)}}, "d: shape 4x8, want 8x4"},
+		{"up shape", kernels.ExpertParts{Gate: []kernels.HostMatrix{f("g", 4, 8)}, Up: []kernels.HostMatrix{f("u", 5, 8)}, Down: []kernels.HostMatrix{f("d", 8, 4)}}, "u: shape 5x8, want 4x8"},
+		{"negative first", kernels.ExpertParts{First: -1, Gate: []kernels.HostMatrix{f("g", 4, 8)}, Up: []kernels.HostMatrix{f("u", 4, 8)}, Down: []kernels.HostMatrix{f("d", 8, 4)}}, "first expert -1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := b.UploadExperts(tc.p, false)
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+	_, err := b.NewMoERoutes(kernels.MoERoutesSpec{Rows: 4, TopK: 9, Experts: 8, Hidden: 8, Inter: 8})
+	require.ErrorContains(t, err, "bad spec")
+	_, err = b.NewMoERouter(routing.Config{Method: routing.TopKNoAuxTC, Scoring: routing.ScoringSigmoid, Experts: 8, TopK: 2, Groups: 4, TopGroups: 2}, nil)
+	require.ErrorContains(t, err, "e_score_correction_bias has 0 entries")
+}

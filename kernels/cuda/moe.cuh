@@ -1,0 +1,666 @@
+// Mixture-of-experts kernels (kernels.MoE, moe.go): routing on the device
+// and the routed experts of DeepSeek's MoE layers, so a layer never reads
+// back to the host and a decode step stays one captured graph.
+//
+// Layouts (moe.go uploads them):
+//   gate|up  W [cnt, 2·inter, hidden]  rows 0..inter-1 gate, inter..2·inter-1 up
+//   down     D [cnt, hidden, inter]
+//   int8: one float32 scale per row, [cnt, 2·inter] and [cnt, hidden]
+//   routes   idx int32 [n, k] (global expert ids), w float32 [n, k];
+//            pair p = t·k + j is slot j of row t.
+// Experts cover global ids [first, first+cnt); pairs routed elsewhere (to
+// another shard's experts) contribute nothing.
+//
+// Every kernel is templated on the weight type and reads weights through
+// V16<T> (16-byte vectors) or tof(), so another storage type (fp8 with its
+// block scales) slots in as a V16 specialisation plus a scale lookup.
+
+// ---------------------------------------------------------------- routing
+
+// moe_route: one warp per row, E ≤ 256 experts (lane l holds experts
+// l, l+32, …), k ≤ 32, G ≤ 32 groups. The arithmetic and its order are
+// kernels/routing's (package comment there), so indices equal the host's:
+// float64 exp and sigmoid, the softmax sum in index order by one lane,
+// selection by exact comparisons (ties to the lower index), and the
+// normalisation sum in slot order by one lane.
+// method: 0 greedy, 1 group_limited_greedy (group max), 2 noaux_tc (top-2 sum).
+// counts [E+1]: selections per expert, then rows routed.
+extern "C" __global__ void __launch_bounds__(32) moe_route(int* __restrict__ idx, float* __restrict__ wout,
+                                                           unsigned long long* __restrict__ counts,
+                                                           const float* __restrict__ logits, const float* __restrict__ bias,
+                                                           int n, int E, int k, int G, int topG, int method, int sigmoid,
+                                                           int norm, int scaled, float scale) {
+  __shared__ float s_s[256];  // scores (softmax or sigmoid): the weights
+  __shared__ float s_c[256];  // choice: what selection compares
+  __shared__ double s_e[256];
+  __shared__ float s_g[32];
+  __shared__ int s_idx[32];
+  __shared__ double s_sum;
+  const int t = blockIdx.x, lane = threadIdx.x;
+  if (t >= n) return;
+  const float* x = logits + (size_t)t * E;
+  if (sigmoid) {
+    for (int i = lane; i < E; i += 32) s_s[i] = (float)(1.0 / (1.0 + exp(-(double)x[i])));
+  } else {
+    float m = -INFINITY;
+    for (int i = lane; i < E; i += 32) m = fmaxf(m, x[i]);
+    m = warp_max(m);
+    for (int i = lane; i < E; i += 32) {
+      double e = exp((double)(x[i] - m));
+      s_e[i] = e;
+      s_s[i] = (float)e;
+    }
+    __syncwarp();
+    if (lane == 0) {
+      double sum = 0;
+      for (int i = 0; i < E; i++) sum += s_e[i];
+      s_sum = sum;
+    }
+    __syncwarp();
+    const double sum = s_sum;
+    for (int i = lane; i < E; i += 32) s_s[i] = (float)((double)s_s[i] / sum);
+  }
+  __syncwarp();
+  for (int i = lane; i < E; i += 32) s_c[i] = bias ? s_s[i] + bias[i] : s_s[i];
+  __syncwarp();
+  if (method != 0) {
+    const int per = E / G;
+    if (lane < G) {
+      const float* c = s_c + lane * per;
+      float a = -INFINITY, b = -INFINITY;
+      if (method == 2) {
+        for (int i = 0; i < per; i++) {
+          float v = c[i];
+          if (v > a) { b = a; a = v; } else if (v > b) b = v;
+        }
+        s_g[lane] = a + b;
+      } else {
+        a = c[0];
+        for (int i = 1; i < per; i++) a = fmaxf(a, c[i]);
+        s_g[lane] = a;
+      }
+    }
+    __syncwarp();
+    unsigned keep = 0;
+    if (lane == 0) {
+      for (int r = 0; r < topG; r++) {
+        int best = -1;
+        for (int g = 0; g < G; g++)
+          if (!((keep >> g) & 1u) && (best < 0 || s_g[g] > s_g[best])) best = g;
+        keep |= 1u << best;
+      }
+    }
+    keep = __shfl_sync(0xffffffffu, keep, 0);
+    for (int i = lane; i < E; i += 32)
+      if (!((keep >> (i / per)) & 1u)) s_c[i] = 0.f;  // masked_fill(…, 0.0)
+    __syncwarp();
+  }
+  // Top-k: k rounds of a warp argmax over the experts not taken yet.
+  float v[8];
+  unsigned taken = 0;
+#pragma unroll
+  for (int q = 0; q < 8; q++) v[q] = (lane + 32 * q < E) ? s_c[lane + 32 * q] : 0.f;
+  int mine = -1;
+  for (int j = 0; j < k; j++) {
+    float bv = 0.f;
+    int bi = -1;
+#pragma unroll
+    for (int q = 0; q < 8; q++) {
+      int i = lane + 32 * q;
+      if (i < E && !((taken >> q) & 1u) && (bi < 0 || v[q] > bv)) { bv = v[q]; bi = i; }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+      int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+      if (oi >= 0 && (bi < 0 || ov > bv || (ov == bv && oi < bi))) { bv = ov; bi = oi; }
+    }
+    if (bi >= 0 && (bi & 31) == lane) taken |= 1u << (bi >> 5);
+    if (lane == j) mine = bi;
+  }
+  if (lane < k) s_idx[lane] = mine;
+  __syncwarp();
+  if (lane == 0) {
+    float sum = 0.f;
+    for (int j = 0; j < k; j++) sum += s_s[s_idx[j]];
+    for (int j = 0; j < k; j++) {
+      float r = s_s[s_idx[j]];
+      if (norm) r = __fdiv_rn(r, __fadd_rn(sum, 1e-20f));
+      if (scaled) r = __fmul_rn(r, scale);
+      idx[(size_t)t * k + j] = s_idx[j];
+      wout[(size_t)t * k + j] = r;
+    }
+    atomicAdd(counts + E, 1ull);
+  }
+  if (lane < k) atomicAdd(counts + mine, 1ull);
+}
+
+// ---------------------------------------------------------------- decode (n ≤ 8 rows)
+
+// moe_gateup_dec: H[p, f] = silu(gate_e[f]·x_t) · (up_e[f]·x_t) for pair p =
+// blockIdx.y (row t = p / k, expert e = idx[p]). One warp computes R
+// features: R gate rows and the R matching up rows stream together, so the
+// SwiGLU happens in registers. Grid (ceil(inter / (8R)), n·k), 256 threads.
+template <typename T, int R, int U>
+__device__ void moe_gateup_dec(const T* __restrict__ W, const float* __restrict__ wsc, const float* __restrict__ x,
+                               const int* __restrict__ idx, float* __restrict__ H, int k, int first, int cnt,
+                               int hidden, int inter) {
+  constexpr int EL = V16<T>::N;
+  const int lane = threadIdx.x & 31;
+  const int p = blockIdx.y, t = p / k;
+  const int e = idx[p] - first;
+  if (e < 0 || e >= cnt) return;
+  const int f0 = ((blockIdx.x * blockDim.x + threadIdx.x) >> 5) * R;
+  if (f0 >= inter) return;
+  const T* We = W + (size_t)e * 2 * inter * hidden;
+  const float* xr = x + (size_t)t * hidden;
+  float acc[2][R];
+#pragma unroll
+  for (int h = 0; h < 2; h++)
+#pragma unroll
+    for (int r = 0; r < R; r++) acc[h][r] = 0.f;
+  if (hidden % EL == 0) {
+    const uint4* wp[2][R];
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+#pragma unroll
+      for (int r = 0; r < R; r++)
+        wp[h][r] = reinterpret_cast<const uint4*>(We + (size_t)(h * inter + min(f0 + r, inter - 1)) * hidden);
+    const int nch = hidden / EL;
+    for (int c0 = lane; c0 < nch; c0 += 32 * U) {
+      uint4 wv[U][2][R];
+#pragma unroll
+      for (int u = 0; u < U; u++) {
+        int c = c0 + u * 32;
+#pragma unroll
+        for (int h = 0; h < 2; h++)
+#pragma unroll
+          for (int r = 0; r < R; r++) wv[u][h][r] = (c < nch) ? ldw(wp[h][r] + c) : make_uint4(0, 0, 0, 0);
+      }
+#pragma unroll
+      for (int u = 0; u < U; u++) {
+        int c = c0 + u * 32;
+        if (c < nch) {
+          const float4* xp = reinterpret_cast<const float4*>(xr + (size_t)c * EL);
+          float xv[EL];
+#pragma unroll
+          for (int q = 0; q < EL / 4; q++) {
+            float4 a = __ldg(xp + q);
+            xv[4 * q] = a.x; xv[4 * q + 1] = a.y; xv[4 * q + 2] = a.z; xv[4 * q + 3] = a.w;
+          }
+#pragma unroll
+          for (int h = 0; h < 2; h++)
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+              float wf[EL];
+              V16<T>::cvt(wv[u][h][r], wf);
+#pragma unroll
+              for (int q = 0; q < EL; q++) acc[h][r] = fmaf(wf[q], xv[q], acc[h][r]);
+            }
+        }
+      }
+    }
+  } else {  // rows not 16-byte aligned (odd widths): scalar loads
+    for (int c = lane; c < hidden; c += 32) {
+      float xv = xr[c];
+#pragma unroll
+      for (int h = 0; h < 2; h++)
+#pragma unroll
+        for (int r = 0; r < R; r++)
+          acc[h][r] = fmaf(tof(We[(size_t)(h * inter + min(f0 + r, inter - 1)) * hidden + c]), xv, acc[h][r]);
+    }
+  }
+#pragma unroll
+  for (int h = 0; h < 2; h++)
+#pragma unroll
+    for (int r = 0; r < R; r++) acc[h][r] = warp_sum(acc[h][r]);
+  if (lane == 0) {
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      int f = f0 + r;
+      if (f < inter) {
+        float g = acc[0][r], u = acc[1][r];
+        if (wsc) {
+          g *= wsc[(size_t)e * 2 * inter + f];
+          u *= wsc[(size_t)e * 2 * inter + inter + f];
+        }
+        H[(size_t)p * inter + f] = g / (1.f + expf(-g)) * u;
+      }
+    }
+  }
+}
+
+// moe_down_dec: out[t, r] (+)= Σ_j w[t,j] · down_{idx[t,j]}[r]·H[t·k+j] for
+// row t = blockIdx.y; one warp computes R output features over the k
+// experts in slot order (deterministic, no atomics). Grid
+// (ceil(hidden / (8R)), n), 256 threads.
+template <typename T, int R, int U>
+__device__ void moe_down_dec(const T* __restrict__ D, const float* __restrict__ dsc, const float* __restrict__ H,
+                             const int* __restrict__ idx, const float* __restrict__ w, float* __restrict__ out, int k,
+                             int first, int cnt, int hidden, int inter, int accumulate) {
+  constexpr int EL = V16<T>::N;
+  const int lane = threadIdx.x & 31;
+  const int t = blockIdx.y;
+  const int r0 = ((blockIdx.x * blockDim.x + threadIdx.x) >> 5) * R;
+  if (r0 >= hidden) return;
+  float acc[R];
+#pragma unroll
+  for (int r = 0; r < R; r++) acc[r] = 0.f;
+  for (int j = 0; j < k; j++) {
+    const int p = t * k + j;
+    const int e = idx[p] - first;
+    if (e < 0 || e >= cnt) continue;
+    const float wj = w[p];
+    const T* De = D + (size_t)e * hidden * inter;
+    const float* hr = H + (size_t)p * inter;
+    float part[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) part[r] = 0.f;
+    if (inter % EL == 0) {
+      const uint4* wp[R];
+#pragma unroll
+      for (int r = 0; r < R; r++) wp[r] = reinterpret_cast<const uint4*>(De + (size_t)min(r0 + r, hidden - 1) * inter);
+      const int nch = inter / EL;
+      for (int c0 = lane; c0 < nch; c0 += 32 * U) {
+        uint4 wv[U][R];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+          int c = c0 + u * 32;
+#pragma unroll
+          for (int r = 0; r < R; r++) wv[u][r] = (c < nch) ? ldw(wp[r] + c) : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+          int c = c0 + u * 32;
+          if (c < nch) {
+            const float4* hp = reinterpret_cast<const float4*>(hr + (size_t)c * EL);
+            float hv[EL];
+#pragma unroll
+            for (int q = 0; q < EL / 4; q++) {
+              float4 a = __ldg(hp + q);
+              hv[4 * q] = a.x; hv[4 * q + 1] = a.y; hv[4 * q + 2] = a.z; hv[4 * q + 3] = a.w;
+            }
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+              float wf[EL];
+              V16<T>::cvt(wv[u][r], wf);
+#pragma unroll
+              for (int q = 0; q < EL; q++) part[r] = fmaf(wf[q], hv[q], part[r]);
+            }
+          }
+        }
+      }
+    } else {
+      for (int c = lane; c < inter; c += 32) {
+        float hv = hr[c];
+#pragma unroll
+        for (int r = 0; r < R; r++) part[r] = fmaf(tof(De[(size_t)min(r0 + r, hidden - 1) * inter + c]), hv, part[r]);
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      float s = dsc ? wj * dsc[(size_t)e * hidden + min(r0 + r, hidden - 1)] : wj;
+      acc[r] = fmaf(s, part[r], acc[r]);
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < R; r++) acc[r] = warp_sum(acc[r]);
+  if (lane == 0) {
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      int row = r0 + r;
+      if (row < hidden) {
+        float* o = out + (size_t)t * hidden + row;
+        *o = accumulate ? *o + acc[r] : acc[r];
+      }
+    }
+  }
+}
+
+#define MOE_DEC(SUF, T)                                                                                              \
+  extern "C" __global__ void __launch_bounds__(256) moe_gateup_dec_##SUF(                                          \
+      const T* W, const float* wsc, const float* x, const int* idx, float* H, int k, int first, int cnt, int hidden, \
+      int inter) {                                                                                                   \
+    moe_gateup_dec<T, 2, 2>(W, wsc, x, idx, H, k, first, cnt, hidden, inter);                                        \
+  }                                                                                                                  \
+  extern "C" __global__ void __launch_bounds__(256) moe_down_dec_##SUF(                                            \
+      const T* D, const float* dsc, const float* H, const int* idx, const float* w, float* out, int k, int first,    \
+      int cnt, int hidden, int inter, int accumulate) {                                                              \
+    moe_down_dec<T, 2, 4>(D, dsc, H, idx, w, out, k, first, cnt, hidden, inter, accumulate);                         \
+  }
+MOE_DEC(f32, float)
+MOE_DEC(f16, __half)
+MOE_DEC(bf16, __nv_bfloat16)
+MOE_DEC(i8, int8_t)
+
+// ---------------------------------------------------------------- grouped (n > 8 rows)
+
+// moe_sort: a stable counting sort of the n·k pairs by held expert, in one
+// block of 1024 threads (32 warps; warp w owns experts w, w+32, …). A warp
+// counts its experts' pairs with ballots, thread 0 scans the counts into
+// offs[cnt+1] and the tile starts tstart[cnt+1] (tiles of TM pairs per
+// expert), then the warps place each pair at its rank: list[offs[e] + i] is
+// the i-th pair (in pair order) routed to expert first+e.
+extern "C" __global__ void __launch_bounds__(1024) moe_sort(int* __restrict__ list, int* __restrict__ offs,
+                                                            int* __restrict__ tstart, const int* __restrict__ idx,
+                                                            int P, int first, int cnt, int TM) {
+  __shared__ int s_cnt[257];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int e = warp; e < cnt; e += 32) {
+    int c = 0;
+    for (int p0 = 0; p0 < P; p0 += 32) {
+      int p = p0 + lane;
+      c += __popc(__ballot_sync(0xffffffffu, p < P && idx[p] - first == e));
+    }
+    if (lane == 0) s_cnt[e] = c;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int o = 0, tl = 0;
+    for (int e = 0; e < cnt; e++) {
+      int c = s_cnt[e];
+      offs[e] = o;
+      tstart[e] = tl;
+      s_cnt[e] = o;
+      o += c;
+      tl += (c + TM - 1) / TM;
+    }
+    offs[cnt] = o;
+    tstart[cnt] = tl;
+  }
+  __syncthreads();
+  const unsigned lt = (1u << lane) - 1u;
+  for (int e = warp; e < cnt; e += 32) {
+    int base = s_cnt[e];
+    for (int p0 = 0; p0 < P; p0 += 32) {
+      int p = p0 + lane;
+      bool hit = p < P && idx[p] - first == e;
+      unsigned m = __ballot_sync(0xffffffffu, hit);
+      if (hit) list[base + __popc(m & lt)] = p;
+      base += __popc(m);
+    }
+  }
+}
+
+// moe_tile finds the expert and the first sorted pair of tile blockIdx.y;
+// false when the tile is past the last one (the grid is an upper bound).
+DEVI bool moe_tile(const int* offs, const int* tstart, int cnt, int TM, int& e, int& m0, int& mn) {
+  const int tile = blockIdx.y;
+  if (tile >= tstart[cnt]) return false;
+  int lo = 0, hi = cnt - 1;  // the last expert whose first tile is ≤ tile
+  while (lo < hi) {
+    int mid = (lo + hi + 1) >> 1;
+    if (tstart[mid] <= tile) lo = mid; else hi = mid - 1;
+  }
+  e = lo;
+  m0 = offs[e] + (tile - tstart[e]) * TM;
+  mn = min(TM, offs[e + 1] - m0);
+  return true;
+}
+
+// moe_gateup_grp: a tile of up to 64 pairs of one expert × 32 features,
+// both the gate and the up rows of those features (64 weight rows), K
+// tiles of 16 through shared memory, 4 pairs × (2 gate + 2 up) per thread,
+// float32 FMA; SwiGLU in the epilogue writes H[p, f]. Grid (ceil(inter/32),
+// tiles), 256 threads.
+template <typename T>
+__device__ void moe_gateup_grp(const T* __restrict__ W, const float* __restrict__ wsc, const float* __restrict__ x,
+                               const int* __restrict__ list, const int* __restrict__ offs, const int* __restrict__ tstart,
+                               float* __restrict__ H, int k, int cnt, int hidden, int inter) {
+  __shared__ float xs[16][64 + 4];
+  __shared__ float ws[16][64 + 4];
+  __shared__ int s_p[64];
+  int e, m0, mn;
+  if (!moe_tile(offs, tstart, cnt, 64, e, m0, mn)) return;
+  const int tid = threadIdx.x, tr = tid / 16, tc = tid % 16;
+  const int f0 = blockIdx.x * 32;
+  if (tid < 64) s_p[tid] = tid < mn ? list[m0 + tid] : -1;
+  __syncthreads();
+  const T* We = W + (size_t)e * 2 * inter * hidden;
+  float acc[4][4] = {};
+  for (int k0 = 0; k0 < hidden; k0 += 16) {
+    for (int i = tid; i < 64 * 16; i += 256) {
+      int rr = i / 16, kk = i % 16, c = k0 + kk;
+      int p = s_p[rr];
+      xs[kk][rr] = (p >= 0 && c < hidden) ? x[(size_t)(p / k) * hidden + c] : 0.f;
+      int f = f0 + (rr & 31);
+      ws[kk][rr] = (f < inter && c < hidden) ? tof(We[(size_t)((rr >> 5) * inter + f) * hidden + c]) : 0.f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < 16; kk++) {
+      float a[4], b[4];
+#pragma unroll
+      for (int i = 0; i < 4; i++) a[i] = xs[kk][tr * 4 + i];
+      b[0] = ws[kk][2 * tc]; b[1] = ws[kk][2 * tc + 1];
+      b[2] = ws[kk][32 + 2 * tc]; b[3] = ws[kk][32 + 2 * tc + 1];
+#pragma unroll
+      for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    int p = s_p[tr * 4 + i];
+    if (p < 0) continue;
+#pragma unroll
+    for (int q = 0; q < 2; q++) {
+      int f = f0 + 2 * tc + q;
+      if (f >= inter) continue;
+      float g = acc[i][q], u = acc[i][2 + q];
+      if (wsc) {
+        g *= wsc[(size_t)e * 2 * inter + f];
+        u *= wsc[(size_t)e * 2 * inter + inter + f];
+      }
+      H[(size_t)p * inter + f] = g / (1.f + expf(-g)) * u;
+    }
+  }
+}
+
+// moe_down_grp: Y[p, r] = down_e[r]·H[p] for a tile of up to 64 pairs of
+// one expert × 64 output features, as gemm_tiled. Grid (ceil(hidden/64),
+// tiles), 256 threads.
+template <typename T>
+__device__ void moe_down_grp(const T* __restrict__ D, const float* __restrict__ dsc, const float* __restrict__ H,
+                             const int* __restrict__ list, const int* __restrict__ offs, const int* __restrict__ tstart,
+                             float* __restrict__ Y, int cnt, int hidden, int inter) {
+  __shared__ float hs[16][64 + 4];
+  __shared__ float ws[16][64 + 4];
+  __shared__ int s_p[64];
+  int e, m0, mn;
+  if (!moe_tile(offs, tstart, cnt, 64, e, m0, mn)) return;
+  const int tid = threadIdx.x, tr = tid / 16, tc = tid % 16;
+  const int r0 = blockIdx.x * 64;
+  if (tid < 64) s_p[tid] = tid < mn ? list[m0 + tid] : -1;
+  __syncthreads();
+  const T* De = D + (size_t)e * hidden * inter;
+  float acc[4][4] = {};
+  for (int k0 = 0; k0 < inter; k0 += 16) {
+    for (int i = tid; i < 64 * 16; i += 256) {
+      int rr = i / 16, kk = i % 16, c = k0 + kk;
+      int p = s_p[rr];
+      hs[kk][rr] = (p >= 0 && c < inter) ? H[(size_t)p * inter + c] : 0.f;
+      int r = r0 + rr;
+      ws[kk][rr] = (r < hidden && c < inter) ? tof(De[(size_t)r * inter + c]) : 0.f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < 16; kk++) {
+      float a[4], b[4];
+#pragma unroll
+      for (int i = 0; i < 4; i++) { a[i] = hs[kk][tr * 4 + i]; b[i] = ws[kk][tc * 4 + i]; }
+#pragma unroll
+      for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    int p = s_p[tr * 4 + i];
+    if (p < 0) continue;
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+      int r = r0 + tc * 4 + j;
+      if (r < hidden) Y[(size_t)p * hidden + r] = acc[i][j] * (dsc ? dsc[(size_t)e * hidden + r] : 1.f);
+    }
+  }
+}
+
+#define MOE_GRP(SUF, T)                                                                                             \
+  extern "C" __global__ void __launch_bounds__(256) moe_gateup_grp_##SUF(                                         \
+      const T* W, const float* wsc, const float* x, const int* list, const int* offs, const int* tstart, float* H, \
+      int k, int cnt, int hidden, int inter) {                                                                      \
+    moe_gateup_grp<T>(W, wsc, x, list, offs, tstart, H, k, cnt, hidden, inter);                                     \
+  }                                                                                                                 \
+  extern "C" __global__ void __launch_bounds__(256) moe_down_grp_##SUF(                                           \
+      const T* D, const float* dsc, const float* H, const int* list, const int* offs, const int* tstart, float* Y, \
+      int cnt, int hidden, int inter) {                                                                             \
+    moe_down_grp<T>(D, dsc, H, list, offs, tstart, Y, cnt, hidden, inter);                                          \
+  }
+MOE_GRP(f32, float)
+MOE_GRP(f16, __half)
+MOE_GRP(bf16, __nv_bfloat16)
+MOE_GRP(i8, int8_t)
+
+// Tensor-core grouped GEMMs for 16-bit weights (K a multiple of 8): the
+// tiles of moe_*_grp on WMMA 16×16×16 with float32 accumulation, as
+// gemm_wmma: activations rounded to the weight dtype while they are staged
+// in shared memory (f16 saturates as cvt_f32_f16 does), 64 pairs × 64
+// weight rows per block, 4 warps of 32×32, K steps of 32. The whole C tile
+// goes through shared memory so the epilogue sees each feature's gate and
+// up (GU) or writes Y rows (down). Grid (ceil(inter/32) or ceil(hidden/64),
+// tiles), 128 threads.
+DEVI unsigned moe_u32(__nv_bfloat162 h) { return *reinterpret_cast<unsigned*>(&h); }
+DEVI unsigned moe_u32(__half2 h) { return *reinterpret_cast<unsigned*>(&h); }
+DEVI uint4 moe_pack8(__nv_bfloat16*, float4 a, float4 b) {
+  return make_uint4(moe_u32(__floats2bfloat162_rn(a.x, a.y)), moe_u32(__floats2bfloat162_rn(a.z, a.w)),
+                    moe_u32(__floats2bfloat162_rn(b.x, b.y)), moe_u32(__floats2bfloat162_rn(b.z, b.w)));
+}
+DEVI float moe_sat16(float v) { return fminf(fmaxf(v, -65504.f), 65504.f); }
+DEVI uint4 moe_pack8(__half*, float4 a, float4 b) {
+  return make_uint4(moe_u32(__floats2half2_rn(moe_sat16(a.x), moe_sat16(a.y))),
+                    moe_u32(__floats2half2_rn(moe_sat16(a.z), moe_sat16(a.w))),
+                    moe_u32(__floats2half2_rn(moe_sat16(b.x), moe_sat16(b.y))),
+                    moe_u32(__floats2half2_rn(moe_sat16(b.z), moe_sat16(b.w))));
+}
+
+template <typename T, bool GU>
+__device__ void moe_grp_mma(const T* __restrict__ W, const float* __restrict__ A, const int* __restrict__ list,
+                            const int* __restrict__ offs, const int* __restrict__ tstart, float* __restrict__ out, int k,
+                            int cnt, int hidden, int inter) {
+  using namespace nvcuda;
+  constexpr int LD = 32 + 8, LC = 64 + 4;
+  __shared__ __align__(32) T As[64 * LD];
+  __shared__ __align__(32) T Bs[64 * LD];
+  __shared__ __align__(32) float Cs[64 * LC];
+  __shared__ int s_p[64];
+  int e, m0, mn;
+  if (!moe_tile(offs, tstart, cnt, 64, e, m0, mn)) return;
+  const int tid = threadIdx.x, warp = tid >> 5;
+  const int wm = warp >> 1, wn = warp & 1;
+  const int K = GU ? hidden : inter;
+  const int rows = GU ? 2 * inter : hidden;  // weight rows of one expert
+  const int r0 = blockIdx.x * (GU ? 32 : 64);
+  if (tid < 64) s_p[tid] = tid < mn ? list[m0 + tid] : -1;
+  __syncthreads();
+  const T* We = W + (size_t)e * rows * K;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
+#pragma unroll
+  for (int i = 0; i < 2; i++)
+#pragma unroll
+    for (int j = 0; j < 2; j++) wmma::fill_fragment(acc[i][j], 0.f);
+  for (int k0 = 0; k0 < K; k0 += 32) {
+    for (int c = tid; c < 64 * 4; c += 128) {  // 64 rows × 4 chunks of 8
+      const int r = c >> 2, ch = (c & 3) * 8, kk = k0 + ch;
+      uint4 a = make_uint4(0, 0, 0, 0), b = make_uint4(0, 0, 0, 0);
+      const int p = s_p[r];
+      if (p >= 0 && kk < K) {
+        const float* src = A + (size_t)(GU ? p / k : p) * K + kk;
+        a = moe_pack8((T*)nullptr, *reinterpret_cast<const float4*>(src), *reinterpret_cast<const float4*>(src + 4));
+      }
+      int wr;
+      bool ok;
+      if (GU) {
+        const int f = r0 + (r & 31);
+        ok = f < inter;
+        wr = (r >> 5) * inter + f;
+      } else {
+        wr = r0 + r;
+        ok = wr < hidden;
+      }
+      if (ok && kk < K) b = *reinterpret_cast<const uint4*>(We + (size_t)wr * K + kk);
+      *reinterpret_cast<uint4*>(As + r * LD + ch) = a;
+      *reinterpret_cast<uint4*>(Bs + r * LD + ch) = b;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < 32; kk += 16) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa[2];
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fb[2];
+#pragma unroll
+      for (int i = 0; i < 2; i++) wmma::load_matrix_sync(fa[i], As + (wm * 32 + i * 16) * LD + kk, LD);
+#pragma unroll
+      for (int j = 0; j < 2; j++) wmma::load_matrix_sync(fb[j], Bs + (wn * 32 + j * 16) * LD + kk, LD);
+#pragma unroll
+      for (int i = 0; i < 2; i++)
+#pragma unroll
+        for (int j = 0; j < 2; j++) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 2; i++)
+#pragma unroll
+    for (int j = 0; j < 2; j++)
+      wmma::store_matrix_sync(Cs + (wm * 32 + i * 16) * LC + wn * 32 + j * 16, acc[i][j], LC, wmma::mem_row_major);
+  __syncthreads();
+  if (GU) {
+    for (int o = tid; o < 64 * 32; o += 128) {
+      const int pr = o >> 5, fq = o & 31, f = r0 + fq, p = s_p[pr];
+      if (p < 0 || f >= inter) continue;
+      const float g = Cs[pr * LC + fq], u = Cs[pr * LC + 32 + fq];
+      out[(size_t)p * inter + f] = g / (1.f + expf(-g)) * u;
+    }
+  } else {
+    for (int o = tid; o < 64 * 64; o += 128) {
+      const int pr = o >> 6, c = o & 63, r = r0 + c, p = s_p[pr];
+      if (p < 0 || r >= hidden) continue;
+      out[(size_t)p * hidden + r] = Cs[pr * LC + c];
+    }
+  }
+}
+
+#define MOE_MMA(SUF, T)                                                                                           \
+  extern "C" __global__ void __launch_bounds__(128) moe_gateup_mma_##SUF(                                       \
+      const T* W, const float* x, const int* list, const int* offs, const int* tstart, float* H, int k, int cnt, \
+      int hidden, int inter) {                                                                                  \
+    moe_grp_mma<T, true>(W, x, list, offs, tstart, H, k, cnt, hidden, inter);                                   \
+  }                                                                                                             \
+  extern "C" __global__ void __launch_bounds__(128) moe_down_mma_##SUF(                                         \
+      const T* D, const float* H, const int* list, const int* offs, const int* tstart, float* Y, int cnt,       \
+      int hidden, int inter) {                                                                                  \
+    moe_grp_mma<T, false>(D, H, list, offs, tstart, Y, 0, cnt, hidden, inter);                                  \
+  }
+MOE_MMA(bf16, __nv_bfloat16)
+MOE_MMA(f16, __half)
+
+// moe_combine: out[t, c] (+)= Σ_j w[t,j]·Y[t·k+j, c] over the held experts,
+// in slot order. Grid (ceil(hidden/256), n), 256 threads.
+extern "C" __global__ void __launch_bounds__(256) moe_combine(float* __restrict__ out, const float* __restrict__ Y,
+                                                              const int* __restrict__ idx, const float* __restrict__ w,
+                                                              int k, int first, int cnt, int hidden, int accumulate) {
+  const int t = blockIdx.y, c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= hidden) return;
+  float acc = 0.f;
+  for (int j = 0; j < k; j++) {
+    const int p = t * k + j;
+    const int e = idx[p] - first;
+    if (e >= 0 && e < cnt) acc = fmaf(w[p], Y[(size_t)p * hidden + c], acc);
+  }
+  float* o = out + (size_t)t * hidden + c;
+  *o = accumulate ? *o + acc : acc;
+}

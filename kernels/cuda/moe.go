@@ -1,0 +1,561 @@
+//go:build linux && cgo
+
+package cuda
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"runtime"
+	"unsafe"
+
+	"github.com/deepseek-go/deepseek-go/kernels"
+	"github.com/deepseek-go/deepseek-go/kernels/routing"
+	"github.com/deepseek-go/deepseek-go/quant"
+)
+
+// The MoE capability (kernels.MoE) on the GPU; the kernels are moe.cuh.
+// A layer is, with no host round trip:
+//
+//	route:          moe_route, one warp per row (indices equal the host's)
+//	n ≤ 8 rows:     moe_gateup_dec (gate|up of each selected expert, SwiGLU
+//	                in registers), moe_down_dec (down, routing weight and
+//	                the sum over the k experts in slot order)
+//	n > 8 rows:     moe_sort (stable counting sort of the pairs by expert,
+//	                tile table), moe_gateup_grp and moe_down_grp (grouped
+//	                GEMMs, tiles mapped to (expert, pair range) on the
+//	                device from an upper-bound grid; moe_*_mma on tensor
+//	                cores for bf16/f16), moe_combine
+//
+// so a decode step (one row) is three launches and captures as a graph.
+
+var (
+	_ kernels.MoE = (*Backend)(nil)
+	_ kernels.MoE = captureView{}
+)
+
+const (
+	moeDecodeRows = 8  // rows up to which the decode kernels run
+	moeTile       = 64 // pairs per tile of the grouped kernels (moe.cuh)
+	moeMaxExperts = 256
+	moeMaxTopK    = 32
+	moeMaxGroups  = 32
+)
+
+// Experts are a layer's routed experts in device memory: gate|up
+// [cnt, 2·inter, hidden] and down [cnt, hidden, inter] in one dtype, with
+// per-row float32 scales for int8.
+type Experts struct {
+	gu, gus, dn, dns          devptr
+	first, cnt, hidden, inter int
+	dt                        kernels.DType
+}
+
+// First implements kernels.Experts.
+func (e *Experts) First() int { return e.first }
+
+// Count implements kernels.Experts.
+func (e *Experts) Count() int { return e.cnt }
+
+// Hidden implements kernels.Experts.
+func (e *Experts) Hidden() int { return e.hidden }
+
+// Inter implements kernels.Experts.
+func (e *Experts) Inter() int { return e.inter }
+
+// DType implements kernels.Experts.
+func (e *Experts) DType() kernels.DType { return e.dt }
+
+// Bytes implements kernels.Experts.
+func (e *Experts) Bytes() int64 {
+	n := 3 * int64(e.cnt) * int64(e.hidden) * int64(e.inter) * int64(e.dt.Size())
+	if e.dt == kernels.Int8 {
+		n += int64(e.cnt) * int64(2*e.inter+e.hidden) * 4
+	}
+	return n
+}
+
+// widenFP8Part dequantises an fp8 part to f32 (exact). The expert kernels
+// read f32/f16/bf16/int8 today; an fp8 V16 loader with block scales can
+// replace this without changing the layout.
+func widenFP8Part(h kernels.HostMatrix) kernels.HostMatrix {
+	out := make([]byte, 4*h.Rows*h.Cols)
+	for r := range h.Rows {
+		sc := h.BlockScales(r)
+		for c, q := range h.Data[r*h.Cols : (r+1)*h.Cols] {
+			v := quant.FP8E4M3ToF32(q) * sc[c/h.BlockCols]
+			binary.LittleEndian.PutUint32(out[4*(r*h.Cols+c):], math.Float32bits(v))
+		}
+	}
+	return kernels.HostMatrix{Name: h.Name, Rows: h.Rows, Cols: h.Cols, DType: kernels.F32, Data: out}
+}
+
+// UploadExperts implements kernels.MoE: the experts are stacked into two
+// device arrays (streamed through the pinned staging buffers); with int8
+// float parts are quantised per row on the host, as UploadMatrix does.
+func (b *Backend) UploadExperts(p kernels.ExpertParts, toInt8 bool) (kernels.Experts, error) {
+	hidden, inter, err := kernels.CheckExperts(p)
+	if err != nil {
+		return nil, fmt.Errorf("cuda: %w", err)
+	}
+	cnt := len(p.Gate)
+	gu := make([]kernels.HostMatrix, 0, 2*cnt)
+	for i := range cnt {
+		gu = append(gu, p.Gate[i], p.Up[i])
+	}
+	dn := append([]kernels.HostMatrix(nil), p.Down...)
+	dt := p.Gate[0].DType
+	if dt == kernels.FP8 {
+		for _, ps := range [][]kernels.HostMatrix{gu, dn} {
+			for i := range ps {
+				ps[i] = widenFP8Part(ps[i])
+			}
+		}
+		dt = kernels.F32
+	}
+	if toInt8 && dt != kernels.Int8 {
+		if gu, err = quantizeParts(gu); err != nil {
+			return nil, err
+		}
+		if dn, err = quantizeParts(dn); err != nil {
+			return nil, err
+		}
+		dt = kernels.Int8
+	}
+	e := &Experts{first: p.First, cnt: cnt, hidden: hidden, inter: inter, dt: dt}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, errClosed
+	}
+	if b.capturing {
+		return nil, fmt.Errorf("cuda: UploadExperts %s during graph capture", p.Gate[0].Name)
+	}
+	es := int64(dt.Size())
+	guN, dnN := int64(cnt)*2*int64(inter)*int64(hidden), int64(cnt)*int64(hidden)*int64(inter)
+	var held []devptr
+	fail := func(err error) (kernels.Experts, error) {
+		for _, q := range held {
+			b.alloc.put(q)
+		}
+		free, _, _ := b.x.memInfo()
+		return nil, fmt.Errorf("cuda: UploadExperts %s (%d experts, %d bytes, %d free on the device): %w", p.Gate[0].Name, cnt, e.Bytes(), free, err)
+	}
+	get := func(n int64) (devptr, error) {
+		q, err := b.alloc.get(n)
+		if err == nil {
+			held = append(held, q)
+		}
+		return q, err
+	}
+	if e.gu, err = get(guN * es); err != nil {
+		return fail(err)
+	}
+	if err := b.uploadStaged(e.gu, gu); err != nil {
+		return fail(err)
+	}
+	if e.dn, err = get(dnN * es); err != nil {
+		return fail(err)
+	}
+	if err := b.uploadStaged(e.dn, dn); err != nil {
+		return fail(err)
+	}
+	if dt == kernels.Int8 {
+		for _, s := range []struct {
+			dst   *devptr
+			parts []kernels.HostMatrix
+		}{{&e.gus, gu}, {&e.dns, dn}} {
+			var sc []float32
+			for _, q := range s.parts {
+				sc = append(sc, q.Scales...)
+			}
+			if *s.dst, err = get(int64(len(sc)) * 4); err != nil {
+				return fail(err)
+			}
+			if err := b.x.htod(*s.dst, unsafe.Pointer(&sc[0]), int64(len(sc))*4); err != nil {
+				return fail(err)
+			}
+		}
+	}
+	if dt == kernels.F32 {
+		b.sawF32 = true
+	}
+	return e, nil
+}
+
+// Router is a layer's routing config on the device: the correction bias
+// and the selection counters (int64 per expert, then rows routed).
+type Router struct {
+	b      *Backend
+	cfg    routing.Config
+	bias   devptr // 0 unless noaux_tc
+	counts devptr
+}
+
+// Config implements kernels.MoERouter.
+func (r *Router) Config() routing.Config { return r.cfg }
+
+// Counts implements kernels.MoERouter: it waits for issued work and reads
+// the counters.
+func (r *Router) Counts() (int64, []int64, error) {
+	b := r.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return 0, nil, errClosed
+	}
+	if b.capturing {
+		return 0, nil, fmt.Errorf("cuda: MoE router counters read during graph capture")
+	}
+	if b.err != nil {
+		return 0, nil, b.err
+	}
+	E := r.cfg.Experts
+	c := make([]uint64, E+1)
+	if err := b.x.dtoh(unsafe.Pointer(&c[0]), r.counts, int64(E+1)*8); err != nil {
+		b.fail(err)
+		return 0, nil, err
+	}
+	out := make([]int64, E)
+	for i := range out {
+		out[i] = int64(c[i])
+	}
+	return int64(c[E]), out, nil
+}
+
+// ResetCounts implements kernels.MoERouter (ordered after issued work).
+func (r *Router) ResetCounts() error {
+	b := r.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return errClosed
+	}
+	if b.capturing {
+		return fmt.Errorf("cuda: MoE router counters reset during graph capture")
+	}
+	return b.x.memset32(r.counts, 0, 2*int64(r.cfg.Experts+1))
+}
+
+// NewMoERouter implements kernels.MoE.
+func (b *Backend) NewMoERouter(cfg routing.Config, bias []float32) (kernels.MoERouter, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("cuda: NewMoERouter: %w", err)
+	}
+	if err := cfg.CheckBias(bias); err != nil {
+		return nil, fmt.Errorf("cuda: NewMoERouter: %w", err)
+	}
+	if cfg.Experts > moeMaxExperts || cfg.TopK > moeMaxTopK || cfg.Groups > moeMaxGroups {
+		return nil, fmt.Errorf("cuda: NewMoERouter: %d experts, top-%d, %d groups: the routing kernel takes at most %d, %d, %d",
+			cfg.Experts, cfg.TopK, cfg.Groups, moeMaxExperts, moeMaxTopK, moeMaxGroups)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, errClosed
+	}
+	if b.capturing {
+		return nil, fmt.Errorf("cuda: NewMoERouter during graph capture")
+	}
+	r := &Router{b: b, cfg: cfg}
+	var err error
+	if r.counts, err = b.alloc.get(int64(cfg.Experts+1) * 8); err != nil {
+		return nil, fmt.Errorf("cuda: NewMoERouter: %w", err)
+	}
+	if err := b.x.memset32(r.counts, 0, 2*int64(cfg.Experts+1)); err != nil {
+		b.alloc.put(r.counts)
+		return nil, fmt.Errorf("cuda: NewMoERouter: %w", err)
+	}
+	if bias != nil {
+		if r.bias, err = b.alloc.get(int64(len(bias)) * 4); err == nil {
+			err = b.x.htod(r.bias, unsafe.Pointer(&bias[0]), int64(len(bias))*4)
+		}
+		if err != nil {
+			b.alloc.put(r.counts)
+			b.alloc.put(r.bias)
+			return nil, fmt.Errorf("cuda: NewMoERouter bias: %w", err)
+		}
+	}
+	al := b.alloc
+	runtime.SetFinalizer(r, func(r *Router) { al.put(r.counts); al.put(r.bias) })
+	return r, nil
+}
+
+// Routes is one session's routing results and expert scratch on the
+// device: idx and w [rows, k]; H [rows·k, inter] (the SwiGLU of each pair);
+// for more than moeDecodeRows rows the sorted pair list, expert offsets,
+// tile starts and Y [rows·k, hidden] (each pair's unweighted expert output).
+type Routes struct {
+	spec                             kernels.MoERoutesSpec
+	idx, w, h, y, list, offs, tstart devptr
+	al                               *allocator
+}
+
+// Spec implements kernels.MoERoutes.
+func (r *Routes) Spec() kernels.MoERoutesSpec { return r.spec }
+
+func (r *Routes) release() {
+	for _, p := range []devptr{r.idx, r.w, r.h, r.y, r.list, r.offs, r.tstart} {
+		r.al.put(p)
+	}
+}
+
+// NewMoERoutes implements kernels.MoE.
+func (b *Backend) NewMoERoutes(spec kernels.MoERoutesSpec) (kernels.MoERoutes, error) {
+	if err := spec.Check(); err != nil {
+		return nil, fmt.Errorf("cuda: %w", err)
+	}
+	if spec.Experts > moeMaxExperts || spec.TopK > moeMaxTopK {
+		return nil, fmt.Errorf("cuda: NewMoERoutes: %d experts top-%d: at most %d, %d", spec.Experts, spec.TopK, moeMaxExperts, moeMaxTopK)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, errClosed
+	}
+	if b.capturing {
+		return nil, fmt.Errorf("cuda: NewMoERoutes during graph capture")
+	}
+	r := &Routes{spec: spec, al: b.alloc}
+	pairs := int64(spec.Rows) * int64(spec.TopK)
+	sizes := []struct {
+		dst *devptr
+		n   int64
+	}{{&r.idx, pairs * 4}, {&r.w, pairs * 4}, {&r.h, pairs * int64(spec.Inter) * 4}}
+	if spec.Rows > moeDecodeRows {
+		sizes = append(sizes, []struct {
+			dst *devptr
+			n   int64
+		}{{&r.y, pairs * int64(spec.Hidden) * 4}, {&r.list, pairs * 4},
+			{&r.offs, int64(spec.Experts+1) * 4}, {&r.tstart, int64(spec.Experts+1) * 4}}...)
+	}
+	for _, s := range sizes {
+		p, err := b.alloc.get(s.n)
+		if err != nil {
+			r.release()
+			free, _, _ := b.x.memInfo()
+			return nil, fmt.Errorf("cuda: NewMoERoutes %+v: %d bytes (%d free): %w", spec, s.n, free, err)
+		}
+		*s.dst = p
+	}
+	runtime.SetFinalizer(r, func(r *Routes) { r.release() })
+	return r, nil
+}
+
+// Route implements kernels.MoE.
+func (b *Backend) Route(rt kernels.MoERoutes, r kernels.MoERouter, logits kernels.Buffer, n int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.route(rt, r, logits, n)
+}
+
+func (b *Backend) route(rt kernels.MoERoutes, r kernels.MoERouter, logits kernels.Buffer, n int) {
+	ro, ok1 := rt.(*Routes)
+	rr, ok2 := r.(*Router)
+	lb := b.dev(logits)
+	if !ok1 || !ok2 || lb == nil {
+		b.failf("Route: routes %T, router %T", rt, r)
+		return
+	}
+	if n <= 0 {
+		return
+	}
+	c := &rr.cfg
+	switch {
+	case n > ro.spec.Rows:
+		b.failf("Route: %d rows into routes of %d", n, ro.spec.Rows)
+		return
+	case c.TopK != ro.spec.TopK || c.Experts > ro.spec.Experts:
+		b.failf("Route: %d experts top-%d into routes for %d top-%d", c.Experts, c.TopK, ro.spec.Experts, ro.spec.TopK)
+		return
+	case lb.n < n*c.Experts:
+		b.failf("Route: logits of %d floats for %d rows × %d experts", lb.n, n, c.Experts)
+		return
+	}
+	method := map[string]int{routing.TopKGreedy: 0, routing.TopKGroupLimit: 1, routing.TopKNoAuxTC: 2}[c.Method]
+	groups := max(c.Groups, 1)
+	flag := func(v bool) int {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	b.launch("moe_route", dim3{n, 1, 1}, dim3{32, 1, 1}, 0, func(a *args) {
+		a.ptr(ro.idx).ptr(ro.w).ptr(rr.counts).ptr(lb.p).ptr(rr.bias).i32(n).i32(c.Experts).i32(c.TopK).
+			i32(groups).i32(c.TopGroups).i32(method).i32(flag(c.Scoring == routing.ScoringSigmoid)).
+			i32(flag(c.Normalise())).i32(flag(c.Scaled())).f32(c.Scale)
+	})
+	runtime.KeepAlive(logits)
+}
+
+// MoEExperts implements kernels.MoE.
+func (b *Backend) MoEExperts(out, x kernels.Buffer, n int, ex kernels.Experts, rt kernels.MoERoutes, accumulate bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.moeExperts(out, x, n, ex, rt, accumulate)
+}
+
+func (b *Backend) moeExperts(out, x kernels.Buffer, n int, ex kernels.Experts, rt kernels.MoERoutes, accumulate bool) {
+	e, ok1 := ex.(*Experts)
+	ro, ok2 := rt.(*Routes)
+	ob, xb := b.dev(out), b.dev(x)
+	if !ok1 || !ok2 || ob == nil || xb == nil {
+		b.failf("MoEExperts: experts %T, routes %T", ex, rt)
+		return
+	}
+	if n <= 0 {
+		return
+	}
+	hid, inter, k := e.hidden, e.inter, ro.spec.TopK
+	switch {
+	case n > ro.spec.Rows:
+		b.failf("MoEExperts: %d rows into routes of %d", n, ro.spec.Rows)
+		return
+	case hid > ro.spec.Hidden || inter > ro.spec.Inter || e.first+e.cnt > ro.spec.Experts:
+		b.failf("MoEExperts: experts [%d, %d) of %d→%d into routes %+v", e.first, e.first+e.cnt, hid, inter, ro.spec)
+		return
+	case ob.n < n*hid || xb.n < n*hid:
+		b.failf("MoEExperts: out of %d and x of %d floats for %d rows × %d", ob.n, xb.n, n, hid)
+		return
+	case ob.p == xb.p:
+		b.failf("MoEExperts: out aliases x")
+		return
+	}
+	dts := map[kernels.DType]string{kernels.F32: "f32", kernels.F16: "f16", kernels.BF16: "bf16", kernels.Int8: "i8"}[e.dt]
+	acc := 0
+	if accumulate {
+		acc = 1
+	}
+	if n <= moeDecodeRows {
+		const rowsPerBlock = 8 * 2 // 8 warps of R = 2 rows (moe.cuh)
+		b.launch("moe_gateup_dec_"+dts, dim3{(inter + rowsPerBlock - 1) / rowsPerBlock, n * k, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+			a.ptr(e.gu).ptr(e.gus).ptr(xb.p).ptr(ro.idx).ptr(ro.h).i32(k).i32(e.first).i32(e.cnt).i32(hid).i32(inter)
+		})
+		b.launch("moe_down_dec_"+dts, dim3{(hid + rowsPerBlock - 1) / rowsPerBlock, n, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+			a.ptr(e.dn).ptr(e.dns).ptr(ro.h).ptr(ro.idx).ptr(ro.w).ptr(ob.p).i32(k).i32(e.first).i32(e.cnt).i32(hid).i32(inter).i32(acc)
+		})
+		runtime.KeepAlive(out)
+		runtime.KeepAlive(x)
+		return
+	}
+	pairs := n * k
+	// Σ_e ceil(c_e/T) ≤ ceil(pairs/T) + cnt: the grid covers every tile,
+	// and blocks past the last one (known only on the device) exit.
+	tiles := (pairs+moeTile-1)/moeTile + e.cnt
+	if tiles > 65535 {
+		b.failf("MoEExperts: %d tiles exceed the grid (rows %d top-%d)", tiles, n, k)
+		return
+	}
+	b.launch("moe_sort", dim3{1, 1, 1}, dim3{1024, 1, 1}, 0, func(a *args) {
+		a.ptr(ro.list).ptr(ro.offs).ptr(ro.tstart).ptr(ro.idx).i32(pairs).i32(e.first).i32(e.cnt).i32(moeTile)
+	})
+	if (e.dt == kernels.BF16 || e.dt == kernels.F16) && hid%8 == 0 && inter%8 == 0 {
+		// Tensor cores, on activations rounded to the weight dtype.
+		b.launch("moe_gateup_mma_"+dts, dim3{(inter + 31) / 32, tiles, 1}, dim3{128, 1, 1}, 0, func(a *args) {
+			a.ptr(e.gu).ptr(xb.p).ptr(ro.list).ptr(ro.offs).ptr(ro.tstart).ptr(ro.h).i32(k).i32(e.cnt).i32(hid).i32(inter)
+		})
+		b.launch("moe_down_mma_"+dts, dim3{(hid + 63) / 64, tiles, 1}, dim3{128, 1, 1}, 0, func(a *args) {
+			a.ptr(e.dn).ptr(ro.h).ptr(ro.list).ptr(ro.offs).ptr(ro.tstart).ptr(ro.y).i32(e.cnt).i32(hid).i32(inter)
+		})
+	} else {
+		b.launch("moe_gateup_grp_"+dts, dim3{(inter + 31) / 32, tiles, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+			a.ptr(e.gu).ptr(e.gus).ptr(xb.p).ptr(ro.list).ptr(ro.offs).ptr(ro.tstart).ptr(ro.h).i32(k).i32(e.cnt).i32(hid).i32(inter)
+		})
+		b.launch("moe_down_grp_"+dts, dim3{(hid + 63) / 64, tiles, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+			a.ptr(e.dn).ptr(e.dns).ptr(ro.h).ptr(ro.list).ptr(ro.offs).ptr(ro.tstart).ptr(ro.y).i32(e.cnt).i32(hid).i32(inter)
+		})
+	}
+	b.launch("moe_combine", dim3{(hid + 255) / 256, n, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+		a.ptr(ob.p).ptr(ro.y).ptr(ro.idx).ptr(ro.w).i32(k).i32(e.first).i32(e.cnt).i32(hid).i32(acc)
+	})
+	runtime.KeepAlive(out)
+	runtime.KeepAlive(x)
+}
+
+// ReadRoutes implements kernels.MoE.
+func (b *Backend) ReadRoutes(rt kernels.MoERoutes, n int, idx []int32, w []float32) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return errClosed
+	}
+	if b.capturing {
+		return fmt.Errorf("cuda: ReadRoutes during graph capture")
+	}
+	ro, ok := rt.(*Routes)
+	if !ok {
+		return fmt.Errorf("cuda: ReadRoutes: routes of type %T", rt)
+	}
+	m := n * ro.spec.TopK
+	if n <= 0 || n > ro.spec.Rows || len(idx) < m || len(w) < m {
+		return fmt.Errorf("cuda: ReadRoutes of %d rows (routes of %d, %d indices, %d weights)", n, ro.spec.Rows, len(idx), len(w))
+	}
+	if b.err != nil {
+		return b.err
+	}
+	if err := b.x.dtoh(unsafe.Pointer(&idx[0]), ro.idx, int64(m)*4); err != nil {
+		b.fail(err)
+		return err
+	}
+	if err := b.x.dtoh(unsafe.Pointer(&w[0]), ro.w, int64(m)*4); err != nil {
+		b.fail(err)
+		return err
+	}
+	return nil
+}
+
+// The capture view forwards the compute ops of the capability (CaptureStep
+// holds the lock); making or reading MoE state is refused as Alloc and
+// Download are.
+
+func (v captureView) UploadExperts(p kernels.ExpertParts, _ bool) (kernels.Experts, error) {
+	return nil, fmt.Errorf("cuda: UploadExperts during graph capture")
+}
+func (v captureView) NewMoERouter(routing.Config, []float32) (kernels.MoERouter, error) {
+	return nil, fmt.Errorf("cuda: NewMoERouter during graph capture")
+}
+func (v captureView) NewMoERoutes(kernels.MoERoutesSpec) (kernels.MoERoutes, error) {
+	return nil, fmt.Errorf("cuda: NewMoERoutes during graph capture")
+}
+func (v captureView) Route(rt kernels.MoERoutes, r kernels.MoERouter, logits kernels.Buffer, n int) {
+	v.b.route(rt, r, logits, n)
+}
+func (v captureView) MoEExperts(out, x kernels.Buffer, n int, ex kernels.Experts, rt kernels.MoERoutes, accumulate bool) {
+	v.b.moeExperts(out, x, n, ex, rt, accumulate)
+}
+func (v captureView) ReadRoutes(kernels.MoERoutes, int, []int32, []float32) error {
+	return fmt.Errorf("cuda: ReadRoutes during graph capture")
+}
+
+// RandomExperts makes cnt bf16 experts (from global index first) of
+// uniform values in [-scale, scale) directly on the device, for
+// benchmarks at real model sizes without host data.
+func (b *Backend) RandomExperts(first, cnt, hidden, inter int, seed uint32, scale float32) (*Experts, error) {
+	if first < 0 || cnt <= 0 || hidden <= 0 || inter <= 0 {
+		return nil, fmt.Errorf("cuda: RandomExperts: bad shape first %d, %d experts of %d→%d", first, cnt, hidden, inter)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, errClosed
+	}
+	e := &Experts{first: first, cnt: cnt, hidden: hidden, inter: inter, dt: kernels.BF16}
+	n := int64(cnt) * int64(hidden) * int64(inter)
+	var err error
+	if e.gu, err = b.alloc.get(2 * n * 2); err != nil {
+		return nil, err
+	}
+	if e.dn, err = b.alloc.get(n * 2); err != nil {
+		b.alloc.put(e.gu)
+		return nil, err
+	}
+	for i, s := range []struct {
+		p devptr
+		n int64
+	}{{e.gu, 2 * n}, {e.dn, n}} {
+		b.launch("rand_bf16", dim3{blocks(s.n, 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+			a.ptr(s.p).i64(s.n).u32(seed + uint32(i)).f32(scale)
+		})
+	}
+	return e, b.err
+}

@@ -1,0 +1,363 @@
+//go:build linux && cgo
+
+package cuda
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/deepseek-go/deepseek-go/kernels"
+	"github.com/deepseek-go/deepseek-go/kernels/cpu"
+	"github.com/deepseek-go/deepseek-go/kernels/cpu/simd"
+	"github.com/deepseek-go/deepseek-go/kernels/routing"
+	"github.com/deepseek-go/deepseek-go/quant"
+)
+
+// moeRef is the CPU reference for the MoE tests: the pure-Go kernels, so
+// the reference does not depend on this host's SIMD paths.
+func moeRef(t *testing.T) *cpu.Backend {
+	c := cpu.NewWithKernels(1, simd.Generic, quant.Int8Generic)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func upload(t *testing.T, be kernels.Backend, v []float32) kernels.Buffer {
+	b, err := be.Alloc(len(v))
+	require.NoError(t, err)
+	require.NoError(t, be.Upload(b, 0, v))
+	return b
+}
+
+// TestMoERouteParity: the routing kernel against kernels/routing on random
+// router logits for the DeepSeek configs: indices exactly equal, weights
+// within 1e-6 relative, and the selection counters equal to the host's
+// histogram. The "ties" cases quantise logits (and bias) to a few values,
+// so that equal scores are common and the lower-index rule decides.
+func TestMoERouteParity(t *testing.T) {
+	g := newGPU(t, Options{})
+	rnd := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	v2lite := routing.Config{Method: routing.TopKGreedy, Scoring: routing.ScoringSoftmax, Experts: 64, TopK: 6, Groups: 1, TopGroups: 1, Scale: 1}
+	v2 := routing.Config{Method: routing.TopKGroupLimit, Scoring: routing.ScoringSoftmax, Experts: 160, TopK: 6, Groups: 8, TopGroups: 3, Scale: 16}
+	v3 := routing.Config{Method: routing.TopKNoAuxTC, Scoring: routing.ScoringSigmoid, Experts: 256, TopK: 8, Groups: 8, TopGroups: 4,
+		NormTopK: true, ScaleAfterNorm: true, Scale: 2.5}
+	v1 := routing.Config{Method: routing.TopKGreedy, Scoring: routing.ScoringSoftmax, Experts: 72, TopK: 3, Groups: 1, TopGroups: 1, NormTopK: true, Scale: 1}
+	top1 := routing.Config{Method: routing.TopKGreedy, Scoring: routing.ScoringSigmoid, Experts: 40, TopK: 1, Groups: 1, TopGroups: 1, NormTopK: true, Scale: 3}
+	for _, tc := range []struct {
+		name string
+		cfg  routing.Config
+		ties bool
+	}{
+		{"v2-lite greedy softmax", v2lite, false},
+		{"v2-lite greedy softmax ties", v2lite, true},
+		{"v2 group_limited_greedy", v2, false},
+		{"v2 group_limited_greedy ties", v2, true},
+		{"v3 noaux_tc", v3, false},
+		{"v3 noaux_tc ties", v3, true},
+		{"normalised softmax, 72 experts", v1, false},
+		{"sigmoid top-1 (no normalisation)", top1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := tc.cfg
+			E, k := c.Experts, c.TopK
+			q := func(v float32) float32 { // a few distinct values when testing ties
+				if tc.ties {
+					return float32(math.Round(float64(v)*2) / 2)
+				}
+				return v
+			}
+			var bias []float32
+			if c.Method == routing.TopKNoAuxTC {
+				bias = make([]float32, E)
+				for i := range bias {
+					bias[i] = q(float32(rnd.NormFloat64()) * 0.5)
+				}
+			}
+			host, err := routing.New(c, bias)
+			require.NoError(t, err)
+			r, err := g.NewMoERouter(c, bias)
+			require.NoError(t, err)
+			const maxRows = 300
+			rt, err := g.NewMoERoutes(kernels.MoERoutesSpec{Rows: maxRows, TopK: k, Experts: E, Hidden: 8, Inter: 8})
+			require.NoError(t, err)
+			wantCounts := make([]int64, E)
+			var rows int64
+			for _, n := range []int{1, 33, maxRows} {
+				logits := make([]float32, n*E)
+				for i := range logits {
+					logits[i] = q(float32(rnd.NormFloat64()) * 2)
+				}
+				g.Route(rt, r, upload(t, g, logits), n)
+				gi, gw := make([]int32, n*k), make([]float32, n*k)
+				require.NoError(t, g.ReadRoutes(rt, n, gi, gw))
+				idx, w := make([]int, k), make([]float32, k)
+				for row := range n {
+					host.Route(logits[row*E:(row+1)*E], idx, w)
+					for j := range k {
+						require.Equal(t, int32(idx[j]), gi[row*k+j], "n=%d row %d slot %d: host %v gpu %v", n, row, j, idx, gi[row*k:(row+1)*k])
+						assert.InDelta(t, w[j], gw[row*k+j], 1e-6*max(1, math.Abs(float64(w[j]))), "n=%d row %d slot %d", n, row, j)
+						wantCounts[idx[j]]++
+					}
+				}
+				rows += int64(n)
+			}
+			tokens, counts, err := r.Counts()
+			require.NoError(t, err)
+			assert.Equal(t, rows, tokens)
+			assert.Equal(t, wantCounts, counts)
+			require.NoError(t, r.ResetCounts())
+			tokens, counts, err = r.Counts()
+			require.NoError(t, err)
+			assert.Zero(t, tokens)
+			assert.Equal(t, make([]int64, E), counts)
+		})
+	}
+}
+
+// moeFP8 makes an fp8 part with 16×16 blocks whose values stay O(1).
+func moeFP8(r *rand.Rand, name string, rows, cols int) kernels.HostMatrix {
+	const bs = 16
+	h := kernels.HostMatrix{Name: name, Rows: rows, Cols: cols, DType: kernels.FP8, Data: make([]byte, rows*cols), BlockRows: bs, BlockCols: bs}
+	for i := range h.Data {
+		b := byte(r.IntN(256))
+		if b&0x7f == 0x7f { // NaN encodings
+			b &^= 1
+		}
+		h.Data[i] = b
+	}
+	h.Scales = make([]float32, ((rows+bs-1)/bs)*((cols+bs-1)/bs))
+	for i := range h.Scales {
+		h.Scales[i] = float32(math.Exp2(-11 + 2*r.Float64()))
+	}
+	return h
+}
+
+// moeParts makes cnt random experts of dtype dt: gpu is what the GPU
+// uploads (with int8 when dt is Int8), ref what the CPU reference uploads
+// (for Int8 the values the GPU's quantisation gives, as f32).
+func moeParts(t *testing.T, r *rand.Rand, first, cnt, hidden, inter int, dt kernels.DType) (gpu, ref kernels.ExpertParts, toInt8 bool) {
+	gpu.First, ref.First = first, first
+	mk := func(name string, rows, cols int) (kernels.HostMatrix, kernels.HostMatrix) {
+		if dt == kernels.FP8 {
+			h := moeFP8(r, name, rows, cols)
+			return h, h
+		}
+		v := randVec(r, rows*cols)
+		for i := range v {
+			v[i] /= float32(math.Sqrt(float64(cols)))
+		}
+		if dt != kernels.Int8 {
+			h := hostMatrix(name, v, rows, cols, dt)
+			return h, h
+		}
+		h := hostMatrix(name, v, rows, cols, kernels.F32)
+		q, err := quantizeParts([]kernels.HostMatrix{h})
+		require.NoError(t, err)
+		f := make([]float32, rows*cols)
+		for i := range f {
+			f[i] = float32(int8(q[0].Data[i])) * q[0].Scales[i/cols]
+		}
+		return h, hostMatrix(name, f, rows, cols, kernels.F32)
+	}
+	for e := first; e < first+cnt; e++ {
+		for _, m := range []struct {
+			g, c       *[]kernels.HostMatrix
+			name       string
+			rows, cols int
+		}{{&gpu.Gate, &ref.Gate, "gate", inter, hidden}, {&gpu.Up, &ref.Up, "up", inter, hidden}, {&gpu.Down, &ref.Down, "down", hidden, inter}} {
+			gh, ch := mk(fmt.Sprintf("experts.%d.%s_proj.weight", e, m.name), m.rows, m.cols)
+			*m.g = append(*m.g, gh)
+			*m.c = append(*m.c, ch)
+		}
+	}
+	return gpu, ref, dt == kernels.Int8
+}
+
+// TestMoEExpertsParity: the routed experts on the GPU against the CPU
+// reference for every weight dtype, on the decode kernels (n ≤ 8) and the
+// sorted grouped kernels (n > 8), writing and accumulating, for all of a
+// layer's experts and for a shard's run of them (pairs routed elsewhere add
+// nothing). Both sides compute in float32 from the same weight values, so
+// the float32 bound holds for every dtype, except the tensor-core tiles of
+// 16-bit weights (n > 8), which round the activations to 16 bits.
+func TestMoEExpertsParity(t *testing.T) {
+	g := newGPU(t, Options{})
+	c := moeRef(t)
+	rnd := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	for _, sh := range []struct {
+		E, k, hidden, inter, first, cnt int
+	}{
+		{8, 2, 64, 32, 0, 8},     // the fixtures' shape
+		{8, 2, 64, 32, 2, 3},     // a shard's run of experts
+		{16, 6, 100, 72, 0, 16},  // rows not 16-byte multiples for 16-bit and int8: scalar loads
+		{64, 6, 512, 160, 0, 64}, // V2-Lite's routing
+	} {
+		for _, dt := range []kernels.DType{kernels.F32, kernels.F16, kernels.BF16, kernels.Int8, kernels.FP8} {
+			gp, cp, toInt8 := moeParts(t, rnd, sh.first, sh.cnt, sh.hidden, sh.inter, dt)
+			gex, err := g.UploadExperts(gp, toInt8)
+			require.NoError(t, err)
+			cex, err := c.UploadExperts(cp, false)
+			require.NoError(t, err)
+			want := dt
+			if dt == kernels.FP8 {
+				want = kernels.F32 // widened on the GPU for now
+			}
+			require.Equal(t, want, gex.DType())
+			cfg := routing.Config{Method: routing.TopKGreedy, Scoring: routing.ScoringSoftmax, Experts: sh.E, TopK: sh.k,
+				Groups: 1, TopGroups: 1, NormTopK: true, Scale: 1}
+			gr, err := g.NewMoERouter(cfg, nil)
+			require.NoError(t, err)
+			cr, err := c.NewMoERouter(cfg, nil)
+			require.NoError(t, err)
+			const maxRows = 70
+			spec := kernels.MoERoutesSpec{Rows: maxRows, TopK: sh.k, Experts: sh.E, Hidden: sh.hidden, Inter: sh.inter}
+			grt, err := g.NewMoERoutes(spec)
+			require.NoError(t, err)
+			crt, err := c.NewMoERoutes(spec)
+			require.NoError(t, err)
+			for _, n := range []int{1, 5, 8, 9, maxRows} {
+				logits := randVec(rnd, n*sh.E)
+				g.Route(grt, gr, upload(t, g, logits), n)
+				c.Route(crt, cr, upload(t, c, logits), n)
+				gi, ci := make([]int32, n*sh.k), make([]int32, n*sh.k)
+				gw, cw := make([]float32, n*sh.k), make([]float32, n*sh.k)
+				require.NoError(t, g.ReadRoutes(grt, n, gi, gw))
+				require.NoError(t, c.ReadRoutes(crt, n, ci, cw))
+				require.Equal(t, ci, gi, "routing")
+				x := randVec(rnd, n*sh.hidden)
+				gx, cx := upload(t, g, x), upload(t, c, x)
+				for _, acc := range []bool{false, true} {
+					name := fmt.Sprintf("E=%d k=%d %d→%d experts [%d,+%d) %v n=%d acc=%v", sh.E, sh.k, sh.hidden, sh.inter, sh.first, sh.cnt, dt, n, acc)
+					init := randVec(rnd, n*sh.hidden)
+					if !acc {
+						for i := range init {
+							init[i] = float32(math.NaN()) // unwritten elements fail
+						}
+					}
+					gout, cout := upload(t, g, init), upload(t, c, init)
+					g.MoEExperts(gout, gx, n, gex, grt, acc)
+					c.MoEExperts(cout, cx, n, cex, crt, acc)
+					got, ref := make([]float32, n*sh.hidden), make([]float32, n*sh.hidden)
+					require.NoError(t, g.Download(got, gout, 0), name)
+					require.NoError(t, c.Download(ref, cout, 0), name)
+					tol := tolF32
+					if (dt == kernels.BF16 || dt == kernels.F16) && n > moeDecodeRows && sh.hidden%8 == 0 && sh.inter%8 == 0 {
+						tol = tol16 // tensor-core tiles on activations rounded to 16 bits
+					}
+					e := relErr(got, ref)
+					assert.LessOrEqual(t, e, tol, "%s: relative error %.3g", name, e)
+				}
+			}
+		}
+	}
+}
+
+// TestMoECaptured: a one-row MoE layer (route, gate|up, down) captured as
+// a step graph and replayed gives the uncaptured result.
+func TestMoECaptured(t *testing.T) {
+	g := newGPU(t, Options{})
+	rnd := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	const E, k, hid, inter = 16, 4, 128, 64
+	gp, _, _ := moeParts(t, rnd, 0, E, hid, inter, kernels.BF16)
+	ex, err := g.UploadExperts(gp, false)
+	require.NoError(t, err)
+	cfg := routing.Config{Method: routing.TopKNoAuxTC, Scoring: routing.ScoringSigmoid, Experts: E, TopK: k, Groups: 4, TopGroups: 2,
+		NormTopK: true, ScaleAfterNorm: true, Scale: 2.5}
+	r, err := g.NewMoERouter(cfg, randVec(rnd, E))
+	require.NoError(t, err)
+	rt, err := g.NewMoERoutes(kernels.MoERoutesSpec{Rows: 4, TopK: k, Experts: E, Hidden: hid, Inter: inter})
+	require.NoError(t, err)
+	logits, x := upload(t, g, randVec(rnd, E)), upload(t, g, randVec(rnd, hid))
+	want, got := make([]float32, hid), make([]float32, hid)
+	out, err := g.Alloc(hid)
+	require.NoError(t, err)
+	g.Route(rt, r, logits, 1)
+	g.MoEExperts(out, x, 1, ex, rt, false)
+	require.NoError(t, g.Download(want, out, 0))
+	require.NoError(t, g.Upload(out, 0, make([]float32, hid)))
+	sg, err := g.CaptureStep(0, 0, 8, func(be kernels.Backend) error {
+		mb, ok := be.(kernels.MoE)
+		require.True(t, ok, "the capture view forwards kernels.MoE")
+		mb.Route(rt, r, logits, 1)
+		mb.MoEExperts(out, x, 1, ex, rt, false)
+		return nil
+	})
+	require.NoError(t, err)
+	defer sg.Close()
+	require.NoError(t, sg.Replay(0, 1))
+	require.NoError(t, g.Download(got, out, 0))
+	assert.Equal(t, want, got)
+	tokens, _, err := r.Counts()
+	require.NoError(t, err)
+	assert.Equal(t, int64(3), tokens, "one uncaptured step, the capture's run and one replay")
+}
+
+// BenchmarkMoELayer times one MoE layer's routed part (route, then the
+// experts: the decode kernels up to 8 rows, the sort and grouped kernels
+// above) at DeepSeek-V3's shape (256 experts top-8 of 2048 features over
+// 7168, 8 groups keep 4: 22.5 GB of bf16 experts) and V2-Lite's (64 top-6,
+// 1408 over 2048), bf16 weights made on the device. For one row it
+// reports the bandwidth of the k experts' weights read.
+func BenchmarkMoELayer(b *testing.B) {
+	if err := Available(); err != nil {
+		b.Skipf("no GPU: %v", err)
+	}
+	g, err := New(Options{})
+	require.NoError(b, err)
+	defer g.Close()
+	for _, sh := range []struct {
+		name          string
+		cfg           routing.Config
+		hidden, inter int
+	}{
+		{"v3", routing.Config{Method: routing.TopKNoAuxTC, Scoring: routing.ScoringSigmoid, Experts: 256, TopK: 8, Groups: 8, TopGroups: 4,
+			NormTopK: true, ScaleAfterNorm: true, Scale: 2.5}, 7168, 2048},
+		{"v2-lite", routing.Config{Method: routing.TopKGreedy, Scoring: routing.ScoringSoftmax, Experts: 64, TopK: 6, Groups: 1, TopGroups: 1, Scale: 1}, 2048, 1408},
+	} {
+		c := sh.cfg
+		ex, err := g.RandomExperts(0, c.Experts, sh.hidden, sh.inter, 1, 0.02)
+		require.NoError(b, err)
+		var bias []float32
+		if c.Method == routing.TopKNoAuxTC {
+			bias = make([]float32, c.Experts)
+		}
+		r, err := g.NewMoERouter(c, bias)
+		require.NoError(b, err)
+		for _, n := range []int{1, 8, 128} {
+			b.Run(fmt.Sprintf("%s/rows=%d", sh.name, n), func(b *testing.B) {
+				rt, err := g.NewMoERoutes(kernels.MoERoutesSpec{Rows: n, TopK: c.TopK, Experts: c.Experts, Hidden: sh.hidden, Inter: sh.inter})
+				require.NoError(b, err)
+				logits, err := g.Alloc(n * c.Experts)
+				require.NoError(b, err)
+				x, err := g.Alloc(n * sh.hidden)
+				require.NoError(b, err)
+				out, err := g.Alloc(n * sh.hidden)
+				require.NoError(b, err)
+				require.NoError(b, g.RandomBuffer(logits, 3, 0, 4))
+				require.NoError(b, g.RandomBuffer(x, 4, 0, 1))
+				g.Route(rt, r, logits, n)
+				g.MoEExperts(out, x, n, ex, rt, false)
+				require.NoError(b, g.Sync())
+				var ms float64 // device time between events around each layer
+				for b.Loop() {
+					t, err := g.Time(func() {
+						g.Route(rt, r, logits, n)
+						g.MoEExperts(out, x, n, ex, rt, false)
+					})
+					require.NoError(b, err)
+					ms += t
+				}
+				per := ms / 1e3 / float64(b.N)
+				b.ReportMetric(per*1e6, "µs/layer")
+				if n == 1 {
+					bytes := float64(c.TopK) * 3 * float64(sh.hidden) * float64(sh.inter) * 2
+					b.ReportMetric(bytes/per/1e9, "GB/s")
+				}
+			})
+		}
+	}
+}
