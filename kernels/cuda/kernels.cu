@@ -1829,3 +1829,5 @@ FLASH2V(128, 2, 64, 7)
 FLASH2V(128, 2, 64, 327)
 FLASH2V(64, 2, 64, 7)
 FLASH2V(64, 2, 64, 327)
+
+#include "mla.cuh"
