@@ -19,9 +19,10 @@ const (
 	mlaMinKeys = 64  // keys per split at least (a split's fixed cost is its q and partials)
 	mlaRows    = 16  // query rows per launch on the contiguous path
 	// headsGEMV is the most tokens MatMulHeads runs through the GEMV
-	// kernel (weights read once per 8 tokens); more go head by head
-	// through MatMul's GEMMs.
-	headsGEMV = 64
+	// kernel (weights read once per 8 tokens, from L2 after the first);
+	// more go head by head through MatMul's GEMMs, four launches a head.
+	// A session's prefill chunk (128) stays on the GEMV. Not measured yet.
+	headsGEMV = 256
 )
 
 var dtypeNames = map[kernels.DType]string{kernels.F32: "f32", kernels.F16: "f16", kernels.BF16: "bf16", kernels.Int8: "i8"}
