@@ -91,8 +91,8 @@ type Backend struct {
 	histHost  []int32
 	samp      sampleBufs
 	ropes     map[string]devptr
-	bd        batchDev     // last batch descriptor (paged.go)
-	heads     headsScratch // MatMulHeads' staging (mla.go)
+	bd        batchDev // last batch descriptor (paged.go)
+	mla       mlaState // MatMulHeads' staging, test switch (mla.go)
 	alloc     *allocator
 	closed    bool
 	smemMax   int

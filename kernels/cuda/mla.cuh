@@ -343,3 +343,177 @@ extern "C" __global__ void __launch_bounds__(MLA_THREADS, 2)
                        int nsplit) {
   mla_attn<__half, true>(part, q, kc, 0, nullptr, heads, kd, vd, ks, scale, L, nsplit, Paged{rpos, rseq, tabs, maxb, bs});
 }
+
+// ---------------------------------------------------------------- MLA decode attention, tensor cores
+// mla_attn for f16 caches with kd a multiple of 16 and vd a multiple of 64
+// (at most 512): the same blocks, splits and partials, the products on
+// mma.sync m16n8k16 (f16 inputs, f32 accumulation). 4 warps; the block's
+// 16 heads are the 16 rows of the A operand: q (pre-scaled, rounded to f16)
+// for the scores, P (f16) for the values. Tiles of 64 cache rows. Scores:
+// warp w takes keys 16w..16w+15 over all dims (two accumulator sets for
+// even and odd k steps: shorter MMA chains); the 16×64 scores go through
+// shared memory to the online softmax (4 heads a warp, 2 keys a lane).
+// Values: warp w accumulates columns w·vd/4.. of all 16 heads in registers,
+// V being the same tile (ldmatrix.trans). Fragment layouts as flash_fwd.
+#define MLA_TC_BN 64
+
+template <bool PAGED>
+__device__ void mla_attn_tc(float* part, const float* q, const __half* kc, int pos0, const int* dp, int heads, int kd,
+                            int vd, int kstride, float scale, int L, int nsplit, Paged pg) {
+  extern __shared__ __align__(16) unsigned char mla_tc_sm[];
+  const int s = blockIdx.x, h0 = blockIdx.y * MLA_HB, i = blockIdx.z;
+  const int tid = threadIdx.x, w = tid >> 5, lane = tid & 31;
+  const int g = lane >> 2, t4 = lane & 3, mat = lane >> 3, mr = lane & 7;
+  const int nh = min(MLA_HB, heads - h0);
+  const int T = PAGED ? pg.rpos[i] + 1 : pos0 + dp[1] + i + 1;
+  const int start = s * L, end = min(start + L, T);
+  float* pbase = part + ((size_t)i * heads + h0) * nsplit * (vd + 2);
+  if (end <= start) {
+    if (tid < nh) {
+      float* pp = pbase + ((size_t)tid * nsplit + s) * (vd + 2);
+      pp[vd] = -INFINITY;
+      pp[vd + 1] = 0.f;
+    }
+    return;
+  }
+  constexpr int BN = MLA_TC_BN, PST = BN + 8;
+  const int ST = kd + 8;  // halves: rows 16 bytes apart mod 128 (no ldmatrix bank conflicts)
+  __half* Qs = reinterpret_cast<__half*>(mla_tc_sm);                  // [HB][ST]
+  __half* Ks = Qs + MLA_HB * ST;                                      // [BN][ST] the tile
+  __half* Ps = Ks + BN * ST;                                          // [HB][PST] probabilities
+  float* Ss = reinterpret_cast<float*>(Ps + MLA_HB * PST);            // [HB][BN] scores
+  float* mrow = Ss + MLA_HB * BN;                                     // [HB] running max
+  float* lrow = mrow + MLA_HB;                                        // [HB] running sum
+  float* arow = lrow + MLA_HB;                                        // [HB] this tile's rescale
+  const float* qrow = q + ((size_t)i * heads + h0) * kd;
+  const int half = kd / 2;
+  for (int j = tid; j < MLA_HB * half; j += 128) {
+    const int h = j / half, c = 2 * (j - h * half);
+    float v0 = 0.f, v1 = 0.f;
+    if (h < nh) {
+      v0 = qrow[(size_t)h * kd + c] * scale;
+      v1 = qrow[(size_t)h * kd + c + 1] * scale;
+    }
+    *reinterpret_cast<unsigned*>(Qs + h * ST + c) = pack_h2(v0, v1);
+  }
+  if (tid < MLA_HB) {
+    mrow[tid] = -INFINITY;
+    lrow[tid] = 0.f;
+  }
+  const int nk = kd / 16, cw0 = w * (vd / 4), npairs = vd / 64;  // npairs ≤ 8: 16-column pairs of n tiles
+  float o[16][4];
+#pragma unroll
+  for (int j = 0; j < 16; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+
+  for (int j0 = start; j0 < end; j0 += BN) {
+    const int len = min(BN, end - j0);
+    __syncthreads();  // the last tile's values and probabilities are read (and q is in place)
+    const int cpr = kd / 8;
+    for (int idx = tid; idx < BN * cpr; idx += 128) {
+      const int r = idx / cpr, c = (idx - r * cpr) * 8;
+      const bool ok = r < len;
+      cp_async16(Ks + r * ST + c, ok ? kc + (PAGED ? pg.slot(i, j0 + r) : (size_t)(j0 + r)) * kstride + c : kc, ok);
+    }
+    cp_commit();
+    cp_wait<0>();
+    __syncthreads();
+
+    float sa[2][4], sb[2][4];
+#pragma unroll
+    for (int j = 0; j < 2; j++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) sa[j][e] = sb[j][e] = 0.f;
+    const __half* qp = Qs + ((mat & 1) * 8 + mr) * ST + (mat >> 1) * 8;
+    const __half* kp = Ks + (16 * w + (mat >> 1) * 8 + mr) * ST + (mat & 1) * 8;
+    auto step = [&](int kk, float (*acc)[4]) {
+      unsigned qa[4], b0, b1, b2, b3;
+      ldsm_x4(qa[0], qa[1], qa[2], qa[3], qp + kk * 16);
+      ldsm_x4(b0, b1, b2, b3, kp + kk * 16);
+      mma16816(acc[0], qa, b0, b1);
+      mma16816(acc[1], qa, b2, b3);
+    };
+    int kk = 0;
+    for (; kk + 1 < nk; kk += 2) {
+      step(kk, sa);
+      step(kk + 1, sb);
+    }
+    if (kk < nk) step(kk, sa);
+#pragma unroll
+    for (int j = 0; j < 2; j++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int key = 16 * w + 8 * j + 2 * t4 + (e & 1), h = g + 8 * (e >> 1);
+        Ss[h * BN + key] = key < len ? sa[j][e] + sb[j][e] : -INFINITY;
+      }
+    __syncthreads();
+
+    // Online softmax: warp w owns heads 4w..4w+3, keys lane and lane+32.
+#pragma unroll
+    for (int hh = 0; hh < 4; hh++) {
+      const int h = 4 * w + hh;
+      const float s0 = Ss[h * BN + lane], s1 = Ss[h * BN + lane + 32];
+      const float mo = mrow[h];
+      const float mn = fmaxf(mo, warp_max(fmaxf(s0, s1)));  // finite: the tile has a key
+      const float p0 = __expf(s0 - mn), p1 = __expf(s1 - mn);
+      Ps[h * PST + lane] = __float2half_rn(p0);
+      Ps[h * PST + lane + 32] = __float2half_rn(p1);
+      const float l = warp_sum(p0 + p1);
+      if (lane == 0) {
+        const float a = __expf(mo - mn);  // 0 on the first tile
+        arow[h] = a;
+        lrow[h] = lrow[h] * a + l;
+        mrow[h] = mn;
+      }
+    }
+    __syncthreads();
+
+    const float alo = arow[g], ahi = arow[g + 8];
+#pragma unroll
+    for (int j = 0; j < 16; j++) {
+      o[j][0] *= alo; o[j][1] *= alo;
+      o[j][2] *= ahi; o[j][3] *= ahi;
+    }
+#pragma unroll
+    for (int kc2 = 0; kc2 < BN / 16; kc2++) {
+      unsigned pa[4];
+      ldsm_x4(pa[0], pa[1], pa[2], pa[3], Ps + ((mat & 1) * 8 + mr) * PST + kc2 * 16 + (mat >> 1) * 8);
+      const __half* vp = Ks + (kc2 * 16 + (mat & 1) * 8 + mr) * ST + cw0 + (mat >> 1) * 8;
+#pragma unroll
+      for (int np = 0; np < 8; np++) {
+        if (np < npairs) {
+          unsigned b0, b1, b2, b3;
+          ldsm_x4_t(b0, b1, b2, b3, vp + np * 16);
+          mma16816(o[2 * np], pa, b0, b1);
+          mma16816(o[2 * np + 1], pa, b2, b3);
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < 16; j++) {
+    if (j < 2 * npairs) {
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int h = g + 8 * (e >> 1);
+        if (h < nh) pbase[((size_t)h * nsplit + s) * (vd + 2) + cw0 + 8 * j + 2 * t4 + (e & 1)] = o[j][e];
+      }
+    }
+  }
+  if (tid < nh) {
+    float* pp = pbase + ((size_t)tid * nsplit + s) * (vd + 2);
+    pp[vd] = mrow[tid];
+    pp[vd + 1] = lrow[tid];
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(128)
+    mla_attn_tc_f16(float* part, const float* q, const __half* kc, int pos0, const int* dp, int heads, int kd, int vd,
+                    int ks, float scale, int L, int nsplit) {
+  mla_attn_tc<false>(part, q, kc, pos0, dp, heads, kd, vd, ks, scale, L, nsplit, Paged{});
+}
+extern "C" __global__ void __launch_bounds__(128)
+    mla_attn_tc_paged_f16(float* part, const float* q, const __half* kc, const int* rpos, const int* rseq,
+                          const int* tabs, int maxb, int bs, int heads, int kd, int vd, int ks, float scale, int L,
+                          int nsplit) {
+  mla_attn_tc<true>(part, q, kc, 0, nullptr, heads, kd, vd, ks, scale, L, nsplit, Paged{rpos, rseq, tabs, maxb, bs});
+}

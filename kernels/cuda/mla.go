@@ -15,6 +15,7 @@ import (
 const (
 	mlaHB      = 16  // MLA_HB: query heads per block
 	mlaBN      = 32  // MLA_BN: cache rows per tile
+	mlaTCBN    = 64  // MLA_TC_BN: cache rows per tile of the tensor-core kernel
 	mlaMaxVD   = 512 // value columns the kernel's registers hold
 	mlaMinKeys = 64  // keys per split at least (a split's fixed cost is its q and partials)
 	mlaRows    = 16  // query rows per launch on the contiguous path
@@ -27,11 +28,13 @@ const (
 
 var dtypeNames = map[kernels.DType]string{kernels.F32: "f32", kernels.F16: "f16", kernels.BF16: "bf16", kernels.Int8: "i8"}
 
-// headsScratch stages one head's input and output for MatMulHeads' GEMM
-// path (grown as needed, never during capture).
-type headsScratch struct {
+// mlaState is the backend's MLA state: MatMulHeads' staging of one
+// head's input and output on its GEMM path (grown as needed, never during
+// capture), and a switch for tests and benchmarks.
+type mlaState struct {
 	x, y       devptr
 	xCap, yCap int64 // floats
+	core       bool  // f16 caches on the float32 kernel too (tests, benchmarks)
 }
 
 // MatMulHeads implements kernels.Backend: up to headsGEMV tokens in one
@@ -90,7 +93,7 @@ func (b *Backend) matMulHeads(y kernels.Buffer, yRow, yHead int, x kernels.Buffe
 // head's slice of x gathered into scratch and its output scattered to y.
 func (b *Backend) matMulHeadsEach(yb *Buffer, yRow, yHead int, xb *Buffer, xRow, xHead, n int, m *Matrix, heads, rows int) {
 	cols := m.cols
-	s := &b.heads
+	s := &b.mla
 	if !b.growScratch(&s.x, &s.xCap, int64(n)*int64(cols)) || !b.growScratch(&s.y, &s.yCap, int64(n)*int64(rows)) {
 		return
 	}
@@ -136,21 +139,43 @@ func mlaSmem(kd int, dt kernels.DType) int {
 	return 4*mlaHB*kdp + dt.Size()*mlaBN*kdp + 4*(2*mlaHB*mlaBN+3*mlaHB)
 }
 
+// mlaTCSmem is the tensor-core MLA kernel's shared memory: q of MLA_HB
+// heads and one tile in f16 (rows padded by 8 halves), probabilities
+// (f16), scores and softmax state.
+func mlaTCSmem(kd int) int {
+	return 2*(mlaHB+mlaTCBN)*(kd+8) + 2*mlaHB*(mlaTCBN+8) + 4*(mlaHB*mlaTCBN+3*mlaHB)
+}
+
 // useMLA reports whether attention over a cache of this shape runs on the
-// MLA kernel: an absorbed MLA cache (one KV head, values inside the keys)
+// MLA kernels: an absorbed MLA cache (one KV head, values inside the keys)
 // whose values fit the kernel's registers and whose tile fits its shared
 // memory.
 func (b *Backend) useMLA(vInK bool, kvh, kd, vd int, dt kernels.DType) bool {
 	return vInK && kvh == 1 && vd <= mlaMaxVD && mlaSmem(kd, dt) <= b.smemMax
 }
 
+// mlaKernel names the MLA kernel for a cache (useMLA true) and returns its
+// block size and shared memory: the tensor-core kernel for f16 caches
+// whose widths fit its tiles (kd a multiple of 16, vd of 64: DeepSeek's
+// 576 and 512), else the float32 one.
+func (b *Backend) mlaKernel(kd, vd int, dt kernels.DType, paged bool) (name string, threads, smem int) {
+	kind := ""
+	if paged {
+		kind = "paged_"
+	}
+	if dt == kernels.F16 && kd%16 == 0 && vd%64 == 0 && mlaTCSmem(kd) <= b.smemMax && !b.mla.core {
+		return "mla_attn_tc_" + kind + "f16", 128, mlaTCSmem(kd)
+	}
+	return "mla_attn_" + kind + dtypeNames[dt], 256, mlaSmem(kd, dt)
+}
+
 // mlaSplits splits contexts of up to maxT keys for launches of perSplit
 // blocks per split (rows × head groups): about two blocks per SM, at least
-// mlaMinKeys keys (a multiple of the tile) a split.
+// mlaMinKeys keys (a multiple of both kernels' tiles) a split.
 func (b *Backend) mlaSplits(maxT, perSplit int) (nsplit, L int) {
 	want := max(1, (2*max(b.info.SMs, 1)+perSplit-1)/perSplit)
 	L = (maxT + want - 1) / want
-	L = max(mlaMinKeys, (L+mlaBN-1)/mlaBN*mlaBN)
+	L = max(mlaMinKeys, (L+mlaTCBN-1)/mlaTCBN*mlaTCBN)
 	return (maxT + L - 1) / L, L
 }
 
@@ -173,8 +198,7 @@ func (b *Backend) mlaAttention(c *KVCache, ob, qb *Buffer, kbase devptr, pos0, n
 		return
 	}
 	groups := (heads + mlaHB - 1) / mlaHB
-	smem := mlaSmem(kd, c.dt)
-	name := "mla_attn_" + dtypeNames[c.dt]
+	name, threads, smem := b.mlaKernel(kd, vd, c.dt, false)
 	for i0 := 0; i0 < n; i0 += mlaRows {
 		nq := min(mlaRows, n-i0)
 		maxT := pos0 + i0 + nq
@@ -185,7 +209,7 @@ func (b *Backend) mlaAttention(c *KVCache, ob, qb *Buffer, kbase devptr, pos0, n
 		qp := qb.p + devptr(i0*heads*kd)*4
 		op := ob.p + devptr(i0*heads*vd)*4
 		p0 := pos0 + i0
-		b.launch(name, dim3{ns, groups, nq}, dim3{256, 1, 1}, smem, func(a *args) {
+		b.launch(name, dim3{ns, groups, nq}, dim3{threads, 1, 1}, smem, func(a *args) {
 			a.ptr(c.part).ptr(qp).ptr(kbase).i32(p0).ptr(b.dp).i32(heads).i32(kd).i32(vd).i32(kd).f32(scale).i32(L).i32(ns)
 		})
 		b.launch("attn_combine", dim3{nq * heads, 1, 1}, dim3{128, 1, 1}, 0, func(a *args) {
@@ -205,7 +229,8 @@ func (b *Backend) mlaPagedAttention(c *PagedKV, ob, qb *Buffer, kbase devptr, n,
 		return
 	}
 	d := &b.bd
-	b.launch("mla_attn_paged_"+dtypeNames[c.dt], dim3{ns, groups, n}, dim3{256, 1, 1}, mlaSmem(kd, c.dt), func(a *args) {
+	name, threads, smem := b.mlaKernel(kd, vd, c.dt, true)
+	b.launch(name, dim3{ns, groups, n}, dim3{threads, 1, 1}, smem, func(a *args) {
 		a.ptr(c.part).ptr(qb.p).ptr(kbase).ptr(d.pos).ptr(d.seq).ptr(d.tab).i32(d.maxb).i32(sp.BlockTokens).
 			i32(heads).i32(kd).i32(vd).i32(kd).f32(scale).i32(L).i32(ns)
 	})

@@ -75,7 +75,9 @@ func TestMatMulHeadsParity(t *testing.T) {
 // mlaShapes are the attention shapes of the MLA kernel tests: V2-Lite
 // (16 heads), V3 (128 heads: 8 head groups), a partial second head group
 // and small odd shapes (kd not a multiple of 8: the scalar tile loads of
-// f16 caches; vd not a multiple of 8).
+// f16 caches; vd not a multiple of 8). With f16 caches the V2, V3 and
+// small-tc shapes run on the tensor-core kernel, the others on the float32
+// one.
 var mlaShapes = []struct {
 	name          string
 	heads, kd, vd int
@@ -84,14 +86,25 @@ var mlaShapes = []struct {
 	{"v3", 128, 576, 512},
 	{"20heads", 20, 24, 16},
 	{"odd", 5, 44, 33},
+	{"small-tc", 20, 80, 64}, // f16: the tensor-core kernel, two head groups
 }
 
+// mlaVariants are the MLA kernels under test: f32 caches on the float32
+// kernel, f16 caches on the tensor-core kernel where the shape fits it and
+// on the float32 kernel (core).
+var mlaVariants = []struct {
+	dt   kernels.DType
+	core bool
+}{{kernels.F32, false}, {kernels.F16, false}, {kernels.F16, true}}
+
 // TestMLAAttentionParity: Attention on absorbed MLA caches (the MLA
-// kernel) against the CPU: a prompt in chunks of 16 rows, decode steps,
+// kernels) against the CPU: a prompt in chunks of 16 rows, decode steps,
 // then a second prompt chunk, so later rows read many splits.
 func TestMLAAttentionParity(t *testing.T) {
-	for _, dt := range []kernels.DType{kernels.F32, kernels.F16} {
+	for _, vr := range mlaVariants {
+		dt := vr.dt
 		r := newRig(t, Options{KVDType: dt})
+		r.g.mla.core = vr.core
 		tol := tolF32
 		if dt == kernels.F16 {
 			tol = tol16
@@ -119,7 +132,7 @@ func TestMLAAttentionParity(t *testing.T) {
 				out := r.poisoned(n * sh.heads * sh.vd)
 				r.g.Attention(out.g, q.g, k.g, nil, gc, layer, pos, n, sh.heads, scale)
 				r.c.Attention(out.c, q.c, k.c, nil, cc, layer, pos, n, sh.heads, scale)
-				r.check(fmt.Sprintf("%v %s step %d n=%d pos=%d", dt, sh.name, si, n, pos), out, out.n, tol)
+				r.check(fmt.Sprintf("%v core=%v %s step %d n=%d pos=%d", dt, vr.core, sh.name, si, n, pos), out, out.n, tol)
 				pos += n
 			}
 		}
@@ -130,8 +143,10 @@ func TestMLAAttentionParity(t *testing.T) {
 // (splits over the whole cache, the position read on the device) replayed
 // at later positions, against the CPU.
 func TestMLACapturedStep(t *testing.T) {
-	for _, dt := range []kernels.DType{kernels.F32, kernels.F16} {
+	for _, vr := range mlaVariants {
+		dt := vr.dt
 		r := newRig(t, Options{KVDType: dt})
+		r.g.mla.core = vr.core
 		tol := tolF32
 		if dt == kernels.F16 {
 			tol = tol16
@@ -177,10 +192,12 @@ func TestMLACapturedStep(t *testing.T) {
 // splits.
 func TestMLAPagedParity(t *testing.T) {
 	steps := [][]int{{37, 5, 0, 1}, {1, 40, 150, 1}, {1, 1, 1, 1}, {200, 1, 1, 0}, {1, 1, 1, 1}}
-	for _, dt := range []kernels.DType{kernels.F32, kernels.F16} {
+	for _, vr := range mlaVariants {
+		dt := vr.dt
 		for _, sh := range mlaShapes {
-			t.Run(fmt.Sprintf("%v/%s", dt, sh.name), func(t *testing.T) {
+			t.Run(fmt.Sprintf("%v/core=%v/%s", dt, vr.core, sh.name), func(t *testing.T) {
 				r := newRig(t, Options{KVDType: dt})
+				r.g.mla.core = vr.core
 				tol := tolF32
 				if dt == kernels.F16 {
 					tol = tol16
@@ -235,7 +252,7 @@ func TestMLASplits(t *testing.T) {
 			for _, maxT := range []int{1, 63, 64, 65, 1000, 4096, 33000, 163840} {
 				ns, L := b.mlaSplits(maxT, rows*groups)
 				require.GreaterOrEqual(t, L, mlaMinKeys)
-				require.Zero(t, L%mlaBN)
+				require.Zero(t, L%mlaTCBN)
 				require.GreaterOrEqual(t, ns*L, maxT)
 				require.Less(t, (ns-1)*L, maxT, "an empty split")
 				require.LessOrEqual(t, int64(rows*ns*heads*(512+2)), b.mlaPartials(rows, heads, 512),
@@ -317,18 +334,20 @@ func splitAttention(g *Backend, c *KVCache, ob, qb *Buffer, pos, heads int, scal
 }
 
 // BenchmarkMLADecode: one decode row of MLA attention (kd 576, vd 512, f16
-// cache) over ctx cached positions, on the MLA kernel and, for 16 heads, on
-// the generic split-KV kernel it replaces. GB/s counts the cache bytes once.
+// cache) over ctx cached positions, on the tensor-core MLA kernel (tc), the
+// float32 one (core) and, for 16 heads, the generic split-KV kernel they
+// replace. GB/s counts the cache bytes once.
 func BenchmarkMLADecode(b *testing.B) {
 	const kd, vd = 576, 512
 	for _, heads := range []int{16, 128} {
 		for _, ctx := range []int{1024, 4096, 16384} {
-			for _, path := range []string{"mla", "split"} {
+			for _, path := range []string{"tc", "core", "split"} {
 				if path == "split" && heads > 64 {
 					continue // the generic kernel takes groups of at most 64
 				}
 				b.Run(fmt.Sprintf("heads=%d/ctx=%d/%s", heads, ctx, path), func(b *testing.B) {
 					g := benchGPU(b, Options{KVDType: kernels.F16})
+					g.mla.core = path == "core"
 					kv, err := g.NewKVCache(kernels.KVSpec{Layers: 1, MaxTokens: ctx, KVHeads: 1, KDim: kd, VDim: vd, VInK: true})
 					require.NoError(b, err)
 					c := kv.(*KVCache)
@@ -339,7 +358,7 @@ func BenchmarkMLADecode(b *testing.B) {
 					out, err := g.Alloc(heads * vd)
 					require.NoError(b, err)
 					us := timeOps(b, g, func() {
-						if path == "mla" {
+						if path != "split" {
 							g.AttentionNoStore(out, q, c, 0, ctx-1, 1, heads, 0.04)
 						} else {
 							splitAttention(g, c, g.dev(out), g.dev(q), ctx-1, heads, 0.04)
@@ -354,54 +373,58 @@ func BenchmarkMLADecode(b *testing.B) {
 
 // BenchmarkMLAPagedDecode: a batch of 32 decode rows, each its own
 // sequence of ctx positions in shuffled 16-position blocks (f16 cache),
-// through PagedAttention (the row's key store included).
+// through PagedAttention (the row's key store included), on the
+// tensor-core and the float32 MLA kernels.
 func BenchmarkMLAPagedDecode(b *testing.B) {
 	const kd, vd, seqs, bs = 576, 512, 32, 16
 	for _, heads := range []int{16, 128} {
 		for _, ctx := range []int{1024, 4096} {
-			b.Run(fmt.Sprintf("heads=%d/ctx=%d/batch=%d", heads, ctx, seqs), func(b *testing.B) {
-				g := benchGPU(b, Options{KVDType: kernels.F16})
-				nb := ctx / bs
-				spec := kernels.PagedKVSpec{Layers: 1, Blocks: seqs * nb, BlockTokens: bs, KVHeads: 1, KDim: kd, VDim: vd, VInK: true}
-				kv, err := g.NewPagedKV(spec)
-				require.NoError(b, err)
-				c := kv.(*PagedKV)
-				perm := rand.New(rand.NewPCG(1, 2)).Perm(spec.Blocks)
-				fill := &kernels.Batch{Tables: make([][]int32, seqs)}
-				dec := &kernels.Batch{Tables: fill.Tables}
-				for s := range seqs {
-					for i := range nb {
-						fill.Tables[s] = append(fill.Tables[s], int32(perm[s*nb+i]))
+			for _, path := range []string{"tc", "core"} {
+				b.Run(fmt.Sprintf("heads=%d/ctx=%d/batch=%d/%s", heads, ctx, seqs, path), func(b *testing.B) {
+					g := benchGPU(b, Options{KVDType: kernels.F16})
+					g.mla.core = path == "core"
+					nb := ctx / bs
+					spec := kernels.PagedKVSpec{Layers: 1, Blocks: seqs * nb, BlockTokens: bs, KVHeads: 1, KDim: kd, VDim: vd, VInK: true}
+					kv, err := g.NewPagedKV(spec)
+					require.NoError(b, err)
+					c := kv.(*PagedKV)
+					perm := rand.New(rand.NewPCG(1, 2)).Perm(spec.Blocks)
+					fill := &kernels.Batch{Tables: make([][]int32, seqs)}
+					dec := &kernels.Batch{Tables: fill.Tables}
+					for s := range seqs {
+						for i := range nb {
+							fill.Tables[s] = append(fill.Tables[s], int32(perm[s*nb+i]))
+						}
+						for p := range ctx {
+							fill.Pos, fill.Seq = append(fill.Pos, int32(p)), append(fill.Seq, int32(s))
+						}
+						dec.Pos, dec.Seq = append(dec.Pos, int32(ctx-1)), append(dec.Seq, int32(s))
 					}
-					for p := range ctx {
-						fill.Pos, fill.Seq = append(fill.Pos, int32(p)), append(fill.Seq, int32(s))
+					n := fill.Rows()
+					kb, err := g.Alloc(n * kd)
+					require.NoError(b, err)
+					require.NoError(b, g.RandomBuffer(kb, 3, 0, 1))
+					g.mu.Lock()
+					if g.uploadBatch(fill) {
+						d := &g.bd
+						g.launch("kv_store_paged_"+dtypeNames[c.dt], dim3{blocks(int64(n)*kd, 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+							a.ptr(c.k).ptr(0).ptr(g.dev(kb).p).ptr(0).i32(n).ptr(d.pos).ptr(d.seq).ptr(d.tab).i32(d.maxb).i32(bs).i32(kd).i32(0)
+						})
 					}
-					dec.Pos, dec.Seq = append(dec.Pos, int32(ctx-1)), append(dec.Seq, int32(s))
-				}
-				n := fill.Rows()
-				kb, err := g.Alloc(n * kd)
-				require.NoError(b, err)
-				require.NoError(b, g.RandomBuffer(kb, 3, 0, 1))
-				g.mu.Lock()
-				if g.uploadBatch(fill) {
-					d := &g.bd
-					g.launch("kv_store_paged_"+dtypeNames[c.dt], dim3{blocks(int64(n)*kd, 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
-						a.ptr(c.k).ptr(0).ptr(g.dev(kb).p).ptr(0).i32(n).ptr(d.pos).ptr(d.seq).ptr(d.tab).i32(d.maxb).i32(bs).i32(kd).i32(0)
-					})
-				}
-				g.mu.Unlock()
-				require.NoError(b, g.Sync())
-				q, err := g.Alloc(seqs * heads * kd)
-				require.NoError(b, err)
-				require.NoError(b, g.RandomBuffer(q, 4, 0, 1))
-				k1, err := g.Alloc(seqs * kd)
-				require.NoError(b, err)
-				require.NoError(b, g.RandomBuffer(k1, 5, 0, 1))
-				out, err := g.Alloc(seqs * heads * vd)
-				require.NoError(b, err)
-				us := timeOps(b, g, func() { g.PagedAttention(out, q, k1, nil, kv, 0, dec, heads, 0.04) })
-				b.ReportMetric(float64(seqs*ctx*kd*2)/(us*1e3), "GB/s")
-			})
+					g.mu.Unlock()
+					require.NoError(b, g.Sync())
+					q, err := g.Alloc(seqs * heads * kd)
+					require.NoError(b, err)
+					require.NoError(b, g.RandomBuffer(q, 4, 0, 1))
+					k1, err := g.Alloc(seqs * kd)
+					require.NoError(b, err)
+					require.NoError(b, g.RandomBuffer(k1, 5, 0, 1))
+					out, err := g.Alloc(seqs * heads * vd)
+					require.NoError(b, err)
+					us := timeOps(b, g, func() { g.PagedAttention(out, q, k1, nil, kv, 0, dec, heads, 0.04) })
+					b.ReportMetric(float64(seqs*ctx*kd*2)/(us*1e3), "GB/s")
+				})
+			}
 		}
 	}
 }
