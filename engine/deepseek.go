@@ -288,9 +288,9 @@ type MLA struct {
 	Q                            kernels.Matrix // ... or q_proj
 	KVA                          kernels.Matrix // kv_a_proj_with_mqa, parts: latent, rope key
 	KVANorm                      kernels.Buffer
-	KVB                          kernels.Matrix   // naive: kv_b_proj as stored
-	WUKT                         []kernels.Matrix // absorbed: per head W_UKᵀ [kv_lora, nope]
-	WUV                          []kernels.Matrix // absorbed: per head W_UV [v, kv_lora]
+	KVB                          kernels.Matrix // naive: kv_b_proj as stored
+	WUKT                         kernels.Matrix // absorbed: a part per head, W_UKᵀ [kv_lora, nope] (MatMulHeads)
+	WUV                          kernels.Matrix // absorbed: a part per head, W_UV [v, kv_lora]
 	O                            kernels.Matrix
 	RopeQ, RopeK                 kernels.Rope // on the query heads (Off = nope) and on the rope key
 	Scale                        float32
@@ -350,21 +350,28 @@ func loadMLA(b *Builder, prefix string, layer int, rope *kernels.Rope, scale flo
 			return nil, err
 		}
 	} else {
-		a.WUKT = make([]kernels.Matrix, H)
-		a.WUV = make([]kernels.Matrix, H)
+		// One matrix of H parts each: MatMulHeads runs every head at once.
+		uk, uv := make([]kernels.HostMatrix, H), make([]kernels.HostMatrix, H)
 		for h := range H {
 			ukRows := rowSlice(kvb, h*per, h*per+a.Nope, "")
-			if err := widenHost(&ukRows); err != nil { // fp8 blocks do not survive the transpose
-				return nil, err
+			uv[h] = rowSlice(kvb, h*per+a.Nope, (h+1)*per, fmt.Sprintf("%s[W_UV %d]", kvb.Name, hr.lo+h))
+			// fp8 blocks do not survive the transpose, and W_UV follows
+			// W_UK (the halves are small: 2·heads·128·kv_lora values).
+			if ukRows.DType == kernels.FP8 {
+				if err := widenHost(&ukRows); err != nil {
+					return nil, err
+				}
+				if err := widenHost(&uv[h]); err != nil {
+					return nil, err
+				}
 			}
-			uk := transposeHost(ukRows, fmt.Sprintf("%s[W_UK %d]ᵀ", kvb.Name, hr.lo+h))
-			if a.WUKT[h], err = uploadParts(b, []kernels.HostMatrix{uk}); err != nil {
-				return nil, err
-			}
-			uv := rowSlice(kvb, h*per+a.Nope, (h+1)*per, fmt.Sprintf("%s[W_UV %d]", kvb.Name, hr.lo+h))
-			if a.WUV[h], err = uploadParts(b, []kernels.HostMatrix{uv}); err != nil {
-				return nil, err
-			}
+			uk[h] = transposeHost(ukRows, fmt.Sprintf("%s[W_UK %d]ᵀ", kvb.Name, hr.lo+h))
+		}
+		if a.WUKT, err = uploadParts(b, uk); err != nil {
+			return nil, err
+		}
+		if a.WUV, err = uploadParts(b, uv); err != nil {
+			return nil, err
 		}
 	}
 	if a.O, err = b.matrixCols(MatSpec{prefix + "o_proj.weight", hid, c.NumHeads * a.V}, hr.times(a.V)); err != nil {
@@ -407,7 +414,7 @@ func transposeHost(hm kernels.HostMatrix, name string) kernels.HostMatrix {
 type mlaScratch struct {
 	qa, q, lat, kr, k, attn kernels.Buffer
 	kvb, v                  kernels.Buffer // naive
-	qabs, olat, tA, tB, tC  kernels.Buffer // absorbed
+	qabs, olat              kernels.Buffer // absorbed
 }
 
 func (a *MLA) scratch(s *Session) (mlaScratch, error) {
@@ -431,9 +438,6 @@ func (a *MLA) scratch(s *Session) (mlaScratch, error) {
 		get(&sc.k, "mla.k", a.KVLora+a.Rope)
 		get(&sc.qabs, "mla.q_absorbed", H*(a.KVLora+a.Rope))
 		get(&sc.olat, "mla.out_latent", H*a.KVLora)
-		get(&sc.tA, "mla.head_nope", a.Nope)
-		get(&sc.tB, "mla.head_latent", a.KVLora)
-		get(&sc.tC, "mla.head_v", a.V)
 	} else {
 		get(&sc.k, "mla.k", H*qh)
 		get(&sc.kvb, "mla.kv_b", H*(a.Nope+a.V))
@@ -469,20 +473,13 @@ func (a *MLA) Forward(s *Session, out, xn kernels.Buffer, n, pos0 int) error {
 		be.Copy2D(sc.k, 0, kd, sc.lat, 0, a.KVLora, n, a.KVLora)
 		be.Copy2D(sc.k, a.KVLora, kd, sc.kr, 0, a.Rope, n, a.Rope)
 		// Query per head: [q_nope·W_UK | q_rope]. Seen as n·H rows, the
-		// rope parts of every head move with one strided copy.
+		// rope parts of every head move with one strided copy; the latent
+		// parts are one MatMulHeads from the heads' q_nope in place.
 		be.Copy2D(sc.qabs, a.KVLora, kd, sc.q, a.Nope, qh, n*H, a.Rope)
-		for h := range H {
-			be.Copy2D(sc.tA, 0, a.Nope, sc.q, h*qh, H*qh, n, a.Nope)
-			s.matMul(sc.tA, n, a.WUKT[h], nil, sc.tB)
-			be.Copy2D(sc.qabs, h*kd, H*kd, sc.tB, 0, a.KVLora, n, a.KVLora)
-		}
+		be.MatMulHeads(sc.qabs, H*kd, kd, sc.q, H*qh, qh, n, a.WUKT)
 		s.attention(sc.olat, sc.qabs, sc.k, nil, a.Layer, pos0, n, H, a.Scale)
 		// Per head: attended latent · W_UVᵀ.
-		for h := range H {
-			be.Copy2D(sc.tB, 0, a.KVLora, sc.olat, h*a.KVLora, H*a.KVLora, n, a.KVLora)
-			s.matMul(sc.tB, n, a.WUV[h], nil, sc.tC)
-			be.Copy2D(sc.attn, h*a.V, H*a.V, sc.tC, 0, a.V, n, a.V)
-		}
+		be.MatMulHeads(sc.attn, H*a.V, a.V, sc.olat, H*a.KVLora, a.KVLora, n, a.WUV)
 	} else {
 		per := a.Nope + a.V
 		s.matMul(sc.lat, n, a.KVB, nil, sc.kvb)

@@ -146,6 +146,15 @@ type Backend interface {
 	// MatMul computes y = x[n, w.Cols]·wᵀ (+ bias[w.Rows] when bias is not
 	// nil) and writes fused part i of y to outs[i] as [n, Parts()[i]].
 	MatMul(outs []Buffer, x Buffer, n int, w Matrix, bias Buffer)
+	// MatMulHeads multiplies each head's slice of x by that head's own
+	// matrix: w was uploaded as H parts of equal shape [r, w.Cols] (H =
+	// len(w.Parts())), and for t < n, h < H, i < r
+	//   y[t*yRow + h*yHead + i] = Σ_c x[t*xRow + h*xHead + c] · W_h[i, c].
+	// MLA's absorbed projections (W_UKᵀ on q_nope, W_UV on the attended
+	// latent) are such per-head products. Outputs of different heads must
+	// not overlap and y must not alias x; other elements of y are left as
+	// they are. See CheckHeads.
+	MatMulHeads(y Buffer, yRow, yHead int, x Buffer, xRow, xHead, n int, w Matrix)
 	// RMSNorm: out[i] = x[i] / sqrt(mean(x[i]²) + eps) * weight, rows of dim.
 	RMSNorm(out, x, weight Buffer, n, dim int, eps float32)
 	// ApplyRope rotates x[n, heads*headDim] in place for positions pos0..pos0+n-1.
@@ -198,4 +207,36 @@ func CheckParts(parts []HostMatrix) ([]int, error) {
 		rows[i] = p.Rows
 	}
 	return rows, nil
+}
+
+// CheckHeads validates a MatMulHeads call (n > 0) against its buffers and
+// returns the heads H and the rows r of each head's matrix. Errors name the
+// op and the offending size.
+func CheckHeads(y Buffer, yRow, yHead int, x Buffer, xRow, xHead, n int, w Matrix) (heads, rows int, err error) {
+	if y == x {
+		return 0, 0, fmt.Errorf("MatMulHeads: output aliases the input")
+	}
+	yLen, xLen := y.Len(), x.Len()
+	parts := w.Parts()
+	if len(parts) == 0 {
+		return 0, 0, fmt.Errorf("MatMulHeads: matrix without parts")
+	}
+	heads, rows = len(parts), parts[0]
+	for h, r := range parts {
+		if r != rows {
+			return 0, 0, fmt.Errorf("MatMulHeads: head %d has %d rows, head 0 has %d (parts must be equal)", h, r, rows)
+		}
+	}
+	cols := w.Cols()
+	switch {
+	case yHead < 0 || xHead < 0 || (heads > 1 && yHead < rows):
+		return 0, 0, fmt.Errorf("MatMulHeads: head strides y %d, x %d for %d rows per head", yHead, xHead, rows)
+	case yRow < (heads-1)*yHead+rows || xRow < cols:
+		return 0, 0, fmt.Errorf("MatMulHeads: row strides y %d, x %d for %d heads of %d×%d", yRow, xRow, heads, rows, cols)
+	case (n-1)*yRow+(heads-1)*yHead+rows > yLen:
+		return 0, 0, fmt.Errorf("MatMulHeads: output of %d floats for %d rows at stride %d", yLen, n, yRow)
+	case (n-1)*xRow+(heads-1)*xHead+cols > xLen:
+		return 0, 0, fmt.Errorf("MatMulHeads: input of %d floats for %d rows at stride %d", xLen, n, xRow)
+	}
+	return heads, rows, nil
 }

@@ -31,6 +31,7 @@ type Backend struct {
 	atJobs  sync.Pool // *attnJob
 	pgJobs  sync.Pool // *pagedJob
 	fp8Jobs sync.Pool // *fp8Job (fp8.go)
+	hdJobs  sync.Pool // *headsJob (heads.go)
 }
 
 var _ kernels.Backend = (*Backend)(nil)

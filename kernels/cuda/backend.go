@@ -94,6 +94,7 @@ type Backend struct {
 	bd        batchDev       // last batch descriptor (paged.go)
 	bs        batchStepState // batched decode graphs (batchgraph.go)
 	fp8       fp8Scratch     // fp8 prefill's dequantised bf16 slice (fp8.go)
+	mla       mlaState       // MatMulHeads' staging, test switch (mla.go)
 	alloc     *allocator
 	closed    bool
 	smemMax   int
@@ -378,9 +379,6 @@ func (b *Backend) UploadMatrix(parts []kernels.HostMatrix, toInt8 bool) (kernels
 	partRows, err := kernels.CheckParts(parts)
 	if err != nil {
 		return nil, fmt.Errorf("cuda: %w", err)
-	}
-	if len(parts) > 4 {
-		return nil, fmt.Errorf("cuda: UploadMatrix %s: %d parts, at most 4 fused parts supported", parts[0].Name, len(parts))
 	}
 	cols, dt := parts[0].Cols, parts[0].DType
 	m := &Matrix{cols: cols, dt: dt, parts: partRows}
@@ -813,6 +811,10 @@ func (b *Backend) matmul(outs []kernels.Buffer, x kernels.Buffer, n int, w kerne
 		b.failf("MatMul: matrix of type %T", w)
 		return
 	}
+	if len(m.parts) > 4 { // a matrix of heads (MatMulHeads) has more
+		b.failf("MatMul: %d fused parts, at most 4", len(m.parts))
+		return
+	}
 	xb, bb := b.dev(x), b.dev(bias)
 	if xb == nil || len(outs) != len(m.parts) {
 		b.failf("MatMul: %d outputs for %d parts", len(outs), len(m.parts))
@@ -1105,6 +1107,10 @@ func (b *Backend) attention(out, q, k, v kernels.Buffer, cache kernels.KVCache, 
 			a.ptr(kbase).ptr(vcp).ptr(kb.p).ptr(vp).i32(n).i32(pos0).ptr(b.dp).i32(kw).i32(vw)
 		})
 	}
+	if b.useMLA(sp.VInK, kvh, kd, vd, c.dt) {
+		b.mlaAttention(c, ob, qb, kbase, pos0, n, heads, scale)
+		return
+	}
 	if c.dt == kernels.F16 && !sp.VInK && kd == vd && kd%8 == 0 && kd <= 128 && n > maxSplitQueries && !b.capturing {
 		dp := 16
 		for dp < kd {
@@ -1157,7 +1163,7 @@ func (b *Backend) attention(out, q, k, v kernels.Buffer, cache kernels.KVCache, 
 		return
 	}
 	smem := G*(kd+L)*4 + 128*8*4 // q, scores, value partial sums
-	if smem > b.smemMax {
+	if G > 64 || smem > b.smemMax {
 		b.failf("Attention: %d bytes of shared memory for group %d, kd %d", smem, G, kd)
 		return
 	}
@@ -1191,7 +1197,8 @@ func (b *Backend) attnBufs(op string, out, q, k, v kernels.Buffer, vInK bool, n,
 	if ob == nil || qb == nil || kb == nil || (!vInK && vb == nil) || n <= 0 {
 		return nil, nil, nil, nil, false
 	}
-	if heads <= 0 || heads%kvh != 0 || heads/kvh > 64 {
+	if heads <= 0 || heads%kvh != 0 || (heads/kvh > 64 && !(vInK && kvh == 1)) {
+		// Groups over 64 run only on the MLA kernel (useMLA).
 		b.failf("%s: %d heads over %d kv heads (group at most 64)", op, heads, kvh)
 		return nil, nil, nil, nil, false
 	}

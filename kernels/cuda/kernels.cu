@@ -1832,3 +1832,4 @@ FLASH2V(64, 2, 64, 327)
 
 #include "fp8.cuh"
 #include "moe.cuh"
+#include "mla.cuh"

@@ -255,6 +255,14 @@ func (b *Backend) pagedAttention(out, q, k, v kernels.Buffer, kv kernels.PagedKV
 	b.launch("kv_store_paged_"+dts, dim3{blocks(int64(n)*int64(kw+vwid), 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
 		paged(a.ptr(kbase).ptr(vcp).ptr(kb.p).ptr(vp).i32(n)).i32(kw).i32(vw)
 	})
+	if n > 65535 { // grid z is the row
+		b.failf("PagedAttention: %d rows in one step (at most 65535)", n)
+		return
+	}
+	if b.useMLA(sp.VInK, kvh, kd, vd, c.dt) {
+		b.mlaPagedAttention(c, ob, qb, kbase, pos, seq, tab, maxb, n, maxT, heads, scale)
+		return
+	}
 	L := splitKeys
 	ns := (maxT + L - 1) / L
 	need := int64(n) * int64(heads) * int64(ns) * int64(vd+2)
@@ -268,12 +276,8 @@ func (b *Backend) pagedAttention(out, q, k, v kernels.Buffer, kv kernels.PagedKV
 	}
 	G := heads / kvh
 	smem := G*(kd+L)*4 + 128*8*4
-	if smem > b.smemMax {
+	if G > 64 || smem > b.smemMax {
 		b.failf("PagedAttention: %d bytes of shared memory for group %d, kd %d", smem, G, kd)
-		return
-	}
-	if n > 65535 { // grid z is the row
-		b.failf("PagedAttention: %d rows in one step (at most 65535)", n)
 		return
 	}
 	b.launch("attn_split_paged_"+dts, dim3{ns, kvh, n}, dim3{128, 1, 1}, smem, func(a *args) {

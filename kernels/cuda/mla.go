@@ -1,0 +1,249 @@
+//go:build linux && cgo
+
+package cuda
+
+import (
+	"fmt"
+
+	"github.com/deepseek-go/deepseek-go/kernels"
+)
+
+// The MLA kernels of mla.cuh: MatMulHeads (the absorbed per-head
+// projections) and the decode attention over an absorbed latent cache
+// (one KV head, values inside the keys).
+
+const (
+	mlaHB      = 16  // MLA_HB: query heads per block
+	mlaBN      = 32  // MLA_BN: cache rows per tile
+	mlaTCBN    = 64  // MLA_TC_BN: cache rows per tile of the tensor-core kernel
+	mlaMaxVD   = 512 // value columns the kernel's registers hold
+	mlaMinKeys = 64  // keys per split at least (a split's fixed cost is its q and partials)
+	mlaRows    = 16  // query rows per launch on the contiguous path
+	// headsGEMV is the most tokens MatMulHeads runs through the GEMV
+	// kernel (weights read once per 8 tokens, from L2 after the first);
+	// more go head by head through MatMul's GEMMs, four launches a head.
+	// A session's prefill chunk (128) stays on the GEMV. Not measured yet.
+	headsGEMV = 256
+)
+
+var dtypeNames = map[kernels.DType]string{kernels.F32: "f32", kernels.F16: "f16", kernels.BF16: "bf16", kernels.Int8: "i8"}
+
+// mlaState is the backend's MLA state: MatMulHeads' staging of one
+// head's input and output on its GEMM path (grown as needed, never during
+// capture), and a switch for tests and benchmarks.
+type mlaState struct {
+	x, y       devptr
+	xCap, yCap int64 // floats
+	core       bool  // f16 caches on the float32 kernel too (tests, benchmarks)
+}
+
+// MatMulHeads implements kernels.Backend: up to headsGEMV tokens in one
+// launch of the per-head GEMV (grid: row blocks × heads × 8-token chunks);
+// more (prefill) as MatMul per head on the gathered slices, so each head
+// gets cuBLASLt or the tensor-core GEMM.
+func (b *Backend) MatMulHeads(y kernels.Buffer, yRow, yHead int, x kernels.Buffer, xRow, xHead, n int, w kernels.Matrix) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.matMulHeads(y, yRow, yHead, x, xRow, xHead, n, w)
+}
+
+func (b *Backend) matMulHeads(y kernels.Buffer, yRow, yHead int, x kernels.Buffer, xRow, xHead, n int, w kernels.Matrix) {
+	if n <= 0 {
+		return
+	}
+	m, ok := w.(*Matrix)
+	if !ok {
+		b.failf("MatMulHeads: matrix of type %T", w)
+		return
+	}
+	yb, xb := b.dev(y), b.dev(x)
+	if yb == nil || xb == nil {
+		return
+	}
+	heads, rows, err := kernels.CheckHeads(yb, yRow, yHead, xb, xRow, xHead, n, m)
+	if err != nil {
+		b.fail(fmt.Errorf("cuda: %w", err))
+		return
+	}
+	if _, ok := dtypeNames[m.dt]; !ok {
+		b.failf("MatMulHeads: %v weights not supported", m.dt)
+		return
+	}
+	es := m.dt.Size()
+	if n > headsGEMV && !b.capturing && rows*m.cols*es%256 == 0 {
+		b.matMulHeadsEach(yb, yRow, yHead, xb, xRow, xHead, n, m, heads, rows)
+		return
+	}
+	if (n+7)/8 > 65535 {
+		b.failf("MatMulHeads: %d tokens in one call", n)
+		return
+	}
+	vec := 0
+	if m.cols%(16/es) == 0 && xRow%4 == 0 && xHead%4 == 0 {
+		vec = 1 // 16-byte weight rows and x slices
+	}
+	nt := 8
+	if n == 1 {
+		nt = 1
+	}
+	warps := (rows + 1) / 2 // R = 2 rows per warp
+	b.launch(fmt.Sprintf("gemv_heads_%s_%d", dtypeNames[m.dt], nt), dim3{(warps + 7) / 8, heads, (n + nt - 1) / nt}, dim3{256, 1, 1}, 0, func(a *args) {
+		a.ptr(m.p).ptr(xb.p).i32(n).ptr(yb.p).i32(rows).i32(m.cols).i32(xRow).i32(xHead).i32(yRow).i32(yHead).ptr(m.scales).i32(vec)
+	})
+}
+
+// matMulHeadsEach runs MatMul on each head's matrix (a view into w: its
+// rows start 256-byte aligned, as a GEMM's weights may need) with the
+// head's slice of x gathered into scratch and its output scattered to y.
+func (b *Backend) matMulHeadsEach(yb *Buffer, yRow, yHead int, xb *Buffer, xRow, xHead, n int, m *Matrix, heads, rows int) {
+	cols := m.cols
+	s := &b.mla
+	if !b.growScratch(&s.x, &s.xCap, int64(n)*int64(cols)) || !b.growScratch(&s.y, &s.yCap, int64(n)*int64(rows)) {
+		return
+	}
+	xs, ys := &Buffer{p: s.x, n: n * cols}, &Buffer{p: s.y, n: n * rows}
+	view := &Matrix{rows: rows, cols: cols, dt: m.dt, parts: []int{rows}}
+	outs := []kernels.Buffer{ys}
+	es := devptr(m.dt.Size())
+	for h := range heads {
+		view.p = m.p + devptr(h)*devptr(rows)*devptr(cols)*es
+		if m.dt == kernels.Int8 {
+			view.scales = m.scales + devptr(h*rows)*4
+		}
+		b.copy2D(xs, 0, cols, xb, h*xHead, xRow, n, cols)
+		b.matmul(outs, xs, n, view, nil)
+		b.copy2D(yb, h*yHead, yRow, ys, 0, rows, n, rows)
+	}
+}
+
+// growScratch makes *p hold at least need floats; false (the failure
+// recorded) when the device is out of memory.
+func (b *Backend) growScratch(p *devptr, capn *int64, need int64) bool {
+	if *capn >= need {
+		return true
+	}
+	if *p != 0 {
+		b.alloc.put(*p) // in stream order: work already issued still reads it first
+	}
+	q, err := b.alloc.get(need * 4)
+	if err != nil {
+		*p, *capn = 0, 0
+		b.fail(err)
+		return false
+	}
+	*p, *capn = q, need
+	return true
+}
+
+// mlaSmem is the MLA attention kernel's shared memory for keys of kd
+// elements of dt: q of MLA_HB heads (f32), one tile, scores,
+// probabilities and per-head softmax state.
+func mlaSmem(kd int, dt kernels.DType) int {
+	kdp := (kd + 31) &^ 31
+	return 4*mlaHB*kdp + dt.Size()*mlaBN*kdp + 4*(2*mlaHB*mlaBN+3*mlaHB)
+}
+
+// mlaTCSmem is the tensor-core MLA kernel's shared memory: q of MLA_HB
+// heads and one tile in f16 (rows padded by 8 halves), probabilities
+// (f16), scores and softmax state.
+func mlaTCSmem(kd int) int {
+	return 2*(mlaHB+mlaTCBN)*(kd+8) + 2*mlaHB*(mlaTCBN+8) + 4*(mlaHB*mlaTCBN+3*mlaHB)
+}
+
+// useMLA reports whether attention over a cache of this shape runs on the
+// MLA kernels: an absorbed MLA cache (one KV head, values inside the keys)
+// whose values fit the kernel's registers and whose tile fits its shared
+// memory.
+func (b *Backend) useMLA(vInK bool, kvh, kd, vd int, dt kernels.DType) bool {
+	return vInK && kvh == 1 && vd <= mlaMaxVD && mlaSmem(kd, dt) <= b.smemMax
+}
+
+// mlaKernel names the MLA kernel for a cache (useMLA true) and returns its
+// block size and shared memory: the tensor-core kernel for f16 caches
+// whose widths fit its tiles (kd a multiple of 16, vd of 64: DeepSeek's
+// 576 and 512), else the float32 one.
+func (b *Backend) mlaKernel(kd, vd int, dt kernels.DType, paged bool) (name string, threads, smem int) {
+	kind := ""
+	if paged {
+		kind = "paged_"
+	}
+	if dt == kernels.F16 && kd%16 == 0 && vd%64 == 0 && mlaTCSmem(kd) <= b.smemMax && !b.mla.core {
+		return "mla_attn_tc_" + kind + "f16", 128, mlaTCSmem(kd)
+	}
+	return "mla_attn_" + kind + dtypeNames[dt], 256, mlaSmem(kd, dt)
+}
+
+// mlaSplits splits contexts of up to maxT keys for launches of perSplit
+// blocks per split (rows × head groups): about two blocks per SM, at least
+// mlaMinKeys keys (a multiple of both kernels' tiles) a split.
+func (b *Backend) mlaSplits(maxT, perSplit int) (nsplit, L int) {
+	want := max(1, (2*max(b.info.SMs, 1)+perSplit-1)/perSplit)
+	L = (maxT + want - 1) / want
+	L = max(mlaMinKeys, (L+mlaTCBN-1)/mlaTCBN*mlaTCBN)
+	return (maxT + L - 1) / L, L
+}
+
+// mlaPartials bounds the partials (floats) of any launch of up to rows
+// rows: mlaSplits keeps rows·nsplit ≤ 2·SMs/groups + rows.
+func (b *Backend) mlaPartials(rows, heads, vd int) int64 {
+	groups := (heads + mlaHB - 1) / mlaHB
+	return int64(2*max(b.info.SMs, 1)/groups+rows+1) * int64(heads) * int64(vd+2)
+}
+
+// mlaAttention is Attention's MLA path for n query rows at pos0.. (keys
+// already stored): chunks of mlaRows rows, each one mla_attn launch and
+// one attn_combine. A captured step splits the whole cache (its position
+// moves on replay); the partials are sized once per cache, so a capture
+// never reallocates them.
+func (b *Backend) mlaAttention(c *KVCache, ob, qb *Buffer, kbase devptr, pos0, n, heads int, scale float32) {
+	sp := c.spec
+	kd, vd := sp.KDim, sp.VDim
+	if !b.growPartials(&c.kvMem, b.mlaPartials(mlaRows, heads, vd)) {
+		return
+	}
+	groups := (heads + mlaHB - 1) / mlaHB
+	name, threads, smem := b.mlaKernel(kd, vd, c.dt, false)
+	for i0 := 0; i0 < n; i0 += mlaRows {
+		nq := min(mlaRows, n-i0)
+		maxT := pos0 + i0 + nq
+		if b.capturing {
+			maxT = sp.MaxTokens
+		}
+		ns, L := b.mlaSplits(maxT, nq*groups)
+		qp := qb.p + devptr(i0*heads*kd)*4
+		op := ob.p + devptr(i0*heads*vd)*4
+		p0 := pos0 + i0
+		b.launch(name, dim3{ns, groups, nq}, dim3{threads, 1, 1}, smem, func(a *args) {
+			a.ptr(c.part).ptr(qp).ptr(kbase).i32(p0).ptr(b.dp).i32(heads).i32(kd).i32(vd).i32(kd).f32(scale).i32(L).i32(ns)
+		})
+		b.launch("attn_combine", dim3{nq * heads, 1, 1}, dim3{128, 1, 1}, 0, func(a *args) {
+			a.ptr(op).ptr(c.part).i32(heads).i32(vd).i32(ns)
+		})
+	}
+}
+
+// mlaPagedAttention is PagedAttention's MLA path: one launch over all rows
+// of the batch (keys already stored, batch descriptor uploaded).
+// pos, seq and tab are the batch descriptor's device arrays (the uploaded
+// batch, or a captured step's inputs) with tables maxb blocks wide.
+func (b *Backend) mlaPagedAttention(c *PagedKV, ob, qb *Buffer, kbase, pos, seq, tab devptr, maxb, n, maxT, heads int, scale float32) {
+	sp := c.spec
+	kd, vd := sp.KDim, sp.VDim
+	groups := (heads + mlaHB - 1) / mlaHB
+	ns, L := b.mlaSplits(maxT, n*groups)
+	need := int64(n) * int64(heads) * int64(ns) * int64(vd+2)
+	if need > c.partCap {
+		need = max(need, 2*c.partCap) // as PagedAttention: fewer stale graphs
+	}
+	if !b.growPartials(&c.kvMem, need) {
+		return
+	}
+	name, threads, smem := b.mlaKernel(kd, vd, c.dt, true)
+	b.launch(name, dim3{ns, groups, n}, dim3{threads, 1, 1}, smem, func(a *args) {
+		a.ptr(c.part).ptr(qb.p).ptr(kbase).ptr(pos).ptr(seq).ptr(tab).i32(maxb).i32(sp.BlockTokens).
+			i32(heads).i32(kd).i32(vd).i32(kd).f32(scale).i32(L).i32(ns)
+	})
+	b.launch("attn_combine", dim3{n * heads, 1, 1}, dim3{128, 1, 1}, 0, func(a *args) {
+		a.ptr(ob.p).ptr(c.part).i32(heads).i32(vd).i32(ns)
+	})
+}

@@ -1,0 +1,485 @@
+//go:build linux && cgo
+
+package cuda
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/deepseek-go/deepseek-go/kernels"
+)
+
+// TestMatMulHeadsParity: MatMulHeads against the CPU for every dtype, the
+// V2/V3 absorbed shapes (W_UKᵀ 512×128, W_UV 128×512) and odd ones (the
+// scalar path), with gaps between the heads' slices; n = 1 and 3 run the
+// GEMV kernel, 9 its token chunks, 300 the per-head GEMMs (where the
+// heads' weights are 256-byte aligned). y starts with the
+// same random values on both sides, so an element written where it must
+// not be, or not written where it must, differs.
+func TestMatMulHeadsParity(t *testing.T) {
+	r := newRig(t, Options{})
+	shapes := []struct{ heads, rows, cols, xGap, yGap int }{
+		{16, 512, 128, 64, 64}, // W_UKᵀ: q_nope of [nope|rope] heads into [latent|rope]
+		{16, 128, 512, 0, 0},   // W_UV
+		{3, 17, 33, 2, 1},      // odd: scalar loop
+		{4, 64, 48, 4, 3},
+	}
+	for _, dt := range []kernels.DType{kernels.F32, kernels.F16, kernels.BF16, kernels.Int8} {
+		for _, sh := range shapes {
+			var hs, deq []kernels.HostMatrix
+			for h := range sh.heads {
+				src := dt
+				if dt == kernels.Int8 {
+					src = kernels.BF16
+				}
+				hs = append(hs, hostMatrix(fmt.Sprintf("w%d", h), randVec(r.rnd, sh.rows*sh.cols), sh.rows, sh.cols, src))
+			}
+			deq = hs
+			if dt == kernels.Int8 { // the CPU runs the dequantised values in f32
+				q, err := quantizeParts(hs)
+				require.NoError(t, err)
+				deq = nil
+				for _, p := range q {
+					f := make([]float32, p.Rows*p.Cols)
+					for i := range f {
+						f[i] = float32(int8(p.Data[i])) * p.Scales[i/p.Cols]
+					}
+					deq = append(deq, hostMatrix(p.Name, f, p.Rows, p.Cols, kernels.F32))
+				}
+			}
+			gw, err := r.g.UploadMatrix(hs, dt == kernels.Int8)
+			require.NoError(t, err)
+			require.Equal(t, dt, gw.DType())
+			cw, err := r.c.UploadMatrix(deq, false)
+			require.NoError(t, err)
+			for _, n := range []int{1, 3, 9, 300} {
+				xHead, yHead := sh.cols+sh.xGap, sh.rows+sh.yGap
+				xRow, yRow := sh.heads*xHead, sh.heads*yHead
+				x, y := r.rand(n*xRow), r.rand(n*yRow)
+				r.g.MatMulHeads(y.g, yRow, yHead, x.g, xRow, xHead, n, gw)
+				r.c.MatMulHeads(y.c, yRow, yHead, x.c, xRow, xHead, n, cw)
+				tol := tolF32
+				if n > headsGEMV && (dt == kernels.F16 || dt == kernels.BF16) {
+					tol = tol16 // tensor-core GEMMs on activations rounded to 16 bits
+				}
+				r.check(fmt.Sprintf("%v %d×%d×%d n=%d", dt, sh.heads, sh.rows, sh.cols, n), y, y.n, tol)
+			}
+		}
+	}
+}
+
+// mlaShapes are the attention shapes of the MLA kernel tests: V2-Lite
+// (16 heads), V3 (128 heads: 8 head groups), a partial second head group
+// and small odd shapes (kd not a multiple of 8: the scalar tile loads of
+// f16 caches; vd not a multiple of 8). With f16 caches the V2, V3 and
+// small-tc shapes run on the tensor-core kernel, the others on the float32
+// one.
+var mlaShapes = []struct {
+	name          string
+	heads, kd, vd int
+}{
+	{"v2", 16, 576, 512},
+	{"v3", 128, 576, 512},
+	{"20heads", 20, 24, 16},
+	{"odd", 5, 44, 33},
+	{"small-tc", 20, 80, 64}, // f16: the tensor-core kernel, two head groups
+}
+
+// mlaVariants are the MLA kernels under test: f32 caches on the float32
+// kernel, f16 caches on the tensor-core kernel where the shape fits it and
+// on the float32 kernel (core).
+var mlaVariants = []struct {
+	dt   kernels.DType
+	core bool
+}{{kernels.F32, false}, {kernels.F16, false}, {kernels.F16, true}}
+
+// TestMLAAttentionParity: Attention on absorbed MLA caches (the MLA
+// kernels) against the CPU: a prompt in chunks of 16 rows, decode steps,
+// then a second prompt chunk, so later rows read many splits.
+func TestMLAAttentionParity(t *testing.T) {
+	for _, vr := range mlaVariants {
+		dt := vr.dt
+		r := newRig(t, Options{KVDType: dt})
+		r.g.mla.core = vr.core
+		tol := tolF32
+		if dt == kernels.F16 {
+			tol = tol16
+		}
+		for _, sh := range mlaShapes {
+			steps := []int{300, 1, 1, 37, 1}
+			if sh.heads > 64 {
+				steps = []int{70, 1, 1, 9, 1} // the CPU reference is slow at 128 heads
+			}
+			total := 0
+			for _, s := range steps {
+				total += s
+			}
+			spec := kernels.KVSpec{Layers: 2, MaxTokens: total + 3, KVHeads: 1, KDim: sh.kd, VDim: sh.vd, VInK: true}
+			require.True(t, r.g.useMLA(true, 1, sh.kd, sh.vd, dt), sh.name)
+			gc, err := r.g.NewKVCache(spec)
+			require.NoError(t, err)
+			cc, err := r.c.NewKVCache(spec)
+			require.NoError(t, err)
+			scale := float32(1 / math.Sqrt(float64(sh.kd)))
+			pos := 0
+			for si, n := range steps {
+				layer := si % 2
+				q, k := r.rand(n*sh.heads*sh.kd), r.rand(n*sh.kd)
+				out := r.poisoned(n * sh.heads * sh.vd)
+				r.g.Attention(out.g, q.g, k.g, nil, gc, layer, pos, n, sh.heads, scale)
+				r.c.Attention(out.c, q.c, k.c, nil, cc, layer, pos, n, sh.heads, scale)
+				r.check(fmt.Sprintf("%v core=%v %s step %d n=%d pos=%d", dt, vr.core, sh.name, si, n, pos), out, out.n, tol)
+				pos += n
+			}
+		}
+	}
+}
+
+// TestMLACapturedStep: a decode step of MLA attention captured as a graph
+// (splits over the whole cache, the position read on the device) replayed
+// at later positions, against the CPU.
+func TestMLACapturedStep(t *testing.T) {
+	for _, vr := range mlaVariants {
+		dt := vr.dt
+		r := newRig(t, Options{KVDType: dt})
+		r.g.mla.core = vr.core
+		tol := tolF32
+		if dt == kernels.F16 {
+			tol = tol16
+		}
+		const heads, kd, vd, prompt, maxTok = 16, 576, 512, 40, 600
+		spec := kernels.KVSpec{Layers: 1, MaxTokens: maxTok, KVHeads: 1, KDim: kd, VDim: vd, VInK: true}
+		gc, err := r.g.NewKVCache(spec)
+		require.NoError(t, err)
+		cc, err := r.c.NewKVCache(spec)
+		require.NoError(t, err)
+		q, k := r.rand(prompt*heads*kd), r.rand(prompt*kd)
+		out := r.poisoned(prompt * heads * vd)
+		r.g.Attention(out.g, q.g, k.g, nil, gc, 0, 0, prompt, heads, 0.05)
+		r.c.Attention(out.c, q.c, k.c, nil, cc, 0, 0, prompt, heads, 0.05)
+		r.check(fmt.Sprintf("%v prompt", dt), out, prompt*heads*vd, tol)
+		q1, k1, o1 := r.rand(heads*kd), r.rand(kd), r.poisoned(heads*vd)
+		var sg *StepGraph
+		for pos := prompt; pos < maxTok; pos += 1 + pos/8 { // jumps: positions between hold zeros on both sides
+			qv, kv := randVec(r.rnd, heads*kd), randVec(r.rnd, kd)
+			require.NoError(t, r.g.Upload(q1.g, 0, qv))
+			require.NoError(t, r.g.Upload(k1.g, 0, kv))
+			require.NoError(t, r.c.Upload(q1.c, 0, qv))
+			require.NoError(t, r.c.Upload(k1.c, 0, kv))
+			if sg == nil {
+				sg, err = r.g.CaptureStep(0, pos, maxTok, func(be kernels.Backend) error {
+					be.Attention(o1.g, q1.g, k1.g, nil, gc, 0, pos, 1, heads, 0.05)
+					return nil
+				})
+				require.NoError(t, err)
+				defer sg.Close()
+			} else {
+				require.NoError(t, sg.Replay(0, pos))
+			}
+			r.c.Attention(o1.c, q1.c, k1.c, nil, cc, 0, pos, 1, heads, 0.05)
+			r.check(fmt.Sprintf("%v captured pos %d", dt, pos), o1, heads*vd, tol)
+		}
+	}
+}
+
+// TestMLAPagedParity: PagedAttention on absorbed MLA caches against the
+// CPU: batches mixing a prompt chunk with decode rows of sequences at
+// different positions, shuffled blocks, one sequence growing past many
+// splits.
+func TestMLAPagedParity(t *testing.T) {
+	steps := [][]int{{37, 5, 0, 1}, {1, 40, 150, 1}, {1, 1, 1, 1}, {200, 1, 1, 0}, {1, 1, 1, 1}}
+	for _, vr := range mlaVariants {
+		dt := vr.dt
+		for _, sh := range mlaShapes {
+			t.Run(fmt.Sprintf("%v/core=%v/%s", dt, vr.core, sh.name), func(t *testing.T) {
+				r := newRig(t, Options{KVDType: dt})
+				r.g.mla.core = vr.core
+				tol := tolF32
+				if dt == kernels.F16 {
+					tol = tol16
+				}
+				const bs, layers, layer = 16, 2, 1
+				spec := kernels.PagedKVSpec{Layers: layers, Blocks: 40, BlockTokens: bs, KVHeads: 1, KDim: sh.kd, VDim: sh.vd, VInK: true}
+				gkv, err := r.g.NewPagedKV(spec)
+				require.NoError(t, err)
+				ckv, err := r.c.NewPagedKV(spec)
+				require.NoError(t, err)
+				free := r.rnd.Perm(spec.Blocks)
+				tables := make([][]int32, len(steps[0]))
+				lens := make([]int, len(steps[0]))
+				for si, step := range steps {
+					if sh.heads > 64 && si >= 3 {
+						break // the CPU reference is slow at 128 heads
+					}
+					bt := &kernels.Batch{}
+					for s, rows := range step {
+						for range rows {
+							p := lens[s]
+							if p%bs == 0 {
+								tables[s] = append(tables[s], int32(free[0]))
+								free = free[1:]
+							}
+							bt.Pos = append(bt.Pos, int32(p))
+							bt.Seq = append(bt.Seq, int32(s))
+							lens[s]++
+						}
+					}
+					bt.Tables = tables
+					n := bt.Rows()
+					q, k := r.rand(n*sh.heads*sh.kd), r.rand(n*sh.kd)
+					out := r.poisoned(n * sh.heads * sh.vd)
+					r.g.PagedAttention(out.g, q.g, k.g, nil, gkv, layer, bt, sh.heads, 0.07)
+					r.c.PagedAttention(out.c, q.c, k.c, nil, ckv, layer, bt, sh.heads, 0.07)
+					r.check(fmt.Sprintf("step %d (%d rows, longest %d)", si, n, lens[0]), out, out.n, tol)
+				}
+			})
+		}
+	}
+}
+
+// TestMLASplits pins the split arithmetic the partials are sized by: every
+// split holds keys, splits cover the context, and rows·splits stays under
+// mlaPartials' bound.
+func TestMLASplits(t *testing.T) {
+	b := &Backend{info: DeviceInfo{SMs: 132}}
+	for _, heads := range []int{1, 16, 20, 128} {
+		groups := (heads + mlaHB - 1) / mlaHB
+		for _, rows := range []int{1, 3, 16} {
+			for _, maxT := range []int{1, 63, 64, 65, 1000, 4096, 33000, 163840} {
+				ns, L := b.mlaSplits(maxT, rows*groups)
+				require.GreaterOrEqual(t, L, mlaMinKeys)
+				require.Zero(t, L%mlaTCBN)
+				require.GreaterOrEqual(t, ns*L, maxT)
+				require.Less(t, (ns-1)*L, maxT, "an empty split")
+				require.LessOrEqual(t, int64(rows*ns*heads*(512+2)), b.mlaPartials(rows, heads, 512),
+					"heads %d rows %d maxT %d: %d splits", heads, rows, maxT, ns)
+			}
+		}
+	}
+}
+
+// benchGPU opens a backend for a benchmark, or skips it without a GPU.
+func benchGPU(b *testing.B, opts Options) *Backend {
+	b.Helper()
+	if err := Available(); err != nil {
+		b.Skipf("no GPU: %v", err)
+	}
+	g, err := New(opts)
+	require.NoError(b, err)
+	b.Cleanup(func() { g.Close() })
+	return g
+}
+
+// timeOps reports the device time of one call of run (reps calls a timing)
+// as us/op.
+func timeOps(b *testing.B, g *Backend, run func()) float64 {
+	b.Helper()
+	run()
+	require.NoError(b, g.Sync())
+	const reps = 20
+	var total float64
+	for range b.N {
+		ms, err := g.Time(func() {
+			for range reps {
+				run()
+			}
+		})
+		require.NoError(b, err)
+		total += ms
+	}
+	us := total * 1000 / float64(b.N*reps)
+	b.ReportMetric(us, "us/op")
+	return us
+}
+
+// fillKV stores n random keys at positions 0.. of layer 0 of a contiguous
+// cache with Attention's store kernel alone.
+func fillKV(b *testing.B, g *Backend, c *KVCache, n int) {
+	kw := c.spec.KVHeads * c.spec.KDim
+	kb, err := g.Alloc(n * kw)
+	require.NoError(b, err)
+	require.NoError(b, g.RandomBuffer(kb, 1, 0, 1))
+	g.mu.Lock()
+	g.launch("kv_store_"+dtypeNames[c.dt], dim3{blocks(int64(n)*int64(kw), 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+		a.ptr(c.k).ptr(0).ptr(g.dev(kb).p).ptr(0).i32(n).i32(0).ptr(g.dp).i32(kw).i32(0)
+	})
+	g.mu.Unlock()
+	require.NoError(b, g.Sync())
+}
+
+// splitAttention is what Attention ran on MLA caches before the MLA
+// kernel: the generic split-KV kernel for one query row at pos (keys
+// stored), 128 keys a split.
+func splitAttention(g *Backend, c *KVCache, ob, qb *Buffer, pos, heads int, scale float32) {
+	kd, vd := c.spec.KDim, c.spec.VDim
+	L := splitKeys
+	ns := (pos + L) / L
+	smem := heads*(kd+L)*4 + 128*8*4
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.growPartials(&c.kvMem, int64(heads)*int64(ns)*int64(vd+2)) {
+		return
+	}
+	g.launch("attn_split_"+dtypeNames[c.dt], dim3{ns, 1, 1}, dim3{128, 1, 1}, smem, func(a *args) {
+		a.ptr(c.part).ptr(qb.p).ptr(c.k).ptr(c.k).i32(1).i32(pos).ptr(g.dp).i32(heads).i32(1).i32(kd).i32(vd).
+			i32(kd).i32(kd).f32(scale).i32(L).i32(ns).i32(kd)
+	})
+	g.launch("attn_combine", dim3{heads, 1, 1}, dim3{128, 1, 1}, 0, func(a *args) {
+		a.ptr(ob.p).ptr(c.part).i32(heads).i32(vd).i32(ns)
+	})
+}
+
+// BenchmarkMLADecode: one decode row of MLA attention (kd 576, vd 512, f16
+// cache) over ctx cached positions, on the tensor-core MLA kernel (tc), the
+// float32 one (core) and, for 16 heads, the generic split-KV kernel they
+// replace. GB/s counts the cache bytes once.
+func BenchmarkMLADecode(b *testing.B) {
+	const kd, vd = 576, 512
+	for _, heads := range []int{16, 128} {
+		for _, ctx := range []int{1024, 4096, 16384} {
+			for _, path := range []string{"tc", "core", "split"} {
+				if path == "split" && heads > 64 {
+					continue // the generic kernel takes groups of at most 64
+				}
+				b.Run(fmt.Sprintf("heads=%d/ctx=%d/%s", heads, ctx, path), func(b *testing.B) {
+					g := benchGPU(b, Options{KVDType: kernels.F16})
+					g.mla.core = path == "core"
+					kv, err := g.NewKVCache(kernels.KVSpec{Layers: 1, MaxTokens: ctx, KVHeads: 1, KDim: kd, VDim: vd, VInK: true})
+					require.NoError(b, err)
+					c := kv.(*KVCache)
+					fillKV(b, g, c, ctx)
+					q, err := g.Alloc(heads * kd)
+					require.NoError(b, err)
+					require.NoError(b, g.RandomBuffer(q, 2, 0, 1))
+					out, err := g.Alloc(heads * vd)
+					require.NoError(b, err)
+					us := timeOps(b, g, func() {
+						if path != "split" {
+							g.AttentionNoStore(out, q, c, 0, ctx-1, 1, heads, 0.04)
+						} else {
+							splitAttention(g, c, g.dev(out), g.dev(q), ctx-1, heads, 0.04)
+						}
+					})
+					b.ReportMetric(float64(ctx*kd*2)/(us*1e3), "GB/s")
+				})
+			}
+		}
+	}
+}
+
+// BenchmarkMLAPagedDecode: a batch of 32 decode rows, each its own
+// sequence of ctx positions in shuffled 16-position blocks (f16 cache),
+// through PagedAttention (the row's key store included), on the
+// tensor-core and the float32 MLA kernels.
+func BenchmarkMLAPagedDecode(b *testing.B) {
+	const kd, vd, seqs, bs = 576, 512, 32, 16
+	for _, heads := range []int{16, 128} {
+		for _, ctx := range []int{1024, 4096} {
+			for _, path := range []string{"tc", "core"} {
+				b.Run(fmt.Sprintf("heads=%d/ctx=%d/batch=%d/%s", heads, ctx, seqs, path), func(b *testing.B) {
+					g := benchGPU(b, Options{KVDType: kernels.F16})
+					g.mla.core = path == "core"
+					nb := ctx / bs
+					spec := kernels.PagedKVSpec{Layers: 1, Blocks: seqs * nb, BlockTokens: bs, KVHeads: 1, KDim: kd, VDim: vd, VInK: true}
+					kv, err := g.NewPagedKV(spec)
+					require.NoError(b, err)
+					c := kv.(*PagedKV)
+					perm := rand.New(rand.NewPCG(1, 2)).Perm(spec.Blocks)
+					fill := &kernels.Batch{Tables: make([][]int32, seqs)}
+					dec := &kernels.Batch{Tables: fill.Tables}
+					for s := range seqs {
+						for i := range nb {
+							fill.Tables[s] = append(fill.Tables[s], int32(perm[s*nb+i]))
+						}
+						for p := range ctx {
+							fill.Pos, fill.Seq = append(fill.Pos, int32(p)), append(fill.Seq, int32(s))
+						}
+						dec.Pos, dec.Seq = append(dec.Pos, int32(ctx-1)), append(dec.Seq, int32(s))
+					}
+					n := fill.Rows()
+					kb, err := g.Alloc(n * kd)
+					require.NoError(b, err)
+					require.NoError(b, g.RandomBuffer(kb, 3, 0, 1))
+					g.mu.Lock()
+					if g.uploadBatch(fill) {
+						d := &g.bd
+						g.launch("kv_store_paged_"+dtypeNames[c.dt], dim3{blocks(int64(n)*kd, 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+							a.ptr(c.k).ptr(0).ptr(g.dev(kb).p).ptr(0).i32(n).ptr(d.pos).ptr(d.seq).ptr(d.tab).i32(d.maxb).i32(bs).i32(kd).i32(0)
+						})
+					}
+					g.mu.Unlock()
+					require.NoError(b, g.Sync())
+					q, err := g.Alloc(seqs * heads * kd)
+					require.NoError(b, err)
+					require.NoError(b, g.RandomBuffer(q, 4, 0, 1))
+					k1, err := g.Alloc(seqs * kd)
+					require.NoError(b, err)
+					require.NoError(b, g.RandomBuffer(k1, 5, 0, 1))
+					out, err := g.Alloc(seqs * heads * vd)
+					require.NoError(b, err)
+					us := timeOps(b, g, func() { g.PagedAttention(out, q, k1, nil, kv, 0, dec, heads, 0.04) })
+					b.ReportMetric(float64(seqs*ctx*kd*2)/(us*1e3), "GB/s")
+				})
+			}
+		}
+	}
+}
+
+// BenchmarkMatMulHeads: the absorbed projections (bf16) of V2-Lite (16
+// heads) and V3 (128) as one MatMulHeads against the per-head loop the
+// engine ran before (Copy2D, MatMul, Copy2D a head).
+func BenchmarkMatMulHeads(b *testing.B) {
+	for _, sh := range []struct {
+		name                        string
+		heads, rows, cols, xHd, yHd int
+	}{
+		{"v2-uk", 16, 512, 128, 192, 576}, // q_nope of [nope|rope] heads into [latent|rope]
+		{"v2-uv", 16, 128, 512, 512, 128},
+		{"v3-uk", 128, 512, 128, 192, 576},
+		{"v3-uv", 128, 128, 512, 512, 128},
+	} {
+		for _, n := range []int{1, 8, 128, 512} {
+			for _, path := range []string{"heads", "loop"} {
+				b.Run(fmt.Sprintf("%s/n=%d/%s", sh.name, n, path), func(b *testing.B) {
+					g := benchGPU(b, Options{})
+					w, err := g.RandomMatrix(sh.heads*sh.rows, sh.cols, kernels.BF16, 1, 0.05)
+					require.NoError(b, err)
+					w.parts = make([]int, sh.heads)
+					for h := range w.parts {
+						w.parts[h] = sh.rows
+					}
+					xRow, yRow := sh.heads*sh.xHd, sh.heads*sh.yHd
+					x, err := g.Alloc(n * xRow)
+					require.NoError(b, err)
+					require.NoError(b, g.RandomBuffer(x, 2, 0, 1))
+					y, err := g.Alloc(n * yRow)
+					require.NoError(b, err)
+					tA, err := g.Alloc(n * sh.cols)
+					require.NoError(b, err)
+					tB, err := g.Alloc(n * sh.rows)
+					require.NoError(b, err)
+					views := make([]*Matrix, sh.heads)
+					for h := range views {
+						views[h] = &Matrix{p: w.p + devptr(h*sh.rows*sh.cols*2), rows: sh.rows, cols: sh.cols, dt: kernels.BF16, parts: []int{sh.rows}}
+					}
+					outs := []kernels.Buffer{tB}
+					timeOps(b, g, func() {
+						if path == "heads" {
+							g.MatMulHeads(y, yRow, sh.yHd, x, xRow, sh.xHd, n, w)
+							return
+						}
+						for h, v := range views {
+							g.Copy2D(tA, 0, sh.cols, x, h*sh.xHd, xRow, n, sh.cols)
+							g.MatMul(outs, tA, n, v, nil)
+							g.Copy2D(y, h*sh.yHd, yRow, tB, 0, sh.rows, n, sh.rows)
+						}
+					})
+				})
+			}
+		}
+	}
+}
