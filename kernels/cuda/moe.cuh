@@ -732,6 +732,15 @@ MOE_MMA(bf16, __nv_bfloat16)
 MOE_MMA(f16, __half)
 MOE_MMA(fp8, fp8_e4m3)
 
+// moe_rand_fp8: n random finite e4m3 codes (RandomExperts' fp8 experts:
+// values up to ±448, NaN encodings moved to ±448).
+extern "C" __global__ void moe_rand_fp8(uint8_t* out, long long n, unsigned int seed) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+    unsigned b = (unsigned)((hash_uniform(i, seed) + 1.f) * 128.f) & 0xffu;
+    out[i] = (uint8_t)((b & 0x7fu) == 0x7fu ? b - 1 : b);
+  }
+}
+
 // moe_combine: out[t, c] (+)= Σ_j w[t,j]·Y[t·k+j, c] over the held experts,
 // in slot order. Grid (ceil(hidden/256), n), 256 threads.
 extern "C" __global__ void __launch_bounds__(256) moe_combine(float* __restrict__ out, const float* __restrict__ Y,

@@ -587,32 +587,76 @@ func (v captureView) ReadRoutes(kernels.MoERoutes, int, []int32, []float32) erro
 	return fmt.Errorf("cuda: ReadRoutes during graph capture")
 }
 
-// RandomExperts makes cnt bf16 experts (from global index first) of
-// uniform values in [-scale, scale) directly on the device, for
-// benchmarks at real model sizes without host data.
-func (b *Backend) RandomExperts(first, cnt, hidden, inter int, seed uint32, scale float32) (*Experts, error) {
+// RandomExperts makes cnt experts (from global index first) directly on
+// the device, for benchmarks at real model sizes without host data: bf16
+// values uniform in [-scale, scale), or fp8 (random finite e4m3 codes in
+// 128×128 blocks whose scales are all scale/448; hidden and inter must be
+// multiples of 128).
+func (b *Backend) RandomExperts(first, cnt, hidden, inter int, dt kernels.DType, seed uint32, scale float32) (*Experts, error) {
 	if first < 0 || cnt <= 0 || hidden <= 0 || inter <= 0 {
 		return nil, fmt.Errorf("cuda: RandomExperts: bad shape first %d, %d experts of %d→%d", first, cnt, hidden, inter)
+	}
+	if dt != kernels.BF16 && (dt != kernels.FP8 || hidden%128 != 0 || inter%128 != 0) {
+		return nil, fmt.Errorf("cuda: RandomExperts: %v experts of %d→%d (bf16, or fp8 of whole 128×128 blocks)", dt, hidden, inter)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
 		return nil, errClosed
 	}
-	e := &Experts{first: first, cnt: cnt, hidden: hidden, inter: inter, dt: kernels.BF16}
+	e := &Experts{first: first, cnt: cnt, hidden: hidden, inter: inter, dt: dt}
+	if dt == kernels.FP8 {
+		e.br, e.bc = 128, 128
+	}
 	n := int64(cnt) * int64(hidden) * int64(inter)
-	var err error
-	if e.gu, err = b.alloc.get(2 * n * 2); err != nil {
+	es := int64(dt.Size())
+	var held []devptr
+	get := func(dst *devptr, bytes int64) error {
+		p, err := b.alloc.get(bytes)
+		if err != nil {
+			for _, q := range held {
+				b.alloc.put(q)
+			}
+			return fmt.Errorf("cuda: RandomExperts: %w", err)
+		}
+		held = append(held, p)
+		*dst = p
+		return nil
+	}
+	if err := get(&e.gu, 2*n*es); err != nil {
 		return nil, err
 	}
-	if e.dn, err = b.alloc.get(n * 2); err != nil {
-		b.alloc.put(e.gu)
+	if err := get(&e.dn, n*es); err != nil {
 		return nil, err
+	}
+	if dt == kernels.FP8 {
+		lg, ld := e.fp8Layouts()
+		gs, ds := int64(cnt)*int64(2*inter/128)*int64(lg.sc), int64(cnt)*int64(hidden/128)*int64(ld.sc)
+		if err := get(&e.gus, gs*4); err != nil {
+			return nil, err
+		}
+		if err := get(&e.dns, ds*4); err != nil {
+			return nil, err
+		}
+		for _, s := range []struct {
+			p devptr
+			n int64
+		}{{e.gus, gs}, {e.dns, ds}} {
+			b.launch("fill", dim3{blocks(s.n, 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+				a.ptr(s.p).f32(scale / 448).i64(s.n)
+			})
+		}
 	}
 	for i, s := range []struct {
 		p devptr
 		n int64
 	}{{e.gu, 2 * n}, {e.dn, n}} {
+		if dt == kernels.FP8 {
+			b.launch("moe_rand_fp8", dim3{blocks(s.n, 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+				a.ptr(s.p).i64(s.n).u32(seed + uint32(i))
+			})
+			continue
+		}
 		b.launch("rand_bf16", dim3{blocks(s.n, 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
 			a.ptr(s.p).i64(s.n).u32(seed + uint32(i)).f32(scale)
 		})

@@ -377,8 +377,9 @@ func TestMoECaptured(t *testing.T) {
 // BenchmarkMoELayer times one MoE layer's routed part (route, then the
 // experts: the decode kernels up to 8 rows, the sort and grouped kernels
 // above) at DeepSeek-V3's shape (256 experts top-8 of 2048 features over
-// 7168, 8 groups keep 4: 22.5 GB of bf16 experts) and V2-Lite's (64 top-6,
-// 1408 over 2048), bf16 weights made on the device. For one row it
+// 7168, 8 groups keep 4: 22.5 GB of bf16 experts, 11.3 GB of fp8) and
+// V2-Lite's (64 top-6, 1408 over 2048, bf16 only: not whole 128-row
+// blocks), bf16 and fp8 weights made on the device. For one row it
 // reports the bandwidth of the k experts' weights read.
 func BenchmarkMoELayer(b *testing.B) {
 	if err := Available(); err != nil {
@@ -397,45 +398,55 @@ func BenchmarkMoELayer(b *testing.B) {
 		{"v2-lite", routing.Config{Method: routing.TopKGreedy, Scoring: routing.ScoringSoftmax, Experts: 64, TopK: 6, Groups: 1, TopGroups: 1, Scale: 1}, 2048, 1408},
 	} {
 		c := sh.cfg
-		ex, err := g.RandomExperts(0, c.Experts, sh.hidden, sh.inter, 1, 0.02)
-		require.NoError(b, err)
 		var bias []float32
 		if c.Method == routing.TopKNoAuxTC {
 			bias = make([]float32, c.Experts)
 		}
 		r, err := g.NewMoERouter(c, bias)
 		require.NoError(b, err)
-		for _, n := range []int{1, 8, 128} {
-			b.Run(fmt.Sprintf("%s/rows=%d", sh.name, n), func(b *testing.B) {
-				rt, err := g.NewMoERoutes(kernels.MoERoutesSpec{Rows: n, TopK: c.TopK, Experts: c.Experts, Hidden: sh.hidden, Inter: sh.inter})
-				require.NoError(b, err)
-				logits, err := g.Alloc(n * c.Experts)
-				require.NoError(b, err)
-				x, err := g.Alloc(n * sh.hidden)
-				require.NoError(b, err)
-				out, err := g.Alloc(n * sh.hidden)
-				require.NoError(b, err)
-				require.NoError(b, g.RandomBuffer(logits, 3, 0, 4))
-				require.NoError(b, g.RandomBuffer(x, 4, 0, 1))
-				g.Route(rt, r, logits, n)
-				g.MoEExperts(out, x, n, ex, rt, false)
-				require.NoError(b, g.Sync())
-				var ms float64 // device time between events around each layer
-				for b.Loop() {
-					t, err := g.Time(func() {
-						g.Route(rt, r, logits, n)
-						g.MoEExperts(out, x, n, ex, rt, false)
-					})
-					require.NoError(b, err)
-					ms += t
-				}
-				per := ms / 1e3 / float64(b.N)
-				b.ReportMetric(per*1e6, "µs/layer")
-				if n == 1 {
-					bytes := float64(c.TopK) * 3 * float64(sh.hidden) * float64(sh.inter) * 2
-					b.ReportMetric(bytes/per/1e9, "GB/s")
-				}
-			})
+		for _, dt := range []kernels.DType{kernels.BF16, kernels.FP8} {
+			if dt == kernels.FP8 && (sh.hidden%128 != 0 || sh.inter%128 != 0) {
+				continue
+			}
+			ex, err := g.RandomExperts(0, c.Experts, sh.hidden, sh.inter, dt, 1, 0.02)
+			require.NoError(b, err)
+			moeBenchLayer(b, g, sh.name, dt, c, r, ex, sh.hidden, sh.inter)
 		}
+	}
+}
+
+// moeBenchLayer runs BenchmarkMoELayer's row counts for one layer's experts.
+func moeBenchLayer(b *testing.B, g *Backend, name string, dt kernels.DType, c routing.Config, r kernels.MoERouter, ex *Experts, hidden, inter int) {
+	for _, n := range []int{1, 8, 128} {
+		b.Run(fmt.Sprintf("%s/%v/rows=%d", name, dt, n), func(b *testing.B) {
+			rt, err := g.NewMoERoutes(kernels.MoERoutesSpec{Rows: n, TopK: c.TopK, Experts: c.Experts, Hidden: hidden, Inter: inter})
+			require.NoError(b, err)
+			logits, err := g.Alloc(n * c.Experts)
+			require.NoError(b, err)
+			x, err := g.Alloc(n * hidden)
+			require.NoError(b, err)
+			out, err := g.Alloc(n * hidden)
+			require.NoError(b, err)
+			require.NoError(b, g.RandomBuffer(logits, 3, 0, 4))
+			require.NoError(b, g.RandomBuffer(x, 4, 0, 1))
+			g.Route(rt, r, logits, n)
+			g.MoEExperts(out, x, n, ex, rt, false)
+			require.NoError(b, g.Sync())
+			var ms float64 // device time between events around each layer
+			for b.Loop() {
+				t, err := g.Time(func() {
+					g.Route(rt, r, logits, n)
+					g.MoEExperts(out, x, n, ex, rt, false)
+				})
+				require.NoError(b, err)
+				ms += t
+			}
+			per := ms / 1e3 / float64(b.N)
+			b.ReportMetric(per*1e6, "µs/layer")
+			if n == 1 {
+				bytes := float64(c.TopK) * 3 * float64(hidden) * float64(inter) * float64(dt.Size())
+				b.ReportMetric(bytes/per/1e9, "GB/s")
+			}
+		})
 	}
 }
