@@ -13,12 +13,13 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/deepseek-go/deepseek-go/engine/safetensors"
+	"github.com/deepseek-go/deepseek-go/kernels"
 	"github.com/deepseek-go/deepseek-go/kernels/cuda"
 )
 
 // TestCUDAFP8Resident: the fp8 fixture on the GPU keeps its fp8 weights as
 // fp8 (one byte per value plus the block scales: the CPU's resident bytes,
-// dtype by dtype), matches its transformers reference with the tolerance of
+// dtype by dtype; the routed experts too), matches its transformers reference with the tolerance of
 // TestCUDAVerifyDeepseekFixtures, and follows the CPU (fp8 kept there too)
 // position by position, over a prefill chunk (bf16 tensor-core GEMMs on
 // the GPU) and over decode steps (the fp8 GEMV), on both MLA paths.
@@ -75,6 +76,15 @@ func TestCUDAFP8Resident(t *testing.T) {
 
 			gby := gm.Info().BytesByDType
 			assert.Equal(t, cm.Info().BytesByDType, gby, "resident bytes by dtype, GPU vs CPU")
+			ex := expertsOf(gm)
+			require.NotEmpty(t, ex, "the fixture has MoE layers")
+			var exBytes int64
+			for _, e := range ex {
+				assert.Equal(t, kernels.FP8, e.DType(), "routed experts stay fp8")
+				exBytes += e.Bytes()
+			}
+			assert.Less(t, exBytes, gby["fp8"], "the experts' fp8 bytes and scales count as fp8")
+			assertFP8Experts(t, gm, cm)
 			if path == MLANaive {
 				assert.Equal(t, fp8Vals+scaleBytes, gby["fp8"], "every fp8 value and scale, as fp8")
 			} else {

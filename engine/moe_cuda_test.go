@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/deepseek-go/deepseek-go/engine/safetensors"
+	"github.com/deepseek-go/deepseek-go/kernels"
 	"github.com/deepseek-go/deepseek-go/kernels/cuda"
 )
 
@@ -21,7 +22,7 @@ import (
 // decodes greedily on the GPU with its decode step captured as one graph
 // (routing and experts on the device: no read-back inside a step) and
 // makes the CPU's tokens; the expert counters, kept on the device, count
-// every routed row.
+// every routed row. fp8 experts stay fp8 on the GPU (assertFP8Experts).
 func TestCUDADeepseekMoEGraph(t *testing.T) {
 	needCUDA(t)
 	if os.Getenv("DSGO_NO_GRAPH") != "" {
@@ -60,6 +61,7 @@ func TestCUDADeepseekMoEGraph(t *testing.T) {
 				require.NoError(t, err)
 				defer m.Close()
 				require.True(t, strings.HasPrefix(m.Info().Backend, "cuda"), m.Info().Backend)
+				assertFP8Experts(t, m, cpuM)
 				got, s := greedy(m)
 				assert.Equal(t, want, got, "greedy tokens on %s", m.Info().Backend)
 				assert.False(t, s.graph.failed, "the decode step must capture")
@@ -78,6 +80,33 @@ func TestCUDADeepseekMoEGraph(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// expertsOf returns the routed experts of m's MoE layers in layer order.
+func expertsOf(m *Model) []kernels.Experts {
+	var out []kernels.Experts
+	for _, b := range m.blocks {
+		if blk, ok := b.(*deepseekBlock); ok && blk.moe != nil {
+			out = append(out, blk.moe.Experts)
+		}
+	}
+	return out
+}
+
+// assertFP8Experts: where the CPU model (ref) holds fp8 experts, the GPU
+// model m holds them as fp8 too, with the same resident bytes (the fp8
+// bytes and the block scales).
+func assertFP8Experts(t *testing.T, m, ref *Model) {
+	t.Helper()
+	got, want := expertsOf(m), expertsOf(ref)
+	require.Len(t, got, len(want))
+	for i, w := range want {
+		if w.DType() != kernels.FP8 {
+			continue
+		}
+		assert.Equal(t, kernels.FP8, got[i].DType(), "MoE layer %d: fp8 experts stay fp8", i)
+		assert.Equal(t, w.Bytes(), got[i].Bytes(), "MoE layer %d: expert bytes, GPU vs CPU", i)
 	}
 }
 

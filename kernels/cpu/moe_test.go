@@ -15,8 +15,10 @@ import (
 
 // TestMoEExpertsFormula checks the MoE capability against the formula in
 // float64: out[t] (+)= Σ_j w[t,j]·down_e(silu(gate_e·x) ⊙ up_e·x) for the
-// routing kernels/routing gives, over 16-bit and f32 weights, for all of a
-// layer's experts and for a shard's run (other experts add nothing).
+// routing kernels/routing gives, over 16-bit, f32 and fp8 weights (fp8
+// kept as fp8: its bytes and block scales are what the experts hold), for
+// all of a layer's experts and for a shard's run (other experts add
+// nothing).
 func TestMoEExpertsFormula(t *testing.T) {
 	b := New(2)
 	defer b.Close()
@@ -24,25 +26,36 @@ func TestMoEExpertsFormula(t *testing.T) {
 	const E, k, hid, inter = 8, 3, 40, 24
 	cfg := routing.Config{Method: routing.TopKGroupLimit, Scoring: routing.ScoringSoftmax, Experts: E, TopK: k,
 		Groups: 4, TopGroups: 3, NormTopK: true, Scale: 1}
-	for _, dt := range []kernels.DType{kernels.F32, kernels.BF16, kernels.F16} {
+	for _, dt := range []kernels.DType{kernels.F32, kernels.BF16, kernels.F16, kernels.FP8} {
+		mk := func(name string, rows, cols int) (kernels.HostMatrix, []float32) {
+			if dt == kernels.FP8 {
+				return randFP8(r, name, fp8Shape{rows: rows, br: 8, bc: 16}, cols)
+			}
+			return hostMatrix(t, name, randVec(r, rows*cols), rows, cols, dt)
+		}
 		for _, run := range [][2]int{{0, E}, {3, 2}} {
 			first, cnt := run[0], run[1]
 			var p kernels.ExpertParts
 			p.First = first
 			gate, up, down := make([][]float32, E), make([][]float32, E), make([][]float32, E)
+			var bytes int64 // what the parts hold, scales included
 			for e := first; e < first+cnt; e++ {
 				var h kernels.HostMatrix
-				h, gate[e] = hostMatrix(t, fmt.Sprint("gate", e), randVec(r, inter*hid), inter, hid, dt)
+				h, gate[e] = mk(fmt.Sprint("gate", e), inter, hid)
 				p.Gate = append(p.Gate, h)
-				h, up[e] = hostMatrix(t, fmt.Sprint("up", e), randVec(r, inter*hid), inter, hid, dt)
+				h, up[e] = mk(fmt.Sprint("up", e), inter, hid)
 				p.Up = append(p.Up, h)
-				h, down[e] = hostMatrix(t, fmt.Sprint("down", e), randVec(r, hid*inter), hid, inter, dt)
+				h, down[e] = mk(fmt.Sprint("down", e), hid, inter)
 				p.Down = append(p.Down, h)
+				for _, h := range []kernels.HostMatrix{p.Gate[len(p.Gate)-1], p.Up[len(p.Up)-1], h} {
+					bytes += int64(len(h.Data)) + 4*int64(len(h.Scales))
+				}
 			}
 			ex, err := b.UploadExperts(p, false)
 			require.NoError(t, err)
 			assert.Equal(t, dt, ex.DType())
 			assert.Equal(t, cnt, ex.Count())
+			assert.Equal(t, bytes, ex.Bytes(), "resident bytes")
 			router, err := b.NewMoERouter(cfg, nil)
 			require.NoError(t, err)
 			rt, err := b.NewMoERoutes(kernels.MoERoutesSpec{Rows: 9, TopK: k, Experts: E, Hidden: hid, Inter: inter})

@@ -74,27 +74,40 @@ func fp8LayoutOf(parts []kernels.HostMatrix) (*fp8Layout, []float32, error) {
 	return l, sc, nil
 }
 
-// fp8Desc is the kernels' FP8Scales argument for m (48 bytes: the scale
-// pointer, sc, br, bc, the first rows of parts 1..3, the four offsets).
-func (m *Matrix) fp8Desc() [48]byte {
+// fp8Desc is the kernels' FP8Scales argument for m.
+func (m *Matrix) fp8Desc() [48]byte { return fp8DescOf(m.scales, m.fp8, m.parts, m.rows) }
+
+// fp8DescOf is an FP8Scales argument (48 bytes: the scale pointer, sc, br,
+// bc, the first rows of parts 1..3, the four offsets) for scales laid out
+// as l over parts of a matrix of rows rows.
+func fp8DescOf(scales devptr, l *fp8Layout, parts []int, rows int) [48]byte {
 	var d [48]byte
-	l := m.fp8
-	*(*uint64)(unsafe.Pointer(&d[0])) = m.scales
+	*(*uint64)(unsafe.Pointer(&d[0])) = uint64(scales)
 	put := func(i int, v int32) { *(*int32)(unsafe.Pointer(&d[8+4*i])) = v }
 	put(0, int32(l.sc))
 	put(1, int32(l.br))
 	put(2, int32(l.bc))
 	s := 0
 	for i := 1; i <= 3; i++ {
-		if i-1 < len(m.parts) {
-			s += m.parts[i-1]
+		if i-1 < len(parts) {
+			s += parts[i-1]
 		}
-		put(2+i, int32(min(s, m.rows)))
+		put(2+i, int32(min(s, rows)))
 	}
 	for i, o := range l.off {
 		put(6+i, o)
 	}
 	return d
+}
+
+// fp8CShift is the vector kernels' block-column shift for block width bc
+// (a 16-value chunk c lies in block column c >> shift), or -1 when bc is
+// not 16 times a power of two (scalar kernels).
+func fp8CShift(bc int) int {
+	if bc%16 != 0 || bits.OnesCount(uint(bc/16)) != 1 {
+		return -1
+	}
+	return bits.TrailingZeros(uint(bc / 16))
 }
 
 // fp8Scratch is the bf16 slice of dequantised weights the cuBLASLt prefill
@@ -116,8 +129,8 @@ func (b *Backend) matmulFP8(m *Matrix, xb *Buffer, n int, parts []byte, ys [4]de
 	// The vector kernels take 16-value chunks inside one block column.
 	vec := m.cols%16 == 0 && m.fp8.bc%16 == 0
 	cshift := -1
-	if vec && bits.OnesCount(uint(m.fp8.bc/16)) == 1 {
-		cshift = bits.TrailingZeros(uint(m.fp8.bc / 16))
+	if vec {
+		cshift = fp8CShift(m.fp8.bc)
 	}
 	scalar := func() {
 		b.launch("gemvs_fp8", dim3{(m.rows + 7) / 8, 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {

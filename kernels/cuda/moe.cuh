@@ -6,14 +6,28 @@
 //   gate|up  W [cnt, 2·inter, hidden]  rows 0..inter-1 gate, inter..2·inter-1 up
 //   down     D [cnt, hidden, inter]
 //   int8: one float32 scale per row, [cnt, 2·inter] and [cnt, hidden]
+//   fp8:  block scales of the stacked matrix (each expert's rows are a
+//         multiple of the block height, so stacked row R uses scale row
+//         R / br): the FP8Scales descriptor fq of each kernel, as gemv_fp8
 //   routes   idx int32 [n, k] (global expert ids), w float32 [n, k];
 //            pair p = t·k + j is slot j of row t.
 // Experts cover global ids [first, first+cnt); pairs routed elsewhere (to
 // another shard's experts) contribute nothing.
 //
 // Every kernel is templated on the weight type and reads weights through
-// V16<T> (16-byte vectors) or tof(), so another storage type (fp8 with its
-// block scales) slots in as a V16 specialisation plus a scale lookup.
+// V16<T> (16-byte vectors) or moe_w() (one value); fp8 adds its block
+// scale: per 16-value chunk in the vector loops (cshift ≥ 0: the chunk's
+// block column is c >> cshift, as gemv_fp8), per value otherwise (as
+// gemvs_fp8 and the CPU: value × scale, then the product).
+
+template <typename T> struct MoEIsFP8 { static constexpr bool v = false; };
+template <> struct MoEIsFP8<fp8_e4m3> { static constexpr bool v = true; };
+
+// moe_w reads weight i (stacked row `row`, column c) as a float.
+template <typename T> DEVI float moe_w(const T* W, size_t i, const FP8Scales&, int, int) { return tof(W[i]); }
+DEVI float moe_w(const fp8_e4m3* W, size_t i, const FP8Scales& fq, int row, int c) {
+  return tof(W[i]) * fp8_srow(fq, row)[c / fq.bc];
+}
 
 // ---------------------------------------------------------------- routing
 
@@ -144,8 +158,9 @@ extern "C" __global__ void __launch_bounds__(32) moe_route(int* __restrict__ idx
 template <typename T, int R, int U>
 __device__ void moe_gateup_dec(const T* __restrict__ W, const float* __restrict__ wsc, const float* __restrict__ x,
                                const int* __restrict__ idx, float* __restrict__ H, int k, int first, int cnt,
-                               int hidden, int inter) {
+                               int hidden, int inter, const FP8Scales& fq, int cshift) {
   constexpr int EL = V16<T>::N;
+  constexpr bool FP8 = MoEIsFP8<T>::v;
   const int lane = threadIdx.x & 31;
   const int p = blockIdx.y, t = p / k;
   const int e = idx[p] - first;
@@ -159,23 +174,31 @@ __device__ void moe_gateup_dec(const T* __restrict__ W, const float* __restrict_
   for (int h = 0; h < 2; h++)
 #pragma unroll
     for (int r = 0; r < R; r++) acc[h][r] = 0.f;
-  if (hidden % EL == 0) {
+  if (hidden % EL == 0 && (!FP8 || cshift >= 0)) {
     const uint4* wp[2][R];
+    const float* sp[2][R];  // fp8: the rows' block scales
 #pragma unroll
     for (int h = 0; h < 2; h++)
 #pragma unroll
-      for (int r = 0; r < R; r++)
-        wp[h][r] = reinterpret_cast<const uint4*>(We + (size_t)(h * inter + min(f0 + r, inter - 1)) * hidden);
+      for (int r = 0; r < R; r++) {
+        const int wr = h * inter + min(f0 + r, inter - 1);
+        wp[h][r] = reinterpret_cast<const uint4*>(We + (size_t)wr * hidden);
+        if (FP8) sp[h][r] = fp8_srow(fq, e * 2 * inter + wr);
+      }
     const int nch = hidden / EL;
     for (int c0 = lane; c0 < nch; c0 += 32 * U) {
       uint4 wv[U][2][R];
+      float sv[U][2][R];
 #pragma unroll
       for (int u = 0; u < U; u++) {
         int c = c0 + u * 32;
 #pragma unroll
         for (int h = 0; h < 2; h++)
 #pragma unroll
-          for (int r = 0; r < R; r++) wv[u][h][r] = (c < nch) ? ldw(wp[h][r] + c) : make_uint4(0, 0, 0, 0);
+          for (int r = 0; r < R; r++) {
+            wv[u][h][r] = (c < nch) ? ldw(wp[h][r] + c) : make_uint4(0, 0, 0, 0);
+            if (FP8) sv[u][h][r] = (c < nch) ? __ldg(sp[h][r] + (c >> cshift)) : 0.f;
+          }
       }
 #pragma unroll
       for (int u = 0; u < U; u++) {
@@ -194,20 +217,29 @@ __device__ void moe_gateup_dec(const T* __restrict__ W, const float* __restrict_
             for (int r = 0; r < R; r++) {
               float wf[EL];
               V16<T>::cvt(wv[u][h][r], wf);
+              if (FP8) {  // one scale per 16-value chunk, as gemv_fp8
+                float d = 0.f;
 #pragma unroll
-              for (int q = 0; q < EL; q++) acc[h][r] = fmaf(wf[q], xv[q], acc[h][r]);
+                for (int q = 0; q < EL; q++) d = fmaf(wf[q], xv[q], d);
+                acc[h][r] = fmaf(d, sv[u][h][r], acc[h][r]);
+              } else {
+#pragma unroll
+                for (int q = 0; q < EL; q++) acc[h][r] = fmaf(wf[q], xv[q], acc[h][r]);
+              }
             }
         }
       }
     }
-  } else {  // rows not 16-byte aligned (odd widths): scalar loads
+  } else {  // rows not 16-byte aligned (odd widths, fp8 blocks the vector loop does not take): scalar loads
     for (int c = lane; c < hidden; c += 32) {
       float xv = xr[c];
 #pragma unroll
       for (int h = 0; h < 2; h++)
 #pragma unroll
-        for (int r = 0; r < R; r++)
-          acc[h][r] = fmaf(tof(We[(size_t)(h * inter + min(f0 + r, inter - 1)) * hidden + c]), xv, acc[h][r]);
+        for (int r = 0; r < R; r++) {
+          const int wr = h * inter + min(f0 + r, inter - 1);
+          acc[h][r] = fmaf(moe_w(We, (size_t)wr * hidden + c, fq, e * 2 * inter + wr, c), xv, acc[h][r]);
+        }
     }
   }
 #pragma unroll
@@ -237,8 +269,9 @@ __device__ void moe_gateup_dec(const T* __restrict__ W, const float* __restrict_
 template <typename T, int R, int U>
 __device__ void moe_down_dec(const T* __restrict__ D, const float* __restrict__ dsc, const float* __restrict__ H,
                              const int* __restrict__ idx, const float* __restrict__ w, float* __restrict__ out, int k,
-                             int first, int cnt, int hidden, int inter, int accumulate) {
+                             int first, int cnt, int hidden, int inter, int accumulate, const FP8Scales& fq, int cshift) {
   constexpr int EL = V16<T>::N;
+  constexpr bool FP8 = MoEIsFP8<T>::v;
   const int lane = threadIdx.x & 31;
   const int t = blockIdx.y;
   const int r0 = ((blockIdx.x * blockDim.x + threadIdx.x) >> 5) * R;
@@ -256,18 +289,27 @@ __device__ void moe_down_dec(const T* __restrict__ D, const float* __restrict__ 
     float part[R];
 #pragma unroll
     for (int r = 0; r < R; r++) part[r] = 0.f;
-    if (inter % EL == 0) {
+    if (inter % EL == 0 && (!FP8 || cshift >= 0)) {
       const uint4* wp[R];
+      const float* sp[R];  // fp8: the rows' block scales
 #pragma unroll
-      for (int r = 0; r < R; r++) wp[r] = reinterpret_cast<const uint4*>(De + (size_t)min(r0 + r, hidden - 1) * inter);
+      for (int r = 0; r < R; r++) {
+        const int wr = min(r0 + r, hidden - 1);
+        wp[r] = reinterpret_cast<const uint4*>(De + (size_t)wr * inter);
+        if (FP8) sp[r] = fp8_srow(fq, e * hidden + wr);
+      }
       const int nch = inter / EL;
       for (int c0 = lane; c0 < nch; c0 += 32 * U) {
         uint4 wv[U][R];
+        float sv[U][R];
 #pragma unroll
         for (int u = 0; u < U; u++) {
           int c = c0 + u * 32;
 #pragma unroll
-          for (int r = 0; r < R; r++) wv[u][r] = (c < nch) ? ldw(wp[r] + c) : make_uint4(0, 0, 0, 0);
+          for (int r = 0; r < R; r++) {
+            wv[u][r] = (c < nch) ? ldw(wp[r] + c) : make_uint4(0, 0, 0, 0);
+            if (FP8) sv[u][r] = (c < nch) ? __ldg(sp[r] + (c >> cshift)) : 0.f;
+          }
         }
 #pragma unroll
         for (int u = 0; u < U; u++) {
@@ -284,8 +326,15 @@ __device__ void moe_down_dec(const T* __restrict__ D, const float* __restrict__ 
             for (int r = 0; r < R; r++) {
               float wf[EL];
               V16<T>::cvt(wv[u][r], wf);
+              if (FP8) {
+                float d = 0.f;
 #pragma unroll
-              for (int q = 0; q < EL; q++) part[r] = fmaf(wf[q], hv[q], part[r]);
+                for (int q = 0; q < EL; q++) d = fmaf(wf[q], hv[q], d);
+                part[r] = fmaf(d, sv[u][r], part[r]);
+              } else {
+#pragma unroll
+                for (int q = 0; q < EL; q++) part[r] = fmaf(wf[q], hv[q], part[r]);
+              }
             }
           }
         }
@@ -294,7 +343,10 @@ __device__ void moe_down_dec(const T* __restrict__ D, const float* __restrict__ 
       for (int c = lane; c < inter; c += 32) {
         float hv = hr[c];
 #pragma unroll
-        for (int r = 0; r < R; r++) part[r] = fmaf(tof(De[(size_t)min(r0 + r, hidden - 1) * inter + c]), hv, part[r]);
+        for (int r = 0; r < R; r++) {
+          const int wr = min(r0 + r, hidden - 1);
+          part[r] = fmaf(moe_w(De, (size_t)wr * inter + c, fq, e * hidden + wr, c), hv, part[r]);
+        }
       }
     }
 #pragma unroll
@@ -317,21 +369,24 @@ __device__ void moe_down_dec(const T* __restrict__ D, const float* __restrict__ 
   }
 }
 
+// Every expert kernel takes fq (fp8's block scales; unused, zero, for the
+// other dtypes) so that moe.go launches every dtype alike.
 #define MOE_DEC(SUF, T)                                                                                              \
   extern "C" __global__ void __launch_bounds__(256) moe_gateup_dec_##SUF(                                          \
       const T* W, const float* wsc, const float* x, const int* idx, float* H, int k, int first, int cnt, int hidden, \
-      int inter) {                                                                                                   \
-    moe_gateup_dec<T, 2, 2>(W, wsc, x, idx, H, k, first, cnt, hidden, inter);                                        \
+      int inter, FP8Scales fq, int cshift) {                                                                         \
+    moe_gateup_dec<T, 2, 2>(W, wsc, x, idx, H, k, first, cnt, hidden, inter, fq, cshift);                            \
   }                                                                                                                  \
   extern "C" __global__ void __launch_bounds__(256) moe_down_dec_##SUF(                                            \
       const T* D, const float* dsc, const float* H, const int* idx, const float* w, float* out, int k, int first,    \
-      int cnt, int hidden, int inter, int accumulate) {                                                              \
-    moe_down_dec<T, 2, 4>(D, dsc, H, idx, w, out, k, first, cnt, hidden, inter, accumulate);                         \
+      int cnt, int hidden, int inter, int accumulate, FP8Scales fq, int cshift) {                                    \
+    moe_down_dec<T, 2, 4>(D, dsc, H, idx, w, out, k, first, cnt, hidden, inter, accumulate, fq, cshift);             \
   }
 MOE_DEC(f32, float)
 MOE_DEC(f16, __half)
 MOE_DEC(bf16, __nv_bfloat16)
 MOE_DEC(i8, int8_t)
+MOE_DEC(fp8, fp8_e4m3)
 
 // ---------------------------------------------------------------- grouped (n > 8 rows)
 
@@ -406,7 +461,7 @@ DEVI bool moe_tile(const int* offs, const int* tstart, int cnt, int TM, int& e, 
 template <typename T>
 __device__ void moe_gateup_grp(const T* __restrict__ W, const float* __restrict__ wsc, const float* __restrict__ x,
                                const int* __restrict__ list, const int* __restrict__ offs, const int* __restrict__ tstart,
-                               float* __restrict__ H, int k, int cnt, int hidden, int inter) {
+                               float* __restrict__ H, int k, int cnt, int hidden, int inter, const FP8Scales& fq) {
   __shared__ float xs[16][64 + 4];
   __shared__ float ws[16][64 + 4];
   __shared__ int s_p[64];
@@ -423,8 +478,8 @@ __device__ void moe_gateup_grp(const T* __restrict__ W, const float* __restrict_
       int rr = i / 16, kk = i % 16, c = k0 + kk;
       int p = s_p[rr];
       xs[kk][rr] = (p >= 0 && c < hidden) ? x[(size_t)(p / k) * hidden + c] : 0.f;
-      int f = f0 + (rr & 31);
-      ws[kk][rr] = (f < inter && c < hidden) ? tof(We[(size_t)((rr >> 5) * inter + f) * hidden + c]) : 0.f;
+      int f = f0 + (rr & 31), wr = (rr >> 5) * inter + f;
+      ws[kk][rr] = (f < inter && c < hidden) ? moe_w(We, (size_t)wr * hidden + c, fq, e * 2 * inter + wr, c) : 0.f;
     }
     __syncthreads();
 #pragma unroll
@@ -465,7 +520,7 @@ __device__ void moe_gateup_grp(const T* __restrict__ W, const float* __restrict_
 template <typename T>
 __device__ void moe_down_grp(const T* __restrict__ D, const float* __restrict__ dsc, const float* __restrict__ H,
                              const int* __restrict__ list, const int* __restrict__ offs, const int* __restrict__ tstart,
-                             float* __restrict__ Y, int cnt, int hidden, int inter) {
+                             float* __restrict__ Y, int cnt, int hidden, int inter, const FP8Scales& fq) {
   __shared__ float hs[16][64 + 4];
   __shared__ float ws[16][64 + 4];
   __shared__ int s_p[64];
@@ -483,7 +538,7 @@ __device__ void moe_down_grp(const T* __restrict__ D, const float* __restrict__ 
       int p = s_p[rr];
       hs[kk][rr] = (p >= 0 && c < inter) ? H[(size_t)p * inter + c] : 0.f;
       int r = r0 + rr;
-      ws[kk][rr] = (r < hidden && c < inter) ? tof(De[(size_t)r * inter + c]) : 0.f;
+      ws[kk][rr] = (r < hidden && c < inter) ? moe_w(De, (size_t)r * inter + c, fq, e * hidden + r, c) : 0.f;
     }
     __syncthreads();
 #pragma unroll
@@ -513,23 +568,27 @@ __device__ void moe_down_grp(const T* __restrict__ D, const float* __restrict__ 
 #define MOE_GRP(SUF, T)                                                                                             \
   extern "C" __global__ void __launch_bounds__(256) moe_gateup_grp_##SUF(                                         \
       const T* W, const float* wsc, const float* x, const int* list, const int* offs, const int* tstart, float* H, \
-      int k, int cnt, int hidden, int inter) {                                                                      \
-    moe_gateup_grp<T>(W, wsc, x, list, offs, tstart, H, k, cnt, hidden, inter);                                     \
+      int k, int cnt, int hidden, int inter, FP8Scales fq) {                                                        \
+    moe_gateup_grp<T>(W, wsc, x, list, offs, tstart, H, k, cnt, hidden, inter, fq);                                 \
   }                                                                                                                 \
   extern "C" __global__ void __launch_bounds__(256) moe_down_grp_##SUF(                                           \
       const T* D, const float* dsc, const float* H, const int* list, const int* offs, const int* tstart, float* Y, \
-      int cnt, int hidden, int inter) {                                                                             \
-    moe_down_grp<T>(D, dsc, H, list, offs, tstart, Y, cnt, hidden, inter);                                          \
+      int cnt, int hidden, int inter, FP8Scales fq) {                                                               \
+    moe_down_grp<T>(D, dsc, H, list, offs, tstart, Y, cnt, hidden, inter, fq);                                     \
   }
 MOE_GRP(f32, float)
 MOE_GRP(f16, __half)
 MOE_GRP(bf16, __nv_bfloat16)
 MOE_GRP(i8, int8_t)
+MOE_GRP(fp8, fp8_e4m3)
 
-// Tensor-core grouped GEMMs for 16-bit weights (K a multiple of 8): the
-// tiles of moe_*_grp on WMMA 16×16×16 with float32 accumulation, as
-// gemm_wmma: activations rounded to the weight dtype while they are staged
-// in shared memory (f16 saturates as cvt_f32_f16 does), 64 pairs × 64
+// Tensor-core grouped GEMMs for 16-bit and fp8 weights (K a multiple of 8;
+// fp8: block widths too): the tiles of moe_*_grp on WMMA 16×16×16 with
+// float32 accumulation, as gemm_wmma: activations rounded to the weight
+// dtype while they are staged in shared memory (f16 saturates as
+// cvt_f32_f16 does); fp8 weights are dequantised on the way into shared
+// memory (value × block scale, rounded to bf16, as gemm_wmma_fp8) and run
+// as bf16 with bf16 activations. 64 pairs × 64
 // weight rows per block, 4 warps of 32×32, K steps of 32. The whole C tile
 // goes through shared memory so the epilogue sees each feature's gate and
 // up (GU) or writes Y rows (down). Grid (ceil(inter/32) or ceil(hidden/64),
@@ -548,14 +607,38 @@ DEVI uint4 moe_pack8(__half*, float4 a, float4 b) {
                     moe_u32(__floats2half2_rn(moe_sat16(b.z), moe_sat16(b.w))));
 }
 
+// The tensor-core type of a weight type: fp8 runs as bf16.
+template <typename T> struct MoEMMA { using S = T; };
+template <> struct MoEMMA<fp8_e4m3> { using S = __nv_bfloat16; };
+
+// moe_ld8 loads 8 weights from W + i (stacked row `row`, columns c..c+7, in
+// one fp8 block column) as 8 values of MoEMMA<T>::S.
+template <typename T> DEVI uint4 moe_ld8(const T* W, size_t i, const FP8Scales&, int, int) {
+  return *reinterpret_cast<const uint4*>(W + i);
+}
+DEVI uint4 moe_ld8(const fp8_e4m3* W, size_t i, const FP8Scales& fq, int row, int c) {
+  const uint2 v = __ldg(reinterpret_cast<const uint2*>(W + i));
+  const float s = fp8_srow(fq, row)[c / fq.bc];
+  float f[8];
+  const unsigned w[2] = {v.x, v.y};
+#pragma unroll
+  for (int j = 0; j < 2; j++) {
+    float2 a = __half22float2(e4m3x2_h2((unsigned short)(w[j] & 0xffffu)));
+    float2 b = __half22float2(e4m3x2_h2((unsigned short)(w[j] >> 16)));
+    f[4 * j] = a.x * s; f[4 * j + 1] = a.y * s; f[4 * j + 2] = b.x * s; f[4 * j + 3] = b.y * s;
+  }
+  return moe_pack8((__nv_bfloat16*)nullptr, make_float4(f[0], f[1], f[2], f[3]), make_float4(f[4], f[5], f[6], f[7]));
+}
+
 template <typename T, bool GU>
 __device__ void moe_grp_mma(const T* __restrict__ W, const float* __restrict__ A, const int* __restrict__ list,
                             const int* __restrict__ offs, const int* __restrict__ tstart, float* __restrict__ out, int k,
-                            int cnt, int hidden, int inter) {
+                            int cnt, int hidden, int inter, const FP8Scales& fq) {
   using namespace nvcuda;
+  using S = typename MoEMMA<T>::S;
   constexpr int LD = 32 + 8, LC = 64 + 4;
-  __shared__ __align__(32) T As[64 * LD];
-  __shared__ __align__(32) T Bs[64 * LD];
+  __shared__ __align__(32) S As[64 * LD];
+  __shared__ __align__(32) S Bs[64 * LD];
   __shared__ __align__(32) float Cs[64 * LC];
   __shared__ int s_p[64];
   int e, m0, mn;
@@ -580,7 +663,7 @@ __device__ void moe_grp_mma(const T* __restrict__ W, const float* __restrict__ A
       const int p = s_p[r];
       if (p >= 0 && kk < K) {
         const float* src = A + (size_t)(GU ? p / k : p) * K + kk;
-        a = moe_pack8((T*)nullptr, *reinterpret_cast<const float4*>(src), *reinterpret_cast<const float4*>(src + 4));
+        a = moe_pack8((S*)nullptr, *reinterpret_cast<const float4*>(src), *reinterpret_cast<const float4*>(src + 4));
       }
       int wr;
       bool ok;
@@ -592,15 +675,15 @@ __device__ void moe_grp_mma(const T* __restrict__ W, const float* __restrict__ A
         wr = r0 + r;
         ok = wr < hidden;
       }
-      if (ok && kk < K) b = *reinterpret_cast<const uint4*>(We + (size_t)wr * K + kk);
+      if (ok && kk < K) b = moe_ld8(We, (size_t)wr * K + kk, fq, e * rows + wr, kk);
       *reinterpret_cast<uint4*>(As + r * LD + ch) = a;
       *reinterpret_cast<uint4*>(Bs + r * LD + ch) = b;
     }
     __syncthreads();
 #pragma unroll
     for (int kk = 0; kk < 32; kk += 16) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa[2];
-      wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fb[2];
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, S, wmma::row_major> fa[2];
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, S, wmma::col_major> fb[2];
 #pragma unroll
       for (int i = 0; i < 2; i++) wmma::load_matrix_sync(fa[i], As + (wm * 32 + i * 16) * LD + kk, LD);
 #pragma unroll
@@ -637,16 +720,26 @@ __device__ void moe_grp_mma(const T* __restrict__ W, const float* __restrict__ A
 #define MOE_MMA(SUF, T)                                                                                           \
   extern "C" __global__ void __launch_bounds__(128) moe_gateup_mma_##SUF(                                       \
       const T* W, const float* x, const int* list, const int* offs, const int* tstart, float* H, int k, int cnt, \
-      int hidden, int inter) {                                                                                  \
-    moe_grp_mma<T, true>(W, x, list, offs, tstart, H, k, cnt, hidden, inter);                                   \
+      int hidden, int inter, FP8Scales fq) {                                                                    \
+    moe_grp_mma<T, true>(W, x, list, offs, tstart, H, k, cnt, hidden, inter, fq);                               \
   }                                                                                                             \
   extern "C" __global__ void __launch_bounds__(128) moe_down_mma_##SUF(                                         \
       const T* D, const float* H, const int* list, const int* offs, const int* tstart, float* Y, int cnt,       \
-      int hidden, int inter) {                                                                                  \
-    moe_grp_mma<T, false>(D, H, list, offs, tstart, Y, 0, cnt, hidden, inter);                                  \
+      int hidden, int inter, FP8Scales fq) {                                                                    \
+    moe_grp_mma<T, false>(D, H, list, offs, tstart, Y, 0, cnt, hidden, inter, fq);                              \
   }
 MOE_MMA(bf16, __nv_bfloat16)
 MOE_MMA(f16, __half)
+MOE_MMA(fp8, fp8_e4m3)
+
+// moe_rand_fp8: n random finite e4m3 codes (RandomExperts' fp8 experts:
+// values up to ±448, NaN encodings moved to ±448).
+extern "C" __global__ void moe_rand_fp8(uint8_t* out, long long n, unsigned int seed) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+    unsigned b = (unsigned)((hash_uniform(i, seed) + 1.f) * 128.f) & 0xffu;
+    out[i] = (uint8_t)((b & 0x7fu) == 0x7fu ? b - 1 : b);
+  }
+}
 
 // moe_combine: out[t, c] (+)= Σ_j w[t,j]·Y[t·k+j, c] over the held experts,
 // in slot order. Grid (ceil(hidden/256), n), 256 threads.

@@ -3,7 +3,6 @@
 package cuda
 
 import (
-	"encoding/binary"
 	"fmt"
 	"math"
 	"runtime"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/deepseek-go/deepseek-go/kernels"
 	"github.com/deepseek-go/deepseek-go/kernels/routing"
-	"github.com/deepseek-go/deepseek-go/quant"
 )
 
 // The MoE capability (kernels.MoE) on the GPU; the kernels are moe.cuh.
@@ -25,9 +23,12 @@ import (
 //	                tile table), moe_gateup_grp and moe_down_grp (grouped
 //	                GEMMs, tiles mapped to (expert, pair range) on the
 //	                device from an upper-bound grid; moe_*_mma on tensor
-//	                cores for bf16/f16), moe_combine
+//	                cores for bf16/f16/fp8), moe_combine
 //
 // so a decode step (one row) is three launches and captures as a graph.
+// fp8 experts stay fp8 (one byte per value and the block scales): the
+// kernels read them as gemv_fp8 does, and the tensor-core kernels
+// dequantise each weight tile to bf16 in shared memory.
 
 var (
 	_ kernels.MoE = (*Backend)(nil)
@@ -44,11 +45,14 @@ const (
 
 // Experts are a layer's routed experts in device memory: gate|up
 // [cnt, 2·inter, hidden] and down [cnt, hidden, inter] in one dtype, with
-// per-row float32 scales for int8.
+// float32 scales gus and dns: per row for int8; for fp8 the block scales
+// of each stacked array (every expert's rows a multiple of the block
+// height: stacked row R uses scale row R / br).
 type Experts struct {
 	gu, gus, dn, dns          devptr
 	first, cnt, hidden, inter int
 	dt                        kernels.DType
+	br, bc                    int // fp8 block shape
 }
 
 // First implements kernels.Experts.
@@ -69,30 +73,65 @@ func (e *Experts) DType() kernels.DType { return e.dt }
 // Bytes implements kernels.Experts.
 func (e *Experts) Bytes() int64 {
 	n := 3 * int64(e.cnt) * int64(e.hidden) * int64(e.inter) * int64(e.dt.Size())
-	if e.dt == kernels.Int8 {
+	switch e.dt {
+	case kernels.Int8:
 		n += int64(e.cnt) * int64(2*e.inter+e.hidden) * 4
+	case kernels.FP8:
+		gu, dn := e.fp8Layouts()
+		n += 4 * (int64(e.cnt) * int64(2*e.inter/e.br) * int64(gu.sc))
+		n += 4 * (int64(e.cnt) * int64(e.hidden/e.br) * int64(dn.sc))
 	}
 	return n
 }
 
-// widenFP8Part dequantises an fp8 part to f32 (exact). The expert kernels
-// read f32/f16/bf16/int8 today; an fp8 V16 loader with block scales can
-// replace this without changing the layout.
-func widenFP8Part(h kernels.HostMatrix) kernels.HostMatrix {
-	out := make([]byte, 4*h.Rows*h.Cols)
-	for r := range h.Rows {
-		sc := h.BlockScales(r)
-		for c, q := range h.Data[r*h.Cols : (r+1)*h.Cols] {
-			v := quant.FP8E4M3ToF32(q) * sc[c/h.BlockCols]
-			binary.LittleEndian.PutUint32(out[4*(r*h.Cols+c):], math.Float32bits(v))
+// fp8Layouts are the scale layouts of fp8 experts' gate|up and down arrays:
+// one part each, stacked row R using scale row R / br.
+func (e *Experts) fp8Layouts() (gu, dn *fp8Layout) {
+	return &fp8Layout{sc: (e.hidden + e.bc - 1) / e.bc, br: e.br, bc: e.bc},
+		&fp8Layout{sc: (e.inter + e.bc - 1) / e.bc, br: e.br, bc: e.bc}
+}
+
+// fp8Descs are the kernels' FP8Scales arguments for gate|up and down
+// (zero for other dtypes: the kernels ignore them).
+func (e *Experts) fp8Descs() (gu, dn [48]byte) {
+	if e.dt != kernels.FP8 {
+		return gu, dn
+	}
+	lg, ld := e.fp8Layouts()
+	return fp8DescOf(e.gus, lg, []int{e.cnt * 2 * e.inter}, e.cnt*2*e.inter),
+		fp8DescOf(e.dns, ld, []int{e.cnt * e.hidden}, e.cnt*e.hidden)
+}
+
+// checkFP8Experts checks that fp8 parts stack with one scale grid per
+// array: one block shape, every part starting a block (ScaleRow0 0) and
+// its rows a multiple of the block height (V3's 2048 and 7168 rows of
+// 128×128 blocks are), and returns the block shape.
+func checkFP8Experts(parts ...[]kernels.HostMatrix) (br, bc int, err error) {
+	f := parts[0][0]
+	br, bc = f.BlockRows, f.BlockCols
+	for _, ps := range parts {
+		for _, h := range ps {
+			switch {
+			case h.BlockRows != br || h.BlockCols != bc:
+				return 0, 0, fmt.Errorf("cuda: UploadExperts %s: fp8 blocks %d×%d differ from %d×%d of %s", h.Name, h.BlockRows, h.BlockCols, br, bc, f.Name)
+			case h.ScaleRow0 != 0 || h.Rows%br != 0:
+				return 0, 0, fmt.Errorf("cuda: UploadExperts %s: fp8 experts need whole row blocks (%d rows, first row at %d in a block of %d rows)",
+					h.Name, h.Rows, h.ScaleRow0, br)
+			}
 		}
 	}
-	return kernels.HostMatrix{Name: h.Name, Rows: h.Rows, Cols: h.Cols, DType: kernels.F32, Data: out}
+	for _, ps := range parts { // the kernels index stacked rows with int
+		if rows := int64(len(ps)) * int64(ps[0].Rows); rows > math.MaxInt32 {
+			return 0, 0, fmt.Errorf("cuda: UploadExperts %s: %d stacked fp8 rows", ps[0].Name, rows)
+		}
+	}
+	return br, bc, nil
 }
 
 // UploadExperts implements kernels.MoE: the experts are stacked into two
 // device arrays (streamed through the pinned staging buffers); with int8
-// float parts are quantised per row on the host, as UploadMatrix does.
+// float and fp8 parts are quantised per row on the host, as UploadMatrix
+// does; fp8 parts stay fp8, their block scales stacked after them.
 func (b *Backend) UploadExperts(p kernels.ExpertParts, toInt8 bool) (kernels.Experts, error) {
 	hidden, inter, err := kernels.CheckExperts(p)
 	if err != nil {
@@ -105,13 +144,11 @@ func (b *Backend) UploadExperts(p kernels.ExpertParts, toInt8 bool) (kernels.Exp
 	}
 	dn := append([]kernels.HostMatrix(nil), p.Down...)
 	dt := p.Gate[0].DType
-	if dt == kernels.FP8 {
-		for _, ps := range [][]kernels.HostMatrix{gu, dn} {
-			for i := range ps {
-				ps[i] = widenFP8Part(ps[i])
-			}
+	var br, bc int
+	if dt == kernels.FP8 && !toInt8 {
+		if br, bc, err = checkFP8Experts(gu, dn); err != nil {
+			return nil, err
 		}
-		dt = kernels.F32
 	}
 	if toInt8 && dt != kernels.Int8 {
 		if gu, err = quantizeParts(gu); err != nil {
@@ -122,7 +159,7 @@ func (b *Backend) UploadExperts(p kernels.ExpertParts, toInt8 bool) (kernels.Exp
 		}
 		dt = kernels.Int8
 	}
-	e := &Experts{first: p.First, cnt: cnt, hidden: hidden, inter: inter, dt: dt}
+	e := &Experts{first: p.First, cnt: cnt, hidden: hidden, inter: inter, dt: dt, br: br, bc: bc}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
@@ -160,7 +197,7 @@ func (b *Backend) UploadExperts(p kernels.ExpertParts, toInt8 bool) (kernels.Exp
 	if err := b.uploadStaged(e.dn, dn); err != nil {
 		return fail(err)
 	}
-	if dt == kernels.Int8 {
+	if dt == kernels.Int8 || dt == kernels.FP8 {
 		for _, s := range []struct {
 			dst   *devptr
 			parts []kernels.HostMatrix
@@ -421,7 +458,14 @@ func (b *Backend) moeExperts(out, x kernels.Buffer, n int, ex kernels.Experts, r
 		b.failf("MoEExperts: out aliases x")
 		return
 	}
-	dts := map[kernels.DType]string{kernels.F32: "f32", kernels.F16: "f16", kernels.BF16: "bf16", kernels.Int8: "i8"}[e.dt]
+	dts := map[kernels.DType]string{kernels.F32: "f32", kernels.F16: "f16", kernels.BF16: "bf16", kernels.Int8: "i8", kernels.FP8: "fp8"}[e.dt]
+	gq, dq := e.fp8Descs()
+	cshift := -1
+	wsc, dsc := e.gus, e.dns // int8's row scales; fp8's block scales travel in gq, dq
+	if e.dt == kernels.FP8 {
+		cshift = fp8CShift(e.bc)
+		wsc, dsc = 0, 0
+	}
 	acc := 0
 	if accumulate {
 		acc = 1
@@ -429,10 +473,12 @@ func (b *Backend) moeExperts(out, x kernels.Buffer, n int, ex kernels.Experts, r
 	if n <= moeDecodeRows {
 		const rowsPerBlock = 8 * 2 // 8 warps of R = 2 rows (moe.cuh)
 		b.launch("moe_gateup_dec_"+dts, dim3{(inter + rowsPerBlock - 1) / rowsPerBlock, n * k, 1}, dim3{256, 1, 1}, 0, func(a *args) {
-			a.ptr(e.gu).ptr(e.gus).ptr(xb.p).ptr(ro.idx).ptr(ro.h).i32(k).i32(e.first).i32(e.cnt).i32(hid).i32(inter)
+			a.ptr(e.gu).ptr(wsc).ptr(xb.p).ptr(ro.idx).ptr(ro.h).i32(k).i32(e.first).i32(e.cnt).i32(hid).i32(inter).
+				raw(gq[:], 8).i32(cshift)
 		})
 		b.launch("moe_down_dec_"+dts, dim3{(hid + rowsPerBlock - 1) / rowsPerBlock, n, 1}, dim3{256, 1, 1}, 0, func(a *args) {
-			a.ptr(e.dn).ptr(e.dns).ptr(ro.h).ptr(ro.idx).ptr(ro.w).ptr(ob.p).i32(k).i32(e.first).i32(e.cnt).i32(hid).i32(inter).i32(acc)
+			a.ptr(e.dn).ptr(dsc).ptr(ro.h).ptr(ro.idx).ptr(ro.w).ptr(ob.p).i32(k).i32(e.first).i32(e.cnt).i32(hid).i32(inter).i32(acc).
+				raw(dq[:], 8).i32(cshift)
 		})
 		runtime.KeepAlive(out)
 		runtime.KeepAlive(x)
@@ -449,20 +495,21 @@ func (b *Backend) moeExperts(out, x kernels.Buffer, n int, ex kernels.Experts, r
 	b.launch("moe_sort", dim3{1, 1, 1}, dim3{1024, 1, 1}, 0, func(a *args) {
 		a.ptr(ro.list).ptr(ro.offs).ptr(ro.tstart).ptr(ro.idx).i32(pairs).i32(e.first).i32(e.cnt).i32(moeTile)
 	})
-	if (e.dt == kernels.BF16 || e.dt == kernels.F16) && hid%8 == 0 && inter%8 == 0 {
-		// Tensor cores, on activations rounded to the weight dtype.
+	if e.mma() {
+		// Tensor cores, on activations rounded to the weight dtype (bf16
+		// for fp8).
 		b.launch("moe_gateup_mma_"+dts, dim3{(inter + 31) / 32, tiles, 1}, dim3{128, 1, 1}, 0, func(a *args) {
-			a.ptr(e.gu).ptr(xb.p).ptr(ro.list).ptr(ro.offs).ptr(ro.tstart).ptr(ro.h).i32(k).i32(e.cnt).i32(hid).i32(inter)
+			a.ptr(e.gu).ptr(xb.p).ptr(ro.list).ptr(ro.offs).ptr(ro.tstart).ptr(ro.h).i32(k).i32(e.cnt).i32(hid).i32(inter).raw(gq[:], 8)
 		})
 		b.launch("moe_down_mma_"+dts, dim3{(hid + 63) / 64, tiles, 1}, dim3{128, 1, 1}, 0, func(a *args) {
-			a.ptr(e.dn).ptr(ro.h).ptr(ro.list).ptr(ro.offs).ptr(ro.tstart).ptr(ro.y).i32(e.cnt).i32(hid).i32(inter)
+			a.ptr(e.dn).ptr(ro.h).ptr(ro.list).ptr(ro.offs).ptr(ro.tstart).ptr(ro.y).i32(e.cnt).i32(hid).i32(inter).raw(dq[:], 8)
 		})
 	} else {
 		b.launch("moe_gateup_grp_"+dts, dim3{(inter + 31) / 32, tiles, 1}, dim3{256, 1, 1}, 0, func(a *args) {
-			a.ptr(e.gu).ptr(e.gus).ptr(xb.p).ptr(ro.list).ptr(ro.offs).ptr(ro.tstart).ptr(ro.h).i32(k).i32(e.cnt).i32(hid).i32(inter)
+			a.ptr(e.gu).ptr(wsc).ptr(xb.p).ptr(ro.list).ptr(ro.offs).ptr(ro.tstart).ptr(ro.h).i32(k).i32(e.cnt).i32(hid).i32(inter).raw(gq[:], 8)
 		})
 		b.launch("moe_down_grp_"+dts, dim3{(hid + 63) / 64, tiles, 1}, dim3{256, 1, 1}, 0, func(a *args) {
-			a.ptr(e.dn).ptr(e.dns).ptr(ro.h).ptr(ro.list).ptr(ro.offs).ptr(ro.tstart).ptr(ro.y).i32(e.cnt).i32(hid).i32(inter)
+			a.ptr(e.dn).ptr(dsc).ptr(ro.h).ptr(ro.list).ptr(ro.offs).ptr(ro.tstart).ptr(ro.y).i32(e.cnt).i32(hid).i32(inter).raw(dq[:], 8)
 		})
 	}
 	b.launch("moe_combine", dim3{(hid + 255) / 256, n, 1}, dim3{256, 1, 1}, 0, func(a *args) {
@@ -470,6 +517,19 @@ func (b *Backend) moeExperts(out, x kernels.Buffer, n int, ex kernels.Experts, r
 	})
 	runtime.KeepAlive(out)
 	runtime.KeepAlive(x)
+}
+
+// mma reports whether the grouped GEMMs run on tensor cores: 16-bit
+// weights, or fp8 whose 8-value chunks lie in one block column, with both
+// widths multiples of 8.
+func (e *Experts) mma() bool {
+	switch {
+	case e.hidden%8 != 0 || e.inter%8 != 0:
+		return false
+	case e.dt == kernels.FP8:
+		return e.bc%8 == 0
+	}
+	return e.dt == kernels.BF16 || e.dt == kernels.F16
 }
 
 // ReadRoutes implements kernels.MoE.
@@ -527,32 +587,76 @@ func (v captureView) ReadRoutes(kernels.MoERoutes, int, []int32, []float32) erro
 	return fmt.Errorf("cuda: ReadRoutes during graph capture")
 }
 
-// RandomExperts makes cnt bf16 experts (from global index first) of
-// uniform values in [-scale, scale) directly on the device, for
-// benchmarks at real model sizes without host data.
-func (b *Backend) RandomExperts(first, cnt, hidden, inter int, seed uint32, scale float32) (*Experts, error) {
+// RandomExperts makes cnt experts (from global index first) directly on
+// the device, for benchmarks at real model sizes without host data: bf16
+// values uniform in [-scale, scale), or fp8 (random finite e4m3 codes in
+// 128×128 blocks whose scales are all scale/448; hidden and inter must be
+// multiples of 128).
+func (b *Backend) RandomExperts(first, cnt, hidden, inter int, dt kernels.DType, seed uint32, scale float32) (*Experts, error) {
 	if first < 0 || cnt <= 0 || hidden <= 0 || inter <= 0 {
 		return nil, fmt.Errorf("cuda: RandomExperts: bad shape first %d, %d experts of %d→%d", first, cnt, hidden, inter)
+	}
+	if dt != kernels.BF16 && (dt != kernels.FP8 || hidden%128 != 0 || inter%128 != 0) {
+		return nil, fmt.Errorf("cuda: RandomExperts: %v experts of %d→%d (bf16, or fp8 of whole 128×128 blocks)", dt, hidden, inter)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
 		return nil, errClosed
 	}
-	e := &Experts{first: first, cnt: cnt, hidden: hidden, inter: inter, dt: kernels.BF16}
+	e := &Experts{first: first, cnt: cnt, hidden: hidden, inter: inter, dt: dt}
+	if dt == kernels.FP8 {
+		e.br, e.bc = 128, 128
+	}
 	n := int64(cnt) * int64(hidden) * int64(inter)
-	var err error
-	if e.gu, err = b.alloc.get(2 * n * 2); err != nil {
+	es := int64(dt.Size())
+	var held []devptr
+	get := func(dst *devptr, bytes int64) error {
+		p, err := b.alloc.get(bytes)
+		if err != nil {
+			for _, q := range held {
+				b.alloc.put(q)
+			}
+			return fmt.Errorf("cuda: RandomExperts: %w", err)
+		}
+		held = append(held, p)
+		*dst = p
+		return nil
+	}
+	if err := get(&e.gu, 2*n*es); err != nil {
 		return nil, err
 	}
-	if e.dn, err = b.alloc.get(n * 2); err != nil {
-		b.alloc.put(e.gu)
+	if err := get(&e.dn, n*es); err != nil {
 		return nil, err
+	}
+	if dt == kernels.FP8 {
+		lg, ld := e.fp8Layouts()
+		gs, ds := int64(cnt)*int64(2*inter/128)*int64(lg.sc), int64(cnt)*int64(hidden/128)*int64(ld.sc)
+		if err := get(&e.gus, gs*4); err != nil {
+			return nil, err
+		}
+		if err := get(&e.dns, ds*4); err != nil {
+			return nil, err
+		}
+		for _, s := range []struct {
+			p devptr
+			n int64
+		}{{e.gus, gs}, {e.dns, ds}} {
+			b.launch("fill", dim3{blocks(s.n, 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+				a.ptr(s.p).f32(scale / 448).i64(s.n)
+			})
+		}
 	}
 	for i, s := range []struct {
 		p devptr
 		n int64
 	}{{e.gu, 2 * n}, {e.dn, n}} {
+		if dt == kernels.FP8 {
+			b.launch("moe_rand_fp8", dim3{blocks(s.n, 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+				a.ptr(s.p).i64(s.n).u32(seed + uint32(i))
+			})
+			continue
+		}
 		b.launch("rand_bf16", dim3{blocks(s.n, 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
 			a.ptr(s.p).i64(s.n).u32(seed + uint32(i)).f32(scale)
 		})

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -118,10 +119,10 @@ func TestMoERouteParity(t *testing.T) {
 	}
 }
 
-// moeFP8 makes an fp8 part with 16×16 blocks whose values stay O(1).
-func moeFP8(r *rand.Rand, name string, rows, cols int) kernels.HostMatrix {
-	const bs = 16
-	h := kernels.HostMatrix{Name: name, Rows: rows, Cols: cols, DType: kernels.FP8, Data: make([]byte, rows*cols), BlockRows: bs, BlockCols: bs}
+// moeFP8 makes an fp8 part of random e4m3 codes (NaN aside) and random
+// block scales of br×bc blocks, so that values stay O(1).
+func moeFP8(r *rand.Rand, name string, rows, cols, br, bc int) kernels.HostMatrix {
+	h := kernels.HostMatrix{Name: name, Rows: rows, Cols: cols, DType: kernels.FP8, Data: make([]byte, rows*cols), BlockRows: br, BlockCols: bc}
 	for i := range h.Data {
 		b := byte(r.IntN(256))
 		if b&0x7f == 0x7f { // NaN encodings
@@ -129,21 +130,22 @@ func moeFP8(r *rand.Rand, name string, rows, cols int) kernels.HostMatrix {
 		}
 		h.Data[i] = b
 	}
-	h.Scales = make([]float32, ((rows+bs-1)/bs)*((cols+bs-1)/bs))
+	h.Scales = make([]float32, ((rows+br-1)/br)*((cols+bc-1)/bc))
 	for i := range h.Scales {
 		h.Scales[i] = float32(math.Exp2(-11 + 2*r.Float64()))
 	}
 	return h
 }
 
-// moeParts makes cnt random experts of dtype dt: gpu is what the GPU
-// uploads (with int8 when dt is Int8), ref what the CPU reference uploads
-// (for Int8 the values the GPU's quantisation gives, as f32).
-func moeParts(t *testing.T, r *rand.Rand, first, cnt, hidden, inter int, dt kernels.DType) (gpu, ref kernels.ExpertParts, toInt8 bool) {
+// moeParts makes cnt random experts of dtype dt (fp8: blocks of br×bc):
+// gpu is what the GPU uploads (with int8 when dt is Int8), ref what the
+// CPU reference uploads (for Int8 the values the GPU's quantisation gives,
+// as f32).
+func moeParts(t *testing.T, r *rand.Rand, first, cnt, hidden, inter int, dt kernels.DType, br, bc int) (gpu, ref kernels.ExpertParts, toInt8 bool) {
 	gpu.First, ref.First = first, first
 	mk := func(name string, rows, cols int) (kernels.HostMatrix, kernels.HostMatrix) {
 		if dt == kernels.FP8 {
-			h := moeFP8(r, name, rows, cols)
+			h := moeFP8(r, name, rows, cols, br, bc)
 			return h, h
 		}
 		v := randVec(r, rows*cols)
@@ -177,83 +179,159 @@ func moeParts(t *testing.T, r *rand.Rand, first, cnt, hidden, inter int, dt kern
 	return gpu, ref, dt == kernels.Int8
 }
 
+// moeShape is a layer's routing (E experts top-k) and a run of its experts
+// [first, first+cnt) of hidden → inter → hidden; br×bc the fp8 blocks.
+type moeShape struct {
+	E, k, hidden, inter, first, cnt int
+	br, bc                          int
+}
+
+// moeParity routes fresh logits for each row count n on both backends
+// (indices must agree), runs the experts gex (GPU) and cex (CPU) writing
+// and accumulating, and checks the relative error against the CPU's: tolF32,
+// or tol16 where the GPU's grouped GEMMs run on tensor cores (n > 8).
+func moeParity(t *testing.T, g *Backend, c *cpu.Backend, rnd *rand.Rand, sh moeShape, gex, cex kernels.Experts, ns []int) {
+	cfg := routing.Config{Method: routing.TopKGreedy, Scoring: routing.ScoringSoftmax, Experts: sh.E, TopK: sh.k,
+		Groups: 1, TopGroups: 1, NormTopK: true, Scale: 1}
+	gr, err := g.NewMoERouter(cfg, nil)
+	require.NoError(t, err)
+	cr, err := c.NewMoERouter(cfg, nil)
+	require.NoError(t, err)
+	spec := kernels.MoERoutesSpec{Rows: slices.Max(ns), TopK: sh.k, Experts: sh.E, Hidden: sh.hidden, Inter: sh.inter}
+	grt, err := g.NewMoERoutes(spec)
+	require.NoError(t, err)
+	crt, err := c.NewMoERoutes(spec)
+	require.NoError(t, err)
+	for _, n := range ns {
+		logits := randVec(rnd, n*sh.E)
+		g.Route(grt, gr, upload(t, g, logits), n)
+		c.Route(crt, cr, upload(t, c, logits), n)
+		gi, ci := make([]int32, n*sh.k), make([]int32, n*sh.k)
+		gw, cw := make([]float32, n*sh.k), make([]float32, n*sh.k)
+		require.NoError(t, g.ReadRoutes(grt, n, gi, gw))
+		require.NoError(t, c.ReadRoutes(crt, n, ci, cw))
+		require.Equal(t, ci, gi, "routing")
+		x := randVec(rnd, n*sh.hidden)
+		gx, cx := upload(t, g, x), upload(t, c, x)
+		for _, acc := range []bool{false, true} {
+			name := fmt.Sprintf("E=%d k=%d %d→%d experts [%d,+%d) %v n=%d acc=%v", sh.E, sh.k, sh.hidden, sh.inter, sh.first, sh.cnt, gex.DType(), n, acc)
+			if gex.DType() == kernels.FP8 {
+				name += fmt.Sprintf(" blocks %d×%d", sh.br, sh.bc)
+			}
+			init := randVec(rnd, n*sh.hidden)
+			if !acc {
+				for i := range init {
+					init[i] = float32(math.NaN()) // unwritten elements fail
+				}
+			}
+			gout, cout := upload(t, g, init), upload(t, c, init)
+			g.MoEExperts(gout, gx, n, gex, grt, acc)
+			c.MoEExperts(cout, cx, n, cex, crt, acc)
+			got, ref := make([]float32, n*sh.hidden), make([]float32, n*sh.hidden)
+			require.NoError(t, g.Download(got, gout, 0), name)
+			require.NoError(t, c.Download(ref, cout, 0), name)
+			tol := tolF32
+			if n > moeDecodeRows && gex.(*Experts).mma() {
+				tol = tol16 // tensor-core tiles on activations (and fp8 weights) rounded to 16 bits
+			}
+			e := relErr(got, ref)
+			assert.LessOrEqual(t, e, tol, "%s: relative error %.3g", name, e)
+		}
+	}
+}
+
 // TestMoEExpertsParity: the routed experts on the GPU against the CPU
 // reference for every weight dtype, on the decode kernels (n ≤ 8) and the
 // sorted grouped kernels (n > 8), writing and accumulating, for all of a
 // layer's experts and for a shard's run of them (pairs routed elsewhere add
 // nothing). Both sides compute in float32 from the same weight values, so
 // the float32 bound holds for every dtype, except the tensor-core tiles of
-// 16-bit weights (n > 8), which round the activations to 16 bits.
+// 16-bit and fp8 weights (n > 8), which round the activations (and the
+// dequantised fp8 weights) to 16 bits. fp8 experts stay fp8: random codes
+// and block scales, resident bytes the fp8 bytes plus the scales (the
+// CPU's), the block shapes of the fixture (16×16), V3's (128×128, one
+// block column per 8 chunks of 16) scaled down, and shapes the vector
+// loops do not take (block widths not multiples of 16, odd widths).
 func TestMoEExpertsParity(t *testing.T) {
 	g := newGPU(t, Options{})
 	c := moeRef(t)
 	rnd := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
-	for _, sh := range []struct {
-		E, k, hidden, inter, first, cnt int
-	}{
-		{8, 2, 64, 32, 0, 8},     // the fixtures' shape
-		{8, 2, 64, 32, 2, 3},     // a shard's run of experts
-		{16, 6, 100, 72, 0, 16},  // rows not 16-byte multiples for 16-bit and int8: scalar loads
-		{64, 6, 512, 160, 0, 64}, // V2-Lite's routing
+	for _, sh := range []moeShape{
+		{E: 8, k: 2, hidden: 64, inter: 32, first: 0, cnt: 8},     // the fixtures' shape
+		{E: 8, k: 2, hidden: 64, inter: 32, first: 2, cnt: 3},     // a shard's run of experts
+		{E: 16, k: 6, hidden: 100, inter: 72, first: 0, cnt: 16},  // rows not 16-byte multiples for 16-bit and int8: scalar loads
+		{E: 64, k: 6, hidden: 512, inter: 160, first: 0, cnt: 64}, // V2-Lite's routing
 	} {
-		for _, dt := range []kernels.DType{kernels.F32, kernels.F16, kernels.BF16, kernels.Int8, kernels.FP8} {
-			gp, cp, toInt8 := moeParts(t, rnd, sh.first, sh.cnt, sh.hidden, sh.inter, dt)
+		for _, dt := range []kernels.DType{kernels.F32, kernels.F16, kernels.BF16, kernels.Int8} {
+			gp, cp, toInt8 := moeParts(t, rnd, sh.first, sh.cnt, sh.hidden, sh.inter, dt, 0, 0)
 			gex, err := g.UploadExperts(gp, toInt8)
 			require.NoError(t, err)
 			cex, err := c.UploadExperts(cp, false)
 			require.NoError(t, err)
-			want := dt
-			if dt == kernels.FP8 {
-				want = kernels.F32 // widened on the GPU for now
-			}
-			require.Equal(t, want, gex.DType())
-			cfg := routing.Config{Method: routing.TopKGreedy, Scoring: routing.ScoringSoftmax, Experts: sh.E, TopK: sh.k,
-				Groups: 1, TopGroups: 1, NormTopK: true, Scale: 1}
-			gr, err := g.NewMoERouter(cfg, nil)
-			require.NoError(t, err)
-			cr, err := c.NewMoERouter(cfg, nil)
-			require.NoError(t, err)
-			const maxRows = 70
-			spec := kernels.MoERoutesSpec{Rows: maxRows, TopK: sh.k, Experts: sh.E, Hidden: sh.hidden, Inter: sh.inter}
-			grt, err := g.NewMoERoutes(spec)
-			require.NoError(t, err)
-			crt, err := c.NewMoERoutes(spec)
-			require.NoError(t, err)
-			for _, n := range []int{1, 5, 8, 9, maxRows} {
-				logits := randVec(rnd, n*sh.E)
-				g.Route(grt, gr, upload(t, g, logits), n)
-				c.Route(crt, cr, upload(t, c, logits), n)
-				gi, ci := make([]int32, n*sh.k), make([]int32, n*sh.k)
-				gw, cw := make([]float32, n*sh.k), make([]float32, n*sh.k)
-				require.NoError(t, g.ReadRoutes(grt, n, gi, gw))
-				require.NoError(t, c.ReadRoutes(crt, n, ci, cw))
-				require.Equal(t, ci, gi, "routing")
-				x := randVec(rnd, n*sh.hidden)
-				gx, cx := upload(t, g, x), upload(t, c, x)
-				for _, acc := range []bool{false, true} {
-					name := fmt.Sprintf("E=%d k=%d %d→%d experts [%d,+%d) %v n=%d acc=%v", sh.E, sh.k, sh.hidden, sh.inter, sh.first, sh.cnt, dt, n, acc)
-					init := randVec(rnd, n*sh.hidden)
-					if !acc {
-						for i := range init {
-							init[i] = float32(math.NaN()) // unwritten elements fail
-						}
-					}
-					gout, cout := upload(t, g, init), upload(t, c, init)
-					g.MoEExperts(gout, gx, n, gex, grt, acc)
-					c.MoEExperts(cout, cx, n, cex, crt, acc)
-					got, ref := make([]float32, n*sh.hidden), make([]float32, n*sh.hidden)
-					require.NoError(t, g.Download(got, gout, 0), name)
-					require.NoError(t, c.Download(ref, cout, 0), name)
-					tol := tolF32
-					if (dt == kernels.BF16 || dt == kernels.F16) && n > moeDecodeRows && sh.hidden%8 == 0 && sh.inter%8 == 0 {
-						tol = tol16 // tensor-core tiles on activations rounded to 16 bits
-					}
-					e := relErr(got, ref)
-					assert.LessOrEqual(t, e, tol, "%s: relative error %.3g", name, e)
-				}
-			}
+			require.Equal(t, dt, gex.DType())
+			moeParity(t, g, c, rnd, sh, gex, cex, []int{1, 5, 8, 9, 70})
 		}
 	}
+	for _, sh := range []moeShape{
+		{E: 8, k: 2, hidden: 64, inter: 32, first: 0, cnt: 8, br: 16, bc: 16},       // the fp8 fixture
+		{E: 8, k: 2, hidden: 64, inter: 32, first: 2, cnt: 3, br: 16, bc: 16},       // a shard's run
+		{E: 16, k: 8, hidden: 512, inter: 256, first: 0, cnt: 16, br: 128, bc: 128}, // V3's blocks (chunk c in block column c >> 3)
+		{E: 16, k: 4, hidden: 336, inter: 208, first: 0, cnt: 16, br: 16, bc: 32},   // partial last block columns, cshift 1
+		{E: 16, k: 6, hidden: 96, inter: 48, first: 0, cnt: 16, br: 16, bc: 24},     // blocks not 16 wide: scalar decode loops, tensor-core grouped GEMMs
+		{E: 16, k: 6, hidden: 96, inter: 48, first: 0, cnt: 16, br: 16, bc: 12},     // blocks not 8 wide: scalar decode loops, FMA grouped GEMMs
+		{E: 16, k: 6, hidden: 100, inter: 72, first: 0, cnt: 16, br: 4, bc: 8},      // odd widths: scalar loads; FMA grouped GEMMs
+		{E: 64, k: 6, hidden: 512, inter: 160, first: 8, cnt: 48, br: 32, bc: 64},   // V2-Lite's routing, a shard
+	} {
+		gp, cp, _ := moeParts(t, rnd, sh.first, sh.cnt, sh.hidden, sh.inter, kernels.FP8, sh.br, sh.bc)
+		gex, err := g.UploadExperts(gp, false)
+		require.NoError(t, err)
+		cex, err := c.UploadExperts(cp, false)
+		require.NoError(t, err)
+		require.Equal(t, kernels.FP8, gex.DType(), "fp8 experts stay fp8")
+		var bytes int64
+		for _, ps := range [][]kernels.HostMatrix{gp.Gate, gp.Up, gp.Down} {
+			for _, h := range ps {
+				bytes += int64(len(h.Data)) + 4*int64(len(h.Scales))
+			}
+		}
+		assert.Equal(t, bytes, gex.Bytes(), "resident: the fp8 bytes and the block scales")
+		assert.Equal(t, cex.Bytes(), gex.Bytes(), "resident bytes, GPU vs CPU")
+		moeParity(t, g, c, rnd, sh, gex, cex, []int{1, 3, 8, 9, 64})
+	}
+}
+
+// TestMoEExpertsFP8Rejects: fp8 experts whose rows do not fill whole
+// blocks cannot share one stacked scale grid; the error names the tensor.
+func TestMoEExpertsFP8Rejects(t *testing.T) {
+	g := newGPU(t, Options{})
+	rnd := rand.New(rand.NewPCG(1, 2))
+	gp, _, _ := moeParts(t, rnd, 0, 4, 64, 40, kernels.FP8, 16, 16) // gate/up of 40 rows
+	_, err := g.UploadExperts(gp, false)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "experts.0.gate_proj.weight")
+	assert.Contains(t, err.Error(), "whole row blocks")
+
+	gp, _, _ = moeParts(t, rnd, 0, 4, 64, 32, kernels.FP8, 16, 16)
+	gp.Up[1].ScaleRow0 = 8 // a slice starting inside a block
+	gp.Up[1].Scales = make([]float32, 3*4)
+	_, err = g.UploadExperts(gp, false)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "experts.1.up_proj.weight")
+	assert.Contains(t, err.Error(), "whole row blocks")
+
+	gp, _, _ = moeParts(t, rnd, 0, 4, 64, 32, kernels.FP8, 16, 16)
+	gp.Down[2].BlockCols = 32 // another block shape
+	gp.Down[2].Scales = make([]float32, 4)
+	_, err = g.UploadExperts(gp, false)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "experts.2.down_proj.weight")
+	assert.Contains(t, err.Error(), "blocks 16×32 differ")
+
+	// With int8 they are quantised per row like float parts: no block rule.
+	gp, _, _ = moeParts(t, rnd, 0, 4, 64, 40, kernels.FP8, 16, 16)
+	ex, err := g.UploadExperts(gp, true)
+	require.NoError(t, err)
+	assert.Equal(t, kernels.Int8, ex.DType())
 }
 
 // TestMoECaptured: a one-row MoE layer (route, gate|up, down) captured as
@@ -262,7 +340,7 @@ func TestMoECaptured(t *testing.T) {
 	g := newGPU(t, Options{})
 	rnd := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
 	const E, k, hid, inter = 16, 4, 128, 64
-	gp, _, _ := moeParts(t, rnd, 0, E, hid, inter, kernels.BF16)
+	gp, _, _ := moeParts(t, rnd, 0, E, hid, inter, kernels.BF16, 0, 0)
 	ex, err := g.UploadExperts(gp, false)
 	require.NoError(t, err)
 	cfg := routing.Config{Method: routing.TopKNoAuxTC, Scoring: routing.ScoringSigmoid, Experts: E, TopK: k, Groups: 4, TopGroups: 2,
@@ -299,8 +377,9 @@ func TestMoECaptured(t *testing.T) {
 // BenchmarkMoELayer times one MoE layer's routed part (route, then the
 // experts: the decode kernels up to 8 rows, the sort and grouped kernels
 // above) at DeepSeek-V3's shape (256 experts top-8 of 2048 features over
-// 7168, 8 groups keep 4: 22.5 GB of bf16 experts) and V2-Lite's (64 top-6,
-// 1408 over 2048), bf16 weights made on the device. For one row it
+// 7168, 8 groups keep 4: 22.5 GB of bf16 experts, 11.3 GB of fp8) and
+// V2-Lite's (64 top-6, 1408 over 2048, bf16 only: not whole 128-row
+// blocks), bf16 and fp8 weights made on the device. For one row it
 // reports the bandwidth of the k experts' weights read.
 func BenchmarkMoELayer(b *testing.B) {
 	if err := Available(); err != nil {
@@ -319,45 +398,55 @@ func BenchmarkMoELayer(b *testing.B) {
 		{"v2-lite", routing.Config{Method: routing.TopKGreedy, Scoring: routing.ScoringSoftmax, Experts: 64, TopK: 6, Groups: 1, TopGroups: 1, Scale: 1}, 2048, 1408},
 	} {
 		c := sh.cfg
-		ex, err := g.RandomExperts(0, c.Experts, sh.hidden, sh.inter, 1, 0.02)
-		require.NoError(b, err)
 		var bias []float32
 		if c.Method == routing.TopKNoAuxTC {
 			bias = make([]float32, c.Experts)
 		}
 		r, err := g.NewMoERouter(c, bias)
 		require.NoError(b, err)
-		for _, n := range []int{1, 8, 128} {
-			b.Run(fmt.Sprintf("%s/rows=%d", sh.name, n), func(b *testing.B) {
-				rt, err := g.NewMoERoutes(kernels.MoERoutesSpec{Rows: n, TopK: c.TopK, Experts: c.Experts, Hidden: sh.hidden, Inter: sh.inter})
-				require.NoError(b, err)
-				logits, err := g.Alloc(n * c.Experts)
-				require.NoError(b, err)
-				x, err := g.Alloc(n * sh.hidden)
-				require.NoError(b, err)
-				out, err := g.Alloc(n * sh.hidden)
-				require.NoError(b, err)
-				require.NoError(b, g.RandomBuffer(logits, 3, 0, 4))
-				require.NoError(b, g.RandomBuffer(x, 4, 0, 1))
-				g.Route(rt, r, logits, n)
-				g.MoEExperts(out, x, n, ex, rt, false)
-				require.NoError(b, g.Sync())
-				var ms float64 // device time between events around each layer
-				for b.Loop() {
-					t, err := g.Time(func() {
-						g.Route(rt, r, logits, n)
-						g.MoEExperts(out, x, n, ex, rt, false)
-					})
-					require.NoError(b, err)
-					ms += t
-				}
-				per := ms / 1e3 / float64(b.N)
-				b.ReportMetric(per*1e6, "µs/layer")
-				if n == 1 {
-					bytes := float64(c.TopK) * 3 * float64(sh.hidden) * float64(sh.inter) * 2
-					b.ReportMetric(bytes/per/1e9, "GB/s")
-				}
-			})
+		for _, dt := range []kernels.DType{kernels.BF16, kernels.FP8} {
+			if dt == kernels.FP8 && (sh.hidden%128 != 0 || sh.inter%128 != 0) {
+				continue
+			}
+			ex, err := g.RandomExperts(0, c.Experts, sh.hidden, sh.inter, dt, 1, 0.02)
+			require.NoError(b, err)
+			moeBenchLayer(b, g, sh.name, dt, c, r, ex, sh.hidden, sh.inter)
 		}
+	}
+}
+
+// moeBenchLayer runs BenchmarkMoELayer's row counts for one layer's experts.
+func moeBenchLayer(b *testing.B, g *Backend, name string, dt kernels.DType, c routing.Config, r kernels.MoERouter, ex *Experts, hidden, inter int) {
+	for _, n := range []int{1, 8, 128} {
+		b.Run(fmt.Sprintf("%s/%v/rows=%d", name, dt, n), func(b *testing.B) {
+			rt, err := g.NewMoERoutes(kernels.MoERoutesSpec{Rows: n, TopK: c.TopK, Experts: c.Experts, Hidden: hidden, Inter: inter})
+			require.NoError(b, err)
+			logits, err := g.Alloc(n * c.Experts)
+			require.NoError(b, err)
+			x, err := g.Alloc(n * hidden)
+			require.NoError(b, err)
+			out, err := g.Alloc(n * hidden)
+			require.NoError(b, err)
+			require.NoError(b, g.RandomBuffer(logits, 3, 0, 4))
+			require.NoError(b, g.RandomBuffer(x, 4, 0, 1))
+			g.Route(rt, r, logits, n)
+			g.MoEExperts(out, x, n, ex, rt, false)
+			require.NoError(b, g.Sync())
+			var ms float64 // device time between events around each layer
+			for b.Loop() {
+				t, err := g.Time(func() {
+					g.Route(rt, r, logits, n)
+					g.MoEExperts(out, x, n, ex, rt, false)
+				})
+				require.NoError(b, err)
+				ms += t
+			}
+			per := ms / 1e3 / float64(b.N)
+			b.ReportMetric(per*1e6, "µs/layer")
+			if n == 1 {
+				bytes := float64(c.TopK) * 3 * float64(hidden) * float64(inter) * float64(dt.Size())
+				b.ReportMetric(bytes/per/1e9, "GB/s")
+			}
+		})
 	}
 }
