@@ -142,6 +142,7 @@ func runBenchServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 		o.Progress = stderr
 	}
 	var runs []*serving.Result
+	var runErr error
 	for _, r := range rateList {
 		o.RequestRate = r
 		fmt.Fprintf(stderr, "bench: %s %s, rate %s, %d prompts, max concurrency %d\n", *url, *model, serving.FormatRate(r), len(prompts), *maxConc)
@@ -153,22 +154,28 @@ func runBenchServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 			}
 		}
 		if err != nil {
-			return err
+			// Interrupted (Ctrl-C, timeout -s INT): the rates measured so
+			// far, and this one's partial result, are still written.
+			runErr = err
+			break
 		}
 	}
 	if len(runs) > 1 {
 		printSweep(stdout, runs)
 	}
-	if *jsonOut != "" {
+	if *jsonOut != "" && len(runs) > 0 {
 		if err := writeBenchJSON(*jsonOut, runs, *jsonRequests, args); err != nil {
 			return err
 		}
 	}
-	if *plotOut != "" {
+	if *plotOut != "" && len(runs) > 1 {
 		if err := serving.WritePlotFile(*plotOut, runs, *model); err != nil {
 			return err
 		}
 		fmt.Fprintf(stderr, "bench: wrote %s\n", *plotOut)
+	}
+	if runErr != nil {
+		return runErr
 	}
 	for _, r := range runs {
 		if r.Completed == 0 {

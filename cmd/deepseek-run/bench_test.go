@@ -1,11 +1,15 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"image/png"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -86,6 +90,44 @@ func TestBenchServeSweep(t *testing.T) {
 	defer f.Close()
 	_, err = png.DecodeConfig(f)
 	assert.NoError(t, err)
+}
+
+// An interrupted sweep still writes the rates measured so far to --json,
+// so a run under `timeout -s INT` keeps its results.
+func TestBenchServeInterruptedWritesJSON(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stubURL, requests := openAIStub(t)
+	// The proxy cancels the benchmark when the second rate's first request
+	// arrives, before forwarding it.
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && requests.Load() >= 3 {
+			cancel()
+			http.Error(w, "interrupted", http.StatusServiceUnavailable)
+			return
+		}
+		u, _ := neturl.Parse(stubURL)
+		httputil.NewSingleHostReverseProxy(u).ServeHTTP(w, r)
+	}))
+	t.Cleanup(proxy.Close)
+	jsonPath := filepath.Join(t.TempDir(), "r.json")
+	var stdout, stderr bytes.Buffer
+	err := runBenchServe(ctx, []string{"--url", proxy.URL, "--num-prompts", "3", "--input-len", "4",
+		"--output-len", "3", "--request-rate", "100,inf,50", "--max-concurrency", "1", "--quiet", "--json", jsonPath}, &stdout, &stderr)
+	require.ErrorIs(t, err, context.Canceled)
+	var rep struct {
+		Runs []struct {
+			RequestRate any `json:"request_rate"`
+			Completed   int
+		}
+	}
+	b, rerr := os.ReadFile(jsonPath)
+	require.NoError(t, rerr)
+	require.NoError(t, json.Unmarshal(b, &rep))
+	require.Len(t, rep.Runs, 2, "the finished rate and the interrupted one; the third never ran")
+	assert.Equal(t, 3, rep.Runs[0].Completed)
+	assert.Equal(t, "inf", rep.Runs[1].RequestRate)
+	assert.Equal(t, 0, rep.Runs[1].Completed)
 }
 
 func TestBenchServeDataset(t *testing.T) {
