@@ -78,8 +78,23 @@ wait_ok() {
   done
 }
 
+# probe NAME URL: the log-probability of the first greedy token of one fixed
+# prompt, to check that both servers compute the same model. (Not the text:
+# the synthetic lm_head repeats rows, so the top logits tie exactly and each
+# server breaks the tie its own way.)
+probe() {
+  curl -sf "$2/v1/completions" -H 'Content-Type: application/json' \
+    -d '{"model":"coder","prompt":[100,200,300,400,500,600,700,800],"max_tokens":1,"temperature":0,"logprobs":1}' |
+    python3 -c '
+import json, sys
+lp = json.load(sys.stdin)["choices"][0]["logprobs"]
+print("%.4f" % (lp["token_logprobs"][0] if "token_logprobs" in lp else lp["content"][0]["logprob"]))' \
+    > "$OUT/$1-probe.txt" 2>/dev/null || echo '?' > "$OUT/$1-probe.txt"
+}
+
 # bench NAME URL: warm-up, then the sweep into $OUT/NAME.json and NAME.png.
 bench() {
+  probe "$1" "$2"
   local common=(--url "$2" --max-concurrency "$CONC" --input-len "$INPUT_LEN" --output-len "$OUTPUT_LEN" --seed "$SEED" --quiet)
   "$DSRUN" bench serve "${common[@]}" --num-prompts 2 --request-rate inf --seed 99 > "$OUT/$1-warmup.txt"
   local plot=()
@@ -128,4 +143,8 @@ for rate, label, r in rows:
         rate, label, r["request_throughput"], r["output_throughput"], r["ttft_ms"]["median"], r["ttft_ms"]["p99"],
         r["tpot_ms"]["median"], r["tpot_ms"]["p99"], r["completed"], r["failed"]))
 EOF
+if [[ -f $OUT/ours-probe.txt && -f $OUT/llama-probe.txt ]]; then
+  echo "first greedy token's logprob for prompt [100,200,...,800] (same weights: equal to ~1e-3):" \
+    "deepseek-run serve $(cat "$OUT/ours-probe.txt"), llama-server $(cat "$OUT/llama-probe.txt")"
+fi
 echo "took $(( SECONDS - start )) s; results in $OUT"
