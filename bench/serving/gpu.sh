@@ -107,6 +107,8 @@ t=$SECONDS
 server_pid=$!
 until curl -sf -o /dev/null "$URL/ready"; do
   kill -0 "$server_pid" 2>/dev/null || { tail -20 "$OUT/server.log"; server_pid=; die "the server exited while loading"; }
+  # A failed load leaves the server up but never ready.
+  grep -q "loading model failed" "$OUT/server.log" && { tail -5 "$OUT/server.log"; die "the model did not load"; }
   (( SECONDS - t < 240 )) || { tail -20 "$OUT/server.log"; die "not ready after 240 s"; }
   sleep 1
 done
