@@ -69,10 +69,11 @@ fi
 
 # Checkpoint: tmpfs when it has room (the 7B is 13.3 GiB), else local disk.
 if [[ -z ${MODEL_DIR:-} ]]; then
-  need=$("$DSRUN" synth --list | awk -v s="$SHAPE" '$1 == s { print $5 $6 }')
-  MODEL_DIR=/tmp/dsgo-$SHAPE
+  # GiB the checkpoint needs, rounded up (0 for MiB-sized test shapes).
+  need=$("$DSRUN" synth --list | awk -v s="$SHAPE" '$1 == s { print ($6 == "GiB") ? int($5) + 1 : 0 }')
   avail=$(df --output=avail -B1G /dev/shm 2>/dev/null | tail -1 | tr -d ' ')
-  [[ $need == *GiB && ${avail:-0} -gt $(( ${need%.*} + 4 )) ]] && MODEL_DIR=/dev/shm/dsgo-$SHAPE
+  MODEL_DIR=/tmp/dsgo-$SHAPE
+  (( ${avail:-0} > ${need:-999} + 4 )) && MODEL_DIR=/dev/shm/dsgo-$SHAPE
 fi
 if [[ -f $MODEL_DIR/config.json ]]; then
   say "reusing the checkpoint in $MODEL_DIR"
