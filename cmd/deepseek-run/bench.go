@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -26,13 +29,17 @@ kind and goodput for --slo. Several rates make a sweep (--plot draws it).
 
 Prompts come from --dataset (JSONL: {"prompt": "text" or [ids], "max_tokens": N})
 or are synthetic: --input-len random token ids (or words with --endpoint chat)
-and --output-len tokens with ignore_eos.
+and --output-len tokens with ignore_eos. Synthetic prompts are drawn afresh
+for each rate of a sweep (--seed plus the rate's index), so a server's prefix
+cache cannot answer a later rate from an earlier one's prompts.
 
 Examples:
   deepseek-run bench serve --url http://127.0.0.1:8080 --num-prompts 500 \
       --max-concurrency 32 --input-len 128 --output-len 64
   deepseek-run bench serve --url http://gpu:8000 --model m --num-prompts 1000 \
       --input-len 512 --output-len 256 --request-rate 4,8,16,inf --plot sweep.png --json sweep.json
+  deepseek-run bench serve --url http://gpu:8000 --num-prompts 1000,250 --request-rate inf,8 ...
+      (1000 prompts at rate inf, then 250 at rate 8)
 
 Flags:
 `
@@ -55,7 +62,7 @@ func runBenchServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 	endpoint := fs.String("endpoint", "completions", "completions, chat, or a path such as /v1/completions")
 	model := fs.String("model", "", "model `NAME` of the requests (default: the first of GET /v1/models)")
 	apiKey := fs.String("api-key", os.Getenv("OPENAI_API_KEY"), "bearer `KEY` (default $OPENAI_API_KEY)")
-	numPrompts := fs.Int("num-prompts", 200, "requests per rate")
+	numPrompts := fs.String("num-prompts", "200", "requests per rate; a comma list gives each --request-rate its own (1000,200,200)")
 	rates := fs.String("request-rate", "inf", "requests/s, Poisson arrivals; a comma list sweeps (1,2,4,inf)")
 	maxConc := fs.Int("max-concurrency", 0, "requests in flight at most (0 = no cap)")
 	dataset := fs.String("dataset", "", "JSONL `FILE` of prompts (cycled to --num-prompts)")
@@ -65,7 +72,7 @@ func runBenchServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 	tokenRange := fs.String("token-range", "100:500", "synthetic token ids are drawn from `LO:HI` (valid in every vocabulary of at least HI)")
 	ignoreEOS := fs.Bool("ignore-eos", true, "ask for max_tokens whatever is sampled (default on for synthetic prompts, off for --dataset)")
 	temperature := fs.Float64("temperature", 0, "sampling temperature of every request")
-	seed := fs.Uint64("seed", 0, "seed of the arrivals and synthetic prompts")
+	seed := fs.Uint64("seed", 0, "seed of the arrivals and synthetic prompts; the i-th rate of a sweep uses seed+i, so no rate resends another's prompts (a prefix cache would serve them)")
 	sloFlag := fs.String("slo", "", "goodput SLOs: ttft=200ms,tpot=50ms,e2el=10s (plain numbers are ms)")
 	timeout := fs.Duration("timeout", 0, "per-request limit (0 = none)")
 	jsonOut := fs.String("json", "", "write the results to `FILE` as JSON")
@@ -90,14 +97,18 @@ func runBenchServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return usagef("--slo: %v", err)
 	}
-	if *numPrompts <= 0 {
-		return usagef("--num-prompts must be positive, got %d", *numPrompts)
+	counts, err := parseCounts(*numPrompts, len(rateList))
+	if err != nil {
+		return usagef("--num-prompts: %v", err)
 	}
 	if *plotOut != "" && len(rateList) < 2 {
 		return usagef("--plot needs two or more --request-rate values")
 	}
 	chat := *endpoint == "chat" || strings.HasSuffix(*endpoint, "/chat/completions")
-	var prompts []serving.Prompt
+	// promptsFor returns the prompts of the i-th rate: a dataset's first
+	// counts[i] (cycled), or synthetic ones drawn with seed+i so that no rate
+	// resends another's (a server's prefix cache would answer them).
+	var promptsFor func(i int) ([]serving.Prompt, error)
 	switch {
 	case *dataset != "" && *inputLen > 0:
 		return usagef("give --dataset or --input-len, not both")
@@ -111,9 +122,10 @@ func runBenchServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 		if err != nil {
 			return err
 		}
-		if prompts, err = serving.Take(ps, *numPrompts); err != nil {
+		if _, err := serving.Take(ps, 1); err != nil {
 			return err
 		}
+		promptsFor = func(i int) ([]serving.Prompt, error) { return serving.Take(ps, counts[i]) }
 		if !set["ignore-eos"] {
 			*ignoreEOS = false
 		}
@@ -122,10 +134,14 @@ func runBenchServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 		if _, err := fmt.Sscanf(*tokenRange, "%d:%d", &lo, &hi); err != nil {
 			return usagef("--token-range %q: want LO:HI", *tokenRange)
 		}
-		prompts, err = serving.Synthetic(serving.SyntheticOptions{NumPrompts: *numPrompts, InputLen: *inputLen,
-			OutputLen: *outputLen, RangeRatio: *rangeRatio, Text: chat, TokenLo: lo, TokenHi: hi, Seed: *seed})
-		if err != nil {
+		so := serving.SyntheticOptions{NumPrompts: counts[0], InputLen: *inputLen, OutputLen: *outputLen,
+			RangeRatio: *rangeRatio, Text: chat, TokenLo: lo, TokenHi: hi, Seed: *seed}
+		if _, err := serving.Synthetic(so); err != nil {
 			return usagef("%v", err)
+		}
+		promptsFor = func(i int) ([]serving.Prompt, error) {
+			so.NumPrompts, so.Seed = counts[i], *seed+uint64(i)
+			return serving.Synthetic(so)
 		}
 	default:
 		return usagef("give prompts: --dataset FILE or --input-len N [--output-len N]")
@@ -135,16 +151,20 @@ func runBenchServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 			return err
 		}
 	}
-	o := serving.Options{URL: *url, Endpoint: *endpoint, Model: *model, APIKey: *apiKey, Prompts: prompts,
-		MaxConcurrency: *maxConc, Seed: *seed, IgnoreEOS: *ignoreEOS, Temperature: *temperature,
+	o := serving.Options{URL: *url, Endpoint: *endpoint, Model: *model, APIKey: *apiKey,
+		MaxConcurrency: *maxConc, IgnoreEOS: *ignoreEOS, Temperature: *temperature,
 		SLO: slo, Timeout: *timeout}
 	if !*quiet {
 		o.Progress = stderr
 	}
 	var runs []*serving.Result
-	for _, r := range rateList {
-		o.RequestRate = r
-		fmt.Fprintf(stderr, "bench: %s %s, rate %s, %d prompts, max concurrency %d\n", *url, *model, serving.FormatRate(r), len(prompts), *maxConc)
+	var runErr error
+	for i, r := range rateList {
+		o.RequestRate, o.Seed = r, *seed+uint64(i)
+		if o.Prompts, err = promptsFor(i); err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "bench: %s %s, rate %s, %d prompts, max concurrency %d\n", *url, *model, serving.FormatRate(r), len(o.Prompts), *maxConc)
 		res, err := serving.Run(ctx, o)
 		if res != nil {
 			runs = append(runs, res)
@@ -153,22 +173,31 @@ func runBenchServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 			}
 		}
 		if err != nil {
-			return err
+			// Interrupted (Ctrl-C, timeout -s INT): the rates measured so
+			// far, and this one's partial result, are still written.
+			runErr = err
+			break
 		}
 	}
+	// The table and the plot go by rate, "inf" last, whatever the order run.
+	byRate := slices.Clone(runs)
+	slices.SortStableFunc(byRate, func(a, b *serving.Result) int { return cmp.Compare(a.RequestRate, b.RequestRate) })
 	if len(runs) > 1 {
-		printSweep(stdout, runs)
+		printSweep(stdout, byRate)
 	}
-	if *jsonOut != "" {
+	if *jsonOut != "" && len(runs) > 0 {
 		if err := writeBenchJSON(*jsonOut, runs, *jsonRequests, args); err != nil {
 			return err
 		}
 	}
-	if *plotOut != "" {
-		if err := serving.WritePlotFile(*plotOut, runs, *model); err != nil {
+	if *plotOut != "" && len(runs) > 1 {
+		if err := serving.WritePlotFile(*plotOut, byRate, *model); err != nil {
 			return err
 		}
 		fmt.Fprintf(stderr, "bench: wrote %s\n", *plotOut)
+	}
+	if runErr != nil {
+		return runErr
 	}
 	for _, r := range runs {
 		if r.Completed == 0 {
@@ -213,4 +242,23 @@ func writeBenchJSON(path string, runs []*serving.Result, withRequests bool, args
 		return fmt.Errorf("--json: %w", err)
 	}
 	return nil
+}
+
+// parseCounts reads --num-prompts: one positive count for every rate, or
+// one per rate.
+func parseCounts(s string, rates int) ([]int, error) {
+	parts := strings.Split(s, ",")
+	if len(parts) != 1 && len(parts) != rates {
+		return nil, fmt.Errorf("%d counts for %d rates: give one, or one per rate", len(parts), rates)
+	}
+	out := make([]int, rates)
+	for i := range out {
+		p := strings.TrimSpace(parts[min(i, len(parts)-1)])
+		n, err := strconv.Atoi(p)
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("want a positive count, got %q", p)
+		}
+		out[i] = n
+	}
+	return out, nil
 }

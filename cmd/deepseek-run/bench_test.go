@@ -1,14 +1,20 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"image/png"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	neturl "net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -86,6 +92,120 @@ func TestBenchServeSweep(t *testing.T) {
 	defer f.Close()
 	_, err = png.DecodeConfig(f)
 	assert.NoError(t, err)
+}
+
+// An interrupted sweep still writes the rates measured so far to --json,
+// so a run under `timeout -s INT` keeps its results.
+func TestBenchServeInterruptedWritesJSON(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stubURL, requests := openAIStub(t)
+	// The proxy cancels the benchmark when the second rate's first request
+	// arrives, before forwarding it.
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && requests.Load() >= 3 {
+			cancel()
+			http.Error(w, "interrupted", http.StatusServiceUnavailable)
+			return
+		}
+		u, _ := neturl.Parse(stubURL)
+		httputil.NewSingleHostReverseProxy(u).ServeHTTP(w, r)
+	}))
+	t.Cleanup(proxy.Close)
+	jsonPath := filepath.Join(t.TempDir(), "r.json")
+	var stdout, stderr bytes.Buffer
+	err := runBenchServe(ctx, []string{"--url", proxy.URL, "--num-prompts", "3", "--input-len", "4",
+		"--output-len", "3", "--request-rate", "100,inf,50", "--max-concurrency", "1", "--quiet", "--json", jsonPath}, &stdout, &stderr)
+	require.ErrorIs(t, err, context.Canceled)
+	var rep struct {
+		Runs []struct {
+			RequestRate any `json:"request_rate"`
+			Completed   int
+		}
+	}
+	b, rerr := os.ReadFile(jsonPath)
+	require.NoError(t, rerr)
+	require.NoError(t, json.Unmarshal(b, &rep))
+	require.Len(t, rep.Runs, 2, "the finished rate and the interrupted one; the third never ran")
+	assert.Equal(t, 3, rep.Runs[0].Completed)
+	assert.Equal(t, "inf", rep.Runs[1].RequestRate)
+	assert.Equal(t, 0, rep.Runs[1].Completed)
+}
+
+// Each rate of a sweep sends its own synthetic prompts (seed+i); the first
+// rate's are those of a single run with the same seed.
+func TestBenchServeFreshPromptsPerRate(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	take := func() []string { // the prompts received since the last call
+		mu.Lock()
+		defer mu.Unlock()
+		s := seen
+		seen = nil
+		return s
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/completions", func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			Prompt []int `json:"prompt"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		seen = append(seen, fmt.Sprint(body.Prompt))
+		mu.Unlock()
+		fmt.Fprint(w, "data: {\"choices\":[{\"text\":\"x\"}],\"usage\":{\"prompt_tokens\":8,\"completion_tokens\":1}}\n\ndata: [DONE]\n\n")
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	bench := func(counts, rates string) string {
+		t.Helper()
+		code, stdout, stderr := cli(t, "", "bench", "serve", "--url", srv.URL, "--model", "m", "--num-prompts", counts,
+			"--input-len", "8", "--output-len", "1", "--max-concurrency", "1", "--seed", "7", "--quiet", "--request-rate", rates)
+		require.Equal(t, 0, code, stderr)
+		return stdout
+	}
+
+	bench("2", "inf,inf")
+	sweep := take()
+	require.Len(t, sweep, 4)
+	assert.Len(t, slices.Compact(slices.Sorted(slices.Values(sweep))), 4, "no prompt is sent twice")
+	// Rate 0 uses --seed itself: a single run sends the sweep's first
+	// prompts (a rate's requests may arrive in either order).
+	bench("2", "inf")
+	assert.ElementsMatch(t, sweep[:2], take())
+
+	// A count per rate; the table lists the rates in order, inf last.
+	stdout := bench("3,1", "inf,50")
+	assert.Len(t, take(), 4)
+	assert.Contains(t, stdout, "Successful requests:                    3\n")
+	assert.Contains(t, stdout, "Successful requests:                    1\n")
+	assert.Regexp(t, `(?s)\n\s+50\s.*\n\s+inf\s`, stdout, "sweep table by rate")
+}
+
+func TestParseCounts(t *testing.T) {
+	for _, tc := range []struct {
+		in    string
+		rates int
+		want  []int
+		err   string
+	}{
+		{"5", 3, []int{5, 5, 5}, ""},
+		{"1000, 200", 2, []int{1000, 200}, ""},
+		{"1,2", 3, nil, "2 counts for 3 rates"},
+		{"0", 1, nil, "positive"},
+		{"x", 1, nil, "positive"},
+	} {
+		got, err := parseCounts(tc.in, tc.rates)
+		if tc.err != "" {
+			assert.ErrorContains(t, err, tc.err, tc.in)
+			continue
+		}
+		require.NoError(t, err, tc.in)
+		assert.Equal(t, tc.want, got, tc.in)
+	}
 }
 
 func TestBenchServeDataset(t *testing.T) {

@@ -100,6 +100,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Var(&maxBody, "max-body", "request body limit; larger bodies get 413")
 	timeout := fs.Duration("timeout", 10*time.Minute, "per-request limit, queueing included")
 	maxRunning := fs.Int("max-running", 64, "sequences a replica batches per step")
+	tokenBudget := fs.Int("token-budget", 0, "rows a replica's step computes, decode rows and prompt chunks together (0 = engine default, 512; at least --max-running)")
 	maxWaiting := fs.Int("max-waiting", 256, "requests a replica queues beyond --max-running; more get 429 with Retry-After")
 	fs.Var(&kvBytes, "kv-bytes", "KV cache budget per replica (0 = engine default)")
 	shutdown := fs.Duration("shutdown-timeout", 30*time.Second, "how long in-flight requests may finish after SIGTERM")
@@ -119,8 +120,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	switch {
 	case *replicas < 1:
 		return usagef("--replicas must be at least 1, got %d", *replicas)
-	case *maxRunning < 1 || *maxWaiting < 0:
-		return usagef("--max-running must be at least 1 and --max-waiting at least 0")
+	case *maxRunning < 1 || *maxWaiting < 0 || *tokenBudget < 0:
+		return usagef("--max-running must be at least 1, --max-waiting and --token-budget at least 0")
 	case *timeout <= 0 || *shutdown <= 0:
 		return usagef("--timeout and --shutdown-timeout must be positive")
 	case maxBody <= 0:
@@ -144,7 +145,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		models = append(models, serve.Source{Name: "stories260k", FS: stories260k.FS()})
 	}
 	eo := serve.EngineOptions{Devices: strings.Split(*device, ","), Int8: *int8, Threads: *threads,
-		Scheduler: engine.SchedulerOptions{MaxSeqs: *maxRunning, KVBytes: int64(kvBytes)}}
+		Scheduler: engine.SchedulerOptions{MaxSeqs: *maxRunning, TokenBudget: *tokenBudget, KVBytes: int64(kvBytes)}}
 	srv, err := serve.New(serve.Options{
 		Models: models, ModelsDir: *modelsDir, Replicas: *replicas, MemoryBudget: int64(budget),
 		Open: serve.EngineOpener(eo), APIKey: *apiKey, MaxBodyBytes: int64(maxBody), RequestTimeout: *timeout,

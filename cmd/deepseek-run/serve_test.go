@@ -93,6 +93,7 @@ func TestServeUsageErrors(t *testing.T) {
 		msg  string
 	}{
 		{[]string{"--replicas", "0"}, "--replicas must be at least 1"},
+		{[]string{"--token-budget", "-1"}, "--token-budget at least 0"},
 		{[]string{"-m", "x=" + filepath.Join(dir, "missing")}, "no config.json"},
 		{[]string{"-m", "=" + dir}, "want name=DIR"},
 		{[]string{"--max-body", "lots"}, "want a size"},
