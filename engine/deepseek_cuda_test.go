@@ -24,8 +24,13 @@ import (
 // activations to bf16. The fp8 fixture belongs to the second group: its
 // unquantised tensors (embeddings, lm_head, router) are bf16, and its fp8
 // weights stay fp8, their prefill GEMMs running on bf16-rounded values
-// (TestCUDAFP8Resident). Measured on the H100 by F: v3-bf16 2.1–2.3e-2,
-// v3-fp8 2.2e-3 when CUDA still widened fp8 to f32; greedy identical.
+// (TestCUDAFP8Resident). Measured on the H100: v3-bf16 2.3–2.6e-2; v3-fp8
+// 2.2e-3 when CUDA still widened fp8 to f32, 4.5–5.1e-2 (worst at a
+// prefill row) since fp8 stays fp8: the tensor-core prefill rounds both the
+// dequantised weight (value × block scale) and the activation to bf16,
+// twice the bf16 checkpoint's rounding, which these tiny random nets
+// amplify (the fp8 decode GEMV is exact: 5e-7 from the CPU). Greedy
+// identical everywhere.
 func TestCUDAVerifyDeepseekFixtures(t *testing.T) {
 	needCUDA(t)
 	for _, dir := range deepseekFixtures {
@@ -41,7 +46,11 @@ func TestCUDAVerifyDeepseekFixtures(t *testing.T) {
 				t.Logf("%s %s on %s: worst %.3g at %s, greedy %d/%d", dir, path, m.Info().Backend, r.Worst, r.WorstAt, r.Match, len(r.RefIDs))
 				assert.Equal(t, len(r.RefIDs), r.Match, "ours %v ref %v", r.OurIDs, r.RefIDs)
 				tol := 1e-4
-				if dir != "deepseek-v3" && dir != "deepseek-v2-lite" {
+				switch dir {
+				case "deepseek-v3", "deepseek-v2-lite":
+				case "deepseek-v3-fp8":
+					tol = fp8GPUTol
+				default:
 					tol = 3e-2
 				}
 				assert.LessOrEqual(t, r.Worst, tol, "worst at %s", r.WorstAt)

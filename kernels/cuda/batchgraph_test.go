@@ -58,7 +58,7 @@ func capturedBatchStep(t *testing.T, kvdt kernels.DType, rows int) {
 		kv                kernels.PagedKV
 		x, q, k, v, o, lg kernels.Buffer
 	}
-	const maxRows = 128
+	const maxRows = 512 // the prompt step's tokens (340 at 16 rows) × 2 widths
 	mk := func() *state {
 		s := &state{}
 		s.kv, err = g.NewPagedKV(spec)

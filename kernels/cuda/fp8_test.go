@@ -192,13 +192,25 @@ func TestFP8Embed(t *testing.T) {
 }
 
 // TestFP8ToInt8: fp8 parts quantised per row to int8 at upload (WithInt8)
-// match the CPU backend doing the same.
+// against the CPU running those int8 values dequantised in f32 (the CPU's
+// own int8 path also quantises the activations; the GPU keeps them f32, as
+// TestInt8Parity explains).
 func TestFP8ToInt8(t *testing.T) {
 	r := newRig(t, Options{})
 	hs := fp8Parts(r.rnd, []fp8Part{{64, 0}, {40, 3}}, 256, 128, 128)
 	gw, err := r.g.UploadMatrix(hs, true)
 	require.NoError(t, err)
-	cw, err := r.c.UploadMatrix(hs, true)
+	q, err := quantizeParts(hs)
+	require.NoError(t, err)
+	var deq []kernels.HostMatrix
+	for _, p := range q {
+		f := make([]float32, p.Rows*p.Cols)
+		for i := range f {
+			f[i] = float32(int8(p.Data[i])) * p.Scales[i/p.Cols]
+		}
+		deq = append(deq, hostMatrix(p.Name, f, p.Rows, p.Cols, kernels.F32))
+	}
+	cw, err := r.c.UploadMatrix(deq, false)
 	require.NoError(t, err)
 	require.Equal(t, kernels.Int8, gw.DType())
 	for _, n := range []int{1, 3} {
