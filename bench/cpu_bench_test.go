@@ -120,7 +120,9 @@ func BenchmarkCPU(b *testing.B) {
 			}
 			b.Run(s.name+"/"+v.name, func(b *testing.B) {
 				config := s.config
-				if s.fit != nil {
+				// The memory check is for building: a later run of the same
+				// sub-benchmark reuses the model it would count against.
+				if s.fit != nil && current.key != s.name+"/"+v.name {
 					var limit int64
 					config, limit = s.fit(b, config)
 					defer debug.SetMemoryLimit(debug.SetMemoryLimit(limit))
