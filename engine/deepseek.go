@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/deepseek-go/deepseek-go/engine/layers"
 	"github.com/deepseek-go/deepseek-go/kernels"
 )
 
@@ -257,7 +258,7 @@ func buildDeepseek(b *Builder) ([]Block, error) {
 // attention is a block's attention: GQA (llama, qwen2, DeepSeek V1) or
 // MLA (V2/V3).
 type attention interface {
-	Forward(s *Session, out, xn kernels.Buffer, n, pos0 int) error
+	Forward(ctx layers.Context, out, xn kernels.Buffer, n, pos0 int) error
 }
 
 // deepseekBlock is x += attn(norm(x)); x += (dense MLP or MoE)(norm(x)).
@@ -270,12 +271,12 @@ type deepseekBlock struct {
 	moe               *MoE
 }
 
-func (blk *deepseekBlock) Forward(s *Session, x kernels.Buffer, n, pos0 int) error {
+func (blk *deepseekBlock) Forward(ctx layers.Context, x kernels.Buffer, n, pos0 int) error {
 	var ffn feedForward = blk.mlp
 	if blk.moe != nil {
 		ffn = blk.moe
 	}
-	return preNormBlock(s, blk.cfg, x, n, pos0, blk.attnNorm, blk.mlpNorm, blk.attn, ffn)
+	return preNormBlock(ctx, blk.cfg, x, n, pos0, blk.attnNorm, blk.mlpNorm, blk.attn, ffn)
 }
 
 // MLA is DeepSeek's multi-head latent attention for one layer.
@@ -417,14 +418,14 @@ type mlaScratch struct {
 	qabs, olat              kernels.Buffer // absorbed
 }
 
-func (a *MLA) scratch(s *Session) (mlaScratch, error) {
-	ch := s.Chunk()
+func (a *MLA) scratch(ctx layers.Context) (mlaScratch, error) {
+	ch := ctx.Chunk()
 	H, qh := a.Heads, a.Nope+a.Rope
 	var sc mlaScratch
 	var err error
 	get := func(dst *kernels.Buffer, name string, width int) {
 		if err == nil {
-			*dst, err = s.Scratch(name, ch*width)
+			*dst, err = ctx.Scratch(name, ch*width)
 		}
 	}
 	if a.QLora > 0 {
@@ -448,24 +449,24 @@ func (a *MLA) scratch(s *Session) (mlaScratch, error) {
 
 // Forward writes attention of xn [n, hidden] (already normed) to out
 // [n, hidden], storing this chunk's cache rows.
-func (a *MLA) Forward(s *Session, out, xn kernels.Buffer, n, pos0 int) error {
-	be := s.Backend()
-	sc, err := a.scratch(s)
+func (a *MLA) Forward(ctx layers.Context, out, xn kernels.Buffer, n, pos0 int) error {
+	be := ctx.Backend()
+	sc, err := a.scratch(ctx)
 	if err != nil {
 		return err
 	}
 	H, qh := a.Heads, a.Nope+a.Rope
 	if a.QLora > 0 {
-		s.matMul(xn, n, a.QA, nil, sc.qa)
+		ctx.MatMul(xn, n, a.QA, nil, layers.Outs{sc.qa})
 		be.RMSNorm(sc.qa, sc.qa, a.QANorm, n, a.QLora, mlaNormEps)
-		s.matMul(sc.qa, n, a.QB, nil, sc.q)
+		ctx.MatMul(sc.qa, n, a.QB, nil, layers.Outs{sc.q})
 	} else {
-		s.matMul(xn, n, a.Q, nil, sc.q)
+		ctx.MatMul(xn, n, a.Q, nil, layers.Outs{sc.q})
 	}
-	s.applyRope(sc.q, n, H, qh, pos0, &a.RopeQ)
-	s.matMul(xn, n, a.KVA, nil, sc.lat, sc.kr)
+	ctx.Rope(sc.q, n, H, qh, pos0, &a.RopeQ)
+	ctx.MatMul(xn, n, a.KVA, nil, layers.Outs{sc.lat, sc.kr})
 	be.RMSNorm(sc.lat, sc.lat, a.KVANorm, n, a.KVLora, mlaNormEps)
-	s.applyRope(sc.kr, n, 1, a.Rope, pos0, &a.RopeK)
+	ctx.Rope(sc.kr, n, 1, a.Rope, pos0, &a.RopeK)
 
 	if a.Absorbed {
 		kd := a.KVLora + a.Rope
@@ -477,12 +478,12 @@ func (a *MLA) Forward(s *Session, out, xn kernels.Buffer, n, pos0 int) error {
 		// parts are one MatMulHeads from the heads' q_nope in place.
 		be.Copy2D(sc.qabs, a.KVLora, kd, sc.q, a.Nope, qh, n*H, a.Rope)
 		be.MatMulHeads(sc.qabs, H*kd, kd, sc.q, H*qh, qh, n, a.WUKT)
-		s.attention(sc.olat, sc.qabs, sc.k, nil, a.Layer, pos0, n, H, a.Scale)
+		ctx.Attention(sc.olat, sc.qabs, sc.k, nil, a.Layer, pos0, n, H, a.Scale)
 		// Per head: attended latent · W_UVᵀ.
 		be.MatMulHeads(sc.attn, H*a.V, a.V, sc.olat, H*a.KVLora, a.KVLora, n, a.WUV)
 	} else {
 		per := a.Nope + a.V
-		s.matMul(sc.lat, n, a.KVB, nil, sc.kvb)
+		ctx.MatMul(sc.lat, n, a.KVB, nil, layers.Outs{sc.kvb})
 		// Seen as n·H rows of [k_nope | v], kv_b's output splits with two
 		// strided copies; the rope key is shared by every head.
 		be.Copy2D(sc.k, 0, qh, sc.kvb, 0, per, n*H, a.Nope)
@@ -490,9 +491,9 @@ func (a *MLA) Forward(s *Session, out, xn kernels.Buffer, n, pos0 int) error {
 		for h := range H {
 			be.Copy2D(sc.k, h*qh+a.Nope, H*qh, sc.kr, 0, a.Rope, n, a.Rope)
 		}
-		s.attention(sc.attn, sc.q, sc.k, sc.v, a.Layer, pos0, n, H, a.Scale)
+		ctx.Attention(sc.attn, sc.q, sc.k, sc.v, a.Layer, pos0, n, H, a.Scale)
 	}
-	s.matMul(sc.attn, n, a.O, nil, out)
+	ctx.MatMul(sc.attn, n, a.O, nil, layers.Outs{out})
 	return nil
 }
 
@@ -502,6 +503,7 @@ func (a *MLA) Forward(s *Session, out, xn kernels.Buffer, n, pos0 int) error {
 // the layer (a decode step stays capturable as one device graph).
 type MoE struct {
 	Hidden  int
+	Inter   int            // moe_intermediate_size
 	Router  kernels.Matrix // mlp.gate.weight [experts, hidden]
 	Routing RouterConfig
 	Bias    []float32 // e_score_correction_bias (noaux_tc)
@@ -531,7 +533,7 @@ func loadMoE(b *Builder, prefix string) (*MoE, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &MoE{Hidden: hid, Routing: deepseekRouter(c)}
+	m := &MoE{Hidden: hid, Inter: inter, Routing: deepseekRouter(c)}
 	// The router stays in its stored dtype: MatMul widens it exactly and
 	// accumulates in fp32, which is transformers' fp32 router matmul.
 	if m.Router, err = b.MatrixKeep(MatSpec{prefix + "gate.weight", c.NRoutedExperts, hid}); err != nil {
@@ -597,50 +599,27 @@ func loadMoE(b *Builder, prefix string) (*MoE, error) {
 	return m, nil
 }
 
-// routes returns the session's routing results and expert scratch (one
-// for every MoE layer: they run one after another), making them on first
-// use, which is never inside a captured step (the first decode step runs
-// uncaptured).
-func (m *MoE) routes(s *Session, mb kernels.MoE) (kernels.MoERoutes, error) {
-	spec := kernels.MoERoutesSpec{Rows: s.Chunk(), TopK: m.Routing.TopK, Experts: m.Routing.Experts,
-		Hidden: m.Hidden, Inter: s.m.cfg.MoEIntermediateSize}
-	if s.moe != nil && s.moe.Spec() == spec {
-		return s.moe, nil
-	}
-	rt, err := mb.NewMoERoutes(spec)
-	if err != nil {
-		return nil, fmt.Errorf("moe routing scratch: %w", err)
-	}
-	if s.moe != nil && s.graph.g != nil {
-		// A captured step points at the routes being replaced (as in
-		// Session.Scratch): drop it; later steps capture again.
-		s.graph.g.Close()
-		s.graph = graphState{}
-	}
-	s.moe = rt
-	return rt, nil
-}
-
 // Forward writes the MoE output for n rows of xn to out [n, hidden].
-func (m *MoE) Forward(s *Session, out, xn kernels.Buffer, n int) error {
-	be := s.Backend()
+func (m *MoE) Forward(ctx layers.Context, out, xn kernels.Buffer, n int) error {
+	be := ctx.Backend()
 	mb, err := moeOf(be)
 	if err != nil {
 		return err
 	}
-	rt, err := m.routes(s, mb)
+	rt, err := ctx.MoERoutes(mb, kernels.MoERoutesSpec{Rows: ctx.Chunk(), TopK: m.Routing.TopK, Experts: m.Routing.Experts,
+		Hidden: m.Hidden, Inter: m.Inter})
 	if err != nil {
 		return err
 	}
-	rl, err := s.Scratch("moe.router", s.Chunk()*m.Routing.Experts)
+	rl, err := ctx.Scratch("moe.router", ctx.Chunk()*m.Routing.Experts)
 	if err != nil {
 		return err
 	}
-	s.matMul(xn, n, m.Router, nil, rl)
+	ctx.MatMul(xn, n, m.Router, nil, layers.Outs{rl})
 	mb.Route(rt, m.gate, rl, n)
 	// Shared experts write out first; the routed ones add to it.
 	if m.Shared != nil {
-		if err := m.Shared.Forward(s, out, xn, n); err != nil {
+		if err := m.Shared.Forward(ctx, out, xn, n); err != nil {
 			return err
 		}
 	}
@@ -650,7 +629,7 @@ func (m *MoE) Forward(s *Session, out, xn kernels.Buffer, n int) error {
 		// A shard with neither routed experts (more shards than experts)
 		// nor shared ones adds zeros to the all-reduce: a scratch buffer
 		// that is never written holds them (Alloc zeroes).
-		zeros, err := s.Scratch("moe.zeros", s.Chunk()*m.Hidden)
+		zeros, err := ctx.Scratch("moe.zeros", ctx.Chunk()*m.Hidden)
 		if err != nil {
 			return err
 		}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/deepseek-go/deepseek-go/engine/layers"
 	"github.com/deepseek-go/deepseek-go/kernels"
 )
 
@@ -67,40 +68,40 @@ type llamaBlock struct {
 	mlp               *DenseMLP
 }
 
-func (blk *llamaBlock) Forward(s *Session, x kernels.Buffer, n, pos0 int) error {
-	return preNormBlock(s, blk.cfg, x, n, pos0, blk.attnNorm, blk.mlpNorm, blk.attn, blk.mlp)
+func (blk *llamaBlock) Forward(ctx layers.Context, x kernels.Buffer, n, pos0 int) error {
+	return preNormBlock(ctx, blk.cfg, x, n, pos0, blk.attnNorm, blk.mlpNorm, blk.attn, blk.mlp)
 }
 
 // feedForward is a block's MLP: a DenseMLP or a MoE.
 type feedForward interface {
-	Forward(s *Session, out, xn kernels.Buffer, n int) error
+	Forward(ctx layers.Context, out, xn kernels.Buffer, n int) error
 }
 
 // preNormBlock runs the pre-norm residual block both families use on n
 // rows of x: x += attn(norm(x)); x += ffn(norm(x)).
-func preNormBlock(s *Session, c *Config, x kernels.Buffer, n, pos0 int, attnNorm, mlpNorm kernels.Buffer, attn attention, ffn feedForward) error {
-	be := s.Backend()
+func preNormBlock(ctx layers.Context, c *Config, x kernels.Buffer, n, pos0 int, attnNorm, mlpNorm kernels.Buffer, attn attention, ffn feedForward) error {
+	be := ctx.Backend()
 	hid := c.HiddenSize
 	eps := float32(c.RMSNormEps)
-	xn, err := s.Scratch("xn", s.Chunk()*hid)
+	xn, err := ctx.Scratch("xn", ctx.Chunk()*hid)
 	if err != nil {
 		return err
 	}
-	tmp, err := s.Scratch("tmp", s.Chunk()*hid)
+	tmp, err := ctx.Scratch("tmp", ctx.Chunk()*hid)
 	if err != nil {
 		return err
 	}
 	be.RMSNorm(xn, x, attnNorm, n, hid, eps)
-	if err := attn.Forward(s, tmp, xn, n, pos0); err != nil {
+	if err := attn.Forward(ctx, tmp, xn, n, pos0); err != nil {
 		return err
 	}
-	s.allReduce(tmp, n*hid) // a shard's heads give a partial sum (shard.go)
+	ctx.AllReduce(tmp, n*hid) // a shard's heads give a partial sum (shard.go)
 	be.Add(x, x, tmp, n*hid)
 	be.RMSNorm(xn, x, mlpNorm, n, hid, eps)
-	if err := ffn.Forward(s, tmp, xn, n); err != nil {
+	if err := ffn.Forward(ctx, tmp, xn, n); err != nil {
 		return err
 	}
-	s.allReduce(tmp, n*hid)
+	ctx.AllReduce(tmp, n*hid)
 	be.Add(x, x, tmp, n*hid)
 	return nil
 }
@@ -159,30 +160,30 @@ func LoadGQA(b *Builder, prefix string, layer int, qkvBias, oBias bool, rope *ke
 
 // Forward writes attention of xn [n, hidden] (already normed) to out
 // [n, hidden], storing this chunk's keys and values in the session cache.
-func (a *GQA) Forward(s *Session, out, xn kernels.Buffer, n, pos0 int) error {
-	ch := s.Chunk()
+func (a *GQA) Forward(ctx layers.Context, out, xn kernels.Buffer, n, pos0 int) error {
+	ch := ctx.Chunk()
 	qd, kvd := a.Heads*a.HeadDim, a.KVHeads*a.HeadDim
-	q, err := s.Scratch("attn.q", ch*qd)
+	q, err := ctx.Scratch("attn.q", ch*qd)
 	if err != nil {
 		return err
 	}
-	k, err := s.Scratch("attn.k", ch*kvd)
+	k, err := ctx.Scratch("attn.k", ch*kvd)
 	if err != nil {
 		return err
 	}
-	v, err := s.Scratch("attn.v", ch*kvd)
+	v, err := ctx.Scratch("attn.v", ch*kvd)
 	if err != nil {
 		return err
 	}
-	att, err := s.Scratch("attn.out", ch*qd)
+	att, err := ctx.Scratch("attn.out", ch*qd)
 	if err != nil {
 		return err
 	}
-	s.matMul(xn, n, a.QKV, a.QKVBias, q, k, v)
-	s.applyRope(q, n, a.Heads, a.HeadDim, pos0, a.Rope)
-	s.applyRope(k, n, a.KVHeads, a.HeadDim, pos0, a.Rope)
-	s.attention(att, q, k, v, a.Layer, pos0, n, a.Heads, a.Scale)
-	s.matMul(att, n, a.O, a.OBias, out)
+	ctx.MatMul(xn, n, a.QKV, a.QKVBias, layers.Outs{q, k, v})
+	ctx.Rope(q, n, a.Heads, a.HeadDim, pos0, a.Rope)
+	ctx.Rope(k, n, a.KVHeads, a.HeadDim, pos0, a.Rope)
+	ctx.Attention(att, q, k, v, a.Layer, pos0, n, a.Heads, a.Scale)
+	ctx.MatMul(att, n, a.O, a.OBias, layers.Outs{out})
 	return nil
 }
 
@@ -232,19 +233,19 @@ func loadDenseMLP(b *Builder, prefix string, hidden, inter int, bias bool, ir ro
 }
 
 // Forward writes mlp(xn) for n rows to out [n, hidden]. Scratch is sized
-// by the session chunk, so n must not exceed s.Chunk().
-func (p *DenseMLP) Forward(s *Session, out, xn kernels.Buffer, n int) error {
-	be := s.Backend()
-	gate, err := s.Scratch("mlp.gate", s.Chunk()*p.Inter)
+// by the session chunk, so n must not exceed ctx.Chunk().
+func (p *DenseMLP) Forward(ctx layers.Context, out, xn kernels.Buffer, n int) error {
+	be := ctx.Backend()
+	gate, err := ctx.Scratch("mlp.gate", ctx.Chunk()*p.Inter)
 	if err != nil {
 		return err
 	}
-	up, err := s.Scratch("mlp.up", s.Chunk()*p.Inter)
+	up, err := ctx.Scratch("mlp.up", ctx.Chunk()*p.Inter)
 	if err != nil {
 		return err
 	}
-	s.matMul(xn, n, p.GateUp, p.GateUpBias, gate, up)
+	ctx.MatMul(xn, n, p.GateUp, p.GateUpBias, layers.Outs{gate, up})
 	be.SwiGLU(gate, gate, up, n*p.Inter)
-	s.matMul(gate, n, p.Down, p.DownBias, out)
+	ctx.MatMul(gate, n, p.Down, p.DownBias, layers.Outs{out})
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/deepseek-go/deepseek-go/engine/layers"
 	"github.com/deepseek-go/deepseek-go/engine/safetensors"
 	"github.com/deepseek-go/deepseek-go/kernels"
 	"github.com/deepseek-go/deepseek-go/kernels/cpu"
@@ -86,9 +87,9 @@ func openBackend(o *options) (kernels.Backend, error) {
 
 // Block is one transformer layer: it updates the hidden state x [n, hidden]
 // of tokens at positions pos0..pos0+n-1 in place (residuals included),
-// using the session's KV cache and scratch buffers.
+// using the context's KV cache and scratch buffers (a Session).
 type Block interface {
-	Forward(s *Session, x kernels.Buffer, n, pos0 int) error
+	Forward(ctx layers.Context, x kernels.Buffer, n, pos0 int) error
 }
 
 // Model is a loaded checkpoint. It is immutable after loading and safe for

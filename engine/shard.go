@@ -543,12 +543,13 @@ func (s *Session) embed() error {
 			s.be.Copy2D(s.x, row*hid, hid, e, j*hid, hid, 1, hid)
 		}
 	}
-	s.allReduce(s.x, n*hid) // one shard's row plus zeros: exact
+	s.AllReduce(s.x, n*hid) // one shard's row plus zeros: exact
 	return nil
 }
 
-// allReduce sums buf[0:n] over the shards; a no-op when not sharded.
-func (s *Session) allReduce(buf kernels.Buffer, n int) {
+// AllReduce sums buf[0:n] over the shards; a no-op when not sharded
+// (layers.Context).
+func (s *Session) AllReduce(buf kernels.Buffer, n int) {
 	if t := s.m.tp; t != nil && t.size > 1 {
 		t.coll.AllReduceSum(buf, n)
 	}
