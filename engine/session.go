@@ -38,7 +38,7 @@ type Session struct {
 	// which would otherwise be allocated per call).
 	outs [4]kernels.Buffer
 	// moe is the MoE layers' routing results and expert scratch on the
-	// backend (deepseek.go), made on first use.
+	// backend (layers.MoE, MoERoutes), made on first use.
 	moe  kernels.MoERoutes
 	zero []float32 // backs zeros
 	// batch and paged are set for a scheduler step (batch.go): rope and
