@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/deepseek-go/deepseek-go/engine/layers"
 	"github.com/deepseek-go/deepseek-go/kernels"
 )
 
@@ -82,45 +83,8 @@ type Config struct {
 	Generation GenerationConfig `json:"-"`
 }
 
-// RopeScaling is config.json's rope_scaling. Type accepts both "type" and
-// "rope_type"; fields not used by the type are ignored.
-type RopeScaling struct {
-	Type   string  `json:"-"`
-	Factor float64 `json:"factor"`
-	// OriginalMaxPositionEmbeddings: llama3 and yarn (0 = max_position_embeddings).
-	OriginalMaxPositionEmbeddings int `json:"original_max_position_embeddings"`
-	// llama3.
-	LowFreqFactor  float64 `json:"low_freq_factor"`
-	HighFreqFactor float64 `json:"high_freq_factor"`
-	// yarn.
-	BetaFast        float64  `json:"beta_fast"`
-	BetaSlow        float64  `json:"beta_slow"`
-	MScale          float64  `json:"mscale"`
-	MScaleAllDim    float64  `json:"mscale_all_dim"`
-	AttentionFactor *float64 `json:"attention_factor"`
-	Truncate        *bool    `json:"truncate"`
-	// RopeTheta is only read from transformers v5's rope_parameters.
-	RopeTheta float64 `json:"rope_theta"`
-}
-
-// UnmarshalJSON accepts "type" or "rope_type".
-func (r *RopeScaling) UnmarshalJSON(b []byte) error {
-	type plain RopeScaling
-	var aux struct {
-		plain
-		Type     string `json:"type"`
-		RopeType string `json:"rope_type"`
-	}
-	if err := json.Unmarshal(b, &aux); err != nil {
-		return err
-	}
-	*r = RopeScaling(aux.plain)
-	r.Type = aux.RopeType
-	if r.Type == "" {
-		r.Type = aux.Type
-	}
-	return nil
-}
+// RopeScaling is config.json's rope_scaling (layers.RopeScaling).
+type RopeScaling = layers.RopeScaling
 
 // QuantizationConfig is config.json's quantization_config (DeepSeek fp8).
 type QuantizationConfig struct {

@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/deepseek-go/deepseek-go/engine/layers"
 	"github.com/deepseek-go/deepseek-go/kernels"
 )
 
@@ -34,11 +35,6 @@ const (
 // WithMLA selects the DeepSeek V2/V3 attention path: MLAAbsorbed (default,
 // small cache) or MLANaive (the per-head expansion, a reference).
 func WithMLA(path string) Option { return func(o *options) { o.mla = path } }
-
-// mlaNormEps is the epsilon of q_a_layernorm and kv_a_layernorm: transformers
-// and DeepSeek's code build both with the RMSNorm default 1e-6, not
-// rms_norm_eps.
-const mlaNormEps = 1e-6
 
 func init() {
 	fam := Family{Validate: validateDeepseek, Build: buildDeepseek, KVSpec: deepseekKVSpec}
@@ -224,6 +220,10 @@ func buildDeepseek(b *Builder) ([]Block, error) {
 	if err != nil {
 		return nil, err
 	}
+	mla := layers.MLAShape{Hidden: c.HiddenSize, Heads: c.NumHeads, Nope: c.QKNopeHeadDim, Rope: c.QKRopeHeadDim,
+		V: c.VHeadDim, KVLora: c.KVLoraRank, QLora: c.QLoraRank, Absorbed: mlaAbsorbed(c)}
+	moe := layers.MoEShape{Hidden: c.HiddenSize, Inter: c.MoEIntermediateSize, SharedExperts: c.NSharedExperts}
+	rc := deepseekRouter(c)
 	blocks := make([]Block, c.NumLayers)
 	for l := range blocks {
 		p := LayerPrefix(l)
@@ -237,13 +237,13 @@ func buildDeepseek(b *Builder) ([]Block, error) {
 		if v1 {
 			blk.attn, err = LoadGQA(b, p+"self_attn.", l, c.AttentionBias, c.AttentionBias, rope)
 		} else {
-			blk.attn, err = loadMLA(b, p+"self_attn.", l, rope, scale)
+			blk.attn, err = layers.LoadMLA(b.Builder, p+"self_attn.", l, mla, rope, scale)
 		}
 		if err != nil {
 			return nil, err
 		}
 		if isMoELayer(c, l) {
-			if blk.moe, err = loadMoE(b, p+"mlp."); err != nil {
+			if blk.moe, err = layers.LoadMoE(b.Builder, p+"mlp.", moe, rc); err != nil {
 				return nil, err
 			}
 		} else if blk.mlp, err = LoadDenseMLP(b, p+"mlp.", c.HiddenSize, c.IntermediateSize, false); err != nil {
@@ -254,410 +254,30 @@ func buildDeepseek(b *Builder) ([]Block, error) {
 	return blocks, nil
 }
 
-// attention is a block's attention: GQA (llama, qwen2, DeepSeek V1) or
-// MLA (V2/V3).
-type attention interface {
-	Forward(s *Session, out, xn kernels.Buffer, n, pos0 int) error
-}
-
 // deepseekBlock is x += attn(norm(x)); x += (dense MLP or MoE)(norm(x)).
 type deepseekBlock struct {
 	layer             int
 	cfg               *Config
 	attnNorm, mlpNorm kernels.Buffer
-	attn              attention
+	attn              layers.Attention
 	mlp               *DenseMLP
 	moe               *MoE
 }
 
-func (blk *deepseekBlock) Forward(s *Session, x kernels.Buffer, n, pos0 int) error {
-	var ffn feedForward = blk.mlp
+func (blk *deepseekBlock) Forward(ctx layers.Context, x kernels.Buffer, n, pos0 int) error {
+	var ffn layers.FeedForward = blk.mlp
 	if blk.moe != nil {
 		ffn = blk.moe
 	}
-	return preNormBlock(s, blk.cfg, x, n, pos0, blk.attnNorm, blk.mlpNorm, blk.attn, ffn)
+	return layers.PreNormBlock(ctx, blk.cfg.HiddenSize, float32(blk.cfg.RMSNormEps), x, n, pos0, blk.attnNorm, blk.mlpNorm, blk.attn, ffn)
 }
 
-// MLA is DeepSeek's multi-head latent attention for one layer.
-type MLA struct {
-	Layer                        int
-	Heads, Nope, Rope, V, KVLora int
-	QLora                        int
-	QA, QB                       kernels.Matrix // q_a_proj, q_b_proj (q_lora_rank > 0) ...
-	QANorm                       kernels.Buffer
-	Q                            kernels.Matrix // ... or q_proj
-	KVA                          kernels.Matrix // kv_a_proj_with_mqa, parts: latent, rope key
-	KVANorm                      kernels.Buffer
-	KVB                          kernels.Matrix // naive: kv_b_proj as stored
-	WUKT                         kernels.Matrix // absorbed: a part per head, W_UKᵀ [kv_lora, nope] (MatMulHeads)
-	WUV                          kernels.Matrix // absorbed: a part per head, W_UV [v, kv_lora]
-	O                            kernels.Matrix
-	RopeQ, RopeK                 kernels.Rope // on the query heads (Off = nope) and on the rope key
-	Scale                        float32
-	Absorbed                     bool
-}
+// MLA is DeepSeek's multi-head latent attention for one layer
+// (layers.MLA).
+type MLA = layers.MLA
 
-// loadMLA loads one layer's attention weights under prefix.
-func loadMLA(b *Builder, prefix string, layer int, rope *kernels.Rope, scale float32) (*MLA, error) {
-	c := b.Config
-	hid, H := c.HiddenSize, c.NumHeads
-	// A shard keeps its heads of q_b/q, kv_b and o; the latent
-	// projections (q_a, kv_a) are replicated (shard.go).
-	hr, err := headShard(H, b.rank, b.shardCount())
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", prefix, err)
-	}
-	a := &MLA{Layer: layer, Heads: hr.len(), Nope: c.QKNopeHeadDim, Rope: c.QKRopeHeadDim, V: c.VHeadDim,
-		KVLora: c.KVLoraRank, QLora: c.QLoraRank, Scale: scale, Absorbed: mlaAbsorbed(c)}
-	a.RopeQ, a.RopeK = *rope, *rope
-	a.RopeQ.Off = a.Nope
-	qh := a.Nope + a.Rope
-	if a.QLora > 0 {
-		if a.QA, err = b.Matrix(MatSpec{prefix + "q_a_proj.weight", a.QLora, hid}); err != nil {
-			return nil, err
-		}
-		if a.QANorm, err = b.Vector(prefix+"q_a_layernorm.weight", a.QLora); err != nil {
-			return nil, err
-		}
-		if a.QB, err = b.matrix(b.Int8, []MatSpec{{prefix + "q_b_proj.weight", H * qh, a.QLora}}, hr.times(qh)); err != nil {
-			return nil, err
-		}
-	} else if a.Q, err = b.matrix(b.Int8, []MatSpec{{prefix + "q_proj.weight", H * qh, hid}}, hr.times(qh)); err != nil {
-		return nil, err
-	}
-	kva, err := b.HostStored(MatSpec{prefix + "kv_a_proj_with_mqa.weight", a.KVLora + a.Rope, hid})
-	if err != nil {
-		return nil, err
-	}
-	if a.KVA, err = uploadParts(b, []kernels.HostMatrix{
-		rowSlice(kva, 0, a.KVLora, kva.Name+"[latent]"),
-		rowSlice(kva, a.KVLora, a.KVLora+a.Rope, kva.Name+"[rope]"),
-	}); err != nil {
-		return nil, err
-	}
-	if a.KVANorm, err = b.Vector(prefix+"kv_a_layernorm.weight", a.KVLora); err != nil {
-		return nil, err
-	}
-	per := a.Nope + a.V
-	kvb, err := b.HostStored(MatSpec{prefix + "kv_b_proj.weight", H * per, a.KVLora})
-	if err != nil {
-		return nil, err
-	}
-	kvb = sliceRows(kvb, hr.times(per)) // this shard's heads, renumbered from 0
-	H = a.Heads
-	if !a.Absorbed {
-		if a.KVB, err = uploadParts(b, []kernels.HostMatrix{kvb}); err != nil {
-			return nil, err
-		}
-	} else {
-		// One matrix of H parts each: MatMulHeads runs every head at once.
-		uk, uv := make([]kernels.HostMatrix, H), make([]kernels.HostMatrix, H)
-		for h := range H {
-			ukRows := rowSlice(kvb, h*per, h*per+a.Nope, "")
-			uv[h] = rowSlice(kvb, h*per+a.Nope, (h+1)*per, fmt.Sprintf("%s[W_UV %d]", kvb.Name, hr.lo+h))
-			// fp8 blocks do not survive the transpose, and W_UV follows
-			// W_UK (the halves are small: 2·heads·128·kv_lora values).
-			if ukRows.DType == kernels.FP8 {
-				if err := widenHost(&ukRows); err != nil {
-					return nil, err
-				}
-				if err := widenHost(&uv[h]); err != nil {
-					return nil, err
-				}
-			}
-			uk[h] = transposeHost(ukRows, fmt.Sprintf("%s[W_UK %d]ᵀ", kvb.Name, hr.lo+h))
-		}
-		if a.WUKT, err = uploadParts(b, uk); err != nil {
-			return nil, err
-		}
-		if a.WUV, err = uploadParts(b, uv); err != nil {
-			return nil, err
-		}
-	}
-	if a.O, err = b.matrixCols(MatSpec{prefix + "o_proj.weight", hid, c.NumHeads * a.V}, hr.times(a.V)); err != nil {
-		return nil, err
-	}
-	return a, nil
-}
-
-// uploadParts uploads host matrices the Builder already fetched (and
-// counted), quantised like b.Matrix, and records the backend bytes.
-func uploadParts(b *Builder, parts []kernels.HostMatrix) (kernels.Matrix, error) {
-	m, err := b.Backend.UploadMatrix(parts, b.Int8)
-	if err != nil {
-		return nil, fmt.Errorf("loading weights %s: %w", parts[0].Name, err)
-	}
-	b.bytes[m.DType().String()] += m.Bytes()
-	return m, nil
-}
-
-// rowSlice returns rows [r0, r1) of a host matrix without copying (fp8
-// keeps the block scales of those rows).
-func rowSlice(hm kernels.HostMatrix, r0, r1 int, name string) kernels.HostMatrix {
-	return hm.SliceRows(r0, r1, name)
-}
-
-// transposeHost returns the transpose of a float host matrix in a new slice
-// (the absorbed query needs W_UKᵀ in the [out, in] layout MatMul takes).
-func transposeHost(hm kernels.HostMatrix, name string) kernels.HostMatrix {
-	es := hm.DType.Size()
-	out := make([]byte, len(hm.Data))
-	for r := range hm.Rows {
-		for c := range hm.Cols {
-			copy(out[(c*hm.Rows+r)*es:(c*hm.Rows+r+1)*es], hm.Data[(r*hm.Cols+c)*es:(r*hm.Cols+c+1)*es])
-		}
-	}
-	return kernels.HostMatrix{Name: name, Rows: hm.Cols, Cols: hm.Rows, DType: hm.DType, Data: out}
-}
-
-// mlaScratch names the session buffers MLA uses.
-type mlaScratch struct {
-	qa, q, lat, kr, k, attn kernels.Buffer
-	kvb, v                  kernels.Buffer // naive
-	qabs, olat              kernels.Buffer // absorbed
-}
-
-func (a *MLA) scratch(s *Session) (mlaScratch, error) {
-	ch := s.Chunk()
-	H, qh := a.Heads, a.Nope+a.Rope
-	var sc mlaScratch
-	var err error
-	get := func(dst *kernels.Buffer, name string, width int) {
-		if err == nil {
-			*dst, err = s.Scratch(name, ch*width)
-		}
-	}
-	if a.QLora > 0 {
-		get(&sc.qa, "mla.qa", a.QLora)
-	}
-	get(&sc.q, "mla.q", H*qh)
-	get(&sc.lat, "mla.latent", a.KVLora)
-	get(&sc.kr, "mla.rope_k", a.Rope)
-	get(&sc.attn, "mla.attn", H*a.V)
-	if a.Absorbed {
-		get(&sc.k, "mla.k", a.KVLora+a.Rope)
-		get(&sc.qabs, "mla.q_absorbed", H*(a.KVLora+a.Rope))
-		get(&sc.olat, "mla.out_latent", H*a.KVLora)
-	} else {
-		get(&sc.k, "mla.k", H*qh)
-		get(&sc.kvb, "mla.kv_b", H*(a.Nope+a.V))
-		get(&sc.v, "mla.v", H*a.V)
-	}
-	return sc, err
-}
-
-// Forward writes attention of xn [n, hidden] (already normed) to out
-// [n, hidden], storing this chunk's cache rows.
-func (a *MLA) Forward(s *Session, out, xn kernels.Buffer, n, pos0 int) error {
-	be := s.Backend()
-	sc, err := a.scratch(s)
-	if err != nil {
-		return err
-	}
-	H, qh := a.Heads, a.Nope+a.Rope
-	if a.QLora > 0 {
-		s.matMul(xn, n, a.QA, nil, sc.qa)
-		be.RMSNorm(sc.qa, sc.qa, a.QANorm, n, a.QLora, mlaNormEps)
-		s.matMul(sc.qa, n, a.QB, nil, sc.q)
-	} else {
-		s.matMul(xn, n, a.Q, nil, sc.q)
-	}
-	s.applyRope(sc.q, n, H, qh, pos0, &a.RopeQ)
-	s.matMul(xn, n, a.KVA, nil, sc.lat, sc.kr)
-	be.RMSNorm(sc.lat, sc.lat, a.KVANorm, n, a.KVLora, mlaNormEps)
-	s.applyRope(sc.kr, n, 1, a.Rope, pos0, &a.RopeK)
-
-	if a.Absorbed {
-		kd := a.KVLora + a.Rope
-		// Cache row: [normalised latent | rotated rope key].
-		be.Copy2D(sc.k, 0, kd, sc.lat, 0, a.KVLora, n, a.KVLora)
-		be.Copy2D(sc.k, a.KVLora, kd, sc.kr, 0, a.Rope, n, a.Rope)
-		// Query per head: [q_nope·W_UK | q_rope]. Seen as n·H rows, the
-		// rope parts of every head move with one strided copy; the latent
-		// parts are one MatMulHeads from the heads' q_nope in place.
-		be.Copy2D(sc.qabs, a.KVLora, kd, sc.q, a.Nope, qh, n*H, a.Rope)
-		be.MatMulHeads(sc.qabs, H*kd, kd, sc.q, H*qh, qh, n, a.WUKT)
-		s.attention(sc.olat, sc.qabs, sc.k, nil, a.Layer, pos0, n, H, a.Scale)
-		// Per head: attended latent · W_UVᵀ.
-		be.MatMulHeads(sc.attn, H*a.V, a.V, sc.olat, H*a.KVLora, a.KVLora, n, a.WUV)
-	} else {
-		per := a.Nope + a.V
-		s.matMul(sc.lat, n, a.KVB, nil, sc.kvb)
-		// Seen as n·H rows of [k_nope | v], kv_b's output splits with two
-		// strided copies; the rope key is shared by every head.
-		be.Copy2D(sc.k, 0, qh, sc.kvb, 0, per, n*H, a.Nope)
-		be.Copy2D(sc.v, 0, a.V, sc.kvb, a.Nope, per, n*H, a.V)
-		for h := range H {
-			be.Copy2D(sc.k, h*qh+a.Nope, H*qh, sc.kr, 0, a.Rope, n, a.Rope)
-		}
-		s.attention(sc.attn, sc.q, sc.k, sc.v, a.Layer, pos0, n, H, a.Scale)
-	}
-	s.matMul(sc.attn, n, a.O, nil, out)
-	return nil
-}
-
-// MoE is a DeepSeek mixture-of-experts MLP: a router over routed experts
-// plus always-on shared experts. Routing and the routed experts run on the
-// backend's kernels.MoE capability, so nothing crosses to the host inside
-// the layer (a decode step stays capturable as one device graph).
-type MoE struct {
-	Hidden  int
-	Router  kernels.Matrix // mlp.gate.weight [experts, hidden]
-	Routing RouterConfig
-	Bias    []float32 // e_score_correction_bias (noaux_tc)
-	// Experts are the routed experts this backend holds: all of them, or
-	// a shard's contiguous run (expert parallelism; the others add
-	// nothing here and come in through the block's all-reduce).
-	Experts kernels.Experts
-	Shared  *DenseMLP // nil without shared experts
-
-	gate kernels.MoERouter // routing state and selection counters
-}
-
-// moeOf returns the backend's MoE capability, or an error naming it.
-func moeOf(be kernels.Backend) (kernels.MoE, error) {
-	mb, ok := be.(kernels.MoE)
-	if !ok {
-		return nil, fmt.Errorf("backend %s cannot run mixture-of-experts layers (no kernels.MoE)", be.Name())
-	}
-	return mb, nil
-}
-
-// loadMoE loads a MoE layer under prefix ("model.layers.N.mlp.").
-func loadMoE(b *Builder, prefix string) (*MoE, error) {
-	c := b.Config
-	hid, inter := c.HiddenSize, c.MoEIntermediateSize
-	mb, err := moeOf(b.Backend)
-	if err != nil {
-		return nil, err
-	}
-	m := &MoE{Hidden: hid, Routing: deepseekRouter(c)}
-	// The router stays in its stored dtype: MatMul widens it exactly and
-	// accumulates in fp32, which is transformers' fp32 router matmul.
-	if m.Router, err = b.MatrixKeep(MatSpec{prefix + "gate.weight", c.NRoutedExperts, hid}); err != nil {
-		return nil, err
-	}
-	if m.Routing.Method == TopKNoAuxTC {
-		if m.Bias, err = b.Floats(prefix+"gate.e_score_correction_bias", c.NRoutedExperts); err != nil {
-			return nil, err
-		}
-	}
-	if m.gate, err = mb.NewMoERouter(m.Routing, m.Bias); err != nil {
-		return nil, fmt.Errorf("%sgate: %w", prefix, err)
-	}
-	// Expert parallelism: a shard holds a contiguous run of whole experts
-	// and adds only their outputs; routing is replicated and the block's
-	// all-reduce combines the shards.
-	own := splitRange(c.NRoutedExperts, b.rank, b.shardCount())
-	b.params += 3 * int64(hid) * int64(inter) * int64(c.NRoutedExperts-own.len()) // counted by the shards holding them
-	if own.len() > 0 {
-		keep := b.keepFP8(b.Int8)
-		p := kernels.ExpertParts{First: own.lo}
-		for e := own.lo; e < own.hi; e++ {
-			ep := fmt.Sprintf("%sexperts.%d.", prefix, e)
-			for _, f := range []struct {
-				dst  *[]kernels.HostMatrix
-				spec MatSpec
-			}{{&p.Gate, MatSpec{ep + "gate_proj.weight", inter, hid}}, {&p.Up, MatSpec{ep + "up_proj.weight", inter, hid}},
-				{&p.Down, MatSpec{ep + "down_proj.weight", hid, inter}}} {
-				h, err := b.host(f.spec, keep)
-				if err != nil {
-					return nil, err
-				}
-				*f.dst = append(*f.dst, h)
-			}
-		}
-		// The experts share one dtype: widen a mixed layer to f32.
-		dt := p.Gate[0].DType
-		mixed := false
-		for _, ps := range [][]kernels.HostMatrix{p.Gate, p.Up, p.Down} {
-			for _, h := range ps {
-				mixed = mixed || h.DType != dt
-			}
-		}
-		if mixed {
-			for _, ps := range [][]kernels.HostMatrix{p.Gate, p.Up, p.Down} {
-				for i := range ps {
-					if err := widenHost(&ps[i]); err != nil {
-						return nil, err
-					}
-				}
-			}
-		}
-		if m.Experts, err = mb.UploadExperts(p, b.Int8); err != nil {
-			return nil, fmt.Errorf("loading weights %sexperts: %w", prefix, err)
-		}
-		b.bytes[m.Experts.DType().String()] += m.Experts.Bytes()
-	}
-	if c.NSharedExperts > 0 {
-		if m.Shared, err = LoadDenseMLP(b, prefix+"shared_experts.", hid, inter*c.NSharedExperts, false); err != nil {
-			return nil, err
-		}
-	}
-	return m, nil
-}
-
-// routes returns the session's routing results and expert scratch (one
-// for every MoE layer: they run one after another), making them on first
-// use, which is never inside a captured step (the first decode step runs
-// uncaptured).
-func (m *MoE) routes(s *Session, mb kernels.MoE) (kernels.MoERoutes, error) {
-	spec := kernels.MoERoutesSpec{Rows: s.Chunk(), TopK: m.Routing.TopK, Experts: m.Routing.Experts,
-		Hidden: m.Hidden, Inter: s.m.cfg.MoEIntermediateSize}
-	if s.moe != nil && s.moe.Spec() == spec {
-		return s.moe, nil
-	}
-	rt, err := mb.NewMoERoutes(spec)
-	if err != nil {
-		return nil, fmt.Errorf("moe routing scratch: %w", err)
-	}
-	if s.moe != nil && s.graph.g != nil {
-		// A captured step points at the routes being replaced (as in
-		// Session.Scratch): drop it; later steps capture again.
-		s.graph.g.Close()
-		s.graph = graphState{}
-	}
-	s.moe = rt
-	return rt, nil
-}
-
-// Forward writes the MoE output for n rows of xn to out [n, hidden].
-func (m *MoE) Forward(s *Session, out, xn kernels.Buffer, n int) error {
-	be := s.Backend()
-	mb, err := moeOf(be)
-	if err != nil {
-		return err
-	}
-	rt, err := m.routes(s, mb)
-	if err != nil {
-		return err
-	}
-	rl, err := s.Scratch("moe.router", s.Chunk()*m.Routing.Experts)
-	if err != nil {
-		return err
-	}
-	s.matMul(xn, n, m.Router, nil, rl)
-	mb.Route(rt, m.gate, rl, n)
-	// Shared experts write out first; the routed ones add to it.
-	if m.Shared != nil {
-		if err := m.Shared.Forward(s, out, xn, n); err != nil {
-			return err
-		}
-	}
-	if m.Experts != nil {
-		mb.MoEExperts(out, xn, n, m.Experts, rt, m.Shared != nil)
-	} else if m.Shared == nil {
-		// A shard with neither routed experts (more shards than experts)
-		// nor shared ones adds zeros to the all-reduce: a scratch buffer
-		// that is never written holds them (Alloc zeroes).
-		zeros, err := s.Scratch("moe.zeros", s.Chunk()*m.Hidden)
-		if err != nil {
-			return err
-		}
-		be.Copy2D(out, 0, m.Hidden, zeros, 0, m.Hidden, n, m.Hidden)
-	}
-	return nil
-}
+// MoE is a DeepSeek mixture-of-experts MLP (layers.MoE).
+type MoE = layers.MoE
 
 // ExpertStats returns per-layer routed-expert usage since the model was
 // loaded (or since ResetExpertStats), summed over all sessions, read from
@@ -686,7 +306,7 @@ func (m *Model) expertStats() *ExpertStats {
 	st := &ExpertStats{}
 	for _, b := range m.blocks {
 		if blk, ok := b.(*deepseekBlock); ok && blk.moe != nil {
-			st.add(blk.layer, blk.moe.gate)
+			st.add(blk.layer, blk.moe.Gate())
 		}
 	}
 	return st

@@ -32,6 +32,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/deepseek-go/deepseek-go/engine/layers"
 	"github.com/deepseek-go/deepseek-go/engine/safetensors"
 	"github.com/deepseek-go/deepseek-go/kernels"
 	"github.com/deepseek-go/deepseek-go/kernels/cpu"
@@ -214,7 +215,7 @@ func (b *studyBackend) UploadMatrix(parts []kernels.HostMatrix, int8 bool) (m0 k
 	if b.v.w(cls) {
 		out := make([]kernels.HostMatrix, len(parts))
 		for i, p := range parts {
-			if err := widenHost(&p); err != nil {
+			if err := layers.WidenHost(&p); err != nil {
 				return nil, err
 			}
 			f := make([]float32, p.Rows*p.Cols)
@@ -224,7 +225,7 @@ func (b *studyBackend) UploadMatrix(parts []kernels.HostMatrix, int8 bool) (m0 k
 			for r := 0; r < p.Rows; r++ {
 				fakeQuantRow(f[r*p.Cols:(r+1)*p.Cols], b.v.scheme)
 			}
-			p.Data = floatsToLE(f)
+			p.Data = layers.FloatsToLE(f)
 			out[i] = p
 		}
 		parts = out

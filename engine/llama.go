@@ -2,8 +2,8 @@ package engine
 
 import (
 	"fmt"
-	"math"
 
+	"github.com/deepseek-go/deepseek-go/engine/layers"
 	"github.com/deepseek-go/deepseek-go/kernels"
 )
 
@@ -67,184 +67,27 @@ type llamaBlock struct {
 	mlp               *DenseMLP
 }
 
-func (blk *llamaBlock) Forward(s *Session, x kernels.Buffer, n, pos0 int) error {
-	return preNormBlock(s, blk.cfg, x, n, pos0, blk.attnNorm, blk.mlpNorm, blk.attn, blk.mlp)
+func (blk *llamaBlock) Forward(ctx layers.Context, x kernels.Buffer, n, pos0 int) error {
+	return layers.PreNormBlock(ctx, blk.cfg.HiddenSize, float32(blk.cfg.RMSNormEps), x, n, pos0, blk.attnNorm, blk.mlpNorm, blk.attn, blk.mlp)
 }
 
-// feedForward is a block's MLP: a DenseMLP or a MoE.
-type feedForward interface {
-	Forward(s *Session, out, xn kernels.Buffer, n int) error
-}
-
-// preNormBlock runs the pre-norm residual block both families use on n
-// rows of x: x += attn(norm(x)); x += ffn(norm(x)).
-func preNormBlock(s *Session, c *Config, x kernels.Buffer, n, pos0 int, attnNorm, mlpNorm kernels.Buffer, attn attention, ffn feedForward) error {
-	be := s.Backend()
-	hid := c.HiddenSize
-	eps := float32(c.RMSNormEps)
-	xn, err := s.Scratch("xn", s.Chunk()*hid)
-	if err != nil {
-		return err
-	}
-	tmp, err := s.Scratch("tmp", s.Chunk()*hid)
-	if err != nil {
-		return err
-	}
-	be.RMSNorm(xn, x, attnNorm, n, hid, eps)
-	if err := attn.Forward(s, tmp, xn, n, pos0); err != nil {
-		return err
-	}
-	s.allReduce(tmp, n*hid) // a shard's heads give a partial sum (shard.go)
-	be.Add(x, x, tmp, n*hid)
-	be.RMSNorm(xn, x, mlpNorm, n, hid, eps)
-	if err := ffn.Forward(s, tmp, xn, n); err != nil {
-		return err
-	}
-	s.allReduce(tmp, n*hid)
-	be.Add(x, x, tmp, n*hid)
-	return nil
-}
-
-// GQA is grouped-query attention with a fused q|k|v projection (MHA when
-// KVHeads == Heads), rope on the whole head, softmax scale 1/sqrt(head_dim).
-type GQA struct {
-	Layer                   int
-	Heads, KVHeads, HeadDim int
-	QKV                     kernels.Matrix
-	QKVBias                 kernels.Buffer // nil without bias
-	O                       kernels.Matrix
-	OBias                   kernels.Buffer
-	Rope                    *kernels.Rope
-	Scale                   float32
-}
+// GQA is grouped-query attention with a fused q|k|v projection
+// (layers.GQA).
+type GQA = layers.GQA
 
 // LoadGQA loads q_proj, k_proj, v_proj, o_proj under prefix (e.g.
-// "model.layers.3.self_attn."), fusing q|k|v and their biases. In a
-// sharded model it keeps the Builder's rank's heads (shard.go).
+// "model.layers.3.self_attn.") with the config's heads (layers.LoadGQA).
 func LoadGQA(b *Builder, prefix string, layer int, qkvBias, oBias bool, rope *kernels.Rope) (*GQA, error) {
 	c := b.Config
-	h, kvh, hd := c.NumHeads, c.NumKVHeads, c.HeadDim
-	qh, kh, err := gqaShard(h, kvh, b.rank, b.shardCount())
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", prefix, err)
-	}
-	a := &GQA{Layer: layer, Heads: qh.len(), KVHeads: kh.len(), HeadDim: hd, Rope: rope, Scale: float32(1 / math.Sqrt(float64(hd)))}
-	specs := []MatSpec{
-		{prefix + "q_proj.weight", h * hd, c.HiddenSize},
-		{prefix + "k_proj.weight", kvh * hd, c.HiddenSize},
-		{prefix + "v_proj.weight", kvh * hd, c.HiddenSize},
-	}
-	qr, kr := qh.times(hd), kh.times(hd)
-	if a.QKV, err = b.matrix(b.Int8, specs, qr, kr, kr); err != nil {
-		return nil, err
-	}
-	if qkvBias {
-		if a.QKVBias, err = b.vectorRows([]MatSpec{
-			{Name: prefix + "q_proj.bias", Rows: h * hd},
-			{Name: prefix + "k_proj.bias", Rows: kvh * hd},
-			{Name: prefix + "v_proj.bias", Rows: kvh * hd}}, qr, kr, kr); err != nil {
-			return nil, err
-		}
-	}
-	if a.O, err = b.matrixCols(MatSpec{prefix + "o_proj.weight", c.HiddenSize, h * hd}, qr); err != nil {
-		return nil, err
-	}
-	if oBias && b.rank == 0 { // row-split: the bias is added once
-		if a.OBias, err = b.Vector(prefix+"o_proj.bias", c.HiddenSize); err != nil {
-			return nil, err
-		}
-	}
-	return a, nil
+	sh := layers.GQAShape{Hidden: c.HiddenSize, Heads: c.NumHeads, KVHeads: c.NumKVHeads, HeadDim: c.HeadDim}
+	return layers.LoadGQA(b.Builder, prefix, layer, sh, qkvBias, oBias, rope)
 }
 
-// Forward writes attention of xn [n, hidden] (already normed) to out
-// [n, hidden], storing this chunk's keys and values in the session cache.
-func (a *GQA) Forward(s *Session, out, xn kernels.Buffer, n, pos0 int) error {
-	ch := s.Chunk()
-	qd, kvd := a.Heads*a.HeadDim, a.KVHeads*a.HeadDim
-	q, err := s.Scratch("attn.q", ch*qd)
-	if err != nil {
-		return err
-	}
-	k, err := s.Scratch("attn.k", ch*kvd)
-	if err != nil {
-		return err
-	}
-	v, err := s.Scratch("attn.v", ch*kvd)
-	if err != nil {
-		return err
-	}
-	att, err := s.Scratch("attn.out", ch*qd)
-	if err != nil {
-		return err
-	}
-	s.matMul(xn, n, a.QKV, a.QKVBias, q, k, v)
-	s.applyRope(q, n, a.Heads, a.HeadDim, pos0, a.Rope)
-	s.applyRope(k, n, a.KVHeads, a.HeadDim, pos0, a.Rope)
-	s.attention(att, q, k, v, a.Layer, pos0, n, a.Heads, a.Scale)
-	s.matMul(att, n, a.O, a.OBias, out)
-	return nil
-}
+// DenseMLP is the SwiGLU feed-forward (layers.DenseMLP).
+type DenseMLP = layers.DenseMLP
 
-// DenseMLP is the SwiGLU feed-forward down(silu(gate(x)) * up(x)) with a
-// fused gate|up matrix; MoE experts and shared experts reuse it.
-type DenseMLP struct {
-	Inter      int
-	GateUp     kernels.Matrix
-	GateUpBias kernels.Buffer
-	Down       kernels.Matrix
-	DownBias   kernels.Buffer
-}
-
-// LoadDenseMLP loads gate_proj, up_proj, down_proj under prefix (e.g.
-// "model.layers.0.mlp."). In a sharded model it keeps the Builder's
-// rank's slice of the intermediate features (shard.go).
+// LoadDenseMLP loads gate_proj, up_proj, down_proj under prefix
+// (layers.LoadDenseMLP).
 func LoadDenseMLP(b *Builder, prefix string, hidden, inter int, bias bool) (*DenseMLP, error) {
-	ir := splitRange(inter, b.rank, b.shardCount())
-	if ir.len() == 0 {
-		return nil, fmt.Errorf("%s: intermediate size %d is smaller than %d shards", prefix, inter, b.shardCount())
-	}
-	return loadDenseMLP(b, prefix, hidden, inter, bias, ir)
-}
-
-// loadDenseMLP loads the intermediate features ir of an MLP (all of them
-// for a MoE expert, which lives whole on one shard).
-func loadDenseMLP(b *Builder, prefix string, hidden, inter int, bias bool, ir rowRange) (*DenseMLP, error) {
-	p := &DenseMLP{Inter: ir.len()}
-	var err error
-	if p.GateUp, err = b.matrix(b.Int8, []MatSpec{{prefix + "gate_proj.weight", inter, hidden}, {prefix + "up_proj.weight", inter, hidden}}, ir, ir); err != nil {
-		return nil, err
-	}
-	if p.Down, err = b.matrixCols(MatSpec{prefix + "down_proj.weight", hidden, inter}, ir); err != nil {
-		return nil, err
-	}
-	if bias {
-		if p.GateUpBias, err = b.vectorRows([]MatSpec{{Name: prefix + "gate_proj.bias", Rows: inter}, {Name: prefix + "up_proj.bias", Rows: inter}}, ir, ir); err != nil {
-			return nil, err
-		}
-	}
-	if bias && ir.lo == 0 { // row-split: the bias is added by the first slice only
-		if p.DownBias, err = b.Vector(prefix+"down_proj.bias", hidden); err != nil {
-			return nil, err
-		}
-	}
-	return p, nil
-}
-
-// Forward writes mlp(xn) for n rows to out [n, hidden]. Scratch is sized
-// by the session chunk, so n must not exceed s.Chunk().
-func (p *DenseMLP) Forward(s *Session, out, xn kernels.Buffer, n int) error {
-	be := s.Backend()
-	gate, err := s.Scratch("mlp.gate", s.Chunk()*p.Inter)
-	if err != nil {
-		return err
-	}
-	up, err := s.Scratch("mlp.up", s.Chunk()*p.Inter)
-	if err != nil {
-		return err
-	}
-	s.matMul(xn, n, p.GateUp, p.GateUpBias, gate, up)
-	be.SwiGLU(gate, gate, up, n*p.Inter)
-	s.matMul(gate, n, p.Down, p.DownBias, out)
-	return nil
+	return layers.LoadDenseMLP(b.Builder, prefix, hidden, inter, bias)
 }

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/deepseek-go/deepseek-go/engine/layers"
 	"github.com/deepseek-go/deepseek-go/engine/safetensors"
 	"github.com/deepseek-go/deepseek-go/kernels"
 	"github.com/deepseek-go/deepseek-go/kernels/cpu"
@@ -86,9 +87,9 @@ func openBackend(o *options) (kernels.Backend, error) {
 
 // Block is one transformer layer: it updates the hidden state x [n, hidden]
 // of tokens at positions pos0..pos0+n-1 in place (residuals included),
-// using the session's KV cache and scratch buffers.
+// using the context's KV cache and scratch buffers (a Session).
 type Block interface {
-	Forward(s *Session, x kernels.Buffer, n, pos0 int) error
+	Forward(ctx layers.Context, x kernels.Buffer, n, pos0 int) error
 }
 
 // Model is a loaded checkpoint. It is immutable after loading and safe for
@@ -236,9 +237,9 @@ func newModel(cfg *Config, src TensorSource, total int64, closer func() error, o
 // set) and fills blocks, kvSpec and info.
 func (m *Model) build(src TensorSource, total int64, o *options) error {
 	cfg := m.cfg
-	b := newBuilder(cfg, m.be, src, o.int8, o.progress, total)
+	b := newBuilder(cfg, layers.NewBuilder(m.be, src, o.int8, o.progress, total))
 	if m.tp != nil {
-		b.rank, b.shards = m.tp.rank, m.tp.size
+		b.Rank, b.Shards = m.tp.rank, m.tp.size
 	}
 	if err := m.loadCommon(b); err != nil {
 		return err
@@ -260,20 +261,20 @@ func (m *Model) build(src TensorSource, total int64, o *options) error {
 	if !kv.VInK {
 		perTok += int64(kv.Layers*kv.KVHeads) * int64(kv.VDim) * 4
 	}
-	m.info = Info{Architecture: cfg.ModelType, Backend: m.be.Name(), Params: b.params,
-		BytesByDType: b.bytes, KVBytesPerTok: perTok, Int8: o.int8}
+	m.info = Info{Architecture: cfg.ModelType, Backend: m.be.Name(), Params: b.Params(),
+		BytesByDType: b.Bytes(), KVBytesPerTok: perTok, Int8: o.int8}
 	return nil
 }
 
 // loadCommon loads embeddings, final norm and the output head.
 func (m *Model) loadCommon(b *Builder) error {
 	c := m.cfg
-	vr := rowRange{0, c.VocabSize} // a shard's slice of the vocabulary (shard.go)
+	vr := layers.RowRange{Lo: 0, Hi: c.VocabSize} // a shard's slice of the vocabulary (shard.go)
 	if m.tp != nil {
 		vr = m.tp.vocab
 	}
 	var err error
-	if m.embed, err = b.matrix(false, []MatSpec{{"model.embed_tokens.weight", c.VocabSize, c.HiddenSize}}, vr); err != nil {
+	if m.embed, err = b.MatrixRows(false, []MatSpec{{Name: "model.embed_tokens.weight", Rows: c.VocabSize, Cols: c.HiddenSize}}, vr); err != nil {
 		return err
 	}
 	if m.norm, err = b.Vector("model.norm.weight", c.HiddenSize); err != nil {
@@ -283,11 +284,11 @@ func (m *Model) loadCommon(b *Builder) error {
 	if c.TieWordEmbeddings {
 		head = "model.embed_tokens.weight"
 	}
-	if m.lmHead, err = b.matrix(b.Int8, []MatSpec{{head, c.VocabSize, c.HiddenSize}}, vr); err != nil {
+	if m.lmHead, err = b.MatrixRows(b.Int8, []MatSpec{{Name: head, Rows: c.VocabSize, Cols: c.HiddenSize}}, vr); err != nil {
 		return err
 	}
 	if c.TieWordEmbeddings {
-		b.params -= int64(c.VocabSize * c.HiddenSize) // counted once
+		b.AddParams(-int64(c.VocabSize * c.HiddenSize)) // counted once
 	}
 	return nil
 }

@@ -3,8 +3,8 @@ package engine
 // Mixture-of-experts routing for the DeepSeek families. The routing rules
 // live in kernels/routing (one implementation, shared with the CPU
 // backend and reproduced by the device kernels); the MoE layer runs on the
-// backend's kernels.MoE capability (deepseek.go), and the usage counters
-// below read the backend's per-layer selection counters.
+// backend's kernels.MoE capability (engine/layers/moe.go), and the usage
+// counters below read the backend's per-layer selection counters.
 
 import (
 	"fmt"

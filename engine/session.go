@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/deepseek-go/deepseek-go/engine/layers"
 	"github.com/deepseek-go/deepseek-go/kernels"
 )
 
@@ -37,7 +38,7 @@ type Session struct {
 	// which would otherwise be allocated per call).
 	outs [4]kernels.Buffer
 	// moe is the MoE layers' routing results and expert scratch on the
-	// backend (deepseek.go), made on first use.
+	// backend (layers.MoE, MoERoutes), made on first use.
 	moe  kernels.MoERoutes
 	zero []float32 // backs zeros
 	// batch and paged are set for a scheduler step (batch.go): rope and
@@ -50,9 +51,9 @@ type Session struct {
 	tp *shardSession
 }
 
-// applyRope rotates x for rows at pos0.. (a single sequence) or at the
-// batch's per-row positions.
-func (s *Session) applyRope(x kernels.Buffer, n, heads, headDim, pos0 int, r *kernels.Rope) {
+// Rope rotates x for rows at pos0.. (a single sequence) or at the batch's
+// per-row positions (layers.Context).
+func (s *Session) Rope(x kernels.Buffer, n, heads, headDim, pos0 int, r *kernels.Rope) {
 	if s.batch != nil {
 		s.batcher.RopeRows(x, n, heads, headDim, s.batch.Pos, r)
 		return
@@ -60,9 +61,9 @@ func (s *Session) applyRope(x kernels.Buffer, n, heads, headDim, pos0 int, r *ke
 	s.be.ApplyRope(x, n, heads, headDim, pos0, r)
 }
 
-// attention is Backend.Attention on the session's cache, or the batched
-// paged attention during a scheduler step.
-func (s *Session) attention(out, q, k, v kernels.Buffer, layer, pos0, n, heads int, scale float32) {
+// Attention is Backend.Attention on the session's cache, or the batched
+// paged attention during a scheduler step (layers.Context).
+func (s *Session) Attention(out, q, k, v kernels.Buffer, layer, pos0, n, heads int, scale float32) {
 	if s.batch != nil {
 		s.batcher.PagedAttention(out, q, k, v, s.paged, layer, s.batch, heads, scale)
 		return
@@ -106,7 +107,7 @@ func (s *Session) Backend() kernels.Backend { return s.be }
 func (s *Session) KV() kernels.KVCache { return s.kv }
 
 // Chunk is the most tokens a Block is asked to process at once; size
-// scratch buffers by it.
+// scratch buffers by it (layers.Context).
 func (s *Session) Chunk() int { return s.chunk }
 
 // Pos is the number of positions already in the cache.
@@ -163,6 +164,39 @@ func (s *Session) matMul(x kernels.Buffer, n int, w kernels.Matrix, bias kernels
 	k := copy(s.outs[:], outs)
 	s.be.MatMul(s.outs[:k], x, n, w, bias)
 	clear(s.outs[:k])
+}
+
+// MatMul is matMul over the non-nil outs (layers.Context).
+func (s *Session) MatMul(x kernels.Buffer, n int, w kernels.Matrix, bias kernels.Buffer, outs layers.Outs) {
+	k := 0
+	for k < len(outs) && outs[k] != nil {
+		k++
+	}
+	copy(s.outs[:], outs[:k])
+	s.be.MatMul(s.outs[:k], x, n, w, bias)
+	clear(s.outs[:k])
+}
+
+// MoERoutes returns the session's routing results and expert scratch (one
+// for every MoE layer: they run one after another), making them on first
+// use, which is never inside a captured step (the first decode step runs
+// uncaptured) (layers.Context).
+func (s *Session) MoERoutes(mb kernels.MoE, spec kernels.MoERoutesSpec) (kernels.MoERoutes, error) {
+	if s.moe != nil && s.moe.Spec() == spec {
+		return s.moe, nil
+	}
+	rt, err := mb.NewMoERoutes(spec)
+	if err != nil {
+		return nil, fmt.Errorf("moe routing scratch: %w", err)
+	}
+	if s.moe != nil && s.graph.g != nil {
+		// A captured step points at the routes being replaced (as in
+		// Session.Scratch): drop it; later steps capture again.
+		s.graph.g.Close()
+		s.graph = graphState{}
+	}
+	s.moe = rt
+	return rt, nil
 }
 
 // Prefill runs the prompt ids from the current position and returns the

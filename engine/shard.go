@@ -42,6 +42,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/deepseek-go/deepseek-go/engine/layers"
 	"github.com/deepseek-go/deepseek-go/kernels"
 	"github.com/deepseek-go/deepseek-go/kernels/cpu"
 )
@@ -54,58 +55,10 @@ import (
 // GOMAXPROCS/n when unset.
 func WithShards(n int) Option { return func(o *options) { o.shards = n } }
 
-// rowRange is rows [lo, hi) of a weight (or a range of heads, experts,
-// vocabulary ids).
-type rowRange struct{ lo, hi int }
-
-func (r rowRange) len() int { return r.hi - r.lo }
-
-// times scales a range of heads to the rows they span at per rows each.
-func (r rowRange) times(per int) rowRange { return rowRange{r.lo * per, r.hi * per} }
-
-// splitRange is rank's share of n items split over size ranks as evenly
-// as possible (the first ones take the remainder last, as integer division
-// falls); all of them when size <= 1.
-func splitRange(n, rank, size int) rowRange {
-	if size <= 1 {
-		return rowRange{0, n}
-	}
-	return rowRange{rank * n / size, (rank + 1) * n / size}
-}
-
-// headShard is rank's run of h attention heads; the heads must divide
-// evenly (a head is never cut).
-func headShard(h, rank, size int) (rowRange, error) {
-	if size > 1 && h%size != 0 {
-		return rowRange{}, fmt.Errorf("tensor parallelism: num_attention_heads %d is not divisible by %d shards", h, size)
-	}
-	return splitRange(h, rank, size), nil
-}
-
-// gqaShard returns rank's query heads and the KV heads they read. KV heads
-// split with the query heads when size divides them; with fewer KV heads
-// than shards (size a multiple of kvh) each shard keeps the one KV head
-// of its query heads, replicated on size/kvh shards, as vLLM does.
-func gqaShard(h, kvh, rank, size int) (q, kv rowRange, err error) {
-	if q, err = headShard(h, rank, size); err != nil {
-		return q, kv, err
-	}
-	switch {
-	case size <= 1 || kvh%size == 0:
-		kv = splitRange(kvh, rank, size)
-	case size%kvh == 0:
-		g := h / kvh // query heads per KV head; a multiple of q.len() here
-		kv = rowRange{q.lo / g, q.lo/g + 1}
-	default:
-		err = fmt.Errorf("tensor parallelism: num_key_value_heads %d neither divides nor is a multiple of %d shards", kvh, size)
-	}
-	return q, kv, err
-}
-
 // shardKVHeads is a shard's KV heads in the cache of a model whose cache
 // has kvh heads (GQA's KV heads, MLA naive's query heads, or 1 for MLA's
 // absorbed latent, which is replicated): its share, or one replicated
-// head when there are fewer than shards (gqaShard).
+// head when there are fewer than shards (layers.GQAShard).
 func shardKVHeads(kvh, size int) int {
 	if kvh%size == 0 {
 		return kvh / size
@@ -113,63 +66,11 @@ func shardKVHeads(kvh, size int) int {
 	return 1
 }
 
-// shardCount is the Builder's number of shards (1 when not sharded).
-func (b *Builder) shardCount() int { return max(b.shards, 1) }
-
-// sliceRows returns rows r of hm without copying; the whole matrix (name
-// kept) when r covers it.
-func sliceRows(hm kernels.HostMatrix, r rowRange) kernels.HostMatrix {
-	if r.lo == 0 && r.hi == hm.Rows {
-		return hm
-	}
-	return rowSlice(hm, r.lo, r.hi, fmt.Sprintf("%s[rows %d:%d]", hm.Name, r.lo, r.hi))
-}
-
-// sliceCols returns columns r of hm in a new slice (a row-parallel
-// layer's share of its input features).
-func sliceCols(hm kernels.HostMatrix, r rowRange) kernels.HostMatrix {
-	es := hm.DType.Size()
-	w := r.len()
-	out := make([]byte, hm.Rows*w*es)
-	for i := range hm.Rows {
-		copy(out[i*w*es:(i+1)*w*es], hm.Data[(i*hm.Cols+r.lo)*es:(i*hm.Cols+r.hi)*es])
-	}
-	return kernels.HostMatrix{Name: fmt.Sprintf("%s[cols %d:%d]", hm.Name, r.lo, r.hi),
-		Rows: hm.Rows, Cols: w, DType: hm.DType, Data: out}
-}
-
-// matrixCols uploads columns r of one weight matrix (all of them: exactly
-// Matrix), quantised like Matrix.
-func (b *Builder) matrixCols(s MatSpec, r rowRange) (kernels.Matrix, error) {
-	if r.lo == 0 && r.hi == s.Cols {
-		return b.Matrix(s)
-	}
-	h, err := b.Host(s)
-	if err != nil {
-		return nil, err
-	}
-	return uploadParts(b, []kernels.HostMatrix{sliceCols(h, r)})
-}
-
-// vectorRows uploads entries rows[i] of each 1-D tensor of specs,
-// concatenated (the bias of a fused, column-split projection).
-func (b *Builder) vectorRows(specs []MatSpec, rows ...rowRange) (kernels.Buffer, error) {
-	var all []float32
-	for i, s := range specs {
-		f, err := b.Floats(s.Name, s.Rows)
-		if err != nil {
-			return nil, err
-		}
-		all = append(all, f[rows[i].lo:rows[i].hi]...)
-	}
-	return b.UploadFloats(all)
-}
-
 // shardRole is a shard model's place in its group.
 type shardRole struct {
 	rank, size int
 	coll       kernels.Collective
-	vocab      rowRange // rows of embed_tokens and lm_head this shard holds
+	vocab      layers.RowRange // rows of embed_tokens and lm_head this shard holds
 }
 
 // openShardBackends opens one backend per shard, forming a collective
@@ -216,7 +117,7 @@ func newShardedModel(cfg *Config, fam Family, src TensorSource, total int64, clo
 	m := &Model{cfg: cfg, fam: fam, closer: closer, tok: o.tok, genRoom: initialGenRoom}
 	for r, be := range bes {
 		m.shards = append(m.shards, &Model{cfg: cfg, fam: fam, be: be, ownBE: true, genRoom: initialGenRoom,
-			tp: &shardRole{rank: r, size: n, coll: kernels.CollectiveOf(be), vocab: splitRange(cfg.VocabSize, r, n)}})
+			tp: &shardRole{rank: r, size: n, coll: kernels.CollectiveOf(be), vocab: layers.SplitRange(cfg.VocabSize, r, n)}})
 	}
 	for r, sm := range m.shards {
 		so := *o
@@ -451,7 +352,7 @@ func (s *Session) shardForward(ids []int, all, lastChunk bool, emit func([]float
 func (t *shardSession) gatherLogits(out []float32, rows, vocab int) error {
 	for r, rs := range t.ranks {
 		vr := rs.m.tp.vocab
-		w := vr.len()
+		w := vr.Len()
 		if cap(t.host[r]) < rows*w {
 			t.host[r] = make([]float32, rows*w)
 		}
@@ -460,7 +361,7 @@ func (t *shardSession) gatherLogits(out []float32, rows, vocab int) error {
 			return fmt.Errorf("shard %d: reading logits: %w", r, err)
 		}
 		for i := range rows {
-			copy(out[i*vocab+vr.lo:i*vocab+vr.hi], h[i*w:(i+1)*w])
+			copy(out[i*vocab+vr.Lo:i*vocab+vr.Hi], h[i*w:(i+1)*w])
 		}
 		t.lg[r] = nil
 	}
@@ -525,8 +426,8 @@ func (s *Session) embed() error {
 	hid, n := m.cfg.HiddenSize, len(s.ids32)
 	t.ids, t.at = t.ids[:0], t.at[:0]
 	for i, id := range s.ids32 {
-		if int(id) >= m.tp.vocab.lo && int(id) < m.tp.vocab.hi {
-			t.ids = append(t.ids, id-int32(m.tp.vocab.lo))
+		if int(id) >= m.tp.vocab.Lo && int(id) < m.tp.vocab.Hi {
+			t.ids = append(t.ids, id-int32(m.tp.vocab.Lo))
 			t.at = append(t.at, i)
 		}
 	}
@@ -543,12 +444,13 @@ func (s *Session) embed() error {
 			s.be.Copy2D(s.x, row*hid, hid, e, j*hid, hid, 1, hid)
 		}
 	}
-	s.allReduce(s.x, n*hid) // one shard's row plus zeros: exact
+	s.AllReduce(s.x, n*hid) // one shard's row plus zeros: exact
 	return nil
 }
 
-// allReduce sums buf[0:n] over the shards; a no-op when not sharded.
-func (s *Session) allReduce(buf kernels.Buffer, n int) {
+// AllReduce sums buf[0:n] over the shards; a no-op when not sharded
+// (layers.Context).
+func (s *Session) AllReduce(buf kernels.Buffer, n int) {
 	if t := s.m.tp; t != nil && t.size > 1 {
 		t.coll.AllReduceSum(buf, n)
 	}

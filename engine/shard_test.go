@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/deepseek-go/deepseek-go/engine/layers"
 	"github.com/deepseek-go/deepseek-go/engine/safetensors"
 	"github.com/deepseek-go/deepseek-go/kernels"
 	"github.com/deepseek-go/deepseek-go/kernels/cpu"
@@ -167,7 +168,7 @@ func TestShardsBadSplits(t *testing.T) {
 // failBlock stands for a layer that fails on one shard.
 type failBlock struct{}
 
-func (failBlock) Forward(*Session, kernels.Buffer, int, int) error {
+func (failBlock) Forward(layers.Context, kernels.Buffer, int, int) error {
 	return fmt.Errorf("injected failure")
 }
 

@@ -1,0 +1,160 @@
+package layers
+
+import (
+	"fmt"
+
+	"github.com/deepseek-go/deepseek-go/kernels"
+	"github.com/deepseek-go/deepseek-go/kernels/routing"
+)
+
+// MoE is a DeepSeek mixture-of-experts MLP: a router over routed experts
+// plus always-on shared experts. Routing and the routed experts run on the
+// backend's kernels.MoE capability, so nothing crosses to the host inside
+// the layer (a decode step stays capturable as one device graph).
+type MoE struct {
+	Hidden  int
+	Inter   int            // moe_intermediate_size
+	Router  kernels.Matrix // mlp.gate.weight [experts, hidden]
+	Routing routing.Config
+	Bias    []float32 // e_score_correction_bias (noaux_tc)
+	// Experts are the routed experts this backend holds: all of them, or
+	// a shard's contiguous run (expert parallelism; the others add
+	// nothing here and come in through the block's all-reduce).
+	Experts kernels.Experts
+	Shared  *DenseMLP // nil without shared experts
+
+	gate kernels.MoERouter // routing state and selection counters
+}
+
+// Gate is the layer's routing state on the backend, whose per-expert
+// selection counters every context running the layer adds to.
+func (m *MoE) Gate() kernels.MoERouter { return m.gate }
+
+// moeOf returns the backend's MoE capability, or an error naming it.
+func moeOf(be kernels.Backend) (kernels.MoE, error) {
+	mb, ok := be.(kernels.MoE)
+	if !ok {
+		return nil, fmt.Errorf("backend %s cannot run mixture-of-experts layers (no kernels.MoE)", be.Name())
+	}
+	return mb, nil
+}
+
+// MoEShape is the geometry LoadMoE reads from a DeepSeek config:
+// hidden_size, moe_intermediate_size and n_shared_experts (the routed
+// experts are the routing's Experts).
+type MoEShape struct {
+	Hidden, Inter, SharedExperts int
+}
+
+// LoadMoE loads a MoE layer routed by rc under prefix
+// ("model.layers.N.mlp.").
+func LoadMoE(b *Builder, prefix string, sh MoEShape, rc routing.Config) (*MoE, error) {
+	hid, inter := sh.Hidden, sh.Inter
+	mb, err := moeOf(b.Backend)
+	if err != nil {
+		return nil, err
+	}
+	m := &MoE{Hidden: hid, Inter: inter, Routing: rc}
+	// The router stays in its stored dtype: MatMul widens it exactly and
+	// accumulates in fp32, which is transformers' fp32 router matmul.
+	if m.Router, err = b.MatrixKeep(MatSpec{prefix + "gate.weight", rc.Experts, hid}); err != nil {
+		return nil, err
+	}
+	if m.Routing.Method == routing.TopKNoAuxTC {
+		if m.Bias, err = b.Floats(prefix+"gate.e_score_correction_bias", rc.Experts); err != nil {
+			return nil, err
+		}
+	}
+	if m.gate, err = mb.NewMoERouter(m.Routing, m.Bias); err != nil {
+		return nil, fmt.Errorf("%sgate: %w", prefix, err)
+	}
+	// Expert parallelism: a shard holds a contiguous run of whole experts
+	// and adds only their outputs; routing is replicated and the block's
+	// all-reduce combines the shards.
+	own := SplitRange(rc.Experts, b.Rank, b.shardCount())
+	b.params += 3 * int64(hid) * int64(inter) * int64(rc.Experts-own.Len()) // counted by the shards holding them
+	if own.Len() > 0 {
+		keep := b.keepFP8(b.Int8)
+		p := kernels.ExpertParts{First: own.Lo}
+		for e := own.Lo; e < own.Hi; e++ {
+			ep := fmt.Sprintf("%sexperts.%d.", prefix, e)
+			for _, f := range []struct {
+				dst  *[]kernels.HostMatrix
+				spec MatSpec
+			}{{&p.Gate, MatSpec{ep + "gate_proj.weight", inter, hid}}, {&p.Up, MatSpec{ep + "up_proj.weight", inter, hid}},
+				{&p.Down, MatSpec{ep + "down_proj.weight", hid, inter}}} {
+				h, err := b.host(f.spec, keep)
+				if err != nil {
+					return nil, err
+				}
+				*f.dst = append(*f.dst, h)
+			}
+		}
+		// The experts share one dtype: widen a mixed layer to f32.
+		dt := p.Gate[0].DType
+		mixed := false
+		for _, ps := range [][]kernels.HostMatrix{p.Gate, p.Up, p.Down} {
+			for _, h := range ps {
+				mixed = mixed || h.DType != dt
+			}
+		}
+		if mixed {
+			for _, ps := range [][]kernels.HostMatrix{p.Gate, p.Up, p.Down} {
+				for i := range ps {
+					if err := WidenHost(&ps[i]); err != nil {
+						return nil, err
+					}
+				}
+			}
+		}
+		if m.Experts, err = mb.UploadExperts(p, b.Int8); err != nil {
+			return nil, fmt.Errorf("loading weights %sexperts: %w", prefix, err)
+		}
+		b.bytes[m.Experts.DType().String()] += m.Experts.Bytes()
+	}
+	if sh.SharedExperts > 0 {
+		if m.Shared, err = LoadDenseMLP(b, prefix+"shared_experts.", hid, inter*sh.SharedExperts, false); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// Forward writes the MoE output for n rows of xn to out [n, hidden].
+func (m *MoE) Forward(ctx Context, out, xn kernels.Buffer, n int) error {
+	be := ctx.Backend()
+	mb, err := moeOf(be)
+	if err != nil {
+		return err
+	}
+	rt, err := ctx.MoERoutes(mb, kernels.MoERoutesSpec{Rows: ctx.Chunk(), TopK: m.Routing.TopK, Experts: m.Routing.Experts,
+		Hidden: m.Hidden, Inter: m.Inter})
+	if err != nil {
+		return err
+	}
+	rl, err := ctx.Scratch("moe.router", ctx.Chunk()*m.Routing.Experts)
+	if err != nil {
+		return err
+	}
+	ctx.MatMul(xn, n, m.Router, nil, Outs{rl})
+	mb.Route(rt, m.gate, rl, n)
+	// Shared experts write out first; the routed ones add to it.
+	if m.Shared != nil {
+		if err := m.Shared.Forward(ctx, out, xn, n); err != nil {
+			return err
+		}
+	}
+	if m.Experts != nil {
+		mb.MoEExperts(out, xn, n, m.Experts, rt, m.Shared != nil)
+	} else if m.Shared == nil {
+		// A shard with neither routed experts (more shards than experts)
+		// nor shared ones adds zeros to the all-reduce: a scratch buffer
+		// that is never written holds them (Alloc zeroes).
+		zeros, err := ctx.Scratch("moe.zeros", ctx.Chunk()*m.Hidden)
+		if err != nil {
+			return err
+		}
+		be.Copy2D(out, 0, m.Hidden, zeros, 0, m.Hidden, n, m.Hidden)
+	}
+	return nil
+}
