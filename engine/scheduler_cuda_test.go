@@ -170,13 +170,21 @@ func BenchmarkCUDAPrefixCache7B(b *testing.B) {
 	sch, err := m.NewScheduler(SchedulerOptions{MaxSeqs: 8})
 	require.NoError(b, err)
 	defer sch.Close()
-	for i := range b.N {
-		prefix := make([]int, 1000)
-		for j := range prefix {
-			prefix[j] = 100 + (i*104729+j*31)%100000
+	prefix := func(i int) []int {
+		p := make([]int, 1000)
+		for j := range p {
+			p[j] = 100 + (i*104729+j*31)%100000
 		}
-		first := firstTokenTime(b, sch, prefix)
-		second := firstTokenTime(b, sch, append(prefix, 5, 6, 7, 8, 9, 10, 11, 12))
+		return p
+	}
+	// One unmeasured pair first: the first steps of each row count in a
+	// process pay one-time costs (GEMM plans, scratch growth) that are not
+	// the prefix cache's to report.
+	firstTokenTime(b, sch, prefix(999))
+	firstTokenTime(b, sch, append(prefix(999), 5, 6, 7, 8, 9, 10, 11, 12))
+	for i := range b.N {
+		first := firstTokenTime(b, sch, prefix(i))
+		second := firstTokenTime(b, sch, append(prefix(i), 5, 6, 7, 8, 9, 10, 11, 12))
 		b.ReportMetric(first.Seconds()*1e3, "ttft-ms")
 		b.ReportMetric(second.Seconds()*1e3, "cached-ttft-ms")
 		b.Logf("7B prefix cache: TTFT %v for 1000 tokens, %v with the prefix cached (%.1f%%)", first, second, 100*second.Seconds()/first.Seconds())
