@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"fmt"
-	"slices"
 
 	"github.com/deepseek-go/deepseek-go/engine/layers"
 	"github.com/deepseek-go/deepseek-go/kernels"
@@ -137,36 +136,31 @@ func (s *Session) Scratch(name string, n int) (kernels.Buffer, error) {
 	if ok && old.Len() >= n {
 		return old, nil
 	}
-	if ok && s.graph.g != nil {
-		// A captured decode step still points at the buffer being replaced:
-		// drop the graph (it is re-captured on later steps).
-		s.graph.g.Close()
-		s.graph = graphState{}
-	}
 	b, err := s.be.Alloc(n)
 	if err != nil {
 		return nil, fmt.Errorf("allocating scratch %q of %d floats: %w", name, n, err)
 	}
 	if ok {
-		s.scratchGen++
+		s.replaced()
 	}
 	s.scratch[name] = b
 	return b, nil
 }
 
-// matMul is s.Backend().MatMul(outs, x, n, w, bias) without allocating the
-// output list.
-func (s *Session) matMul(x kernels.Buffer, n int, w kernels.Matrix, bias kernels.Buffer, outs ...kernels.Buffer) {
-	if len(outs) > len(s.outs) { // no backend fuses this many parts
-		s.be.MatMul(slices.Clone(outs), x, n, w, bias)
-		return
+// replaced records that a buffer captured graphs may point at was
+// replaced by a larger one: the session's decode graph is dropped (it is
+// captured again on later steps) and the scheduler's batch graphs see a
+// new generation (batchGraphs).
+func (s *Session) replaced() {
+	if s.graph.g != nil {
+		s.graph.g.Close()
+		s.graph = graphState{}
 	}
-	k := copy(s.outs[:], outs)
-	s.be.MatMul(s.outs[:k], x, n, w, bias)
-	clear(s.outs[:k])
+	s.scratchGen++
 }
 
-// MatMul is matMul over the non-nil outs (layers.Context).
+// MatMul is Backend.MatMul over the non-nil outs, without allocating the
+// output list (layers.Context).
 func (s *Session) MatMul(x kernels.Buffer, n int, w kernels.Matrix, bias kernels.Buffer, outs layers.Outs) {
 	k := 0
 	for k < len(outs) && outs[k] != nil {
@@ -189,11 +183,8 @@ func (s *Session) MoERoutes(mb kernels.MoE, spec kernels.MoERoutesSpec) (kernels
 	if err != nil {
 		return nil, fmt.Errorf("moe routing scratch: %w", err)
 	}
-	if s.moe != nil && s.graph.g != nil {
-		// A captured step points at the routes being replaced (as in
-		// Session.Scratch): drop it; later steps capture again.
-		s.graph.g.Close()
-		s.graph = graphState{}
+	if s.moe != nil {
+		s.replaced() // captured steps point at the routes being replaced
 	}
 	s.moe = rt
 	return rt, nil
@@ -383,7 +374,7 @@ func (s *Session) head(pick []int, src, rows int) (kernels.Buffer, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.matMul(xn, rows, m.lmHead, nil, lg)
+	s.MatMul(xn, rows, m.lmHead, nil, layers.Outs{lg})
 	return lg, nil
 }
 

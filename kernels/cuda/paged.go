@@ -53,6 +53,7 @@ type batchDev struct {
 	pos, seq, tab          devptr
 	posCap, seqCap, tabCap int
 	hPos, hSeq, hTab       []int32
+	flat                   []int32 // the tables padded to maxb, rebuilt per call without allocating
 	maxb                   int
 }
 
@@ -116,11 +117,14 @@ func (b *Backend) uploadBatch(bt *kernels.Batch) bool {
 	for _, t := range bt.Tables {
 		maxb = max(maxb, len(t))
 	}
-	tab := make([]int32, 0, maxb*len(bt.Tables))
+	tab := d.flat[:0]
 	for _, t := range bt.Tables {
 		tab = append(tab, t...)
-		tab = append(tab, make([]int32, maxb-len(t))...)
+		for range maxb - len(t) {
+			tab = append(tab, 0)
+		}
 	}
+	d.flat = tab
 	if d.maxb != maxb {
 		d.hTab = d.hTab[:0] // same ints, other layout: upload again
 		d.maxb = maxb
