@@ -148,8 +148,6 @@ __device__ void gemv_fp8(const uint8_t* __restrict__ W, const float* __restrict_
     gemv_fp8<R, NT, 4>(W, x, n, p, bias, cols, q, cshift);                                          \
   }
 GEMV_FP8(gemv_fp8_1, 2, 1)
-GEMV_FP8(gemv_fp8_1_r1, 1, 1)
-GEMV_FP8(gemv_fp8_1_r4, 4, 1)
 GEMV_FP8(gemv_fp8_4, 2, 4)
 GEMV_FP8(gemv_fp8_8, 2, 8)
 

@@ -214,17 +214,9 @@ GEMV_VEC(gemv_f16_1, __half, 2, 1)
 GEMV_VEC(gemv_f16_4, __half, 2, 4)
 GEMV_VEC(gemv_f16_8, __half, 2, 8)
 GEMV_VEC(gemv_bf16_1, __nv_bfloat16, 2, 1)
-GEMV_VEC(gemv_bf16_1_r1, __nv_bfloat16, 1, 1)
-GEMV_VEC(gemv_bf16_1_r4, __nv_bfloat16, 4, 1)
-GEMV_VEC(gemv_f16_1_r1, __half, 1, 1)
-GEMV_VEC(gemv_f16_1_r4, __half, 4, 1)
-GEMV_VEC(gemv_f32_1_r1, float, 1, 1)
-GEMV_VEC(gemv_f32_1_r4, float, 4, 1)
 GEMV_VEC(gemv_i8_1, int8_t, 2, 1)
 GEMV_VEC(gemv_i8_4, int8_t, 2, 4)
 GEMV_VEC(gemv_i8_8, int8_t, 2, 8)
-GEMV_VEC(gemv_i8_1_r1, int8_t, 1, 1)
-GEMV_VEC(gemv_i8_1_r4, int8_t, 4, 1)
 GEMV_VEC(gemv_bf16_4, __nv_bfloat16, 2, 4)
 GEMV_VEC(gemv_bf16_8, __nv_bfloat16, 2, 8)
 
@@ -1479,35 +1471,29 @@ __device__ void flash_fwd(float* out, const float* q, const __half* kc, const __
     }
   }
 }
+// Head dims 16 and 32 only (flash2 takes 64 and 128; NOTES.md).
 #define FLASH(DP, NW)                                                                               \
-  extern "C" __global__ void __launch_bounds__(32 * NW) flash_fwd_##DP##_##NW(                      \
+  extern "C" __global__ void __launch_bounds__(32 * NW) flash_fwd_##DP(                             \
       float* out, const float* q, const __half* kc, const __half* vc, int n, int pos0, const int* dp, \
       int heads, int kvh, int D, float sl2) {                                                       \
     flash_fwd<DP, NW>(out, q, kc, vc, n, pos0, dp, heads, kvh, D, sl2);                             \
   }
 FLASH(16, 4)
 FLASH(32, 4)
-FLASH(64, 4)
-FLASH(128, 4)
-FLASH(64, 8)
-FLASH(128, 8)
 
 // flash2_fwd is the FlashAttention-2 layout proper: 4 warps, each owning MT
 // m16 tiles (16*MT query rows), so every K/V fragment loaded with ldmatrix
 // feeds 2*MT MMAs and the MT softmax chains interleave. Q lives in shared
 // memory as f16 (pre-scaled) and is re-read per 16-wide k slice, which keeps
 // registers for the MT output accumulators.
-// VAR selects v7 variants (0 = the v3-v5 kernel): bit 1, the softmax
+// It is NOTES.md v7's VAR 327, the measured winner (the other variants, v1
+// for these head dims and 32-key tiles are history there): the softmax
 // statistics of all MT x 2 row halves first and one warp vote for the o
-// rescale (one branch per tile instead of 2*MT, so the chains overlap);
-// bit 2, K/V tile 0 issued before Q is staged, 8-byte Q loads and O stores;
-// bit 4, a warp skips the key tiles that lie wholly past its last row;
-// bit 8, the rescale unconditional (no vote, no branch); bits 16 and 32 undo
-// parts of bit 2 (16: tile 0 after Q staging; 32: scalar Q loads and O
-// stores), for measuring them apart; bit 64, 16-byte Q loads; bit 128,
-// scalar O stores (with bit 64: which of the wider loads and stores counts);
-// bit 256 (with 64), every Q load of a thread issued before the first use.
-template <int DP, int MT, int BN, int VAR = 0>
+// rescale; K/V tile 0 issued before Q is staged; a warp skips the key tiles
+// wholly past its last row; Q read 16 bytes at a time (every load of a
+// thread issued before the first use) when aligned, O stored 8 bytes at a
+// time when aligned.
+template <int DP, int MT, int BN>
 __device__ void flash2_fwd(float* out, const float* q, const __half* kc, const __half* vc, int n, int pos0,
                            const int* dp, int heads, int kvh, int D, float scale_log2) {
   constexpr int NW = 4, BM = 16 * MT * NW, ST = DP + 8;
@@ -1540,16 +1526,12 @@ __device__ void flash2_fwd(float* out, const float* q, const __half* kc, const _
     }
   };
   // 8-byte Q loads and O stores when every row start is 8-byte aligned.
-  const bool vec2 = (VAR & 2) && !(VAR & 32) &&
-                    ((reinterpret_cast<size_t>(q) | reinterpret_cast<size_t>(out)) & 7) == 0 && (qw & 1) == 0 &&
+  const bool vec2 = ((reinterpret_cast<size_t>(q) | reinterpret_cast<size_t>(out)) & 7) == 0 && (qw & 1) == 0 &&
                     (D & 1) == 0;
-  constexpr bool early = (VAR & 2) && !(VAR & 16);
-  if (early) {
-    load_tile(0, 0);
-    cp_commit();
-  }
-  const bool vec4 = (VAR & 64) && (reinterpret_cast<size_t>(q) & 15) == 0 && (qw & 3) == 0 && (D & 3) == 0;
-  if (vec4 && (VAR & 256)) {
+  load_tile(0, 0);  // tile 0 in flight while Q is staged
+  cp_commit();
+  const bool vec4 = (reinterpret_cast<size_t>(q) & 15) == 0 && (qw & 3) == 0 && (D & 3) == 0;
+  if (vec4) {
     constexpr int IT = BM * DP / 4 / (32 * NW);
     float4 v[IT];
 #pragma unroll
@@ -1566,15 +1548,6 @@ __device__ void flash2_fwd(float* out, const float* q, const __half* kc, const _
       int r = i / (DP / 4), c = (i % (DP / 4)) * 4;
       *reinterpret_cast<uint2*>(Qs + r * ST + c) = make_uint2(pack_h2(v[k].x * scale_log2, v[k].y * scale_log2),
                                                               pack_h2(v[k].z * scale_log2, v[k].w * scale_log2));
-    }
-  } else if (vec4) {
-    for (int i = tid; i < BM * DP / 4; i += 32 * NW) {
-      int r = i / (DP / 4), c = (i % (DP / 4)) * 4;
-      int row = qb * BM + r;
-      float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-      if (row < n && c < D) v = *reinterpret_cast<const float4*>(q + (size_t)row * qw + (size_t)h * D + c);
-      *reinterpret_cast<uint2*>(Qs + r * ST + c) =
-          make_uint2(pack_h2(v.x * scale_log2, v.y * scale_log2), pack_h2(v.z * scale_log2, v.w * scale_log2));
     }
   }
   for (int i = tid; i < (vec4 ? 0 : BM * DP / 2); i += 32 * NW) {
@@ -1604,10 +1577,6 @@ __device__ void flash2_fwd(float* out, const float* q, const __half* kc, const _
 #pragma unroll
   for (int mt = 0; mt < MT; mt++) mrow[mt][0] = mrow[mt][1] = -INFINITY, lrow[mt][0] = lrow[mt][1] = 0.f;
 
-  if (!early) {
-    load_tile(0, 0);
-    cp_commit();
-  }
   for (int kt = 0; kt < ntiles; kt++) {
     const int buf = kt & 1;
     if (kt + 1 < ntiles) {
@@ -1620,7 +1589,7 @@ __device__ void flash2_fwd(float* out, const float* q, const __half* kc, const _
     __syncthreads();
     // A tile wholly past this warp's last row (the block's diagonal tiles):
     // nothing to add; the warp only keeps the block's barriers.
-    if ((VAR & 4) && kt * BN > pos + mw + 16 * MT - 1) {
+    if (kt * BN > pos + mw + 16 * MT - 1) {
       __syncthreads();
       continue;
     }
@@ -1663,49 +1632,9 @@ __device__ void flash2_fwd(float* out, const float* q, const __half* kc, const _
             if (key > pos + row || key >= T) s[mt][j][e] = -INFINITY;
           }
       }
-      // (VAR & 9: the softmax below, all row halves together.)
-#pragma unroll
-      for (int hr = 0; hr < ((VAR & 9) ? 0 : 2); hr++) {
-        // Tree reductions: short dependency chains.
-        float mj[BN / 8];
-#pragma unroll
-        for (int j = 0; j < BN / 8; j++) mj[j] = fmaxf(s[mt][j][2 * hr], s[mt][j][2 * hr + 1]);
-#pragma unroll
-        for (int w = BN / 16; w > 0; w >>= 1)
-#pragma unroll
-          for (int j = 0; j < w; j++) mj[j] = fmaxf(mj[j], mj[j + w]);
-        float mx = mj[0];
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        float mnew = fmaxf(mrow[mt][hr], mx);
-        float msafe = (mnew == -INFINITY) ? 0.f : mnew;
-        float alpha = ex2(mrow[mt][hr] - msafe);
-        mrow[mt][hr] = mnew;
-        // P in f16 pairs (kept in the s registers' bits); the tile's row sum
-        // adds at most BN values <= 1 in f16, then joins the f32 total.
-        __half2 lj[BN / 8];
-#pragma unroll
-        for (int j = 0; j < BN / 8; j++) {
-          unsigned pp = ex2_h2(pack_h2(s[mt][j][2 * hr] - msafe, s[mt][j][2 * hr + 1] - msafe));
-          s[mt][j][2 * hr] = __uint_as_float(pp);
-          lj[j] = *reinterpret_cast<__half2*>(&pp);
-        }
-#pragma unroll
-        for (int w = BN / 16; w > 0; w >>= 1)
-#pragma unroll
-          for (int j = 0; j < w; j++) lj[j] = __hadd2(lj[j], lj[j + w]);
-        float2 lsf = __half22float2(lj[0]);
-        lrow[mt][hr] = lrow[mt][hr] * alpha + lsf.x + lsf.y;
-        // The running max rarely moves after the first tiles: skip the
-        // rescale when no row of the warp needs it.
-        if (__any_sync(0xffffffffu, alpha != 1.f)) {
-#pragma unroll
-          for (int j = 0; j < DP / 8; j++) { o[mt][j][2 * hr] *= alpha; o[mt][j][2 * hr + 1] *= alpha; }
-        }
-      }
     }
-    if (VAR & 9) {
-      // The same online softmax with the statistics of all MT x 2 row halves
+    {
+      // The online softmax with the statistics of all MT x 2 row halves
       // computed side by side (independent chains in one basic block), then
       // one vote (or none) for the o rescale.
       float alpha[MT][2];
@@ -1741,14 +1670,12 @@ __device__ void flash2_fwd(float* out, const float* q, const __half* kc, const _
           float2 lsf = __half22float2(lj[0]);
           lrow[mt][hr] = lrow[mt][hr] * alpha[mt][hr] + lsf.x + lsf.y;
         }
-      bool any = true;
-      if (!(VAR & 8)) {
-        bool mine = false;
+      // The running max rarely moves after the first tiles: skip the
+      // rescale when no row of the warp needs it.
+      bool mine = false;
 #pragma unroll
-        for (int mt = 0; mt < MT; mt++) mine |= (alpha[mt][0] != 1.f) | (alpha[mt][1] != 1.f);
-        any = __any_sync(0xffffffffu, mine);
-      }
-      if (any) {
+      for (int mt = 0; mt < MT; mt++) mine |= (alpha[mt][0] != 1.f) | (alpha[mt][1] != 1.f);
+      if (__any_sync(0xffffffffu, mine)) {
 #pragma unroll
         for (int mt = 0; mt < MT; mt++)
 #pragma unroll
@@ -1797,7 +1724,7 @@ __device__ void flash2_fwd(float* out, const float* q, const __half* kc, const _
 #pragma unroll
         for (int j = 0; j < DP / 8; j++) {
           int col = j * 8 + 2 * t4;
-          if (vec2 && !(VAR & 128)) {
+          if (vec2) {
             if (col < D) *reinterpret_cast<float2*>(op + col) = make_float2(o[mt][j][2 * hr] * inv, o[mt][j][2 * hr + 1] * inv);
           } else {
             if (col < D) op[col] = o[mt][j][2 * hr] * inv;
@@ -1807,28 +1734,15 @@ __device__ void flash2_fwd(float* out, const float* q, const __half* kc, const _
       }
     }
 }
-#define FLASH2(DP, MT, BN)                                                                          \
-  extern "C" __global__ void __launch_bounds__(128, 2) flash2_fwd_##DP##_##MT##_##BN(              \
+// 2 m16 tiles per warp (128 query rows per block), 64-key tiles.
+#define FLASH2(DP)                                                                                  \
+  extern "C" __global__ void __launch_bounds__(128, 2) flash2_fwd_##DP(                             \
       float* out, const float* q, const __half* kc, const __half* vc, int n, int pos0, const int* dp, \
       int heads, int kvh, int D, float sl2) {                                                       \
-    flash2_fwd<DP, MT, BN>(out, q, kc, vc, n, pos0, dp, heads, kvh, D, sl2);                        \
+    flash2_fwd<DP, 2, 64>(out, q, kc, vc, n, pos0, dp, heads, kvh, D, sl2);                         \
   }
-FLASH2(128, 2, 64)
-FLASH2(128, 2, 32)
-FLASH2(64, 2, 64)
-#define FLASH2V(DP, MT, BN, VAR)                                                                     \
-  extern "C" __global__ void __launch_bounds__(128, 2) flash2_fwd_##DP##_##MT##_##BN##_v##VAR(      \
-      float* out, const float* q, const __half* kc, const __half* vc, int n, int pos0, const int* dp, \
-      int heads, int kvh, int D, float sl2) {                                                       \
-    flash2_fwd<DP, MT, BN, VAR>(out, q, kc, vc, n, pos0, dp, heads, kvh, D, sl2);                   \
-  }
-// Only the default (327) and v7 are instantiated: the other VAR values of
-// NOTES.md v7 were measured and dropped to keep the PTX (JIT-compiled at
-// module load) small; one line here brings any of them back.
-FLASH2V(128, 2, 64, 7)
-FLASH2V(128, 2, 64, 327)
-FLASH2V(64, 2, 64, 7)
-FLASH2V(64, 2, 64, 327)
+FLASH2(128)
+FLASH2(64)
 
 #include "fp8.cuh"
 #include "moe.cuh"
