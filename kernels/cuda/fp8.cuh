@@ -206,76 +206,29 @@ extern "C" __global__ void fp8_to_bf16(__nv_bfloat16* out, const uint8_t* W, FP8
 // multiples of 16 (each thread's 16-value chunk lies in one block column).
 extern "C" __global__ void __launch_bounds__(128) gemm_wmma_fp8(const uint8_t* W, const __nv_bfloat16* X, int n,
                                                                 Parts p, const float* bias, int K, FP8Scales q) {
-  using namespace nvcuda;
-  constexpr int LD = 32 + 8;
-  __shared__ __align__(32) __nv_bfloat16 As[64 * LD];
-  __shared__ __align__(32) __nv_bfloat16 Bs[64 * LD];
-  __shared__ __align__(32) float Cs[4][32 * 36];
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int wm = warp >> 1, wn = warp & 1;
-  const int t0 = blockIdx.y * 64, r0 = blockIdx.x * 64;
+  const int tid = threadIdx.x, r0 = blockIdx.x * 64;
   // This thread's weight row and 16-column half of each K step.
   const int wr = tid >> 1, wch = (tid & 1) * 16;
   const bool wok = r0 + wr < p.rows;
   const uint8_t* wrow = W + (size_t)min(r0 + wr, p.rows - 1) * K;
   const float* srow = fp8_srow(q, min(r0 + wr, p.rows - 1));
-  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
+  gemm_wmma_tile(X, n, p, bias, K, [&](__nv_bfloat16* Bs, int k0) {
+    int k = k0 + wch;
+    unsigned h[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    if (wok && k < K) {
+      float f[16];
+      V16<fp8_e4m3>::cvt(__ldg(reinterpret_cast<const uint4*>(wrow + k)), f);
+      const float sc = srow[k / q.bc];
 #pragma unroll
-  for (int i = 0; i < 2; i++)
-#pragma unroll
-    for (int j = 0; j < 2; j++) wmma::fill_fragment(acc[i][j], 0.f);
-  for (int k0 = 0; k0 < K; k0 += 32) {
-    for (int c = tid; c < 64 * 4; c += 128) {  // activations: 64 rows × 4 chunks of 8
-      int r = c >> 2, ch = (c & 3) * 8;
-      int k = k0 + ch;
-      uint4 a = make_uint4(0, 0, 0, 0);
-      if (t0 + r < n && k < K) a = *reinterpret_cast<const uint4*>(X + (size_t)(t0 + r) * K + k);
-      *reinterpret_cast<uint4*>(As + r * LD + ch) = a;
-    }
-    {
-      int k = k0 + wch;
-      unsigned h[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-      if (wok && k < K) {
-        float f[16];
-        V16<fp8_e4m3>::cvt(__ldg(reinterpret_cast<const uint4*>(wrow + k)), f);
-        const float sc = srow[k / q.bc];
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-          __nv_bfloat162 v = __floats2bfloat162_rn(f[2 * i] * sc, f[2 * i + 1] * sc);
-          h[i] = *reinterpret_cast<unsigned*>(&v);
-        }
+      for (int i = 0; i < 8; i++) {
+        __nv_bfloat162 v = __floats2bfloat162_rn(f[2 * i] * sc, f[2 * i + 1] * sc);
+        h[i] = *reinterpret_cast<unsigned*>(&v);
       }
-      uint4* bp = reinterpret_cast<uint4*>(Bs + wr * LD + wch);
-      bp[0] = make_uint4(h[0], h[1], h[2], h[3]);
-      bp[1] = make_uint4(h[4], h[5], h[6], h[7]);
     }
-    __syncthreads();
-#pragma unroll
-    for (int kk = 0; kk < 32; kk += 16) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa[2];
-      wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> fb[2];
-#pragma unroll
-      for (int i = 0; i < 2; i++) wmma::load_matrix_sync(fa[i], As + (wm * 32 + i * 16) * LD + kk, LD);
-#pragma unroll
-      for (int j = 0; j < 2; j++) wmma::load_matrix_sync(fb[j], Bs + (wn * 32 + j * 16) * LD + kk, LD);
-#pragma unroll
-      for (int i = 0; i < 2; i++)
-#pragma unroll
-        for (int j = 0; j < 2; j++) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
-    }
-    __syncthreads();
-  }
-#pragma unroll
-  for (int i = 0; i < 2; i++)
-#pragma unroll
-    for (int j = 0; j < 2; j++)
-      wmma::store_matrix_sync(&Cs[warp][(i * 16) * 36 + j * 16], acc[i][j], 36, wmma::mem_row_major);
-  __syncwarp();
-  for (int e = lane; e < 32 * 32; e += 32) {
-    int r = e >> 5, c = e & 31;
-    int t = t0 + wm * 32 + r, row = r0 + wn * 32 + c;
-    if (t < n && row < p.rows) store_part(p, row, t, Cs[warp][r * 36 + c] + (bias ? bias[row] : 0.f));
-  }
+    uint4* bp = reinterpret_cast<uint4*>(Bs + wr * WMMA_LD + wch);
+    bp[0] = make_uint4(h[0], h[1], h[2], h[3]);
+    bp[1] = make_uint4(h[4], h[5], h[6], h[7]);
+  });
 }
 
 // ---------------------------------------------------------------- fp8 embed

@@ -285,41 +285,33 @@ GEMM_TILED(gemm_f16, __half)
 GEMM_TILED(gemm_bf16, __nv_bfloat16)
 GEMM_TILED(gemm_i8, int8_t)
 
-// Tensor-core fallback GEMM (WMMA 16x16x16, f32 accumulation) for 16-bit
-// weights when cuBLASLt is absent: activations already converted to the
-// weight dtype, 64 tokens × 64 rows per block, 4 warps of 32×32, K steps of
-// 32 through padded shared memory. K must be a multiple of 8.
-template <typename T>
-__device__ void gemm_wmma(const T* __restrict__ W, const T* __restrict__ X, int n, Parts p,
-                          const float* __restrict__ bias, int K) {
+// ---------------------------------------------------------------- WMMA tiles
+// The tensor-core tile of gemm_wmma, gemm_wmma_fp8 (fp8.cuh) and the grouped
+// MoE GEMMs (moe.cuh): a 64×64 output tile on WMMA 16×16×16 with float32
+// accumulation, 4 warps of 32×32 (warp w: rows 32·(w>>1) of As, 32·(w&1) of
+// Bs), K steps of 32 through padded shared memory. As holds 64 activation
+// rows and Bs 64 weight rows, [64][WMMA_LD] values of the MMA type S each;
+// stage(k0) fills both for the step at k0 (each kernel loads its weights
+// its own way: plain 16-bit, fp8 dequantised, expert rows), then every warp
+// runs the same MMAs in the same order.
+constexpr int WMMA_LD = 32 + 8;
+using WmmaAcc = nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float>;
+template <typename S, class Stage>
+DEVI void wmma_mainloop(const S* As, const S* Bs, int K, Stage&& stage, WmmaAcc (&acc)[2][2]) {
   using namespace nvcuda;
-  constexpr int LD = 32 + 8;
-  __shared__ __align__(32) T As[64 * LD];
-  __shared__ __align__(32) T Bs[64 * LD];
-  __shared__ __align__(32) float Cs[4][32 * 36];
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int wm = warp >> 1, wn = warp & 1;
-  const int t0 = blockIdx.y * 64, r0 = blockIdx.x * 64;
-  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
+  constexpr int LD = WMMA_LD;
+  const int warp = threadIdx.x >> 5, wm = warp >> 1, wn = warp & 1;
 #pragma unroll
   for (int i = 0; i < 2; i++)
 #pragma unroll
     for (int j = 0; j < 2; j++) wmma::fill_fragment(acc[i][j], 0.f);
   for (int k0 = 0; k0 < K; k0 += 32) {
-    for (int c = tid; c < 64 * 4; c += 128) {  // 64 rows × 4 chunks of 8
-      int r = c >> 2, ch = (c & 3) * 8;
-      int k = k0 + ch;
-      uint4 a = make_uint4(0, 0, 0, 0), b = make_uint4(0, 0, 0, 0);
-      if (t0 + r < n && k < K) a = *reinterpret_cast<const uint4*>(X + (size_t)(t0 + r) * K + k);
-      if (r0 + r < p.rows && k < K) b = *reinterpret_cast<const uint4*>(W + (size_t)(r0 + r) * K + k);
-      *reinterpret_cast<uint4*>(As + r * LD + ch) = a;
-      *reinterpret_cast<uint4*>(Bs + r * LD + ch) = b;
-    }
+    stage(k0);
     __syncthreads();
 #pragma unroll
     for (int kk = 0; kk < 32; kk += 16) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa[2];
-      wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fb[2];
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, S, wmma::row_major> fa[2];
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, S, wmma::col_major> fb[2];
 #pragma unroll
       for (int i = 0; i < 2; i++) wmma::load_matrix_sync(fa[i], As + (wm * 32 + i * 16) * LD + kk, LD);
 #pragma unroll
@@ -331,6 +323,34 @@ __device__ void gemm_wmma(const T* __restrict__ W, const T* __restrict__ X, int 
     }
     __syncthreads();
   }
+}
+
+// gemm_wmma_tile: 64 tokens × 64 weight rows per block (grid: weight-row
+// tiles × token tiles, 128 threads) for activations X already in the MMA
+// type, K a multiple of 8. loadW(Bs, k0) stages the block's 64 weight rows
+// for the K step at k0 (zeros past the last row or column). Each warp's
+// 32×32 result goes through its own shared tile to store_part, + bias.
+template <typename S, class LoadW>
+DEVI void gemm_wmma_tile(const S* __restrict__ X, int n, Parts p, const float* __restrict__ bias, int K, LoadW&& loadW) {
+  using namespace nvcuda;
+  constexpr int LD = WMMA_LD;
+  __shared__ __align__(32) S As[64 * LD];
+  __shared__ __align__(32) S Bs[64 * LD];
+  __shared__ __align__(32) float Cs[4][32 * 36];
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int wm = warp >> 1, wn = warp & 1;
+  const int t0 = blockIdx.y * 64, r0 = blockIdx.x * 64;
+  WmmaAcc acc[2][2];
+  wmma_mainloop(As, Bs, K, [&](int k0) {
+    for (int c = tid; c < 64 * 4; c += 128) {  // activations: 64 rows × 4 chunks of 8
+      int r = c >> 2, ch = (c & 3) * 8;
+      int k = k0 + ch;
+      uint4 a = make_uint4(0, 0, 0, 0);
+      if (t0 + r < n && k < K) a = __ldg(reinterpret_cast<const uint4*>(X + (size_t)(t0 + r) * K + k));
+      *reinterpret_cast<uint4*>(As + r * LD + ch) = a;
+    }
+    loadW(Bs, k0);
+  }, acc);
 #pragma unroll
   for (int i = 0; i < 2; i++)
 #pragma unroll
@@ -342,6 +362,24 @@ __device__ void gemm_wmma(const T* __restrict__ W, const T* __restrict__ X, int 
     int t = t0 + wm * 32 + r, row = r0 + wn * 32 + c;
     if (t < n && row < p.rows) store_part(p, row, t, Cs[warp][r * 36 + c] + (bias ? bias[row] : 0.f));
   }
+}
+
+// Tensor-core fallback GEMM for 16-bit weights when cuBLASLt is absent
+// (activations already converted to the weight dtype): the weight rows
+// copied into shared memory as they are, 8 values per 16-byte load.
+template <typename T>
+__device__ void gemm_wmma(const T* __restrict__ W, const T* __restrict__ X, int n, Parts p,
+                          const float* __restrict__ bias, int K) {
+  const int tid = threadIdx.x, r0 = blockIdx.x * 64;
+  gemm_wmma_tile(X, n, p, bias, K, [&](T* Bs, int k0) {
+    for (int c = tid; c < 64 * 4; c += 128) {  // 64 rows × 4 chunks of 8
+      int r = c >> 2, ch = (c & 3) * 8;
+      int k = k0 + ch;
+      uint4 b = make_uint4(0, 0, 0, 0);
+      if (r0 + r < p.rows && k < K) b = __ldg(reinterpret_cast<const uint4*>(W + (size_t)(r0 + r) * K + k));
+      *reinterpret_cast<uint4*>(Bs + r * WMMA_LD + ch) = b;
+    }
+  });
 }
 extern "C" __global__ void __launch_bounds__(128) gemm_wmma_bf16(const __nv_bfloat16* W, const __nv_bfloat16* X, int n,
                                                                  Parts p, const float* bias, int K) {

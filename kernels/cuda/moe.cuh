@@ -636,7 +636,7 @@ __device__ void moe_grp_mma(const T* __restrict__ W, const float* __restrict__ A
                             int cnt, int hidden, int inter, const FP8Scales& fq) {
   using namespace nvcuda;
   using S = typename MoEMMA<T>::S;
-  constexpr int LD = 32 + 8, LC = 64 + 4;
+  constexpr int LD = WMMA_LD, LC = 64 + 4;
   __shared__ __align__(32) S As[64 * LD];
   __shared__ __align__(32) S Bs[64 * LD];
   __shared__ __align__(32) float Cs[64 * LC];
@@ -651,19 +651,15 @@ __device__ void moe_grp_mma(const T* __restrict__ W, const float* __restrict__ A
   if (tid < 64) s_p[tid] = tid < mn ? list[m0 + tid] : -1;
   __syncthreads();
   const T* We = W + (size_t)e * rows * K;
-  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
-#pragma unroll
-  for (int i = 0; i < 2; i++)
-#pragma unroll
-    for (int j = 0; j < 2; j++) wmma::fill_fragment(acc[i][j], 0.f);
-  for (int k0 = 0; k0 < K; k0 += 32) {
+  WmmaAcc acc[2][2];
+  wmma_mainloop(As, Bs, K, [&](int k0) {
     for (int c = tid; c < 64 * 4; c += 128) {  // 64 rows × 4 chunks of 8
       const int r = c >> 2, ch = (c & 3) * 8, kk = k0 + ch;
       uint4 a = make_uint4(0, 0, 0, 0), b = make_uint4(0, 0, 0, 0);
       const int p = s_p[r];
       if (p >= 0 && kk < K) {
         const float* src = A + (size_t)(GU ? p / k : p) * K + kk;
-        a = moe_pack8((S*)nullptr, *reinterpret_cast<const float4*>(src), *reinterpret_cast<const float4*>(src + 4));
+        a = moe_pack8((S*)nullptr, __ldg(reinterpret_cast<const float4*>(src)), __ldg(reinterpret_cast<const float4*>(src + 4)));
       }
       int wr;
       bool ok;
@@ -679,22 +675,7 @@ __device__ void moe_grp_mma(const T* __restrict__ W, const float* __restrict__ A
       *reinterpret_cast<uint4*>(As + r * LD + ch) = a;
       *reinterpret_cast<uint4*>(Bs + r * LD + ch) = b;
     }
-    __syncthreads();
-#pragma unroll
-    for (int kk = 0; kk < 32; kk += 16) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, S, wmma::row_major> fa[2];
-      wmma::fragment<wmma::matrix_b, 16, 16, 16, S, wmma::col_major> fb[2];
-#pragma unroll
-      for (int i = 0; i < 2; i++) wmma::load_matrix_sync(fa[i], As + (wm * 32 + i * 16) * LD + kk, LD);
-#pragma unroll
-      for (int j = 0; j < 2; j++) wmma::load_matrix_sync(fb[j], Bs + (wn * 32 + j * 16) * LD + kk, LD);
-#pragma unroll
-      for (int i = 0; i < 2; i++)
-#pragma unroll
-        for (int j = 0; j < 2; j++) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
-    }
-    __syncthreads();
-  }
+  }, acc);
 #pragma unroll
   for (int i = 0; i < 2; i++)
 #pragma unroll
