@@ -231,6 +231,25 @@ GEMV_SCALAR(gemvs_bf16, __nv_bfloat16)
 GEMV_SCALAR(gemvs_i8, int8_t)
 
 // ---------------------------------------------------------------- tiled GEMM
+// The float32 FMA tile step of gemm_tiled and the grouped MoE kernels
+// (moe.cuh), for one K tile of 16 staged in xs and ws ([16][64 + 4],
+// k-major): thread (tr, tc) = (tid / 16, tid % 16) of 256 accumulates
+// activation rows 4·tr..4·tr+3 of xs times weight columns col(0..3) of ws.
+template <class Col>
+DEVI void fma_tile16(const float (*xs)[64 + 4], const float (*ws)[64 + 4], Col col, float (&acc)[4][4]) {
+  const int tr = threadIdx.x / 16;
+#pragma unroll
+  for (int kk = 0; kk < 16; kk++) {
+    float a[4], b[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) { a[i] = xs[kk][tr * 4 + i]; b[i] = ws[kk][col(i)]; }
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+      for (int j = 0; j < 4; j++) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+  }
+}
+
 // Fallback GEMM for n > 8 tokens when cuBLASLt is absent: 64x64 output tiles,
 // K tiles of 16 in shared memory, 4x4 outputs per thread, float32 FMA.
 template <typename T>
@@ -252,16 +271,7 @@ __device__ void gemm_tiled(const T* __restrict__ W, const float* __restrict__ x,
       ws[kk][rr] = (r < p.rows && k < cols) ? tof(W[(size_t)r * cols + k]) : 0.f;
     }
     __syncthreads();
-#pragma unroll
-    for (int kk = 0; kk < 16; kk++) {
-      float a[4], b[4];
-#pragma unroll
-      for (int i = 0; i < 4; i++) { a[i] = xs[kk][tr * 4 + i]; b[i] = ws[kk][tc * 4 + i]; }
-#pragma unroll
-      for (int i = 0; i < 4; i++)
-#pragma unroll
-        for (int j = 0; j < 4; j++) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
-    }
+    fma_tile16(xs, ws, [=](int j) { return tc * 4 + j; }, acc);
     __syncthreads();
   }
 #pragma unroll

@@ -482,18 +482,8 @@ __device__ void moe_gateup_grp(const T* __restrict__ W, const float* __restrict_
       ws[kk][rr] = (f < inter && c < hidden) ? moe_w(We, (size_t)wr * hidden + c, fq, e * 2 * inter + wr, c) : 0.f;
     }
     __syncthreads();
-#pragma unroll
-    for (int kk = 0; kk < 16; kk++) {
-      float a[4], b[4];
-#pragma unroll
-      for (int i = 0; i < 4; i++) a[i] = xs[kk][tr * 4 + i];
-      b[0] = ws[kk][2 * tc]; b[1] = ws[kk][2 * tc + 1];
-      b[2] = ws[kk][32 + 2 * tc]; b[3] = ws[kk][32 + 2 * tc + 1];
-#pragma unroll
-      for (int i = 0; i < 4; i++)
-#pragma unroll
-        for (int j = 0; j < 4; j++) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
-    }
+    // Columns gate f, f+1, up f, f+1 for f = f0 + 2·tc.
+    fma_tile16(xs, ws, [=](int j) { return (j >> 1) * 32 + 2 * tc + (j & 1); }, acc);
     __syncthreads();
   }
 #pragma unroll
@@ -541,16 +531,7 @@ __device__ void moe_down_grp(const T* __restrict__ D, const float* __restrict__ 
       ws[kk][rr] = (r < hidden && c < inter) ? moe_w(De, (size_t)r * inter + c, fq, e * hidden + r, c) : 0.f;
     }
     __syncthreads();
-#pragma unroll
-    for (int kk = 0; kk < 16; kk++) {
-      float a[4], b[4];
-#pragma unroll
-      for (int i = 0; i < 4; i++) { a[i] = hs[kk][tr * 4 + i]; b[i] = ws[kk][tc * 4 + i]; }
-#pragma unroll
-      for (int i = 0; i < 4; i++)
-#pragma unroll
-        for (int j = 0; j < 4; j++) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
-    }
+    fma_tile16(hs, ws, [=](int j) { return tc * 4 + j; }, acc);
     __syncthreads();
   }
 #pragma unroll
