@@ -58,11 +58,10 @@ DEVI const float* fp8_srow(const FP8Scales& q, int row) {
 }
 
 // ---------------------------------------------------------------- fp8 GEMV
-// y[t, r] = sum_c W[r, c] * x[t, c] (+ bias[r]) for t < n <= NT: gemv_vec's
-// structure (R rows per warp, 16-byte streaming loads, U*R in flight) with
-// 16 e4m3 values per load; each 16-value chunk lies in one block column
+// y[t, r] = sum_c W[r, c] * x[t, c] (+ bias[r]) for t < n <= NT: gemv_vec
+// with 16 e4m3 values per load; each 16-value chunk lies in one block column
 // (bc is a power of two >= 16: chunk c uses block column c >> cshift), so
-// its partial dot product is scaled once.
+// its partial dot product is scaled once (gemv_chunks' FP8 case).
 template <int R, int NT, int U>
 __device__ void gemv_fp8(const uint8_t* __restrict__ W, const float* __restrict__ x, int n, Parts p,
                          const float* __restrict__ bias, int cols, FP8Scales q, int cshift) {
@@ -82,52 +81,8 @@ __device__ void gemv_fp8(const uint8_t* __restrict__ W, const float* __restrict_
     wp[r] = reinterpret_cast<const uint4*>(W + (size_t)row * cols);
     sp[r] = fp8_srow(q, row);
   }
-  const int nch = cols >> 4;
-  for (int c0 = lane; c0 < nch; c0 += 32 * U) {
-    uint4 wv[U][R];
-    float sv[U][R];
-#pragma unroll
-    for (int u = 0; u < U; u++) {
-      int c = c0 + u * 32;
-#pragma unroll
-      for (int r = 0; r < R; r++) {
-        wv[u][r] = (c < nch) ? ldw(wp[r] + c) : make_uint4(0, 0, 0, 0);
-        sv[u][r] = (c < nch) ? __ldg(sp[r] + (c >> cshift)) : 0.f;
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < U; u++) {
-      int c = c0 + u * 32;
-      if (c < nch) {
-        float wf[R][16];
-#pragma unroll
-        for (int r = 0; r < R; r++) V16<fp8_e4m3>::cvt(wv[u][r], wf[r]);
-#pragma unroll
-        for (int t = 0; t < NT; t++) {
-          if (t < n) {
-            const float4* xp = reinterpret_cast<const float4*>(x + (size_t)t * cols + (size_t)c * 16);
-            float xv[16];
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-              float4 v = __ldg(xp + e);
-              xv[4 * e] = v.x; xv[4 * e + 1] = v.y; xv[4 * e + 2] = v.z; xv[4 * e + 3] = v.w;
-            }
-#pragma unroll
-            for (int r = 0; r < R; r++) {
-              float d = 0.f;
-#pragma unroll
-              for (int e = 0; e < 16; e++) d = fmaf(wf[r][e], xv[e], d);
-              acc[r][t] = fmaf(d, sv[u][r], acc[r][t]);
-            }
-          }
-        }
-      }
-    }
-  }
-#pragma unroll
-  for (int r = 0; r < R; r++)
-#pragma unroll
-    for (int t = 0; t < NT; t++) acc[r][t] = warp_sum(acc[r][t]);
+  gemv_chunks<fp8_e4m3, true, R, NT, U>(wp, sp, cshift, x, cols, n, cols >> 4, acc);
+  warp_sums(acc);
   if (lane == 0) {
 #pragma unroll
     for (int r = 0; r < R; r++) {

@@ -110,9 +110,77 @@ DEVI void store_part(const Parts& p, int row, int t, float v) {
 }
 
 // ---------------------------------------------------------------- GEMV
+// gemv_chunks is the vector loop of the GEMV-shaped kernels (gemv_vec,
+// gemv_fp8, gemv_heads in mla.cuh, moe_*_dec in moe.cuh): acc[r][t] += W row
+// r · x row t for the RR rows wp[r] (nch 16-byte chunks of EL values each)
+// and the rows t < n ≤ NT of x (stride xRow floats). A lane takes chunks
+// lane, lane + 32, … with U·RR loads in flight and reads each x chunk once
+// for all RR rows. FP8: each chunk's dot product is formed first and scaled
+// once by its block scale sp[r][c >> cshift] (block widths are powers of two
+// ≥ 16); sp is unused otherwise. The sums are per lane: warp_sum them.
+template <typename T, bool FP8, int RR, int NT, int U>
+DEVI void gemv_chunks(const uint4* const (&wp)[RR], const float* const* sp, int cshift, const float* __restrict__ x,
+                      size_t xRow, int n, int nch, float (&acc)[RR][NT]) {
+  constexpr int EL = V16<T>::N;
+  const int lane = threadIdx.x & 31;
+  for (int c0 = lane; c0 < nch; c0 += 32 * U) {
+    uint4 wv[U][RR];
+    float sv[U][RR];
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      int c = c0 + u * 32;
+#pragma unroll
+      for (int r = 0; r < RR; r++) {
+        wv[u][r] = (c < nch) ? ldw(wp[r] + c) : make_uint4(0, 0, 0, 0);
+        if (FP8) sv[u][r] = (c < nch) ? __ldg(sp[r] + (c >> cshift)) : 0.f;
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      int c = c0 + u * 32;
+      if (c < nch) {
+        float wf[RR][EL];
+#pragma unroll
+        for (int r = 0; r < RR; r++) V16<T>::cvt(wv[u][r], wf[r]);
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+          if (t < n) {
+            const float4* xp = reinterpret_cast<const float4*>(x + (size_t)t * xRow + (size_t)c * EL);
+            float xv[EL];
+#pragma unroll
+            for (int e = 0; e < EL / 4; e++) {
+              float4 v = __ldg(xp + e);
+              xv[4 * e] = v.x; xv[4 * e + 1] = v.y; xv[4 * e + 2] = v.z; xv[4 * e + 3] = v.w;
+            }
+#pragma unroll
+            for (int r = 0; r < RR; r++) {
+              if (FP8) {
+                float d = 0.f;
+#pragma unroll
+                for (int e = 0; e < EL; e++) d = fmaf(wf[r][e], xv[e], d);
+                acc[r][t] = fmaf(d, sv[u][r], acc[r][t]);
+              } else {
+#pragma unroll
+                for (int e = 0; e < EL; e++) acc[r][t] = fmaf(wf[r][e], xv[e], acc[r][t]);
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// warp_sums finishes gemv_chunks' per-lane sums (every lane gets them).
+template <int RR, int NT> DEVI void warp_sums(float (&acc)[RR][NT]) {
+#pragma unroll
+  for (int r = 0; r < RR; r++)
+#pragma unroll
+    for (int t = 0; t < NT; t++) acc[r][t] = warp_sum(acc[r][t]);
+}
+
 // y[t, r] = sum_c W[r, c] * x[t, c] (+ bias[r]) for t < n <= NT.
-// One warp computes R rows; each lane streams 16-byte weight vectors with
-// U*R loads in flight, reusing each x vector for R rows and NT tokens.
+// One warp computes R rows (gemv_chunks).
 template <typename T, int R, int NT, int U>
 __device__ void gemv_vec(const T* __restrict__ W, const float* __restrict__ x, int n,
                          Parts p, const float* __restrict__ bias, int cols, const float* __restrict__ scales) {
@@ -131,45 +199,8 @@ __device__ void gemv_vec(const T* __restrict__ W, const float* __restrict__ x, i
     int row = min(r0 + r, p.rows - 1);
     wp[r] = reinterpret_cast<const uint4*>(W + (size_t)row * cols);
   }
-  const int nch = cols / EL;
-  for (int c0 = lane; c0 < nch; c0 += 32 * U) {
-    uint4 wv[U][R];
-#pragma unroll
-    for (int u = 0; u < U; u++) {
-      int c = c0 + u * 32;
-#pragma unroll
-      for (int r = 0; r < R; r++) wv[u][r] = (c < nch) ? ldw(wp[r] + c) : make_uint4(0, 0, 0, 0);
-    }
-#pragma unroll
-    for (int u = 0; u < U; u++) {
-      int c = c0 + u * 32;
-      if (c < nch) {
-        float wf[R][EL];
-#pragma unroll
-        for (int r = 0; r < R; r++) V16<T>::cvt(wv[u][r], wf[r]);
-#pragma unroll
-        for (int t = 0; t < NT; t++) {
-          if (t < n) {
-            const float4* xp = reinterpret_cast<const float4*>(x + (size_t)t * cols + (size_t)c * EL);
-            float xv[EL];
-#pragma unroll
-            for (int e = 0; e < EL / 4; e++) {
-              float4 v = __ldg(xp + e);
-              xv[4 * e] = v.x; xv[4 * e + 1] = v.y; xv[4 * e + 2] = v.z; xv[4 * e + 3] = v.w;
-            }
-#pragma unroll
-            for (int r = 0; r < R; r++)
-#pragma unroll
-              for (int e = 0; e < EL; e++) acc[r][t] = fmaf(wf[r][e], xv[e], acc[r][t]);
-          }
-        }
-      }
-    }
-  }
-#pragma unroll
-  for (int r = 0; r < R; r++)
-#pragma unroll
-    for (int t = 0; t < NT; t++) acc[r][t] = warp_sum(acc[r][t]);
+  gemv_chunks<T, false, R, NT, U>(wp, nullptr, 0, x, cols, n, cols / EL, acc);
+  warp_sums(acc);
   if (lane == 0) {
 #pragma unroll
     for (int r = 0; r < R; r++) {

@@ -33,41 +33,7 @@ __device__ void gemv_heads(const T* __restrict__ W, const float* __restrict__ x,
     const uint4* wp[R];
 #pragma unroll
     for (int r = 0; r < R; r++) wp[r] = reinterpret_cast<const uint4*>(W + (size_t)min(r0 + r, rows - 1) * cols);
-    const int nch = cols / EL;
-    for (int c0 = lane; c0 < nch; c0 += 32 * U) {
-      uint4 wv[U][R];
-#pragma unroll
-      for (int u = 0; u < U; u++) {
-        const int c = c0 + u * 32;
-#pragma unroll
-        for (int r = 0; r < R; r++) wv[u][r] = c < nch ? ldw(wp[r] + c) : make_uint4(0, 0, 0, 0);
-      }
-#pragma unroll
-      for (int u = 0; u < U; u++) {
-        const int c = c0 + u * 32;
-        if (c < nch) {
-          float wf[R][EL];
-#pragma unroll
-          for (int r = 0; r < R; r++) V16<T>::cvt(wv[u][r], wf[r]);
-#pragma unroll
-          for (int t = 0; t < NT; t++) {
-            if (t < nt) {
-              const float4* xp = reinterpret_cast<const float4*>(x + (size_t)t * xRow + (size_t)c * EL);
-              float xv[EL];
-#pragma unroll
-              for (int e = 0; e < EL / 4; e++) {
-                const float4 v = __ldg(xp + e);
-                xv[4 * e] = v.x; xv[4 * e + 1] = v.y; xv[4 * e + 2] = v.z; xv[4 * e + 3] = v.w;
-              }
-#pragma unroll
-              for (int r = 0; r < R; r++)
-#pragma unroll
-                for (int e = 0; e < EL; e++) acc[r][t] = fmaf(wf[r][e], xv[e], acc[r][t]);
-            }
-          }
-        }
-      }
-    }
+    gemv_chunks<T, false, R, NT, U>(wp, nullptr, 0, x, xRow, nt, cols / EL, acc);
   } else {
     for (int c = lane; c < cols; c += 32) {
       float wf[R];
@@ -83,10 +49,7 @@ __device__ void gemv_heads(const T* __restrict__ W, const float* __restrict__ x,
       }
     }
   }
-#pragma unroll
-  for (int r = 0; r < R; r++)
-#pragma unroll
-    for (int t = 0; t < NT; t++) acc[r][t] = warp_sum(acc[r][t]);
+  warp_sums(acc);
   if (lane == 0) {
 #pragma unroll
     for (int r = 0; r < R; r++) {

@@ -169,67 +169,21 @@ __device__ void moe_gateup_dec(const T* __restrict__ W, const float* __restrict_
   if (f0 >= inter) return;
   const T* We = W + (size_t)e * 2 * inter * hidden;
   const float* xr = x + (size_t)t * hidden;
-  float acc[2][R];
+  float acc[2 * R][1];  // gate rows 0..R-1, up rows R..2R-1
 #pragma unroll
-  for (int h = 0; h < 2; h++)
-#pragma unroll
-    for (int r = 0; r < R; r++) acc[h][r] = 0.f;
+  for (int r = 0; r < 2 * R; r++) acc[r][0] = 0.f;
   if (hidden % EL == 0 && (!FP8 || cshift >= 0)) {
-    const uint4* wp[2][R];
-    const float* sp[2][R];  // fp8: the rows' block scales
+    const uint4* wp[2 * R];
+    const float* sp[2 * R];  // fp8: the rows' block scales
 #pragma unroll
     for (int h = 0; h < 2; h++)
 #pragma unroll
       for (int r = 0; r < R; r++) {
         const int wr = h * inter + min(f0 + r, inter - 1);
-        wp[h][r] = reinterpret_cast<const uint4*>(We + (size_t)wr * hidden);
-        if (FP8) sp[h][r] = fp8_srow(fq, e * 2 * inter + wr);
+        wp[h * R + r] = reinterpret_cast<const uint4*>(We + (size_t)wr * hidden);
+        if (FP8) sp[h * R + r] = fp8_srow(fq, e * 2 * inter + wr);
       }
-    const int nch = hidden / EL;
-    for (int c0 = lane; c0 < nch; c0 += 32 * U) {
-      uint4 wv[U][2][R];
-      float sv[U][2][R];
-#pragma unroll
-      for (int u = 0; u < U; u++) {
-        int c = c0 + u * 32;
-#pragma unroll
-        for (int h = 0; h < 2; h++)
-#pragma unroll
-          for (int r = 0; r < R; r++) {
-            wv[u][h][r] = (c < nch) ? ldw(wp[h][r] + c) : make_uint4(0, 0, 0, 0);
-            if (FP8) sv[u][h][r] = (c < nch) ? __ldg(sp[h][r] + (c >> cshift)) : 0.f;
-          }
-      }
-#pragma unroll
-      for (int u = 0; u < U; u++) {
-        int c = c0 + u * 32;
-        if (c < nch) {
-          const float4* xp = reinterpret_cast<const float4*>(xr + (size_t)c * EL);
-          float xv[EL];
-#pragma unroll
-          for (int q = 0; q < EL / 4; q++) {
-            float4 a = __ldg(xp + q);
-            xv[4 * q] = a.x; xv[4 * q + 1] = a.y; xv[4 * q + 2] = a.z; xv[4 * q + 3] = a.w;
-          }
-#pragma unroll
-          for (int h = 0; h < 2; h++)
-#pragma unroll
-            for (int r = 0; r < R; r++) {
-              float wf[EL];
-              V16<T>::cvt(wv[u][h][r], wf);
-              if (FP8) {  // one scale per 16-value chunk, as gemv_fp8
-                float d = 0.f;
-#pragma unroll
-                for (int q = 0; q < EL; q++) d = fmaf(wf[q], xv[q], d);
-                acc[h][r] = fmaf(d, sv[u][h][r], acc[h][r]);
-              } else {
-#pragma unroll
-                for (int q = 0; q < EL; q++) acc[h][r] = fmaf(wf[q], xv[q], acc[h][r]);
-              }
-            }
-        }
-      }
-    }
+    gemv_chunks<T, FP8, 2 * R, 1, U>(wp, sp, cshift, xr, 0, 1, hidden / EL, acc);
   } else {  // rows not 16-byte aligned (odd widths, fp8 blocks the vector loop does not take): scalar loads
     for (int c = lane; c < hidden; c += 32) {
       float xv = xr[c];
@@ -238,20 +192,17 @@ __device__ void moe_gateup_dec(const T* __restrict__ W, const float* __restrict_
 #pragma unroll
         for (int r = 0; r < R; r++) {
           const int wr = h * inter + min(f0 + r, inter - 1);
-          acc[h][r] = fmaf(moe_w(We, (size_t)wr * hidden + c, fq, e * 2 * inter + wr, c), xv, acc[h][r]);
+          acc[h * R + r][0] = fmaf(moe_w(We, (size_t)wr * hidden + c, fq, e * 2 * inter + wr, c), xv, acc[h * R + r][0]);
         }
     }
   }
-#pragma unroll
-  for (int h = 0; h < 2; h++)
-#pragma unroll
-    for (int r = 0; r < R; r++) acc[h][r] = warp_sum(acc[h][r]);
+  warp_sums(acc);
   if (lane == 0) {
 #pragma unroll
     for (int r = 0; r < R; r++) {
       int f = f0 + r;
       if (f < inter) {
-        float g = acc[0][r], u = acc[1][r];
+        float g = acc[r][0], u = acc[R + r][0];
         if (wsc) {
           g *= wsc[(size_t)e * 2 * inter + f];
           u *= wsc[(size_t)e * 2 * inter + inter + f];
@@ -286,9 +237,9 @@ __device__ void moe_down_dec(const T* __restrict__ D, const float* __restrict__ 
     const float wj = w[p];
     const T* De = D + (size_t)e * hidden * inter;
     const float* hr = H + (size_t)p * inter;
-    float part[R];
+    float part[R][1];
 #pragma unroll
-    for (int r = 0; r < R; r++) part[r] = 0.f;
+    for (int r = 0; r < R; r++) part[r][0] = 0.f;
     if (inter % EL == 0 && (!FP8 || cshift >= 0)) {
       const uint4* wp[R];
       const float* sp[R];  // fp8: the rows' block scales
@@ -298,61 +249,21 @@ __device__ void moe_down_dec(const T* __restrict__ D, const float* __restrict__ 
         wp[r] = reinterpret_cast<const uint4*>(De + (size_t)wr * inter);
         if (FP8) sp[r] = fp8_srow(fq, e * hidden + wr);
       }
-      const int nch = inter / EL;
-      for (int c0 = lane; c0 < nch; c0 += 32 * U) {
-        uint4 wv[U][R];
-        float sv[U][R];
-#pragma unroll
-        for (int u = 0; u < U; u++) {
-          int c = c0 + u * 32;
-#pragma unroll
-          for (int r = 0; r < R; r++) {
-            wv[u][r] = (c < nch) ? ldw(wp[r] + c) : make_uint4(0, 0, 0, 0);
-            if (FP8) sv[u][r] = (c < nch) ? __ldg(sp[r] + (c >> cshift)) : 0.f;
-          }
-        }
-#pragma unroll
-        for (int u = 0; u < U; u++) {
-          int c = c0 + u * 32;
-          if (c < nch) {
-            const float4* hp = reinterpret_cast<const float4*>(hr + (size_t)c * EL);
-            float hv[EL];
-#pragma unroll
-            for (int q = 0; q < EL / 4; q++) {
-              float4 a = __ldg(hp + q);
-              hv[4 * q] = a.x; hv[4 * q + 1] = a.y; hv[4 * q + 2] = a.z; hv[4 * q + 3] = a.w;
-            }
-#pragma unroll
-            for (int r = 0; r < R; r++) {
-              float wf[EL];
-              V16<T>::cvt(wv[u][r], wf);
-              if (FP8) {
-                float d = 0.f;
-#pragma unroll
-                for (int q = 0; q < EL; q++) d = fmaf(wf[q], hv[q], d);
-                part[r] = fmaf(d, sv[u][r], part[r]);
-              } else {
-#pragma unroll
-                for (int q = 0; q < EL; q++) part[r] = fmaf(wf[q], hv[q], part[r]);
-              }
-            }
-          }
-        }
-      }
+      gemv_chunks<T, FP8, R, 1, U>(wp, sp, cshift, hr, 0, 1, inter / EL, part);
     } else {
       for (int c = lane; c < inter; c += 32) {
         float hv = hr[c];
 #pragma unroll
         for (int r = 0; r < R; r++) {
           const int wr = min(r0 + r, hidden - 1);
-          part[r] = fmaf(moe_w(De, (size_t)wr * inter + c, fq, e * hidden + wr, c), hv, part[r]);
+          part[r][0] = fmaf(moe_w(De, (size_t)wr * inter + c, fq, e * hidden + wr, c), hv, part[r][0]);
         }
       }
     }
 #pragma unroll
     for (int r = 0; r < R; r++) {
       float s = dsc ? wj * dsc[(size_t)e * hidden + min(r0 + r, hidden - 1)] : wj;
-      acc[r] = fmaf(s, part[r], acc[r]);
+      acc[r] = fmaf(s, part[r][0], acc[r]);
     }
   }
 #pragma unroll
