@@ -65,36 +65,8 @@ DEVI const float* fp8_srow(const FP8Scales& q, int row) {
 template <int R, int NT, int U>
 __device__ void gemv_fp8(const uint8_t* __restrict__ W, const float* __restrict__ x, int n, Parts p,
                          const float* __restrict__ bias, int cols, FP8Scales q, int cshift) {
-  const int lane = threadIdx.x & 31;
-  const int r0 = ((blockIdx.x * blockDim.x + threadIdx.x) >> 5) * R;
-  if (r0 >= p.rows) return;
-  float acc[R][NT];
-#pragma unroll
-  for (int r = 0; r < R; r++)
-#pragma unroll
-    for (int t = 0; t < NT; t++) acc[r][t] = 0.f;
-  const uint4* wp[R];
-  const float* sp[R];
-#pragma unroll
-  for (int r = 0; r < R; r++) {
-    int row = min(r0 + r, p.rows - 1);
-    wp[r] = reinterpret_cast<const uint4*>(W + (size_t)row * cols);
-    sp[r] = fp8_srow(q, row);
-  }
-  gemv_chunks<fp8_e4m3, true, R, NT, U>(wp, sp, cshift, x, cols, n, cols >> 4, acc);
-  warp_sums(acc);
-  if (lane == 0) {
-#pragma unroll
-    for (int r = 0; r < R; r++) {
-      int row = r0 + r;
-      if (row < p.rows) {
-        float b = bias ? bias[row] : 0.f;
-#pragma unroll
-        for (int t = 0; t < NT; t++)
-          if (t < n) store_part(p, row, t, acc[r][t] + b);
-      }
-    }
-  }
+  gemv_rows<fp8_e4m3, true, R, NT, U>(reinterpret_cast<const fp8_e4m3*>(W), x, n, p, bias, cols, nullptr,
+                                      [&](int row) { return fp8_srow(q, row); }, cshift);
 }
 
 #define GEMV_FP8(NAME, R, NT)                                                                      \

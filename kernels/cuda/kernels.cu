@@ -179,11 +179,13 @@ template <int RR, int NT> DEVI void warp_sums(float (&acc)[RR][NT]) {
     for (int t = 0; t < NT; t++) acc[r][t] = warp_sum(acc[r][t]);
 }
 
-// y[t, r] = sum_c W[r, c] * x[t, c] (+ bias[r]) for t < n <= NT.
-// One warp computes R rows (gemv_chunks).
-template <typename T, int R, int NT, int U>
-__device__ void gemv_vec(const T* __restrict__ W, const float* __restrict__ x, int n,
-                         Parts p, const float* __restrict__ bias, int cols, const float* __restrict__ scales) {
+// y[t, r] = sum_c W[r, c] * x[t, c] (+ bias[r]) for t < n <= NT: one warp
+// computes R rows (gemv_chunks), then scales them by their row scale (int8:
+// value = q × scale; scales null: none). FP8: srow(row) gives the row's
+// block scales (gemv_fp8, fp8.cuh).
+template <typename T, bool FP8, int R, int NT, int U, class SRow>
+DEVI void gemv_rows(const T* __restrict__ W, const float* __restrict__ x, int n, const Parts& p,
+                    const float* __restrict__ bias, int cols, const float* __restrict__ scales, SRow srow, int cshift) {
   constexpr int EL = V16<T>::N;
   const int lane = threadIdx.x & 31;
   const int r0 = ((blockIdx.x * blockDim.x + threadIdx.x) >> 5) * R;
@@ -194,12 +196,14 @@ __device__ void gemv_vec(const T* __restrict__ W, const float* __restrict__ x, i
 #pragma unroll
     for (int t = 0; t < NT; t++) acc[r][t] = 0.f;
   const uint4* wp[R];
+  const float* sp[R];
 #pragma unroll
   for (int r = 0; r < R; r++) {
     int row = min(r0 + r, p.rows - 1);
     wp[r] = reinterpret_cast<const uint4*>(W + (size_t)row * cols);
+    if (FP8) sp[r] = srow(row);
   }
-  gemv_chunks<T, false, R, NT, U>(wp, nullptr, 0, x, cols, n, cols / EL, acc);
+  gemv_chunks<T, FP8, R, NT, U>(wp, sp, cshift, x, cols, n, cols / EL, acc);
   warp_sums(acc);
   if (lane == 0) {
 #pragma unroll
@@ -207,13 +211,18 @@ __device__ void gemv_vec(const T* __restrict__ W, const float* __restrict__ x, i
       int row = r0 + r;
       if (row < p.rows) {
         float b = bias ? bias[row] : 0.f;
-        float sc = scales ? scales[row] : 1.f;  // int8 rows: value = q × scale
+        float sc = scales ? scales[row] : 1.f;
 #pragma unroll
         for (int t = 0; t < NT; t++)
           if (t < n) store_part(p, row, t, acc[r][t] * sc + b);
       }
     }
   }
+}
+template <typename T, int R, int NT, int U>
+__device__ void gemv_vec(const T* __restrict__ W, const float* __restrict__ x, int n,
+                         Parts p, const float* __restrict__ bias, int cols, const float* __restrict__ scales) {
+  gemv_rows<T, false, R, NT, U>(W, x, n, p, bias, cols, scales, [](int) { return (const float*)nullptr; }, 0);
 }
 
 // Scalar fallback for rows that are not 16-byte aligned (odd widths).
