@@ -881,14 +881,21 @@ func (b *Backend) matmulLt(m *Matrix, xb *Buffer, n int, ys [4]devptr, starts [5
 			b.fail(err)
 			return true
 		}
-		if bias != nil {
-			bptr := bias.p + devptr(starts[i])*4
-			b.launch("add_bias", dim3{blocks(int64(n)*int64(r), 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
-				a.ptr(ys[i]).ptr(bptr).i32(n).i32(r)
-			})
-		}
+		b.addPartBias(ys[i], bias, starts[i], n, r)
 	}
 	return true
+}
+
+// addPartBias adds rows start..start+r of bias (nil: none) to y[n, r], the
+// output of one part of a cuBLASLt GEMM (which has no bias epilogue here).
+func (b *Backend) addPartBias(y devptr, bias *Buffer, start, n, r int) {
+	if bias == nil {
+		return
+	}
+	bptr := bias.p + devptr(start)*4
+	b.launch("add_bias", dim3{blocks(int64(n)*int64(r), 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+		a.ptr(y).ptr(bptr).i32(n).i32(r)
+	})
 }
 
 // to16 converts x[n, cols] to the 16-bit weight dtype in the backend's

@@ -228,12 +228,7 @@ func (b *Backend) matmulLtFP8(m *Matrix, desc [48]byte, xb *Buffer, n int, ys [4
 				return true
 			}
 		}
-		if bias != nil {
-			bptr := bias.p + devptr(starts[i])*4
-			b.launch("add_bias", dim3{blocks(int64(n)*int64(r), 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
-				a.ptr(ys[i]).ptr(bptr).i32(n).i32(r)
-			})
-		}
+		b.addPartBias(ys[i], bias, starts[i], n, r)
 	}
 	return true
 }
