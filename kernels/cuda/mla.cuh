@@ -114,6 +114,13 @@ DEVI void mla_ld8(const float* p, float* f) {
   mla_ld4(p + 4, f + 4);
 }
 DEVI void mla_ld8(const __half* p, float* f) { V16<__half>::cvt(*reinterpret_cast<const uint4*>(p), f); }
+// mla_stats moves head h's online-softmax statistics to the tile's new max
+// mn: a = exp(old max − mn) rescales the running sum, then adds the tile's l.
+DEVI void mla_stats(float* arow, float* lrow, float* mrow, int h, float a, float mn, float l) {
+  arow[h] = a;
+  lrow[h] = lrow[h] * a + l;
+  mrow[h] = mn;
+}
 
 template <typename KT, bool PAGED>
 __device__ void mla_attn(float* part, const float* q, const KT* kc, int pos0, const int* dp, int heads, int kd,
@@ -233,12 +240,7 @@ __device__ void mla_attn(float* part, const float* q, const KT* kc, int pos0, co
       const float p = expf(sv - mn);
       const float l = warp_sum(p);
       ps[lane * MLA_HB + h] = p;
-      if (lane == 0) {
-        const float a = expf(mo - mn);  // 0 on the first tile
-        arow[h] = a;
-        lrow[h] = lrow[h] * a + l;
-        mrow[h] = mn;
-      }
+      if (lane == 0) mla_stats(arow, lrow, mrow, h, expf(mo - mn), mn, l);
     }
     __syncthreads();
 
@@ -421,12 +423,7 @@ __device__ void mla_attn_tc(float* part, const float* q, const __half* kc, int p
       Ps[h * PST + lane] = __float2half_rn(p0);
       Ps[h * PST + lane + 32] = __float2half_rn(p1);
       const float l = warp_sum(p0 + p1);
-      if (lane == 0) {
-        const float a = __expf(mo - mn);  // 0 on the first tile
-        arow[h] = a;
-        lrow[h] = lrow[h] * a + l;
-        mrow[h] = mn;
-      }
+      if (lane == 0) mla_stats(arow, lrow, mrow, h, __expf(mo - mn), mn, l);
     }
     __syncthreads();
 

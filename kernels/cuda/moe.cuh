@@ -348,9 +348,12 @@ extern "C" __global__ void __launch_bounds__(1024) moe_sort(int* __restrict__ li
   }
 }
 
-// moe_tile finds the expert and the first sorted pair of tile blockIdx.y;
-// false when the tile is past the last one (the grid is an upper bound).
-DEVI bool moe_tile(const int* offs, const int* tstart, int cnt, int TM, int& e, int& m0, int& mn) {
+// moe_tile finds the expert e of tile blockIdx.y and puts its up to 64
+// sorted pairs in s_p (-1 past the tile's end; the block syncs); false when
+// the tile is past the last one (the grid is an upper bound: the whole
+// block returns).
+DEVI bool moe_tile(int* s_p, const int* list, const int* offs, const int* tstart, int cnt, int& e) {
+  constexpr int TM = 64;
   const int tile = blockIdx.y;
   if (tile >= tstart[cnt]) return false;
   int lo = 0, hi = cnt - 1;  // the last expert whose first tile is ≤ tile
@@ -359,8 +362,10 @@ DEVI bool moe_tile(const int* offs, const int* tstart, int cnt, int TM, int& e, 
     if (tstart[mid] <= tile) lo = mid; else hi = mid - 1;
   }
   e = lo;
-  m0 = offs[e] + (tile - tstart[e]) * TM;
-  mn = min(TM, offs[e + 1] - m0);
+  const int m0 = offs[e] + (tile - tstart[e]) * TM;
+  const int mn = min(TM, offs[e + 1] - m0);
+  if (threadIdx.x < TM) s_p[threadIdx.x] = threadIdx.x < mn ? __ldg(list + m0 + threadIdx.x) : -1;
+  __syncthreads();
   return true;
 }
 
@@ -376,12 +381,10 @@ __device__ void moe_gateup_grp(const T* __restrict__ W, const float* __restrict_
   __shared__ float xs[16][64 + 4];
   __shared__ float ws[16][64 + 4];
   __shared__ int s_p[64];
-  int e, m0, mn;
-  if (!moe_tile(offs, tstart, cnt, 64, e, m0, mn)) return;
+  int e;
+  if (!moe_tile(s_p, list, offs, tstart, cnt, e)) return;
   const int tid = threadIdx.x, tr = tid / 16, tc = tid % 16;
   const int f0 = blockIdx.x * 32;
-  if (tid < 64) s_p[tid] = tid < mn ? list[m0 + tid] : -1;
-  __syncthreads();
   const T* We = W + (size_t)e * 2 * inter * hidden;
   float acc[4][4] = {};
   for (int k0 = 0; k0 < hidden; k0 += 16) {
@@ -425,12 +428,10 @@ __device__ void moe_down_grp(const T* __restrict__ D, const float* __restrict__ 
   __shared__ float hs[16][64 + 4];
   __shared__ float ws[16][64 + 4];
   __shared__ int s_p[64];
-  int e, m0, mn;
-  if (!moe_tile(offs, tstart, cnt, 64, e, m0, mn)) return;
+  int e;
+  if (!moe_tile(s_p, list, offs, tstart, cnt, e)) return;
   const int tid = threadIdx.x, tr = tid / 16, tc = tid % 16;
   const int r0 = blockIdx.x * 64;
-  if (tid < 64) s_p[tid] = tid < mn ? list[m0 + tid] : -1;
-  __syncthreads();
   const T* De = D + (size_t)e * hidden * inter;
   float acc[4][4] = {};
   for (int k0 = 0; k0 < inter; k0 += 16) {
@@ -533,15 +534,13 @@ __device__ void moe_grp_mma(const T* __restrict__ W, const float* __restrict__ A
   __shared__ __align__(32) S Bs[64 * LD];
   __shared__ __align__(32) float Cs[64 * LC];
   __shared__ int s_p[64];
-  int e, m0, mn;
-  if (!moe_tile(offs, tstart, cnt, 64, e, m0, mn)) return;
+  int e;
+  if (!moe_tile(s_p, list, offs, tstart, cnt, e)) return;
   const int tid = threadIdx.x, warp = tid >> 5;
   const int wm = warp >> 1, wn = warp & 1;
   const int K = GU ? hidden : inter;
   const int rows = GU ? 2 * inter : hidden;  // weight rows of one expert
   const int r0 = blockIdx.x * (GU ? 32 : 64);
-  if (tid < 64) s_p[tid] = tid < mn ? list[m0 + tid] : -1;
-  __syncthreads();
   const T* We = W + (size_t)e * rows * K;
   WmmaAcc acc[2][2];
   wmma_mainloop(As, Bs, K, [&](int k0) {
