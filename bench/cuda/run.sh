@@ -70,13 +70,14 @@ if [[ $what == *" bench "* ]]; then
   ./build/gpu/bench_cuda.test -test.run '^$' -test.bench . -test.benchtime 1x -test.v 2>&1 | tee "$OUT/bench.log" | grep -E "cuda_test.go|^Benchmark|FAIL|panic|Error" | tail -40
 fi
 if [[ $what == *" flash "* ]]; then
-  # The flash-attention benchmark alone (every variant side by side).
+  # The flash-attention benchmark alone (flash2_fwd_128; the variants it
+  # was picked from are history in kernels/cuda/NOTES.md).
   ./build/gpu/bench_cuda.test -test.run '^$' -test.bench 'FlashAttention' -test.benchtime 1x -test.v 2>&1 | tee "$OUT/flash.log" | grep -E "cuda_test.go|FAIL|panic|Error" | tail -40
 fi
 if [[ $what == *" ncu "* ]]; then
-  ncu --kernel-name regex:flash2_fwd_128_2_64 --launch-skip 2 --launch-count 1 --section SpeedOfLight --section WarpStateStats \
+  ncu --kernel-name regex:flash2_fwd_128 --launch-skip 2 --launch-count 1 --section SpeedOfLight --section WarpStateStats \
     --section ComputeWorkloadAnalysis --section Occupancy --section SchedulerStats \
-    ./build/gpu/bench_cuda.test -test.run '^$' -test.bench 'FlashAttention/flash2-bn64' -test.benchtime 1x > "$OUT/ncu.log" 2>&1
+    ./build/gpu/bench_cuda.test -test.run '^$' -test.bench 'FlashAttention' -test.benchtime 1x > "$OUT/ncu.log" 2>&1
   grep -E "Throughput|Stall|Warp Cycles|Issued|Eligible|Occupancy|Registers|Duration|Pipe|Active Warps" "$OUT/ncu.log" | head -60
 fi
 if [[ $what == *" torch "* ]]; then

@@ -71,25 +71,14 @@ func (a *allocator) get(n int64) (devptr, error) {
 }
 
 // put returns a block to the cache (safe from finalizers: no CUDA call).
-func (a *allocator) put(p devptr) {
-	if p == 0 {
-		return
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	c, ok := a.size[p]
-	if !ok {
-		return // released with the backend
-	}
-	a.free[c] = append(a.free[c], p)
-	a.live -= c
-	a.cache += c
-}
+func (a *allocator) put(p devptr) { a.release(p, false) }
 
 // drop frees a live block to the driver at once instead of caching it:
 // for large, rarely repeated sizes (a scheduler's KV pool) whose memory
 // others should get back. Not from finalizers (it calls CUDA).
-func (a *allocator) drop(p devptr) {
+func (a *allocator) drop(p devptr) { a.release(p, true) }
+
+func (a *allocator) release(p devptr, toDriver bool) {
 	if p == 0 {
 		return
 	}
@@ -98,6 +87,12 @@ func (a *allocator) drop(p devptr) {
 	c, ok := a.size[p]
 	if !ok {
 		return // released with the backend
+	}
+	if !toDriver {
+		a.free[c] = append(a.free[c], p)
+		a.live -= c
+		a.cache += c
+		return
 	}
 	for _, q := range a.free[c] {
 		if q == p {

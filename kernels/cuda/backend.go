@@ -36,21 +36,6 @@ type Options struct {
 	// KVAuto picks the KV dtype per cache: f16 when every matrix uploaded
 	// so far is 16-bit, f32 as soon as one is f32 (the engine's choice).
 	KVAuto bool
-	// FlashWarps is the warps per flash-attention block (16 query rows
-	// each) of the v1 kernel for head dims 64 and 128: 4 or 8.
-	FlashWarps int
-	// FlashV1 selects the v1 flash kernel (16 rows per warp) instead of
-	// flash2 (32 rows per warp); FlashBN is flash2's key tile, 64 or 32
-	// (0: 64).
-	FlashV1 bool
-	FlashBN int
-	// FlashVar selects the flash2 variant for 64-key tiles (kernels.cu's
-	// VAR bits, NOTES.md v7): 0 the default (327), -1 the v5 kernel (VAR 0),
-	// or 7. 32-key tiles always run VAR 0.
-	FlashVar int
-	// GEMVRows is the weight rows per warp of the one-token GEMV: 1, 2 or 4
-	// (0: 2).
-	GEMVRows int
 	// NoCublasLt forces the built-in GEMM even when cuBLASLt is present.
 	NoCublasLt bool
 }
@@ -67,12 +52,7 @@ type Backend struct {
 	ltErr     error
 	kvdt      kernels.DType
 	kvAuto    bool
-	flashW    int
 	skipStore bool // set by AttentionNoStore
-	gemvRows  int
-	flashV1   bool
-	flashBN   int
-	flashVar  int
 	sawF32    bool
 
 	mu        sync.Mutex
@@ -131,36 +111,6 @@ func New(opts Options) (*Backend, error) {
 	if opts.Device < 0 || opts.Device >= len(devs) {
 		return nil, fmt.Errorf("cuda: device %d requested, %d present", opts.Device, len(devs))
 	}
-	switch opts.GEMVRows {
-	case 0:
-		opts.GEMVRows = 2
-	case 1, 2, 4:
-	default:
-		return nil, fmt.Errorf("cuda: GEMVRows %d (1, 2 or 4)", opts.GEMVRows)
-	}
-	switch opts.FlashBN {
-	case 0:
-		opts.FlashBN = 64
-	case 32, 64:
-	default:
-		return nil, fmt.Errorf("cuda: FlashBN %d (32 or 64)", opts.FlashBN)
-	}
-	switch opts.FlashWarps {
-	case 0:
-		opts.FlashWarps = 8
-	case 4, 8:
-	default:
-		return nil, fmt.Errorf("cuda: FlashWarps %d (4 or 8)", opts.FlashWarps)
-	}
-	switch opts.FlashVar {
-	case 0:
-		opts.FlashVar = 327
-	case -1:
-		opts.FlashVar = 0
-	case 7, 327:
-	default:
-		return nil, fmt.Errorf("cuda: FlashVar %d (-1, 0, 7 or 327)", opts.FlashVar)
-	}
 	if opts.KVDType != kernels.F16 && opts.KVDType != kernels.F32 {
 		return nil, fmt.Errorf("cuda: KV cache dtype %v not supported (f16 or f32)", opts.KVDType)
 	}
@@ -168,7 +118,7 @@ func New(opts Options) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Backend{x: x, info: devs[opts.Device], fn: map[string]function{}, kvdt: opts.KVDType, kvAuto: opts.KVAuto, flashW: opts.FlashWarps, flashV1: opts.FlashV1, flashBN: opts.FlashBN, flashVar: opts.FlashVar, gemvRows: opts.GEMVRows, ropes: map[string]devptr{}}
+	b := &Backend{x: x, info: devs[opts.Device], fn: map[string]function{}, kvdt: opts.KVDType, kvAuto: opts.KVAuto, ropes: map[string]devptr{}}
 	b.alloc = newAllocator(x)
 	image := ptxImage
 	if path := os.Getenv("DSGO_PTX"); path != "" {
@@ -870,13 +820,9 @@ func (b *Backend) matmul(outs []kernels.Buffer, x kernels.Buffer, n int, w kerne
 			nt = 4
 		}
 		if m.cols%el == 0 {
-			rowsPerWarp, name := 2, fmt.Sprintf("gemv_%s_%d", dts, nt)
-			if nt == 1 && b.gemvRows != 2 {
-				rowsPerWarp = b.gemvRows
-				name = fmt.Sprintf("gemv_%s_1_r%d", dts, rowsPerWarp)
-			}
+			const rowsPerWarp = 2 // NOTES.md: 1 and 4 rows per warp measured slower
 			warps := (m.rows + rowsPerWarp - 1) / rowsPerWarp
-			b.launch(name, dim3{(warps + 7) / 8, 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+			b.launch(fmt.Sprintf("gemv_%s_%d", dts, nt), dim3{(warps + 7) / 8, 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
 				a.ptr(m.p).ptr(xb.p).i32(n).raw(parts[:], 8).ptr(biasp).i32(m.cols).ptr(scp)
 			})
 		} else {
@@ -935,14 +881,21 @@ func (b *Backend) matmulLt(m *Matrix, xb *Buffer, n int, ys [4]devptr, starts [5
 			b.fail(err)
 			return true
 		}
-		if bias != nil {
-			bptr := bias.p + devptr(starts[i])*4
-			b.launch("add_bias", dim3{blocks(int64(n)*int64(r), 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
-				a.ptr(ys[i]).ptr(bptr).i32(n).i32(r)
-			})
-		}
+		b.addPartBias(ys[i], bias, starts[i], n, r)
 	}
 	return true
+}
+
+// addPartBias adds rows start..start+r of bias (nil: none) to y[n, r], the
+// output of one part of a cuBLASLt GEMM (which has no bias epilogue here).
+func (b *Backend) addPartBias(y devptr, bias *Buffer, start, n, r int) {
+	if bias == nil {
+		return
+	}
+	bptr := bias.p + devptr(start)*4
+	b.launch("add_bias", dim3{blocks(int64(n)*int64(r), 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+		a.ptr(y).ptr(bptr).i32(n).i32(r)
+	})
 }
 
 // to16 converts x[n, cols] to the 16-bit weight dtype in the backend's
@@ -1116,29 +1069,20 @@ func (b *Backend) attention(out, q, k, v kernels.Buffer, cache kernels.KVCache, 
 		for dp < kd {
 			dp *= 2
 		}
-		if dp >= 64 && !b.flashV1 {
-			bn := b.flashBN
-			if dp == 64 {
-				bn = 64
-			}
-			const bm = 128
+		if dp >= 64 {
+			// flash2 (NOTES.md v7: 64-key tiles, VAR 327 won over v1, 32-key
+			// tiles and the other variants).
+			const bm, bn = 128, 64
 			smem := (bm + 4*bn) * (dp + 8) * 2
-			name := fmt.Sprintf("flash2_fwd_%d_2_%d", dp, bn)
-			if bn == 64 && b.flashVar != 0 {
-				name += fmt.Sprintf("_v%d", b.flashVar)
-			}
-			b.launch(name, dim3{(n + bm - 1) / bm, heads, 1}, dim3{128, 1, 1}, smem, func(a *args) {
+			b.launch(fmt.Sprintf("flash2_fwd_%d", dp), dim3{(n + bm - 1) / bm, heads, 1}, dim3{128, 1, 1}, smem, func(a *args) {
 				a.ptr(ob.p).ptr(qb.p).ptr(kbase).ptr(vbase).i32(n).i32(pos0).ptr(b.dp).i32(heads).i32(kvh).i32(kd).f32(scale * math.Log2E)
 			})
 			return
 		}
+		// Head dims 16 and 32: the v1 kernel, 4 warps of 16 query rows.
+		const nw, bm = 4, 16 * 4
 		smem := 2 * 2 * 64 * (dp + 8) * 2
-		nw := 4
-		if dp >= 64 {
-			nw = b.flashW
-		}
-		bm := 16 * nw
-		b.launch(fmt.Sprintf("flash_fwd_%d_%d", dp, nw), dim3{(n + bm - 1) / bm, heads, 1}, dim3{32 * nw, 1, 1}, smem, func(a *args) {
+		b.launch(fmt.Sprintf("flash_fwd_%d", dp), dim3{(n + bm - 1) / bm, heads, 1}, dim3{32 * nw, 1, 1}, smem, func(a *args) {
 			a.ptr(ob.p).ptr(qb.p).ptr(kbase).ptr(vbase).i32(n).i32(pos0).ptr(b.dp).i32(heads).i32(kvh).i32(kd).f32(scale * math.Log2E)
 		})
 		return

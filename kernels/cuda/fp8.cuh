@@ -58,88 +58,15 @@ DEVI const float* fp8_srow(const FP8Scales& q, int row) {
 }
 
 // ---------------------------------------------------------------- fp8 GEMV
-// y[t, r] = sum_c W[r, c] * x[t, c] (+ bias[r]) for t < n <= NT: gemv_vec's
-// structure (R rows per warp, 16-byte streaming loads, U*R in flight) with
-// 16 e4m3 values per load; each 16-value chunk lies in one block column
+// y[t, r] = sum_c W[r, c] * x[t, c] (+ bias[r]) for t < n <= NT: gemv_vec
+// with 16 e4m3 values per load; each 16-value chunk lies in one block column
 // (bc is a power of two >= 16: chunk c uses block column c >> cshift), so
-// its partial dot product is scaled once.
+// its partial dot product is scaled once (gemv_chunks' FP8 case).
 template <int R, int NT, int U>
 __device__ void gemv_fp8(const uint8_t* __restrict__ W, const float* __restrict__ x, int n, Parts p,
                          const float* __restrict__ bias, int cols, FP8Scales q, int cshift) {
-  const int lane = threadIdx.x & 31;
-  const int r0 = ((blockIdx.x * blockDim.x + threadIdx.x) >> 5) * R;
-  if (r0 >= p.rows) return;
-  float acc[R][NT];
-#pragma unroll
-  for (int r = 0; r < R; r++)
-#pragma unroll
-    for (int t = 0; t < NT; t++) acc[r][t] = 0.f;
-  const uint4* wp[R];
-  const float* sp[R];
-#pragma unroll
-  for (int r = 0; r < R; r++) {
-    int row = min(r0 + r, p.rows - 1);
-    wp[r] = reinterpret_cast<const uint4*>(W + (size_t)row * cols);
-    sp[r] = fp8_srow(q, row);
-  }
-  const int nch = cols >> 4;
-  for (int c0 = lane; c0 < nch; c0 += 32 * U) {
-    uint4 wv[U][R];
-    float sv[U][R];
-#pragma unroll
-    for (int u = 0; u < U; u++) {
-      int c = c0 + u * 32;
-#pragma unroll
-      for (int r = 0; r < R; r++) {
-        wv[u][r] = (c < nch) ? ldw(wp[r] + c) : make_uint4(0, 0, 0, 0);
-        sv[u][r] = (c < nch) ? __ldg(sp[r] + (c >> cshift)) : 0.f;
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < U; u++) {
-      int c = c0 + u * 32;
-      if (c < nch) {
-        float wf[R][16];
-#pragma unroll
-        for (int r = 0; r < R; r++) V16<fp8_e4m3>::cvt(wv[u][r], wf[r]);
-#pragma unroll
-        for (int t = 0; t < NT; t++) {
-          if (t < n) {
-            const float4* xp = reinterpret_cast<const float4*>(x + (size_t)t * cols + (size_t)c * 16);
-            float xv[16];
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-              float4 v = __ldg(xp + e);
-              xv[4 * e] = v.x; xv[4 * e + 1] = v.y; xv[4 * e + 2] = v.z; xv[4 * e + 3] = v.w;
-            }
-#pragma unroll
-            for (int r = 0; r < R; r++) {
-              float d = 0.f;
-#pragma unroll
-              for (int e = 0; e < 16; e++) d = fmaf(wf[r][e], xv[e], d);
-              acc[r][t] = fmaf(d, sv[u][r], acc[r][t]);
-            }
-          }
-        }
-      }
-    }
-  }
-#pragma unroll
-  for (int r = 0; r < R; r++)
-#pragma unroll
-    for (int t = 0; t < NT; t++) acc[r][t] = warp_sum(acc[r][t]);
-  if (lane == 0) {
-#pragma unroll
-    for (int r = 0; r < R; r++) {
-      int row = r0 + r;
-      if (row < p.rows) {
-        float b = bias ? bias[row] : 0.f;
-#pragma unroll
-        for (int t = 0; t < NT; t++)
-          if (t < n) store_part(p, row, t, acc[r][t] + b);
-      }
-    }
-  }
+  gemv_rows<fp8_e4m3, true, R, NT, U>(reinterpret_cast<const fp8_e4m3*>(W), x, n, p, bias, cols, nullptr,
+                                      [&](int row) { return fp8_srow(q, row); }, cshift);
 }
 
 #define GEMV_FP8(NAME, R, NT)                                                                      \
@@ -148,8 +75,6 @@ __device__ void gemv_fp8(const uint8_t* __restrict__ W, const float* __restrict_
     gemv_fp8<R, NT, 4>(W, x, n, p, bias, cols, q, cshift);                                          \
   }
 GEMV_FP8(gemv_fp8_1, 2, 1)
-GEMV_FP8(gemv_fp8_1_r1, 1, 1)
-GEMV_FP8(gemv_fp8_1_r4, 4, 1)
 GEMV_FP8(gemv_fp8_4, 2, 4)
 GEMV_FP8(gemv_fp8_8, 2, 8)
 
@@ -208,76 +133,29 @@ extern "C" __global__ void fp8_to_bf16(__nv_bfloat16* out, const uint8_t* W, FP8
 // multiples of 16 (each thread's 16-value chunk lies in one block column).
 extern "C" __global__ void __launch_bounds__(128) gemm_wmma_fp8(const uint8_t* W, const __nv_bfloat16* X, int n,
                                                                 Parts p, const float* bias, int K, FP8Scales q) {
-  using namespace nvcuda;
-  constexpr int LD = 32 + 8;
-  __shared__ __align__(32) __nv_bfloat16 As[64 * LD];
-  __shared__ __align__(32) __nv_bfloat16 Bs[64 * LD];
-  __shared__ __align__(32) float Cs[4][32 * 36];
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int wm = warp >> 1, wn = warp & 1;
-  const int t0 = blockIdx.y * 64, r0 = blockIdx.x * 64;
+  const int tid = threadIdx.x, r0 = blockIdx.x * 64;
   // This thread's weight row and 16-column half of each K step.
   const int wr = tid >> 1, wch = (tid & 1) * 16;
   const bool wok = r0 + wr < p.rows;
   const uint8_t* wrow = W + (size_t)min(r0 + wr, p.rows - 1) * K;
   const float* srow = fp8_srow(q, min(r0 + wr, p.rows - 1));
-  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
+  gemm_wmma_tile(X, n, p, bias, K, [&](__nv_bfloat16* Bs, int k0) {
+    int k = k0 + wch;
+    unsigned h[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    if (wok && k < K) {
+      float f[16];
+      V16<fp8_e4m3>::cvt(__ldg(reinterpret_cast<const uint4*>(wrow + k)), f);
+      const float sc = srow[k / q.bc];
 #pragma unroll
-  for (int i = 0; i < 2; i++)
-#pragma unroll
-    for (int j = 0; j < 2; j++) wmma::fill_fragment(acc[i][j], 0.f);
-  for (int k0 = 0; k0 < K; k0 += 32) {
-    for (int c = tid; c < 64 * 4; c += 128) {  // activations: 64 rows × 4 chunks of 8
-      int r = c >> 2, ch = (c & 3) * 8;
-      int k = k0 + ch;
-      uint4 a = make_uint4(0, 0, 0, 0);
-      if (t0 + r < n && k < K) a = *reinterpret_cast<const uint4*>(X + (size_t)(t0 + r) * K + k);
-      *reinterpret_cast<uint4*>(As + r * LD + ch) = a;
-    }
-    {
-      int k = k0 + wch;
-      unsigned h[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-      if (wok && k < K) {
-        float f[16];
-        V16<fp8_e4m3>::cvt(__ldg(reinterpret_cast<const uint4*>(wrow + k)), f);
-        const float sc = srow[k / q.bc];
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-          __nv_bfloat162 v = __floats2bfloat162_rn(f[2 * i] * sc, f[2 * i + 1] * sc);
-          h[i] = *reinterpret_cast<unsigned*>(&v);
-        }
+      for (int i = 0; i < 8; i++) {
+        __nv_bfloat162 v = __floats2bfloat162_rn(f[2 * i] * sc, f[2 * i + 1] * sc);
+        h[i] = *reinterpret_cast<unsigned*>(&v);
       }
-      uint4* bp = reinterpret_cast<uint4*>(Bs + wr * LD + wch);
-      bp[0] = make_uint4(h[0], h[1], h[2], h[3]);
-      bp[1] = make_uint4(h[4], h[5], h[6], h[7]);
     }
-    __syncthreads();
-#pragma unroll
-    for (int kk = 0; kk < 32; kk += 16) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa[2];
-      wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> fb[2];
-#pragma unroll
-      for (int i = 0; i < 2; i++) wmma::load_matrix_sync(fa[i], As + (wm * 32 + i * 16) * LD + kk, LD);
-#pragma unroll
-      for (int j = 0; j < 2; j++) wmma::load_matrix_sync(fb[j], Bs + (wn * 32 + j * 16) * LD + kk, LD);
-#pragma unroll
-      for (int i = 0; i < 2; i++)
-#pragma unroll
-        for (int j = 0; j < 2; j++) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
-    }
-    __syncthreads();
-  }
-#pragma unroll
-  for (int i = 0; i < 2; i++)
-#pragma unroll
-    for (int j = 0; j < 2; j++)
-      wmma::store_matrix_sync(&Cs[warp][(i * 16) * 36 + j * 16], acc[i][j], 36, wmma::mem_row_major);
-  __syncwarp();
-  for (int e = lane; e < 32 * 32; e += 32) {
-    int r = e >> 5, c = e & 31;
-    int t = t0 + wm * 32 + r, row = r0 + wn * 32 + c;
-    if (t < n && row < p.rows) store_part(p, row, t, Cs[warp][r * 36 + c] + (bias ? bias[row] : 0.f));
-  }
+    uint4* bp = reinterpret_cast<uint4*>(Bs + wr * WMMA_LD + wch);
+    bp[0] = make_uint4(h[0], h[1], h[2], h[3]);
+    bp[1] = make_uint4(h[4], h[5], h[6], h[7]);
+  });
 }
 
 // ---------------------------------------------------------------- fp8 embed

@@ -148,13 +148,9 @@ func (b *Backend) matmulFP8(m *Matrix, xb *Buffer, n int, parts []byte, ys [4]de
 		} else if n <= 4 {
 			nt = 4
 		}
-		rowsPerWarp, name := 2, fmt.Sprintf("gemv_fp8_%d", nt)
-		if nt == 1 && b.gemvRows != 2 {
-			rowsPerWarp = b.gemvRows
-			name = fmt.Sprintf("gemv_fp8_1_r%d", rowsPerWarp)
-		}
+		const rowsPerWarp = 2
 		warps := (m.rows + rowsPerWarp - 1) / rowsPerWarp
-		b.launch(name, dim3{(warps + 7) / 8, 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+		b.launch(fmt.Sprintf("gemv_fp8_%d", nt), dim3{(warps + 7) / 8, 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
 			a.ptr(m.p).ptr(xb.p).i32(n).raw(parts, 8).ptr(biasp).i32(m.cols).raw(desc[:], 8).i32(cshift)
 		})
 		return
@@ -232,12 +228,7 @@ func (b *Backend) matmulLtFP8(m *Matrix, desc [48]byte, xb *Buffer, n int, ys [4
 				return true
 			}
 		}
-		if bias != nil {
-			bptr := bias.p + devptr(starts[i])*4
-			b.launch("add_bias", dim3{blocks(int64(n)*int64(r), 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
-				a.ptr(ys[i]).ptr(bptr).i32(n).i32(r)
-			})
-		}
+		b.addPartBias(ys[i], bias, starts[i], n, r)
 	}
 	return true
 }

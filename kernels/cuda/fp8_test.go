@@ -117,7 +117,7 @@ func TestFP8DescLayout(t *testing.T) {
 func TestFP8MatMulParity(t *testing.T) {
 	r0 := rand.New(rand.NewPCG(7, 8))
 	full := randFP8(r0, "kv_a", 576, 512, 128, 128, 0)
-	for _, o := range []Options{{}, {NoCublasLt: true}, {GEMVRows: 1}, {GEMVRows: 4}} {
+	for _, o := range []Options{{}, {NoCublasLt: true}} {
 		r := newRig(t, o)
 		lt, _ := r.g.CublasLt()
 		for _, sh := range []struct {
@@ -144,10 +144,7 @@ func TestFP8MatMulParity(t *testing.T) {
 			require.Equal(t, cw.Bytes(), gw.Bytes(), "%s: one byte per value plus every part's scales", sh.name)
 			rows := gw.Rows()
 			for _, n := range []int{1, 3, 8, 64} {
-				if (o.GEMVRows != 0) && n != 1 {
-					continue // the rows-per-warp variants are the one-token kernels
-				}
-				name := fmt.Sprintf("lt=%v rows=%d %s n=%d", lt, o.GEMVRows, sh.name, n)
+				name := fmt.Sprintf("lt=%v %s n=%d", lt, sh.name, n)
 				x := r.rand(n * gw.Cols())
 				var gb, cb kernels.Buffer
 				if sh.bias {
@@ -345,7 +342,7 @@ func TestFP8ActivationQuantError(t *testing.T) {
 }
 
 // BenchmarkFP8GEMV: one-token fp8 GEMV on DeepSeek-V3's projection shapes
-// with 2, 1 and 4 rows per warp (Options.GEMVRows), next to bf16 weights of
+// (2 rows per warp), next to bf16 weights of
 // the same shape (bytes moved per second: fp8 moves half the bytes, so at
 // memory speed it takes half the time).
 func BenchmarkFP8GEMV(b *testing.B) {
@@ -364,52 +361,45 @@ func BenchmarkFP8GEMV(b *testing.B) {
 	for i, c := range shapes {
 		hosts[i] = randFP8(r, c.name, c.rows, c.cols, 128, 128, 0)
 	}
-	for _, rpw := range []int{2, 1, 4} {
-		be, err := New(Options{GEMVRows: rpw})
-		require.NoError(b, err)
-		for i, c := range shapes {
-			// Copies cycled through, 128 MiB of weights at least, so that
-			// repeats do not run from the 50 MB L2.
-			copies := max(1, (128<<20)/len(hosts[i].Data))
-			var w8s, w16s []kernels.Matrix
-			for range copies {
-				w8, err := be.UploadMatrix([]kernels.HostMatrix{hosts[i]}, false)
-				require.NoError(b, err)
-				w8s = append(w8s, w8)
-				if rpw == 2 {
-					w16, err := be.RandomMatrix(c.rows, c.cols, kernels.BF16, 9, 0.02)
-					require.NoError(b, err)
-					w16s = append(w16s, w16)
-				}
-			}
-			x, err := be.Alloc(c.cols)
+	be, err := New(Options{})
+	require.NoError(b, err)
+	defer be.Close()
+	for i, c := range shapes {
+		// Copies cycled through, 128 MiB of weights at least, so that
+		// repeats do not run from the 50 MB L2.
+		copies := max(1, (128<<20)/len(hosts[i].Data))
+		var w8s, w16s []kernels.Matrix
+		for range copies {
+			w8, err := be.UploadMatrix([]kernels.HostMatrix{hosts[i]}, false)
 			require.NoError(b, err)
-			require.NoError(b, be.RandomBuffer(x, 3, 0, 1))
-			y, err := be.Alloc(c.rows)
+			w8s = append(w8s, w8)
+			w16, err := be.RandomMatrix(c.rows, c.cols, kernels.BF16, 9, 0.02)
 			require.NoError(b, err)
-			for _, ws := range [][]kernels.Matrix{w8s, w16s} {
-				if len(ws) == 0 {
-					continue
-				}
-				dt, bytes := ws[0].DType(), float64(ws[0].Bytes())
-				b.Run(fmt.Sprintf("rows%d/%s/%dx%d/%v", rpw, c.name, c.rows, c.cols, dt), func(b *testing.B) {
-					const reps = 64
-					for range b.N {
-						ms, err := be.Time(func() {
-							for i := range reps {
-								be.MatMul([]kernels.Buffer{y}, x, 1, ws[i%len(ws)], nil)
-							}
-						})
-						require.NoError(b, err)
-						us := ms * 1e3 / reps
-						b.ReportMetric(us, "us/op")
-						b.ReportMetric(bytes/(us*1e3), "GB/s")
-						b.Logf("rows/warp %d %s %v %dx%d: %.1f us, %.0f GB/s", rpw, c.name, dt, c.rows, c.cols, us, bytes/(us*1e3))
-					}
-				})
-			}
+			w16s = append(w16s, w16)
 		}
-		require.NoError(b, be.Close())
+		x, err := be.Alloc(c.cols)
+		require.NoError(b, err)
+		require.NoError(b, be.RandomBuffer(x, 3, 0, 1))
+		y, err := be.Alloc(c.rows)
+		require.NoError(b, err)
+		for _, ws := range [][]kernels.Matrix{w8s, w16s} {
+			dt, bytes := ws[0].DType(), float64(ws[0].Bytes())
+			b.Run(fmt.Sprintf("%s/%dx%d/%v", c.name, c.rows, c.cols, dt), func(b *testing.B) {
+				const reps = 64
+				for range b.N {
+					ms, err := be.Time(func() {
+						for i := range reps {
+							be.MatMul([]kernels.Buffer{y}, x, 1, ws[i%len(ws)], nil)
+						}
+					})
+					require.NoError(b, err)
+					us := ms * 1e3 / reps
+					b.ReportMetric(us, "us/op")
+					b.ReportMetric(bytes/(us*1e3), "GB/s")
+					b.Logf("%s %v %dx%d: %.1f us, %.0f GB/s", c.name, dt, c.rows, c.cols, us, bytes/(us*1e3))
+				}
+			})
+		}
 	}
 }
 

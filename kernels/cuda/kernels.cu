@@ -110,12 +110,82 @@ DEVI void store_part(const Parts& p, int row, int t, float v) {
 }
 
 // ---------------------------------------------------------------- GEMV
-// y[t, r] = sum_c W[r, c] * x[t, c] (+ bias[r]) for t < n <= NT.
-// One warp computes R rows; each lane streams 16-byte weight vectors with
-// U*R loads in flight, reusing each x vector for R rows and NT tokens.
-template <typename T, int R, int NT, int U>
-__device__ void gemv_vec(const T* __restrict__ W, const float* __restrict__ x, int n,
-                         Parts p, const float* __restrict__ bias, int cols, const float* __restrict__ scales) {
+// gemv_chunks is the vector loop of the GEMV-shaped kernels (gemv_vec,
+// gemv_fp8, gemv_heads in mla.cuh, moe_*_dec in moe.cuh): acc[r][t] += W row
+// r · x row t for the RR rows wp[r] (nch 16-byte chunks of EL values each)
+// and the rows t < n ≤ NT of x (stride xRow floats). A lane takes chunks
+// lane, lane + 32, … with U·RR loads in flight and reads each x chunk once
+// for all RR rows. FP8: each chunk's dot product is formed first and scaled
+// once by its block scale sp[r][c >> cshift] (block widths are powers of two
+// ≥ 16); sp is unused otherwise. The sums are per lane: warp_sum them.
+template <typename T, bool FP8, int RR, int NT, int U>
+DEVI void gemv_chunks(const uint4* const (&wp)[RR], const float* const* sp, int cshift, const float* __restrict__ x,
+                      size_t xRow, int n, int nch, float (&acc)[RR][NT]) {
+  constexpr int EL = V16<T>::N;
+  const int lane = threadIdx.x & 31;
+  for (int c0 = lane; c0 < nch; c0 += 32 * U) {
+    uint4 wv[U][RR];
+    float sv[U][RR];
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      int c = c0 + u * 32;
+#pragma unroll
+      for (int r = 0; r < RR; r++) {
+        wv[u][r] = (c < nch) ? ldw(wp[r] + c) : make_uint4(0, 0, 0, 0);
+        if (FP8) sv[u][r] = (c < nch) ? __ldg(sp[r] + (c >> cshift)) : 0.f;
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      int c = c0 + u * 32;
+      if (c < nch) {
+        float wf[RR][EL];
+#pragma unroll
+        for (int r = 0; r < RR; r++) V16<T>::cvt(wv[u][r], wf[r]);
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+          if (t < n) {
+            const float4* xp = reinterpret_cast<const float4*>(x + (size_t)t * xRow + (size_t)c * EL);
+            float xv[EL];
+#pragma unroll
+            for (int e = 0; e < EL / 4; e++) {
+              float4 v = __ldg(xp + e);
+              xv[4 * e] = v.x; xv[4 * e + 1] = v.y; xv[4 * e + 2] = v.z; xv[4 * e + 3] = v.w;
+            }
+#pragma unroll
+            for (int r = 0; r < RR; r++) {
+              if (FP8) {
+                float d = 0.f;
+#pragma unroll
+                for (int e = 0; e < EL; e++) d = fmaf(wf[r][e], xv[e], d);
+                acc[r][t] = fmaf(d, sv[u][r], acc[r][t]);
+              } else {
+#pragma unroll
+                for (int e = 0; e < EL; e++) acc[r][t] = fmaf(wf[r][e], xv[e], acc[r][t]);
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// warp_sums finishes gemv_chunks' per-lane sums (every lane gets them).
+template <int RR, int NT> DEVI void warp_sums(float (&acc)[RR][NT]) {
+#pragma unroll
+  for (int r = 0; r < RR; r++)
+#pragma unroll
+    for (int t = 0; t < NT; t++) acc[r][t] = warp_sum(acc[r][t]);
+}
+
+// y[t, r] = sum_c W[r, c] * x[t, c] (+ bias[r]) for t < n <= NT: one warp
+// computes R rows (gemv_chunks), then scales them by their row scale (int8:
+// value = q × scale; scales null: none). FP8: srow(row) gives the row's
+// block scales (gemv_fp8, fp8.cuh).
+template <typename T, bool FP8, int R, int NT, int U, class SRow>
+DEVI void gemv_rows(const T* __restrict__ W, const float* __restrict__ x, int n, const Parts& p,
+                    const float* __restrict__ bias, int cols, const float* __restrict__ scales, SRow srow, int cshift) {
   constexpr int EL = V16<T>::N;
   const int lane = threadIdx.x & 31;
   const int r0 = ((blockIdx.x * blockDim.x + threadIdx.x) >> 5) * R;
@@ -126,63 +196,33 @@ __device__ void gemv_vec(const T* __restrict__ W, const float* __restrict__ x, i
 #pragma unroll
     for (int t = 0; t < NT; t++) acc[r][t] = 0.f;
   const uint4* wp[R];
+  const float* sp[R];
 #pragma unroll
   for (int r = 0; r < R; r++) {
     int row = min(r0 + r, p.rows - 1);
     wp[r] = reinterpret_cast<const uint4*>(W + (size_t)row * cols);
+    if (FP8) sp[r] = srow(row);
   }
-  const int nch = cols / EL;
-  for (int c0 = lane; c0 < nch; c0 += 32 * U) {
-    uint4 wv[U][R];
-#pragma unroll
-    for (int u = 0; u < U; u++) {
-      int c = c0 + u * 32;
-#pragma unroll
-      for (int r = 0; r < R; r++) wv[u][r] = (c < nch) ? ldw(wp[r] + c) : make_uint4(0, 0, 0, 0);
-    }
-#pragma unroll
-    for (int u = 0; u < U; u++) {
-      int c = c0 + u * 32;
-      if (c < nch) {
-        float wf[R][EL];
-#pragma unroll
-        for (int r = 0; r < R; r++) V16<T>::cvt(wv[u][r], wf[r]);
-#pragma unroll
-        for (int t = 0; t < NT; t++) {
-          if (t < n) {
-            const float4* xp = reinterpret_cast<const float4*>(x + (size_t)t * cols + (size_t)c * EL);
-            float xv[EL];
-#pragma unroll
-            for (int e = 0; e < EL / 4; e++) {
-              float4 v = __ldg(xp + e);
-              xv[4 * e] = v.x; xv[4 * e + 1] = v.y; xv[4 * e + 2] = v.z; xv[4 * e + 3] = v.w;
-            }
-#pragma unroll
-            for (int r = 0; r < R; r++)
-#pragma unroll
-              for (int e = 0; e < EL; e++) acc[r][t] = fmaf(wf[r][e], xv[e], acc[r][t]);
-          }
-        }
-      }
-    }
-  }
-#pragma unroll
-  for (int r = 0; r < R; r++)
-#pragma unroll
-    for (int t = 0; t < NT; t++) acc[r][t] = warp_sum(acc[r][t]);
+  gemv_chunks<T, FP8, R, NT, U>(wp, sp, cshift, x, cols, n, cols / EL, acc);
+  warp_sums(acc);
   if (lane == 0) {
 #pragma unroll
     for (int r = 0; r < R; r++) {
       int row = r0 + r;
       if (row < p.rows) {
         float b = bias ? bias[row] : 0.f;
-        float sc = scales ? scales[row] : 1.f;  // int8 rows: value = q × scale
+        float sc = scales ? scales[row] : 1.f;
 #pragma unroll
         for (int t = 0; t < NT; t++)
           if (t < n) store_part(p, row, t, acc[r][t] * sc + b);
       }
     }
   }
+}
+template <typename T, int R, int NT, int U>
+__device__ void gemv_vec(const T* __restrict__ W, const float* __restrict__ x, int n,
+                         Parts p, const float* __restrict__ bias, int cols, const float* __restrict__ scales) {
+  gemv_rows<T, false, R, NT, U>(W, x, n, p, bias, cols, scales, [](int) { return (const float*)nullptr; }, 0);
 }
 
 // Scalar fallback for rows that are not 16-byte aligned (odd widths).
@@ -214,17 +254,9 @@ GEMV_VEC(gemv_f16_1, __half, 2, 1)
 GEMV_VEC(gemv_f16_4, __half, 2, 4)
 GEMV_VEC(gemv_f16_8, __half, 2, 8)
 GEMV_VEC(gemv_bf16_1, __nv_bfloat16, 2, 1)
-GEMV_VEC(gemv_bf16_1_r1, __nv_bfloat16, 1, 1)
-GEMV_VEC(gemv_bf16_1_r4, __nv_bfloat16, 4, 1)
-GEMV_VEC(gemv_f16_1_r1, __half, 1, 1)
-GEMV_VEC(gemv_f16_1_r4, __half, 4, 1)
-GEMV_VEC(gemv_f32_1_r1, float, 1, 1)
-GEMV_VEC(gemv_f32_1_r4, float, 4, 1)
 GEMV_VEC(gemv_i8_1, int8_t, 2, 1)
 GEMV_VEC(gemv_i8_4, int8_t, 2, 4)
 GEMV_VEC(gemv_i8_8, int8_t, 2, 8)
-GEMV_VEC(gemv_i8_1_r1, int8_t, 1, 1)
-GEMV_VEC(gemv_i8_1_r4, int8_t, 4, 1)
 GEMV_VEC(gemv_bf16_4, __nv_bfloat16, 2, 4)
 GEMV_VEC(gemv_bf16_8, __nv_bfloat16, 2, 8)
 
@@ -239,6 +271,25 @@ GEMV_SCALAR(gemvs_bf16, __nv_bfloat16)
 GEMV_SCALAR(gemvs_i8, int8_t)
 
 // ---------------------------------------------------------------- tiled GEMM
+// The float32 FMA tile step of gemm_tiled and the grouped MoE kernels
+// (moe.cuh), for one K tile of 16 staged in xs and ws ([16][64 + 4],
+// k-major): thread (tr, tc) = (tid / 16, tid % 16) of 256 accumulates
+// activation rows 4·tr..4·tr+3 of xs times weight columns col(0..3) of ws.
+template <class Col>
+DEVI void fma_tile16(const float (*xs)[64 + 4], const float (*ws)[64 + 4], Col col, float (&acc)[4][4]) {
+  const int tr = threadIdx.x / 16;
+#pragma unroll
+  for (int kk = 0; kk < 16; kk++) {
+    float a[4], b[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) { a[i] = xs[kk][tr * 4 + i]; b[i] = ws[kk][col(i)]; }
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+      for (int j = 0; j < 4; j++) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+  }
+}
+
 // Fallback GEMM for n > 8 tokens when cuBLASLt is absent: 64x64 output tiles,
 // K tiles of 16 in shared memory, 4x4 outputs per thread, float32 FMA.
 template <typename T>
@@ -260,16 +311,7 @@ __device__ void gemm_tiled(const T* __restrict__ W, const float* __restrict__ x,
       ws[kk][rr] = (r < p.rows && k < cols) ? tof(W[(size_t)r * cols + k]) : 0.f;
     }
     __syncthreads();
-#pragma unroll
-    for (int kk = 0; kk < 16; kk++) {
-      float a[4], b[4];
-#pragma unroll
-      for (int i = 0; i < 4; i++) { a[i] = xs[kk][tr * 4 + i]; b[i] = ws[kk][tc * 4 + i]; }
-#pragma unroll
-      for (int i = 0; i < 4; i++)
-#pragma unroll
-        for (int j = 0; j < 4; j++) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
-    }
+    fma_tile16(xs, ws, [=](int j) { return tc * 4 + j; }, acc);
     __syncthreads();
   }
 #pragma unroll
@@ -293,41 +335,33 @@ GEMM_TILED(gemm_f16, __half)
 GEMM_TILED(gemm_bf16, __nv_bfloat16)
 GEMM_TILED(gemm_i8, int8_t)
 
-// Tensor-core fallback GEMM (WMMA 16x16x16, f32 accumulation) for 16-bit
-// weights when cuBLASLt is absent: activations already converted to the
-// weight dtype, 64 tokens × 64 rows per block, 4 warps of 32×32, K steps of
-// 32 through padded shared memory. K must be a multiple of 8.
-template <typename T>
-__device__ void gemm_wmma(const T* __restrict__ W, const T* __restrict__ X, int n, Parts p,
-                          const float* __restrict__ bias, int K) {
+// ---------------------------------------------------------------- WMMA tiles
+// The tensor-core tile of gemm_wmma, gemm_wmma_fp8 (fp8.cuh) and the grouped
+// MoE GEMMs (moe.cuh): a 64×64 output tile on WMMA 16×16×16 with float32
+// accumulation, 4 warps of 32×32 (warp w: rows 32·(w>>1) of As, 32·(w&1) of
+// Bs), K steps of 32 through padded shared memory. As holds 64 activation
+// rows and Bs 64 weight rows, [64][WMMA_LD] values of the MMA type S each;
+// stage(k0) fills both for the step at k0 (each kernel loads its weights
+// its own way: plain 16-bit, fp8 dequantised, expert rows), then every warp
+// runs the same MMAs in the same order.
+constexpr int WMMA_LD = 32 + 8;
+using WmmaAcc = nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float>;
+template <typename S, class Stage>
+DEVI void wmma_mainloop(const S* As, const S* Bs, int K, Stage&& stage, WmmaAcc (&acc)[2][2]) {
   using namespace nvcuda;
-  constexpr int LD = 32 + 8;
-  __shared__ __align__(32) T As[64 * LD];
-  __shared__ __align__(32) T Bs[64 * LD];
-  __shared__ __align__(32) float Cs[4][32 * 36];
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int wm = warp >> 1, wn = warp & 1;
-  const int t0 = blockIdx.y * 64, r0 = blockIdx.x * 64;
-  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
+  constexpr int LD = WMMA_LD;
+  const int warp = threadIdx.x >> 5, wm = warp >> 1, wn = warp & 1;
 #pragma unroll
   for (int i = 0; i < 2; i++)
 #pragma unroll
     for (int j = 0; j < 2; j++) wmma::fill_fragment(acc[i][j], 0.f);
   for (int k0 = 0; k0 < K; k0 += 32) {
-    for (int c = tid; c < 64 * 4; c += 128) {  // 64 rows × 4 chunks of 8
-      int r = c >> 2, ch = (c & 3) * 8;
-      int k = k0 + ch;
-      uint4 a = make_uint4(0, 0, 0, 0), b = make_uint4(0, 0, 0, 0);
-      if (t0 + r < n && k < K) a = *reinterpret_cast<const uint4*>(X + (size_t)(t0 + r) * K + k);
-      if (r0 + r < p.rows && k < K) b = *reinterpret_cast<const uint4*>(W + (size_t)(r0 + r) * K + k);
-      *reinterpret_cast<uint4*>(As + r * LD + ch) = a;
-      *reinterpret_cast<uint4*>(Bs + r * LD + ch) = b;
-    }
+    stage(k0);
     __syncthreads();
 #pragma unroll
     for (int kk = 0; kk < 32; kk += 16) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa[2];
-      wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fb[2];
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, S, wmma::row_major> fa[2];
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, S, wmma::col_major> fb[2];
 #pragma unroll
       for (int i = 0; i < 2; i++) wmma::load_matrix_sync(fa[i], As + (wm * 32 + i * 16) * LD + kk, LD);
 #pragma unroll
@@ -339,6 +373,34 @@ __device__ void gemm_wmma(const T* __restrict__ W, const T* __restrict__ X, int 
     }
     __syncthreads();
   }
+}
+
+// gemm_wmma_tile: 64 tokens × 64 weight rows per block (grid: weight-row
+// tiles × token tiles, 128 threads) for activations X already in the MMA
+// type, K a multiple of 8. loadW(Bs, k0) stages the block's 64 weight rows
+// for the K step at k0 (zeros past the last row or column). Each warp's
+// 32×32 result goes through its own shared tile to store_part, + bias.
+template <typename S, class LoadW>
+DEVI void gemm_wmma_tile(const S* __restrict__ X, int n, Parts p, const float* __restrict__ bias, int K, LoadW&& loadW) {
+  using namespace nvcuda;
+  constexpr int LD = WMMA_LD;
+  __shared__ __align__(32) S As[64 * LD];
+  __shared__ __align__(32) S Bs[64 * LD];
+  __shared__ __align__(32) float Cs[4][32 * 36];
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int wm = warp >> 1, wn = warp & 1;
+  const int t0 = blockIdx.y * 64, r0 = blockIdx.x * 64;
+  WmmaAcc acc[2][2];
+  wmma_mainloop(As, Bs, K, [&](int k0) {
+    for (int c = tid; c < 64 * 4; c += 128) {  // activations: 64 rows × 4 chunks of 8
+      int r = c >> 2, ch = (c & 3) * 8;
+      int k = k0 + ch;
+      uint4 a = make_uint4(0, 0, 0, 0);
+      if (t0 + r < n && k < K) a = __ldg(reinterpret_cast<const uint4*>(X + (size_t)(t0 + r) * K + k));
+      *reinterpret_cast<uint4*>(As + r * LD + ch) = a;
+    }
+    loadW(Bs, k0);
+  }, acc);
 #pragma unroll
   for (int i = 0; i < 2; i++)
 #pragma unroll
@@ -350,6 +412,24 @@ __device__ void gemm_wmma(const T* __restrict__ W, const T* __restrict__ X, int 
     int t = t0 + wm * 32 + r, row = r0 + wn * 32 + c;
     if (t < n && row < p.rows) store_part(p, row, t, Cs[warp][r * 36 + c] + (bias ? bias[row] : 0.f));
   }
+}
+
+// Tensor-core fallback GEMM for 16-bit weights when cuBLASLt is absent
+// (activations already converted to the weight dtype): the weight rows
+// copied into shared memory as they are, 8 values per 16-byte load.
+template <typename T>
+__device__ void gemm_wmma(const T* __restrict__ W, const T* __restrict__ X, int n, Parts p,
+                          const float* __restrict__ bias, int K) {
+  const int tid = threadIdx.x, r0 = blockIdx.x * 64;
+  gemm_wmma_tile(X, n, p, bias, K, [&](T* Bs, int k0) {
+    for (int c = tid; c < 64 * 4; c += 128) {  // 64 rows × 4 chunks of 8
+      int r = c >> 2, ch = (c & 3) * 8;
+      int k = k0 + ch;
+      uint4 b = make_uint4(0, 0, 0, 0);
+      if (r0 + r < p.rows && k < K) b = __ldg(reinterpret_cast<const uint4*>(W + (size_t)(r0 + r) * K + k));
+      *reinterpret_cast<uint4*>(Bs + r * WMMA_LD + ch) = b;
+    }
+  });
 }
 extern "C" __global__ void __launch_bounds__(128) gemm_wmma_bf16(const __nv_bfloat16* W, const __nv_bfloat16* X, int n,
                                                                  Parts p, const float* bias, int K) {
@@ -1479,35 +1559,29 @@ __device__ void flash_fwd(float* out, const float* q, const __half* kc, const __
     }
   }
 }
+// Head dims 16 and 32 only (flash2 takes 64 and 128; NOTES.md).
 #define FLASH(DP, NW)                                                                               \
-  extern "C" __global__ void __launch_bounds__(32 * NW) flash_fwd_##DP##_##NW(                      \
+  extern "C" __global__ void __launch_bounds__(32 * NW) flash_fwd_##DP(                             \
       float* out, const float* q, const __half* kc, const __half* vc, int n, int pos0, const int* dp, \
       int heads, int kvh, int D, float sl2) {                                                       \
     flash_fwd<DP, NW>(out, q, kc, vc, n, pos0, dp, heads, kvh, D, sl2);                             \
   }
 FLASH(16, 4)
 FLASH(32, 4)
-FLASH(64, 4)
-FLASH(128, 4)
-FLASH(64, 8)
-FLASH(128, 8)
 
 // flash2_fwd is the FlashAttention-2 layout proper: 4 warps, each owning MT
 // m16 tiles (16*MT query rows), so every K/V fragment loaded with ldmatrix
 // feeds 2*MT MMAs and the MT softmax chains interleave. Q lives in shared
 // memory as f16 (pre-scaled) and is re-read per 16-wide k slice, which keeps
 // registers for the MT output accumulators.
-// VAR selects v7 variants (0 = the v3-v5 kernel): bit 1, the softmax
+// It is NOTES.md v7's VAR 327, the measured winner (the other variants, v1
+// for these head dims and 32-key tiles are history there): the softmax
 // statistics of all MT x 2 row halves first and one warp vote for the o
-// rescale (one branch per tile instead of 2*MT, so the chains overlap);
-// bit 2, K/V tile 0 issued before Q is staged, 8-byte Q loads and O stores;
-// bit 4, a warp skips the key tiles that lie wholly past its last row;
-// bit 8, the rescale unconditional (no vote, no branch); bits 16 and 32 undo
-// parts of bit 2 (16: tile 0 after Q staging; 32: scalar Q loads and O
-// stores), for measuring them apart; bit 64, 16-byte Q loads; bit 128,
-// scalar O stores (with bit 64: which of the wider loads and stores counts);
-// bit 256 (with 64), every Q load of a thread issued before the first use.
-template <int DP, int MT, int BN, int VAR = 0>
+// rescale; K/V tile 0 issued before Q is staged; a warp skips the key tiles
+// wholly past its last row; Q read 16 bytes at a time (every load of a
+// thread issued before the first use) when aligned, O stored 8 bytes at a
+// time when aligned.
+template <int DP, int MT, int BN>
 __device__ void flash2_fwd(float* out, const float* q, const __half* kc, const __half* vc, int n, int pos0,
                            const int* dp, int heads, int kvh, int D, float scale_log2) {
   constexpr int NW = 4, BM = 16 * MT * NW, ST = DP + 8;
@@ -1540,16 +1614,12 @@ __device__ void flash2_fwd(float* out, const float* q, const __half* kc, const _
     }
   };
   // 8-byte Q loads and O stores when every row start is 8-byte aligned.
-  const bool vec2 = (VAR & 2) && !(VAR & 32) &&
-                    ((reinterpret_cast<size_t>(q) | reinterpret_cast<size_t>(out)) & 7) == 0 && (qw & 1) == 0 &&
+  const bool vec2 = ((reinterpret_cast<size_t>(q) | reinterpret_cast<size_t>(out)) & 7) == 0 && (qw & 1) == 0 &&
                     (D & 1) == 0;
-  constexpr bool early = (VAR & 2) && !(VAR & 16);
-  if (early) {
-    load_tile(0, 0);
-    cp_commit();
-  }
-  const bool vec4 = (VAR & 64) && (reinterpret_cast<size_t>(q) & 15) == 0 && (qw & 3) == 0 && (D & 3) == 0;
-  if (vec4 && (VAR & 256)) {
+  load_tile(0, 0);  // tile 0 in flight while Q is staged
+  cp_commit();
+  const bool vec4 = (reinterpret_cast<size_t>(q) & 15) == 0 && (qw & 3) == 0 && (D & 3) == 0;
+  if (vec4) {
     constexpr int IT = BM * DP / 4 / (32 * NW);
     float4 v[IT];
 #pragma unroll
@@ -1566,15 +1636,6 @@ __device__ void flash2_fwd(float* out, const float* q, const __half* kc, const _
       int r = i / (DP / 4), c = (i % (DP / 4)) * 4;
       *reinterpret_cast<uint2*>(Qs + r * ST + c) = make_uint2(pack_h2(v[k].x * scale_log2, v[k].y * scale_log2),
                                                               pack_h2(v[k].z * scale_log2, v[k].w * scale_log2));
-    }
-  } else if (vec4) {
-    for (int i = tid; i < BM * DP / 4; i += 32 * NW) {
-      int r = i / (DP / 4), c = (i % (DP / 4)) * 4;
-      int row = qb * BM + r;
-      float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-      if (row < n && c < D) v = *reinterpret_cast<const float4*>(q + (size_t)row * qw + (size_t)h * D + c);
-      *reinterpret_cast<uint2*>(Qs + r * ST + c) =
-          make_uint2(pack_h2(v.x * scale_log2, v.y * scale_log2), pack_h2(v.z * scale_log2, v.w * scale_log2));
     }
   }
   for (int i = tid; i < (vec4 ? 0 : BM * DP / 2); i += 32 * NW) {
@@ -1604,10 +1665,6 @@ __device__ void flash2_fwd(float* out, const float* q, const __half* kc, const _
 #pragma unroll
   for (int mt = 0; mt < MT; mt++) mrow[mt][0] = mrow[mt][1] = -INFINITY, lrow[mt][0] = lrow[mt][1] = 0.f;
 
-  if (!early) {
-    load_tile(0, 0);
-    cp_commit();
-  }
   for (int kt = 0; kt < ntiles; kt++) {
     const int buf = kt & 1;
     if (kt + 1 < ntiles) {
@@ -1620,7 +1677,7 @@ __device__ void flash2_fwd(float* out, const float* q, const __half* kc, const _
     __syncthreads();
     // A tile wholly past this warp's last row (the block's diagonal tiles):
     // nothing to add; the warp only keeps the block's barriers.
-    if ((VAR & 4) && kt * BN > pos + mw + 16 * MT - 1) {
+    if (kt * BN > pos + mw + 16 * MT - 1) {
       __syncthreads();
       continue;
     }
@@ -1663,49 +1720,9 @@ __device__ void flash2_fwd(float* out, const float* q, const __half* kc, const _
             if (key > pos + row || key >= T) s[mt][j][e] = -INFINITY;
           }
       }
-      // (VAR & 9: the softmax below, all row halves together.)
-#pragma unroll
-      for (int hr = 0; hr < ((VAR & 9) ? 0 : 2); hr++) {
-        // Tree reductions: short dependency chains.
-        float mj[BN / 8];
-#pragma unroll
-        for (int j = 0; j < BN / 8; j++) mj[j] = fmaxf(s[mt][j][2 * hr], s[mt][j][2 * hr + 1]);
-#pragma unroll
-        for (int w = BN / 16; w > 0; w >>= 1)
-#pragma unroll
-          for (int j = 0; j < w; j++) mj[j] = fmaxf(mj[j], mj[j + w]);
-        float mx = mj[0];
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        float mnew = fmaxf(mrow[mt][hr], mx);
-        float msafe = (mnew == -INFINITY) ? 0.f : mnew;
-        float alpha = ex2(mrow[mt][hr] - msafe);
-        mrow[mt][hr] = mnew;
-        // P in f16 pairs (kept in the s registers' bits); the tile's row sum
-        // adds at most BN values <= 1 in f16, then joins the f32 total.
-        __half2 lj[BN / 8];
-#pragma unroll
-        for (int j = 0; j < BN / 8; j++) {
-          unsigned pp = ex2_h2(pack_h2(s[mt][j][2 * hr] - msafe, s[mt][j][2 * hr + 1] - msafe));
-          s[mt][j][2 * hr] = __uint_as_float(pp);
-          lj[j] = *reinterpret_cast<__half2*>(&pp);
-        }
-#pragma unroll
-        for (int w = BN / 16; w > 0; w >>= 1)
-#pragma unroll
-          for (int j = 0; j < w; j++) lj[j] = __hadd2(lj[j], lj[j + w]);
-        float2 lsf = __half22float2(lj[0]);
-        lrow[mt][hr] = lrow[mt][hr] * alpha + lsf.x + lsf.y;
-        // The running max rarely moves after the first tiles: skip the
-        // rescale when no row of the warp needs it.
-        if (__any_sync(0xffffffffu, alpha != 1.f)) {
-#pragma unroll
-          for (int j = 0; j < DP / 8; j++) { o[mt][j][2 * hr] *= alpha; o[mt][j][2 * hr + 1] *= alpha; }
-        }
-      }
     }
-    if (VAR & 9) {
-      // The same online softmax with the statistics of all MT x 2 row halves
+    {
+      // The online softmax with the statistics of all MT x 2 row halves
       // computed side by side (independent chains in one basic block), then
       // one vote (or none) for the o rescale.
       float alpha[MT][2];
@@ -1741,14 +1758,12 @@ __device__ void flash2_fwd(float* out, const float* q, const __half* kc, const _
           float2 lsf = __half22float2(lj[0]);
           lrow[mt][hr] = lrow[mt][hr] * alpha[mt][hr] + lsf.x + lsf.y;
         }
-      bool any = true;
-      if (!(VAR & 8)) {
-        bool mine = false;
+      // The running max rarely moves after the first tiles: skip the
+      // rescale when no row of the warp needs it.
+      bool mine = false;
 #pragma unroll
-        for (int mt = 0; mt < MT; mt++) mine |= (alpha[mt][0] != 1.f) | (alpha[mt][1] != 1.f);
-        any = __any_sync(0xffffffffu, mine);
-      }
-      if (any) {
+      for (int mt = 0; mt < MT; mt++) mine |= (alpha[mt][0] != 1.f) | (alpha[mt][1] != 1.f);
+      if (__any_sync(0xffffffffu, mine)) {
 #pragma unroll
         for (int mt = 0; mt < MT; mt++)
 #pragma unroll
@@ -1797,7 +1812,7 @@ __device__ void flash2_fwd(float* out, const float* q, const __half* kc, const _
 #pragma unroll
         for (int j = 0; j < DP / 8; j++) {
           int col = j * 8 + 2 * t4;
-          if (vec2 && !(VAR & 128)) {
+          if (vec2) {
             if (col < D) *reinterpret_cast<float2*>(op + col) = make_float2(o[mt][j][2 * hr] * inv, o[mt][j][2 * hr + 1] * inv);
           } else {
             if (col < D) op[col] = o[mt][j][2 * hr] * inv;
@@ -1807,28 +1822,15 @@ __device__ void flash2_fwd(float* out, const float* q, const __half* kc, const _
       }
     }
 }
-#define FLASH2(DP, MT, BN)                                                                          \
-  extern "C" __global__ void __launch_bounds__(128, 2) flash2_fwd_##DP##_##MT##_##BN(              \
+// 2 m16 tiles per warp (128 query rows per block), 64-key tiles.
+#define FLASH2(DP)                                                                                  \
+  extern "C" __global__ void __launch_bounds__(128, 2) flash2_fwd_##DP(                             \
       float* out, const float* q, const __half* kc, const __half* vc, int n, int pos0, const int* dp, \
       int heads, int kvh, int D, float sl2) {                                                       \
-    flash2_fwd<DP, MT, BN>(out, q, kc, vc, n, pos0, dp, heads, kvh, D, sl2);                        \
+    flash2_fwd<DP, 2, 64>(out, q, kc, vc, n, pos0, dp, heads, kvh, D, sl2);                         \
   }
-FLASH2(128, 2, 64)
-FLASH2(128, 2, 32)
-FLASH2(64, 2, 64)
-#define FLASH2V(DP, MT, BN, VAR)                                                                     \
-  extern "C" __global__ void __launch_bounds__(128, 2) flash2_fwd_##DP##_##MT##_##BN##_v##VAR(      \
-      float* out, const float* q, const __half* kc, const __half* vc, int n, int pos0, const int* dp, \
-      int heads, int kvh, int D, float sl2) {                                                       \
-    flash2_fwd<DP, MT, BN, VAR>(out, q, kc, vc, n, pos0, dp, heads, kvh, D, sl2);                   \
-  }
-// Only the default (327) and v7 are instantiated: the other VAR values of
-// NOTES.md v7 were measured and dropped to keep the PTX (JIT-compiled at
-// module load) small; one line here brings any of them back.
-FLASH2V(128, 2, 64, 7)
-FLASH2V(128, 2, 64, 327)
-FLASH2V(64, 2, 64, 7)
-FLASH2V(64, 2, 64, 327)
+FLASH2(128)
+FLASH2(64)
 
 #include "fp8.cuh"
 #include "moe.cuh"

@@ -33,41 +33,7 @@ __device__ void gemv_heads(const T* __restrict__ W, const float* __restrict__ x,
     const uint4* wp[R];
 #pragma unroll
     for (int r = 0; r < R; r++) wp[r] = reinterpret_cast<const uint4*>(W + (size_t)min(r0 + r, rows - 1) * cols);
-    const int nch = cols / EL;
-    for (int c0 = lane; c0 < nch; c0 += 32 * U) {
-      uint4 wv[U][R];
-#pragma unroll
-      for (int u = 0; u < U; u++) {
-        const int c = c0 + u * 32;
-#pragma unroll
-        for (int r = 0; r < R; r++) wv[u][r] = c < nch ? ldw(wp[r] + c) : make_uint4(0, 0, 0, 0);
-      }
-#pragma unroll
-      for (int u = 0; u < U; u++) {
-        const int c = c0 + u * 32;
-        if (c < nch) {
-          float wf[R][EL];
-#pragma unroll
-          for (int r = 0; r < R; r++) V16<T>::cvt(wv[u][r], wf[r]);
-#pragma unroll
-          for (int t = 0; t < NT; t++) {
-            if (t < nt) {
-              const float4* xp = reinterpret_cast<const float4*>(x + (size_t)t * xRow + (size_t)c * EL);
-              float xv[EL];
-#pragma unroll
-              for (int e = 0; e < EL / 4; e++) {
-                const float4 v = __ldg(xp + e);
-                xv[4 * e] = v.x; xv[4 * e + 1] = v.y; xv[4 * e + 2] = v.z; xv[4 * e + 3] = v.w;
-              }
-#pragma unroll
-              for (int r = 0; r < R; r++)
-#pragma unroll
-                for (int e = 0; e < EL; e++) acc[r][t] = fmaf(wf[r][e], xv[e], acc[r][t]);
-            }
-          }
-        }
-      }
-    }
+    gemv_chunks<T, false, R, NT, U>(wp, nullptr, 0, x, xRow, nt, cols / EL, acc);
   } else {
     for (int c = lane; c < cols; c += 32) {
       float wf[R];
@@ -83,10 +49,7 @@ __device__ void gemv_heads(const T* __restrict__ W, const float* __restrict__ x,
       }
     }
   }
-#pragma unroll
-  for (int r = 0; r < R; r++)
-#pragma unroll
-    for (int t = 0; t < NT; t++) acc[r][t] = warp_sum(acc[r][t]);
+  warp_sums(acc);
   if (lane == 0) {
 #pragma unroll
     for (int r = 0; r < R; r++) {
@@ -151,6 +114,13 @@ DEVI void mla_ld8(const float* p, float* f) {
   mla_ld4(p + 4, f + 4);
 }
 DEVI void mla_ld8(const __half* p, float* f) { V16<__half>::cvt(*reinterpret_cast<const uint4*>(p), f); }
+// mla_stats moves head h's online-softmax statistics to the tile's new max
+// mn: a = exp(old max − mn) rescales the running sum, then adds the tile's l.
+DEVI void mla_stats(float* arow, float* lrow, float* mrow, int h, float a, float mn, float l) {
+  arow[h] = a;
+  lrow[h] = lrow[h] * a + l;
+  mrow[h] = mn;
+}
 
 template <typename KT, bool PAGED>
 __device__ void mla_attn(float* part, const float* q, const KT* kc, int pos0, const int* dp, int heads, int kd,
@@ -270,12 +240,7 @@ __device__ void mla_attn(float* part, const float* q, const KT* kc, int pos0, co
       const float p = expf(sv - mn);
       const float l = warp_sum(p);
       ps[lane * MLA_HB + h] = p;
-      if (lane == 0) {
-        const float a = expf(mo - mn);  // 0 on the first tile
-        arow[h] = a;
-        lrow[h] = lrow[h] * a + l;
-        mrow[h] = mn;
-      }
+      if (lane == 0) mla_stats(arow, lrow, mrow, h, expf(mo - mn), mn, l);
     }
     __syncthreads();
 
@@ -458,12 +423,7 @@ __device__ void mla_attn_tc(float* part, const float* q, const __half* kc, int p
       Ps[h * PST + lane] = __float2half_rn(p0);
       Ps[h * PST + lane + 32] = __float2half_rn(p1);
       const float l = warp_sum(p0 + p1);
-      if (lane == 0) {
-        const float a = __expf(mo - mn);  // 0 on the first tile
-        arow[h] = a;
-        lrow[h] = lrow[h] * a + l;
-        mrow[h] = mn;
-      }
+      if (lane == 0) mla_stats(arow, lrow, mrow, h, __expf(mo - mn), mn, l);
     }
     __syncthreads();
 

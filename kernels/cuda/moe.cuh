@@ -169,67 +169,21 @@ __device__ void moe_gateup_dec(const T* __restrict__ W, const float* __restrict_
   if (f0 >= inter) return;
   const T* We = W + (size_t)e * 2 * inter * hidden;
   const float* xr = x + (size_t)t * hidden;
-  float acc[2][R];
+  float acc[2 * R][1];  // gate rows 0..R-1, up rows R..2R-1
 #pragma unroll
-  for (int h = 0; h < 2; h++)
-#pragma unroll
-    for (int r = 0; r < R; r++) acc[h][r] = 0.f;
+  for (int r = 0; r < 2 * R; r++) acc[r][0] = 0.f;
   if (hidden % EL == 0 && (!FP8 || cshift >= 0)) {
-    const uint4* wp[2][R];
-    const float* sp[2][R];  // fp8: the rows' block scales
+    const uint4* wp[2 * R];
+    const float* sp[2 * R];  // fp8: the rows' block scales
 #pragma unroll
     for (int h = 0; h < 2; h++)
 #pragma unroll
       for (int r = 0; r < R; r++) {
         const int wr = h * inter + min(f0 + r, inter - 1);
-        wp[h][r] = reinterpret_cast<const uint4*>(We + (size_t)wr * hidden);
-        if (FP8) sp[h][r] = fp8_srow(fq, e * 2 * inter + wr);
+        wp[h * R + r] = reinterpret_cast<const uint4*>(We + (size_t)wr * hidden);
+        if (FP8) sp[h * R + r] = fp8_srow(fq, e * 2 * inter + wr);
       }
-    const int nch = hidden / EL;
-    for (int c0 = lane; c0 < nch; c0 += 32 * U) {
-      uint4 wv[U][2][R];
-      float sv[U][2][R];
-#pragma unroll
-      for (int u = 0; u < U; u++) {
-        int c = c0 + u * 32;
-#pragma unroll
-        for (int h = 0; h < 2; h++)
-#pragma unroll
-          for (int r = 0; r < R; r++) {
-            wv[u][h][r] = (c < nch) ? ldw(wp[h][r] + c) : make_uint4(0, 0, 0, 0);
-            if (FP8) sv[u][h][r] = (c < nch) ? __ldg(sp[h][r] + (c >> cshift)) : 0.f;
-          }
-      }
-#pragma unroll
-      for (int u = 0; u < U; u++) {
-        int c = c0 + u * 32;
-        if (c < nch) {
-          const float4* xp = reinterpret_cast<const float4*>(xr + (size_t)c * EL);
-          float xv[EL];
-#pragma unroll
-          for (int q = 0; q < EL / 4; q++) {
-            float4 a = __ldg(xp + q);
-            xv[4 * q] = a.x; xv[4 * q + 1] = a.y; xv[4 * q + 2] = a.z; xv[4 * q + 3] = a.w;
-          }
-#pragma unroll
-          for (int h = 0; h < 2; h++)
-#pragma unroll
-            for (int r = 0; r < R; r++) {
-              float wf[EL];
-              V16<T>::cvt(wv[u][h][r], wf);
-              if (FP8) {  // one scale per 16-value chunk, as gemv_fp8
-                float d = 0.f;
-#pragma unroll
-                for (int q = 0; q < EL; q++) d = fmaf(wf[q], xv[q], d);
-                acc[h][r] = fmaf(d, sv[u][h][r], acc[h][r]);
-              } else {
-#pragma unroll
-                for (int q = 0; q < EL; q++) acc[h][r] = fmaf(wf[q], xv[q], acc[h][r]);
-              }
-            }
-        }
-      }
-    }
+    gemv_chunks<T, FP8, 2 * R, 1, U>(wp, sp, cshift, xr, 0, 1, hidden / EL, acc);
   } else {  // rows not 16-byte aligned (odd widths, fp8 blocks the vector loop does not take): scalar loads
     for (int c = lane; c < hidden; c += 32) {
       float xv = xr[c];
@@ -238,20 +192,17 @@ __device__ void moe_gateup_dec(const T* __restrict__ W, const float* __restrict_
 #pragma unroll
         for (int r = 0; r < R; r++) {
           const int wr = h * inter + min(f0 + r, inter - 1);
-          acc[h][r] = fmaf(moe_w(We, (size_t)wr * hidden + c, fq, e * 2 * inter + wr, c), xv, acc[h][r]);
+          acc[h * R + r][0] = fmaf(moe_w(We, (size_t)wr * hidden + c, fq, e * 2 * inter + wr, c), xv, acc[h * R + r][0]);
         }
     }
   }
-#pragma unroll
-  for (int h = 0; h < 2; h++)
-#pragma unroll
-    for (int r = 0; r < R; r++) acc[h][r] = warp_sum(acc[h][r]);
+  warp_sums(acc);
   if (lane == 0) {
 #pragma unroll
     for (int r = 0; r < R; r++) {
       int f = f0 + r;
       if (f < inter) {
-        float g = acc[0][r], u = acc[1][r];
+        float g = acc[r][0], u = acc[R + r][0];
         if (wsc) {
           g *= wsc[(size_t)e * 2 * inter + f];
           u *= wsc[(size_t)e * 2 * inter + inter + f];
@@ -286,9 +237,9 @@ __device__ void moe_down_dec(const T* __restrict__ D, const float* __restrict__ 
     const float wj = w[p];
     const T* De = D + (size_t)e * hidden * inter;
     const float* hr = H + (size_t)p * inter;
-    float part[R];
+    float part[R][1];
 #pragma unroll
-    for (int r = 0; r < R; r++) part[r] = 0.f;
+    for (int r = 0; r < R; r++) part[r][0] = 0.f;
     if (inter % EL == 0 && (!FP8 || cshift >= 0)) {
       const uint4* wp[R];
       const float* sp[R];  // fp8: the rows' block scales
@@ -298,61 +249,21 @@ __device__ void moe_down_dec(const T* __restrict__ D, const float* __restrict__ 
         wp[r] = reinterpret_cast<const uint4*>(De + (size_t)wr * inter);
         if (FP8) sp[r] = fp8_srow(fq, e * hidden + wr);
       }
-      const int nch = inter / EL;
-      for (int c0 = lane; c0 < nch; c0 += 32 * U) {
-        uint4 wv[U][R];
-        float sv[U][R];
-#pragma unroll
-        for (int u = 0; u < U; u++) {
-          int c = c0 + u * 32;
-#pragma unroll
-          for (int r = 0; r < R; r++) {
-            wv[u][r] = (c < nch) ? ldw(wp[r] + c) : make_uint4(0, 0, 0, 0);
-            if (FP8) sv[u][r] = (c < nch) ? __ldg(sp[r] + (c >> cshift)) : 0.f;
-          }
-        }
-#pragma unroll
-        for (int u = 0; u < U; u++) {
-          int c = c0 + u * 32;
-          if (c < nch) {
-            const float4* hp = reinterpret_cast<const float4*>(hr + (size_t)c * EL);
-            float hv[EL];
-#pragma unroll
-            for (int q = 0; q < EL / 4; q++) {
-              float4 a = __ldg(hp + q);
-              hv[4 * q] = a.x; hv[4 * q + 1] = a.y; hv[4 * q + 2] = a.z; hv[4 * q + 3] = a.w;
-            }
-#pragma unroll
-            for (int r = 0; r < R; r++) {
-              float wf[EL];
-              V16<T>::cvt(wv[u][r], wf);
-              if (FP8) {
-                float d = 0.f;
-#pragma unroll
-                for (int q = 0; q < EL; q++) d = fmaf(wf[q], hv[q], d);
-                part[r] = fmaf(d, sv[u][r], part[r]);
-              } else {
-#pragma unroll
-                for (int q = 0; q < EL; q++) part[r] = fmaf(wf[q], hv[q], part[r]);
-              }
-            }
-          }
-        }
-      }
+      gemv_chunks<T, FP8, R, 1, U>(wp, sp, cshift, hr, 0, 1, inter / EL, part);
     } else {
       for (int c = lane; c < inter; c += 32) {
         float hv = hr[c];
 #pragma unroll
         for (int r = 0; r < R; r++) {
           const int wr = min(r0 + r, hidden - 1);
-          part[r] = fmaf(moe_w(De, (size_t)wr * inter + c, fq, e * hidden + wr, c), hv, part[r]);
+          part[r][0] = fmaf(moe_w(De, (size_t)wr * inter + c, fq, e * hidden + wr, c), hv, part[r][0]);
         }
       }
     }
 #pragma unroll
     for (int r = 0; r < R; r++) {
       float s = dsc ? wj * dsc[(size_t)e * hidden + min(r0 + r, hidden - 1)] : wj;
-      acc[r] = fmaf(s, part[r], acc[r]);
+      acc[r] = fmaf(s, part[r][0], acc[r]);
     }
   }
 #pragma unroll
@@ -437,9 +348,12 @@ extern "C" __global__ void __launch_bounds__(1024) moe_sort(int* __restrict__ li
   }
 }
 
-// moe_tile finds the expert and the first sorted pair of tile blockIdx.y;
-// false when the tile is past the last one (the grid is an upper bound).
-DEVI bool moe_tile(const int* offs, const int* tstart, int cnt, int TM, int& e, int& m0, int& mn) {
+// moe_tile finds the expert e of tile blockIdx.y and puts its up to 64
+// sorted pairs in s_p (-1 past the tile's end; the block syncs); false when
+// the tile is past the last one (the grid is an upper bound: the whole
+// block returns).
+DEVI bool moe_tile(int* s_p, const int* list, const int* offs, const int* tstart, int cnt, int& e) {
+  constexpr int TM = 64;
   const int tile = blockIdx.y;
   if (tile >= tstart[cnt]) return false;
   int lo = 0, hi = cnt - 1;  // the last expert whose first tile is ≤ tile
@@ -448,8 +362,10 @@ DEVI bool moe_tile(const int* offs, const int* tstart, int cnt, int TM, int& e, 
     if (tstart[mid] <= tile) lo = mid; else hi = mid - 1;
   }
   e = lo;
-  m0 = offs[e] + (tile - tstart[e]) * TM;
-  mn = min(TM, offs[e + 1] - m0);
+  const int m0 = offs[e] + (tile - tstart[e]) * TM;
+  const int mn = min(TM, offs[e + 1] - m0);
+  if (threadIdx.x < TM) s_p[threadIdx.x] = threadIdx.x < mn ? __ldg(list + m0 + threadIdx.x) : -1;
+  __syncthreads();
   return true;
 }
 
@@ -465,12 +381,10 @@ __device__ void moe_gateup_grp(const T* __restrict__ W, const float* __restrict_
   __shared__ float xs[16][64 + 4];
   __shared__ float ws[16][64 + 4];
   __shared__ int s_p[64];
-  int e, m0, mn;
-  if (!moe_tile(offs, tstart, cnt, 64, e, m0, mn)) return;
+  int e;
+  if (!moe_tile(s_p, list, offs, tstart, cnt, e)) return;
   const int tid = threadIdx.x, tr = tid / 16, tc = tid % 16;
   const int f0 = blockIdx.x * 32;
-  if (tid < 64) s_p[tid] = tid < mn ? list[m0 + tid] : -1;
-  __syncthreads();
   const T* We = W + (size_t)e * 2 * inter * hidden;
   float acc[4][4] = {};
   for (int k0 = 0; k0 < hidden; k0 += 16) {
@@ -482,18 +396,8 @@ __device__ void moe_gateup_grp(const T* __restrict__ W, const float* __restrict_
       ws[kk][rr] = (f < inter && c < hidden) ? moe_w(We, (size_t)wr * hidden + c, fq, e * 2 * inter + wr, c) : 0.f;
     }
     __syncthreads();
-#pragma unroll
-    for (int kk = 0; kk < 16; kk++) {
-      float a[4], b[4];
-#pragma unroll
-      for (int i = 0; i < 4; i++) a[i] = xs[kk][tr * 4 + i];
-      b[0] = ws[kk][2 * tc]; b[1] = ws[kk][2 * tc + 1];
-      b[2] = ws[kk][32 + 2 * tc]; b[3] = ws[kk][32 + 2 * tc + 1];
-#pragma unroll
-      for (int i = 0; i < 4; i++)
-#pragma unroll
-        for (int j = 0; j < 4; j++) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
-    }
+    // Columns gate f, f+1, up f, f+1 for f = f0 + 2·tc.
+    fma_tile16(xs, ws, [=](int j) { return (j >> 1) * 32 + 2 * tc + (j & 1); }, acc);
     __syncthreads();
   }
 #pragma unroll
@@ -524,12 +428,10 @@ __device__ void moe_down_grp(const T* __restrict__ D, const float* __restrict__ 
   __shared__ float hs[16][64 + 4];
   __shared__ float ws[16][64 + 4];
   __shared__ int s_p[64];
-  int e, m0, mn;
-  if (!moe_tile(offs, tstart, cnt, 64, e, m0, mn)) return;
+  int e;
+  if (!moe_tile(s_p, list, offs, tstart, cnt, e)) return;
   const int tid = threadIdx.x, tr = tid / 16, tc = tid % 16;
   const int r0 = blockIdx.x * 64;
-  if (tid < 64) s_p[tid] = tid < mn ? list[m0 + tid] : -1;
-  __syncthreads();
   const T* De = D + (size_t)e * hidden * inter;
   float acc[4][4] = {};
   for (int k0 = 0; k0 < inter; k0 += 16) {
@@ -541,16 +443,7 @@ __device__ void moe_down_grp(const T* __restrict__ D, const float* __restrict__ 
       ws[kk][rr] = (r < hidden && c < inter) ? moe_w(De, (size_t)r * inter + c, fq, e * hidden + r, c) : 0.f;
     }
     __syncthreads();
-#pragma unroll
-    for (int kk = 0; kk < 16; kk++) {
-      float a[4], b[4];
-#pragma unroll
-      for (int i = 0; i < 4; i++) { a[i] = hs[kk][tr * 4 + i]; b[i] = ws[kk][tc * 4 + i]; }
-#pragma unroll
-      for (int i = 0; i < 4; i++)
-#pragma unroll
-        for (int j = 0; j < 4; j++) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
-    }
+    fma_tile16(hs, ws, [=](int j) { return tc * 4 + j; }, acc);
     __syncthreads();
   }
 #pragma unroll
@@ -636,34 +529,28 @@ __device__ void moe_grp_mma(const T* __restrict__ W, const float* __restrict__ A
                             int cnt, int hidden, int inter, const FP8Scales& fq) {
   using namespace nvcuda;
   using S = typename MoEMMA<T>::S;
-  constexpr int LD = 32 + 8, LC = 64 + 4;
+  constexpr int LD = WMMA_LD, LC = 64 + 4;
   __shared__ __align__(32) S As[64 * LD];
   __shared__ __align__(32) S Bs[64 * LD];
   __shared__ __align__(32) float Cs[64 * LC];
   __shared__ int s_p[64];
-  int e, m0, mn;
-  if (!moe_tile(offs, tstart, cnt, 64, e, m0, mn)) return;
+  int e;
+  if (!moe_tile(s_p, list, offs, tstart, cnt, e)) return;
   const int tid = threadIdx.x, warp = tid >> 5;
   const int wm = warp >> 1, wn = warp & 1;
   const int K = GU ? hidden : inter;
   const int rows = GU ? 2 * inter : hidden;  // weight rows of one expert
   const int r0 = blockIdx.x * (GU ? 32 : 64);
-  if (tid < 64) s_p[tid] = tid < mn ? list[m0 + tid] : -1;
-  __syncthreads();
   const T* We = W + (size_t)e * rows * K;
-  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
-#pragma unroll
-  for (int i = 0; i < 2; i++)
-#pragma unroll
-    for (int j = 0; j < 2; j++) wmma::fill_fragment(acc[i][j], 0.f);
-  for (int k0 = 0; k0 < K; k0 += 32) {
+  WmmaAcc acc[2][2];
+  wmma_mainloop(As, Bs, K, [&](int k0) {
     for (int c = tid; c < 64 * 4; c += 128) {  // 64 rows × 4 chunks of 8
       const int r = c >> 2, ch = (c & 3) * 8, kk = k0 + ch;
       uint4 a = make_uint4(0, 0, 0, 0), b = make_uint4(0, 0, 0, 0);
       const int p = s_p[r];
       if (p >= 0 && kk < K) {
         const float* src = A + (size_t)(GU ? p / k : p) * K + kk;
-        a = moe_pack8((S*)nullptr, *reinterpret_cast<const float4*>(src), *reinterpret_cast<const float4*>(src + 4));
+        a = moe_pack8((S*)nullptr, __ldg(reinterpret_cast<const float4*>(src)), __ldg(reinterpret_cast<const float4*>(src + 4)));
       }
       int wr;
       bool ok;
@@ -679,22 +566,7 @@ __device__ void moe_grp_mma(const T* __restrict__ W, const float* __restrict__ A
       *reinterpret_cast<uint4*>(As + r * LD + ch) = a;
       *reinterpret_cast<uint4*>(Bs + r * LD + ch) = b;
     }
-    __syncthreads();
-#pragma unroll
-    for (int kk = 0; kk < 32; kk += 16) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, S, wmma::row_major> fa[2];
-      wmma::fragment<wmma::matrix_b, 16, 16, 16, S, wmma::col_major> fb[2];
-#pragma unroll
-      for (int i = 0; i < 2; i++) wmma::load_matrix_sync(fa[i], As + (wm * 32 + i * 16) * LD + kk, LD);
-#pragma unroll
-      for (int j = 0; j < 2; j++) wmma::load_matrix_sync(fb[j], Bs + (wn * 32 + j * 16) * LD + kk, LD);
-#pragma unroll
-      for (int i = 0; i < 2; i++)
-#pragma unroll
-        for (int j = 0; j < 2; j++) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
-    }
-    __syncthreads();
-  }
+  }, acc);
 #pragma unroll
   for (int i = 0; i < 2; i++)
 #pragma unroll
