@@ -243,20 +243,101 @@ func TestMLAPagedParity(t *testing.T) {
 
 // TestMLASplits pins the split arithmetic the partials are sized by: every
 // split holds keys, splits cover the context, and rows·splits stays under
-// mlaPartials' bound.
+// mlaPartials' bound (per-row launches) and mlaPrefillPartials' (prefill
+// launches of row tiles).
 func TestMLASplits(t *testing.T) {
 	b := &Backend{info: DeviceInfo{SMs: 132}}
 	for _, heads := range []int{1, 16, 20, 128} {
 		groups := (heads + mlaHB - 1) / mlaHB
-		for _, rows := range []int{1, 3, 16} {
-			for _, maxT := range []int{1, 63, 64, 65, 1000, 4096, 33000, 163840} {
-				ns, L := b.mlaSplits(maxT, rows*groups)
+		for _, maxT := range []int{1, 63, 64, 65, 1000, 4096, 33000, 163840} {
+			check := func(ns, L int) {
 				require.GreaterOrEqual(t, L, mlaMinKeys)
 				require.Zero(t, L%mlaTCBN)
 				require.GreaterOrEqual(t, ns*L, maxT)
 				require.Less(t, (ns-1)*L, maxT, "an empty split")
+			}
+			for _, rows := range []int{1, 3, 16} {
+				ns, L := b.mlaSplits(maxT, rows*groups, 2*132)
+				check(ns, L)
 				require.LessOrEqual(t, int64(rows*ns*heads*(512+2)), b.mlaPartials(rows, heads, 512),
 					"heads %d rows %d maxT %d: %d splits", heads, rows, maxT, ns)
+			}
+			for _, chunk := range []int{64, mlaPrefillRows, 256} {
+				for _, rows := range []int{2, 3, 4, 5, 17, chunk - 1, chunk} {
+					tiles := (rows + mlaTR - 1) / mlaTR
+					ns, L := b.mlaSplits(maxT, tiles*groups, 132)
+					check(ns, L)
+					require.LessOrEqual(t, int64(rows*ns*heads*(512+2)), b.mlaPrefillPartials(chunk, heads, 512),
+						"prefill: heads %d rows %d chunk %d maxT %d: %d splits", heads, rows, chunk, maxT, ns)
+				}
+			}
+		}
+	}
+}
+
+// mlaPrefillVariants are the kernels TestMLAPrefillParity runs: f16 caches
+// on the prefill kernel and on the per-row tensor-core kernel it replaces,
+// f32 caches on the float32 kernel.
+var mlaPrefillVariants = []struct {
+	name   string
+	dt     kernels.DType
+	perRow bool
+}{{"f16/prefill", kernels.F16, false}, {"f16/per-row", kernels.F16, true}, {"f32", kernels.F32, false}}
+
+// TestMLAPrefillParity: prompt chunks of n rows of one sequence through
+// Attention on absorbed MLA caches against the CPU, at pos0 = 0 and after
+// cached context (a filler chunk between: pos0 = n + fill, not a multiple
+// of the row tile or the key tile), for 16 and 128 heads (kd 576, vd 512)
+// and a small shape with a partial second head group and 2 value n tiles.
+// n = 1 runs the per-row kernel; n = 3 and 17 leave the last row tile
+// partial; 300 spans several launches of the prefill kernel.
+func TestMLAPrefillParity(t *testing.T) {
+	shapes := []struct {
+		name          string
+		heads, kd, vd int
+		fill          int
+	}{
+		{"v2", 16, 576, 512, 200},
+		{"v3", 128, 576, 512, 70},
+		{"small-tc", 20, 80, 64, 200},
+	}
+	for _, vr := range mlaPrefillVariants {
+		for _, sh := range shapes {
+			for _, n := range []int{1, 3, 8, 17, 300} {
+				if sh.heads > 64 && n > 17 && vr.name != "f16/prefill" {
+					continue // the CPU reference is slow at 128 heads: the long chunk on the new kernel only
+				}
+				t.Run(fmt.Sprintf("%s/%s/n=%d", vr.name, sh.name, n), func(t *testing.T) {
+					r := newRig(t, Options{KVDType: vr.dt})
+					r.g.mla.perRow = vr.perRow
+					tol := tolF32
+					if vr.dt == kernels.F16 {
+						tol = tol16
+					}
+					require.True(t, r.g.useMLA(true, 1, sh.kd, sh.vd, vr.dt))
+					if vr.dt == kernels.F16 && !vr.perRow {
+						require.Equal(t, n > 1, r.g.mlaPrefill(n, sh.kd, sh.vd, vr.dt), "the prefill kernel runs n > 1 rows")
+					}
+					spec := kernels.KVSpec{Layers: 1, MaxTokens: 2*n + sh.fill + 5, KVHeads: 1, KDim: sh.kd, VDim: sh.vd, VInK: true}
+					gc, err := r.g.NewKVCache(spec)
+					require.NoError(t, err)
+					cc, err := r.c.NewKVCache(spec)
+					require.NoError(t, err)
+					scale := float32(1 / math.Sqrt(float64(sh.kd)))
+					pos := 0
+					chunks := []int{n, sh.fill, n}
+					if sh.heads > 64 && n > 17 {
+						chunks = chunks[:2] // the CPU reference is slow at 128 heads: pos0 > 0 by the filler chunk
+					}
+					for _, rows := range chunks {
+						q, k := r.rand(rows*sh.heads*sh.kd), r.rand(rows*sh.kd)
+						out := r.poisoned(rows * sh.heads * sh.vd)
+						r.g.Attention(out.g, q.g, k.g, nil, gc, 0, pos, rows, sh.heads, scale)
+						r.c.Attention(out.c, q.c, k.c, nil, cc, 0, pos, rows, sh.heads, scale)
+						r.check(fmt.Sprintf("rows %d at pos0 %d", rows, pos), out, out.n, tol)
+						pos += rows
+					}
+				})
 			}
 		}
 	}
@@ -365,6 +446,41 @@ func BenchmarkMLADecode(b *testing.B) {
 						}
 					})
 					b.ReportMetric(float64(ctx*kd*2)/(us*1e3), "GB/s")
+				})
+			}
+		}
+	}
+}
+
+// BenchmarkMLAPrefill: a prompt chunk of n rows of one sequence at pos0
+// (keys stored: AttentionNoStore) on an f16 MLA cache (kd 576, vd 512):
+// the prefill kernel at 64, 128 (the default) and 256 rows a launch, the
+// per-row tensor-core kernel (per-row) and the float32 one (core).
+// TFLOP/s counts the causal products (Σ_i T_i · heads · (kd+vd) · 2).
+func BenchmarkMLAPrefill(b *testing.B) {
+	const kd, vd = 576, 512
+	for _, heads := range []int{16, 128} {
+		for _, c := range []struct{ n, pos0 int }{{2048, 0}, {512, 3584}} {
+			for _, path := range []string{"prefill64", "prefill128", "prefill256", "per-row", "core"} {
+				b.Run(fmt.Sprintf("heads=%d/n=%d/pos0=%d/%s", heads, c.n, c.pos0, path), func(b *testing.B) {
+					g := benchGPU(b, Options{KVDType: kernels.F16})
+					g.mla.core = path == "core"
+					g.mla.perRow = path == "per-row"
+					g.mla.prefillRows = map[string]int{"prefill64": 64, "prefill128": 128, "prefill256": 256}[path]
+					ctx := c.pos0 + c.n
+					kv, err := g.NewKVCache(kernels.KVSpec{Layers: 1, MaxTokens: ctx, KVHeads: 1, KDim: kd, VDim: vd, VInK: true})
+					require.NoError(b, err)
+					kc := kv.(*KVCache)
+					fillKV(b, g, kc, ctx)
+					q, err := g.Alloc(c.n * heads * kd)
+					require.NoError(b, err)
+					require.NoError(b, g.RandomBuffer(q, 2, 0, 1))
+					out, err := g.Alloc(c.n * heads * vd)
+					require.NoError(b, err)
+					us := timeOps(b, g, func() { g.AttentionNoStore(out, q, kc, 0, c.pos0, c.n, heads, 0.04) })
+					keys := float64(c.n)*float64(c.pos0) + float64(c.n)*float64(c.n+1)/2
+					b.ReportMetric(keys*float64(heads*(kd+vd)*2)/(us*1e6), "TFLOP/s")
+					b.ReportMetric(float64(c.n)/us*1e6, "rows/s")
 				})
 			}
 		}
