@@ -533,16 +533,31 @@ extern "C" __global__ void __launch_bounds__(128)
 #define MLA_TR 4
 #define MLA_TR_THREADS 256
 
-extern "C" __global__ void __launch_bounds__(MLA_TR_THREADS, 1)
-    mla_attn_tc_rows_f16(float* part, const float* q, const __half* kc, int pos0, const int* dp, int n, int heads,
-                         int kd, int vd, int kstride, float scale, int L, int nsplit) {
+// Paged (mla_attn_tc_rows_paged_f16): block z takes the row tile
+// tiles[z] = 8·i0 + nr, rows i0..i0+nr-1 (nr ≤ MLA_TR) of one sequence at
+// consecutive positions (the host cuts the batch's runs into such tiles; a
+// decode row is a tile of one), its keys through row i0's block table.
+template <bool PAGED>
+__device__ void mla_attn_tc_rows(float* part, const float* q, const __half* kc, int pos0, const int* dp, int n,
+                                 const int* tiles, int heads, int kd, int vd, int kstride, float scale, int L,
+                                 int nsplit, Paged pg) {
   extern __shared__ __align__(16) unsigned char mla_tr_sm[];
   constexpr int BN = MLA_TC_BN, PST = BN + 8, M = MLA_TR * MLA_HB;
-  const int s = blockIdx.x, h0 = blockIdx.y * MLA_HB, i0 = blockIdx.z * MLA_TR;
+  const int s = blockIdx.x, h0 = blockIdx.y * MLA_HB;
   const int tid = threadIdx.x, w = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, t4 = lane & 3, mat = lane >> 3, mr = lane & 7;
-  const int nh = min(MLA_HB, heads - h0), nr = min(MLA_TR, n - i0);
-  const int T0 = pos0 + dp[1] + i0 + 1;  // keys visible to row i0; row i0+r sees T0+r
+  int i0, nr, T0;  // the tile's first row, its rows, and the keys row i0 sees (row i0+r sees T0+r)
+  if (PAGED) {
+    const int tl = tiles[blockIdx.z];
+    i0 = tl >> 3;
+    nr = tl & 7;
+    T0 = pg.rpos[i0] + 1;
+  } else {
+    i0 = blockIdx.z * MLA_TR;
+    nr = min(MLA_TR, n - i0);
+    T0 = pos0 + dp[1] + i0 + 1;
+  }
+  const int nh = min(MLA_HB, heads - h0);
   const int start = s * L, end = min(start + L, T0 + nr - 1);
   // Partials of (row r, head h) of this block: [vd | max | sum].
   auto ppart = [&](int r, int h) { return part + (((size_t)(i0 + r) * heads + h0 + h) * nsplit + s) * (vd + 2); };
@@ -595,7 +610,7 @@ extern "C" __global__ void __launch_bounds__(MLA_TR_THREADS, 1)
     for (int idx = tid; idx < BN * cpr; idx += MLA_TR_THREADS) {
       const int r = idx / cpr, c = (idx - r * cpr) * 8;
       const bool ok = r < len;
-      cp_async16(Ks + r * ST + c, ok ? kc + (size_t)(j0 + r) * kstride + c : kc, ok);
+      cp_async16(Ks + r * ST + c, ok ? kc + (PAGED ? pg.slot(i0, j0 + r) : (size_t)(j0 + r)) * kstride + c : kc, ok);
     }
     cp_commit();
     cp_wait<0>();
@@ -691,4 +706,17 @@ extern "C" __global__ void __launch_bounds__(MLA_TR_THREADS, 1)
       pp[vd + 1] = lrow[tid];
     }
   }
+}
+
+extern "C" __global__ void __launch_bounds__(MLA_TR_THREADS, 1)
+    mla_attn_tc_rows_f16(float* part, const float* q, const __half* kc, int pos0, const int* dp, int n, int heads,
+                         int kd, int vd, int ks, float scale, int L, int nsplit) {
+  mla_attn_tc_rows<false>(part, q, kc, pos0, dp, n, nullptr, heads, kd, vd, ks, scale, L, nsplit, Paged{});
+}
+extern "C" __global__ void __launch_bounds__(MLA_TR_THREADS, 1)
+    mla_attn_tc_rows_paged_f16(float* part, const float* q, const __half* kc, const int* tiles, const int* rpos,
+                               const int* rseq, const int* tabs, int maxb, int bs, int heads, int kd, int vd, int ks,
+                               float scale, int L, int nsplit) {
+  mla_attn_tc_rows<true>(part, q, kc, 0, nullptr, 0, tiles, heads, kd, vd, ks, scale, L, nsplit,
+                         Paged{rpos, rseq, tabs, maxb, bs});
 }

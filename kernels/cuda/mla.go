@@ -42,6 +42,11 @@ type mlaState struct {
 	perRow     bool  // prefill on the per-row kernels too (tests, benchmarks)
 	// prefillRows overrides mlaPrefillRows when > 0 (benchmarks).
 	prefillRows int
+	// The row tiles of the last paged batch on the prefill kernel
+	// (mlaRowTiles), on the device and the host copy of what is there.
+	tiles    devptr
+	tilesCap int
+	hTiles   []int32
 }
 
 // MatMulHeads implements kernels.Backend: up to headsGEMV tokens in one
@@ -293,15 +298,45 @@ func (b *Backend) mlaAttention(c *KVCache, ob, qb *Buffer, kbase devptr, pos0, n
 	}
 }
 
+// mlaRowTiles cuts a batch's rows into the prefill kernel's row tiles:
+// runs of rows of one sequence at consecutive positions, at most mlaTR
+// rows a tile, each tile 8·first row + rows. multi reports whether a tile
+// has several rows (else the batch is all decode rows: the per-row kernel
+// is the better fit).
+func mlaRowTiles(pos, seq []int32) (tiles []int32, multi bool) {
+	for i := 0; i < len(pos); {
+		nr := 1
+		for nr < mlaTR && i+nr < len(pos) && seq[i+nr] == seq[i] && pos[i+nr] == pos[i]+int32(nr) {
+			nr++
+		}
+		tiles = append(tiles, int32(8*i+nr))
+		multi = multi || nr > 1
+		i += nr
+	}
+	return tiles, multi
+}
+
 // mlaPagedAttention is PagedAttention's MLA path: one launch over all rows
 // of the batch (keys already stored, batch descriptor uploaded).
 // pos, seq and tab are the batch descriptor's device arrays (the uploaded
-// batch, or a captured step's inputs) with tables maxb blocks wide.
-func (b *Backend) mlaPagedAttention(c *PagedKV, ob, qb *Buffer, kbase, pos, seq, tab devptr, maxb, n, maxT, heads int, scale float32) {
+// batch, or a captured step's inputs) with tables maxb blocks wide. bt is
+// the batch on the host (nil in a captured step): with runs of rows of one
+// sequence (prompt chunks) the launch runs on the prefill kernel over the
+// batch's row tiles, else on the per-row kernel.
+func (b *Backend) mlaPagedAttention(c *PagedKV, ob, qb *Buffer, kbase, pos, seq, tab devptr, maxb, n, maxT, heads int, scale float32, bt *kernels.Batch) {
 	sp := c.spec
 	kd, vd := sp.KDim, sp.VDim
 	groups := (heads + mlaHB - 1) / mlaHB
-	ns, L := b.mlaSplits(maxT, n*groups, 2*max(b.info.SMs, 1))
+	var tiles []int32
+	prefill := false
+	if bt != nil && b.mlaPrefill(n, kd, vd, c.dt) {
+		tiles, prefill = mlaRowTiles(bt.Pos[:n], bt.Seq[:n])
+	}
+	perSplit, blocks := n*groups, 2*max(b.info.SMs, 1)
+	if prefill {
+		perSplit, blocks = len(tiles)*groups, max(b.info.SMs, 1)
+	}
+	ns, L := b.mlaSplits(maxT, perSplit, blocks)
 	need := int64(n) * int64(heads) * int64(ns) * int64(vd+2)
 	if need > c.partCap {
 		need = max(need, 2*c.partCap) // as PagedAttention: fewer stale graphs
@@ -309,11 +344,22 @@ func (b *Backend) mlaPagedAttention(c *PagedKV, ob, qb *Buffer, kbase, pos, seq,
 	if !b.growPartials(&c.kvMem, need) {
 		return
 	}
-	name, threads, smem := b.mlaKernel(kd, vd, c.dt, true)
-	b.launch(name, dim3{ns, groups, n}, dim3{threads, 1, 1}, smem, func(a *args) {
-		a.ptr(c.part).ptr(qb.p).ptr(kbase).ptr(pos).ptr(seq).ptr(tab).i32(maxb).i32(sp.BlockTokens).
-			i32(heads).i32(kd).i32(vd).i32(kd).f32(scale).i32(L).i32(ns)
-	})
+	if prefill {
+		s := &b.mla
+		if !b.upload32(&s.tiles, &s.tilesCap, &s.hTiles, tiles) {
+			return
+		}
+		b.launch("mla_attn_tc_rows_paged_f16", dim3{ns, groups, len(tiles)}, dim3{256, 1, 1}, mlaTRSmem(kd), func(a *args) {
+			a.ptr(c.part).ptr(qb.p).ptr(kbase).ptr(s.tiles).ptr(pos).ptr(seq).ptr(tab).i32(maxb).i32(sp.BlockTokens).
+				i32(heads).i32(kd).i32(vd).i32(kd).f32(scale).i32(L).i32(ns)
+		})
+	} else {
+		name, threads, smem := b.mlaKernel(kd, vd, c.dt, true)
+		b.launch(name, dim3{ns, groups, n}, dim3{threads, 1, 1}, smem, func(a *args) {
+			a.ptr(c.part).ptr(qb.p).ptr(kbase).ptr(pos).ptr(seq).ptr(tab).i32(maxb).i32(sp.BlockTokens).
+				i32(heads).i32(kd).i32(vd).i32(kd).f32(scale).i32(L).i32(ns)
+		})
+	}
 	b.launch("attn_combine", dim3{n * heads, 1, 1}, dim3{128, 1, 1}, 0, func(a *args) {
 		a.ptr(ob.p).ptr(c.part).i32(heads).i32(vd).i32(ns)
 	})

@@ -90,12 +90,13 @@ var mlaShapes = []struct {
 }
 
 // mlaVariants are the MLA kernels under test: f32 caches on the float32
-// kernel, f16 caches on the tensor-core kernel where the shape fits it and
-// on the float32 kernel (core).
+// kernel, f16 caches on the tensor-core kernels where the shape fits them
+// (prompt chunks on the prefill kernel), on the float32 kernel (core) and
+// on the per-row tensor-core kernel for prompt chunks too (perRow).
 var mlaVariants = []struct {
-	dt   kernels.DType
-	core bool
-}{{kernels.F32, false}, {kernels.F16, false}, {kernels.F16, true}}
+	dt           kernels.DType
+	core, perRow bool
+}{{kernels.F32, false, false}, {kernels.F16, false, false}, {kernels.F16, true, false}, {kernels.F16, false, true}}
 
 // TestMLAAttentionParity: Attention on absorbed MLA caches (the MLA
 // kernels) against the CPU: a prompt in chunks of 16 rows, decode steps,
@@ -104,7 +105,7 @@ func TestMLAAttentionParity(t *testing.T) {
 	for _, vr := range mlaVariants {
 		dt := vr.dt
 		r := newRig(t, Options{KVDType: dt})
-		r.g.mla.core = vr.core
+		r.g.mla.core, r.g.mla.perRow = vr.core, vr.perRow
 		tol := tolF32
 		if dt == kernels.F16 {
 			tol = tol16
@@ -132,7 +133,7 @@ func TestMLAAttentionParity(t *testing.T) {
 				out := r.poisoned(n * sh.heads * sh.vd)
 				r.g.Attention(out.g, q.g, k.g, nil, gc, layer, pos, n, sh.heads, scale)
 				r.c.Attention(out.c, q.c, k.c, nil, cc, layer, pos, n, sh.heads, scale)
-				r.check(fmt.Sprintf("%v core=%v %s step %d n=%d pos=%d", dt, vr.core, sh.name, si, n, pos), out, out.n, tol)
+				r.check(fmt.Sprintf("%v core=%v perRow=%v %s step %d n=%d pos=%d", dt, vr.core, vr.perRow, sh.name, si, n, pos), out, out.n, tol)
 				pos += n
 			}
 		}
@@ -146,7 +147,7 @@ func TestMLACapturedStep(t *testing.T) {
 	for _, vr := range mlaVariants {
 		dt := vr.dt
 		r := newRig(t, Options{KVDType: dt})
-		r.g.mla.core = vr.core
+		r.g.mla.core, r.g.mla.perRow = vr.core, vr.perRow
 		tol := tolF32
 		if dt == kernels.F16 {
 			tol = tol16
@@ -161,7 +162,7 @@ func TestMLACapturedStep(t *testing.T) {
 		out := r.poisoned(prompt * heads * vd)
 		r.g.Attention(out.g, q.g, k.g, nil, gc, 0, 0, prompt, heads, 0.05)
 		r.c.Attention(out.c, q.c, k.c, nil, cc, 0, 0, prompt, heads, 0.05)
-		r.check(fmt.Sprintf("%v prompt", dt), out, prompt*heads*vd, tol)
+		r.check(fmt.Sprintf("%v core=%v perRow=%v prompt", dt, vr.core, vr.perRow), out, prompt*heads*vd, tol)
 		q1, k1, o1 := r.rand(heads*kd), r.rand(kd), r.poisoned(heads*vd)
 		var sg *StepGraph
 		for pos := prompt; pos < maxTok; pos += 1 + pos/8 { // jumps: positions between hold zeros on both sides
@@ -195,9 +196,9 @@ func TestMLAPagedParity(t *testing.T) {
 	for _, vr := range mlaVariants {
 		dt := vr.dt
 		for _, sh := range mlaShapes {
-			t.Run(fmt.Sprintf("%v/core=%v/%s", dt, vr.core, sh.name), func(t *testing.T) {
+			t.Run(fmt.Sprintf("%v/core=%v/perRow=%v/%s", dt, vr.core, vr.perRow, sh.name), func(t *testing.T) {
 				r := newRig(t, Options{KVDType: dt})
-				r.g.mla.core = vr.core
+				r.g.mla.core, r.g.mla.perRow = vr.core, vr.perRow
 				tol := tolF32
 				if dt == kernels.F16 {
 					tol = tol16
@@ -272,6 +273,28 @@ func TestMLASplits(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestMLARowTiles: the paged prefill kernel's row tiles are runs of one
+// sequence at consecutive positions, at most mlaTR rows, covering the
+// batch in order.
+func TestMLARowTiles(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		pos, seq []int32
+		tiles    []int32
+		multi    bool
+	}{
+		{"decode", []int32{7, 3, 9}, []int32{0, 1, 2}, []int32{1, 8 + 1, 16 + 1}, false},
+		{"chunk of 6", []int32{10, 11, 12, 13, 14, 15}, []int32{2, 2, 2, 2, 2, 2}, []int32{4, 32 + 2}, true},
+		{"two chunks and decode", []int32{0, 1, 2, 0, 1, 40}, []int32{0, 0, 0, 1, 1, 2}, []int32{3, 24 + 2, 40 + 1}, true},
+		{"gap in positions", []int32{0, 1, 3, 4}, []int32{0, 0, 0, 0}, []int32{2, 16 + 2}, true},
+		{"empty", nil, nil, nil, false},
+	} {
+		tiles, multi := mlaRowTiles(c.pos, c.seq)
+		require.Equal(t, c.tiles, tiles, c.name)
+		require.Equal(t, c.multi, multi, c.name)
 	}
 }
 
