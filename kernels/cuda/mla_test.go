@@ -568,6 +568,72 @@ func BenchmarkMLAPagedDecode(b *testing.B) {
 	}
 }
 
+// BenchmarkMLAPagedPrefill: a serving step of PagedAttention (the rows'
+// key store included) on an f16 MLA cache in shuffled 16-position blocks:
+// a prompt chunk of 512 rows after 1536 cached positions of its sequence
+// and, with decode=31, 31 decode rows of other sequences at 2048, on the
+// prefill kernel (row tiles) and the per-row tensor-core kernel.
+func BenchmarkMLAPagedPrefill(b *testing.B) {
+	const kd, vd, bs, ctx, chunk = 576, 512, 16, 2048, 512
+	for _, heads := range []int{16, 128} {
+		for _, decode := range []int{0, 31} {
+			for _, path := range []string{"prefill", "per-row"} {
+				b.Run(fmt.Sprintf("heads=%d/chunk=%d/decode=%d/%s", heads, chunk, decode, path), func(b *testing.B) {
+					g := benchGPU(b, Options{KVDType: kernels.F16})
+					g.mla.perRow = path == "per-row"
+					seqs, nb := 1+decode, ctx/bs
+					spec := kernels.PagedKVSpec{Layers: 1, Blocks: seqs * nb, BlockTokens: bs, KVHeads: 1, KDim: kd, VDim: vd, VInK: true}
+					kv, err := g.NewPagedKV(spec)
+					require.NoError(b, err)
+					c := kv.(*PagedKV)
+					perm := rand.New(rand.NewPCG(1, 2)).Perm(spec.Blocks)
+					fill := &kernels.Batch{Tables: make([][]int32, seqs)}
+					step := &kernels.Batch{Tables: fill.Tables}
+					for s := range seqs {
+						for i := range nb {
+							fill.Tables[s] = append(fill.Tables[s], int32(perm[s*nb+i]))
+						}
+						for p := range ctx {
+							fill.Pos, fill.Seq = append(fill.Pos, int32(p)), append(fill.Seq, int32(s))
+						}
+					}
+					for p := ctx - chunk; p < ctx; p++ {
+						step.Pos, step.Seq = append(step.Pos, int32(p)), append(step.Seq, 0)
+					}
+					for s := 1; s < seqs; s++ {
+						step.Pos, step.Seq = append(step.Pos, int32(ctx-1)), append(step.Seq, int32(s))
+					}
+					n := fill.Rows()
+					kb, err := g.Alloc(n * kd)
+					require.NoError(b, err)
+					require.NoError(b, g.RandomBuffer(kb, 3, 0, 1))
+					g.mu.Lock()
+					if g.uploadBatch(fill) {
+						d := &g.bd
+						g.launch("kv_store_paged_"+dtypeNames[c.dt], dim3{blocks(int64(n)*kd, 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+							a.ptr(c.k).ptr(0).ptr(g.dev(kb).p).ptr(0).i32(n).ptr(d.pos).ptr(d.seq).ptr(d.tab).i32(d.maxb).i32(bs).i32(kd).i32(0)
+						})
+					}
+					g.mu.Unlock()
+					require.NoError(b, g.Sync())
+					rows := step.Rows()
+					q, err := g.Alloc(rows * heads * kd)
+					require.NoError(b, err)
+					require.NoError(b, g.RandomBuffer(q, 4, 0, 1))
+					k1, err := g.Alloc(rows * kd)
+					require.NoError(b, err)
+					require.NoError(b, g.RandomBuffer(k1, 5, 0, 1))
+					out, err := g.Alloc(rows * heads * vd)
+					require.NoError(b, err)
+					us := timeOps(b, g, func() { g.PagedAttention(out, q, k1, nil, kv, 0, step, heads, 0.04) })
+					keys := float64(chunk)*float64(ctx-chunk) + float64(chunk)*float64(chunk+1)/2 + float64(decode*ctx)
+					b.ReportMetric(keys*float64(heads*(kd+vd)*2)/(us*1e6), "TFLOP/s")
+				})
+			}
+		}
+	}
+}
+
 // BenchmarkMatMulHeads: the absorbed projections (bf16) of V2-Lite (16
 // heads) and V3 (128) as one MatMulHeads against the per-head loop the
 // engine ran before (Copy2D, MatMul, Copy2D a head).
