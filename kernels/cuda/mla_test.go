@@ -475,6 +475,61 @@ func BenchmarkMLADecode(b *testing.B) {
 	}
 }
 
+// TestMLAPrefillMatchesPerRow: the prefill kernel against the per-row
+// tensor-core kernel on the same GPU and inputs, row by row: both round q
+// and P to f16 on the same tiles and splits, so they differ by float32
+// summation order and the f16 rounding of P that follows from it, far
+// below the CPU parity bound; a mask or partial off by a row or a key is
+// not.
+func TestMLAPrefillMatchesPerRow(t *testing.T) {
+	for _, sh := range []struct {
+		name          string
+		heads, kd, vd int
+	}{{"v2", 16, 576, 512}, {"v3", 128, 576, 512}, {"small-tc", 20, 80, 64}} {
+		for _, n := range []int{2, 3, 17, 300} {
+			t.Run(fmt.Sprintf("%s/n=%d", sh.name, n), func(t *testing.T) {
+				g := newGPU(t, Options{KVDType: kernels.F16})
+				rnd := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+				spec := kernels.KVSpec{Layers: 1, MaxTokens: 2*n + 133, KVHeads: 1, KDim: sh.kd, VDim: sh.vd, VInK: true}
+				var caches [2]kernels.KVCache
+				for i := range caches {
+					c, err := g.NewKVCache(spec)
+					require.NoError(t, err)
+					caches[i] = c
+				}
+				upload := func(v []float32) kernels.Buffer {
+					buf, err := g.Alloc(len(v))
+					require.NoError(t, err)
+					require.NoError(t, g.Upload(buf, 0, v))
+					return buf
+				}
+				pos := 0
+				for _, rows := range []int{n, 133, n} { // pos0 0, n, n+133
+					q, k := upload(randVec(rnd, rows*sh.heads*sh.kd)), upload(randVec(rnd, rows*sh.kd))
+					w := rows * sh.heads * sh.vd
+					var outs [2][]float32
+					for i, perRow := range []bool{false, true} {
+						g.mla.perRow = perRow
+						out := upload(make([]float32, w))
+						g.Attention(out, q, k, nil, caches[i], 0, pos, rows, sh.heads, 0.04)
+						outs[i] = make([]float32, w)
+						require.NoError(t, g.Download(outs[i], out, 0))
+					}
+					rw := sh.heads * sh.vd
+					worst := 0.0
+					for r := range rows {
+						e := relErr(outs[0][r*rw:(r+1)*rw], outs[1][r*rw:(r+1)*rw])
+						require.LessOrEqual(t, e, 2e-3, "rows %d at pos0 %d: row %d", rows, pos, r)
+						worst = max(worst, e)
+					}
+					t.Logf("rows %d at pos0 %d: worst row rel err %.2e", rows, pos, worst)
+					pos += rows
+				}
+			})
+		}
+	}
+}
+
 // BenchmarkMLAPrefill: a prompt chunk of n rows of one sequence at pos0
 // (keys stored: AttentionNoStore) on an f16 MLA cache (kd 576, vd 512):
 // the prefill kernel at 64, 128 (the default) and 256 rows a launch, the
