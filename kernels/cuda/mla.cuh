@@ -624,7 +624,9 @@ __device__ void mla_attn_tc_rows(float* part, const float* q, const __half* kc, 
       for (int e = 0; e < 4; e++) sa[j][e] = 0.f;
     const __half* qp = Qs + (16 * wr + (mat & 1) * 8 + mr) * ST + (mat >> 1) * 8;
     const __half* kp = Ks + (32 * wh + (mat >> 1) * 8 + mr) * ST + (mat & 1) * 8;
-    for (int kk = 0; kk < nk; kk++) {
+    // Warp-uniform skip: none of the warp's 32 keys is visible to its row
+    // (rows past n, the last tile); their scores are masked below anyway.
+    for (int kk = 0; kk < (j0 + 32 * wh < Tw ? nk : 0); kk++) {
       unsigned qa[4], b0, b1, b2, b3, b4, b5, b6, b7;
       ldsm_x4(qa[0], qa[1], qa[2], qa[3], qp + kk * 16);
       ldsm_x4(b0, b1, b2, b3, kp + kk * 16);
@@ -664,6 +666,9 @@ __device__ void mla_attn_tc_rows(float* part, const float* q, const __half* kc, 
     }
     __syncthreads();
 
+    // A row that sees no key of this tile keeps its values (a = 1, or 0
+    // on zeros): the warp skips the tile (warp-uniform).
+    if (j0 >= Tw) continue;
     const float alo = arow[16 * wr + g], ahi = arow[16 * wr + g + 8];
 #pragma unroll
     for (int j = 0; j < 32; j++) {
