@@ -208,14 +208,21 @@ func (b *Backend) mlaPrefill(n, kd, vd int, dt kernels.DType) bool {
 
 // mlaSplits splits contexts of up to maxT keys for launches of perSplit
 // blocks per split (row blocks × head groups) aiming at about blocks
-// blocks in all (two per SM for the per-row kernels, one for the prefill
-// kernel, which fills an SM), at least mlaMinKeys keys (a multiple of
-// both kernels' tiles) a split.
+// blocks in all (two per SM for the per-row kernels), at least
+// mlaMinKeys keys (a multiple of the kernels' tiles) a split.
 func (b *Backend) mlaSplits(maxT, perSplit, blocks int) (nsplit, L int) {
 	want := max(1, (max(blocks, 1)+perSplit-1)/perSplit)
 	L = (maxT + want - 1) / want
 	L = max(mlaMinKeys, (L+mlaTCBN-1)/mlaTCBN*mlaTCBN)
 	return (maxT + L - 1) / L, L
+}
+
+// mlaPrefillSplits is mlaSplits for the prefill kernel: at most SMs
+// blocks (one an SM; at least one split), so a launch is one whole wave
+// rather than a wave and a small tail.
+func (b *Backend) mlaPrefillSplits(maxT, perSplit int) (nsplit, L int) {
+	sms := max(b.info.SMs, 1)
+	return b.mlaSplits(maxT, perSplit, sms/perSplit*perSplit)
 }
 
 // mlaPartials bounds the partials (floats) of any per-row launch of up
@@ -227,8 +234,8 @@ func (b *Backend) mlaPartials(rows, heads, vd int) int64 {
 }
 
 // mlaPrefillPartials bounds the partials of any prefill launch of up to
-// rows rows: with t = ⌈rows/MLA_TR⌉ row blocks, mlaSplits(maxT,
-// t·groups, SMs) keeps rows·nsplit ≤ rows·(SMs/(t·groups) + 1) ≤
+// rows rows: with t = ⌈rows/MLA_TR⌉ row blocks, mlaPrefillSplits(maxT,
+// t·groups) keeps nsplit ≤ max(1, SMs/(t·groups)), so rows·nsplit ≤
 // MLA_TR·SMs/groups + rows.
 func (b *Backend) mlaPrefillPartials(rows, heads, vd int) int64 {
 	groups := (heads + mlaHB - 1) / mlaHB
@@ -263,10 +270,10 @@ func (b *Backend) mlaAttention(c *KVCache, ob, qb *Buffer, kbase devptr, pos0, n
 	groups := (heads + mlaHB - 1) / mlaHB
 	prefill := b.mlaPrefill(n, kd, vd, c.dt)
 	name, threads, smem := b.mlaKernel(kd, vd, c.dt, false)
-	rows, blocks := mlaRows, 2*max(b.info.SMs, 1)
+	rows := mlaRows
 	if prefill {
 		name, threads, smem = "mla_attn_tc_rows_f16", 256, mlaTRSmem(kd)
-		rows, blocks = b.mlaPrefillChunk(), max(b.info.SMs, 1)
+		rows = b.mlaPrefillChunk()
 	}
 	for i0 := 0; i0 < n; i0 += rows {
 		nq := min(rows, n-i0)
@@ -281,13 +288,13 @@ func (b *Backend) mlaAttention(c *KVCache, ob, qb *Buffer, kbase devptr, pos0, n
 		if prefill {
 			tiles := (nq + mlaTR - 1) / mlaTR
 			var L int
-			ns, L = b.mlaSplits(maxT, tiles*groups, blocks)
+			ns, L = b.mlaPrefillSplits(maxT, tiles*groups)
 			b.launch(name, dim3{ns, groups, tiles}, dim3{threads, 1, 1}, smem, func(a *args) {
 				a.ptr(c.part).ptr(qp).ptr(kbase).i32(p0).ptr(b.dp).i32(nq).i32(heads).i32(kd).i32(vd).i32(kd).f32(scale).i32(L).i32(ns)
 			})
 		} else {
 			var L int
-			ns, L = b.mlaSplits(maxT, nq*groups, blocks)
+			ns, L = b.mlaSplits(maxT, nq*groups, 2*max(b.info.SMs, 1))
 			b.launch(name, dim3{ns, groups, nq}, dim3{threads, 1, 1}, smem, func(a *args) {
 				a.ptr(c.part).ptr(qp).ptr(kbase).i32(p0).ptr(b.dp).i32(heads).i32(kd).i32(vd).i32(kd).f32(scale).i32(L).i32(ns)
 			})
@@ -332,11 +339,10 @@ func (b *Backend) mlaPagedAttention(c *PagedKV, ob, qb *Buffer, kbase, pos, seq,
 	if bt != nil && b.mlaPrefill(n, kd, vd, c.dt) {
 		tiles, prefill = mlaRowTiles(bt.Pos[:n], bt.Seq[:n])
 	}
-	perSplit, blocks := n*groups, 2*max(b.info.SMs, 1)
+	ns, L := b.mlaSplits(maxT, n*groups, 2*max(b.info.SMs, 1))
 	if prefill {
-		perSplit, blocks = len(tiles)*groups, max(b.info.SMs, 1)
+		ns, L = b.mlaPrefillSplits(maxT, len(tiles)*groups)
 	}
-	ns, L := b.mlaSplits(maxT, perSplit, blocks)
 	need := int64(n) * int64(heads) * int64(ns) * int64(vd+2)
 	if need > c.partCap {
 		need = max(need, 2*c.partCap) // as PagedAttention: fewer stale graphs

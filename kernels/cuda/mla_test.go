@@ -266,7 +266,8 @@ func TestMLASplits(t *testing.T) {
 			for _, chunk := range []int{64, mlaPrefillRows, 256} {
 				for _, rows := range []int{2, 3, 4, 5, 17, chunk - 1, chunk} {
 					tiles := (rows + mlaTR - 1) / mlaTR
-					ns, L := b.mlaSplits(maxT, tiles*groups, 132)
+					ns, L := b.mlaPrefillSplits(maxT, tiles*groups)
+					require.LessOrEqual(t, ns*tiles*groups, max(132, tiles*groups), "one wave")
 					check(ns, L)
 					require.LessOrEqual(t, int64(rows*ns*heads*(512+2)), b.mlaPrefillPartials(chunk, heads, 512),
 						"prefill: heads %d rows %d chunk %d maxT %d: %d splits", heads, rows, chunk, maxT, ns)
