@@ -477,3 +477,211 @@ extern "C" __global__ void __launch_bounds__(128)
                           int nsplit) {
   mla_attn_tc<true>(part, q, kc, 0, nullptr, heads, kd, vd, ks, scale, L, nsplit, Paged{rpos, rseq, tabs, maxb, bs});
 }
+
+// ---------------------------------------------------------------- MLA prefill attention, tensor cores
+// mla_attn_tc for MLA_TR consecutive query rows of one sequence (prefill:
+// rows i.. of the launch at positions pos0+dp[1]+i..): the block's M
+// dimension is MLA_TR rows × MLA_HB heads (64), so each cache tile staged
+// in shared memory serves every row of the tile, and the cache is read once
+// per (row tile, head group, split) instead of once per row. Causal mask per
+// row (row r sees keys < T_r); a row that sees no key of a tile keeps its
+// state (max -inf, sum 0), as an empty split. Same splits, tiles (64 keys
+// from s·L), softmax and partials as mla_attn_tc, so attn_combine merges
+// them unchanged. 8 warps. Scores: warp w takes row w&3 (its 16 heads) ×
+// keys 32·(w>>2)..+31. Softmax: 8 M rows a warp. Values: warp w takes row
+// w&3 × columns (w>>2)·vd/2.. (≤ 32 n tiles: 128 accumulators a thread).
+#define MLA_TR 4
+#define MLA_TR_THREADS 256
+
+// Paged (mla_attn_tc_rows_paged_f16): block z takes the row tile
+// tiles[z] = 8·i0 + nr, rows i0..i0+nr-1 (nr ≤ MLA_TR) of one sequence at
+// consecutive positions (the host cuts the batch's runs into such tiles; a
+// decode row is a tile of one), its keys through row i0's block table.
+template <bool PAGED>
+__device__ void mla_attn_tc_rows(float* part, const float* q, const __half* kc, int pos0, const int* dp, int n,
+                                 const int* tiles, int heads, int kd, int vd, int kstride, float scale, int L,
+                                 int nsplit, Paged pg) {
+  extern __shared__ __align__(16) unsigned char mla_tr_sm[];
+  constexpr int BN = MLA_TC_BN, PST = BN + 8, M = MLA_TR * MLA_HB;
+  const int s = blockIdx.x, h0 = blockIdx.y * MLA_HB;
+  const int tid = threadIdx.x, w = tid >> 5, lane = tid & 31;
+  const int g = lane >> 2, t4 = lane & 3, mat = lane >> 3, mr = lane & 7;
+  int i0, nr, T0;  // the tile's first row, its rows, and the keys row i0 sees (row i0+r sees T0+r)
+  if (PAGED) {
+    const int tl = tiles[blockIdx.z];
+    i0 = tl >> 3;
+    nr = tl & 7;
+    T0 = pg.rpos[i0] + 1;
+  } else {
+    i0 = blockIdx.z * MLA_TR;
+    nr = min(MLA_TR, n - i0);
+    T0 = pos0 + dp[1] + i0 + 1;
+  }
+  const int nh = min(MLA_HB, heads - h0);
+  const int start = s * L, end = min(start + L, T0 + nr - 1);
+  // Partials of (row r, head h) of this block: [vd | max | sum].
+  auto ppart = [&](int r, int h) { return part + (((size_t)(i0 + r) * heads + h0 + h) * nsplit + s) * (vd + 2); };
+  if (end <= start) {  // a split past the tile's context
+    if (tid < M) {
+      const int r = tid / MLA_HB, h = tid % MLA_HB;
+      if (r < nr && h < nh) {
+        float* pp = ppart(r, h);
+        pp[vd] = -INFINITY;
+        pp[vd + 1] = 0.f;
+      }
+    }
+    return;
+  }
+  const int ST = kd + 8;
+  __half* Qs = reinterpret_cast<__half*>(mla_tr_sm);          // [M][ST] q, row-major (row r, head h) = r·HB+h
+  __half* Ks = Qs + M * ST;                                    // [BN][ST] the tile
+  __half* Ps = Ks + BN * ST;                                   // [M][PST] probabilities
+  float* Ss = reinterpret_cast<float*>(Ps + M * PST);          // [M][BN] scores
+  float* mrow = Ss + M * BN;                                   // [M] running max
+  float* lrow = mrow + M;                                      // [M] running sum
+  float* arow = lrow + M;                                      // [M] this tile's rescale
+  const int half = kd / 2;
+  for (int j = tid; j < M * half; j += MLA_TR_THREADS) {
+    const int m = j / half, c = 2 * (j - m * half);
+    const int r = m / MLA_HB, h = m % MLA_HB;
+    float v0 = 0.f, v1 = 0.f;
+    if (r < nr && h < nh) {
+      const float* qp = q + ((size_t)(i0 + r) * heads + h0 + h) * kd + c;
+      v0 = qp[0] * scale;
+      v1 = qp[1] * scale;
+    }
+    *reinterpret_cast<unsigned*>(Qs + m * ST + c) = pack_h2(v0, v1);
+  }
+  if (tid < M) {
+    mrow[tid] = -INFINITY;
+    lrow[tid] = 0.f;
+  }
+  const int wr = w & 3, wh = w >> 2;          // the warp's query row, and its key / column half
+  const int Tw = wr < nr ? T0 + wr : 0;       // keys the warp's row sees (none for rows past n)
+  const int nk = kd / 16, cw0 = wh * (vd / 2), npairs = vd / 32;  // npairs ≤ 16
+  float o[32][4];
+#pragma unroll
+  for (int j = 0; j < 32; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+
+  for (int j0 = start; j0 < end; j0 += BN) {
+    const int len = min(BN, end - j0);
+    __syncthreads();  // the last tile's values and probabilities are read (and q is in place)
+    const int cpr = kd / 8;
+    for (int idx = tid; idx < BN * cpr; idx += MLA_TR_THREADS) {
+      const int r = idx / cpr, c = (idx - r * cpr) * 8;
+      const bool ok = r < len;
+      cp_async16(Ks + r * ST + c, ok ? kc + (PAGED ? pg.slot(i0, j0 + r) : (size_t)(j0 + r)) * kstride + c : kc, ok);
+    }
+    cp_commit();
+    cp_wait<0>();
+    __syncthreads();
+
+    // Scores: rows 16·wr.. of M × keys 32·wh.. (4 n tiles of 8).
+    float sa[4][4];
+#pragma unroll
+    for (int j = 0; j < 4; j++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) sa[j][e] = 0.f;
+    const __half* qp = Qs + (16 * wr + (mat & 1) * 8 + mr) * ST + (mat >> 1) * 8;
+    const __half* kp = Ks + (32 * wh + (mat >> 1) * 8 + mr) * ST + (mat & 1) * 8;
+    // Warp-uniform skip: none of the warp's 32 keys is visible to its row
+    // (rows past n, the last tile); their scores are masked below anyway.
+    for (int kk = 0; kk < (j0 + 32 * wh < Tw ? nk : 0); kk++) {
+      unsigned qa[4], b0, b1, b2, b3, b4, b5, b6, b7;
+      ldsm_x4(qa[0], qa[1], qa[2], qa[3], qp + kk * 16);
+      ldsm_x4(b0, b1, b2, b3, kp + kk * 16);
+      ldsm_x4(b4, b5, b6, b7, kp + 16 * ST + kk * 16);
+      mma16816(sa[0], qa, b0, b1);
+      mma16816(sa[1], qa, b2, b3);
+      mma16816(sa[2], qa, b4, b5);
+      mma16816(sa[3], qa, b6, b7);
+    }
+#pragma unroll
+    for (int j = 0; j < 4; j++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int key = 32 * wh + 8 * j + 2 * t4 + (e & 1), m = 16 * wr + g + 8 * (e >> 1);
+        Ss[m * BN + key] = key < len && j0 + key < Tw ? sa[j][e] : -INFINITY;
+      }
+    __syncthreads();
+
+    // Online softmax: warp w owns M rows 8w..8w+7, keys lane and lane+32.
+#pragma unroll
+    for (int mm = 0; mm < 8; mm++) {
+      const int m = 8 * w + mm;
+      const float s0 = Ss[m * BN + lane], s1 = Ss[m * BN + lane + 32];
+      const float mo = mrow[m];
+      const float mn = fmaxf(mo, warp_max(fmaxf(s0, s1)));
+      const float mb = mn == -INFINITY ? 0.f : mn;  // no key seen yet: p = 0, state kept
+      const float p0 = __expf(s0 - mb), p1 = __expf(s1 - mb);
+      Ps[m * PST + lane] = __float2half_rn(p0);
+      Ps[m * PST + lane + 32] = __float2half_rn(p1);
+      const float l = warp_sum(p0 + p1);
+      if (lane == 0) {
+        const float a = __expf(mo - mb);  // 0 while the max is -inf (the sum and values are 0 then)
+        arow[m] = a;
+        lrow[m] = lrow[m] * a + l;
+        mrow[m] = mn;
+      }
+    }
+    __syncthreads();
+
+    // A row that sees no key of this tile keeps its values (a = 1, or 0
+    // on zeros): the warp skips the tile (warp-uniform).
+    if (j0 >= Tw) continue;
+    const float alo = arow[16 * wr + g], ahi = arow[16 * wr + g + 8];
+#pragma unroll
+    for (int j = 0; j < 32; j++) {
+      o[j][0] *= alo; o[j][1] *= alo;
+      o[j][2] *= ahi; o[j][3] *= ahi;
+    }
+#pragma unroll
+    for (int kc2 = 0; kc2 < BN / 16; kc2++) {
+      unsigned pa[4];
+      ldsm_x4(pa[0], pa[1], pa[2], pa[3], Ps + (16 * wr + (mat & 1) * 8 + mr) * PST + kc2 * 16 + (mat >> 1) * 8);
+      const __half* vp = Ks + (kc2 * 16 + (mat & 1) * 8 + mr) * ST + cw0 + (mat >> 1) * 8;
+#pragma unroll
+      for (int np = 0; np < 16; np++) {
+        if (np < npairs) {
+          unsigned b0, b1, b2, b3;
+          ldsm_x4_t(b0, b1, b2, b3, vp + np * 16);
+          mma16816(o[2 * np], pa, b0, b1);
+          mma16816(o[2 * np + 1], pa, b2, b3);
+        }
+      }
+    }
+  }
+  if (wr < nr) {
+#pragma unroll
+    for (int j = 0; j < 32; j++) {
+      if (j < 2 * npairs) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int h = g + 8 * (e >> 1);
+          if (h < nh) ppart(wr, h)[cw0 + 8 * j + 2 * t4 + (e & 1)] = o[j][e];
+        }
+      }
+    }
+  }
+  if (tid < M) {
+    const int r = tid / MLA_HB, h = tid % MLA_HB;
+    if (r < nr && h < nh) {
+      float* pp = ppart(r, h);
+      pp[vd] = mrow[tid];
+      pp[vd + 1] = lrow[tid];
+    }
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(MLA_TR_THREADS, 1)
+    mla_attn_tc_rows_f16(float* part, const float* q, const __half* kc, int pos0, const int* dp, int n, int heads,
+                         int kd, int vd, int ks, float scale, int L, int nsplit) {
+  mla_attn_tc_rows<false>(part, q, kc, pos0, dp, n, nullptr, heads, kd, vd, ks, scale, L, nsplit, Paged{});
+}
+extern "C" __global__ void __launch_bounds__(MLA_TR_THREADS, 1)
+    mla_attn_tc_rows_paged_f16(float* part, const float* q, const __half* kc, const int* tiles, const int* rpos,
+                               const int* rseq, const int* tabs, int maxb, int bs, int heads, int kd, int vd, int ks,
+                               float scale, int L, int nsplit) {
+  mla_attn_tc_rows<true>(part, q, kc, 0, nullptr, 0, tiles, heads, kd, vd, ks, scale, L, nsplit,
+                         Paged{rpos, rseq, tabs, maxb, bs});
+}

@@ -18,7 +18,11 @@ const (
 	mlaTCBN    = 64  // MLA_TC_BN: cache rows per tile of the tensor-core kernel
 	mlaMaxVD   = 512 // value columns the kernel's registers hold
 	mlaMinKeys = 64  // keys per split at least (a split's fixed cost is its q and partials)
-	mlaRows    = 16  // query rows per launch on the contiguous path
+	mlaRows    = 16  // query rows per launch on the contiguous path (per-row kernels)
+	mlaTR      = 4   // MLA_TR: query rows per block of the prefill kernel
+	// mlaPrefillRows is the query rows per launch of the prefill kernel
+	// (mla_attn_tc_rows_f16): 32 row tiles. Not measured yet.
+	mlaPrefillRows = 128
 	// headsGEMV is the most tokens MatMulHeads runs through the GEMV
 	// kernel (weights read once per 8 tokens, from L2 after the first);
 	// more go head by head through MatMul's GEMMs, four launches a head.
@@ -35,6 +39,14 @@ type mlaState struct {
 	x, y       devptr
 	xCap, yCap int64 // floats
 	core       bool  // f16 caches on the float32 kernel too (tests, benchmarks)
+	perRow     bool  // prefill on the per-row kernels too (tests, benchmarks)
+	// prefillRows overrides mlaPrefillRows when > 0 (benchmarks).
+	prefillRows int
+	// The row tiles of the last paged batch on the prefill kernel
+	// (mlaRowTiles), on the device and the host copy of what is there.
+	tiles    devptr
+	tilesCap int
+	hTiles   []int32
 }
 
 // MatMulHeads implements kernels.Backend: up to headsGEMV tokens in one
@@ -150,6 +162,14 @@ func mlaTCSmem(kd int) int {
 	return 2*(mlaHB+mlaTCBN)*(kd+8) + 2*mlaHB*(mlaTCBN+8) + 4*(mlaHB*mlaTCBN+3*mlaHB)
 }
 
+// mlaTRSmem is the prefill kernel's shared memory: q of MLA_TR rows ×
+// MLA_HB heads and one tile in f16 (rows padded by 8 halves),
+// probabilities (f16), scores and softmax state of its 64 M rows.
+func mlaTRSmem(kd int) int {
+	const m = mlaTR * mlaHB
+	return 2*(m+mlaTCBN)*(kd+8) + 2*m*(mlaTCBN+8) + 4*(m*mlaTCBN+3*m)
+}
+
 // useMLA reports whether attention over a cache of this shape runs on the
 // MLA kernels: an absorbed MLA cache (one KV head, values inside the keys)
 // whose values fit the kernel's registers and whose tile fits its shared
@@ -167,70 +187,162 @@ func (b *Backend) mlaKernel(kd, vd int, dt kernels.DType, paged bool) (name stri
 	if paged {
 		kind = "paged_"
 	}
-	if dt == kernels.F16 && kd%16 == 0 && vd%64 == 0 && mlaTCSmem(kd) <= b.smemMax && !b.mla.core {
+	if b.mlaTC(kd, vd, dt) {
 		return "mla_attn_tc_" + kind + "f16", 128, mlaTCSmem(kd)
 	}
 	return "mla_attn_" + kind + dtypeNames[dt], 256, mlaSmem(kd, dt)
 }
 
+// mlaTC reports whether the tensor-core kernels take this cache (the
+// choice mlaKernel makes).
+func (b *Backend) mlaTC(kd, vd int, dt kernels.DType) bool {
+	return dt == kernels.F16 && kd%16 == 0 && vd%64 == 0 && mlaTCSmem(kd) <= b.smemMax && !b.mla.core
+}
+
+// mlaPrefill reports whether n query rows of one sequence at consecutive
+// positions run on the prefill kernel: several rows of a cache the
+// tensor-core kernel takes, whose 64-row q and tile fit shared memory.
+func (b *Backend) mlaPrefill(n, kd, vd int, dt kernels.DType) bool {
+	return n > 1 && b.mlaTC(kd, vd, dt) && mlaTRSmem(kd) <= b.smemMax && !b.mla.perRow
+}
+
 // mlaSplits splits contexts of up to maxT keys for launches of perSplit
-// blocks per split (rows × head groups): about two blocks per SM, at least
-// mlaMinKeys keys (a multiple of both kernels' tiles) a split.
-func (b *Backend) mlaSplits(maxT, perSplit int) (nsplit, L int) {
-	want := max(1, (2*max(b.info.SMs, 1)+perSplit-1)/perSplit)
+// blocks per split (row blocks × head groups) aiming at about blocks
+// blocks in all (two per SM for the per-row kernels), at least
+// mlaMinKeys keys (a multiple of the kernels' tiles) a split.
+func (b *Backend) mlaSplits(maxT, perSplit, blocks int) (nsplit, L int) {
+	want := max(1, (max(blocks, 1)+perSplit-1)/perSplit)
 	L = (maxT + want - 1) / want
 	L = max(mlaMinKeys, (L+mlaTCBN-1)/mlaTCBN*mlaTCBN)
 	return (maxT + L - 1) / L, L
 }
 
-// mlaPartials bounds the partials (floats) of any launch of up to rows
-// rows: mlaSplits keeps rows·nsplit ≤ 2·SMs/groups + rows.
+// mlaPrefillSplits is mlaSplits for the prefill kernel: at most SMs
+// blocks (one an SM; at least one split), so a launch is one whole wave
+// rather than a wave and a small tail.
+func (b *Backend) mlaPrefillSplits(maxT, perSplit int) (nsplit, L int) {
+	sms := max(b.info.SMs, 1)
+	return b.mlaSplits(maxT, perSplit, sms/perSplit*perSplit)
+}
+
+// mlaPartials bounds the partials (floats) of any per-row launch of up
+// to rows rows: mlaSplits(maxT, rows·groups, 2·SMs) keeps rows·nsplit ≤
+// 2·SMs/groups + rows.
 func (b *Backend) mlaPartials(rows, heads, vd int) int64 {
 	groups := (heads + mlaHB - 1) / mlaHB
 	return int64(2*max(b.info.SMs, 1)/groups+rows+1) * int64(heads) * int64(vd+2)
 }
 
+// mlaPrefillPartials bounds the partials of any prefill launch of up to
+// rows rows: with t = ⌈rows/MLA_TR⌉ row blocks, mlaPrefillSplits(maxT,
+// t·groups) keeps nsplit ≤ max(1, SMs/(t·groups)), so rows·nsplit ≤
+// MLA_TR·SMs/groups + rows.
+func (b *Backend) mlaPrefillPartials(rows, heads, vd int) int64 {
+	groups := (heads + mlaHB - 1) / mlaHB
+	return int64(mlaTR*max(b.info.SMs, 1)/groups+rows+1) * int64(heads) * int64(vd+2)
+}
+
+// mlaPrefillChunk is the rows per launch of the prefill kernel.
+func (b *Backend) mlaPrefillChunk() int {
+	if b.mla.prefillRows > 0 {
+		return b.mla.prefillRows
+	}
+	return mlaPrefillRows
+}
+
 // mlaAttention is Attention's MLA path for n query rows at pos0.. (keys
-// already stored): chunks of mlaRows rows, each one mla_attn launch and
-// one attn_combine. A captured step splits the whole cache (its position
-// moves on replay); the partials are sized once per cache, so a capture
-// never reallocates them.
+// already stored): several rows on the prefill kernel (mlaPrefill) in
+// chunks of mlaPrefillChunk rows, else chunks of mlaRows rows on the
+// per-row kernel; each chunk one launch and one attn_combine. A captured
+// step splits the whole cache (its position moves on replay); the
+// partials are sized once per cache for both kernels, so a capture never
+// reallocates them.
 func (b *Backend) mlaAttention(c *KVCache, ob, qb *Buffer, kbase devptr, pos0, n, heads int, scale float32) {
 	sp := c.spec
 	kd, vd := sp.KDim, sp.VDim
-	if !b.growPartials(&c.kvMem, b.mlaPartials(mlaRows, heads, vd)) {
+	need := b.mlaPartials(mlaRows, heads, vd)
+	if b.mlaPrefill(2, kd, vd, c.dt) {
+		need = max(need, b.mlaPrefillPartials(b.mlaPrefillChunk(), heads, vd))
+	}
+	if !b.growPartials(&c.kvMem, need) {
 		return
 	}
 	groups := (heads + mlaHB - 1) / mlaHB
+	prefill := b.mlaPrefill(n, kd, vd, c.dt)
 	name, threads, smem := b.mlaKernel(kd, vd, c.dt, false)
-	for i0 := 0; i0 < n; i0 += mlaRows {
-		nq := min(mlaRows, n-i0)
+	rows := mlaRows
+	if prefill {
+		name, threads, smem = "mla_attn_tc_rows_f16", 256, mlaTRSmem(kd)
+		rows = b.mlaPrefillChunk()
+	}
+	for i0 := 0; i0 < n; i0 += rows {
+		nq := min(rows, n-i0)
 		maxT := pos0 + i0 + nq
 		if b.capturing {
 			maxT = sp.MaxTokens
 		}
-		ns, L := b.mlaSplits(maxT, nq*groups)
 		qp := qb.p + devptr(i0*heads*kd)*4
 		op := ob.p + devptr(i0*heads*vd)*4
 		p0 := pos0 + i0
-		b.launch(name, dim3{ns, groups, nq}, dim3{threads, 1, 1}, smem, func(a *args) {
-			a.ptr(c.part).ptr(qp).ptr(kbase).i32(p0).ptr(b.dp).i32(heads).i32(kd).i32(vd).i32(kd).f32(scale).i32(L).i32(ns)
-		})
+		var ns int
+		if prefill {
+			tiles := (nq + mlaTR - 1) / mlaTR
+			var L int
+			ns, L = b.mlaPrefillSplits(maxT, tiles*groups)
+			b.launch(name, dim3{ns, groups, tiles}, dim3{threads, 1, 1}, smem, func(a *args) {
+				a.ptr(c.part).ptr(qp).ptr(kbase).i32(p0).ptr(b.dp).i32(nq).i32(heads).i32(kd).i32(vd).i32(kd).f32(scale).i32(L).i32(ns)
+			})
+		} else {
+			var L int
+			ns, L = b.mlaSplits(maxT, nq*groups, 2*max(b.info.SMs, 1))
+			b.launch(name, dim3{ns, groups, nq}, dim3{threads, 1, 1}, smem, func(a *args) {
+				a.ptr(c.part).ptr(qp).ptr(kbase).i32(p0).ptr(b.dp).i32(heads).i32(kd).i32(vd).i32(kd).f32(scale).i32(L).i32(ns)
+			})
+		}
 		b.launch("attn_combine", dim3{nq * heads, 1, 1}, dim3{128, 1, 1}, 0, func(a *args) {
 			a.ptr(op).ptr(c.part).i32(heads).i32(vd).i32(ns)
 		})
 	}
 }
 
+// mlaRowTiles cuts a batch's rows into the prefill kernel's row tiles:
+// runs of rows of one sequence at consecutive positions, at most mlaTR
+// rows a tile, each tile 8·first row + rows. multi reports whether a tile
+// has several rows (else the batch is all decode rows: the per-row kernel
+// is the better fit).
+func mlaRowTiles(pos, seq []int32) (tiles []int32, multi bool) {
+	for i := 0; i < len(pos); {
+		nr := 1
+		for nr < mlaTR && i+nr < len(pos) && seq[i+nr] == seq[i] && pos[i+nr] == pos[i]+int32(nr) {
+			nr++
+		}
+		tiles = append(tiles, int32(8*i+nr))
+		multi = multi || nr > 1
+		i += nr
+	}
+	return tiles, multi
+}
+
 // mlaPagedAttention is PagedAttention's MLA path: one launch over all rows
 // of the batch (keys already stored, batch descriptor uploaded).
 // pos, seq and tab are the batch descriptor's device arrays (the uploaded
-// batch, or a captured step's inputs) with tables maxb blocks wide.
-func (b *Backend) mlaPagedAttention(c *PagedKV, ob, qb *Buffer, kbase, pos, seq, tab devptr, maxb, n, maxT, heads int, scale float32) {
+// batch, or a captured step's inputs) with tables maxb blocks wide. bt is
+// the batch on the host (nil in a captured step): with runs of rows of one
+// sequence (prompt chunks) the launch runs on the prefill kernel over the
+// batch's row tiles, else on the per-row kernel.
+func (b *Backend) mlaPagedAttention(c *PagedKV, ob, qb *Buffer, kbase, pos, seq, tab devptr, maxb, n, maxT, heads int, scale float32, bt *kernels.Batch) {
 	sp := c.spec
 	kd, vd := sp.KDim, sp.VDim
 	groups := (heads + mlaHB - 1) / mlaHB
-	ns, L := b.mlaSplits(maxT, n*groups)
+	var tiles []int32
+	prefill := false
+	if bt != nil && b.mlaPrefill(n, kd, vd, c.dt) {
+		tiles, prefill = mlaRowTiles(bt.Pos[:n], bt.Seq[:n])
+	}
+	ns, L := b.mlaSplits(maxT, n*groups, 2*max(b.info.SMs, 1))
+	if prefill {
+		ns, L = b.mlaPrefillSplits(maxT, len(tiles)*groups)
+	}
 	need := int64(n) * int64(heads) * int64(ns) * int64(vd+2)
 	if need > c.partCap {
 		need = max(need, 2*c.partCap) // as PagedAttention: fewer stale graphs
@@ -238,11 +350,22 @@ func (b *Backend) mlaPagedAttention(c *PagedKV, ob, qb *Buffer, kbase, pos, seq,
 	if !b.growPartials(&c.kvMem, need) {
 		return
 	}
-	name, threads, smem := b.mlaKernel(kd, vd, c.dt, true)
-	b.launch(name, dim3{ns, groups, n}, dim3{threads, 1, 1}, smem, func(a *args) {
-		a.ptr(c.part).ptr(qb.p).ptr(kbase).ptr(pos).ptr(seq).ptr(tab).i32(maxb).i32(sp.BlockTokens).
-			i32(heads).i32(kd).i32(vd).i32(kd).f32(scale).i32(L).i32(ns)
-	})
+	if prefill {
+		s := &b.mla
+		if !b.upload32(&s.tiles, &s.tilesCap, &s.hTiles, tiles) {
+			return
+		}
+		b.launch("mla_attn_tc_rows_paged_f16", dim3{ns, groups, len(tiles)}, dim3{256, 1, 1}, mlaTRSmem(kd), func(a *args) {
+			a.ptr(c.part).ptr(qb.p).ptr(kbase).ptr(s.tiles).ptr(pos).ptr(seq).ptr(tab).i32(maxb).i32(sp.BlockTokens).
+				i32(heads).i32(kd).i32(vd).i32(kd).f32(scale).i32(L).i32(ns)
+		})
+	} else {
+		name, threads, smem := b.mlaKernel(kd, vd, c.dt, true)
+		b.launch(name, dim3{ns, groups, n}, dim3{threads, 1, 1}, smem, func(a *args) {
+			a.ptr(c.part).ptr(qb.p).ptr(kbase).ptr(pos).ptr(seq).ptr(tab).i32(maxb).i32(sp.BlockTokens).
+				i32(heads).i32(kd).i32(vd).i32(kd).f32(scale).i32(L).i32(ns)
+		})
+	}
 	b.launch("attn_combine", dim3{n * heads, 1, 1}, dim3{128, 1, 1}, 0, func(a *args) {
 		a.ptr(ob.p).ptr(c.part).i32(heads).i32(vd).i32(ns)
 	})

@@ -90,12 +90,13 @@ var mlaShapes = []struct {
 }
 
 // mlaVariants are the MLA kernels under test: f32 caches on the float32
-// kernel, f16 caches on the tensor-core kernel where the shape fits it and
-// on the float32 kernel (core).
+// kernel, f16 caches on the tensor-core kernels where the shape fits them
+// (prompt chunks on the prefill kernel), on the float32 kernel (core) and
+// on the per-row tensor-core kernel for prompt chunks too (perRow).
 var mlaVariants = []struct {
-	dt   kernels.DType
-	core bool
-}{{kernels.F32, false}, {kernels.F16, false}, {kernels.F16, true}}
+	dt           kernels.DType
+	core, perRow bool
+}{{kernels.F32, false, false}, {kernels.F16, false, false}, {kernels.F16, true, false}, {kernels.F16, false, true}}
 
 // TestMLAAttentionParity: Attention on absorbed MLA caches (the MLA
 // kernels) against the CPU: a prompt in chunks of 16 rows, decode steps,
@@ -104,7 +105,7 @@ func TestMLAAttentionParity(t *testing.T) {
 	for _, vr := range mlaVariants {
 		dt := vr.dt
 		r := newRig(t, Options{KVDType: dt})
-		r.g.mla.core = vr.core
+		r.g.mla.core, r.g.mla.perRow = vr.core, vr.perRow
 		tol := tolF32
 		if dt == kernels.F16 {
 			tol = tol16
@@ -132,7 +133,7 @@ func TestMLAAttentionParity(t *testing.T) {
 				out := r.poisoned(n * sh.heads * sh.vd)
 				r.g.Attention(out.g, q.g, k.g, nil, gc, layer, pos, n, sh.heads, scale)
 				r.c.Attention(out.c, q.c, k.c, nil, cc, layer, pos, n, sh.heads, scale)
-				r.check(fmt.Sprintf("%v core=%v %s step %d n=%d pos=%d", dt, vr.core, sh.name, si, n, pos), out, out.n, tol)
+				r.check(fmt.Sprintf("%v core=%v perRow=%v %s step %d n=%d pos=%d", dt, vr.core, vr.perRow, sh.name, si, n, pos), out, out.n, tol)
 				pos += n
 			}
 		}
@@ -146,7 +147,7 @@ func TestMLACapturedStep(t *testing.T) {
 	for _, vr := range mlaVariants {
 		dt := vr.dt
 		r := newRig(t, Options{KVDType: dt})
-		r.g.mla.core = vr.core
+		r.g.mla.core, r.g.mla.perRow = vr.core, vr.perRow
 		tol := tolF32
 		if dt == kernels.F16 {
 			tol = tol16
@@ -161,7 +162,7 @@ func TestMLACapturedStep(t *testing.T) {
 		out := r.poisoned(prompt * heads * vd)
 		r.g.Attention(out.g, q.g, k.g, nil, gc, 0, 0, prompt, heads, 0.05)
 		r.c.Attention(out.c, q.c, k.c, nil, cc, 0, 0, prompt, heads, 0.05)
-		r.check(fmt.Sprintf("%v prompt", dt), out, prompt*heads*vd, tol)
+		r.check(fmt.Sprintf("%v core=%v perRow=%v prompt", dt, vr.core, vr.perRow), out, prompt*heads*vd, tol)
 		q1, k1, o1 := r.rand(heads*kd), r.rand(kd), r.poisoned(heads*vd)
 		var sg *StepGraph
 		for pos := prompt; pos < maxTok; pos += 1 + pos/8 { // jumps: positions between hold zeros on both sides
@@ -195,9 +196,9 @@ func TestMLAPagedParity(t *testing.T) {
 	for _, vr := range mlaVariants {
 		dt := vr.dt
 		for _, sh := range mlaShapes {
-			t.Run(fmt.Sprintf("%v/core=%v/%s", dt, vr.core, sh.name), func(t *testing.T) {
+			t.Run(fmt.Sprintf("%v/core=%v/perRow=%v/%s", dt, vr.core, vr.perRow, sh.name), func(t *testing.T) {
 				r := newRig(t, Options{KVDType: dt})
-				r.g.mla.core = vr.core
+				r.g.mla.core, r.g.mla.perRow = vr.core, vr.perRow
 				tol := tolF32
 				if dt == kernels.F16 {
 					tol = tol16
@@ -243,20 +244,124 @@ func TestMLAPagedParity(t *testing.T) {
 
 // TestMLASplits pins the split arithmetic the partials are sized by: every
 // split holds keys, splits cover the context, and rows·splits stays under
-// mlaPartials' bound.
+// mlaPartials' bound (per-row launches) and mlaPrefillPartials' (prefill
+// launches of row tiles).
 func TestMLASplits(t *testing.T) {
 	b := &Backend{info: DeviceInfo{SMs: 132}}
 	for _, heads := range []int{1, 16, 20, 128} {
 		groups := (heads + mlaHB - 1) / mlaHB
-		for _, rows := range []int{1, 3, 16} {
-			for _, maxT := range []int{1, 63, 64, 65, 1000, 4096, 33000, 163840} {
-				ns, L := b.mlaSplits(maxT, rows*groups)
+		for _, maxT := range []int{1, 63, 64, 65, 1000, 4096, 33000, 163840} {
+			check := func(ns, L int) {
 				require.GreaterOrEqual(t, L, mlaMinKeys)
 				require.Zero(t, L%mlaTCBN)
 				require.GreaterOrEqual(t, ns*L, maxT)
 				require.Less(t, (ns-1)*L, maxT, "an empty split")
+			}
+			for _, rows := range []int{1, 3, 16} {
+				ns, L := b.mlaSplits(maxT, rows*groups, 2*132)
+				check(ns, L)
 				require.LessOrEqual(t, int64(rows*ns*heads*(512+2)), b.mlaPartials(rows, heads, 512),
 					"heads %d rows %d maxT %d: %d splits", heads, rows, maxT, ns)
+			}
+			for _, chunk := range []int{64, mlaPrefillRows, 256} {
+				for _, rows := range []int{2, 3, 4, 5, 17, chunk - 1, chunk} {
+					tiles := (rows + mlaTR - 1) / mlaTR
+					ns, L := b.mlaPrefillSplits(maxT, tiles*groups)
+					require.LessOrEqual(t, ns*tiles*groups, max(132, tiles*groups), "one wave")
+					check(ns, L)
+					require.LessOrEqual(t, int64(rows*ns*heads*(512+2)), b.mlaPrefillPartials(chunk, heads, 512),
+						"prefill: heads %d rows %d chunk %d maxT %d: %d splits", heads, rows, chunk, maxT, ns)
+				}
+			}
+		}
+	}
+}
+
+// TestMLARowTiles: the paged prefill kernel's row tiles are runs of one
+// sequence at consecutive positions, at most mlaTR rows, covering the
+// batch in order.
+func TestMLARowTiles(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		pos, seq []int32
+		tiles    []int32
+		multi    bool
+	}{
+		{"decode", []int32{7, 3, 9}, []int32{0, 1, 2}, []int32{1, 8 + 1, 16 + 1}, false},
+		{"chunk of 6", []int32{10, 11, 12, 13, 14, 15}, []int32{2, 2, 2, 2, 2, 2}, []int32{4, 32 + 2}, true},
+		{"two chunks and decode", []int32{0, 1, 2, 0, 1, 40}, []int32{0, 0, 0, 1, 1, 2}, []int32{3, 24 + 2, 40 + 1}, true},
+		{"gap in positions", []int32{0, 1, 3, 4}, []int32{0, 0, 0, 0}, []int32{2, 16 + 2}, true},
+		{"empty", nil, nil, nil, false},
+	} {
+		tiles, multi := mlaRowTiles(c.pos, c.seq)
+		require.Equal(t, c.tiles, tiles, c.name)
+		require.Equal(t, c.multi, multi, c.name)
+	}
+}
+
+// mlaPrefillVariants are the kernels TestMLAPrefillParity runs: f16 caches
+// on the prefill kernel and on the per-row tensor-core kernel it replaces,
+// f32 caches on the float32 kernel.
+var mlaPrefillVariants = []struct {
+	name   string
+	dt     kernels.DType
+	perRow bool
+}{{"f16/prefill", kernels.F16, false}, {"f16/per-row", kernels.F16, true}, {"f32", kernels.F32, false}}
+
+// TestMLAPrefillParity: prompt chunks of n rows of one sequence through
+// Attention on absorbed MLA caches against the CPU, at pos0 = 0 and after
+// cached context (a filler chunk between: pos0 = n + fill, not a multiple
+// of the row tile or the key tile), for 16 and 128 heads (kd 576, vd 512)
+// and a small shape with a partial second head group and 2 value n tiles.
+// n = 1 runs the per-row kernel; n = 3 and 17 leave the last row tile
+// partial; 300 spans several launches of the prefill kernel.
+func TestMLAPrefillParity(t *testing.T) {
+	shapes := []struct {
+		name          string
+		heads, kd, vd int
+		fill          int
+	}{
+		{"v2", 16, 576, 512, 200},
+		{"v3", 128, 576, 512, 70},
+		{"small-tc", 20, 80, 64, 200},
+	}
+	for _, vr := range mlaPrefillVariants {
+		for _, sh := range shapes {
+			for _, n := range []int{1, 3, 8, 17, 300} {
+				if sh.heads > 64 && n > 17 && vr.name != "f16/prefill" {
+					continue // the CPU reference is slow at 128 heads: the long chunk on the new kernel only
+				}
+				t.Run(fmt.Sprintf("%s/%s/n=%d", vr.name, sh.name, n), func(t *testing.T) {
+					r := newRig(t, Options{KVDType: vr.dt})
+					r.g.mla.perRow = vr.perRow
+					tol := tolF32
+					if vr.dt == kernels.F16 {
+						tol = tol16
+					}
+					require.True(t, r.g.useMLA(true, 1, sh.kd, sh.vd, vr.dt))
+					if vr.dt == kernels.F16 && !vr.perRow {
+						require.Equal(t, n > 1, r.g.mlaPrefill(n, sh.kd, sh.vd, vr.dt), "the prefill kernel runs n > 1 rows")
+					}
+					spec := kernels.KVSpec{Layers: 1, MaxTokens: 2*n + sh.fill + 5, KVHeads: 1, KDim: sh.kd, VDim: sh.vd, VInK: true}
+					gc, err := r.g.NewKVCache(spec)
+					require.NoError(t, err)
+					cc, err := r.c.NewKVCache(spec)
+					require.NoError(t, err)
+					scale := float32(1 / math.Sqrt(float64(sh.kd)))
+					pos := 0
+					chunks := []int{n, sh.fill, n}
+					if sh.heads > 64 && n > 17 {
+						chunks = chunks[:2] // the CPU reference is slow at 128 heads: pos0 > 0 by the filler chunk
+					}
+					for _, rows := range chunks {
+						q, k := r.rand(rows*sh.heads*sh.kd), r.rand(rows*sh.kd)
+						out := r.poisoned(rows * sh.heads * sh.vd)
+						r.g.Attention(out.g, q.g, k.g, nil, gc, 0, pos, rows, sh.heads, scale)
+						r.c.Attention(out.c, q.c, k.c, nil, cc, 0, pos, rows, sh.heads, scale)
+						r.check(fmt.Sprintf("rows %d at pos0 %d", rows, pos), out, out.n, tol)
+						pos += rows
+					}
+				})
 			}
 		}
 	}
@@ -371,6 +476,96 @@ func BenchmarkMLADecode(b *testing.B) {
 	}
 }
 
+// TestMLAPrefillMatchesPerRow: the prefill kernel against the per-row
+// tensor-core kernel on the same GPU and inputs, row by row: both round q
+// and P to f16 on the same tiles and splits, so they differ by float32
+// summation order and the f16 rounding of P that follows from it, far
+// below the CPU parity bound; a mask or partial off by a row or a key is
+// not.
+func TestMLAPrefillMatchesPerRow(t *testing.T) {
+	for _, sh := range []struct {
+		name          string
+		heads, kd, vd int
+	}{{"v2", 16, 576, 512}, {"v3", 128, 576, 512}, {"small-tc", 20, 80, 64}} {
+		for _, n := range []int{2, 3, 17, 300} {
+			t.Run(fmt.Sprintf("%s/n=%d", sh.name, n), func(t *testing.T) {
+				g := newGPU(t, Options{KVDType: kernels.F16})
+				rnd := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+				spec := kernels.KVSpec{Layers: 1, MaxTokens: 2*n + 133, KVHeads: 1, KDim: sh.kd, VDim: sh.vd, VInK: true}
+				var caches [2]kernels.KVCache
+				for i := range caches {
+					c, err := g.NewKVCache(spec)
+					require.NoError(t, err)
+					caches[i] = c
+				}
+				upload := func(v []float32) kernels.Buffer {
+					buf, err := g.Alloc(len(v))
+					require.NoError(t, err)
+					require.NoError(t, g.Upload(buf, 0, v))
+					return buf
+				}
+				pos := 0
+				for _, rows := range []int{n, 133, n} { // pos0 0, n, n+133
+					q, k := upload(randVec(rnd, rows*sh.heads*sh.kd)), upload(randVec(rnd, rows*sh.kd))
+					w := rows * sh.heads * sh.vd
+					var outs [2][]float32
+					for i, perRow := range []bool{false, true} {
+						g.mla.perRow = perRow
+						out := upload(make([]float32, w))
+						g.Attention(out, q, k, nil, caches[i], 0, pos, rows, sh.heads, 0.04)
+						outs[i] = make([]float32, w)
+						require.NoError(t, g.Download(outs[i], out, 0))
+					}
+					rw := sh.heads * sh.vd
+					worst := 0.0
+					for r := range rows {
+						e := relErr(outs[0][r*rw:(r+1)*rw], outs[1][r*rw:(r+1)*rw])
+						require.LessOrEqual(t, e, 2e-3, "rows %d at pos0 %d: row %d", rows, pos, r)
+						worst = max(worst, e)
+					}
+					t.Logf("rows %d at pos0 %d: worst row rel err %.2e", rows, pos, worst)
+					pos += rows
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkMLAPrefill: a prompt chunk of n rows of one sequence at pos0
+// (keys stored: AttentionNoStore) on an f16 MLA cache (kd 576, vd 512):
+// the prefill kernel at 64, 128 (the default) and 256 rows a launch, the
+// per-row tensor-core kernel (per-row) and the float32 one (core).
+// TFLOP/s counts the causal products (Σ_i T_i · heads · (kd+vd) · 2).
+func BenchmarkMLAPrefill(b *testing.B) {
+	const kd, vd = 576, 512
+	for _, heads := range []int{16, 128} {
+		for _, c := range []struct{ n, pos0 int }{{2048, 0}, {512, 3584}} {
+			for _, path := range []string{"prefill64", "prefill128", "prefill256", "per-row", "core"} {
+				b.Run(fmt.Sprintf("heads=%d/n=%d/pos0=%d/%s", heads, c.n, c.pos0, path), func(b *testing.B) {
+					g := benchGPU(b, Options{KVDType: kernels.F16})
+					g.mla.core = path == "core"
+					g.mla.perRow = path == "per-row"
+					g.mla.prefillRows = map[string]int{"prefill64": 64, "prefill128": 128, "prefill256": 256}[path]
+					ctx := c.pos0 + c.n
+					kv, err := g.NewKVCache(kernels.KVSpec{Layers: 1, MaxTokens: ctx, KVHeads: 1, KDim: kd, VDim: vd, VInK: true})
+					require.NoError(b, err)
+					kc := kv.(*KVCache)
+					fillKV(b, g, kc, ctx)
+					q, err := g.Alloc(c.n * heads * kd)
+					require.NoError(b, err)
+					require.NoError(b, g.RandomBuffer(q, 2, 0, 1))
+					out, err := g.Alloc(c.n * heads * vd)
+					require.NoError(b, err)
+					us := timeOps(b, g, func() { g.AttentionNoStore(out, q, kc, 0, c.pos0, c.n, heads, 0.04) })
+					keys := float64(c.n)*float64(c.pos0) + float64(c.n)*float64(c.n+1)/2
+					b.ReportMetric(keys*float64(heads*(kd+vd)*2)/(us*1e6), "TFLOP/s")
+					b.ReportMetric(float64(c.n)/us*1e6, "rows/s")
+				})
+			}
+		}
+	}
+}
+
 // BenchmarkMLAPagedDecode: a batch of 32 decode rows, each its own
 // sequence of ctx positions in shuffled 16-position blocks (f16 cache),
 // through PagedAttention (the row's key store included), on the
@@ -423,6 +618,72 @@ func BenchmarkMLAPagedDecode(b *testing.B) {
 					require.NoError(b, err)
 					us := timeOps(b, g, func() { g.PagedAttention(out, q, k1, nil, kv, 0, dec, heads, 0.04) })
 					b.ReportMetric(float64(seqs*ctx*kd*2)/(us*1e3), "GB/s")
+				})
+			}
+		}
+	}
+}
+
+// BenchmarkMLAPagedPrefill: a serving step of PagedAttention (the rows'
+// key store included) on an f16 MLA cache in shuffled 16-position blocks:
+// a prompt chunk of 512 rows after 1536 cached positions of its sequence
+// and, with decode=31, 31 decode rows of other sequences at 2048, on the
+// prefill kernel (row tiles) and the per-row tensor-core kernel.
+func BenchmarkMLAPagedPrefill(b *testing.B) {
+	const kd, vd, bs, ctx, chunk = 576, 512, 16, 2048, 512
+	for _, heads := range []int{16, 128} {
+		for _, decode := range []int{0, 31} {
+			for _, path := range []string{"prefill", "per-row"} {
+				b.Run(fmt.Sprintf("heads=%d/chunk=%d/decode=%d/%s", heads, chunk, decode, path), func(b *testing.B) {
+					g := benchGPU(b, Options{KVDType: kernels.F16})
+					g.mla.perRow = path == "per-row"
+					seqs, nb := 1+decode, ctx/bs
+					spec := kernels.PagedKVSpec{Layers: 1, Blocks: seqs * nb, BlockTokens: bs, KVHeads: 1, KDim: kd, VDim: vd, VInK: true}
+					kv, err := g.NewPagedKV(spec)
+					require.NoError(b, err)
+					c := kv.(*PagedKV)
+					perm := rand.New(rand.NewPCG(1, 2)).Perm(spec.Blocks)
+					fill := &kernels.Batch{Tables: make([][]int32, seqs)}
+					step := &kernels.Batch{Tables: fill.Tables}
+					for s := range seqs {
+						for i := range nb {
+							fill.Tables[s] = append(fill.Tables[s], int32(perm[s*nb+i]))
+						}
+						for p := range ctx {
+							fill.Pos, fill.Seq = append(fill.Pos, int32(p)), append(fill.Seq, int32(s))
+						}
+					}
+					for p := ctx - chunk; p < ctx; p++ {
+						step.Pos, step.Seq = append(step.Pos, int32(p)), append(step.Seq, 0)
+					}
+					for s := 1; s < seqs; s++ {
+						step.Pos, step.Seq = append(step.Pos, int32(ctx-1)), append(step.Seq, int32(s))
+					}
+					n := fill.Rows()
+					kb, err := g.Alloc(n * kd)
+					require.NoError(b, err)
+					require.NoError(b, g.RandomBuffer(kb, 3, 0, 1))
+					g.mu.Lock()
+					if g.uploadBatch(fill) {
+						d := &g.bd
+						g.launch("kv_store_paged_"+dtypeNames[c.dt], dim3{blocks(int64(n)*kd, 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+							a.ptr(c.k).ptr(0).ptr(g.dev(kb).p).ptr(0).i32(n).ptr(d.pos).ptr(d.seq).ptr(d.tab).i32(d.maxb).i32(bs).i32(kd).i32(0)
+						})
+					}
+					g.mu.Unlock()
+					require.NoError(b, g.Sync())
+					rows := step.Rows()
+					q, err := g.Alloc(rows * heads * kd)
+					require.NoError(b, err)
+					require.NoError(b, g.RandomBuffer(q, 4, 0, 1))
+					k1, err := g.Alloc(rows * kd)
+					require.NoError(b, err)
+					require.NoError(b, g.RandomBuffer(k1, 5, 0, 1))
+					out, err := g.Alloc(rows * heads * vd)
+					require.NoError(b, err)
+					us := timeOps(b, g, func() { g.PagedAttention(out, q, k1, nil, kv, 0, step, heads, 0.04) })
+					keys := float64(chunk)*float64(ctx-chunk) + float64(chunk)*float64(chunk+1)/2 + float64(decode*ctx)
+					b.ReportMetric(keys*float64(heads*(kd+vd)*2)/(us*1e6), "TFLOP/s")
 				})
 			}
 		}

@@ -216,7 +216,9 @@ func (b *Backend) pagedAttention(out, q, k, v kernels.Buffer, kv kernels.PagedKV
 	}
 	var pos, seq, tab devptr
 	var maxb, maxT int
+	hbt := bt // the batch on the host: nil in a captured step (its rows move on replay)
 	if in := b.bs.in; in != nil {
+		hbt = nil
 		if n != in.rows {
 			b.failf("PagedAttention of %d rows in a captured step of %d", n, in.rows)
 			return
@@ -264,7 +266,7 @@ func (b *Backend) pagedAttention(out, q, k, v kernels.Buffer, kv kernels.PagedKV
 		return
 	}
 	if b.useMLA(sp.VInK, kvh, kd, vd, c.dt) {
-		b.mlaPagedAttention(c, ob, qb, kbase, pos, seq, tab, maxb, n, maxT, heads, scale)
+		b.mlaPagedAttention(c, ob, qb, kbase, pos, seq, tab, maxb, n, maxT, heads, scale, hbt)
 		return
 	}
 	L := splitKeys
