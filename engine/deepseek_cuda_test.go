@@ -25,12 +25,8 @@ import (
 // unquantised tensors (embeddings, lm_head, router) are bf16, and its fp8
 // weights stay fp8, their prefill GEMMs running on bf16-rounded values
 // (TestCUDAFP8Resident). Measured on the H100: v3-bf16 2.3–2.6e-2; v3-fp8
-// 2.2e-3 when CUDA still widened fp8 to f32, 4.5–5.1e-2 (worst at a
-// prefill row) since fp8 stays fp8: the tensor-core prefill rounds both the
-// dequantised weight (value × block scale) and the activation to bf16,
-// twice the bf16 checkpoint's rounding, which these tiny random nets
-// amplify (the fp8 decode GEMV is exact: 5e-7 from the CPU). Greedy
-// identical everywhere.
+// 4.5–5.1e-2 while its prefill rounded the dequantised weights and the
+// activations to bf16, hence the f16 prefill for fp8 (fp8GPUTol).
 func TestCUDAVerifyDeepseekFixtures(t *testing.T) {
 	needCUDA(t)
 	for _, dir := range deepseekFixtures {

@@ -24,9 +24,10 @@ import (
 // TestCUDAVerifyDeepseekFixtures, and follows the CPU (fp8 kept there too)
 // position by position, over a prefill chunk (bf16 tensor-core GEMMs on
 // the GPU) and over decode steps (the fp8 GEMV), on both MLA paths.
-// fp8GPUTol bounds the fp8 fixture on the GPU: bf16 tensor-core prefill on
-// bf16-rounded dequantised weights (see TestCUDAVerifyDeepseekFixtures).
-const fp8GPUTol = 6e-2
+// fp8GPUTol bounds the fp8 fixture on the GPU: the 16-bit bound. Its
+// prefill runs f16 GEMMs on f16-dequantised weights (4–8e-3 in the CPU
+// emulation, engine/fp8_study_test.go; bf16 gave 4.5–5.1e-2 on the H100).
+const fp8GPUTol = 3e-2
 
 func TestCUDAFP8Resident(t *testing.T) {
 	needCUDA(t)

@@ -18,10 +18,12 @@ import (
 //   - decode (n ≤ 8): gemv_fp8_* widen 16 values per 16-byte load in
 //     registers (cvt e4m3x2 → f16x2 → f32) and scale each 16-value partial
 //     dot product by its block's scale; float32 throughout, like the CPU.
-//   - prefill: with cuBLASLt, slices of rows are dequantised to bf16 in a
-//     scratch (fp8_to_bf16) and multiplied by the bf16 GEMM on activations
-//     rounded to bf16, as for bf16 weights; without it, gemm_wmma_fp8
-//     dequantises each weight tile to bf16 in shared memory.
+//   - prefill: with cuBLASLt, slices of rows are dequantised to f16 in a
+//     scratch (fp8_to_f16) and multiplied by the f16 GEMM on activations
+//     converted to f16 (saturating): f16's mantissa keeps the fp8 fixture
+//     at 4–8e-3 where bf16 rounding gave 5e-2 (engine/fp8_study_test.go);
+//     without cuBLASLt, gemm_wmma_fp8 dequantises each weight tile to bf16
+//     in shared memory.
 // Shapes the vector kernels do not take (widths or block widths that are
 // not multiples of 16, non-power-of-two block widths) use gemvs_fp8.
 
@@ -110,14 +112,14 @@ func fp8CShift(bc int) int {
 	return bits.TrailingZeros(uint(bc / 16))
 }
 
-// fp8Scratch is the bf16 slice of dequantised weights the cuBLASLt prefill
+// fp8Scratch is the f16 slice of dequantised weights the cuBLASLt prefill
 // path multiplies (grown as needed, never during capture).
 type fp8Scratch struct {
 	p   devptr
 	cap int64
 }
 
-// fp8SliceBytes bounds the bf16 scratch: a V3 projection (7168 columns) is
+// fp8SliceBytes bounds the f16 scratch: a V3 projection (7168 columns) is
 // dequantised 4608 rows at a time, each slice one large cuBLASLt GEMM.
 const fp8SliceBytes = 64 << 20
 
@@ -171,9 +173,9 @@ func (b *Backend) matmulFP8(m *Matrix, xb *Buffer, n int, parts []byte, ys [4]de
 	})
 }
 
-// matmulLtFP8 dequantises slices of each part's rows to bf16 and multiplies
-// them with cuBLASLt on activations rounded to bf16 (the bf16 path's
-// numerics: the dequantised weight is rounded to bf16 too). It reports
+// matmulLtFP8 dequantises slices of each part's rows to f16 and multiplies
+// them with cuBLASLt on activations converted to f16 (saturating at
+// ±65504, as cvt_f32_f16 does for f16 weights). It reports
 // false, having computed nothing, when cuBLASLt cannot plan the first slice.
 func (b *Backend) matmulLtFP8(m *Matrix, desc [48]byte, xb *Buffer, n int, ys [4]devptr, starts [5]int, bias *Buffer) bool {
 	// Slices of a multiple of 64 rows keep the output offsets 256-byte
@@ -203,7 +205,7 @@ func (b *Backend) matmulLtFP8(m *Matrix, desc [48]byte, xb *Buffer, n int, ys [4
 		}
 		b.fp8 = fp8Scratch{p: p, cap: need}
 	}
-	x16, ok := b.to16(kernels.BF16, xb, n, m.cols)
+	x16, ok := b.to16(kernels.F16, xb, n, m.cols)
 	if !ok {
 		return true
 	}
@@ -216,11 +218,11 @@ func (b *Backend) matmulLtFP8(m *Matrix, desc [48]byte, xb *Buffer, n int, ys [4
 		for r0 := 0; r0 < r; r0 += slice {
 			rr := min(slice, r-r0)
 			row0 := starts[i] + r0
-			b.launch("fp8_to_bf16", dim3{gx, rr, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+			b.launch("fp8_to_f16", dim3{gx, rr, 1}, dim3{256, 1, 1}, 0, func(a *args) {
 				a.ptr(b.fp8.p).ptr(m.p).raw(desc[:], 8).i32(row0).i32(m.cols)
 			})
 			D := ys[i] + devptr(r0)*4
-			if err := b.lt.matmulLd(b.x, ltR16BF, b.fp8.p, x16, D, rr, n, m.cols, r); err != nil {
+			if err := b.lt.matmulLd(b.x, ltR16F, b.fp8.p, x16, D, rr, n, m.cols, r); err != nil {
 				if i == 0 && r0 == 0 {
 					return false // not plannable: the built-in kernels take it
 				}
