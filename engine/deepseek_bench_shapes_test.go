@@ -27,6 +27,12 @@ func deepseekV2LiteShape() map[string]any {
 	}
 }
 
+// withLayers returns shape with num_hidden_layers set to n.
+func withLayers(shape map[string]any, n int) map[string]any {
+	shape["num_hidden_layers"] = n
+	return shape
+}
+
 // deepseekV3Shape is deepseek-ai/DeepSeek-V3's config.json with layers
 // layers, the first dense and the rest MoE (the real model: 61, 3 dense).
 // fp8 adds its quantization_config (128×128 weight blocks).

@@ -44,6 +44,9 @@ func BenchmarkCUDADeepSeek(b *testing.B) {
 		dt    safetensors.DType
 	}{
 		{"v2-lite/bf16", deepseekV2LiteShape(), safetensors.BF16},
+		// Four layers (1 dense + 3 MoE) of V2-Lite: quick to build, for
+		// per-kernel profiles (bench/cuda/run.sh dsprof).
+		{"v2-lite-4l/bf16", withLayers(deepseekV2LiteShape(), 4), safetensors.BF16},
 		{"v3-slice/bf16", deepseekV3Shape(4, 1, false), safetensors.BF16},
 		{"v3-slice/fp8", deepseekV3Shape(4, 1, true), safetensors.F8E4M3},
 	} {

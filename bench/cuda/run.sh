@@ -6,7 +6,7 @@
 #   for p in engine kernels/cuda bench/cuda; do n=$(echo $p | tr / _)
 #     go test -c -ldflags="-s -w" -o build/gpu/$n.test ./$p; done
 #   mkdir -p build/gpuz && gzip -c build/gpu/X.test > build/gpuz/X.test.gz ...
-# Usage on the GPU host: bench/cuda/run.sh [tests] [engine] [enginefull] [cli] [enginebench] [batchtest] [batchbench] [sample] [resources] [bench] [flash] [torch] [ncu] [deepseek]
+# Usage on the GPU host: bench/cuda/run.sh [dsprof] [tests] [engine] [enginefull] [cli] [enginebench] [batchtest] [batchbench] [sample] [resources] [bench] [flash] [torch] [ncu] [deepseek]
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/out}
@@ -82,6 +82,17 @@ if [[ $what == *" ncu "* ]]; then
 fi
 if [[ $what == *" torch "* ]]; then
   PYTHONUNBUFFERED=1 python3 bench/attn_torch.py 2>&1 | tee "$OUT/torch.log" | tail -20
+fi
+if [[ $what == *" dsprof "* ]]; then
+  # Per-kernel device time of the DeepSeek-V2-Lite decode step (4 layers of the
+  # real widths, uncaptured so each kernel is its own launch): ncu times the
+  # first DSPROF_KERNELS kernels (prefill of the 16-token prompt, then decode
+  # steps), the rest run unprofiled. The graph-captured step time of the same
+  # model comes from the benchmark without ncu.
+  (cd engine && DSGO_NO_GRAPH=1 timeout 300 ncu --clock-control none --metrics gpu__time_duration.sum --csv --launch-count "${DSPROF_KERNELS:-900}" \
+    ../build/gpu/engine.test -test.run '^$' -test.bench 'CUDADeepSeek/v2-lite-4l' -test.benchtime 1x -test.timeout 10m > "$OUT/dsprof.csv" 2> "$OUT/dsprof.err")
+  tail -3 "$OUT/dsprof.err"; wc -l "$OUT/dsprof.csv"
+  (cd engine && ../build/gpu/engine.test -test.run '^$' -test.bench 'CUDADeepSeek/v2-lite-4l' -test.benchtime 1x -test.v 2>&1) | tee "$OUT/dsprof_graph.log" | grep -E "deepseek_cuda_bench_test|^Benchmark|FAIL|panic" | tail -8
 fi
 if [[ $what == *" deepseek "* ]]; then
   # DeepSeek-V2-Lite and the 4-layer V3 slice (bf16, fp8) through the engine
