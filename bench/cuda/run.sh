@@ -6,7 +6,7 @@
 #   for p in engine kernels/cuda bench/cuda; do n=$(echo $p | tr / _)
 #     go test -c -ldflags="-s -w" -o build/gpu/$n.test ./$p; done
 #   mkdir -p build/gpuz && gzip -c build/gpu/X.test > build/gpuz/X.test.gz ...
-# Usage on the GPU host: bench/cuda/run.sh [dsprof] [tests] [engine] [enginefull] [cli] [enginebench] [batchtest] [batchbench] [sample] [resources] [bench] [flash] [torch] [ncu] [deepseek]
+# Usage on the GPU host: bench/cuda/run.sh [dsprof] [pdl] [tests] [engine] [enginefull] [cli] [enginebench] [batchtest] [batchbench] [sample] [resources] [bench] [flash] [torch] [ncu] [deepseek]
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/out}
@@ -93,6 +93,12 @@ if [[ $what == *" dsprof "* ]]; then
     ../build/gpu/engine.test -test.run '^$' -test.bench 'CUDADeepSeek/v2-lite-4l' -test.benchtime 1x -test.timeout 10m > "$OUT/dsprof.csv" 2> "$OUT/dsprof.err")
   tail -3 "$OUT/dsprof.err"; wc -l "$OUT/dsprof.csv"
   (cd engine && ../build/gpu/engine.test -test.run '^$' -test.bench 'CUDADeepSeek/v2-lite-4l' -test.benchtime 1x -test.v 2>&1) | tee "$OUT/dsprof_graph.log" | grep -E "deepseek_cuda_bench_test|^Benchmark|FAIL|panic" | tail -8
+fi
+if [[ $what == *" pdl "* ]]; then
+  # V2-Lite decode with and without programmatic dependent launch.
+  for nopdl in "" 1; do
+    (cd engine && DSGO_NO_PDL=$nopdl ../build/gpu/engine.test -test.run '^$' -test.bench 'CUDADeepSeek/v2-lite/' -test.benchtime 1x -test.timeout 10m -test.v 2>&1) | tee -a "$OUT/pdl.log" | grep -E "deepseek_cuda_bench_test.go:1[56]|^Benchmark.*ns/op|FAIL|panic" | sed "s/^/pdl-off=$nopdl /" | tail -4
+  done
 fi
 if [[ $what == *" deepseek "* ]]; then
   # DeepSeek-V2-Lite and the 4-layer V3 slice (bf16, fp8) through the engine

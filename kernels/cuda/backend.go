@@ -82,22 +82,32 @@ type Backend struct {
 
 var _ kernels.Backend = (*Backend)(nil)
 
-// entryNames lists the kernels a PTX module defines (its ".entry" lines),
-// so that a kernel added to kernels.cu or a *.cuh file it includes needs no
+// entry is a kernel the PTX module defines: its name, and whether its body
+// waits for the previous grid (griddepcontrol.wait, PDL_ENTRY in
+// kernels.cu), which makes programmatic dependent launch safe for it.
+type entry struct {
+	name string
+	pdl  bool
+}
+
+// entries lists the kernels a PTX module defines (its ".entry" lines), so
+// that a kernel added to kernels.cu or a *.cuh file it includes needs no
 // list here.
-func entryNames(ptx []byte) []string {
-	var names []string
+func entries(ptx []byte) []entry {
+	var es []entry
 	for _, line := range strings.Split(string(ptx), "\n") {
 		line = strings.TrimSpace(line)
-		rest, ok := strings.CutPrefix(line, ".visible .entry ")
-		if !ok {
+		if rest, ok := strings.CutPrefix(line, ".visible .entry "); ok {
+			if i := strings.IndexByte(rest, '('); i > 0 {
+				es = append(es, entry{name: rest[:i]})
+			}
 			continue
 		}
-		if i := strings.IndexByte(rest, '('); i > 0 {
-			names = append(names, rest[:i])
+		if len(es) > 0 && strings.HasPrefix(line, "griddepcontrol.wait") {
+			es[len(es)-1].pdl = true
 		}
 	}
-	return names
+	return es
 }
 
 // New opens device opts.Device: primary context, one stream, the embedded
@@ -132,13 +142,14 @@ func New(opts Options) (*Backend, error) {
 		x.close()
 		return nil, fmt.Errorf("cuda: loading kernels.ptx: %w", err)
 	}
-	for _, name := range entryNames(image) {
-		f, err := x.function(b.mod, name)
+	for _, e := range entries(image) {
+		f, err := x.function(b.mod, e.name)
 		if err != nil {
 			b.Close()
 			return nil, err
 		}
-		b.fn[name] = f
+		f.pdl = e.pdl
+		b.fn[e.name] = f
 	}
 	// Headroom for the kernels' static shared memory.
 	optin := x.attr(attrMaxSharedPerBlockOptin) - 2048

@@ -48,6 +48,18 @@ static CUresult (*p_cuModuleGetFunction)(CUfunction*, CUmodule, const char*);
 static CUresult (*p_cuFuncSetAttribute)(CUfunction, int, int);
 static CUresult (*p_cuLaunchKernel)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
                                     unsigned, CUstream, void**, void**);
+// cuLaunchKernelEx (CUDA 11.8+) and the parts of its config we use: the
+// launch attribute PROGRAMMATIC_STREAM_SERIALIZATION (6) lets a kernel start
+// while the previous one in the stream drains (programmatic dependent
+// launch); cuda.h's layouts.
+typedef struct { int id; char pad[4]; union { unsigned long long pad[8]; int val; } value; } dsgLaunchAttr;
+typedef struct {
+	unsigned gx, gy, gz, bx, by, bz, smem;
+	CUstream stream;
+	dsgLaunchAttr* attrs;
+	unsigned nattrs;
+} dsgLaunchConfig;
+static CUresult (*p_cuLaunchKernelEx)(const dsgLaunchConfig*, CUfunction, void**, void**);
 static CUresult (*p_cuStreamCreate)(CUstream*, unsigned);
 static CUresult (*p_cuStreamDestroy)(CUstream);
 static CUresult (*p_cuStreamSynchronize)(CUstream);
@@ -98,6 +110,7 @@ static int dsg_open(char* err, int errlen) {
 	SYM(p_cuModuleGetFunction, "cuModuleGetFunction");
 	SYM(p_cuFuncSetAttribute, "cuFuncSetAttribute");
 	SYM(p_cuLaunchKernel, "cuLaunchKernel");
+	*(void**)(&p_cuLaunchKernelEx) = dlsym(dsg_lib, "cuLaunchKernelEx"); // optional: older drivers lack it
 	SYM(p_cuStreamCreate, "cuStreamCreate");
 	SYM2(p_cuStreamDestroy, "cuStreamDestroy_v2", "cuStreamDestroy");
 	SYM(p_cuStreamSynchronize, "cuStreamSynchronize");
@@ -155,12 +168,21 @@ static CUresult dsg_module_load(CUcontext c, CUmodule* m, const void* img) { p_c
 static CUresult dsg_module_unload(CUcontext c, CUmodule m) { p_cuCtxSetCurrent(c); return p_cuModuleUnload(m); }
 static CUresult dsg_module_func(CUcontext c, CUmodule m, const char* name, CUfunction* f) { p_cuCtxSetCurrent(c); return p_cuModuleGetFunction(f, m, name); }
 static CUresult dsg_func_attr(CUcontext c, CUfunction f, int attr, int v) { p_cuCtxSetCurrent(c); return p_cuFuncSetAttribute(f, attr, v); }
+static int dsg_has_launch_ex(void) { return p_cuLaunchKernelEx != 0; }
 static CUresult dsg_launch(CUcontext c, CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
-                           unsigned bz, unsigned smem, CUstream s, void* args, int* offs, int nargs) {
+                           unsigned bz, unsigned smem, CUstream s, void* args, int* offs, int nargs, int pdl) {
 	void* params[32];
 	if (nargs > 32) return 1; // CUDA_ERROR_INVALID_VALUE
 	for (int i = 0; i < nargs; i++) params[i] = (char*)args + offs[i];
 	p_cuCtxSetCurrent(c);
+	if (pdl && p_cuLaunchKernelEx) {
+		dsgLaunchAttr a;
+		memset(&a, 0, sizeof a);
+		a.id = 6; // CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
+		a.value.val = 1;
+		dsgLaunchConfig cfg = {gx, gy, gz, bx, by, bz, smem, s, &a, 1};
+		return p_cuLaunchKernelEx(&cfg, f, params, NULL);
+	}
 	return p_cuLaunchKernel(f, gx, gy, gz, bx, by, bz, smem, s, params, NULL);
 }
 static CUresult dsg_stream_create(CUcontext c, CUstream* s) { p_cuCtxSetCurrent(c); return p_cuStreamCreate(s, 1); } // CU_STREAM_NON_BLOCKING
@@ -184,6 +206,7 @@ import "C"
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -291,6 +314,9 @@ type ctx struct {
 	// device, for Backend.Counts.
 	launches, syncs atomic.Int64
 	capturing       bool
+	// pdl: launch kernels that wait for their predecessor on the device
+	// (function.pdl) with programmatic dependent launch (newCtx).
+	pdl bool
 }
 
 func newCtx(ordinal int) (*ctx, error) {
@@ -308,6 +334,11 @@ func newCtx(ordinal int) (*ctx, error) {
 		C.dsg_ctx_release(x.dev)
 		return nil, err
 	}
+	// Programmatic dependent launch needs Hopper (sm_90) and a driver
+	// with cuLaunchKernelEx; DSGO_NO_PDL=1 turns it off, to compare.
+	var major C.int
+	C.dsg_device_attr(x.dev, attrCCMajor, &major)
+	x.pdl = major >= 9 && C.dsg_has_launch_ex() != 0 && os.Getenv("DSGO_NO_PDL") == ""
 	return x, nil
 }
 
@@ -448,6 +479,9 @@ func (x *ctx) unloadModule(m module) { C.dsg_module_unload(x.c, m.m) }
 type function struct {
 	f    C.CUfunction
 	name string
+	// pdl: the kernel starts with griddepcontrol.wait (PDL_ENTRY in
+	// kernels.cu), so it may be launched before its predecessor ends.
+	pdl bool
 }
 
 func (x *ctx) function(m module, name string) (function, error) {
@@ -551,8 +585,15 @@ func (x *ctx) launch(f function, grid, block dim3, smem int, a *args) error {
 	// Pad so that &buf[0] is valid even for kernels without arguments.
 	a.buf = append(a.buf, 0)
 	r := C.dsg_launch(x.c, f.f, C.uint(grid.x), C.uint(grid.y), C.uint(grid.z), C.uint(block.x), C.uint(block.y),
-		C.uint(block.z), C.uint(smem), x.stream, unsafe.Pointer(&a.buf[0]), &a.offs[0], C.int(len(a.offs)))
+		C.uint(block.z), C.uint(smem), x.stream, unsafe.Pointer(&a.buf[0]), &a.offs[0], C.int(len(a.offs)), pdlFlag(x.pdl && f.pdl))
 	return check("cuLaunchKernel "+f.name, r)
+}
+
+func pdlFlag(on bool) C.int {
+	if on {
+		return 1
+	}
+	return 0
 }
 
 // countLaunch counts one launch unless it is being captured into a graph.

@@ -71,7 +71,7 @@ __device__ void gemv_fp8(const uint8_t* __restrict__ W, const float* __restrict_
 
 #define GEMV_FP8(NAME, R, NT)                                                                      \
   extern "C" __global__ void __launch_bounds__(256) NAME(const uint8_t* W, const float* x, int n, Parts p, \
-                                                         const float* bias, int cols, FP8Scales q, int cshift) { \
+                                                         const float* bias, int cols, FP8Scales q, int cshift) { PDL_ENTRY(); \
     gemv_fp8<R, NT, 4>(W, x, n, p, bias, cols, q, cshift);                                          \
   }
 GEMV_FP8(gemv_fp8_1, 2, 1)
@@ -82,7 +82,7 @@ GEMV_FP8(gemv_fp8_8, 2, 8)
 // warp per row, one value at a time. Each value is widened and scaled first,
 // as the CPU reference does.
 extern "C" __global__ void __launch_bounds__(256) gemvs_fp8(const uint8_t* W, const float* x, int n, Parts p,
-                                                            const float* bias, int cols, FP8Scales q) {
+                                                            const float* bias, int cols, FP8Scales q) { PDL_ENTRY();
   const int lane = threadIdx.x & 31;
   const int row = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
   if (row >= p.rows) return;
@@ -103,7 +103,7 @@ extern "C" __global__ void __launch_bounds__(256) gemvs_fp8(const uint8_t* W, co
 // mantissa keeps the fp8 fixture at 4–8e-3 where bf16 gave 5e-2,
 // engine/fp8_study_test.go). One block row per weight row; 16 values per
 // thread when cols and bc are multiples of 16.
-extern "C" __global__ void fp8_to_f16(__half* out, const uint8_t* W, FP8Scales q, int r0, int cols) {
+extern "C" __global__ void fp8_to_f16(__half* out, const uint8_t* W, FP8Scales q, int r0, int cols) { PDL_ENTRY();
   const int rr = blockIdx.y, row = r0 + rr;
   const float* s = fp8_srow(q, row);
   const uint8_t* w = W + (size_t)row * cols;
@@ -134,7 +134,7 @@ extern "C" __global__ void fp8_to_f16(__half* out, const uint8_t* W, FP8Scales q
 // into shared memory. Activations are already bf16. K and bc must be
 // multiples of 16 (each thread's 16-value chunk lies in one block column).
 extern "C" __global__ void __launch_bounds__(128) gemm_wmma_fp8(const uint8_t* W, const __nv_bfloat16* X, int n,
-                                                                Parts p, const float* bias, int K, FP8Scales q) {
+                                                                Parts p, const float* bias, int K, FP8Scales q) { PDL_ENTRY();
   const int tid = threadIdx.x, r0 = blockIdx.x * 64;
   // This thread's weight row and 16-column half of each K step.
   const int wr = tid >> 1, wch = (tid & 1) * 16;
@@ -163,7 +163,7 @@ extern "C" __global__ void __launch_bounds__(128) gemm_wmma_fp8(const uint8_t* W
 // ---------------------------------------------------------------- fp8 embed
 // Rows ids of an fp8 table, dequantised (one block per id).
 extern "C" __global__ void embed_fp8(float* out, const uint8_t* t, const int* ids, const int* dp, int cols, int vocab,
-                                     FP8Scales q) {
+                                     FP8Scales q) { PDL_ENTRY();
   int i = blockIdx.x;
   int id = ids ? ids[i] : dp[0];
   id = min(max(id, 0), vocab - 1);  // the host validates ids; clamp for replayed graphs

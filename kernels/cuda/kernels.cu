@@ -109,6 +109,14 @@ DEVI void store_part(const Parts& p, int row, int t, float v) {
   else p.y3[(size_t)t * (p.rows - p.s3) + row - p.s3] = v;
 }
 
+// PDL_ENTRY starts every kernel (TestEntryNames checks): wait until the
+// previous grid in the stream has finished and its writes are visible, then
+// let the next kernel launch. The backend launches kernels with
+// programmatic dependent launch on Hopper (driver.go), so a kernel's launch
+// and block setup overlap its predecessor's tail instead of following it;
+// without that launch attribute both instructions do nothing.
+#define PDL_ENTRY() asm volatile("griddepcontrol.wait;\n\tgriddepcontrol.launch_dependents;" ::: "memory")
+
 // ---------------------------------------------------------------- GEMV
 // gemv_chunks is the vector loop of the GEMV-shaped kernels (gemv_vec,
 // gemv_fp8, gemv_heads in mla.cuh, moe_*_dec in moe.cuh): acc[r][t] += W row
@@ -244,7 +252,7 @@ __device__ void gemv_scalar(const T* __restrict__ W, const float* __restrict__ x
 
 #define GEMV_VEC(NAME, T, R, NT)                                                        \
   extern "C" __global__ void __launch_bounds__(256) NAME(                                \
-      const T* W, const float* x, int n, Parts p, const float* bias, int cols, const float* sc) { \
+      const T* W, const float* x, int n, Parts p, const float* bias, int cols, const float* sc) { PDL_ENTRY(); \
     gemv_vec<T, R, NT, 4>(W, x, n, p, bias, cols, sc);                                   \
   }
 GEMV_VEC(gemv_f32_1, float, 2, 1)
@@ -262,7 +270,7 @@ GEMV_VEC(gemv_bf16_8, __nv_bfloat16, 2, 8)
 
 #define GEMV_SCALAR(NAME, T)                                                              \
   extern "C" __global__ void __launch_bounds__(256) NAME(                                \
-      const T* W, const float* x, int n, Parts p, const float* bias, int cols, const float* sc) { \
+      const T* W, const float* x, int n, Parts p, const float* bias, int cols, const float* sc) { PDL_ENTRY(); \
     gemv_scalar<T>(W, x, n, p, bias, cols, sc);                                          \
   }
 GEMV_SCALAR(gemvs_f32, float)
@@ -327,7 +335,7 @@ __device__ void gemm_tiled(const T* __restrict__ W, const float* __restrict__ x,
 }
 #define GEMM_TILED(NAME, T)                                                               \
   extern "C" __global__ void __launch_bounds__(256) NAME(                                \
-      const T* W, const float* x, int n, Parts p, const float* bias, int cols, const float* sc) { \
+      const T* W, const float* x, int n, Parts p, const float* bias, int cols, const float* sc) { PDL_ENTRY(); \
     gemm_tiled<T>(W, x, n, p, bias, cols, sc);                                           \
   }
 GEMM_TILED(gemm_f32, float)
@@ -432,22 +440,22 @@ __device__ void gemm_wmma(const T* __restrict__ W, const T* __restrict__ X, int 
   });
 }
 extern "C" __global__ void __launch_bounds__(128) gemm_wmma_bf16(const __nv_bfloat16* W, const __nv_bfloat16* X, int n,
-                                                                 Parts p, const float* bias, int K) {
+                                                                 Parts p, const float* bias, int K) { PDL_ENTRY();
   gemm_wmma(W, X, n, p, bias, K);
 }
 extern "C" __global__ void __launch_bounds__(128) gemm_wmma_f16(const __half* W, const __half* X, int n, Parts p,
-                                                                const float* bias, int K) {
+                                                                const float* bias, int K) { PDL_ENTRY();
   gemm_wmma(W, X, n, p, bias, K);
 }
 
 // ---------------------------------------------------------------- conversions
 
 // f32 -> bf16 / f16 activations for cuBLASLt (f16 saturates instead of inf).
-extern "C" __global__ void cvt_f32_bf16(__nv_bfloat16* out, const float* in, long long n) {
+extern "C" __global__ void cvt_f32_bf16(__nv_bfloat16* out, const float* in, long long n) { PDL_ENTRY();
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
     out[i] = __float2bfloat16_rn(in[i]);
 }
-extern "C" __global__ void cvt_f32_f16(__half* out, const float* in, long long n) {
+extern "C" __global__ void cvt_f32_f16(__half* out, const float* in, long long n) { PDL_ENTRY();
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
     out[i] = __float2half_rn(fminf(fmaxf(in[i], -65504.f), 65504.f));
 }
@@ -459,16 +467,16 @@ DEVI float hash_uniform(unsigned long long i, unsigned int seed) {
   z ^= z >> 31;
   return (float)(z >> 40) * (1.0f / 16777216.0f) * 2.f - 1.f;
 }
-extern "C" __global__ void rand_bf16(__nv_bfloat16* out, long long n, unsigned int seed, float a) {
+extern "C" __global__ void rand_bf16(__nv_bfloat16* out, long long n, unsigned int seed, float a) { PDL_ENTRY();
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
     out[i] = __float2bfloat16_rn(a * hash_uniform(i, seed));
 }
-extern "C" __global__ void rand_f32(float* out, long long n, unsigned int seed, float a, float c) {
+extern "C" __global__ void rand_f32(float* out, long long n, unsigned int seed, float a, float c) { PDL_ENTRY();
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
     out[i] = c + a * hash_uniform(i, seed);
 }
 // out[t, r] += bias[r] for a [n, rows] output (the cuBLASLt path).
-extern "C" __global__ void add_bias(float* out, const float* bias, int n, int rows) {
+extern "C" __global__ void add_bias(float* out, const float* bias, int n, int rows) { PDL_ENTRY();
   long long total = (long long)n * rows;
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x)
     out[i] += bias[i % rows];
@@ -486,13 +494,13 @@ __device__ void embed(float* out, const T* table, const int* ids, const int* dp,
   const float sc = scales ? scales[id] : 1.f;
   for (int c = threadIdx.x; c < cols; c += blockDim.x) out[(size_t)i * cols + c] = tof(row[c]) * sc;
 }
-extern "C" __global__ void embed_f32(float* out, const float* t, const int* ids, const int* dp, int cols, int vocab) { embed(out, t, ids, dp, cols, vocab); }
-extern "C" __global__ void embed_f16(float* out, const __half* t, const int* ids, const int* dp, int cols, int vocab) { embed(out, t, ids, dp, cols, vocab); }
-extern "C" __global__ void embed_i8(float* out, const int8_t* t, const int* ids, const int* dp, int cols, int vocab, const float* sc) { embed(out, t, ids, dp, cols, vocab, sc); }
-extern "C" __global__ void embed_bf16(float* out, const __nv_bfloat16* t, const int* ids, const int* dp, int cols, int vocab) { embed(out, t, ids, dp, cols, vocab); }
+extern "C" __global__ void embed_f32(float* out, const float* t, const int* ids, const int* dp, int cols, int vocab) { PDL_ENTRY(); embed(out, t, ids, dp, cols, vocab); }
+extern "C" __global__ void embed_f16(float* out, const __half* t, const int* ids, const int* dp, int cols, int vocab) { PDL_ENTRY(); embed(out, t, ids, dp, cols, vocab); }
+extern "C" __global__ void embed_i8(float* out, const int8_t* t, const int* ids, const int* dp, int cols, int vocab, const float* sc) { PDL_ENTRY(); embed(out, t, ids, dp, cols, vocab, sc); }
+extern "C" __global__ void embed_bf16(float* out, const __nv_bfloat16* t, const int* ids, const int* dp, int cols, int vocab) { PDL_ENTRY(); embed(out, t, ids, dp, cols, vocab); }
 
 // One block per row.
-extern "C" __global__ void rmsnorm(float* out, const float* x, const float* w, int dim, float eps) {
+extern "C" __global__ void rmsnorm(float* out, const float* x, const float* w, int dim, float eps) { PDL_ENTRY();
   __shared__ float sh[32];
   const float* xr = x + (size_t)blockIdx.x * dim;
   float* o = out + (size_t)blockIdx.x * dim;
@@ -522,7 +530,7 @@ DEVI void rope_pair(float* hp, int i, int pos, const float* invf, int dim, float
 // One thread per rotated pair (token, head, i < dim/2). Row t is at
 // position rpos[t] when rpos is given (batched steps), else pos0+dp[1]+t.
 extern "C" __global__ void rope(float* x, int n, int heads, int hd, int pos0, const int* dp, const int* rpos,
-                                const float* invf, int off, int dim, float scale, int interleaved) {
+                                const float* invf, int off, int dim, float scale, int interleaved) { PDL_ENTRY();
   int half = dim / 2;
   long long total = (long long)n * heads * half;
   long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x;
@@ -533,35 +541,35 @@ extern "C" __global__ void rope(float* x, int n, int heads, int hd, int pos0, co
   rope_pair(x + th * hd + off, idx % half, pos, invf, dim, scale, interleaved);
 }
 
-extern "C" __global__ void swiglu(float* out, const float* g, const float* u, long long n) {
+extern "C" __global__ void swiglu(float* out, const float* g, const float* u, long long n) { PDL_ENTRY();
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
     float v = g[i];
     out[i] = v / (1.f + expf(-v)) * u[i];
   }
 }
-extern "C" __global__ void add(float* out, const float* a, const float* b, long long n) {
+extern "C" __global__ void add(float* out, const float* a, const float* b, long long n) { PDL_ENTRY();
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
     out[i] = a[i] + b[i];
 }
-extern "C" __global__ void axpy(float* y, const float* x, float alpha, long long n) {
+extern "C" __global__ void axpy(float* y, const float* x, float alpha, long long n) { PDL_ENTRY();
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
     y[i] = fmaf(alpha, x[i], y[i]);
 }
-extern "C" __global__ void copy2d(float* dst, int dstride, const float* src, int sstride, int rows, int cols) {
+extern "C" __global__ void copy2d(float* dst, int dstride, const float* src, int sstride, int rows, int cols) { PDL_ENTRY();
   long long total = (long long)rows * cols;
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
     long long r = i / cols, c = i % cols;
     dst[r * dstride + c] = src[r * sstride + c];
   }
 }
-extern "C" __global__ void fill(float* out, float v, long long n) {
+extern "C" __global__ void fill(float* out, float v, long long n) { PDL_ENTRY();
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
     out[i] = v;
 }
 
 // argmax over each row of x[rows, n]; ties pick the lowest index and NaN never
 // wins (as the CPU's `v > best` scan). One block of 1024 threads per row.
-extern "C" __global__ void argmax(int* out, const float* x, int n) {
+extern "C" __global__ void argmax(int* out, const float* x, int n) { PDL_ENTRY();
   __shared__ float sv[32];
   __shared__ int si[32];
   const float* xr = x + (size_t)blockIdx.x * n;
@@ -894,7 +902,7 @@ DEVI float samp_rowmax(const float* tmax, int nb, float* sf, int* si) {
 }
 
 extern "C" __global__ void __launch_bounds__(256) sample_tiles(float* w, float* tmax, int* targ, int* tcnt, int* cn,
-                                                               const float* x, int n, const int* hist, int nh, float pen) {
+                                                               const float* x, int n, const int* hist, int nh, float pen) { PDL_ENTRY();
   __shared__ float tile[SAMP_TILE];
   __shared__ float sf[33];
   __shared__ int si[33];
@@ -926,7 +934,7 @@ extern "C" __global__ void __launch_bounds__(256) sample_tiles(float* w, float* 
 }
 
 extern "C" __global__ void __launch_bounds__(256) sample_count(int* tpass, u64* tmass, const float* w, int n, const float* tmax,
-                                                               int nb, float inv_t, float gcut) {
+                                                               int nb, float inv_t, float gcut) { PDL_ENTRY();
   __shared__ float sf[33];
   __shared__ int si[33];
   __shared__ u64 s64[33];
@@ -948,7 +956,7 @@ extern "C" __global__ void __launch_bounds__(256) sample_count(int* tpass, u64* 
 
 extern "C" __global__ void __launch_bounds__(256) sample_compact(float* cv, int* ci, int* cn, const float* w, int n,
                                                                  const int* tpass, const int* tcnt, const float* tmax, int nb,
-                                                                 float inv_t, float gcut, int top_k) {
+                                                                 float inv_t, float gcut, int top_k) { PDL_ENTRY();
   __shared__ float sf[33];
   __shared__ int si[33];
   const float best = samp_rowmax(tmax, nb, sf, si);
@@ -991,7 +999,7 @@ extern "C" __global__ void __launch_bounds__(256) sample_compact(float* cv, int*
 // count and tmass its probability mass in 8.24 fixed point.
 extern "C" __global__ void __launch_bounds__(1024) sample_logits(int* out, const float* cv, const int* ci, const int* cn,
                                                                  const int* tcnt, const u64* tmass, int nb, float inv_t,
-                                                                 int top_k, float top_p, float min_p, double u) {
+                                                                 int top_k, float top_p, float min_p, double u) { PDL_ENTRY();
   __shared__ SampShared sh;
   const int tid = threadIdx.x;
   const SampRow r{cv, ci, *cn};
@@ -1096,8 +1104,8 @@ __device__ void kv_store(KT* kc, KT* vc, const float* k, const float* v, int n, 
     }
   }
 }
-extern "C" __global__ void kv_store_f32(float* kc, float* vc, const float* k, const float* v, int n, int pos0, const int* dp, int kw, int vw) { kv_store(kc, vc, k, v, n, pos0, dp, kw, vw); }
-extern "C" __global__ void kv_store_f16(__half* kc, __half* vc, const float* k, const float* v, int n, int pos0, const int* dp, int kw, int vw) { kv_store(kc, vc, k, v, n, pos0, dp, kw, vw); }
+extern "C" __global__ void kv_store_f32(float* kc, float* vc, const float* k, const float* v, int n, int pos0, const int* dp, int kw, int vw) { PDL_ENTRY(); kv_store(kc, vc, k, v, n, pos0, dp, kw, vw); }
+extern "C" __global__ void kv_store_f16(__half* kc, __half* vc, const float* k, const float* v, int n, int pos0, const int* dp, int kw, int vw) { PDL_ENTRY(); kv_store(kc, vc, k, v, n, pos0, dp, kw, vw); }
 
 // Paged caches: position p of the sequence of row i lives at slot
 // tabs[rseq[i]*maxb + p/bs]*bs + p%bs of a layer laid out [slots, kvh, d].
@@ -1121,13 +1129,13 @@ __device__ void kv_store_paged(KT* kc, KT* vc, const float* k, const float* v, i
     }
   }
 }
-extern "C" __global__ void kv_store_paged_f32(float* kc, float* vc, const float* k, const float* v, int n, const int* rpos, const int* rseq, const int* tabs, int maxb, int bs, int kw, int vw) { kv_store_paged(kc, vc, k, v, n, Paged{rpos, rseq, tabs, maxb, bs}, kw, vw); }
-extern "C" __global__ void kv_store_paged_f16(__half* kc, __half* vc, const float* k, const float* v, int n, const int* rpos, const int* rseq, const int* tabs, int maxb, int bs, int kw, int vw) { kv_store_paged(kc, vc, k, v, n, Paged{rpos, rseq, tabs, maxb, bs}, kw, vw); }
+extern "C" __global__ void kv_store_paged_f32(float* kc, float* vc, const float* k, const float* v, int n, const int* rpos, const int* rseq, const int* tabs, int maxb, int bs, int kw, int vw) { PDL_ENTRY(); kv_store_paged(kc, vc, k, v, n, Paged{rpos, rseq, tabs, maxb, bs}, kw, vw); }
+extern "C" __global__ void kv_store_paged_f16(__half* kc, __half* vc, const float* k, const float* v, int n, const int* rpos, const int* rseq, const int* tabs, int maxb, int bs, int kw, int vw) { PDL_ENTRY(); kv_store_paged(kc, vc, k, v, n, Paged{rpos, rseq, tabs, maxb, bs}, kw, vw); }
 
 // kv_store_f16x4: the same with 16-byte loads and 8-byte stores (widths
 // multiple of 4); the prefill cache write is pure bandwidth.
 extern "C" __global__ void kv_store_f16x4(__half* kc, __half* vc, const float* k, const float* v, int n, int pos0,
-                                          const int* dp, int kw, int vw) {
+                                          const int* dp, int kw, int vw) { PDL_ENTRY();
   int pos = pos0 + dp[1];
   long long tk = (long long)n * kw / 4, tv = vc ? (long long)n * vw / 4 : 0;
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < tk + tv; i += (long long)gridDim.x * blockDim.x) {
@@ -1316,22 +1324,22 @@ __device__ void attn_split(float* part, const float* q, const KT* kc, const KT* 
     if (d == 0) { pp[vd] = mx[h]; pp[vd + 1] = sum[h]; }
   }
 }
-extern "C" __global__ void attn_split_f32(float* part, const float* q, const float* kc, const float* vc, int n, int pos0, const int* dp, int heads, int kvh, int kd, int vd, int ks, int vs, float scale, int L, int nsplit, int vhs) {
+extern "C" __global__ void attn_split_f32(float* part, const float* q, const float* kc, const float* vc, int n, int pos0, const int* dp, int heads, int kvh, int kd, int vd, int ks, int vs, float scale, int L, int nsplit, int vhs) { PDL_ENTRY();
   attn_split(part, q, kc, vc, n, pos0, dp, heads, kvh, kd, vd, ks, vs, scale, L, nsplit, vhs);
 }
-extern "C" __global__ void attn_split_f16(float* part, const float* q, const __half* kc, const __half* vc, int n, int pos0, const int* dp, int heads, int kvh, int kd, int vd, int ks, int vs, float scale, int L, int nsplit, int vhs) {
+extern "C" __global__ void attn_split_f16(float* part, const float* q, const __half* kc, const __half* vc, int n, int pos0, const int* dp, int heads, int kvh, int kd, int vd, int ks, int vs, float scale, int L, int nsplit, int vhs) { PDL_ENTRY();
   attn_split(part, q, kc, vc, n, pos0, dp, heads, kvh, kd, vd, ks, vs, scale, L, nsplit, vhs);
 }
 
-extern "C" __global__ void attn_split_paged_f32(float* part, const float* q, const float* kc, const float* vc, int n, const int* rpos, const int* rseq, const int* tabs, int maxb, int bs, int heads, int kvh, int kd, int vd, int ks, int vs, float scale, int L, int nsplit, int vhs) {
+extern "C" __global__ void attn_split_paged_f32(float* part, const float* q, const float* kc, const float* vc, int n, const int* rpos, const int* rseq, const int* tabs, int maxb, int bs, int heads, int kvh, int kd, int vd, int ks, int vs, float scale, int L, int nsplit, int vhs) { PDL_ENTRY();
   attn_split<float, true>(part, q, kc, vc, n, 0, nullptr, heads, kvh, kd, vd, ks, vs, scale, L, nsplit, vhs, Paged{rpos, rseq, tabs, maxb, bs});
 }
-extern "C" __global__ void attn_split_paged_f16(float* part, const float* q, const __half* kc, const __half* vc, int n, const int* rpos, const int* rseq, const int* tabs, int maxb, int bs, int heads, int kvh, int kd, int vd, int ks, int vs, float scale, int L, int nsplit, int vhs) {
+extern "C" __global__ void attn_split_paged_f16(float* part, const float* q, const __half* kc, const __half* vc, int n, const int* rpos, const int* rseq, const int* tabs, int maxb, int bs, int heads, int kvh, int kd, int vd, int ks, int vs, float scale, int L, int nsplit, int vhs) { PDL_ENTRY();
   attn_split<__half, true>(part, q, kc, vc, n, 0, nullptr, heads, kvh, kd, vd, ks, vs, scale, L, nsplit, vhs, Paged{rpos, rseq, tabs, maxb, bs});
 }
 
 // One block per (query, head): out = sum_s acc_s e^(m_s-M) / sum_s l_s e^(m_s-M).
-extern "C" __global__ void attn_combine(float* out, const float* part, int heads, int vd, int nsplit) {
+extern "C" __global__ void attn_combine(float* out, const float* part, int heads, int vd, int nsplit) { PDL_ENTRY();
   const int ih = blockIdx.x;  // i*heads + h
   const float* pp = part + (size_t)ih * nsplit * (vd + 2);
   float M = -INFINITY;
@@ -1563,7 +1571,7 @@ __device__ void flash_fwd(float* out, const float* q, const __half* kc, const __
 #define FLASH(DP, NW)                                                                               \
   extern "C" __global__ void __launch_bounds__(32 * NW) flash_fwd_##DP(                             \
       float* out, const float* q, const __half* kc, const __half* vc, int n, int pos0, const int* dp, \
-      int heads, int kvh, int D, float sl2) {                                                       \
+      int heads, int kvh, int D, float sl2) { PDL_ENTRY();                                                       \
     flash_fwd<DP, NW>(out, q, kc, vc, n, pos0, dp, heads, kvh, D, sl2);                             \
   }
 FLASH(16, 4)
@@ -1826,7 +1834,7 @@ __device__ void flash2_fwd(float* out, const float* q, const __half* kc, const _
 #define FLASH2(DP)                                                                                  \
   extern "C" __global__ void __launch_bounds__(128, 2) flash2_fwd_##DP(                             \
       float* out, const float* q, const __half* kc, const __half* vc, int n, int pos0, const int* dp, \
-      int heads, int kvh, int D, float sl2) {                                                       \
+      int heads, int kvh, int D, float sl2) { PDL_ENTRY();                                                       \
     flash2_fwd<DP, 2, 64>(out, q, kc, vc, n, pos0, dp, heads, kvh, D, sl2);                         \
   }
 FLASH2(128)

@@ -67,7 +67,7 @@ __device__ void gemv_heads(const T* __restrict__ W, const float* __restrict__ x,
 #define GEMV_HEADS(NAME, T, NT)                                                                           \
   extern "C" __global__ void __launch_bounds__(256) NAME(const T* W, const float* x, int n, float* y,      \
                                                          int rows, int cols, int xRow, int xHead,          \
-                                                         int yRow, int yHead, const float* sc, int vec) {  \
+                                                         int yRow, int yHead, const float* sc, int vec) { PDL_ENTRY();  \
     gemv_heads<T, 2, NT>(W, x, n, y, rows, cols, xRow, xHead, yRow, yHead, sc, vec);                      \
   }
 GEMV_HEADS(gemv_heads_f32_1, float, 1)
@@ -288,24 +288,24 @@ __device__ void mla_attn(float* part, const float* q, const KT* kc, int pos0, co
 
 extern "C" __global__ void __launch_bounds__(MLA_THREADS, 2)
     mla_attn_f32(float* part, const float* q, const float* kc, int pos0, const int* dp, int heads, int kd, int vd,
-                 int ks, float scale, int L, int nsplit) {
+                 int ks, float scale, int L, int nsplit) { PDL_ENTRY();
   mla_attn<float, false>(part, q, kc, pos0, dp, heads, kd, vd, ks, scale, L, nsplit, Paged{});
 }
 extern "C" __global__ void __launch_bounds__(MLA_THREADS, 2)
     mla_attn_f16(float* part, const float* q, const __half* kc, int pos0, const int* dp, int heads, int kd, int vd,
-                 int ks, float scale, int L, int nsplit) {
+                 int ks, float scale, int L, int nsplit) { PDL_ENTRY();
   mla_attn<__half, false>(part, q, kc, pos0, dp, heads, kd, vd, ks, scale, L, nsplit, Paged{});
 }
 extern "C" __global__ void __launch_bounds__(MLA_THREADS, 2)
     mla_attn_paged_f32(float* part, const float* q, const float* kc, const int* rpos, const int* rseq,
                        const int* tabs, int maxb, int bs, int heads, int kd, int vd, int ks, float scale, int L,
-                       int nsplit) {
+                       int nsplit) { PDL_ENTRY();
   mla_attn<float, true>(part, q, kc, 0, nullptr, heads, kd, vd, ks, scale, L, nsplit, Paged{rpos, rseq, tabs, maxb, bs});
 }
 extern "C" __global__ void __launch_bounds__(MLA_THREADS, 2)
     mla_attn_paged_f16(float* part, const float* q, const __half* kc, const int* rpos, const int* rseq,
                        const int* tabs, int maxb, int bs, int heads, int kd, int vd, int ks, float scale, int L,
-                       int nsplit) {
+                       int nsplit) { PDL_ENTRY();
   mla_attn<__half, true>(part, q, kc, 0, nullptr, heads, kd, vd, ks, scale, L, nsplit, Paged{rpos, rseq, tabs, maxb, bs});
 }
 
@@ -468,13 +468,13 @@ __device__ void mla_attn_tc(float* part, const float* q, const __half* kc, int p
 
 extern "C" __global__ void __launch_bounds__(128)
     mla_attn_tc_f16(float* part, const float* q, const __half* kc, int pos0, const int* dp, int heads, int kd, int vd,
-                    int ks, float scale, int L, int nsplit) {
+                    int ks, float scale, int L, int nsplit) { PDL_ENTRY();
   mla_attn_tc<false>(part, q, kc, pos0, dp, heads, kd, vd, ks, scale, L, nsplit, Paged{});
 }
 extern "C" __global__ void __launch_bounds__(128)
     mla_attn_tc_paged_f16(float* part, const float* q, const __half* kc, const int* rpos, const int* rseq,
                           const int* tabs, int maxb, int bs, int heads, int kd, int vd, int ks, float scale, int L,
-                          int nsplit) {
+                          int nsplit) { PDL_ENTRY();
   mla_attn_tc<true>(part, q, kc, 0, nullptr, heads, kd, vd, ks, scale, L, nsplit, Paged{rpos, rseq, tabs, maxb, bs});
 }
 
@@ -675,13 +675,13 @@ __device__ void mla_attn_tc_rows(float* part, const float* q, const __half* kc, 
 
 extern "C" __global__ void __launch_bounds__(MLA_TR_THREADS, 1)
     mla_attn_tc_rows_f16(float* part, const float* q, const __half* kc, int pos0, const int* dp, int n, int heads,
-                         int kd, int vd, int ks, float scale, int L, int nsplit) {
+                         int kd, int vd, int ks, float scale, int L, int nsplit) { PDL_ENTRY();
   mla_attn_tc_rows<false>(part, q, kc, pos0, dp, n, nullptr, heads, kd, vd, ks, scale, L, nsplit, Paged{});
 }
 extern "C" __global__ void __launch_bounds__(MLA_TR_THREADS, 1)
     mla_attn_tc_rows_paged_f16(float* part, const float* q, const __half* kc, const int* tiles, const int* rpos,
                                const int* rseq, const int* tabs, int maxb, int bs, int heads, int kd, int vd, int ks,
-                               float scale, int L, int nsplit) {
+                               float scale, int L, int nsplit) { PDL_ENTRY();
   mla_attn_tc_rows<true>(part, q, kc, 0, nullptr, 0, tiles, heads, kd, vd, ks, scale, L, nsplit,
                          Paged{rpos, rseq, tabs, maxb, bs});
 }

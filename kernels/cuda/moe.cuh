@@ -43,7 +43,7 @@ extern "C" __global__ void __launch_bounds__(32) moe_route(int* __restrict__ idx
                                                            unsigned long long* __restrict__ counts,
                                                            const float* __restrict__ logits, const float* __restrict__ bias,
                                                            int n, int E, int k, int G, int topG, int method, int sigmoid,
-                                                           int norm, int scaled, float scale) {
+                                                           int norm, int scaled, float scale) { PDL_ENTRY();
   __shared__ float s_s[256];  // scores (softmax or sigmoid): the weights
   __shared__ float s_c[256];  // choice: what selection compares
   __shared__ double s_e[256];
@@ -214,23 +214,27 @@ __device__ void moe_gateup_dec(const T* __restrict__ W, const float* __restrict_
 }
 
 // moe_down_dec: out[t, r] (+)= Σ_j w[t,j] · down_{idx[t,j]}[r]·H[t·k+j] for
-// row t = blockIdx.y; one warp computes R output features over the k
-// experts in slot order (deterministic, no atomics). Grid
-// (ceil(hidden / (8R)), n), 256 threads.
+// row t = blockIdx.y and the R output features r of block blockIdx.x. The
+// block's 8 warps split the k slots (warp w takes j = w, w + 8, …: one
+// expert's R rows each, so a layer's experts stream in parallel rather
+// than one after another), then thread r sums the warps' partials in
+// order (deterministic, no atomics). Grid (ceil(hidden / R), n), 256
+// threads.
 template <typename T, int R, int U>
 __device__ void moe_down_dec(const T* __restrict__ D, const float* __restrict__ dsc, const float* __restrict__ H,
                              const int* __restrict__ idx, const float* __restrict__ w, float* __restrict__ out, int k,
                              int first, int cnt, int hidden, int inter, int accumulate, const FP8Scales& fq, int cshift) {
   constexpr int EL = V16<T>::N;
   constexpr bool FP8 = MoEIsFP8<T>::v;
-  const int lane = threadIdx.x & 31;
+  constexpr int W = 8;  // warps per block
+  __shared__ float wsum[W][R];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int t = blockIdx.y;
-  const int r0 = ((blockIdx.x * blockDim.x + threadIdx.x) >> 5) * R;
-  if (r0 >= hidden) return;
+  const int r0 = blockIdx.x * R;
   float acc[R];
 #pragma unroll
   for (int r = 0; r < R; r++) acc[r] = 0.f;
-  for (int j = 0; j < k; j++) {
+  for (int j = warp; j < k; j += W) {
     const int p = t * k + j;
     const int e = idx[p] - first;
     if (e < 0 || e >= cnt) continue;
@@ -270,28 +274,36 @@ __device__ void moe_down_dec(const T* __restrict__ D, const float* __restrict__ 
   for (int r = 0; r < R; r++) acc[r] = warp_sum(acc[r]);
   if (lane == 0) {
 #pragma unroll
-    for (int r = 0; r < R; r++) {
-      int row = r0 + r;
-      if (row < hidden) {
-        float* o = out + (size_t)t * hidden + row;
-        *o = accumulate ? *o + acc[r] : acc[r];
-      }
+    for (int r = 0; r < R; r++) wsum[warp][r] = acc[r];
+  }
+  __syncthreads();
+  if (threadIdx.x < R) {
+    const int row = r0 + threadIdx.x;
+    if (row < hidden) {
+      float v = 0.f;
+#pragma unroll
+      for (int q = 0; q < W; q++) v += wsum[q][threadIdx.x];
+      float* o = out + (size_t)t * hidden + row;
+      *o = accumulate ? *o + v : v;
     }
   }
 }
+
+// Output features per block of moe_down_dec (moe.go: moeDownR).
+#define MOE_DOWN_R 4
 
 // Every expert kernel takes fq (fp8's block scales; unused, zero, for the
 // other dtypes) so that moe.go launches every dtype alike.
 #define MOE_DEC(SUF, T)                                                                                              \
   extern "C" __global__ void __launch_bounds__(256) moe_gateup_dec_##SUF(                                          \
       const T* W, const float* wsc, const float* x, const int* idx, float* H, int k, int first, int cnt, int hidden, \
-      int inter, FP8Scales fq, int cshift) {                                                                         \
+      int inter, FP8Scales fq, int cshift) { PDL_ENTRY();                                                                         \
     moe_gateup_dec<T, 2, 2>(W, wsc, x, idx, H, k, first, cnt, hidden, inter, fq, cshift);                            \
   }                                                                                                                  \
   extern "C" __global__ void __launch_bounds__(256) moe_down_dec_##SUF(                                            \
       const T* D, const float* dsc, const float* H, const int* idx, const float* w, float* out, int k, int first,    \
-      int cnt, int hidden, int inter, int accumulate, FP8Scales fq, int cshift) {                                    \
-    moe_down_dec<T, 2, 4>(D, dsc, H, idx, w, out, k, first, cnt, hidden, inter, accumulate, fq, cshift);             \
+      int cnt, int hidden, int inter, int accumulate, FP8Scales fq, int cshift) { PDL_ENTRY();                                    \
+    moe_down_dec<T, MOE_DOWN_R, 2>(D, dsc, H, idx, w, out, k, first, cnt, hidden, inter, accumulate, fq, cshift);             \
   }
 MOE_DEC(f32, float)
 MOE_DEC(f16, __half)
@@ -309,7 +321,7 @@ MOE_DEC(fp8, fp8_e4m3)
 // the i-th pair (in pair order) routed to expert first+e.
 extern "C" __global__ void __launch_bounds__(1024) moe_sort(int* __restrict__ list, int* __restrict__ offs,
                                                             int* __restrict__ tstart, const int* __restrict__ idx,
-                                                            int P, int first, int cnt, int TM) {
+                                                            int P, int first, int cnt, int TM) { PDL_ENTRY();
   __shared__ int s_cnt[257];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   for (int e = warp; e < cnt; e += 32) {
@@ -461,12 +473,12 @@ __device__ void moe_down_grp(const T* __restrict__ D, const float* __restrict__ 
 #define MOE_GRP(SUF, T)                                                                                             \
   extern "C" __global__ void __launch_bounds__(256) moe_gateup_grp_##SUF(                                         \
       const T* W, const float* wsc, const float* x, const int* list, const int* offs, const int* tstart, float* H, \
-      int k, int cnt, int hidden, int inter, FP8Scales fq) {                                                        \
+      int k, int cnt, int hidden, int inter, FP8Scales fq) { PDL_ENTRY();                                                        \
     moe_gateup_grp<T>(W, wsc, x, list, offs, tstart, H, k, cnt, hidden, inter, fq);                                 \
   }                                                                                                                 \
   extern "C" __global__ void __launch_bounds__(256) moe_down_grp_##SUF(                                           \
       const T* D, const float* dsc, const float* H, const int* list, const int* offs, const int* tstart, float* Y, \
-      int cnt, int hidden, int inter, FP8Scales fq) {                                                               \
+      int cnt, int hidden, int inter, FP8Scales fq) { PDL_ENTRY();                                                               \
     moe_down_grp<T>(D, dsc, H, list, offs, tstart, Y, cnt, hidden, inter, fq);                                     \
   }
 MOE_GRP(f32, float)
@@ -592,12 +604,12 @@ __device__ void moe_grp_mma(const T* __restrict__ W, const float* __restrict__ A
 #define MOE_MMA(SUF, T)                                                                                           \
   extern "C" __global__ void __launch_bounds__(128) moe_gateup_mma_##SUF(                                       \
       const T* W, const float* x, const int* list, const int* offs, const int* tstart, float* H, int k, int cnt, \
-      int hidden, int inter, FP8Scales fq) {                                                                    \
+      int hidden, int inter, FP8Scales fq) { PDL_ENTRY();                                                                    \
     moe_grp_mma<T, true>(W, x, list, offs, tstart, H, k, cnt, hidden, inter, fq);                               \
   }                                                                                                             \
   extern "C" __global__ void __launch_bounds__(128) moe_down_mma_##SUF(                                         \
       const T* D, const float* H, const int* list, const int* offs, const int* tstart, float* Y, int cnt,       \
-      int hidden, int inter, FP8Scales fq) {                                                                    \
+      int hidden, int inter, FP8Scales fq) { PDL_ENTRY();                                                                    \
     moe_grp_mma<T, false>(D, H, list, offs, tstart, Y, 0, cnt, hidden, inter, fq);                              \
   }
 MOE_MMA(bf16, __nv_bfloat16)
@@ -606,7 +618,7 @@ MOE_MMA(fp8, fp8_e4m3)
 
 // moe_rand_fp8: n random finite e4m3 codes (RandomExperts' fp8 experts:
 // values up to ±448, NaN encodings moved to ±448).
-extern "C" __global__ void moe_rand_fp8(uint8_t* out, long long n, unsigned int seed) {
+extern "C" __global__ void moe_rand_fp8(uint8_t* out, long long n, unsigned int seed) { PDL_ENTRY();
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
     unsigned b = (unsigned)((hash_uniform(i, seed) + 1.f) * 128.f) & 0xffu;
     out[i] = (uint8_t)((b & 0x7fu) == 0x7fu ? b - 1 : b);
@@ -617,7 +629,7 @@ extern "C" __global__ void moe_rand_fp8(uint8_t* out, long long n, unsigned int 
 // in slot order. Grid (ceil(hidden/256), n), 256 threads.
 extern "C" __global__ void __launch_bounds__(256) moe_combine(float* __restrict__ out, const float* __restrict__ Y,
                                                               const int* __restrict__ idx, const float* __restrict__ w,
-                                                              int k, int first, int cnt, int hidden, int accumulate) {
+                                                              int k, int first, int cnt, int hidden, int accumulate) { PDL_ENTRY();
   const int t = blockIdx.y, c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= hidden) return;
   float acc = 0.f;

@@ -471,12 +471,13 @@ func (b *Backend) moeExperts(out, x kernels.Buffer, n int, ex kernels.Experts, r
 		acc = 1
 	}
 	if n <= moeDecodeRows {
-		const rowsPerBlock = 8 * 2 // 8 warps of R = 2 rows (moe.cuh)
+		const rowsPerBlock = 8 * 2 // gate|up: 8 warps of R = 2 features (moe.cuh)
+		const downRows = 4         // down: MOE_DOWN_R features a block (moe.cuh)
 		b.launch("moe_gateup_dec_"+dts, dim3{(inter + rowsPerBlock - 1) / rowsPerBlock, n * k, 1}, dim3{256, 1, 1}, 0, func(a *args) {
 			a.ptr(e.gu).ptr(wsc).ptr(xb.p).ptr(ro.idx).ptr(ro.h).i32(k).i32(e.first).i32(e.cnt).i32(hid).i32(inter).
 				raw(gq[:], 8).i32(cshift)
 		})
-		b.launch("moe_down_dec_"+dts, dim3{(hid + rowsPerBlock - 1) / rowsPerBlock, n, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+		b.launch("moe_down_dec_"+dts, dim3{(hid + downRows - 1) / downRows, n, 1}, dim3{256, 1, 1}, 0, func(a *args) {
 			a.ptr(e.dn).ptr(dsc).ptr(ro.h).ptr(ro.idx).ptr(ro.w).ptr(ob.p).i32(k).i32(e.first).i32(e.cnt).i32(hid).i32(inter).i32(acc).
 				raw(dq[:], 8).i32(cshift)
 		})
