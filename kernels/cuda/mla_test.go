@@ -582,32 +582,11 @@ func BenchmarkMLAPagedDecode(b *testing.B) {
 					spec := kernels.PagedKVSpec{Layers: 1, Blocks: seqs * nb, BlockTokens: bs, KVHeads: 1, KDim: kd, VDim: vd, VInK: true}
 					kv, err := g.NewPagedKV(spec)
 					require.NoError(b, err)
-					c := kv.(*PagedKV)
-					perm := rand.New(rand.NewPCG(1, 2)).Perm(spec.Blocks)
-					fill := &kernels.Batch{Tables: make([][]int32, seqs)}
+					fill := fillPagedMLA(b, g, kv.(*PagedKV), seqs, ctx)
 					dec := &kernels.Batch{Tables: fill.Tables}
 					for s := range seqs {
-						for i := range nb {
-							fill.Tables[s] = append(fill.Tables[s], int32(perm[s*nb+i]))
-						}
-						for p := range ctx {
-							fill.Pos, fill.Seq = append(fill.Pos, int32(p)), append(fill.Seq, int32(s))
-						}
 						dec.Pos, dec.Seq = append(dec.Pos, int32(ctx-1)), append(dec.Seq, int32(s))
 					}
-					n := fill.Rows()
-					kb, err := g.Alloc(n * kd)
-					require.NoError(b, err)
-					require.NoError(b, g.RandomBuffer(kb, 3, 0, 1))
-					g.mu.Lock()
-					if g.uploadBatch(fill) {
-						d := &g.bd
-						g.launch("kv_store_paged_"+dtypeNames[c.dt], dim3{blocks(int64(n)*kd, 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
-							a.ptr(c.k).ptr(0).ptr(g.dev(kb).p).ptr(0).i32(n).ptr(d.pos).ptr(d.seq).ptr(d.tab).i32(d.maxb).i32(bs).i32(kd).i32(0)
-						})
-					}
-					g.mu.Unlock()
-					require.NoError(b, g.Sync())
 					q, err := g.Alloc(seqs * heads * kd)
 					require.NoError(b, err)
 					require.NoError(b, g.RandomBuffer(q, 4, 0, 1))
@@ -622,6 +601,38 @@ func BenchmarkMLAPagedDecode(b *testing.B) {
 			}
 		}
 	}
+}
+
+// fillPagedMLA stores ctx random keys for each of seqs sequences in c
+// (one layer), each sequence's blocks a shuffled run of c's blocks, and
+// returns that batch (its Tables serve the benchmark's steps).
+func fillPagedMLA(b *testing.B, g *Backend, c *PagedKV, seqs, ctx int) *kernels.Batch {
+	kd, bs := int64(c.spec.KDim), c.spec.BlockTokens
+	nb := ctx / bs
+	perm := rand.New(rand.NewPCG(1, 2)).Perm(c.spec.Blocks)
+	fill := &kernels.Batch{Tables: make([][]int32, seqs)}
+	for s := range seqs {
+		for i := range nb {
+			fill.Tables[s] = append(fill.Tables[s], int32(perm[s*nb+i]))
+		}
+		for p := range ctx {
+			fill.Pos, fill.Seq = append(fill.Pos, int32(p)), append(fill.Seq, int32(s))
+		}
+	}
+	n := fill.Rows()
+	kb, err := g.Alloc(n * int(kd))
+	require.NoError(b, err)
+	require.NoError(b, g.RandomBuffer(kb, 3, 0, 1))
+	g.mu.Lock()
+	if g.uploadBatch(fill) {
+		d := &g.bd
+		g.launch("kv_store_paged_"+dtypeNames[c.dt], dim3{blocks(int64(n)*kd, 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+			a.ptr(c.k).ptr(0).ptr(g.dev(kb).p).ptr(0).i32(n).ptr(d.pos).ptr(d.seq).ptr(d.tab).i32(d.maxb).i32(bs).i32(int(kd)).i32(0)
+		})
+	}
+	g.mu.Unlock()
+	require.NoError(b, g.Sync())
+	return fill
 }
 
 // BenchmarkMLAPagedPrefill: a serving step of PagedAttention (the rows'
@@ -641,37 +652,14 @@ func BenchmarkMLAPagedPrefill(b *testing.B) {
 					spec := kernels.PagedKVSpec{Layers: 1, Blocks: seqs * nb, BlockTokens: bs, KVHeads: 1, KDim: kd, VDim: vd, VInK: true}
 					kv, err := g.NewPagedKV(spec)
 					require.NoError(b, err)
-					c := kv.(*PagedKV)
-					perm := rand.New(rand.NewPCG(1, 2)).Perm(spec.Blocks)
-					fill := &kernels.Batch{Tables: make([][]int32, seqs)}
+					fill := fillPagedMLA(b, g, kv.(*PagedKV), seqs, ctx)
 					step := &kernels.Batch{Tables: fill.Tables}
-					for s := range seqs {
-						for i := range nb {
-							fill.Tables[s] = append(fill.Tables[s], int32(perm[s*nb+i]))
-						}
-						for p := range ctx {
-							fill.Pos, fill.Seq = append(fill.Pos, int32(p)), append(fill.Seq, int32(s))
-						}
-					}
 					for p := ctx - chunk; p < ctx; p++ {
 						step.Pos, step.Seq = append(step.Pos, int32(p)), append(step.Seq, 0)
 					}
 					for s := 1; s < seqs; s++ {
 						step.Pos, step.Seq = append(step.Pos, int32(ctx-1)), append(step.Seq, int32(s))
 					}
-					n := fill.Rows()
-					kb, err := g.Alloc(n * kd)
-					require.NoError(b, err)
-					require.NoError(b, g.RandomBuffer(kb, 3, 0, 1))
-					g.mu.Lock()
-					if g.uploadBatch(fill) {
-						d := &g.bd
-						g.launch("kv_store_paged_"+dtypeNames[c.dt], dim3{blocks(int64(n)*kd, 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
-							a.ptr(c.k).ptr(0).ptr(g.dev(kb).p).ptr(0).i32(n).ptr(d.pos).ptr(d.seq).ptr(d.tab).i32(d.maxb).i32(bs).i32(kd).i32(0)
-						})
-					}
-					g.mu.Unlock()
-					require.NoError(b, g.Sync())
 					rows := step.Rows()
 					q, err := g.Alloc(rows * heads * kd)
 					require.NoError(b, err)
