@@ -9,13 +9,15 @@ import (
 // MoE is the capability of running a DeepSeek mixture-of-experts layer's
 // routed experts on the backend, with routing on the backend too: the
 // router logits never leave the device, so a decode step that contains MoE
-// layers can be captured as one graph (StepCapturer). The shared experts
-// and the router matmul stay ordinary ops (MatMul, SwiGLU).
+// layers can be captured as one graph (StepCapturer). The router matmul
+// stays an ordinary op; the shared experts run as extra experts that every
+// row is routed to with weight 1 (routing.Config.Shared; a shared MLP of
+// width S·inter is S experts of width inter), or as ordinary ops.
 //
 // One layer's forward is
 //
 //	MatMul(logits ← x·routerᵀ)             [n, Experts]
-//	Route(rt, r, logits, n)                 top-k indices and weights into rt
+//	Route(rt, r, logits, n)                 top-k (+ shared) indices and weights into rt
 //	MoEExperts(out, x, n, ex, rt, acc)      out[t] (+)= Σ_j w[t,j]·Expert_{idx[t,j]}(x[t])
 //
 // where Expert_e(x) = down_e(silu(gate_e·x) ⊙ (up_e·x)), accumulated in

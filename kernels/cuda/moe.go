@@ -36,8 +36,8 @@ var (
 )
 
 const (
-	moeDecodeRows = 8  // rows up to which the decode kernels run
-	moeTile       = 64 // pairs per tile of the grouped kernels (moe.cuh)
+	moeDecodeRows = 8   // rows up to which the decode kernels run
+	moeTile       = 64  // pairs per tile of the grouped kernels (moe.cuh)
 	moeMaxExperts = 256 // routed experts of a router
 	moeMaxTopK    = 32  // slots per row: top-k plus shared experts
 	moeMaxGroups  = 32
