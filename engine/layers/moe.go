@@ -54,9 +54,9 @@ type MoEShape struct {
 // width inter (its gate and up rows and its down columns cut in S), held
 // after the routed experts as ids Experts… and routed to every row with
 // weight 1 (routing.Config.Shared), so the layer is one routing and one
-// expert pass. Sharded models, and shared experts that cannot join the
-// routed ones (another dtype, fp8 blocks cut by the split), keep them as a
-// separate DenseMLP.
+// expert pass. Sharded models, and shared experts that cannot join 16-bit
+// or fp8 routed ones (another dtype, fp8 blocks cut by the split), keep
+// them as a separate DenseMLP (loadSharedExperts).
 func LoadMoE(b *Builder, prefix string, sh MoEShape, rc routing.Config) (*MoE, error) {
 	hid, inter := sh.Hidden, sh.Inter
 	mb, err := moeOf(b.Backend)
@@ -139,11 +139,12 @@ func LoadMoE(b *Builder, prefix string, sh MoEShape, rc routing.Config) (*MoE, e
 
 // loadSharedExperts fetches the shared MLP under prefix and appends it to
 // p as sh.SharedExperts experts of sh.Inter features: gate and up cut by
-// rows, down by columns. When its parts do not all have the routed
-// experts' dtype dt, or are fp8 whose blocks the cuts would split (the
-// device stacks whole blocks), it returns them as a DenseMLP instead
-// (widening a whole layer to f32 to fuse them would cost far more than
-// the separate launches).
+// rows, down by columns; widened to f32 when the routed experts' dtype dt
+// is f32 and theirs is not. When its parts do not all have dt otherwise,
+// or are fp8 whose blocks the cuts would split (the device stacks whole
+// blocks), it returns them as a DenseMLP instead: widening the routed
+// experts to f32 to fuse them would cost far more memory than the
+// separate launches cost time.
 func loadSharedExperts(b *Builder, prefix string, sh MoEShape, dt kernels.DType, keep bool, p *kernels.ExpertParts) (*DenseMLP, error) {
 	S, inter, hid := sh.SharedExperts, sh.Inter, sh.Hidden
 	var gate, up, down kernels.HostMatrix
@@ -163,6 +164,14 @@ func loadSharedExperts(b *Builder, prefix string, sh MoEShape, dt kernels.DType,
 		for _, h := range []kernels.HostMatrix{gate, up, down} {
 			fuse = fuse && inter%h.BlockRows == 0 && inter%h.BlockCols == 0
 		}
+	}
+	if !fuse && dt == kernels.F32 { // routed f32 (stored so, or a mixed layer widened): widen the shared ones too
+		for _, h := range []*kernels.HostMatrix{&gate, &up, &down} {
+			if err := WidenHost(h); err != nil {
+				return nil, err
+			}
+		}
+		fuse = true
 	}
 	if !fuse {
 		return denseFromHost(b, S*inter, gate, up, down)

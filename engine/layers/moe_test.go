@@ -113,6 +113,8 @@ func TestLoadMoESharedExperts(t *testing.T) {
 		{"fp8 not cut, 1 shared", fp8, fp8, 24, 1, true, kernels.FP8},
 		{"fp8 blocks cut: separate", fp8, fp8, 24, 2, false, kernels.FP8},
 		{"shared in another dtype: separate", bf16, f32, 32, 2, false, kernels.BF16},
+		{"routed f32, shared bf16: widened", f32, bf16, 32, 2, true, kernels.F32},
+		{"routed f32, shared fp8 cut inside blocks: widened", f32, fp8, 24, 2, true, kernels.F32},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
