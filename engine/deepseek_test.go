@@ -708,6 +708,60 @@ func BenchmarkDeepseekPrefill(b *testing.B) {
 	}
 }
 
+// TestDeepseekSharedExpertsFused: unsharded, every fixture's shared
+// experts run as Routing.Shared extra experts after the routed ones (no
+// separate MLP) and the experts hold exactly the routed and shared
+// weights (each stored parameter counted once); sharded, they stay a
+// DenseMLP with no shared slots.
+func TestDeepseekSharedExpertsFused(t *testing.T) {
+	moes := func(m *Model) (out []*MoE) {
+		for _, b := range m.blocks {
+			if blk, ok := b.(*deepseekBlock); ok && blk.moe != nil {
+				out = append(out, blk.moe)
+			}
+		}
+		return out
+	}
+	for _, dir := range deepseekFixtures {
+		t.Run(dir, func(t *testing.T) {
+			m, err := Load(fixtureDir(dir), WithThreads(1), WithDevice("cpu"))
+			require.NoError(t, err)
+			defer m.Close()
+			c := m.Config()
+			require.Positive(t, c.NSharedExperts)
+			layers := moes(m)
+			require.NotEmpty(t, layers)
+			for _, l := range layers {
+				assert.Nil(t, l.Shared, "shared experts fused")
+				assert.Equal(t, c.NSharedExperts, l.Routing.Shared)
+				assert.Equal(t, c.NRoutedExperts+c.NSharedExperts, l.Experts.Count())
+				if dt := l.Experts.DType(); dt != kernels.FP8 {
+					assert.Equal(t, int64(c.NRoutedExperts+c.NSharedExperts)*3*int64(c.HiddenSize*c.MoEIntermediateSize*dt.Size()), l.Experts.Bytes())
+				}
+			}
+			sm, err := Load(fixtureDir(dir), WithThreads(1), WithDevice("cpu"), WithShards(2))
+			require.NoError(t, err)
+			defer sm.Close()
+			for _, shard := range sm.shards {
+				for _, l := range moes(shard) {
+					assert.NotNil(t, l.Shared, "sharded: a separate shared MLP")
+					assert.Zero(t, l.Routing.Shared)
+				}
+			}
+			ck, err := safetensors.Open(fixtureDir(dir))
+			require.NoError(t, err)
+			defer ck.Close()
+			var stored int64
+			for _, n := range ck.Names() {
+				tn, err := ck.Tensor(n)
+				require.NoError(t, err)
+				stored += int64(tn.NumElements())
+			}
+			assert.Equal(t, stored, m.Info().Params, "every stored parameter counted once")
+		})
+	}
+}
+
 // TestIsMoELayer pins which layers get routed experts.
 func TestIsMoELayer(t *testing.T) {
 	tests := []struct {

@@ -377,9 +377,10 @@ func runStudy(t *testing.T, dir string, v studyVariant, base *studyRun) *studyRu
 			e, k := moe.Routing.Experts, moe.Routing.TopK
 			var layer [][]int
 			for p := range input {
-				idx := make([]int, k)
-				wt := make([]float32, k)
+				idx := make([]int, moe.Routing.Slots()) // the top-k, then any fused shared experts
+				wt := make([]float32, len(idx))
 				rt.Route(sb.routerLogits[l][p*e:(p+1)*e], idx, wt)
+				idx = idx[:k]
 				sort.Ints(idx)
 				layer = append(layer, idx)
 			}

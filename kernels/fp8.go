@@ -86,3 +86,34 @@ func (h HostMatrix) SliceRows(r0, r1 int, name string) HostMatrix {
 	}
 	return out
 }
+
+// SliceCols returns columns [c0, c1) of h in new data, named name: any
+// dtype, Int8 keeping its row scales, FP8 the block columns of those
+// columns, which must start a block (c0 a multiple of BlockCols, c1 too or
+// the last column). The whole matrix is h itself, renamed.
+func (h HostMatrix) SliceCols(c0, c1 int, name string) (HostMatrix, error) {
+	if c0 < 0 || c1 > h.Cols || c0 >= c1 {
+		return HostMatrix{}, fmt.Errorf("%s: columns [%d, %d) of %d", h.Name, c0, c1, h.Cols)
+	}
+	out := h
+	out.Name, out.Cols = name, c1-c0
+	if c0 == 0 && c1 == h.Cols {
+		return out, nil
+	}
+	if h.DType == FP8 && (h.BlockCols <= 0 || c0%h.BlockCols != 0 || (c1%h.BlockCols != 0 && c1 != h.Cols)) {
+		return HostMatrix{}, fmt.Errorf("%s: fp8 columns [%d, %d) do not start and end on blocks of %d columns", h.Name, c0, c1, h.BlockCols)
+	}
+	es, w := h.DType.Size(), c1-c0
+	out.Data = make([]byte, h.Rows*w*es)
+	for r := range h.Rows {
+		copy(out.Data[r*w*es:(r+1)*w*es], h.Data[(r*h.Cols+c0)*es:(r*h.Cols+c1)*es])
+	}
+	if h.DType == FP8 {
+		sc, b0, b1 := h.ScaleCols(), c0/h.BlockCols, (c1+h.BlockCols-1)/h.BlockCols
+		out.Scales = make([]float32, 0, h.scaleRows()*(b1-b0))
+		for r := range h.scaleRows() {
+			out.Scales = append(out.Scales, h.Scales[r*sc+b0:r*sc+b1]...)
+		}
+	}
+	return out, nil
+}

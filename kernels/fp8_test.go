@@ -1,6 +1,7 @@
 package kernels
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -78,6 +79,56 @@ func TestSliceRowsFP8(t *testing.T) {
 	s := q.SliceRows(1, 3, "q1")
 	assert.Equal(t, []byte{3, 4, 5, 6}, s.Data)
 	assert.Equal(t, []float32{2, 3}, s.Scales)
+}
+
+// TestSliceCols: every value of a column slice and (fp8) its block scale
+// are those of the same column of h, for slices on block boundaries, a
+// partial last block and a row slice starting inside a block; cuts inside
+// an fp8 block are refused.
+func TestSliceCols(t *testing.T) {
+	h := fp8Host()
+	for i := range h.Data {
+		h.Data[i] = byte(i)
+	}
+	rowCut := h.SliceRows(1, 4, "rows") // ScaleRow0 1
+	for _, tc := range []struct {
+		h      HostMatrix
+		c0, c1 int
+		want   string
+	}{
+		{h, 0, 8, ""}, {h, 8, 16, ""}, {h, 16, 20, ""}, {h, 8, 20, ""}, {h, 0, 20, ""}, {rowCut, 8, 16, ""},
+		{h, 4, 8, "do not start and end on blocks of 8"}, {h, 0, 12, "do not start and end"},
+		{h, 8, 21, "columns [8, 21) of 20"}, {h, 8, 8, "columns [8, 8)"},
+	} {
+		t.Run(fmt.Sprintf("%s/%d:%d", tc.h.Name, tc.c0, tc.c1), func(t *testing.T) {
+			s, err := tc.h.SliceCols(tc.c0, tc.c1, "cut")
+			if tc.want != "" {
+				require.ErrorContains(t, err, tc.want)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, "cut", s.Name)
+			_, err = CheckParts([]HostMatrix{s})
+			require.NoError(t, err)
+			require.Equal(t, tc.c1-tc.c0, s.Cols)
+			for r := range s.Rows {
+				for c := range s.Cols {
+					assert.Equal(t, tc.h.Data[r*tc.h.Cols+tc.c0+c], s.Data[r*s.Cols+c], "(%d, %d)", r, c)
+					assert.Equal(t, tc.h.BlockScales(r)[(tc.c0+c)/8], s.BlockScales(r)[c/8], "(%d, %d)", r, c)
+				}
+			}
+		})
+	}
+	// Other dtypes: columns of each row; int8 keeps its row scales.
+	q := HostMatrix{Name: "q", Rows: 2, Cols: 3, DType: Int8, Data: []byte{1, 2, 3, 4, 5, 6}, Scales: []float32{1, 2}}
+	s, err := q.SliceCols(1, 3, "q1")
+	require.NoError(t, err)
+	assert.Equal(t, []byte{2, 3, 5, 6}, s.Data)
+	assert.Equal(t, []float32{1, 2}, s.Scales)
+	b := HostMatrix{Name: "b", Rows: 2, Cols: 2, DType: BF16, Data: []byte{1, 2, 3, 4, 5, 6, 7, 8}}
+	s, err = b.SliceCols(1, 2, "b1")
+	require.NoError(t, err)
+	assert.Equal(t, []byte{3, 4, 7, 8}, s.Data)
 }
 
 type fp8Backend struct{ Backend }

@@ -9,13 +9,15 @@ import (
 // MoE is the capability of running a DeepSeek mixture-of-experts layer's
 // routed experts on the backend, with routing on the backend too: the
 // router logits never leave the device, so a decode step that contains MoE
-// layers can be captured as one graph (StepCapturer). The shared experts
-// and the router matmul stay ordinary ops (MatMul, SwiGLU).
+// layers can be captured as one graph (StepCapturer). The router matmul
+// stays an ordinary op; the shared experts run as extra experts that every
+// row is routed to with weight 1 (routing.Config.Shared; a shared MLP of
+// width S·inter is S experts of width inter), or as ordinary ops.
 //
 // One layer's forward is
 //
 //	MatMul(logits ← x·routerᵀ)             [n, Experts]
-//	Route(rt, r, logits, n)                 top-k indices and weights into rt
+//	Route(rt, r, logits, n)                 top-k (+ shared) indices and weights into rt
 //	MoEExperts(out, x, n, ex, rt, acc)      out[t] (+)= Σ_j w[t,j]·Expert_{idx[t,j]}(x[t])
 //
 // where Expert_e(x) = down_e(silu(gate_e·x) ⊙ (up_e·x)), accumulated in
@@ -35,8 +37,9 @@ type MoE interface {
 	NewMoERoutes(spec MoERoutesSpec) (MoERoutes, error)
 	// Route routes rows 0..n-1 of logits [n, Experts] with r's config
 	// (kernels/routing's rules and arithmetic: the indices equal the
-	// host's), writes the top-k indices and weights of each row to rt
-	// and adds the selections to r's counters.
+	// host's), writes each row's Slots indices and weights (the top-k,
+	// then the config's shared experts with weight 1) to rt and adds the
+	// top-k selections (never the shared slots) to r's counters.
 	Route(rt MoERoutes, r MoERouter, logits Buffer, n int)
 	// MoEExperts computes, for rows t < n of x [n, Hidden],
 	// Σ_j w[t,j]·Expert_{idx[t,j]}(x[t]) from rt's last Route and adds it
@@ -46,14 +49,16 @@ type MoE interface {
 	// keeps out). out must not alias x.
 	MoEExperts(out, x Buffer, n int, ex Experts, rt MoERoutes, accumulate bool)
 	// ReadRoutes downloads rt's indices and weights of rows 0..n-1
-	// ([n, TopK] each, row-major), waiting for pending work (tests,
+	// ([n, spec.TopK] each, row-major), waiting for pending work (tests,
 	// debugging).
 	ReadRoutes(rt MoERoutes, n int, idx []int32, w []float32) error
 }
 
-// ExpertParts are the host weights of a run of a layer's routed experts:
-// experts First, First+1, … (len(Gate) of them). Gate[i] and Up[i] are
-// [Inter, Hidden], Down[i] is [Hidden, Inter], all of one dtype.
+// ExpertParts are the host weights of a run of a layer's experts: experts
+// First, First+1, … (len(Gate) of them; shared experts routed as
+// routing.Config.Shared follow the routed ones, ids Experts, …). Gate[i]
+// and Up[i] are [Inter, Hidden], Down[i] is [Hidden, Inter], all of one
+// dtype.
 type ExpertParts struct {
 	First          int
 	Gate, Up, Down []HostMatrix
@@ -75,15 +80,17 @@ type Experts interface {
 type MoERouter interface {
 	Config() routing.Config
 	// Counts downloads the selection counters: rows routed since the last
-	// reset and selections per expert (len Experts). It waits for pending
-	// work.
+	// reset and top-k selections per routed expert (len Experts; shared
+	// experts are not counted). It waits for pending work.
 	Counts() (tokens int64, perExpert []int64, err error)
 	// ResetCounts zeroes the counters.
 	ResetCounts() error
 }
 
 // MoERoutesSpec sizes a session's MoERoutes: Rows rows routed to TopK of
-// Experts experts of Hidden → Inter → Hidden MLPs.
+// Experts experts of Hidden → Inter → Hidden MLPs. TopK is the slot count
+// per row, the router's Slots (top-k plus shared experts), and Experts
+// counts the shared experts too (routing.Config Experts+Shared).
 type MoERoutesSpec struct {
 	Rows, TopK, Experts, Hidden, Inter int
 }

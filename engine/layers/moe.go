@@ -20,8 +20,10 @@ type MoE struct {
 	// Experts are the routed experts this backend holds: all of them, or
 	// a shard's contiguous run (expert parallelism; the others add
 	// nothing here and come in through the block's all-reduce).
+	// Unsharded, the shared experts follow the routed ones here (ids
+	// Experts…, Routing.Shared of them).
 	Experts kernels.Experts
-	Shared  *DenseMLP // nil without shared experts
+	Shared  *DenseMLP // separate shared experts (sharded models), else nil
 
 	gate kernels.MoERouter // routing state and selection counters
 }
@@ -47,7 +49,14 @@ type MoEShape struct {
 }
 
 // LoadMoE loads a MoE layer routed by rc under prefix
-// ("model.layers.N.mlp.").
+// ("model.layers.N.mlp."). Unsharded, the shared experts run with the
+// routed ones: a shared MLP of width S·inter is the sum of S experts of
+// width inter (its gate and up rows and its down columns cut in S), held
+// after the routed experts as ids Experts… and routed to every row with
+// weight 1 (routing.Config.Shared), so the layer is one routing and one
+// expert pass. Sharded models, and shared experts that cannot join 16-bit
+// or fp8 routed ones (another dtype, fp8 blocks cut by the split), keep
+// them as a separate DenseMLP (loadSharedExperts).
 func LoadMoE(b *Builder, prefix string, sh MoEShape, rc routing.Config) (*MoE, error) {
 	hid, inter := sh.Hidden, sh.Inter
 	mb, err := moeOf(b.Backend)
@@ -64,9 +73,6 @@ func LoadMoE(b *Builder, prefix string, sh MoEShape, rc routing.Config) (*MoE, e
 		if m.Bias, err = b.Floats(prefix+"gate.e_score_correction_bias", rc.Experts); err != nil {
 			return nil, err
 		}
-	}
-	if m.gate, err = mb.NewMoERouter(m.Routing, m.Bias); err != nil {
-		return nil, fmt.Errorf("%sgate: %w", prefix, err)
 	}
 	// Expert parallelism: a shard holds a contiguous run of whole experts
 	// and adds only their outputs; routing is replicated and the block's
@@ -107,17 +113,101 @@ func LoadMoE(b *Builder, prefix string, sh MoEShape, rc routing.Config) (*MoE, e
 				}
 			}
 		}
+		if sh.SharedExperts > 0 && b.shardCount() == 1 {
+			if m.Shared, err = loadSharedExperts(b, prefix+"shared_experts.", sh, p.Gate[0].DType, keep, &p); err != nil {
+				return nil, err
+			}
+			if m.Shared == nil {
+				m.Routing.Shared = sh.SharedExperts
+			}
+		}
 		if m.Experts, err = mb.UploadExperts(p, b.Int8); err != nil {
 			return nil, fmt.Errorf("loading weights %sexperts: %w", prefix, err)
 		}
 		b.bytes[m.Experts.DType().String()] += m.Experts.Bytes()
 	}
-	if sh.SharedExperts > 0 {
+	if sh.SharedExperts > 0 && m.Shared == nil && m.Routing.Shared == 0 {
 		if m.Shared, err = LoadDenseMLP(b, prefix+"shared_experts.", hid, inter*sh.SharedExperts, false); err != nil {
 			return nil, err
 		}
 	}
+	if m.gate, err = mb.NewMoERouter(m.Routing, m.Bias); err != nil {
+		return nil, fmt.Errorf("%sgate: %w", prefix, err)
+	}
 	return m, nil
+}
+
+// loadSharedExperts fetches the shared MLP under prefix and appends it to
+// p as sh.SharedExperts experts of sh.Inter features: gate and up cut by
+// rows, down by columns; widened to f32 when the routed experts' dtype dt
+// is f32 and theirs is not. When its parts do not all have dt otherwise,
+// or are fp8 whose blocks the cuts would split (the device stacks whole
+// blocks), it returns them as a DenseMLP instead: widening the routed
+// experts to f32 to fuse them would cost far more memory than the
+// separate launches cost time.
+func loadSharedExperts(b *Builder, prefix string, sh MoEShape, dt kernels.DType, keep bool, p *kernels.ExpertParts) (*DenseMLP, error) {
+	S, inter, hid := sh.SharedExperts, sh.Inter, sh.Hidden
+	var gate, up, down kernels.HostMatrix
+	for _, f := range []struct {
+		dst  *kernels.HostMatrix
+		spec MatSpec
+	}{{&gate, MatSpec{prefix + "gate_proj.weight", S * inter, hid}}, {&up, MatSpec{prefix + "up_proj.weight", S * inter, hid}},
+		{&down, MatSpec{prefix + "down_proj.weight", hid, S * inter}}} {
+		h, err := b.host(f.spec, keep)
+		if err != nil {
+			return nil, err
+		}
+		*f.dst = h
+	}
+	fuse := gate.DType == dt && up.DType == dt && down.DType == dt
+	if fuse && dt == kernels.FP8 && S > 1 {
+		for _, h := range []kernels.HostMatrix{gate, up, down} {
+			fuse = fuse && inter%h.BlockRows == 0 && inter%h.BlockCols == 0
+		}
+	}
+	if !fuse && dt == kernels.F32 { // routed f32 (stored so, or a mixed layer widened): widen the shared ones too
+		for _, h := range []*kernels.HostMatrix{&gate, &up, &down} {
+			if err := WidenHost(h); err != nil {
+				return nil, err
+			}
+		}
+		fuse = true
+	}
+	if !fuse {
+		return denseFromHost(b, S*inter, gate, up, down)
+	}
+	for s := range S {
+		lo, hi := s*inter, (s+1)*inter
+		d, err := down.SliceCols(lo, hi, fmt.Sprintf("%s[cols %d:%d]", down.Name, lo, hi))
+		if err != nil {
+			return nil, fmt.Errorf("loading weights: %w", err)
+		}
+		p.Gate = append(p.Gate, sliceRows(gate, RowRange{lo, hi}))
+		p.Up = append(p.Up, sliceRows(up, RowRange{lo, hi}))
+		p.Down = append(p.Down, d)
+	}
+	return nil, nil
+}
+
+// denseFromHost uploads an MLP of inter features from its fetched gate,
+// up and down as LoadDenseMLP would (mixed gate and up widened to f32).
+func denseFromHost(b *Builder, inter int, gate, up, down kernels.HostMatrix) (*DenseMLP, error) {
+	if gate.DType != up.DType {
+		for _, h := range []*kernels.HostMatrix{&gate, &up} {
+			if err := WidenHost(h); err != nil {
+				return nil, err
+			}
+		}
+	}
+	d := &DenseMLP{Inter: inter}
+	var err error
+	if d.GateUp, err = uploadParts(b, []kernels.HostMatrix{gate, up}); err != nil {
+		return nil, err
+	}
+	if d.Down, err = uploadParts(b, []kernels.HostMatrix{down}); err != nil {
+		return nil, err
+	}
+	return d, nil
 }
 
 // Forward writes the MoE output for n rows of xn to out [n, hidden].
@@ -127,8 +217,8 @@ func (m *MoE) Forward(ctx Context, out, xn kernels.Buffer, n int) error {
 	if err != nil {
 		return err
 	}
-	rt, err := ctx.MoERoutes(mb, kernels.MoERoutesSpec{Rows: ctx.Chunk(), TopK: m.Routing.TopK, Experts: m.Routing.Experts,
-		Hidden: m.Hidden, Inter: m.Inter})
+	rt, err := ctx.MoERoutes(mb, kernels.MoERoutesSpec{Rows: ctx.Chunk(), TopK: m.Routing.Slots(),
+		Experts: m.Routing.Experts + m.Routing.Shared, Hidden: m.Hidden, Inter: m.Inter})
 	if err != nil {
 		return err
 	}
@@ -138,7 +228,8 @@ func (m *MoE) Forward(ctx Context, out, xn kernels.Buffer, n int) error {
 	}
 	ctx.MatMul(xn, n, m.Router, nil, Outs{rl})
 	mb.Route(rt, m.gate, rl, n)
-	// Shared experts write out first; the routed ones add to it.
+	// Separate shared experts write out first; the routed ones add to it
+	// (fused shared experts are among m.Experts).
 	if m.Shared != nil {
 		if err := m.Shared.Forward(ctx, out, xn, n); err != nil {
 			return err

@@ -152,15 +152,15 @@ func (b *Backend) NewMoERoutes(spec kernels.MoERoutesSpec) (kernels.MoERoutes, e
 func (b *Backend) Route(rt kernels.MoERoutes, r kernels.MoERouter, logits kernels.Buffer, n int) {
 	ro, rr := rt.(*Routes), r.(*Router)
 	c := &rr.cfg
-	E, k := c.Experts, c.TopK
-	if n > ro.spec.Rows || k != ro.spec.TopK || E > ro.spec.Experts {
-		panic(fmt.Sprintf("cpu: Route: %d rows of %d experts top-%d into routes %+v", n, E, k, ro.spec))
+	E, k := c.Experts, c.Slots()
+	if n > ro.spec.Rows || k != ro.spec.TopK || E+c.Shared > ro.spec.Experts {
+		panic(fmt.Sprintf("cpu: Route: %d rows of %d experts top-%d + %d shared into routes %+v", n, E, c.TopK, c.Shared, ro.spec))
 	}
 	lg := buf(logits)
 	for t := range n {
 		idx := ro.idx[t*k : (t+1)*k]
 		routing.Route(c, rr.bias, &ro.sc, lg[t*E:(t+1)*E], idx, ro.w[t*k:(t+1)*k])
-		for _, e := range idx {
+		for _, e := range idx[:c.TopK] { // the shared slots are not selections
 			rr.counts[e].Add(1)
 		}
 	}

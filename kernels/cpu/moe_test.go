@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -158,4 +159,101 @@ func TestMoEBadInput(t *testing.T) {
 	require.ErrorContains(t, err, "bad spec")
 	_, err = b.NewMoERouter(routing.Config{Method: routing.TopKNoAuxTC, Scoring: routing.ScoringSigmoid, Experts: 8, TopK: 2, Groups: 4, TopGroups: 2}, nil)
 	require.ErrorContains(t, err, "e_score_correction_bias has 0 entries")
+}
+
+// TestMoESharedExperts: a layer whose shared MLP (width S·inter) runs as S
+// extra experts (routing.Config.Shared) gives what the shared MLP run
+// densely plus the routed experts accumulated onto it gives, per weight
+// dtype; the routing of the top-k slots and the selection counters are
+// those of the routing without shared experts.
+func TestMoESharedExperts(t *testing.T) {
+	b := New(2)
+	defer b.Close()
+	r := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	const E, k, hid, inter, rows = 8, 2, 40, 24, 9
+	for _, dt := range []kernels.DType{kernels.F32, kernels.BF16, kernels.F16, kernels.FP8} {
+		for _, S := range []int{1, 2, 3} {
+			t.Run(fmt.Sprintf("%v/shared=%d", dt, S), func(t *testing.T) {
+				mk := func(name string, rows, cols int) kernels.HostMatrix {
+					if dt == kernels.FP8 {
+						h, _ := randFP8(r, name, fp8Shape{rows: rows, br: 8, bc: 8}, cols)
+						return h
+					}
+					h, _ := hostMatrix(t, name, randVec(r, rows*cols), rows, cols, dt)
+					return h
+				}
+				var p kernels.ExpertParts
+				for e := range E {
+					p.Gate = append(p.Gate, mk(fmt.Sprint("gate", e), inter, hid))
+					p.Up = append(p.Up, mk(fmt.Sprint("up", e), inter, hid))
+					p.Down = append(p.Down, mk(fmt.Sprint("down", e), hid, inter))
+				}
+				sg, su, sd := mk("sgate", S*inter, hid), mk("sup", S*inter, hid), mk("sdown", hid, S*inter)
+				fused := kernels.ExpertParts{Gate: slices.Clone(p.Gate), Up: slices.Clone(p.Up), Down: slices.Clone(p.Down)}
+				for s := range S {
+					lo, hi := s*inter, (s+1)*inter
+					fused.Gate = append(fused.Gate, sg.SliceRows(lo, hi, fmt.Sprint("sgate", s)))
+					fused.Up = append(fused.Up, su.SliceRows(lo, hi, fmt.Sprint("sup", s)))
+					d, err := sd.SliceCols(lo, hi, fmt.Sprint("sdown", s))
+					require.NoError(t, err)
+					fused.Down = append(fused.Down, d)
+				}
+				routed, err := b.UploadExperts(p, false)
+				require.NoError(t, err)
+				all, err := b.UploadExperts(fused, false)
+				require.NoError(t, err)
+				gateUp, err := b.UploadMatrix([]kernels.HostMatrix{sg, su}, false)
+				require.NoError(t, err)
+				down, err := b.UploadMatrix([]kernels.HostMatrix{sd}, false)
+				require.NoError(t, err)
+				assert.Equal(t, E+S, all.Count())
+				assert.Equal(t, routed.Bytes()+gateUp.Bytes()+down.Bytes(), all.Bytes(), "resident bytes")
+
+				cfg := routing.Config{Method: routing.TopKGreedy, Scoring: routing.ScoringSoftmax, Experts: E, TopK: k,
+					Groups: 1, TopGroups: 1, Scale: 1.5}
+				plainR, err := b.NewMoERouter(cfg, nil)
+				require.NoError(t, err)
+				cfg.Shared = S
+				fusedR, err := b.NewMoERouter(cfg, nil)
+				require.NoError(t, err)
+				plainRt, err := b.NewMoERoutes(kernels.MoERoutesSpec{Rows: rows, TopK: k, Experts: E, Hidden: hid, Inter: inter})
+				require.NoError(t, err)
+				fusedRt, err := b.NewMoERoutes(kernels.MoERoutesSpec{Rows: rows, TopK: k + S, Experts: E + S, Hidden: hid, Inter: inter})
+				require.NoError(t, err)
+				for _, n := range []int{1, rows} {
+					lb, xb := &Buffer{data: randVec(r, n*E)}, &Buffer{data: randVec(r, n*hid)}
+					g, u := &Buffer{data: make([]float32, n*S*inter)}, &Buffer{data: make([]float32, n*S*inter)}
+					want, got := &Buffer{data: make([]float32, n*hid)}, &Buffer{data: randVec(r, n*hid)}
+					b.MatMul([]kernels.Buffer{g, u}, xb, n, gateUp, nil)
+					b.SwiGLU(g, g, u, n*S*inter)
+					b.MatMul([]kernels.Buffer{want}, g, n, down, nil)
+					b.Route(plainRt, plainR, lb, n)
+					b.MoEExperts(want, xb, n, routed, plainRt, true)
+					b.Route(fusedRt, fusedR, lb, n)
+					b.MoEExperts(got, xb, n, all, fusedRt, false)
+					assert.LessOrEqual(t, relErr(got.data, want.data), 1e-5, "n=%d", n)
+
+					pi, pw := make([]int32, n*k), make([]float32, n*k)
+					require.NoError(t, b.ReadRoutes(plainRt, n, pi, pw))
+					fi, fw := make([]int32, n*(k+S)), make([]float32, n*(k+S))
+					require.NoError(t, b.ReadRoutes(fusedRt, n, fi, fw))
+					for tk := range n {
+						assert.Equal(t, pi[tk*k:(tk+1)*k], fi[tk*(k+S):tk*(k+S)+k], "row %d", tk)
+						assert.Equal(t, pw[tk*k:(tk+1)*k], fw[tk*(k+S):tk*(k+S)+k], "row %d", tk)
+						for s := range S {
+							assert.Equal(t, int32(E+s), fi[tk*(k+S)+k+s])
+							assert.Equal(t, float32(1), fw[tk*(k+S)+k+s])
+						}
+					}
+				}
+				pt, pc, err := plainR.Counts()
+				require.NoError(t, err)
+				ft, fc, err := fusedR.Counts()
+				require.NoError(t, err)
+				assert.Equal(t, int64(1+rows), ft)
+				assert.Equal(t, pt, ft)
+				assert.Equal(t, pc, fc, "the shared slots are not counted")
+			})
+		}
+	}
 }

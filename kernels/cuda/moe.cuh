@@ -29,6 +29,10 @@ DEVI float moe_w(const fp8_e4m3* W, size_t i, const FP8Scales& fq, int row, int 
   return tof(W[i]) * fp8_srow(fq, row)[c / fq.bc];
 }
 
+// Experts one layer's kernels hold at most (moe.go's moeMaxHeld): 256
+// routed and 32 shared.
+#define MOE_MAX_HELD 288
+
 // ---------------------------------------------------------------- routing
 
 // moe_route: one warp per row, E ≤ 256 experts (lane l holds experts
@@ -38,12 +42,15 @@ DEVI float moe_w(const fp8_e4m3* W, size_t i, const FP8Scales& fq, int row, int 
 // selection by exact comparisons (ties to the lower index), and the
 // normalisation sum in slot order by one lane.
 // method: 0 greedy, 1 group_limited_greedy (group max), 2 noaux_tc (top-2 sum).
-// counts [E+1]: selections per expert, then rows routed.
+// Rows have k + shared slots: the top-k, then the shared experts E, E+1, …
+// with weight 1 (routing.Config.Shared).
+// counts [E+1]: top-k selections per expert (not the shared slots), then
+// rows routed.
 extern "C" __global__ void __launch_bounds__(32) moe_route(int* __restrict__ idx, float* __restrict__ wout,
                                                            unsigned long long* __restrict__ counts,
                                                            const float* __restrict__ logits, const float* __restrict__ bias,
-                                                           int n, int E, int k, int G, int topG, int method, int sigmoid,
-                                                           int norm, int scaled, float scale) { PDL_ENTRY();
+                                                           int n, int E, int k, int shared, int G, int topG, int method,
+                                                           int sigmoid, int norm, int scaled, float scale) { PDL_ENTRY();
   __shared__ float s_s[256];  // scores (softmax or sigmoid): the weights
   __shared__ float s_c[256];  // choice: what selection compares
   __shared__ double s_e[256];
@@ -134,6 +141,7 @@ extern "C" __global__ void __launch_bounds__(32) moe_route(int* __restrict__ idx
   }
   if (lane < k) s_idx[lane] = mine;
   __syncwarp();
+  const size_t row = (size_t)t * (k + shared);  // the row's first slot
   if (lane == 0) {
     float sum = 0.f;
     for (int j = 0; j < k; j++) sum += s_s[s_idx[j]];
@@ -141,10 +149,14 @@ extern "C" __global__ void __launch_bounds__(32) moe_route(int* __restrict__ idx
       float r = s_s[s_idx[j]];
       if (norm) r = __fdiv_rn(r, __fadd_rn(sum, 1e-20f));
       if (scaled) r = __fmul_rn(r, scale);
-      idx[(size_t)t * k + j] = s_idx[j];
-      wout[(size_t)t * k + j] = r;
+      idx[row + j] = s_idx[j];
+      wout[row + j] = r;
     }
     atomicAdd(counts + E, 1ull);
+  }
+  for (int s = lane; s < shared; s += 32) {
+    idx[row + k + s] = E + s;
+    wout[row + k + s] = 1.f;
   }
   if (lane < k) atomicAdd(counts + mine, 1ull);
 }
@@ -313,8 +325,9 @@ MOE_DEC(fp8, fp8_e4m3)
 
 // ---------------------------------------------------------------- grouped (n > 8 rows)
 
-// moe_sort: a stable counting sort of the n·k pairs by held expert, in one
-// block of 1024 threads (32 warps; warp w owns experts w, w+32, …). A warp
+// moe_sort: a stable counting sort of the n·k pairs by held expert (cnt ≤
+// MOE_MAX_HELD: up to 256 routed and 32 shared experts), in one block of
+// 1024 threads (32 warps; warp w owns experts w, w+32, …). A warp
 // counts its experts' pairs with ballots, thread 0 scans the counts into
 // offs[cnt+1] and the tile starts tstart[cnt+1] (tiles of TM pairs per
 // expert), then the warps place each pair at its rank: list[offs[e] + i] is
@@ -322,7 +335,7 @@ MOE_DEC(fp8, fp8_e4m3)
 extern "C" __global__ void __launch_bounds__(1024) moe_sort(int* __restrict__ list, int* __restrict__ offs,
                                                             int* __restrict__ tstart, const int* __restrict__ idx,
                                                             int P, int first, int cnt, int TM) { PDL_ENTRY();
-  __shared__ int s_cnt[257];
+  __shared__ int s_cnt[MOE_MAX_HELD];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   for (int e = warp; e < cnt; e += 32) {
     int c = 0;

@@ -36,11 +36,12 @@ var (
 )
 
 const (
-	moeDecodeRows = 8  // rows up to which the decode kernels run
-	moeTile       = 64 // pairs per tile of the grouped kernels (moe.cuh)
-	moeMaxExperts = 256
-	moeMaxTopK    = 32
+	moeDecodeRows = 8   // rows up to which the decode kernels run
+	moeTile       = 64  // pairs per tile of the grouped kernels (moe.cuh)
+	moeMaxExperts = 256 // routed experts of a router
+	moeMaxTopK    = 32  // slots per row: top-k plus shared experts
 	moeMaxGroups  = 32
+	moeMaxHeld    = 288 // experts a layer's kernels hold, shared ones included (MOE_MAX_HELD in moe.cuh)
 )
 
 // Experts are a layer's routed experts in device memory: gate|up
@@ -282,9 +283,9 @@ func (b *Backend) NewMoERouter(cfg routing.Config, bias []float32) (kernels.MoER
 	if err := cfg.CheckBias(bias); err != nil {
 		return nil, fmt.Errorf("cuda: NewMoERouter: %w", err)
 	}
-	if cfg.Experts > moeMaxExperts || cfg.TopK > moeMaxTopK || cfg.Groups > moeMaxGroups {
-		return nil, fmt.Errorf("cuda: NewMoERouter: %d experts, top-%d, %d groups: the routing kernel takes at most %d, %d, %d",
-			cfg.Experts, cfg.TopK, cfg.Groups, moeMaxExperts, moeMaxTopK, moeMaxGroups)
+	if cfg.Experts > moeMaxExperts || cfg.Slots() > moeMaxTopK || cfg.Groups > moeMaxGroups || cfg.Experts+cfg.Shared > moeMaxHeld {
+		return nil, fmt.Errorf("cuda: NewMoERouter: %d experts, top-%d + %d shared, %d groups: the routing kernel takes at most %d experts, %d slots, %d groups, %d experts with the shared ones",
+			cfg.Experts, cfg.TopK, cfg.Shared, cfg.Groups, moeMaxExperts, moeMaxTopK, moeMaxGroups, moeMaxHeld)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -342,8 +343,8 @@ func (b *Backend) NewMoERoutes(spec kernels.MoERoutesSpec) (kernels.MoERoutes, e
 	if err := spec.Check(); err != nil {
 		return nil, fmt.Errorf("cuda: %w", err)
 	}
-	if spec.Experts > moeMaxExperts || spec.TopK > moeMaxTopK {
-		return nil, fmt.Errorf("cuda: NewMoERoutes: %d experts top-%d: at most %d, %d", spec.Experts, spec.TopK, moeMaxExperts, moeMaxTopK)
+	if spec.Experts > moeMaxHeld || spec.TopK > moeMaxTopK {
+		return nil, fmt.Errorf("cuda: NewMoERoutes: %d experts, %d slots: at most %d, %d", spec.Experts, spec.TopK, moeMaxHeld, moeMaxTopK)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -402,8 +403,8 @@ func (b *Backend) route(rt kernels.MoERoutes, r kernels.MoERouter, logits kernel
 	case n > ro.spec.Rows:
 		b.failf("Route: %d rows into routes of %d", n, ro.spec.Rows)
 		return
-	case c.TopK != ro.spec.TopK || c.Experts > ro.spec.Experts:
-		b.failf("Route: %d experts top-%d into routes for %d top-%d", c.Experts, c.TopK, ro.spec.Experts, ro.spec.TopK)
+	case c.Slots() != ro.spec.TopK || c.Experts+c.Shared > ro.spec.Experts:
+		b.failf("Route: %d experts top-%d + %d shared into routes for %d experts, %d slots", c.Experts, c.TopK, c.Shared, ro.spec.Experts, ro.spec.TopK)
 		return
 	case lb.n < n*c.Experts:
 		b.failf("Route: logits of %d floats for %d rows × %d experts", lb.n, n, c.Experts)
@@ -418,7 +419,7 @@ func (b *Backend) route(rt kernels.MoERoutes, r kernels.MoERouter, logits kernel
 		return 0
 	}
 	b.launch("moe_route", dim3{n, 1, 1}, dim3{32, 1, 1}, 0, func(a *args) {
-		a.ptr(ro.idx).ptr(ro.w).ptr(rr.counts).ptr(lb.p).ptr(rr.bias).i32(n).i32(c.Experts).i32(c.TopK).
+		a.ptr(ro.idx).ptr(ro.w).ptr(rr.counts).ptr(lb.p).ptr(rr.bias).i32(n).i32(c.Experts).i32(c.TopK).i32(c.Shared).
 			i32(groups).i32(c.TopGroups).i32(method).i32(flag(c.Scoring == routing.ScoringSigmoid)).
 			i32(flag(c.Normalise())).i32(flag(c.Scaled())).f32(c.Scale)
 	})

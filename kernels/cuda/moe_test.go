@@ -35,9 +35,10 @@ func upload(t *testing.T, be kernels.Backend, v []float32) kernels.Buffer {
 }
 
 // TestMoERouteParity: the routing kernel against kernels/routing on random
-// router logits for the DeepSeek configs: indices exactly equal, weights
-// within 1e-6 relative, and the selection counters equal to the host's
-// histogram. The "ties" cases quantise logits (and bias) to a few values,
+// router logits for the DeepSeek configs, with and without shared experts
+// appended: indices exactly equal, weights within 1e-6 relative (the
+// shared slots exactly 1), and the selection counters equal to the host's
+// histogram of the top-k slots. The "ties" cases quantise logits (and bias) to a few values,
 // so that equal scores are common and the lower-index rule decides.
 func TestMoERouteParity(t *testing.T) {
 	g := newGPU(t, Options{})
@@ -48,6 +49,7 @@ func TestMoERouteParity(t *testing.T) {
 		NormTopK: true, ScaleAfterNorm: true, Scale: 2.5}
 	v1 := routing.Config{Method: routing.TopKGreedy, Scoring: routing.ScoringSoftmax, Experts: 72, TopK: 3, Groups: 1, TopGroups: 1, NormTopK: true, Scale: 1}
 	top1 := routing.Config{Method: routing.TopKGreedy, Scoring: routing.ScoringSigmoid, Experts: 40, TopK: 1, Groups: 1, TopGroups: 1, NormTopK: true, Scale: 3}
+	shared := func(c routing.Config, s int) routing.Config { c.Shared = s; return c }
 	for _, tc := range []struct {
 		name string
 		cfg  routing.Config
@@ -61,10 +63,15 @@ func TestMoERouteParity(t *testing.T) {
 		{"v3 noaux_tc ties", v3, true},
 		{"normalised softmax, 72 experts", v1, false},
 		{"sigmoid top-1 (no normalisation)", top1, true},
+		{"v2-lite + 2 shared", shared(v2lite, 2), false},
+		{"v2 group_limited_greedy + 2 shared, ties", shared(v2, 2), true},
+		{"v3 noaux_tc + 1 shared", shared(v3, 1), false},
+		{"v3 noaux_tc + 1 shared, ties", shared(v3, 1), true},
+		{"sigmoid top-1 + 3 shared", shared(top1, 3), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := tc.cfg
-			E, k := c.Experts, c.TopK
+			E, k, slots := c.Experts, c.TopK, c.Slots()
 			q := func(v float32) float32 { // a few distinct values when testing ties
 				if tc.ties {
 					return float32(math.Round(float64(v)*2) / 2)
@@ -83,7 +90,7 @@ func TestMoERouteParity(t *testing.T) {
 			r, err := g.NewMoERouter(c, bias)
 			require.NoError(t, err)
 			const maxRows = 300
-			rt, err := g.NewMoERoutes(kernels.MoERoutesSpec{Rows: maxRows, TopK: k, Experts: E, Hidden: 8, Inter: 8})
+			rt, err := g.NewMoERoutes(kernels.MoERoutesSpec{Rows: maxRows, TopK: slots, Experts: E + c.Shared, Hidden: 8, Inter: 8})
 			require.NoError(t, err)
 			wantCounts := make([]int64, E)
 			var rows int64
@@ -93,14 +100,18 @@ func TestMoERouteParity(t *testing.T) {
 					logits[i] = q(float32(rnd.NormFloat64()) * 2)
 				}
 				g.Route(rt, r, upload(t, g, logits), n)
-				gi, gw := make([]int32, n*k), make([]float32, n*k)
+				gi, gw := make([]int32, n*slots), make([]float32, n*slots)
 				require.NoError(t, g.ReadRoutes(rt, n, gi, gw))
-				idx, w := make([]int, k), make([]float32, k)
+				idx, w := make([]int, slots), make([]float32, slots)
 				for row := range n {
 					host.Route(logits[row*E:(row+1)*E], idx, w)
-					for j := range k {
-						require.Equal(t, int32(idx[j]), gi[row*k+j], "n=%d row %d slot %d: host %v gpu %v", n, row, j, idx, gi[row*k:(row+1)*k])
-						assert.InDelta(t, w[j], gw[row*k+j], 1e-6*max(1, math.Abs(float64(w[j]))), "n=%d row %d slot %d", n, row, j)
+					for j := range slots {
+						require.Equal(t, int32(idx[j]), gi[row*slots+j], "n=%d row %d slot %d: host %v gpu %v", n, row, j, idx, gi[row*slots:(row+1)*slots])
+						if j >= k {
+							require.Equal(t, float32(1), gw[row*slots+j], "n=%d row %d shared slot %d", n, row, j)
+							continue // shared: not counted
+						}
+						assert.InDelta(t, w[j], gw[row*slots+j], 1e-6*max(1, math.Abs(float64(w[j]))), "n=%d row %d slot %d", n, row, j)
 						wantCounts[idx[j]]++
 					}
 				}
@@ -179,11 +190,12 @@ func moeParts(t *testing.T, r *rand.Rand, first, cnt, hidden, inter int, dt kern
 	return gpu, ref, dt == kernels.Int8
 }
 
-// moeShape is a layer's routing (E experts top-k) and a run of its experts
-// [first, first+cnt) of hidden → inter → hidden; br×bc the fp8 blocks.
+// moeShape is a layer's routing (E experts top-k, then shared experts
+// E, …, E+shared-1 in every row) and a run of its experts [first,
+// first+cnt) of hidden → inter → hidden; br×bc the fp8 blocks.
 type moeShape struct {
-	E, k, hidden, inter, first, cnt int
-	br, bc                          int
+	E, k, shared, hidden, inter, first, cnt int
+	br, bc                                  int
 }
 
 // moeParity routes fresh logits for each row count n on both backends
@@ -192,12 +204,13 @@ type moeShape struct {
 // or tol16 where the GPU's grouped GEMMs run on tensor cores (n > 8).
 func moeParity(t *testing.T, g *Backend, c *cpu.Backend, rnd *rand.Rand, sh moeShape, gex, cex kernels.Experts, ns []int) {
 	cfg := routing.Config{Method: routing.TopKGreedy, Scoring: routing.ScoringSoftmax, Experts: sh.E, TopK: sh.k,
-		Groups: 1, TopGroups: 1, NormTopK: true, Scale: 1}
+		Groups: 1, TopGroups: 1, NormTopK: true, Scale: 1, Shared: sh.shared}
+	slots := cfg.Slots()
 	gr, err := g.NewMoERouter(cfg, nil)
 	require.NoError(t, err)
 	cr, err := c.NewMoERouter(cfg, nil)
 	require.NoError(t, err)
-	spec := kernels.MoERoutesSpec{Rows: slices.Max(ns), TopK: sh.k, Experts: sh.E, Hidden: sh.hidden, Inter: sh.inter}
+	spec := kernels.MoERoutesSpec{Rows: slices.Max(ns), TopK: slots, Experts: sh.E + sh.shared, Hidden: sh.hidden, Inter: sh.inter}
 	grt, err := g.NewMoERoutes(spec)
 	require.NoError(t, err)
 	crt, err := c.NewMoERoutes(spec)
@@ -206,15 +219,15 @@ func moeParity(t *testing.T, g *Backend, c *cpu.Backend, rnd *rand.Rand, sh moeS
 		logits := randVec(rnd, n*sh.E)
 		g.Route(grt, gr, upload(t, g, logits), n)
 		c.Route(crt, cr, upload(t, c, logits), n)
-		gi, ci := make([]int32, n*sh.k), make([]int32, n*sh.k)
-		gw, cw := make([]float32, n*sh.k), make([]float32, n*sh.k)
+		gi, ci := make([]int32, n*slots), make([]int32, n*slots)
+		gw, cw := make([]float32, n*slots), make([]float32, n*slots)
 		require.NoError(t, g.ReadRoutes(grt, n, gi, gw))
 		require.NoError(t, c.ReadRoutes(crt, n, ci, cw))
 		require.Equal(t, ci, gi, "routing")
 		x := randVec(rnd, n*sh.hidden)
 		gx, cx := upload(t, g, x), upload(t, c, x)
 		for _, acc := range []bool{false, true} {
-			name := fmt.Sprintf("E=%d k=%d %d→%d experts [%d,+%d) %v n=%d acc=%v", sh.E, sh.k, sh.hidden, sh.inter, sh.first, sh.cnt, gex.DType(), n, acc)
+			name := fmt.Sprintf("E=%d k=%d shared=%d %d→%d experts [%d,+%d) %v n=%d acc=%v", sh.E, sh.k, sh.shared, sh.hidden, sh.inter, sh.first, sh.cnt, gex.DType(), n, acc)
 			if gex.DType() == kernels.FP8 {
 				name += fmt.Sprintf(" blocks %d×%d", sh.br, sh.bc)
 			}
@@ -297,6 +310,48 @@ func TestMoEExpertsParity(t *testing.T) {
 		assert.Equal(t, bytes, gex.Bytes(), "resident: the fp8 bytes and the block scales")
 		assert.Equal(t, cex.Bytes(), gex.Bytes(), "resident bytes, GPU vs CPU")
 		moeParity(t, g, c, rnd, sh, gex, cex, []int{1, 3, 8, 9, 64})
+	}
+}
+
+// TestMoEExpertsSharedParity: layers whose shared experts run as extra
+// experts after the routed ones (routing.Config.Shared: k + shared slots
+// per row, ids E, …), on the decode kernels (n ≤ 8) and the sorted grouped
+// kernels (n = 64, 300: every row's pairs to the shared experts make them
+// the largest buckets), against the CPU; and a shard's run that does not
+// hold the shared experts (their pairs add nothing).
+func TestMoEExpertsSharedParity(t *testing.T) {
+	g := newGPU(t, Options{})
+	c := moeRef(t)
+	rnd := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	ns := []int{1, 3, 8, 64, 300}
+	for _, sh := range []moeShape{
+		{E: 8, k: 2, shared: 1, hidden: 64, inter: 32, first: 0, cnt: 9},     // the V3 fixtures
+		{E: 8, k: 2, shared: 2, hidden: 64, inter: 32, first: 0, cnt: 10},    // the V2-Lite fixtures
+		{E: 64, k: 6, shared: 2, hidden: 512, inter: 160, first: 0, cnt: 66}, // V2-Lite's routing
+		{E: 16, k: 6, shared: 2, hidden: 100, inter: 72, first: 0, cnt: 18},  // scalar loads
+		{E: 8, k: 2, shared: 2, hidden: 64, inter: 32, first: 2, cnt: 3},     // a shard without the shared experts
+		{E: 256, k: 8, shared: 1, hidden: 64, inter: 32, first: 0, cnt: 257}, // V3's routing: 257 sort buckets
+	} {
+		for _, dt := range []kernels.DType{kernels.F32, kernels.BF16, kernels.Int8} {
+			gp, cp, toInt8 := moeParts(t, rnd, sh.first, sh.cnt, sh.hidden, sh.inter, dt, 0, 0)
+			gex, err := g.UploadExperts(gp, toInt8)
+			require.NoError(t, err)
+			cex, err := c.UploadExperts(cp, false)
+			require.NoError(t, err)
+			moeParity(t, g, c, rnd, sh, gex, cex, ns)
+		}
+	}
+	for _, sh := range []moeShape{
+		{E: 8, k: 2, shared: 1, hidden: 64, inter: 32, first: 0, cnt: 9, br: 16, bc: 16},       // the fp8 fixture
+		{E: 16, k: 8, shared: 1, hidden: 512, inter: 256, first: 0, cnt: 17, br: 128, bc: 128}, // V3's blocks
+		{E: 16, k: 6, shared: 2, hidden: 96, inter: 48, first: 0, cnt: 18, br: 16, bc: 12},     // FMA grouped GEMMs
+	} {
+		gp, cp, _ := moeParts(t, rnd, sh.first, sh.cnt, sh.hidden, sh.inter, kernels.FP8, sh.br, sh.bc)
+		gex, err := g.UploadExperts(gp, false)
+		require.NoError(t, err)
+		cex, err := c.UploadExperts(cp, false)
+		require.NoError(t, err)
+		moeParity(t, g, c, rnd, sh, gex, cex, ns)
 	}
 }
 

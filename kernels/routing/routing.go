@@ -18,7 +18,9 @@
 //   - top-k over choice, descending, ties to the lower index;
 //   - w_j = s_{idx_j}; with normalisation sum = w_0 + w_1 + … in float32 in
 //     slot order and w_j /= sum + 1e-20 (float32); then the scaling rules of
-//     Config.
+//     Config;
+//   - then Config.Shared always-on slots: experts Experts, Experts+1, … with
+//     weight exactly 1 (DeepSeek's shared experts run as extra experts).
 package routing
 
 import (
@@ -53,7 +55,17 @@ type Config struct {
 	// weights.
 	ScaleAfterNorm bool
 	Scale          float32 // routed_scaling_factor
+	// Shared always-on experts follow the top-k in every row's selection:
+	// slot TopK+s is expert Experts+s with weight 1 (no normalisation, no
+	// scaling). A shared MLP of width Shared·inter is the sum of Shared
+	// experts of width inter, so the shared experts run with the routed
+	// ones. 0 when they run separately (or there are none).
+	Shared int
 }
+
+// Slots is the number of selections per row: the top-k, then the shared
+// experts.
+func (c *Config) Slots() int { return c.TopK + c.Shared }
 
 // Normalise reports whether the top-k weights are divided by their sum
 // (DeepSeek's MoEGate skips it for top-1 unless the scale comes after).
@@ -70,6 +82,9 @@ func (c *Config) Validate() error {
 	}
 	if c.TopK <= 0 || c.TopK > c.Experts {
 		return fmt.Errorf("moe: num_experts_per_tok = %d, want 1..n_routed_experts (%d)", c.TopK, c.Experts)
+	}
+	if c.Shared < 0 {
+		return fmt.Errorf("moe: %d shared experts routed, want >= 0", c.Shared)
 	}
 	switch c.Scoring {
 	case ScoringSoftmax, ScoringSigmoid:
@@ -132,8 +147,9 @@ func (s *Scratch) size(experts, groups int) {
 
 // Route picks c.TopK experts for one token from its router logits (len
 // Experts), writing expert indices to idx and combine weights to w (both
-// len TopK). Indices come out in descending order of selection score, ties
-// broken by the lower index. bias is the e_score_correction_bias
+// len Slots: the shared experts follow with weight 1). The top-k come out
+// in descending order of selection score, ties broken by the lower index.
+// bias is the e_score_correction_bias
 // (noaux_tc) or nil; c and bias must have passed Validate and CheckBias.
 func Route(c *Config, bias []float32, sc *Scratch, logits []float32, idx []int, w []float32) {
 	n := c.Experts
@@ -202,6 +218,9 @@ func Route(c *Config, bias []float32, sc *Scratch, logits []float32, idx []int, 
 		for j := range w[:c.TopK] {
 			w[j] *= c.Scale
 		}
+	}
+	for s := range c.Shared {
+		idx[c.TopK+s], w[c.TopK+s] = n+s, 1
 	}
 }
 

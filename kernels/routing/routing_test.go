@@ -2,6 +2,7 @@ package routing
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -25,12 +26,17 @@ var configs = []struct {
 }
 
 // checkRoute asserts what holds for any logits: k distinct indices inside
-// the expert range and, when every logit is finite, finite non-negative
-// weights.
+// the expert range, then the shared experts with weight 1, and, when every
+// logit is finite, finite non-negative weights.
 func checkRoute(t *testing.T, c Config, logits []float32, idx []int, w []float32) {
 	t.Helper()
+	require.Len(t, idx, c.Slots())
+	for s := range c.Shared {
+		require.Equal(t, c.Experts+s, idx[c.TopK+s], "shared slot %d", s)
+		require.Equal(t, float32(1), w[c.TopK+s], "shared slot %d", s)
+	}
 	seen := map[int]bool{}
-	for _, e := range idx {
+	for _, e := range idx[:c.TopK] {
 		require.True(t, e >= 0 && e < c.Experts, "index %d of %d experts", e, c.Experts)
 		require.False(t, seen[e], "index %d chosen twice: %v", e, idx)
 		seen[e] = true
@@ -120,6 +126,40 @@ func TestRouteProperties(t *testing.T) {
 	}
 }
 
+// TestRouteShared: with shared experts the first TopK slots are exactly
+// the routing without them and the shared slots follow with ids Experts+s
+// and weight 1.
+func TestRouteShared(t *testing.T) {
+	r := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	for _, tc := range configs {
+		for _, shared := range []int{1, 2, 3} {
+			t.Run(fmt.Sprintf("%s/shared=%d", tc.name, shared), func(t *testing.T) {
+				plain := newRouter(t, tc.cfg, tc.bias, r)
+				c := tc.cfg
+				c.Shared = shared
+				fused, err := New(c, plain.Bias())
+				require.NoError(t, err)
+				logits := make([]float32, c.Experts)
+				idx0, w0 := make([]int, c.TopK), make([]float32, c.TopK)
+				idx, w := make([]int, c.Slots()), make([]float32, c.Slots())
+				for range 50 {
+					for i := range logits {
+						logits[i] = float32(r.NormFloat64() * 2)
+					}
+					plain.Route(logits, idx0, w0)
+					fused.Route(logits, idx, w)
+					checkRoute(t, c, logits, idx, w)
+					assert.Equal(t, idx0, idx[:c.TopK])
+					assert.Equal(t, w0, w[:c.TopK])
+				}
+			})
+		}
+	}
+	c := configs[0].cfg
+	c.Shared = -1
+	assert.ErrorContains(t, c.Validate(), "-1 shared experts")
+}
+
 // TestTopKTies: equal values go to the lower index.
 func TestTopKTies(t *testing.T) {
 	idx := make([]int, 3)
@@ -134,20 +174,26 @@ func FuzzRoute(f *testing.F) {
 	f.Add([]byte{0, 0, 192, 127})                 // NaN
 	f.Add(make([]byte, 64))
 	r := rand.New(rand.NewPCG(3, 4))
-	routers := make([]*Router, len(configs))
-	for i, tc := range configs {
-		routers[i] = newRouter(f, tc.cfg, tc.bias, r)
+	// Every family without and with shared experts.
+	cfgs := make([]Config, 0, 2*len(configs))
+	routers := make([]*Router, 0, 2*len(configs))
+	for _, shared := range []int{0, 2} {
+		for _, tc := range configs {
+			c := tc.cfg
+			c.Shared = shared
+			cfgs = append(cfgs, c)
+			routers = append(routers, newRouter(f, c, tc.bias, r))
+		}
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		for i, tc := range configs {
-			c := tc.cfg
+		for i, c := range cfgs {
 			logits := make([]float32, c.Experts)
 			for e := range logits {
 				if o := 4 * e % max(len(data)&^3, 4); o+4 <= len(data) {
 					logits[e] = math.Float32frombits(binary.LittleEndian.Uint32(data[o:]))
 				}
 			}
-			idx, w := make([]int, c.TopK), make([]float32, c.TopK)
+			idx, w := make([]int, c.Slots()), make([]float32, c.Slots())
 			routers[i].Route(logits, idx, w)
 			checkRoute(t, c, logits, idx, w)
 		}
