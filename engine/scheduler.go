@@ -732,6 +732,7 @@ func (s *Scheduler) sampleRows(out []sampled, who []*seqState, lg kernels.Buffer
 	for k, r := range s.rowArgs {
 		out[r.Row].id = int(s.argIDs[k])
 	}
+	clear(s.rowArgs) // drop the histories: finished sequences' tokens
 	for i, q := range who {
 		if !s.onDevice(q) {
 			var err error

@@ -100,7 +100,7 @@ func (b *Backend) growDev(p *devptr, capacity *int, need, floor, size int) error
 	if *p != 0 {
 		b.alloc.put(*p)
 	}
-	c := max(need, floor, 2**capacity)
+	c := max(need, floor, 2*(*capacity))
 	d, err := b.alloc.get(int64(c * size))
 	if err != nil {
 		*p, *capacity = 0, 0

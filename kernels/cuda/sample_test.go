@@ -128,3 +128,50 @@ func TestSampleRowsErrors(t *testing.T) {
 	require.NoError(t, g.SampleRows(dst, buf, 0, 10, []kernels.SampleRow{{}, {Row: 1}}))
 	assert.Equal(t, []int32{0, 0}, dst, "all-equal rows: the first id")
 }
+
+// BenchmarkSampleRows: one decode step's sampling of 64 rows of a
+// 129,280-entry vocabulary (DeepSeek-V3's) with temperature, top-p and a
+// repetition penalty over 512 ids: one SampleRows against 64 Sample calls
+// (each its own launches and download).
+func BenchmarkSampleRows(b *testing.B) {
+	if err := Available(); err != nil {
+		b.Skipf("no GPU: %v", err)
+	}
+	g, err := New(Options{})
+	require.NoError(b, err)
+	defer g.Close()
+	const rows, n = 64, 129280
+	r := rand.New(rand.NewPCG(1, 2))
+	x := make([]float32, rows*n)
+	for i := range x {
+		x[i] = float32(r.NormFloat64() * 2)
+	}
+	buf, err := g.Alloc(len(x))
+	require.NoError(b, err)
+	require.NoError(b, g.Upload(buf, 0, x))
+	sr := make([]kernels.SampleRow, rows)
+	for i := range sr {
+		hist := make([]int, 512)
+		for j := range hist {
+			hist[j] = r.IntN(n)
+		}
+		sr[i] = kernels.SampleRow{Row: i, History: hist, Params: kernels.SampleParams{Temperature: 0.8, TopP: 0.95, RepeatPenalty: 1.1}, U: r.Float64()}
+	}
+	dst := make([]int32, rows)
+	b.Run("batched", func(b *testing.B) {
+		for b.Loop() {
+			require.NoError(b, g.SampleRows(dst, buf, 0, n, sr))
+		}
+		b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "µs/step")
+	})
+	b.Run("per-row", func(b *testing.B) {
+		for b.Loop() {
+			for i, s := range sr {
+				id, err := g.Sample(buf, s.Row*n, n, s.History, s.Params, s.U)
+				require.NoError(b, err)
+				dst[i] = int32(id)
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "µs/step")
+	})
+}
