@@ -117,6 +117,11 @@ type Scheduler struct {
 	argmax  kernels.RowArgmaxer // greedy rows in one launch; nil without
 	argIDs  []int32
 
+	// A step's device rows in one call; nil without (tests may clear it
+	// before the first Submit to sample row by row).
+	sampRows kernels.RowSampler
+	rowArgs  []kernels.SampleRow
+
 	mu     sync.Mutex // guards inbox, stats, closed
 	inbox  []*seqState
 	stats  SchedulerStats
@@ -165,6 +170,7 @@ func (m *Model) NewScheduler(o SchedulerOptions) (*Scheduler, error) {
 	s.sampler, _ = m.be.(kernels.DeviceSampler)
 	if s.sampler != nil {
 		s.argmax, _ = m.be.(kernels.RowArgmaxer)
+		s.sampRows, _ = m.be.(kernels.RowSampler)
 	}
 	if b, ok := m.be.(kernels.Batcher); ok {
 		s.batcher = b
@@ -654,11 +660,22 @@ func (s *Scheduler) forward(plan []planned) ([]sampled, error) {
 	out := make([]sampled, len(want))
 	// Plain greedy rows: one argmax over all rows when there are several
 	// (one block per row; a single row is faster through Sample's tiles).
-	greedy := 0
+	// With rows to draw from too, every device row goes to one SampleRows
+	// instead (one download for the step, not one per sampled row).
+	greedy, drawn := 0, 0
 	for _, q := range who {
-		if s.argmaxed(q) {
+		switch {
+		case s.argmaxed(q):
 			greedy++
+		case s.onDevice(q):
+			drawn++
 		}
+	}
+	if s.sampRows != nil && drawn > 0 && greedy+drawn > 1 {
+		if err := s.sampleRows(out, who, lg, v); err != nil {
+			return nil, err
+		}
+		return out, nil
 	}
 	if greedy > 1 {
 		s.argIDs = slices.Grow(s.argIDs[:0], len(want))[:len(want)]
@@ -678,17 +695,53 @@ func (s *Scheduler) forward(plan []planned) ([]sampled, error) {
 			}
 			continue
 		}
-		// Host rows only: a batch sampled on the device never sizes this.
-		if cap(s.logits) < len(want)*v {
-			s.logits = make([]float32, len(want)*v)
+		if out[i], err = s.hostRow(lg, i, len(want), v); err != nil {
+			return nil, err
 		}
-		row := s.logits[i*v : (i+1)*v : (i+1)*v]
-		if err := s.m.be.Download(row, lg, i*v); err != nil {
-			return nil, fmt.Errorf("reading logits: %w", err)
-		}
-		out[i] = sampled{id: -1, logits: row}
 	}
 	return out, nil
+}
+
+// hostRow downloads row i of the rows×v logits lg for the host sampler.
+func (s *Scheduler) hostRow(lg kernels.Buffer, i, rows, v int) (sampled, error) {
+	// Host rows only: a batch sampled on the device never sizes this.
+	if cap(s.logits) < rows*v {
+		s.logits = make([]float32, rows*v)
+	}
+	row := s.logits[i*v : (i+1)*v : (i+1)*v]
+	if err := s.m.be.Download(row, lg, i*v); err != nil {
+		return sampled{}, fmt.Errorf("reading logits: %w", err)
+	}
+	return sampled{id: -1, logits: row}, nil
+}
+
+// sampleRows fills out with the ids of who's device rows of lg, picked by
+// one SampleRows call, and the logits rows of the others from the host.
+func (s *Scheduler) sampleRows(out []sampled, who []*seqState, lg kernels.Buffer, v int) error {
+	s.rowArgs = s.rowArgs[:0]
+	for i, q := range who {
+		if s.onDevice(q) {
+			p, u := q.smp.DeviceArgs()
+			s.rowArgs = append(s.rowArgs, kernels.SampleRow{Row: i, History: q.tokens, Params: p, U: u})
+		}
+	}
+	s.argIDs = slices.Grow(s.argIDs[:0], len(s.rowArgs))[:len(s.rowArgs)]
+	if err := s.sampRows.SampleRows(s.argIDs, lg, 0, v, s.rowArgs); err != nil {
+		return fmt.Errorf("sampling on the device: %w", err)
+	}
+	for k, r := range s.rowArgs {
+		out[r.Row].id = int(s.argIDs[k])
+	}
+	clear(s.rowArgs) // drop the histories: finished sequences' tokens
+	for i, q := range who {
+		if !s.onDevice(q) {
+			var err error
+			if out[i], err = s.hostRow(lg, i, len(who), v); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // forwardEach is forward for backends without batching: each sequence

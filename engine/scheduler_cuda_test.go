@@ -52,10 +52,10 @@ func TestSchedulerGraphsCUDA(t *testing.T) {
 			require.NoError(t, err)
 			defer m.Close()
 			t.Setenv("DSGO_NO_GRAPH", "1")
-			want, st := runGraphRequests(t, m)
+			want, st := runGraphRequests(t, m, false)
 			assert.Zero(t, st.GraphReplays)
 			t.Setenv("DSGO_NO_GRAPH", "")
-			got, st := runGraphRequests(t, m)
+			got, st := runGraphRequests(t, m, false)
 			requireSameRuns(t, want, got, 1e-4)
 			t.Logf("%d graph replays", st.GraphReplays)
 			if !strings.HasPrefix(fx.dir, "deepseek") {

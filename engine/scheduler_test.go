@@ -360,12 +360,33 @@ func TestFrequencyPenalty(t *testing.T) {
 	assert.Equal(t, []float32{0, 3, 2.5, 1.5}, logits, "logits untouched")
 }
 
-// hostDeviceSampler is the CPU backend with a kernels.DeviceSampler that
-// applies the host sampler's rules to the row (as the CUDA sampler does),
-// counting calls, so the scheduler's device-sampling path runs in CI.
+// hostDeviceSampler is the CPU backend with a kernels.DeviceSampler and
+// kernels.RowSampler that apply the host sampler's rules to the rows (as
+// the CUDA sampler does), counting rows and calls, so the scheduler's
+// device-sampling paths run in CI.
 type hostDeviceSampler struct {
 	*cpu.Backend
-	calls int
+	calls    int // rows sampled, by either method
+	rowCalls int // SampleRows calls
+	maxRows  int // the most rows of one SampleRows call
+}
+
+var _ kernels.RowSampler = (*hostDeviceSampler)(nil)
+
+func (h *hostDeviceSampler) SampleRows(dst []int32, x kernels.Buffer, off, n int, rows []kernels.SampleRow) error {
+	if len(dst) != len(rows) {
+		return fmt.Errorf("%d ids for %d rows", len(dst), len(rows))
+	}
+	h.rowCalls++
+	h.maxRows = max(h.maxRows, len(rows))
+	for i, r := range rows {
+		id, err := h.Sample(x, off+r.Row*n, n, r.History, r.Params, r.U)
+		if err != nil {
+			return err
+		}
+		dst[i] = int32(id)
+	}
+	return nil
 }
 
 func (h *hostDeviceSampler) Sample(x kernels.Buffer, off, n int, history []int, p kernels.SampleParams, u float64) (int, error) {
@@ -378,38 +399,51 @@ func (h *hostDeviceSampler) Sample(x kernels.Buffer, off, n int, history []int, 
 }
 
 // TestSchedulerDeviceSampling: rows sampled by the backend (greedy and
-// seeded, with a repetition penalty) give the tokens of the host path;
-// rows asking for logprobs stay on the host.
+// seeded, with a repetition penalty), row by row or all of a step in one
+// SampleRows, give the tokens of the host path; rows asking for logprobs
+// stay on the host.
 func TestSchedulerDeviceSampling(t *testing.T) {
-	be := &hostDeviceSampler{Backend: cpu.New(2)}
-	m, err := Load(fixtureDir("qwen2"), WithBackend(be))
-	require.NoError(t, err)
-	defer m.Close()
 	ref, err := Load(fixtureDir("qwen2"), WithDevice("cpu"), WithThreads(2))
 	require.NoError(t, err)
 	defer ref.Close()
-	sch, err := m.NewScheduler(SchedulerOptions{MaxSeqs: 3})
-	require.NoError(t, err)
-	defer sch.Close()
-	rng := rand.New(rand.NewPCG(9, 9))
-	reqs := []Request{
-		{Prompt: randPrompt(rng, 12, 512), MaxTokens: 8},
-		{Prompt: randPrompt(rng, 5, 512), MaxTokens: 8, Sampling: SamplerOptions{Temperature: 1, TopK: 50, RepeatPenalty: 1.3, Seed: 4}},
-		{Prompt: randPrompt(rng, 30, 512), MaxTokens: 8, Logprobs: true},
+	for _, batched := range []bool{false, true} {
+		t.Run(fmt.Sprintf("batched=%v", batched), func(t *testing.T) {
+			be := &hostDeviceSampler{Backend: cpu.New(2)}
+			m, err := Load(fixtureDir("qwen2"), WithBackend(be))
+			require.NoError(t, err)
+			defer m.Close()
+			sch, err := m.NewScheduler(SchedulerOptions{MaxSeqs: 3})
+			require.NoError(t, err)
+			defer sch.Close()
+			if !batched {
+				sch.sampRows = nil // before the first Submit: the loop reads it after
+			}
+			rng := rand.New(rand.NewPCG(9, 9))
+			reqs := []Request{
+				{Prompt: randPrompt(rng, 12, 512), MaxTokens: 8},
+				{Prompt: randPrompt(rng, 5, 512), MaxTokens: 8, Sampling: SamplerOptions{Temperature: 1, TopK: 50, RepeatPenalty: 1.3, Seed: 4}},
+				{Prompt: randPrompt(rng, 30, 512), MaxTokens: 8, Logprobs: true},
+			}
+			streams := make([]*Stream, len(reqs))
+			for i, r := range reqs {
+				streams[i], err = sch.Submit(context.Background(), r)
+				require.NoError(t, err)
+			}
+			for i, st := range streams {
+				g := drain(st)
+				require.NoError(t, g.err)
+				ids := g.ids()
+				assert.Equal(t, runAlone(t, ref, reqs[i]).ids, ids, "request %d", i)
+			}
+			assert.Positive(t, be.calls, "the device sampler was used")
+			assert.LessOrEqual(t, be.calls, 16, "only the two requests without logprobs sample on the device")
+			if batched {
+				assert.Equal(t, 2, be.maxRows, "the two device rows of a step share one SampleRows")
+			} else {
+				assert.Zero(t, be.rowCalls)
+			}
+		})
 	}
-	streams := make([]*Stream, len(reqs))
-	for i, r := range reqs {
-		streams[i], err = sch.Submit(context.Background(), r)
-		require.NoError(t, err)
-	}
-	for i, st := range streams {
-		g := drain(st)
-		require.NoError(t, g.err)
-		ids := g.ids()
-		assert.Equal(t, runAlone(t, ref, reqs[i]).ids, ids, "request %d", i)
-	}
-	assert.Positive(t, be.calls, "the device sampler was used")
-	assert.LessOrEqual(t, be.calls, 16, "only the two requests without logprobs sample on the device")
 }
 
 // replayBackend is hostDeviceSampler with the batched-step capabilities of
@@ -524,13 +558,16 @@ func graphRequests(vocab int) []Request {
 
 // runGraphRequests runs graphRequests on a new scheduler of m (graphs on
 // unless DSGO_NO_GRAPH is set), the second half submitted while the
-// first decodes.
-func runGraphRequests(t *testing.T, m *Model) ([]streamed, SchedulerStats) {
+// first decodes; perRow samples device rows one by one (no SampleRows).
+func runGraphRequests(t *testing.T, m *Model, perRow bool) ([]streamed, SchedulerStats) {
 	t.Helper()
 	reqs := graphRequests(m.cfg.VocabSize)
 	sch, err := m.NewScheduler(SchedulerOptions{MaxSeqs: 8, TokenBudget: 32})
 	require.NoError(t, err)
 	defer sch.Close()
+	if perRow {
+		sch.sampRows = nil // before the first Submit: the loop reads it after
+	}
 	got := make([]streamed, len(reqs))
 	var wg sync.WaitGroup
 	for i, r := range reqs {
@@ -579,8 +616,9 @@ func requireSameRuns(t *testing.T, want, got []streamed, tol float64) {
 // TestSchedulerGraphBuckets: decode-only steps padded to their bucket and
 // run through (replayed) graphs give the tokens and logprobs of the same
 // scheduler without graphs, so padding rows never touch a sequence's KV;
-// greedy rows are picked by one argmax per step; a stale graph is
-// captured again, and a backend that cannot capture falls back.
+// greedy rows are picked by one argmax per step (rows sampled one by one)
+// or all device rows by one SampleRows, with the same tokens; a stale
+// graph is captured again, and a backend that cannot capture falls back.
 func TestSchedulerGraphBuckets(t *testing.T) {
 	fixtures := []string{"llama-gqa-llama3rope", "qwen2-tied"}
 	if testing.Short() {
@@ -593,22 +631,24 @@ func TestSchedulerGraphBuckets(t *testing.T) {
 			require.NoError(t, err)
 			defer m.Close()
 			t.Setenv("DSGO_NO_GRAPH", "1")
-			want, st := runGraphRequests(t, m)
+			want, st := runGraphRequests(t, m, true)
 			assert.Zero(t, st.GraphReplays)
 			assert.Zero(t, be.captures+be.replays)
+			assert.Greater(t, be.argMaxRows, 1, "greedy rows of a step share one argmax")
+			assert.Zero(t, be.rowCalls)
 			t.Setenv("DSGO_NO_GRAPH", "")
 
 			be.staleEvery = 7
-			got, st := runGraphRequests(t, m)
+			got, st := runGraphRequests(t, m, false)
 			requireSameRuns(t, want, got, 1e-5)
 			assert.Positive(t, be.captures)
 			assert.Positive(t, be.stale)
 			assert.Greater(t, be.replays, be.captures, "most decode steps replay")
 			assert.Equal(t, int64(be.replays), st.GraphReplays)
-			assert.Greater(t, be.argMaxRows, 1, "greedy rows of a step share one argmax")
+			assert.Greater(t, be.maxRows, 1, "the device rows of a step share one SampleRows")
 
 			be.fail, be.replays, be.captures = true, 0, 0
-			got, st = runGraphRequests(t, m)
+			got, st = runGraphRequests(t, m, false)
 			requireSameRuns(t, want, got, 1e-5)
 			assert.Zero(t, be.replays+be.captures)
 			assert.Zero(t, st.GraphReplays)

@@ -84,6 +84,25 @@ type DeviceSampler interface {
 	Sample(x Buffer, off, n int, history []int, p SampleParams, u float64) (int, error)
 }
 
+// SampleRow is one row of a RowSampler call: which row of the logits, the
+// ids its repetition penalty covers, its settings and its uniform variate
+// (the arguments of DeviceSampler.Sample for that row).
+type SampleRow struct {
+	Row     int
+	History []int
+	Params  SampleParams
+	U       float64
+}
+
+// RowSampler samples several rows of logits in one launch sequence and
+// one download: dst[i] is the id DeviceSampler.Sample(x, off+rows[i].Row*n,
+// n, rows[i].History, rows[i].Params, rows[i].U) returns (len(dst) ==
+// len(rows)), so a batch's sampled sequences cost one round trip, not one
+// each.
+type RowSampler interface {
+	SampleRows(dst []int32, x Buffer, off, n int, rows []SampleRow) error
+}
+
 // Counter reports the device work a backend has issued since it opened:
 // kernel launches (a library GEMM call or a graph replay counts as one) and
 // host synchronisations (the host waiting for the device). Benchmarks take

@@ -65,11 +65,7 @@ type Backend struct {
 	idsCap    int
 	scratch   devptr // activations converted for cuBLASLt
 	scrCap    int64
-	argOut    devptr
-	hist      devptr // Sample's history ids
-	histCap   int
-	histHost  []int32
-	samp      sampleBufs
+	samp      sampleBufs // Sample's and SampleRows' (sample.go)
 	ropes     map[string]devptr
 	bd        batchDev       // last batch descriptor (paged.go)
 	bs        batchStepState // batched decode graphs (batchgraph.go)
@@ -162,9 +158,6 @@ func New(opts Options) (*Backend, error) {
 	}
 	if b.zeroDP, err = b.alloc.get(16); err == nil {
 		err = x.memset32(b.zeroDP, 0, 4)
-	}
-	if err == nil {
-		b.argOut, err = b.alloc.get(16)
 	}
 	if err != nil {
 		b.Close()
@@ -1257,152 +1250,4 @@ func (b *Backend) copy2D(dst kernels.Buffer, dstOff, dstStride int, src kernels.
 	b.launch("copy2d", dim3{blocks(int64(rows)*int64(cols), 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
 		a.ptr(bp(d, dstOff)).i32(dstStride).ptr(bp(s, srcOff)).i32(srcStride).i32(rows).i32(cols)
 	})
-}
-
-// sampleTile is the kernels' SAMP_TILE: entries per block of the row passes.
-const sampleTile = 1024
-
-// sampleBufs are Sample's device scratch for rows of up to n entries.
-type sampleBufs struct {
-	n                       int
-	w, cv, ci               devptr // penalised row, candidate list
-	tmax, targ, tcnt, tpass devptr // per tile
-	tmass, cn               devptr
-}
-
-func (b *Backend) sampleScratch(n int) (*sampleBufs, error) {
-	if b.samp.n >= n {
-		return &b.samp, nil
-	}
-	for _, p := range []devptr{b.samp.w, b.samp.cv, b.samp.ci, b.samp.tmax, b.samp.targ, b.samp.tcnt, b.samp.tpass, b.samp.tmass, b.samp.cn} {
-		if p != 0 {
-			b.alloc.put(p)
-		}
-	}
-	b.samp = sampleBufs{}
-	nb := int64((n + sampleTile - 1) / sampleTile)
-	var err error
-	get := func(bytes int64) devptr {
-		if err != nil {
-			return 0
-		}
-		var p devptr
-		p, err = b.alloc.get(bytes)
-		return p
-	}
-	s := sampleBufs{n: n, w: get(int64(n) * 4), cv: get(int64(n) * 4), ci: get(int64(n) * 4),
-		tmax: get(nb * 4), targ: get(nb * 4), tcnt: get(nb * 4), tpass: get(nb * 4), tmass: get(nb * 8), cn: get(4)}
-	if err != nil {
-		return nil, err
-	}
-	b.samp = s
-	return &b.samp, nil
-}
-
-// sampleCut is the log-probability gap below the row's largest logit
-// within which every token the filters can keep lies (+Inf: no bound).
-// top-p: a token whose probability is below (1-p)/n of the largest's, with
-// all like it, holds less than 1-p of any mass that includes the largest, so
-// the nucleus never needs it (the host sampler's cut too); min-p: its own
-// threshold. Top-k alone tries 20 nats and the kernels list every candidate
-// when fewer than k lie within. The small margin covers rounding: the
-// exact tests run on the list.
-func sampleCut(p kernels.SampleParams, n int) float32 {
-	cut := math.Inf(1)
-	if p.TopP > 0 && p.TopP < 1 {
-		cut = math.Log(float64(n) / (1 - float64(p.TopP)))
-	}
-	if p.MinP > 0 {
-		cut = min(cut, -math.Log(float64(p.MinP)))
-	}
-	if p.TopK > 0 && math.IsInf(cut, 1) {
-		cut = 20
-	}
-	return float32(cut + 0.01)
-}
-
-// Sample picks the next token from the logits x[off:off+n] on the device
-// with engine.Sampler's rules (repetition penalty over history, then greedy
-// when p.Temperature is 0, else temperature, top-k, top-p, min-p and an
-// inverse-CDF draw over the survivors in id order at the uniform u in
-// [0, 1)). Only the id crosses to the host. It waits for pending work and
-// reports its errors.
-func (b *Backend) Sample(x kernels.Buffer, off, n int, history []int, p kernels.SampleParams, u float64) (int, error) {
-	if err := p.Validate(); err != nil {
-		return 0, fmt.Errorf("cuda: Sample: %w", err)
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		return 0, errClosed
-	}
-	xb := b.dev(x)
-	if xb == nil {
-		return 0, b.err
-	}
-	if off < 0 || n <= 0 || off+n > xb.n {
-		return 0, fmt.Errorf("cuda: Sample of [%d,+%d) in buffer of %d", off, n, xb.n)
-	}
-	if b.capturing {
-		return 0, fmt.Errorf("cuda: Sample during graph capture")
-	}
-	sb, err := b.sampleScratch(n)
-	if err != nil {
-		return 0, fmt.Errorf("cuda: Sample scratch: %w", err)
-	}
-	nh := 0
-	if p.RepeatPenalty != 0 && p.RepeatPenalty != 1 && len(history) > 0 {
-		b.histHost = b.histHost[:0]
-		for _, id := range history {
-			if id >= 0 && id < n { // as the host sampler: others are ignored
-				b.histHost = append(b.histHost, int32(id))
-			}
-		}
-		if nh = len(b.histHost); nh > 0 {
-			if b.histCap < nh {
-				if b.hist != 0 {
-					b.alloc.put(b.hist)
-				}
-				c := max(nh, 4096)
-				d, err := b.alloc.get(int64(c) * 4)
-				if err != nil {
-					return 0, fmt.Errorf("cuda: Sample history: %w", err)
-				}
-				b.hist, b.histCap = d, c
-			}
-			b.fail(b.x.htod(b.hist, unsafe.Pointer(&b.histHost[0]), int64(nh)*4))
-		}
-	}
-	var invT float32
-	if p.Temperature > 0 {
-		invT = 1 / p.Temperature
-	}
-	topK := p.TopK
-	if topK >= n {
-		topK = 0
-	}
-	nb := (n + sampleTile - 1) / sampleTile
-	grid, block := dim3{nb, 1, 1}, dim3{256, 1, 1}
-	b.launch("sample_tiles", grid, block, 0, func(a *args) {
-		a.ptr(sb.w).ptr(sb.tmax).ptr(sb.targ).ptr(sb.tcnt).ptr(sb.cn).ptr(bp(xb, off)).i32(n).ptr(b.hist).i32(nh).f32(p.RepeatPenalty)
-	})
-	list, ids := sb.tmax, sb.targ // greedy: the tile maxima
-	if invT != 0 {
-		cut := sampleCut(p, n)
-		b.launch("sample_count", grid, block, 0, func(a *args) {
-			a.ptr(sb.tpass).ptr(sb.tmass).ptr(sb.w).i32(n).ptr(sb.tmax).i32(nb).f32(invT).f32(cut)
-		})
-		b.launch("sample_compact", grid, block, 0, func(a *args) {
-			a.ptr(sb.cv).ptr(sb.ci).ptr(sb.cn).ptr(sb.w).i32(n).ptr(sb.tpass).ptr(sb.tcnt).ptr(sb.tmax).i32(nb).f32(invT).f32(cut).i32(topK)
-		})
-		list, ids = sb.cv, sb.ci
-	}
-	b.launch("sample_logits", dim3{1, 1, 1}, dim3{1024, 1, 1}, 0, func(a *args) {
-		a.ptr(b.argOut).ptr(list).ptr(ids).ptr(sb.cn).ptr(sb.tcnt).ptr(sb.tmass).i32(nb).
-			f32(invT).i32(topK).f32(p.TopP).f32(p.MinP).f64(u)
-	})
-	var id int32
-	b.fail(b.x.dtoh(unsafe.Pointer(&id), b.argOut, 4))
-	runtime.KeepAlive(x)
-	return int(id), b.err
 }

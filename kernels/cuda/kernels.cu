@@ -618,8 +618,10 @@ extern "C" __global__ void argmax(int* out, const float* x, int n) { PDL_ENTRY()
 //   sample_compact  (one block per tile) those entries, in id order, into a
 //                   candidate list (all candidates when top-k needs more);
 //   sample_logits   (one block) the exact filters and the draw on the list.
-// The host picks gcut so that every possible survivor is in the list
-// (Backend.Sample); greedy runs sample_logits on the tile maxima. Every
+// blockIdx.y is the row of a batch (Backend.SampleRows): each row has its
+// settings in a SampArgs and its own slice of every scratch array. The host
+// picks gcut so that every possible survivor is in the list; greedy rows
+// skip count and compact and run sample_logits on the tile maxima. Every
 // filter keeps a prefix of the candidates in one total order (larger logit
 // first, then lower id), so the filters reduce to one 64-bit threshold on
 // (key(logit), ~id); top-k and top-p find theirs by radix select over the
@@ -901,11 +903,31 @@ DEVI float samp_rowmax(const float* tmax, int nb, float* sf, int* si) {
   return best;
 }
 
+// SampArgs: one row's settings (Go's sampleArgs, the same layout). The
+// penalty applies over hist[hoff:hoff+nh]; inv_t 0 is greedy; top_k 0 is
+// off (also when >= n).
+struct SampArgs {
+  int row;  // the row of x
+  int hoff, nh;
+  int top_k;
+  float pen, inv_t, gcut, top_p;
+  float min_p;
+  int pad;
+  double u;
+};
+
 extern "C" __global__ void __launch_bounds__(256) sample_tiles(float* w, float* tmax, int* targ, int* tcnt, int* cn,
-                                                               const float* x, int n, const int* hist, int nh, float pen) { PDL_ENTRY();
+                                                               const float* x, int n, const int* hist, const SampArgs* ra) { PDL_ENTRY();
   __shared__ float tile[SAMP_TILE];
   __shared__ float sf[33];
   __shared__ int si[33];
+  const SampArgs a = ra[blockIdx.y];
+  const int r = blockIdx.y, nb = gridDim.x, nh = a.nh;
+  const float pen = a.pen;
+  x += (size_t)a.row * n;
+  w += (size_t)r * n;
+  tmax += r * nb, targ += r * nb, tcnt += r * nb;
+  hist += a.hoff;
   const int lo = blockIdx.x * SAMP_TILE, m = min(SAMP_TILE, n - lo);
   for (int k = threadIdx.x; k < m; k += blockDim.x) tile[k] = x[lo + k];
   __syncthreads();
@@ -930,14 +952,19 @@ extern "C" __global__ void __launch_bounds__(256) sample_tiles(float* w, float* 
   samp_argmax(&best, &bi, sf, si);
   c = samp_sum(c, si);
   if (threadIdx.x == 0) tmax[blockIdx.x] = best, targ[blockIdx.x] = bi == 0x7fffffff ? lo : bi, tcnt[blockIdx.x] = c;
-  if (blockIdx.x == 0 && threadIdx.x == 0) *cn = gridDim.x;  // greedy: the list is the tile maxima
+  if (blockIdx.x == 0 && threadIdx.x == 0) cn[r] = nb;  // greedy: the list is the tile maxima
 }
 
 extern "C" __global__ void __launch_bounds__(256) sample_count(int* tpass, u64* tmass, const float* w, int n, const float* tmax,
-                                                               int nb, float inv_t, float gcut) { PDL_ENTRY();
+                                                               int nb, const SampArgs* ra) { PDL_ENTRY();
   __shared__ float sf[33];
   __shared__ int si[33];
   __shared__ u64 s64[33];
+  const int r = blockIdx.y;
+  const float inv_t = ra[r].inv_t, gcut = ra[r].gcut;
+  if (inv_t == 0.f) return;  // greedy row (the whole block)
+  w += (size_t)r * n;
+  tmax += r * nb, tpass += r * nb, tmass += r * nb;
   const float best = samp_rowmax(tmax, nb, sf, si);
   const int lo = blockIdx.x * SAMP_TILE, m = min(SAMP_TILE, n - lo);
   int c = 0;
@@ -956,9 +983,15 @@ extern "C" __global__ void __launch_bounds__(256) sample_count(int* tpass, u64* 
 
 extern "C" __global__ void __launch_bounds__(256) sample_compact(float* cv, int* ci, int* cn, const float* w, int n,
                                                                  const int* tpass, const int* tcnt, const float* tmax, int nb,
-                                                                 float inv_t, float gcut, int top_k) { PDL_ENTRY();
+                                                                 const SampArgs* ra) { PDL_ENTRY();
   __shared__ float sf[33];
   __shared__ int si[33];
+  const int r = blockIdx.y;
+  const float inv_t = ra[r].inv_t, gcut = ra[r].gcut;
+  const int top_k = ra[r].top_k;
+  if (inv_t == 0.f) return;  // greedy row: sample_logits reads the tile maxima
+  cv += (size_t)r * n, ci += (size_t)r * n, w += (size_t)r * n;
+  tpass += r * nb, tcnt += r * nb, tmax += r * nb;
   const float best = samp_rowmax(tmax, nb, sf, si);
   int pass = 0;
   for (int b = threadIdx.x; b < nb; b += blockDim.x) pass += tpass[b];
@@ -991,18 +1024,30 @@ extern "C" __global__ void __launch_bounds__(256) sample_compact(float* cv, int*
     int k = 4 * threadIdx.x + j;
     if (keep[j]) cv[pos] = w[lo + k], ci[pos] = lo + k, pos++;
   }
-  if (blockIdx.x == 0 && threadIdx.x == 0) *cn = total;
+  if (blockIdx.x == 0 && threadIdx.x == 0) cn[r] = total;
 }
 
-// sample_logits: the filters and the draw on a candidate list (cv, ci, *cn
-// entries in increasing id order). tcnt (nb tiles) gives the row's candidate
-// count and tmass its probability mass in 8.24 fixed point.
-extern "C" __global__ void __launch_bounds__(1024) sample_logits(int* out, const float* cv, const int* ci, const int* cn,
-                                                                 const int* tcnt, const u64* tmass, int nb, float inv_t,
-                                                                 int top_k, float top_p, float min_p, double u) { PDL_ENTRY();
+// sample_logits: the filters and the draw on a candidate list (cv, ci, cn
+// entries in increasing id order; greedy rows: the tile maxima tmax, targ).
+// tcnt (nb tiles) gives the row's candidate count and tmass its probability
+// mass in 8.24 fixed point. One block per row; out[row] gets the id.
+extern "C" __global__ void __launch_bounds__(1024) sample_logits(int* out, const float* cv, const int* ci, const float* tmax,
+                                                                 const int* targ, const int* cn, const int* tcnt,
+                                                                 const u64* tmass, int n, int nb, const SampArgs* ra) { PDL_ENTRY();
   __shared__ SampShared sh;
-  const int tid = threadIdx.x;
-  const SampRow r{cv, ci, *cn};
+  const int tid = threadIdx.x, row = blockIdx.y;
+  const SampArgs a = ra[row];
+  const float inv_t = a.inv_t, top_p = a.top_p, min_p = a.min_p;
+  const int top_k = a.top_k;
+  const double u = a.u;
+  out += row;
+  tcnt += row * nb, tmass += row * nb;
+  if (inv_t == 0.f) {
+    cv = tmax + row * nb, ci = targ + row * nb;
+  } else {
+    cv += (size_t)row * n, ci += (size_t)row * n;
+  }
+  const SampRow r{cv, ci, cn[row]};
 
   // The largest candidate (first id among equals) and the row's candidate
   // count; candidates are neither NaN nor -Inf.
