@@ -102,18 +102,20 @@ type MLA struct {
 	Layer                        int
 	Heads, Nope, Rope, V, KVLora int
 	QLora                        int
-	QA, QB                       kernels.Matrix // q_a_proj, q_b_proj (q_lora_rank > 0) ...
-	QANorm                       kernels.Buffer
-	Q                            kernels.Matrix // ... or q_proj
-	KVA                          kernels.Matrix // kv_a_proj_with_mqa, parts: latent, rope key
-	KVANorm                      kernels.Buffer
-	KVB                          kernels.Matrix // naive: kv_b_proj as stored
-	WUKT                         kernels.Matrix // absorbed: a part per head, W_UKᵀ [kv_lora, nope] (MatMulHeads)
-	WUV                          kernels.Matrix // absorbed: a part per head, W_UV [v, kv_lora]
-	O                            kernels.Matrix
-	RopeQ, RopeK                 kernels.Rope // on the query heads (Off = nope) and on the rope key
-	Scale                        float32
-	Absorbed                     bool
+	// In is every projection of the normed input in one matrix (one
+	// launch at decode), parts: q_a_proj (q_lora_rank > 0) or this
+	// shard's q_proj rows, then kv_a_proj_with_mqa's latent and rope key.
+	In           kernels.Matrix
+	QB           kernels.Matrix // q_b_proj (q_lora_rank > 0)
+	QANorm       kernels.Buffer
+	KVANorm      kernels.Buffer
+	KVB          kernels.Matrix // naive: kv_b_proj as stored
+	WUKT         kernels.Matrix // absorbed: a part per head, W_UKᵀ [kv_lora, nope] (MatMulHeads)
+	WUV          kernels.Matrix // absorbed: a part per head, W_UV [v, kv_lora]
+	O            kernels.Matrix
+	RopeQ, RopeK kernels.Rope // on the query heads (Off = nope) and on the rope key
+	Scale        float32
+	Absorbed     bool
 }
 
 // MLAShape is the geometry LoadMLA reads from a DeepSeek V2/V3 config
@@ -138,8 +140,9 @@ func LoadMLA(b *Builder, prefix string, layer int, sh MLAShape, rope *kernels.Ro
 	a.RopeQ, a.RopeK = *rope, *rope
 	a.RopeQ.Off = a.Nope
 	qh := a.Nope + a.Rope
+	var qin kernels.HostMatrix
 	if a.QLora > 0 {
-		if a.QA, err = b.Matrix(MatSpec{prefix + "q_a_proj.weight", a.QLora, hid}); err != nil {
+		if qin, err = b.HostStored(MatSpec{prefix + "q_a_proj.weight", a.QLora, hid}); err != nil {
 			return nil, err
 		}
 		if a.QANorm, err = b.Vector(prefix+"q_a_layernorm.weight", a.QLora); err != nil {
@@ -148,17 +151,28 @@ func LoadMLA(b *Builder, prefix string, layer int, sh MLAShape, rope *kernels.Ro
 		if a.QB, err = b.MatrixRows(b.Int8, []MatSpec{{prefix + "q_b_proj.weight", H * qh, a.QLora}}, hr.Times(qh)); err != nil {
 			return nil, err
 		}
-	} else if a.Q, err = b.MatrixRows(b.Int8, []MatSpec{{prefix + "q_proj.weight", H * qh, hid}}, hr.Times(qh)); err != nil {
-		return nil, err
+	} else {
+		if qin, err = b.HostStored(MatSpec{prefix + "q_proj.weight", H * qh, hid}); err != nil {
+			return nil, err
+		}
+		qin = sliceRows(qin, hr.Times(qh))
 	}
 	kva, err := b.HostStored(MatSpec{prefix + "kv_a_proj_with_mqa.weight", a.KVLora + a.Rope, hid})
 	if err != nil {
 		return nil, err
 	}
-	if a.KVA, err = uploadParts(b, []kernels.HostMatrix{
+	in := []kernels.HostMatrix{qin,
 		rowSlice(kva, 0, a.KVLora, kva.Name+"[latent]"),
 		rowSlice(kva, a.KVLora, a.KVLora+a.Rope, kva.Name+"[rope]"),
-	}); err != nil {
+	}
+	if qin.DType != kva.DType { // fused parts share a dtype
+		for i := range in {
+			if err := WidenHost(&in[i]); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if a.In, err = uploadParts(b, in); err != nil {
 		return nil, err
 	}
 	if a.KVANorm, err = b.Vector(prefix+"kv_a_layernorm.weight", a.KVLora); err != nil {
@@ -252,14 +266,13 @@ func (a *MLA) Forward(ctx Context, out, xn kernels.Buffer, n, pos0 int) error {
 	}
 	H, qh := a.Heads, a.Nope+a.Rope
 	if a.QLora > 0 {
-		ctx.MatMul(xn, n, a.QA, nil, Outs{sc.qa})
+		ctx.MatMul(xn, n, a.In, nil, Outs{sc.qa, sc.lat, sc.kr})
 		be.RMSNorm(sc.qa, sc.qa, a.QANorm, n, a.QLora, mlaNormEps)
 		ctx.MatMul(sc.qa, n, a.QB, nil, Outs{sc.q})
 	} else {
-		ctx.MatMul(xn, n, a.Q, nil, Outs{sc.q})
+		ctx.MatMul(xn, n, a.In, nil, Outs{sc.q, sc.lat, sc.kr})
 	}
 	ctx.Rope(sc.q, n, H, qh, pos0, &a.RopeQ)
-	ctx.MatMul(xn, n, a.KVA, nil, Outs{sc.lat, sc.kr})
 	be.RMSNorm(sc.lat, sc.lat, a.KVANorm, n, a.KVLora, mlaNormEps)
 	ctx.Rope(sc.kr, n, 1, a.Rope, pos0, &a.RopeK)
 
