@@ -155,6 +155,13 @@ type Backend interface {
 	// not overlap and y must not alias x; other elements of y are left as
 	// they are. See CheckHeads.
 	MatMulHeads(y Buffer, yRow, yHead int, x Buffer, xRow, xHead, n int, w Matrix)
+	// MLAPack assembles MLA's absorbed cache rows and the rope parts of
+	// its queries for n rows (MLAPackShape): k[t] = [RMSNorm(lat[t])·weight
+	// | kr[t]] and qabs[t, h, Lora:Lora+Rope] = q[t, h, Nope:Nope+Rope] for
+	// every head h (q rows are Heads×(Nope+Rope) floats, qabs and k rows
+	// Heads×(Lora+Rope) and Lora+Rope). The rest of qabs is left as it is.
+	// One pass in place of a norm and three strided copies. See CheckMLAPack.
+	MLAPack(k, qabs, q, lat, kr, weight Buffer, n int, s MLAPackShape)
 	// RMSNorm: out[i] = x[i] / sqrt(mean(x[i]²) + eps) * weight, rows of dim.
 	RMSNorm(out, x, weight Buffer, n, dim int, eps float32)
 	// ApplyRope rotates x[n, heads*headDim] in place for positions pos0..pos0+n-1.
@@ -207,6 +214,40 @@ func CheckParts(parts []HostMatrix) ([]int, error) {
 		rows[i] = p.Rows
 	}
 	return rows, nil
+}
+
+// MLAPackShape is the geometry of an MLAPack call: query heads, the
+// query's nope and rope widths, the latent width (kv_lora_rank) and the
+// latent norm's epsilon.
+type MLAPackShape struct {
+	Heads, Nope, Rope, Lora int
+	Eps                     float32
+}
+
+// CheckMLAPack validates an MLAPack call (n > 0) against its buffers.
+func CheckMLAPack(k, qabs, q, lat, kr, weight Buffer, n int, s MLAPackShape) error {
+	if s.Heads <= 0 || s.Nope < 0 || s.Rope <= 0 || s.Lora <= 0 {
+		return fmt.Errorf("MLAPack: bad shape %+v", s)
+	}
+	kd := s.Lora + s.Rope
+	for _, c := range []struct {
+		name string
+		b    Buffer
+		want int
+	}{{"k", k, n * kd}, {"q_abs", qabs, n * s.Heads * kd}, {"q", q, n * s.Heads * (s.Nope + s.Rope)},
+		{"latent", lat, n * s.Lora}, {"rope key", kr, n * s.Rope}, {"norm weight", weight, s.Lora}} {
+		if c.b == nil || c.b.Len() < c.want {
+			l := 0
+			if c.b != nil {
+				l = c.b.Len()
+			}
+			return fmt.Errorf("MLAPack: %s of %d floats, want %d for %d rows of %+v", c.name, l, c.want, n, s)
+		}
+	}
+	if k == qabs || k == q || k == lat || k == kr || qabs == q {
+		return fmt.Errorf("MLAPack: outputs alias inputs")
+	}
+	return nil
 }
 
 // CheckHeads validates a MatMulHeads call (n > 0) against its buffers and

@@ -273,24 +273,23 @@ func (a *MLA) Forward(ctx Context, out, xn kernels.Buffer, n, pos0 int) error {
 		ctx.MatMul(xn, n, a.In, nil, Outs{sc.q, sc.lat, sc.kr})
 	}
 	ctx.Rope(sc.q, n, H, qh, pos0, &a.RopeQ)
-	be.RMSNorm(sc.lat, sc.lat, a.KVANorm, n, a.KVLora, mlaNormEps)
 	ctx.Rope(sc.kr, n, 1, a.Rope, pos0, &a.RopeK)
 
 	if a.Absorbed {
 		kd := a.KVLora + a.Rope
-		// Cache row: [normalised latent | rotated rope key].
-		be.Copy2D(sc.k, 0, kd, sc.lat, 0, a.KVLora, n, a.KVLora)
-		be.Copy2D(sc.k, a.KVLora, kd, sc.kr, 0, a.Rope, n, a.Rope)
-		// Query per head: [q_nope·W_UK | q_rope]. Seen as n·H rows, the
-		// rope parts of every head move with one strided copy; the latent
-		// parts are one MatMulHeads from the heads' q_nope in place.
-		be.Copy2D(sc.qabs, a.KVLora, kd, sc.q, a.Nope, qh, n*H, a.Rope)
+		// Cache row [normalised latent | rotated rope key] and each head's
+		// query [q_nope·W_UK | q_rope]: MLAPack writes the row and the
+		// rope parts, one MatMulHeads the latent parts from the heads'
+		// q_nope in place.
+		be.MLAPack(sc.k, sc.qabs, sc.q, sc.lat, sc.kr, a.KVANorm, n,
+			kernels.MLAPackShape{Heads: H, Nope: a.Nope, Rope: a.Rope, Lora: a.KVLora, Eps: mlaNormEps})
 		be.MatMulHeads(sc.qabs, H*kd, kd, sc.q, H*qh, qh, n, a.WUKT)
 		ctx.Attention(sc.olat, sc.qabs, sc.k, nil, a.Layer, pos0, n, H, a.Scale)
 		// Per head: attended latent · W_UVᵀ.
 		be.MatMulHeads(sc.attn, H*a.V, a.V, sc.olat, H*a.KVLora, a.KVLora, n, a.WUV)
 	} else {
 		per := a.Nope + a.V
+		be.RMSNorm(sc.lat, sc.lat, a.KVANorm, n, a.KVLora, mlaNormEps)
 		ctx.MatMul(sc.lat, n, a.KVB, nil, Outs{sc.kvb})
 		// Seen as n·H rows of [k_nope | v], kv_b's output splits with two
 		// strided copies; the rope key is shared by every head.

@@ -2,6 +2,7 @@ package cpu
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/deepseek-go/deepseek-go/kernels"
 	"github.com/deepseek-go/deepseek-go/kernels/cpu/simd"
@@ -148,5 +149,30 @@ func (j *headsJob) runFP8(y, x []float32, h, a, e, w int) {
 			j.wide.row(scr[(i-r)*j.ld:(i-r)*j.ld+cols], sp.row(i, cols), sp.rowScales(i), sp.bc)
 		}
 		j.b.kern.MatMulF32Strided(y[r-a:], j.yRow, x, j.xRow, j.n, scr, j.ld, cols, 0, re-r)
+	}
+}
+
+// MLAPack implements kernels.Backend with RMSNorm's arithmetic; invalid
+// shapes panic with CheckMLAPack's message, as MatMulHeads does.
+func (b *Backend) MLAPack(k, qabs, q, lat, kr, weight kernels.Buffer, n int, s kernels.MLAPackShape) {
+	if n <= 0 {
+		return
+	}
+	if err := kernels.CheckMLAPack(k, qabs, q, lat, kr, weight, n, s); err != nil {
+		panic("cpu: " + err.Error())
+	}
+	ks, qa, qs, ls, rs, w := buf(k), buf(qabs), buf(q), buf(lat), buf(kr), buf(weight)
+	kd, qh := s.Lora+s.Rope, s.Nope+s.Rope
+	for t := range n {
+		row := ls[t*s.Lora : (t+1)*s.Lora]
+		inv := float32(1 / math.Sqrt(float64(b.kern.Dot(row, row)/float32(s.Lora)+s.Eps)))
+		dst := ks[t*kd : (t+1)*kd]
+		for i, v := range row {
+			dst[i] = v * inv * w[i]
+		}
+		copy(dst[s.Lora:], rs[t*s.Rope:(t+1)*s.Rope])
+		for h := range s.Heads {
+			copy(qa[(t*s.Heads+h)*kd+s.Lora:(t*s.Heads+h+1)*kd], qs[(t*s.Heads+h)*qh+s.Nope:(t*s.Heads+h+1)*qh])
+		}
 	}
 }

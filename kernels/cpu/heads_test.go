@@ -129,3 +129,49 @@ func TestMatMulHeadsAllocs(t *testing.T) {
 		assert.Zero(t, allocs, "int8=%v", int8)
 	}
 }
+
+// TestMLAPack: MLAPack equals the norm and the three strided copies it
+// replaces (RMSNorm, Copy2D), on odd shapes and several rows, and leaves
+// the latent parts of q_abs alone.
+func TestMLAPack(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	be := New(1)
+	defer be.Close()
+	up := func(v []float32) kernels.Buffer {
+		b, err := be.Alloc(len(v))
+		require.NoError(t, err)
+		require.NoError(t, be.Upload(b, 0, v))
+		return b
+	}
+	read := func(b kernels.Buffer) []float32 {
+		v := make([]float32, b.Len())
+		require.NoError(t, be.Download(v, b, 0))
+		return v
+	}
+	for _, s := range []kernels.MLAPackShape{
+		{Heads: 16, Nope: 128, Rope: 64, Lora: 512, Eps: 1e-6},
+		{Heads: 3, Nope: 5, Rope: 6, Lora: 37, Eps: 1e-5},
+		{Heads: 1, Nope: 0, Rope: 2, Lora: 3, Eps: 1e-6},
+	} {
+		for _, n := range []int{1, 4} {
+			kd, qh := s.Lora+s.Rope, s.Nope+s.Rope
+			q, lat, kr, w := up(randVec(r, n*s.Heads*qh)), up(randVec(r, n*s.Lora)), up(randVec(r, n*s.Rope)), up(randVec(r, s.Lora))
+			qa0 := randVec(r, n*s.Heads*kd)
+			k, qabs := up(make([]float32, n*kd)), up(qa0)
+			be.MLAPack(k, qabs, q, lat, kr, w, n, s)
+
+			wantK, wantQ := up(make([]float32, n*kd)), up(qa0)
+			normed := up(make([]float32, n*s.Lora))
+			be.RMSNorm(normed, lat, w, n, s.Lora, s.Eps)
+			be.Copy2D(wantK, 0, kd, normed, 0, s.Lora, n, s.Lora)
+			be.Copy2D(wantK, s.Lora, kd, kr, 0, s.Rope, n, s.Rope)
+			be.Copy2D(wantQ, s.Lora, kd, q, s.Nope, qh, n*s.Heads, s.Rope)
+			assert.Equal(t, read(wantK), read(k), "k %+v n=%d", s, n)
+			assert.Equal(t, read(wantQ), read(qabs), "q_abs %+v n=%d", s, n)
+		}
+	}
+	short, _ := be.Alloc(3)
+	err := kernels.CheckMLAPack(short, short, short, short, short, short, 1, kernels.MLAPackShape{Heads: 1, Rope: 2, Lora: 2})
+	require.ErrorContains(t, err, "MLAPack")
+	require.Panics(t, func() { be.MLAPack(short, short, short, short, short, short, 1, kernels.MLAPackShape{Heads: 1, Rope: 2, Lora: 2}) })
+}

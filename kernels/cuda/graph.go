@@ -160,6 +160,9 @@ func (v captureView) MatMul(outs []kernels.Buffer, x kernels.Buffer, n int, w ke
 func (v captureView) MatMulHeads(y kernels.Buffer, yRow, yHead int, x kernels.Buffer, xRow, xHead, n int, w kernels.Matrix) {
 	v.b.matMulHeads(y, yRow, yHead, x, xRow, xHead, n, w)
 }
+func (v captureView) MLAPack(k, qabs, q, lat, kr, weight kernels.Buffer, n int, s kernels.MLAPackShape) {
+	v.b.mlaPack(k, qabs, q, lat, kr, weight, n, s)
+}
 func (v captureView) RMSNorm(out, x, weight kernels.Buffer, n, dim int, eps float32) {
 	v.b.rmsnorm(out, x, weight, n, dim, eps)
 }

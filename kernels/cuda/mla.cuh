@@ -685,3 +685,25 @@ extern "C" __global__ void __launch_bounds__(MLA_TR_THREADS, 1)
   mla_attn_tc_rows<true>(part, q, kc, 0, nullptr, 0, tiles, heads, kd, vd, ks, scale, L, nsplit,
                          Paged{rpos, rseq, tabs, maxb, bs});
 }
+
+// mla_pack: kernels.Backend.MLAPack for row t = blockIdx.x, 256 threads:
+// k[t] = [rmsnorm(lat[t])·w | kr[t]] (the rmsnorm kernel's arithmetic) and
+// the rope part of every head's query copied into q_abs.
+extern "C" __global__ void __launch_bounds__(256) mla_pack(float* k, float* qabs, const float* q, const float* lat,
+                                                           const float* kr, const float* w, int heads, int nope,
+                                                           int rope, int lora, float eps) { PDL_ENTRY();
+  __shared__ float sh[32];
+  const int t = blockIdx.x, kd = lora + rope, qh = nope + rope;
+  const float* lr = lat + (size_t)t * lora;
+  float ss = 0.f;
+  for (int i = threadIdx.x; i < lora; i += blockDim.x) ss = fmaf(lr[i], lr[i], ss);
+  ss = block_sum(ss, sh);
+  const float inv = rsqrtf(ss / (float)lora + eps);
+  float* kt = k + (size_t)t * kd;
+  for (int i = threadIdx.x; i < lora; i += blockDim.x) kt[i] = lr[i] * inv * w[i];
+  for (int i = threadIdx.x; i < rope; i += blockDim.x) kt[lora + i] = kr[(size_t)t * rope + i];
+  for (int i = threadIdx.x; i < heads * rope; i += blockDim.x) {
+    const int h = i / rope, j = i - h * rope;
+    qabs[((size_t)t * heads + h) * kd + lora + j] = q[((size_t)t * heads + h) * qh + nope + j];
+  }
+}

@@ -49,6 +49,31 @@ type mlaState struct {
 	hTiles   []int32
 }
 
+// MLAPack implements kernels.Backend: one block a row (mla_pack), the
+// latent norm with the rmsnorm kernel's arithmetic.
+func (b *Backend) MLAPack(k, qabs, q, lat, kr, weight kernels.Buffer, n int, s kernels.MLAPackShape) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.mlaPack(k, qabs, q, lat, kr, weight, n, s)
+}
+
+func (b *Backend) mlaPack(k, qabs, q, lat, kr, weight kernels.Buffer, n int, s kernels.MLAPackShape) {
+	if n <= 0 {
+		return
+	}
+	kb, ab, qb, lb, rb, wb := b.dev(k), b.dev(qabs), b.dev(q), b.dev(lat), b.dev(kr), b.dev(weight)
+	if kb == nil || ab == nil || qb == nil || lb == nil || rb == nil || wb == nil {
+		return
+	}
+	if err := kernels.CheckMLAPack(kb, ab, qb, lb, rb, wb, n, s); err != nil {
+		b.fail(fmt.Errorf("cuda: %w", err))
+		return
+	}
+	b.launch("mla_pack", dim3{n, 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+		a.ptr(kb.p).ptr(ab.p).ptr(qb.p).ptr(lb.p).ptr(rb.p).ptr(wb.p).i32(s.Heads).i32(s.Nope).i32(s.Rope).i32(s.Lora).f32(s.Eps)
+	})
+}
+
 // MatMulHeads implements kernels.Backend: up to headsGEMV tokens in one
 // launch of the per-head GEMV (grid: row blocks × heads × 8-token chunks);
 // more (prefill) as MatMul per head on the gathered slices, so each head

@@ -72,6 +72,35 @@ func TestMatMulHeadsParity(t *testing.T) {
 	}
 }
 
+// TestMLAPackParity: MLAPack against the CPU for the V2-Lite and V3
+// shapes and odd ones, 1 and 7 rows. q_abs starts with the same random
+// values on both sides, so a latent part written where it must not be
+// differs.
+func TestMLAPackParity(t *testing.T) {
+	r := newRig(t, Options{})
+	for _, s := range []kernels.MLAPackShape{
+		{Heads: 16, Nope: 128, Rope: 64, Lora: 512, Eps: 1e-6},
+		{Heads: 128, Nope: 128, Rope: 64, Lora: 512, Eps: 1e-6},
+		{Heads: 3, Nope: 5, Rope: 6, Lora: 37, Eps: 1e-5},
+	} {
+		kd := s.Lora + s.Rope
+		for _, n := range []int{1, 7} {
+			q, lat, kr, w := r.rand(n*s.Heads*(s.Nope+s.Rope)), r.rand(n*s.Lora), r.rand(n*s.Rope), r.rand(s.Lora)
+			k, qabs := r.poisoned(n*kd), r.rand(n*s.Heads*kd)
+			r.g.MLAPack(k.g, qabs.g, q.g, lat.g, kr.g, w.g, n, s)
+			r.c.MLAPack(k.c, qabs.c, q.c, lat.c, kr.c, w.c, n, s)
+			name := fmt.Sprintf("%+v n=%d", s, n)
+			r.check(name+" k", k, k.n, tolF32)
+			r.check(name+" q_abs", qabs, qabs.n, 0)
+		}
+	}
+	// A short buffer is an error at the next sync, not a fault.
+	s := kernels.MLAPackShape{Heads: 2, Nope: 4, Rope: 4, Lora: 8, Eps: 1e-6}
+	b := r.rand(4)
+	r.g.MLAPack(b.g, b.g, b.g, b.g, b.g, b.g, 1, s)
+	require.ErrorContains(t, r.g.Sync(), "MLAPack")
+}
+
 // mlaShapes are the attention shapes of the MLA kernel tests: V2-Lite
 // (16 heads), V3 (128 heads: 8 head groups), a partial second head group
 // and small odd shapes (kd not a multiple of 8: the scalar tile loads of
