@@ -173,5 +173,7 @@ func TestMLAPack(t *testing.T) {
 	short, _ := be.Alloc(3)
 	err := kernels.CheckMLAPack(short, short, short, short, short, short, 1, kernels.MLAPackShape{Heads: 1, Rope: 2, Lora: 2})
 	require.ErrorContains(t, err, "MLAPack")
-	require.Panics(t, func() { be.MLAPack(short, short, short, short, short, short, 1, kernels.MLAPackShape{Heads: 1, Rope: 2, Lora: 2}) })
+	require.Panics(t, func() {
+		be.MLAPack(short, short, short, short, short, short, 1, kernels.MLAPackShape{Heads: 1, Rope: 2, Lora: 2})
+	})
 }
