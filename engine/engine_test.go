@@ -81,13 +81,44 @@ func TestStories260KGreedy(t *testing.T) {
 	assert.Len(t, got, m.Config().MaxPositionEmbeddings-1)
 }
 
+// TestPrefillChunkOption: WithPrefillChunk sets the rows of a session's
+// forward pass (the CPU default is defaultChunk), a prompt in chunks of 16
+// gives the logits of the default chunking, and a negative chunk is an
+// error naming the option.
+func TestPrefillChunkOption(t *testing.T) {
+	m := loadStories(t)
+	small, err := Load(storiesDir, WithThreads(2), WithDevice("cpu"), WithPrefillChunk(16))
+	require.NoError(t, err)
+	defer small.Close()
+	ctx := context.Background()
+	ids := make([]int, 70)
+	for i := range ids {
+		ids[i] = (i*11 + 5) % m.Config().VocabSize
+	}
+	s1, err := m.NewSession(2 * defaultChunk)
+	require.NoError(t, err)
+	assert.Equal(t, defaultChunk, s1.Chunk())
+	s2, err := small.NewSession(2 * defaultChunk)
+	require.NoError(t, err)
+	assert.Equal(t, 16, s2.Chunk())
+	want, err := s1.Prefill(ctx, ids)
+	require.NoError(t, err)
+	got, err := s2.Prefill(ctx, ids)
+	require.NoError(t, err)
+	for i := range ids {
+		assert.Less(t, RelErr(got[i], want[i]), 1e-5, "position %d", i)
+	}
+	_, err = Load(storiesDir, WithDevice("cpu"), WithPrefillChunk(-1))
+	require.ErrorContains(t, err, "WithPrefillChunk(-1)")
+}
+
 // TestChunkedPrefillMatchesSteps checks that a prompt longer than a chunk
 // gives the same logits as feeding it token by token.
 func TestChunkedPrefillMatchesSteps(t *testing.T) {
 	m := loadStories(t)
-	n := defaultChunk + 37
+	n := m.chunk + 37
 	if testing.Short() {
-		n = defaultChunk + 3
+		n = m.chunk + 3
 	}
 	ids := make([]int, n)
 	for i := range ids {

@@ -30,6 +30,7 @@ type options struct {
 	mla      string // MLA attention path (deepseek.go's WithMLA)
 	tok      *tokenizer.Tokenizer
 	shards   int // tensor-parallel shards (shard.go's WithShards)
+	chunk    int // WithPrefillChunk
 }
 
 // WithDevice picks the backend: "auto" (default: an accelerator when one is
@@ -49,6 +50,14 @@ func WithProgress(f func(done, total int64)) Option { return func(o *options) { 
 // WithBackend runs the model on an existing backend (shared, not closed by
 // Model.Close); it overrides WithDevice.
 func WithBackend(be kernels.Backend) Option { return func(o *options) { o.backend = be } }
+
+// WithPrefillChunk sets the most prompt tokens one forward pass of a
+// Session takes (Generate, Chat, Session.Last); 0 (the default) is the
+// backend's preference (kernels.ChunkPreferrer: 512 on CUDA), else 128.
+// Larger chunks read the weights fewer times per prompt and hold
+// proportionally larger activations. The Scheduler's steps are sized by
+// its TokenBudget instead.
+func WithPrefillChunk(n int) Option { return func(o *options) { o.chunk = n } }
 
 // WithTokenizer attaches a tokenizer (for New; Load and LoadFS read
 // tokenizer.json from the checkpoint when present and this is not set).
@@ -102,6 +111,7 @@ type Model struct {
 	closer  func() error
 	tok     *tokenizer.Tokenizer
 	genRoom int // generated tokens a generation's first session holds (initialGenRoom; tests shrink it)
+	chunk   int // rows a session's forward pass takes at most (WithPrefillChunk)
 
 	embed  kernels.Matrix
 	norm   kernels.Buffer
@@ -207,6 +217,9 @@ func newModel(cfg *Config, src TensorSource, total int64, closer func() error, o
 	if o.shards < 0 {
 		return nil, fmt.Errorf("WithShards(%d): want >= 1", o.shards)
 	}
+	if o.chunk < 0 {
+		return nil, fmt.Errorf("WithPrefillChunk(%d): want >= 0", o.chunk)
+	}
 	if o.shards > 1 {
 		return newShardedModel(cfg, fam, src, total, closer, &o, start)
 	}
@@ -237,6 +250,13 @@ func newModel(cfg *Config, src TensorSource, total int64, closer func() error, o
 // set) and fills blocks, kvSpec and info.
 func (m *Model) build(src TensorSource, total int64, o *options) error {
 	cfg := m.cfg
+	m.chunk = o.chunk
+	if m.chunk == 0 {
+		m.chunk = defaultChunk
+		if cp, ok := m.be.(kernels.ChunkPreferrer); ok && cp.PreferredChunk() > 0 {
+			m.chunk = cp.PreferredChunk()
+		}
+	}
 	b := newBuilder(cfg, layers.NewBuilder(m.be, src, o.int8, o.progress, total))
 	if m.tp != nil {
 		b.Rank, b.Shards = m.tp.rank, m.tp.size

@@ -8,9 +8,9 @@ import (
 	"github.com/deepseek-go/deepseek-go/kernels"
 )
 
-// defaultChunk is the most prompt tokens one forward pass processes: large
-// enough for matmul tiles to pay off, small enough that activations stay
-// modest.
+// defaultChunk is the most prompt tokens one forward pass processes on a
+// backend without a preference (WithPrefillChunk): large enough for the
+// CPU's matmul tiles to pay off, small enough that activations stay modest.
 const defaultChunk = 128
 
 // Session is one sequence being processed: its KV cache, position and
@@ -89,7 +89,7 @@ func (m *Model) NewSession(maxTokens int) (*Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("allocating KV cache for %d tokens: %w", maxTokens, err)
 	}
-	s := &Session{m: m, be: m.be, kv: kv, max: maxTokens, chunk: min(defaultChunk, maxTokens), scratch: map[string]kernels.Buffer{}}
+	s := &Session{m: m, be: m.be, kv: kv, max: maxTokens, chunk: min(m.chunk, maxTokens), scratch: map[string]kernels.Buffer{}}
 	if s.x, err = s.Scratch("x", s.chunk*m.cfg.HiddenSize); err != nil {
 		return nil, err
 	}

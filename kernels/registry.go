@@ -103,6 +103,15 @@ type RowSampler interface {
 	SampleRows(dst []int32, x Buffer, off, n int, rows []SampleRow) error
 }
 
+// ChunkPreferrer is a backend's preferred prompt chunk: the most rows one
+// forward pass of a single sequence should take. Every pass reads every
+// weight it uses (for a MoE layer, every expert the chunk routes to), so a
+// device whose GEMMs have the arithmetic to spare wants more rows per pass
+// than the CPU's cache-sized tiles; the engine's default is 128.
+type ChunkPreferrer interface {
+	PreferredChunk() int
+}
+
 // Counter reports the device work a backend has issued since it opened:
 // kernel launches (a library GEMM call or a graph replay counts as one) and
 // host synchronisations (the host waiting for the device). Benchmarks take

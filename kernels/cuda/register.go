@@ -40,3 +40,13 @@ func (b *Backend) CaptureDecodeStep(id, pos, maxPos int, fn func(kernels.Backend
 	}
 	return g, nil
 }
+
+var _ kernels.ChunkPreferrer = (*Backend)(nil)
+
+// PreferredChunk implements kernels.ChunkPreferrer: 512 rows, the
+// scheduler's default token budget. At 128 a 2,048-token DeepSeek prompt
+// read each layer's experts 16 times; 512 rows keep the prefill GEMMs
+// compute-bound while the activations stay small beside the weights
+// (V3's widest scratch, the experts' [rows·slots, hidden] f32 output, is
+// 132 MB).
+func (b *Backend) PreferredChunk() int { return 512 }
