@@ -3,9 +3,7 @@
 package engine
 
 import (
-	"context"
 	"math/rand/v2"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -93,15 +91,7 @@ func TestSchedulerSampleRowsCUDA(t *testing.T) {
 					sch.sampRows = nil // before the first Submit: the loop reads it after
 				}
 				reqs := sampledRequests(m.cfg.VocabSize)
-				got := make([]streamed, len(reqs))
-				var wg sync.WaitGroup
-				for i, r := range reqs {
-					st, err := sch.Submit(context.Background(), r)
-					require.NoError(t, err)
-					wg.Go(func() { got[i] = drain(st) })
-				}
-				wg.Wait()
-				return got
+				return submitAll(t, sch, reqs, 0)
 			}
 			want := run(true)
 			assert.Zero(t, be.calls, "per-row run")

@@ -84,6 +84,25 @@ func (s streamed) ids() []int {
 	return ids
 }
 
+// submitAll submits reqs in order (pausing 20 ms before request late, when
+// late > 0, so later arrivals join running decodes), drains every stream
+// concurrently and returns what each streamed.
+func submitAll(t testing.TB, sch *Scheduler, reqs []Request, late int) []streamed {
+	t.Helper()
+	got := make([]streamed, len(reqs))
+	var wg sync.WaitGroup
+	for i, r := range reqs {
+		if late > 0 && i == late {
+			time.Sleep(20 * time.Millisecond)
+		}
+		st, err := sch.Submit(context.Background(), r)
+		require.NoError(t, err)
+		wg.Go(func() { got[i] = drain(st) })
+	}
+	wg.Wait()
+	return got
+}
+
 func drain(st *Stream) streamed {
 	var s streamed
 	for tok, err := range st.Tokens() {
@@ -143,17 +162,7 @@ func schedulerMatchesAlone(t *testing.T, device string, fixtures []struct{ dir, 
 			sch, err := m.NewScheduler(SchedulerOptions{MaxSeqs: 4, TokenBudget: 24})
 			require.NoError(t, err)
 			defer sch.Close()
-			got := make([]streamed, len(reqs))
-			var wg sync.WaitGroup
-			for i, r := range reqs {
-				if i == 3 {
-					time.Sleep(20 * time.Millisecond) // later arrivals join running decodes
-				}
-				st, err := sch.Submit(context.Background(), r)
-				require.NoError(t, err)
-				wg.Go(func() { got[i] = drain(st) })
-			}
-			wg.Wait()
+			got := submitAll(t, sch, reqs, 3)
 			for i, r := range reqs {
 				want := runAlone(t, m, r)
 				g := got[i]
@@ -568,17 +577,7 @@ func runGraphRequests(t *testing.T, m *Model, perRow bool) ([]streamed, Schedule
 	if perRow {
 		sch.sampRows = nil // before the first Submit: the loop reads it after
 	}
-	got := make([]streamed, len(reqs))
-	var wg sync.WaitGroup
-	for i, r := range reqs {
-		if i == 5 {
-			time.Sleep(20 * time.Millisecond)
-		}
-		st, err := sch.Submit(context.Background(), r)
-		require.NoError(t, err)
-		wg.Go(func() { got[i] = drain(st) })
-	}
-	wg.Wait()
+	got := submitAll(t, sch, reqs, 5)
 	// A stream ends before its step releases the blocks: wait for that.
 	require.Eventually(t, func() bool { return sch.Stats().KVBlocksUsed == 0 }, 5*time.Second, 5*time.Millisecond)
 	return got, sch.Stats()

@@ -270,14 +270,7 @@ func shardedSchedulerMatches(t *testing.T, one, m *Model) {
 	for _, n := range []int{5, 30, 2} {
 		reqs = append(reqs, Request{Prompt: randPrompt(rng, n, 512), MaxTokens: 8, IgnoreEOS: true, TopLogprobs: 5})
 	}
-	got := make([]streamed, len(reqs))
-	var wg sync.WaitGroup
-	for i, r := range reqs {
-		st, err := sch.Submit(context.Background(), r)
-		require.NoError(t, err)
-		wg.Go(func() { got[i] = drain(st) })
-	}
-	wg.Wait()
+	got := submitAll(t, sch, reqs, 0)
 	for i, r := range reqs {
 		require.NoError(t, got[i].err)
 		ids := make([]int, len(got[i].toks))

@@ -616,14 +616,7 @@ func BenchmarkMLAPagedDecode(b *testing.B) {
 					for s := range seqs {
 						dec.Pos, dec.Seq = append(dec.Pos, int32(ctx-1)), append(dec.Seq, int32(s))
 					}
-					q, err := g.Alloc(seqs * heads * kd)
-					require.NoError(b, err)
-					require.NoError(b, g.RandomBuffer(q, 4, 0, 1))
-					k1, err := g.Alloc(seqs * kd)
-					require.NoError(b, err)
-					require.NoError(b, g.RandomBuffer(k1, 5, 0, 1))
-					out, err := g.Alloc(seqs * heads * vd)
-					require.NoError(b, err)
+					q, k1, out := pagedStepBuffers(b, g, seqs, heads, kd, vd)
 					us := timeOps(b, g, func() { g.PagedAttention(out, q, k1, nil, kv, 0, dec, heads, 0.04) })
 					b.ReportMetric(float64(seqs*ctx*kd*2)/(us*1e3), "GB/s")
 				})
@@ -664,6 +657,20 @@ func fillPagedMLA(b *testing.B, g *Backend, c *PagedKV, seqs, ctx int) *kernels.
 	return fill
 }
 
+// pagedStepBuffers makes a step's random queries and keys and its output
+// for rows rows of MLA paged attention.
+func pagedStepBuffers(b *testing.B, g *Backend, rows, heads, kd, vd int) (q, k1, out kernels.Buffer) {
+	q, err := g.Alloc(rows * heads * kd)
+	require.NoError(b, err)
+	require.NoError(b, g.RandomBuffer(q, 4, 0, 1))
+	k1, err = g.Alloc(rows * kd)
+	require.NoError(b, err)
+	require.NoError(b, g.RandomBuffer(k1, 5, 0, 1))
+	out, err = g.Alloc(rows * heads * vd)
+	require.NoError(b, err)
+	return q, k1, out
+}
+
 // BenchmarkMLAPagedPrefill: a serving step of PagedAttention (the rows'
 // key store included) on an f16 MLA cache in shuffled 16-position blocks:
 // a prompt chunk of 512 rows after 1536 cached positions of its sequence
@@ -690,14 +697,7 @@ func BenchmarkMLAPagedPrefill(b *testing.B) {
 						step.Pos, step.Seq = append(step.Pos, int32(ctx-1)), append(step.Seq, int32(s))
 					}
 					rows := step.Rows()
-					q, err := g.Alloc(rows * heads * kd)
-					require.NoError(b, err)
-					require.NoError(b, g.RandomBuffer(q, 4, 0, 1))
-					k1, err := g.Alloc(rows * kd)
-					require.NoError(b, err)
-					require.NoError(b, g.RandomBuffer(k1, 5, 0, 1))
-					out, err := g.Alloc(rows * heads * vd)
-					require.NoError(b, err)
+					q, k1, out := pagedStepBuffers(b, g, rows, heads, kd, vd)
 					us := timeOps(b, g, func() { g.PagedAttention(out, q, k1, nil, kv, 0, step, heads, 0.04) })
 					keys := float64(chunk)*float64(ctx-chunk) + float64(chunk)*float64(chunk+1)/2 + float64(decode*ctx)
 					b.ReportMetric(keys*float64(heads*(kd+vd)*2)/(us*1e6), "TFLOP/s")
