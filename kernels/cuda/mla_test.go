@@ -150,10 +150,7 @@ func TestMLAAttentionParity(t *testing.T) {
 			}
 			spec := kernels.KVSpec{Layers: 2, MaxTokens: total + 3, KVHeads: 1, KDim: sh.kd, VDim: sh.vd, VInK: true}
 			require.True(t, r.g.useMLA(true, 1, sh.kd, sh.vd, dt), sh.name)
-			gc, err := r.g.NewKVCache(spec)
-			require.NoError(t, err)
-			cc, err := r.c.NewKVCache(spec)
-			require.NoError(t, err)
+			gc, cc := r.kvPair(spec)
 			scale := float32(1 / math.Sqrt(float64(sh.kd)))
 			pos := 0
 			for si, n := range steps {
@@ -183,10 +180,7 @@ func TestMLACapturedStep(t *testing.T) {
 		}
 		const heads, kd, vd, prompt, maxTok = 16, 576, 512, 40, 600
 		spec := kernels.KVSpec{Layers: 1, MaxTokens: maxTok, KVHeads: 1, KDim: kd, VDim: vd, VInK: true}
-		gc, err := r.g.NewKVCache(spec)
-		require.NoError(t, err)
-		cc, err := r.c.NewKVCache(spec)
-		require.NoError(t, err)
+		gc, cc := r.kvPair(spec)
 		q, k := r.rand(prompt*heads*kd), r.rand(prompt*kd)
 		out := r.poisoned(prompt * heads * vd)
 		r.g.Attention(out.g, q.g, k.g, nil, gc, 0, 0, prompt, heads, 0.05)
@@ -201,6 +195,7 @@ func TestMLACapturedStep(t *testing.T) {
 			require.NoError(t, r.c.Upload(q1.c, 0, qv))
 			require.NoError(t, r.c.Upload(k1.c, 0, kv))
 			if sg == nil {
+				var err error
 				sg, err = r.g.CaptureStep(0, pos, maxTok, func(be kernels.Backend) error {
 					be.Attention(o1.g, q1.g, k1.g, nil, gc, 0, pos, 1, heads, 0.05)
 					return nil
@@ -372,10 +367,7 @@ func TestMLAPrefillParity(t *testing.T) {
 						require.Equal(t, n > 1, r.g.mlaPrefill(n, sh.kd, sh.vd, vr.dt), "the prefill kernel runs n > 1 rows")
 					}
 					spec := kernels.KVSpec{Layers: 1, MaxTokens: 2*n + sh.fill + 5, KVHeads: 1, KDim: sh.kd, VDim: sh.vd, VInK: true}
-					gc, err := r.g.NewKVCache(spec)
-					require.NoError(t, err)
-					cc, err := r.c.NewKVCache(spec)
-					require.NoError(t, err)
+					gc, cc := r.kvPair(spec)
 					scale := float32(1 / math.Sqrt(float64(sh.kd)))
 					pos := 0
 					chunks := []int{n, sh.fill, n}

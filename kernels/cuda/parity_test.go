@@ -94,6 +94,15 @@ func newRig(t *testing.T, opts Options) *rig {
 	return &rig{t: t, g: g, c: c, rnd: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))}
 }
 
+// kvPair makes a KV cache of spec on each backend.
+func (r *rig) kvPair(spec kernels.KVSpec) (g, c kernels.KVCache) {
+	g, err := r.g.NewKVCache(spec)
+	require.NoError(r.t, err)
+	c, err = r.c.NewKVCache(spec)
+	require.NoError(r.t, err)
+	return g, c
+}
+
 // rand makes a buffer of fresh random values on both backends.
 func (r *rig) rand(n int) pair {
 	v := randVec(r.rnd, n)
@@ -229,10 +238,7 @@ func TestAttentionParity(t *testing.T) {
 				total += s
 			}
 			spec := kernels.KVSpec{Layers: 2, MaxTokens: total + 5, KVHeads: c.kvh, KDim: c.kd, VDim: c.kd}
-			gc, err := r.g.NewKVCache(spec)
-			require.NoError(t, err)
-			cc, err := r.c.NewKVCache(spec)
-			require.NoError(t, err)
+			gc, cc := r.kvPair(spec)
 			scale := float32(1 / math.Sqrt(float64(c.kd)))
 			pos := 0
 			for si, n := range c.steps {
@@ -255,10 +261,7 @@ func TestAttentionParity(t *testing.T) {
 func TestAttentionVInK(t *testing.T) {
 	r := newRig(t, Options{KVDType: kernels.F32})
 	spec := kernels.KVSpec{Layers: 1, MaxTokens: 40, KVHeads: 1, KDim: 24, VDim: 16, VInK: true}
-	gc, err := r.g.NewKVCache(spec)
-	require.NoError(t, err)
-	cc, err := r.c.NewKVCache(spec)
-	require.NoError(t, err)
+	gc, cc := r.kvPair(spec)
 	pos := 0
 	for _, n := range []int{9, 1, 1} {
 		q := r.rand(n * 8 * 24)
