@@ -758,6 +758,7 @@ func TestDeepseekSharedExpertsFused(t *testing.T) {
 				stored += int64(tn.NumElements())
 			}
 			assert.Equal(t, stored, m.Info().Params, "every stored parameter counted once")
+			assert.Equal(t, stored, sm.Info().Params, "sharded: every stored parameter counted once")
 		})
 	}
 }

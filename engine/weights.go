@@ -33,8 +33,11 @@ type Builder struct {
 func newBuilder(cfg *Config, b *layers.Builder) *Builder {
 	// fp8 scales come in blocks of quantization_config.weight_block_size
 	// (NewBuilder's 128×128 by default).
-	if q := cfg.QuantizationConfig; q != nil && len(q.WeightBlockSize) == 2 {
-		b.FP8Block = [2]int{q.WeightBlockSize[0], q.WeightBlockSize[1]}
+	if q := cfg.QuantizationConfig; q != nil {
+		b.FP8 = true
+		if len(q.WeightBlockSize) == 2 {
+			b.FP8Block = [2]int{q.WeightBlockSize[0], q.WeightBlockSize[1]}
+		}
 	}
 	return &Builder{Builder: b, Config: cfg}
 }

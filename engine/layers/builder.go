@@ -43,6 +43,9 @@ type Builder struct {
 	// FP8Block is the [rows, cols] block of fp8 weights' scales
 	// (quantization_config.weight_block_size; NewBuilder sets 128×128).
 	FP8Block [2]int
+	// FP8 reports an fp8 checkpoint (quantization_config): its matrices
+	// come with FP8Block block scales, which count as parameters.
+	FP8 bool
 	// Rank and Shards place this Builder's model in a tensor-parallel
 	// group (engine/shard.go): loaders keep only Rank's slice of each
 	// split weight. Shards is 0 or 1 when the model is not sharded.

@@ -78,7 +78,14 @@ func LoadMoE(b *Builder, prefix string, sh MoEShape, rc routing.Config) (*MoE, e
 	// and adds only their outputs; routing is replicated and the block's
 	// all-reduce combines the shards.
 	own := SplitRange(rc.Experts, b.Rank, b.shardCount())
-	b.params += 3 * int64(hid) * int64(inter) * int64(rc.Experts-own.Len()) // counted by the shards holding them
+	// The experts other shards hold count here too (one model's Params),
+	// with their block scales in an fp8 checkpoint.
+	per := 3 * int64(hid) * int64(inter)
+	if br, bc := b.FP8Block[0], b.FP8Block[1]; b.FP8 && br > 0 && bc > 0 {
+		blocks := func(r, c int) int64 { return int64((r+br-1)/br) * int64((c+bc-1)/bc) }
+		per += 2*blocks(inter, hid) + blocks(hid, inter)
+	}
+	b.params += per * int64(rc.Experts-own.Len())
 	if own.Len() > 0 {
 		keep := b.keepFP8(b.Int8)
 		p := kernels.ExpertParts{First: own.Lo}
