@@ -325,16 +325,27 @@ func TestQueueFull429(t *testing.T) {
 // While the only model is still loading, requests get 503 and /ready too.
 func TestNotReady503(t *testing.T) {
 	tok := storiesTokenizer(t, "")
-	release := make(chan struct{})
+	release, entered := make(chan struct{}), make(chan struct{})
 	open := func(ctx context.Context, src Source, i int) (*Replica, error) {
+		close(entered)
 		<-release
 		return &Replica{Gen: &fakeGen{ids: []int{300}}, Tokenizer: tok, ContextLen: 512, VocabSize: 512}, nil
 	}
 	s, err := New(Options{Models: []Source{{Name: "m", Dir: "x"}}, Open: open, Logger: quietLog()})
 	require.NoError(t, err)
 	defer s.Close()
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	defer unblock() // before Close, which waits for the load, on any failure
 	ts := httpServer(t, s.Handler())
 	go func() { _ = s.Preload(context.Background()) }()
+	// /ready is 503 before Preload starts too, when a request would load
+	// the model itself and wait for it: post only once Preload's load runs.
+	select {
+	case <-entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Preload did not start loading the model")
+	}
 	require.Eventually(t, func() bool {
 		status, _ := get(t, ts+"/ready")
 		return status == 503
@@ -343,7 +354,7 @@ func TestNotReady503(t *testing.T) {
 	assert.Equal(t, 503, status, "%s", b)
 	assert.NotEmpty(t, hdr.Get("Retry-After"))
 	assert.Contains(t, apiErr(t, b).Message, "loading")
-	close(release)
+	unblock()
 	require.Eventually(t, func() bool {
 		status, _ := get(t, ts+"/ready")
 		return status == 200
