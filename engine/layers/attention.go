@@ -165,12 +165,8 @@ func LoadMLA(b *Builder, prefix string, layer int, sh MLAShape, rope *kernels.Ro
 		rowSlice(kva, 0, a.KVLora, kva.Name+"[latent]"),
 		rowSlice(kva, a.KVLora, a.KVLora+a.Rope, kva.Name+"[rope]"),
 	}
-	if qin.DType != kva.DType { // fused parts share a dtype
-		for i := range in {
-			if err := WidenHost(&in[i]); err != nil {
-				return nil, err
-			}
-		}
+	if err := widenMixed(in); err != nil { // fused parts share a dtype
+		return nil, err
 	}
 	if a.In, err = uploadParts(b, in); err != nil {
 		return nil, err

@@ -195,16 +195,9 @@ func (b *Builder) upload(int8, keepFP8 bool, specs []MatSpec, rows []RowRange) (
 		}
 		parts = append(parts, h)
 	}
-	// Fused parts must share a dtype: widen mixed ones to f32.
-	for _, p := range parts[1:] {
-		if p.DType != parts[0].DType {
-			for i := range parts {
-				if err := WidenHost(&parts[i]); err != nil {
-					return nil, err
-				}
-			}
-			break
-		}
+	// Fused parts must share a dtype.
+	if err := widenMixed(parts); err != nil {
+		return nil, err
 	}
 	m, err := b.Backend.UploadMatrix(parts, int8)
 	if err != nil {
@@ -301,6 +294,32 @@ func (b *Builder) toFloat32(t *safetensors.Tensor) ([]float32, error) {
 		return b.dequantFP8(t)
 	}
 	return t.Float32()
+}
+
+// widenMixed widens every matrix of hs to f32 unless they all share one
+// dtype: the parts of one upload (a fused matrix, a layer's experts) must.
+func widenMixed(hs ...[]kernels.HostMatrix) error {
+	var first *kernels.HostMatrix
+	mixed := false
+	for _, ps := range hs {
+		for i := range ps {
+			if first == nil {
+				first = &ps[i]
+			}
+			mixed = mixed || ps[i].DType != first.DType
+		}
+	}
+	if !mixed {
+		return nil
+	}
+	for _, ps := range hs {
+		for i := range ps {
+			if err := WidenHost(&ps[i]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // WidenHost converts a host matrix to f32 in a new slice.

@@ -104,21 +104,8 @@ func LoadMoE(b *Builder, prefix string, sh MoEShape, rc routing.Config) (*MoE, e
 			}
 		}
 		// The experts share one dtype: widen a mixed layer to f32.
-		dt := p.Gate[0].DType
-		mixed := false
-		for _, ps := range [][]kernels.HostMatrix{p.Gate, p.Up, p.Down} {
-			for _, h := range ps {
-				mixed = mixed || h.DType != dt
-			}
-		}
-		if mixed {
-			for _, ps := range [][]kernels.HostMatrix{p.Gate, p.Up, p.Down} {
-				for i := range ps {
-					if err := WidenHost(&ps[i]); err != nil {
-						return nil, err
-					}
-				}
-			}
+		if err := widenMixed(p.Gate, p.Up, p.Down); err != nil {
+			return nil, err
 		}
 		if sh.SharedExperts > 0 && b.shardCount() == 1 {
 			if m.Shared, err = loadSharedExperts(b, prefix+"shared_experts.", sh, p.Gate[0].DType, keep, &p); err != nil {
@@ -199,16 +186,13 @@ func loadSharedExperts(b *Builder, prefix string, sh MoEShape, dt kernels.DType,
 // denseFromHost uploads an MLP of inter features from its fetched gate,
 // up and down as LoadDenseMLP would (mixed gate and up widened to f32).
 func denseFromHost(b *Builder, inter int, gate, up, down kernels.HostMatrix) (*DenseMLP, error) {
-	if gate.DType != up.DType {
-		for _, h := range []*kernels.HostMatrix{&gate, &up} {
-			if err := WidenHost(h); err != nil {
-				return nil, err
-			}
-		}
+	gu := []kernels.HostMatrix{gate, up}
+	if err := widenMixed(gu); err != nil {
+		return nil, err
 	}
 	d := &DenseMLP{Inter: inter}
 	var err error
-	if d.GateUp, err = uploadParts(b, []kernels.HostMatrix{gate, up}); err != nil {
+	if d.GateUp, err = uploadParts(b, gu); err != nil {
 		return nil, err
 	}
 	if d.Down, err = uploadParts(b, []kernels.HostMatrix{down}); err != nil {
