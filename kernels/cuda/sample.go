@@ -58,11 +58,7 @@ func (b *Backend) sampleScratch(n, g int) (*sampleBufs, error) {
 	if s.elems >= n*g && s.tiles >= nb*g && s.rows >= g {
 		return s, nil
 	}
-	for _, p := range []devptr{s.w, s.cv, s.ci, s.tmax, s.targ, s.tcnt, s.tpass, s.tmass, s.cn} {
-		if p != 0 {
-			b.alloc.put(p)
-		}
-	}
+	b.putAll(s.w, s.cv, s.ci, s.tmax, s.targ, s.tcnt, s.tpass, s.tmass, s.cn)
 	elems, tiles, rows := max(s.elems, n*g), max(s.tiles, nb*g), max(s.rows, g)
 	s.elems, s.tiles, s.rows = 0, 0, 0
 	s.w, s.cv, s.ci, s.tmax, s.targ, s.tcnt, s.tpass, s.tmass, s.cn = 0, 0, 0, 0, 0, 0, 0, 0, 0
@@ -79,16 +75,21 @@ func (b *Backend) sampleScratch(n, g int) (*sampleBufs, error) {
 	tmax, targ, tcnt, tpass, tmass := get(tiles*4), get(tiles*4), get(tiles*4), get(tiles*4), get(tiles*8)
 	cn := get(rows * 4)
 	if err != nil {
-		for _, p := range []devptr{w, cv, ci, tmax, targ, tcnt, tpass, tmass} {
-			if p != 0 {
-				b.alloc.put(p)
-			}
-		}
+		b.putAll(w, cv, ci, tmax, targ, tcnt, tpass, tmass)
 		return nil, err
 	}
 	s.w, s.cv, s.ci, s.tmax, s.targ, s.tcnt, s.tpass, s.tmass, s.cn = w, cv, ci, tmax, targ, tcnt, tpass, tmass, cn
 	s.elems, s.tiles, s.rows = elems, tiles, rows
 	return s, nil
+}
+
+// putAll returns the non-zero allocations ps to the allocator.
+func (b *Backend) putAll(ps ...devptr) {
+	for _, p := range ps {
+		if p != 0 {
+			b.alloc.put(p)
+		}
+	}
 }
 
 // growDev makes *p hold at least need units of size bytes, growing to at
