@@ -398,12 +398,19 @@ type TokenDetails struct {
 	CachedTokens int `json:"cached_tokens"`
 }
 
+// ResponseHead opens every response object and stream chunk: its id, object
+// kind, creation time and model. Its fields are promoted into the JSON of the
+// types that embed it, so the wire shape is OpenAI's flat one.
+type ResponseHead struct {
+	ID      string `json:"id"`
+	Object  string `json:"object"`
+	Created int64  `json:"created"`
+	Model   string `json:"model"`
+}
+
 // ChatCompletion is a non-streamed chat response.
 type ChatCompletion struct {
-	ID      string       `json:"id"`
-	Object  string       `json:"object"`
-	Created int64        `json:"created"`
-	Model   string       `json:"model"`
+	ResponseHead
 	Choices []ChatChoice `json:"choices"`
 	Usage   *Usage       `json:"usage"`
 }
@@ -445,10 +452,7 @@ type TopLogprob struct {
 
 // ChatChunk is one server-sent event of a streamed chat response.
 type ChatChunk struct {
-	ID      string            `json:"id"`
-	Object  string            `json:"object"`
-	Created int64             `json:"created"`
-	Model   string            `json:"model"`
+	ResponseHead
 	Choices []ChatChunkChoice `json:"choices"`
 	Usage   *Usage            `json:"usage,omitempty"`
 }
@@ -470,10 +474,7 @@ type ChatDelta struct {
 
 // Completion is a /v1/completions response or stream chunk.
 type Completion struct {
-	ID      string             `json:"id"`
-	Object  string             `json:"object"`
-	Created int64              `json:"created"`
-	Model   string             `json:"model"`
+	ResponseHead
 	Choices []CompletionChoice `json:"choices"`
 	Usage   *Usage             `json:"usage,omitempty"`
 }

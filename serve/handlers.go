@@ -52,6 +52,16 @@ type job struct {
 	t0       time.Time
 }
 
+// head is the opening of every response object and chunk the job writes:
+// chat ids are "chatcmpl-", completion ids "cmpl-", as OpenAI's are.
+func (j *job) head(object string) ResponseHead {
+	id := "cmpl-" + j.id
+	if j.chat {
+		id = "chatcmpl-" + j.id
+	}
+	return ResponseHead{ID: id, Object: object, Created: j.created, Model: j.model}
+}
+
 // decodeRequest reads, decodes and validates a request body into req,
 // answering the client itself when it is bad.
 func (s *Server) decodeRequest(w http.ResponseWriter, r *http.Request, req interface{ validate() error }) bool {
@@ -506,7 +516,7 @@ func (s *Server) writeWhole(w http.ResponseWriter, r *http.Request, j *job, n in
 	u := j.usageOf(acc)
 	ri.completion, ri.finish = u.CompletionTokens, acc[0].finish
 	if j.chat {
-		resp := ChatCompletion{ID: "chatcmpl-" + j.id, Object: "chat.completion", Created: j.created, Model: j.model, Usage: u}
+		resp := ChatCompletion{ResponseHead: j.head("chat.completion"), Usage: u}
 		for i := range acc {
 			a := &acc[i]
 			c := ChatChoice{Index: i, Message: ChatReply{Role: "assistant", Content: a.content.String()}, FinishReason: a.finish}
@@ -522,7 +532,7 @@ func (s *Server) writeWhole(w http.ResponseWriter, r *http.Request, j *job, n in
 		writeJSON(w, http.StatusOK, resp)
 		return
 	}
-	resp := Completion{ID: "cmpl-" + j.id, Object: "text_completion", Created: j.created, Model: j.model, Usage: u}
+	resp := Completion{ResponseHead: j.head("text_completion"), Usage: u}
 	for i := range acc {
 		a := &acc[i]
 		f := a.finish
@@ -620,15 +630,11 @@ func (s *Server) writeStream(cancel context.CancelFunc, w http.ResponseWriter, r
 			cancel() // the client is gone: stop generating
 		}
 	}
-	id := "chatcmpl-" + j.id
-	if !j.chat {
-		id = "cmpl-" + j.id
-	}
 	chatChunk := func(c ChatChunkChoice) ChatChunk {
-		return ChatChunk{ID: id, Object: "chat.completion.chunk", Created: j.created, Model: j.model, Choices: []ChatChunkChoice{c}}
+		return ChatChunk{ResponseHead: j.head("chat.completion.chunk"), Choices: []ChatChunkChoice{c}}
 	}
 	cmplChunk := func(c CompletionChoice) Completion {
-		return Completion{ID: id, Object: "text_completion", Created: j.created, Model: j.model, Choices: []CompletionChoice{c}}
+		return Completion{ResponseHead: j.head("text_completion"), Choices: []CompletionChoice{c}}
 	}
 	if j.chat {
 		empty := ""
@@ -692,9 +698,9 @@ func (s *Server) writeStream(cancel context.CancelFunc, w http.ResponseWriter, r
 		write(s.genError(j, firstErr).body())
 	case j.usage:
 		if j.chat {
-			write(ChatChunk{ID: id, Object: "chat.completion.chunk", Created: j.created, Model: j.model, Choices: []ChatChunkChoice{}, Usage: u})
+			write(ChatChunk{ResponseHead: j.head("chat.completion.chunk"), Choices: []ChatChunkChoice{}, Usage: u})
 		} else {
-			write(Completion{ID: id, Object: "text_completion", Created: j.created, Model: j.model, Choices: []CompletionChoice{}, Usage: u})
+			write(Completion{ResponseHead: j.head("text_completion"), Choices: []CompletionChoice{}, Usage: u})
 		}
 	}
 	if !failed {
