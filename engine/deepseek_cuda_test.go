@@ -70,10 +70,7 @@ func BenchmarkCUDAMLAPrefill(b *testing.B) {
 	require.NoError(b, err)
 	ctx := context.Background()
 	const n = 2048
-	prompt := make([]int, n)
-	for i := range prompt {
-		prompt[i] = (i * 7919) % cfg.VocabSize
-	}
+	prompt := benchPrompt(n, cfg.VocabSize)
 	for _, path := range []string{MLAAbsorbed, MLANaive} {
 		b.Run(path, func(b *testing.B) {
 			m, err := New(cfg, RandomSource{DType: safetensors.BF16, Seed: 7}, WithMLA(path), WithDevice("cuda"))
@@ -83,12 +80,7 @@ func BenchmarkCUDAMLAPrefill(b *testing.B) {
 			require.NoError(b, err)
 			_, err = s.Last(ctx, prompt) // warm: scratch, plans, module
 			require.NoError(b, err)
-			for b.Loop() {
-				s.Reset()
-				_, err := s.Last(ctx, prompt)
-				require.NoError(b, err)
-			}
-			b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "tok/s")
+			benchPrefills(b, ctx, s, prompt)
 		})
 	}
 }
@@ -109,10 +101,7 @@ func BenchmarkCUDAMLADecode(b *testing.B) {
 			b.Run(fmt.Sprintf("%s/ctx=%d", path, n), func(b *testing.B) {
 				s, err := m.NewSession(n + 128)
 				require.NoError(b, err)
-				prompt := make([]int, n)
-				for i := range prompt {
-					prompt[i] = (i * 7919) % cfg.VocabSize
-				}
+				prompt := benchPrompt(n, cfg.VocabSize)
 				_, err = s.Last(ctx, prompt)
 				require.NoError(b, err)
 				steps := 0

@@ -287,19 +287,7 @@ func TestFP8DequantMemory(t *testing.T) {
 	defer ck.Close()
 	cfg, err := LoadConfig(fixtureDir("deepseek-v3-fp8"))
 	require.NoError(t, err)
-	var fp8Vals, scaleBytes, otherBytes int64
-	for _, n := range ck.Names() {
-		tn, err := ck.Tensor(n)
-		require.NoError(t, err)
-		switch {
-		case tn.DType == safetensors.F8E4M3:
-			fp8Vals += int64(tn.NumElements())
-		case strings.HasSuffix(n, "_scale_inv"):
-			scaleBytes += int64(len(tn.Data))
-		default:
-			otherBytes += int64(len(tn.Data))
-		}
-	}
+	fp8Vals, scaleBytes, otherBytes := fp8CheckpointBytes(t, ck)
 	stored := fp8Vals + scaleBytes + otherBytes
 	// kv_b_proj of every layer (W_UK and W_UV): heads × (nope+v) × kv_lora.
 	kvb := int64(cfg.NumLayers * cfg.NumHeads * (cfg.QKNopeHeadDim + cfg.VHeadDim) * cfg.KVLoraRank)
@@ -381,23 +369,7 @@ func TestFP8KeptMatchesDequantised(t *testing.T) {
 	ctx := context.Background()
 	prompt := []int{1, 17, 200, 45, 300, 12, 99, 7, 411, 3, 256, 88, 5, 77, 130, 64, 2}
 	run := func(m *Model) [][]float32 {
-		s, err := m.NewSession(len(prompt) + 8)
-		require.NoError(t, err)
-		var out [][]float32
-		for i := range prompt[:8] { // position by position, then a chunk
-			l, err := s.Step(ctx, prompt[i])
-			require.NoError(t, err)
-			out = append(out, slices.Clone(l))
-		}
-		l, err := s.Last(ctx, prompt[8:])
-		require.NoError(t, err)
-		out = append(out, slices.Clone(l))
-		for i := range 8 {
-			l, err := s.Step(ctx, 10+i*31)
-			require.NoError(t, err)
-			out = append(out, slices.Clone(l))
-		}
-		return out
+		return stepsThenChunk(t, ctx, m, prompt, 8, 8) // position by position, then a chunk
 	}
 	for _, path := range []string{MLAAbsorbed, MLANaive} {
 		for _, threads := range []int{1, 2} {
@@ -499,10 +471,7 @@ func BenchmarkDeepseekDecode(b *testing.B) {
 			b.Run(fmt.Sprintf("%s/ctx=%d", path, n), func(b *testing.B) {
 				s, err := m.NewSession(n + 64)
 				require.NoError(b, err)
-				prompt := make([]int, n)
-				for i := range prompt {
-					prompt[i] = (i * 7919) % cfg.VocabSize
-				}
+				prompt := benchPrompt(n, cfg.VocabSize)
 				steps := 0
 				b.ResetTimer()
 				for b.Loop() {
@@ -687,22 +656,14 @@ func BenchmarkDeepseekPrefill(b *testing.B) {
 	require.NoError(b, err)
 	ctx := context.Background()
 	const n = 512
-	prompt := make([]int, n)
-	for i := range prompt {
-		prompt[i] = (i * 7919) % cfg.VocabSize
-	}
+	prompt := benchPrompt(n, cfg.VocabSize)
 	for _, path := range []string{MLAAbsorbed, MLANaive} {
 		m, err := New(cfg, RandomSource{DType: safetensors.BF16, Seed: 7}, WithMLA(path), WithDevice("cpu"))
 		require.NoError(b, err)
 		b.Run(path, func(b *testing.B) {
 			s, err := m.NewSession(n)
 			require.NoError(b, err)
-			for b.Loop() {
-				s.Reset()
-				_, err := s.Last(ctx, prompt)
-				require.NoError(b, err)
-			}
-			b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "tok/s")
+			benchPrefills(b, ctx, s, prompt)
 		})
 		require.NoError(b, m.Close())
 	}
@@ -829,11 +790,7 @@ func TestDeepseekGroupLimitedAllGroups(t *testing.T) {
 func BenchmarkDeepseekV2LiteSlice(b *testing.B) {
 	for _, layers := range []int{2, 4} {
 		b.Run(fmt.Sprintf("layers=%d", layers), func(b *testing.B) {
-			js := strings.NewReplacer(`"vocab_size":8192`, `"vocab_size":102400`,
-				`"num_hidden_layers":2`, fmt.Sprintf(`"num_hidden_layers":%d`, layers),
-				`"n_routed_experts":8`, `"n_routed_experts":64`).Replace(benchDeepseekConfig)
-			cfg, err := ParseConfig("bench", []byte(js))
-			require.NoError(b, err)
+			cfg := v2LiteSliceConfig(b, layers, 102400)
 			m, err := New(cfg, RandomSource{DType: safetensors.BF16, Seed: 7}, WithInt8(true), WithDevice("cpu"))
 			require.NoError(b, err)
 			defer m.Close()
@@ -842,16 +799,7 @@ func BenchmarkDeepseekV2LiteSlice(b *testing.B) {
 			require.NoError(b, err)
 			_, err = s.Last(ctx, []int{1, 2, 3, 4, 5, 6, 7, 8})
 			require.NoError(b, err)
-			i := 0
-			for b.Loop() {
-				if s.Pos() >= s.MaxTokens() {
-					s.Reset()
-				}
-				_, err := s.Step(ctx, (i*7919)%cfg.VocabSize)
-				require.NoError(b, err)
-				i++
-			}
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tok/s")
+			benchSteps(b, ctx, s, cfg.VocabSize)
 			var by int64
 			for _, v := range m.Info().BytesByDType {
 				by += v

@@ -5,7 +5,6 @@ package engine
 import (
 	"context"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 
@@ -35,40 +34,14 @@ func TestCUDAFP8Resident(t *testing.T) {
 	p := fixtureDir("deepseek-v3-fp8")
 	ck, err := safetensors.Open(p)
 	require.NoError(t, err)
-	var fp8Vals, scaleBytes int64
-	for _, n := range ck.Names() {
-		tn, err := ck.Tensor(n)
-		require.NoError(t, err)
-		switch {
-		case tn.DType == safetensors.F8E4M3:
-			fp8Vals += int64(tn.NumElements())
-		case strings.HasSuffix(n, "_scale_inv"):
-			scaleBytes += int64(len(tn.Data))
-		}
-	}
+	fp8Vals, scaleBytes, _ := fp8CheckpointBytes(t, ck)
 	require.NoError(t, ck.Close())
 	require.Positive(t, fp8Vals)
 
 	ctx := context.Background()
 	prompt := []int{1, 17, 200, 45, 300, 12, 99, 7, 411, 3, 256, 88, 5, 77, 130, 64, 2}
 	run := func(m *Model) [][]float32 {
-		s, err := m.NewSession(len(prompt) + 8)
-		require.NoError(t, err)
-		var out [][]float32
-		for _, id := range prompt[:4] {
-			l, err := s.Step(ctx, id)
-			require.NoError(t, err)
-			out = append(out, slices.Clone(l))
-		}
-		l, err := s.Last(ctx, prompt[4:]) // 13 tokens: the prefill GEMMs
-		require.NoError(t, err)
-		out = append(out, slices.Clone(l))
-		for i := range 6 {
-			l, err := s.Step(ctx, 10+i*31)
-			require.NoError(t, err)
-			out = append(out, slices.Clone(l))
-		}
-		return out
+		return stepsThenChunk(t, ctx, m, prompt, 4, 6) // a chunk of 13 tokens: the prefill GEMMs
 	}
 	for _, path := range []string{MLAAbsorbed, MLANaive} {
 		t.Run(path, func(t *testing.T) {

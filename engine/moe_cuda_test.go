@@ -131,10 +131,7 @@ func BenchmarkCUDAMoEDecode(b *testing.B) {
 	}
 	for _, layers := range []int{2, 4} {
 		b.Run(fmt.Sprintf("v2-lite/layers=%d", layers), func(b *testing.B) {
-			js := strings.NewReplacer(`"num_hidden_layers":2`, fmt.Sprintf(`"num_hidden_layers":%d`, layers),
-				`"n_routed_experts":8`, `"n_routed_experts":64`).Replace(benchDeepseekConfig)
-			cfg, err := ParseConfig("bench", []byte(js))
-			require.NoError(b, err)
+			cfg := v2LiteSliceConfig(b, layers, 8192)
 			m, err := New(cfg, RandomSource{DType: safetensors.BF16, Seed: 7}, WithDevice("cuda"))
 			require.NoError(b, err)
 			defer m.Close()
@@ -143,17 +140,8 @@ func BenchmarkCUDAMoEDecode(b *testing.B) {
 			require.NoError(b, err)
 			_, err = s.Last(ctx, []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12})
 			require.NoError(b, err)
-			i := 0
-			for b.Loop() {
-				if s.Pos() >= s.MaxTokens() {
-					s.Reset()
-				}
-				_, err := s.Step(ctx, (i*7919)%cfg.VocabSize)
-				require.NoError(b, err)
-				i++
-			}
+			benchSteps(b, ctx, s, cfg.VocabSize)
 			require.NotNil(b, s.graph.g, "decode steps replay a graph")
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tok/s")
 		})
 	}
 }
