@@ -15,7 +15,6 @@ import (
 
 	"github.com/deepseek-go/deepseek-go/engine/safetensors"
 	"github.com/deepseek-go/deepseek-go/kernels"
-	"github.com/deepseek-go/deepseek-go/kernels/cuda"
 )
 
 // DeepSeek on the GPU through the engine (issue #13): DeepSeek-V2-Lite and a
@@ -65,9 +64,7 @@ func copyRoofline(device string) float64 {
 }
 
 func benchDeepSeekCUDA(b *testing.B, name string, cfg *Config, dt safetensors.DType) {
-	if err := cuda.Available(); err != nil {
-		b.Skipf("no GPU: %v", err)
-	}
+	needCUDA(b)
 	be, _, err := kernels.OpenDevice("cuda", 0) // what WithDevice("cuda") opens
 	require.NoError(b, err)
 	defer be.Close()

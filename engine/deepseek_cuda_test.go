@@ -14,7 +14,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/deepseek-go/deepseek-go/engine/safetensors"
-	"github.com/deepseek-go/deepseek-go/kernels/cuda"
 )
 
 // TestCUDAVerifyDeepseekFixtures: the DeepSeek fixtures on the GPU through
@@ -63,9 +62,7 @@ func TestCUDAVerifyDeepseekFixtures(t *testing.T) {
 // values with the generic split-KV kernel (the flash kernels need equal
 // key and value widths of at most 128).
 func BenchmarkCUDAMLAPrefill(b *testing.B) {
-	if err := cuda.Available(); err != nil {
-		b.Skipf("no GPU: %v", err)
-	}
+	needCUDA(b)
 	cfg, err := ParseConfig("bench", []byte(benchDeepseekConfig))
 	require.NoError(b, err)
 	ctx := context.Background()
@@ -88,9 +85,7 @@ func BenchmarkCUDAMLAPrefill(b *testing.B) {
 // BenchmarkCUDAMLADecode: decode steps after a prompt of ctx tokens on both
 // MLA paths (the bench model of BenchmarkCUDAMLAPrefill).
 func BenchmarkCUDAMLADecode(b *testing.B) {
-	if err := cuda.Available(); err != nil {
-		b.Skipf("no GPU: %v", err)
-	}
+	needCUDA(b)
 	cfg, err := ParseConfig("bench", []byte(benchDeepseekConfig))
 	require.NoError(b, err)
 	ctx := context.Background()

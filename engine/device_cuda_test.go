@@ -18,9 +18,11 @@ import (
 	"github.com/deepseek-go/deepseek-go/kernels/cuda"
 )
 
-func needCUDA(t *testing.T) {
+// needCUDA skips a test or benchmark on a machine without a usable GPU.
+func needCUDA(tb testing.TB) {
+	tb.Helper()
 	if err := cuda.Available(); err != nil {
-		t.Skipf("no GPU: %v", err)
+		tb.Skipf("no GPU: %v", err)
 	}
 }
 
@@ -137,9 +139,7 @@ func BenchmarkCUDAEngineDecode7B(b *testing.B) {
 }
 
 func benchEngine7B(b *testing.B, int8 bool, smp SamplerOptions) {
-	if err := cuda.Available(); err != nil {
-		b.Skipf("no GPU: %v", err)
-	}
+	needCUDA(b)
 	cfg, err := ParseConfig("synthetic-7b", []byte(`{"model_type":"llama","vocab_size":102400,"hidden_size":4096,
 		"intermediate_size":11008,"num_hidden_layers":30,"num_attention_heads":32,"num_key_value_heads":32,
 		"max_position_embeddings":4096,"rms_norm_eps":1e-6,"rope_theta":10000,"tie_word_embeddings":false}`))

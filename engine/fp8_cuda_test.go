@@ -13,7 +13,6 @@ import (
 
 	"github.com/deepseek-go/deepseek-go/engine/safetensors"
 	"github.com/deepseek-go/deepseek-go/kernels"
-	"github.com/deepseek-go/deepseek-go/kernels/cuda"
 )
 
 // TestCUDAFP8Resident: the fp8 fixture on the GPU keeps its fp8 weights as
@@ -94,8 +93,6 @@ func TestCUDAFP8Resident(t *testing.T) {
 // bytes), a 64-token prefill (fp8 through bf16 slices and cuBLASLt), and
 // resident GB.
 func BenchmarkCUDAFP8V3Slice(b *testing.B) {
-	if err := cuda.Available(); err != nil {
-		b.Skipf("no GPU: %v", err)
-	}
+	needCUDA(b)
 	benchFP8V3Slice(b, "cuda")
 }

@@ -15,7 +15,6 @@ import (
 
 	"github.com/deepseek-go/deepseek-go/engine/safetensors"
 	"github.com/deepseek-go/deepseek-go/kernels"
-	"github.com/deepseek-go/deepseek-go/kernels/cuda"
 )
 
 // TestCUDADeepseekMoEGraph: every DeepSeek fixture, on both MLA paths,
@@ -45,7 +44,7 @@ func TestCUDADeepseekMoEGraph(t *testing.T) {
 					require.NoError(t, err)
 					var ids []int
 					for range gen {
-						next := argmaxF32(lg)
+						next := argmax(lg)
 						ids = append(ids, next)
 						lg, err = s.Step(ctx, next)
 						require.NoError(t, err)
@@ -110,25 +109,13 @@ func assertFP8Experts(t *testing.T, m, ref *Model) {
 	}
 }
 
-func argmaxF32(x []float32) int {
-	best := 0
-	for i, v := range x {
-		if v > x[best] {
-			best = i
-		}
-	}
-	return best
-}
-
 // BenchmarkCUDAMoEDecode decodes DeepSeek-V2-Lite's MoE layers (64 routed
 // experts top-6 of 1408 features plus 2 shared, hidden 2048, bf16 weights
 // made by RandomSource) with 2 or 4 of its layers (1 dense + 1 or 3 MoE)
 // and a small vocabulary, graph-replayed steps: the difference between the
 // two is the time of 2 MoE layers (and 2 MLA layers).
 func BenchmarkCUDAMoEDecode(b *testing.B) {
-	if err := cuda.Available(); err != nil {
-		b.Skipf("no GPU: %v", err)
-	}
+	needCUDA(b)
 	for _, layers := range []int{2, 4} {
 		b.Run(fmt.Sprintf("v2-lite/layers=%d", layers), func(b *testing.B) {
 			cfg := v2LiteSliceConfig(b, layers, 8192)

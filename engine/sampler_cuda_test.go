@@ -142,9 +142,7 @@ func TestCUDAStories260KSampled(t *testing.T) {
 // worst case: every filter's cut keeps most of the row), "peaked" adds 8–14
 // to 30 ids, as a trained model's logits.
 func BenchmarkCUDASample(b *testing.B) {
-	if err := cuda.Available(); err != nil {
-		b.Skipf("no GPU: %v", err)
-	}
+	needCUDA(b)
 	g, err := cuda.New(cuda.Options{})
 	require.NoError(b, err)
 	defer g.Close()

@@ -13,7 +13,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/deepseek-go/deepseek-go/engine/safetensors"
-	"github.com/deepseek-go/deepseek-go/kernels/cuda"
 )
 
 // TestSchedulerMatchesAloneCUDA is the batching proof on the GPU: every
@@ -21,9 +20,7 @@ import (
 // replayed from per-bucket graphs) against the same request alone on the
 // GPU's single-sequence path.
 func TestSchedulerMatchesAloneCUDA(t *testing.T) {
-	if err := cuda.Available(); err != nil {
-		t.Skipf("no GPU: %v", err)
-	}
+	needCUDA(t)
 	schedulerMatchesAlone(t, "cuda", schedulerFixtures, 1e-4, func(t *testing.T, fixture string, st SchedulerStats) {
 		t.Logf("%s: %d graph replays", fixture, st.GraphReplays)
 		if !strings.HasPrefix(fixture, "deepseek") { // MoE routing on the host is not captured
@@ -39,9 +36,7 @@ func TestSchedulerMatchesAloneCUDA(t *testing.T) {
 // scheduler without graphs, on every fixture family; families that
 // cannot be captured fall back and still match.
 func TestSchedulerGraphsCUDA(t *testing.T) {
-	if err := cuda.Available(); err != nil {
-		t.Skipf("no GPU: %v", err)
-	}
+	needCUDA(t)
 	for _, fx := range schedulerFixtures {
 		t.Run(fx.dir+"/"+fx.mla, func(t *testing.T) {
 			opts := []Option{WithDevice("cuda")}
@@ -204,9 +199,7 @@ func firstTokenTime(b *testing.B, sch *Scheduler, prompt []int) time.Duration {
 // synthetic7B is the DeepSeek-LLM-7B shape with random bf16 weights on the
 // GPU, built once per test binary run.
 func synthetic7B(b *testing.B) *Model {
-	if err := cuda.Available(); err != nil {
-		b.Skipf("no GPU: %v", err)
-	}
+	needCUDA(b)
 	if gpu7B != nil {
 		return gpu7B
 	}
