@@ -245,20 +245,29 @@ func TestShardedScheduler(t *testing.T) {
 	for _, fx := range schedulerFixtures {
 		for _, n := range []int{2, 4} {
 			t.Run(fmt.Sprintf("%s/%s/%d", fx.dir, fx.mla, n), func(t *testing.T) {
-				opts := []Option{WithThreads(1), WithDevice("cpu")}
-				if fx.mla != "" {
-					opts = append(opts, WithMLA(fx.mla))
-				}
-				one, err := Load(fixtureDir(fx.dir), opts...)
-				require.NoError(t, err)
-				defer one.Close()
-				m, err := Load(fixtureDir(fx.dir), append(opts, WithShards(n))...)
-				require.NoError(t, err)
-				defer m.Close()
+				one, m := loadShardedPair(t, fx.dir, fx.mla, n)
 				shardedSchedulerMatches(t, one, m)
 			})
 		}
 	}
+}
+
+// loadShardedPair loads a fixture on the CPU (one thread; mla, if not
+// empty, picks the MLA path) unsharded and in n shards; both close when
+// the test ends.
+func loadShardedPair(t *testing.T, dir, mla string, n int) (one, sharded *Model) {
+	t.Helper()
+	opts := []Option{WithThreads(1), WithDevice("cpu")}
+	if mla != "" {
+		opts = append(opts, WithMLA(mla))
+	}
+	one, err := Load(fixtureDir(dir), opts...)
+	require.NoError(t, err)
+	t.Cleanup(func() { one.Close() })
+	sharded, err = Load(fixtureDir(dir), append(opts, WithShards(n))...)
+	require.NoError(t, err)
+	t.Cleanup(func() { sharded.Close() })
+	return one, sharded
 }
 
 func shardedSchedulerMatches(t *testing.T, one, m *Model) {
@@ -302,16 +311,7 @@ func TestShardedInfoAndStats(t *testing.T) {
 		kvSame   bool // the cache splits by heads (else MLA's latent is replicated)
 	}{{"qwen2", "", true}, {"deepseek-v3", MLANaive, true}, {"deepseek-v3", MLAAbsorbed, false}} {
 		t.Run(fx.dir+"/"+fx.mla, func(t *testing.T) {
-			opts := []Option{WithThreads(1), WithDevice("cpu")}
-			if fx.mla != "" {
-				opts = append(opts, WithMLA(fx.mla))
-			}
-			one, err := Load(fixtureDir(fx.dir), opts...)
-			require.NoError(t, err)
-			defer one.Close()
-			m, err := Load(fixtureDir(fx.dir), append(opts, WithShards(2))...)
-			require.NoError(t, err)
-			defer m.Close()
+			one, m := loadShardedPair(t, fx.dir, fx.mla, 2)
 			a, b := one.Info(), m.Info()
 			assert.Equal(t, a.Params, b.Params)
 			assert.True(t, strings.HasPrefix(b.Backend, "cpu"), b.Backend)
