@@ -122,10 +122,23 @@ var mlaShapes = []struct {
 // kernel, f16 caches on the tensor-core kernels where the shape fits them
 // (prompt chunks on the prefill kernel), on the float32 kernel (core) and
 // on the per-row tensor-core kernel for prompt chunks too (perRow).
-var mlaVariants = []struct {
+var mlaVariants = []mlaVariant{{kernels.F32, false, false}, {kernels.F16, false, false}, {kernels.F16, true, false}, {kernels.F16, false, true}}
+
+// mlaVariant is an MLA kernel choice: the cache dtype, and whether f16
+// caches run on the float32 kernel (core) or prompt chunks on the per-row
+// kernel (perRow).
+type mlaVariant struct {
 	dt           kernels.DType
 	core, perRow bool
-}{{kernels.F32, false, false}, {kernels.F16, false, false}, {kernels.F16, true, false}, {kernels.F16, false, true}}
+}
+
+// rig is a rig whose GPU runs the variant's kernels, and the variant's
+// tolerance.
+func (vr mlaVariant) rig(t *testing.T) (*rig, float64) {
+	r := newRig(t, Options{KVDType: vr.dt})
+	r.g.mla.core, r.g.mla.perRow = vr.core, vr.perRow
+	return r, kvTol(vr.dt)
+}
 
 // TestMLAAttentionParity: Attention on absorbed MLA caches (the MLA
 // kernels) against the CPU: a prompt in chunks of 16 rows, decode steps,
@@ -133,12 +146,7 @@ var mlaVariants = []struct {
 func TestMLAAttentionParity(t *testing.T) {
 	for _, vr := range mlaVariants {
 		dt := vr.dt
-		r := newRig(t, Options{KVDType: dt})
-		r.g.mla.core, r.g.mla.perRow = vr.core, vr.perRow
-		tol := tolF32
-		if dt == kernels.F16 {
-			tol = tol16
-		}
+		r, tol := vr.rig(t)
 		for _, sh := range mlaShapes {
 			steps := []int{300, 1, 1, 37, 1}
 			if sh.heads > 64 {
@@ -172,12 +180,7 @@ func TestMLAAttentionParity(t *testing.T) {
 func TestMLACapturedStep(t *testing.T) {
 	for _, vr := range mlaVariants {
 		dt := vr.dt
-		r := newRig(t, Options{KVDType: dt})
-		r.g.mla.core, r.g.mla.perRow = vr.core, vr.perRow
-		tol := tolF32
-		if dt == kernels.F16 {
-			tol = tol16
-		}
+		r, tol := vr.rig(t)
 		const heads, kd, vd, prompt, maxTok = 16, 576, 512, 40, 600
 		spec := kernels.KVSpec{Layers: 1, MaxTokens: maxTok, KVHeads: 1, KDim: kd, VDim: vd, VInK: true}
 		gc, cc := r.kvPair(spec)
@@ -221,12 +224,7 @@ func TestMLAPagedParity(t *testing.T) {
 		dt := vr.dt
 		for _, sh := range mlaShapes {
 			t.Run(fmt.Sprintf("%v/core=%v/perRow=%v/%s", dt, vr.core, vr.perRow, sh.name), func(t *testing.T) {
-				r := newRig(t, Options{KVDType: dt})
-				r.g.mla.core, r.g.mla.perRow = vr.core, vr.perRow
-				tol := tolF32
-				if dt == kernels.F16 {
-					tol = tol16
-				}
+				r, tol := vr.rig(t)
 				const bs, layers, layer = 16, 2, 1
 				spec := kernels.PagedKVSpec{Layers: layers, Blocks: 40, BlockTokens: bs, KVHeads: 1, KDim: sh.kd, VDim: sh.vd, VInK: true}
 				gkv, err := r.g.NewPagedKV(spec)
@@ -327,10 +325,9 @@ func TestMLARowTiles(t *testing.T) {
 // on the prefill kernel and on the per-row tensor-core kernel it replaces,
 // f32 caches on the float32 kernel.
 var mlaPrefillVariants = []struct {
-	name   string
-	dt     kernels.DType
-	perRow bool
-}{{"f16/prefill", kernels.F16, false}, {"f16/per-row", kernels.F16, true}, {"f32", kernels.F32, false}}
+	name string
+	mlaVariant
+}{{"f16/prefill", mlaVariant{dt: kernels.F16}}, {"f16/per-row", mlaVariant{dt: kernels.F16, perRow: true}}, {"f32", mlaVariant{dt: kernels.F32}}}
 
 // TestMLAPrefillParity: prompt chunks of n rows of one sequence through
 // Attention on absorbed MLA caches against the CPU, at pos0 = 0 and after
@@ -356,12 +353,7 @@ func TestMLAPrefillParity(t *testing.T) {
 					continue // the CPU reference is slow at 128 heads: the long chunk on the new kernel only
 				}
 				t.Run(fmt.Sprintf("%s/%s/n=%d", vr.name, sh.name, n), func(t *testing.T) {
-					r := newRig(t, Options{KVDType: vr.dt})
-					r.g.mla.perRow = vr.perRow
-					tol := tolF32
-					if vr.dt == kernels.F16 {
-						tol = tol16
-					}
+					r, tol := vr.rig(t)
 					require.True(t, r.g.useMLA(true, 1, sh.kd, sh.vd, vr.dt))
 					if vr.dt == kernels.F16 && !vr.perRow {
 						require.Equal(t, n > 1, r.g.mlaPrefill(n, sh.kd, sh.vd, vr.dt), "the prefill kernel runs n > 1 rows")

@@ -74,6 +74,14 @@ func relErr(got, want []float32) float64 {
 	return math.Sqrt(d / n)
 }
 
+// kvTol is the tolerance of attention over caches of dt.
+func kvTol(dt kernels.DType) float64 {
+	if dt == kernels.F16 {
+		return tol16
+	}
+	return tolF32
+}
+
 // pair holds the same buffer on the GPU and on the CPU reference.
 type pair struct {
 	g, c kernels.Buffer
@@ -217,10 +225,7 @@ func TestAttentionParity(t *testing.T) {
 	for _, o := range []Options{{KVDType: kernels.F32}, {KVDType: kernels.F16}} {
 		kvdt := o.KVDType
 		r := newRig(t, o)
-		tol := tolF32
-		if kvdt == kernels.F16 {
-			tol = tol16
-		}
+		tol := kvTol(kvdt)
 		for _, c := range []struct {
 			heads, kvh, kd int
 			steps          []int // tokens per call: prefill then decode
