@@ -362,34 +362,13 @@ func (b *Backend) MatMul(outs []kernels.Buffer, x kernels.Buffer, n int, w kerne
 		return
 	}
 	j := b.mmJobs.Get().(*matmulJob)
-	j.b, j.m, j.n, j.x = b, m, n, buf(x)
-	j.bias = nil
-	if bias != nil {
-		j.bias = buf(bias)
-	}
-	j.ys = j.ys[:0]
-	for i := range m.parts {
-		j.ys = append(j.ys, buf(outs[i]))
-	}
-	j.ldx = m.cols
-	if n > 1 && m.dtype != kernels.Int8 {
-		// Several tokens: copy x to rows of a padded stride (PadStride) so
-		// the tile kernels' token rows do not share L1 sets.
-		ld := simd.PadStride(m.cols)
-		if cap(j.xp) < n*ld {
-			j.xp = make([]float32, n*ld)
-		}
-		j.xp = j.xp[:n*ld]
-		for t := 0; t < n; t++ {
-			copy(j.xp[t*ld:t*ld+m.cols], j.x[t*m.cols:(t+1)*m.cols])
-		}
-		j.x, j.ldx = j.xp, ld
-		if m.dtype == kernels.BF16 || m.dtype == kernels.F16 {
-			// Packed once here, read by every row chunk (AMX tiles).
-			b.kern.PrepareActs(m.dtype, &j.acts, j.x, j.ldx, n, m.cols)
-			if len(j.scr) < b.threads {
-				j.scr = make([]simd.Scratch, b.threads)
-			}
+	j.b, j.m, j.n = b, m, n
+	j.set(outs, x, n, m.cols, len(m.parts), bias, n > 1 && m.dtype != kernels.Int8)
+	if n > 1 && (m.dtype == kernels.BF16 || m.dtype == kernels.F16) {
+		// Packed once here, read by every row chunk (AMX tiles).
+		b.kern.PrepareActs(m.dtype, &j.acts, j.x, j.ldx, n, m.cols)
+		if len(j.scr) < b.threads {
+			j.scr = make([]simd.Scratch, b.threads)
 		}
 	}
 	if m.dtype == kernels.Int8 {
@@ -410,36 +389,94 @@ func (b *Backend) MatMul(outs []kernels.Buffer, x kernels.Buffer, n int, w kerne
 			j.xs[t] = b.ik.QuantizeActs(j.xq[t*ld:t*ld+cols], j.x[t*cols:(t+1)*cols])
 		}
 	}
-	// Chunks of rows (a multiple of 4, the kernels' row block), 16 per
-	// thread: on a shared machine a descheduled helper then holds back only
-	// a small piece of the op. Small products run inline.
-	chunk := m.rows
-	if work := m.rows * m.cols * n; work >= 1<<16 && b.threads > 1 {
-		chunk = max(16, (m.rows/(16*b.threads)+3)&^3)
-		if m.dtype == kernels.BF16 || m.dtype == kernels.F16 {
-			// Whole row blocks of the 16-bit tiles (32 on AMX).
-			rb := b.kern.RowBlock(m.dtype, n)
-			chunk = (chunk + rb - 1) / rb * rb
-		}
+	chunk := b.rowChunk(m.rows, m.cols, n)
+	if chunk < m.rows && (m.dtype == kernels.BF16 || m.dtype == kernels.F16) {
+		// Whole row blocks of the 16-bit tiles (32 on AMX).
+		rb := b.kern.RowBlock(m.dtype, n)
+		chunk = (chunk + rb - 1) / rb * rb
 	}
 	b.pool.run(&j.par, j, m.rows, chunk)
-	j.m, j.x, j.bias = nil, nil, nil
-	clear(j.ys)
+	j.m = nil
+	j.release()
 	b.mmJobs.Put(j)
+}
+
+// rowChunk is how many of rows output rows a pool worker takes at a time:
+// a multiple of 4 (the kernels' row block), 16 per thread, so that on a
+// shared machine a descheduled helper holds back only a small piece of the
+// op. Small products (rows × cols × n tokens) run inline: one chunk.
+func (b *Backend) rowChunk(rows, cols, n int) int {
+	if rows*cols*n >= 1<<16 && b.threads > 1 {
+		return max(16, (rows/(16*b.threads)+3)&^3)
+	}
+	return rows
+}
+
+// mmIO is what a MatMul job reads and writes: the activations x (n rows,
+// ldx apart), the bias (nil for none) and one output per fused part.
+type mmIO struct {
+	x    []float32
+	ldx  int // row stride of x
+	xp   []float32
+	bias []float32
+	ys   [][]float32
+}
+
+// set points o at a call's buffers; with pad, x is first copied to rows of
+// a padded stride (simd.PadStride, in xp, reused) so the tile kernels'
+// token rows do not share L1 sets.
+func (o *mmIO) set(outs []kernels.Buffer, x kernels.Buffer, n, cols, parts int, bias kernels.Buffer, pad bool) {
+	o.x, o.ldx = buf(x), cols
+	o.bias = nil
+	if bias != nil {
+		o.bias = buf(bias)
+	}
+	o.ys = o.ys[:0]
+	for i := range parts {
+		o.ys = append(o.ys, buf(outs[i]))
+	}
+	if !pad {
+		return
+	}
+	ld := simd.PadStride(cols)
+	if cap(o.xp) < n*ld {
+		o.xp = make([]float32, n*ld)
+	}
+	o.xp = o.xp[:n*ld]
+	for t := range n {
+		copy(o.xp[t*ld:t*ld+cols], o.x[t*cols:(t+1)*cols])
+	}
+	o.x, o.ldx = o.xp, ld
+}
+
+// release drops the call's buffers so a pooled job holds none.
+func (o *mmIO) release() {
+	o.x, o.bias = nil, nil
+	clear(o.ys)
+}
+
+// addBias adds the bias of global rows [a, e) to y, the part's output from
+// row a on: n token rows, rows apart.
+func (o *mmIO) addBias(y []float32, rows, n, a, e int) {
+	if o.bias == nil {
+		return
+	}
+	for t := range n {
+		yt := y[t*rows : t*rows+e-a]
+		for i, bv := range o.bias[a:e] {
+			yt[i] += bv
+		}
+	}
 }
 
 // matmulJob is one MatMul in flight; reused through Backend.mmJobs so that a
 // token step allocates nothing.
 type matmulJob struct {
-	par  parJob
-	b    *Backend
-	m    *Matrix
-	n    int
-	x    []float32
-	bias []float32
-	ys   [][]float32
-	ldx  int            // row stride of x
-	xp   []float32      // x copied to a padded stride (prefill)
+	par parJob
+	b   *Backend
+	m   *Matrix
+	n   int
+	mmIO
 	xq   []uint8        // int8: quantised activations, n × cols
 	xs   []float32      // int8: their per-token scales
 	ldq  int            // int8: row stride of xq
@@ -471,14 +508,7 @@ func (j *matmulJob) run(lo, hi, w int) {
 		case kernels.Int8:
 			j.b.ik.MatMul(y, rows, j.xq, j.ldq, j.xs, j.n, m.i8, m.scales, m.rowSum, m.cols, a, e)
 		}
-		if j.bias != nil {
-			for t := 0; t < j.n; t++ {
-				yt := y[t*rows : t*rows+e-a]
-				for i, bv := range j.bias[a:e] {
-					yt[i] += bv
-				}
-			}
-		}
+		j.addBias(y, rows, j.n, a, e)
 	}
 }
 

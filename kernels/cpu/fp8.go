@@ -140,28 +140,7 @@ func (b *Backend) matMulFP8(outs []kernels.Buffer, x kernels.Buffer, n int, m *F
 		j = new(fp8Job)
 	}
 	j.m, j.n, j.kern, j.wide = m, n, b.kern, fp8WidenerFor(b.kern)
-	j.x, j.ldx = buf(x), m.cols
-	j.bias = nil
-	if bias != nil {
-		j.bias = buf(bias)
-	}
-	j.ys = j.ys[:0]
-	for i := range m.parts {
-		j.ys = append(j.ys, buf(outs[i]))
-	}
-	if n > 1 {
-		// Token rows a padded stride apart, as the float paths do, so the
-		// tile kernels' rows do not share L1 sets.
-		ld := simd.PadStride(m.cols)
-		if cap(j.xp) < n*ld {
-			j.xp = make([]float32, n*ld)
-		}
-		j.xp = j.xp[:n*ld]
-		for t := range n {
-			copy(j.xp[t*ld:t*ld+m.cols], j.x[t*m.cols:(t+1)*m.cols])
-		}
-		j.x, j.ldx = j.xp, ld
-	}
+	j.set(outs, x, n, m.cols, len(m.parts), bias, n > 1)
 	j.ld = simd.PadStride(m.cols)
 	j.tile = max(4, min(64, fp8TileFloats/j.ld&^3))
 	if n > 1 {
@@ -170,28 +149,20 @@ func (b *Backend) matMulFP8(outs []kernels.Buffer, x kernels.Buffer, n int, m *F
 	if len(j.scr) < b.threads {
 		j.scr = make([][]float32, b.threads)
 	}
-	chunk := m.rows
-	if work := m.rows * m.cols * n; work >= 1<<16 && b.threads > 1 {
-		chunk = max(16, (m.rows/(16*b.threads)+3)&^3)
-	}
-	b.pool.run(&j.par, j, m.rows, chunk)
-	j.m, j.x, j.bias = nil, nil, nil
-	clear(j.ys)
+	b.pool.run(&j.par, j, m.rows, b.rowChunk(m.rows, m.cols, n))
+	j.m = nil
+	j.release()
 	b.fp8Jobs.Put(j)
 }
 
 // fp8Job is one fp8 MatMul in flight (reused through Backend.fp8Jobs).
 type fp8Job struct {
-	par      parJob
-	m        *FP8Matrix
-	n        int
-	kern     *simd.Kernels
-	wide     fp8Widener
-	x        []float32
-	ldx      int
-	xp       []float32
-	bias     []float32
-	ys       [][]float32
+	par  parJob
+	m    *FP8Matrix
+	n    int
+	kern *simd.Kernels
+	wide fp8Widener
+	mmIO
 	ld, tile int         // widened tile: row stride and rows
 	scr      [][]float32 // per worker, tile × ld floats
 }
@@ -223,14 +194,7 @@ func (j *fp8Job) run(lo, hi, w int) {
 		} else {
 			j.widened(y, rows, a-ps, e-ps, scr, sp)
 		}
-		if j.bias != nil {
-			for t := range j.n {
-				yt := y[t*rows+a-ps : t*rows+e-ps]
-				for i, bv := range j.bias[a:e] {
-					yt[i] += bv
-				}
-			}
-		}
+		j.addBias(y[a-ps:], rows, j.n, a, e)
 	}
 }
 
