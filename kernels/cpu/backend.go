@@ -9,6 +9,7 @@ package cpu
 
 import (
 	"fmt"
+	"iter"
 	"math"
 	"runtime"
 	"sync"
@@ -469,6 +470,29 @@ func (o *mmIO) addBias(y []float32, rows, n, a, e int) {
 	}
 }
 
+// partSpan is where a chunk of global output rows meets one fused part.
+type partSpan struct {
+	part, rows int // the part and its row count
+	first      int // the part's first global row
+	a, e       int // the rows of the chunk in the part: [a, e), global
+}
+
+// partSpans yields the fused parts (row counts parts) that global rows
+// [lo, hi) overlap, in order.
+func partSpans(parts []int, lo, hi int) iter.Seq[partSpan] {
+	return func(yield func(partSpan) bool) {
+		start := 0
+		for p, rows := range parts {
+			ps := start
+			start += rows
+			a, e := max(lo, ps), min(hi, start)
+			if a < e && !yield(partSpan{p, rows, ps, a, e}) {
+				return
+			}
+		}
+	}
+}
+
 // matmulJob is one MatMul in flight; reused through Backend.mmJobs so that a
 // token step allocates nothing.
 type matmulJob struct {
@@ -487,15 +511,9 @@ type matmulJob struct {
 // run computes global rows [lo, hi), split at fused-part boundaries.
 func (j *matmulJob) run(lo, hi, w int) {
 	m, k := j.m, j.b.kern
-	start := 0
-	for p, rows := range m.parts {
-		ps, pe := start, start+rows
-		start = pe
-		a, e := max(lo, ps), min(hi, pe)
-		if a >= e {
-			continue
-		}
-		y := j.ys[p][a-ps:]
+	for s := range partSpans(m.parts, lo, hi) {
+		p, rows, a, e := s.part, s.rows, s.a, s.e
+		y := j.ys[p][a-s.first:]
 		switch m.dtype {
 		case kernels.F32:
 			k.MatMulF32(y, rows, j.x, j.ldx, j.n, m.f32, m.cols, a, e)

@@ -175,14 +175,8 @@ func (j *fp8Job) run(lo, hi, w int) {
 		j.scr[w] = make([]float32, j.tile*j.ld)
 	}
 	scr := j.scr[w]
-	start := 0
-	for p, rows := range m.parts {
-		ps, pe := start, start+rows
-		start = pe
-		a, e := max(lo, ps), min(hi, pe)
-		if a >= e {
-			continue
-		}
+	for s := range partSpans(m.parts, lo, hi) {
+		p, rows, ps, a, e := s.part, s.rows, s.first, s.a, s.e
 		sp := &m.scale[p]
 		y := j.ys[p]
 		if j.n == 1 && j.wide.dot != nil && sp.bc%j.wide.dotVL == 0 {
