@@ -36,47 +36,28 @@ func capturedBatchStep(t *testing.T, kvdt kernels.DType, rows int) {
 	g := newGPU(t, Options{KVDType: kvdt})
 	rnd := rand.New(rand.NewPCG(rand.Uint64(), 7))
 	const vocab, dim, heads, kvh, hd, bs = 50, 64, 4, 2, 16, 16
-	up := func(name string, r, c int) kernels.HostMatrix {
-		return hostMatrix(name, randVec(rnd, r*c), r, c, kernels.BF16)
-	}
-	emb, err := g.UploadMatrix([]kernels.HostMatrix{up("emb", vocab, dim)}, false)
+	mm := newMiniModel(t, g, rnd, vocab, dim, heads, kvh, hd)
+	sq, err := g.UploadMatrix([]kernels.HostMatrix{hostMatrix("sq", randVec(rnd, dim*dim), dim, dim, kernels.BF16)}, false)
 	require.NoError(t, err)
-	qkv, err := g.UploadMatrix([]kernels.HostMatrix{up("q", heads*hd, dim), up("k", kvh*hd, dim), up("v", kvh*hd, dim)}, false)
-	require.NoError(t, err)
-	head, err := g.UploadMatrix([]kernels.HostMatrix{up("o", vocab, heads*hd)}, false)
-	require.NoError(t, err)
-	sq, err := g.UploadMatrix([]kernels.HostMatrix{up("sq", dim, dim)}, false)
-	require.NoError(t, err)
-	freqs := make([]float32, hd/2)
-	for i := range freqs {
-		freqs[i] = float32(math.Pow(10000, -2*float64(i)/hd))
-	}
-	rope := &kernels.Rope{Dim: hd, InvFreq: freqs, Scale: 1}
 	spec := kernels.PagedKVSpec{Layers: 1, Blocks: 200, BlockTokens: bs, KVHeads: kvh, KDim: hd, VDim: hd}
 	pad := int32(spec.Blocks - 1) // the padding rows' block
 	type state struct {
-		kv                kernels.PagedKV
-		x, q, k, v, o, lg kernels.Buffer
+		kv kernels.PagedKV
+		miniActs
 	}
 	const maxRows = 512 // the prompt step's tokens (340 at 16 rows) × 2 widths
 	mk := func() *state {
-		s := &state{}
+		s := &state{miniActs: mm.acts(g, maxRows*vocab*2)}
 		s.kv, err = g.NewPagedKV(spec)
 		require.NoError(t, err)
-		for _, p := range []*kernels.Buffer{&s.x, &s.q, &s.k, &s.v, &s.o, &s.lg} {
-			*p, err = g.Alloc(maxRows * vocab * 2)
-			require.NoError(t, err)
-		}
 		return s
 	}
 	step := func(be kernels.Backend, bat kernels.Batcher, s *state, ids []int32, bt *kernels.Batch) {
-		n := len(ids)
-		be.Embed(s.x, emb, ids)
-		be.MatMul([]kernels.Buffer{s.q, s.k, s.v}, s.x, n, qkv, nil)
-		bat.RopeRows(s.q, n, heads, hd, bt.Pos, rope)
-		bat.RopeRows(s.k, n, kvh, hd, bt.Pos, rope)
+		n := mm.in(be, s.miniActs, ids)
+		bat.RopeRows(s.q, n, heads, hd, bt.Pos, mm.rope)
+		bat.RopeRows(s.k, n, kvh, hd, bt.Pos, mm.rope)
 		bat.PagedAttention(s.o, s.q, s.k, s.v, s.kv, 0, bt, heads, 0.25)
-		be.MatMul([]kernels.Buffer{s.lg}, s.o, n, head, nil)
+		mm.out(be, s.miniActs, n)
 	}
 	direct, graphed := mk(), mk()
 	nseq := rows - 1 // the last row pads

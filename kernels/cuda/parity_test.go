@@ -82,6 +82,62 @@ func kvTol(dt kernels.DType) float64 {
 	return tolF32
 }
 
+// miniModel is the weights of the captured-step tests' miniature decode
+// step: bf16 embeddings, fused QKV and output projection, and rope.
+type miniModel struct {
+	t              *testing.T
+	emb, qkv, head kernels.Matrix
+	rope           *kernels.Rope
+	heads, kvh, hd int
+}
+
+func newMiniModel(t *testing.T, g *Backend, rnd *rand.Rand, vocab, dim, heads, kvh, hd int) *miniModel {
+	up := func(name string, r, c int) kernels.HostMatrix {
+		return hostMatrix(name, randVec(rnd, r*c), r, c, kernels.BF16)
+	}
+	mm := &miniModel{t: t, heads: heads, kvh: kvh, hd: hd}
+	var err error
+	mm.emb, err = g.UploadMatrix([]kernels.HostMatrix{up("emb", vocab, dim)}, false)
+	require.NoError(t, err)
+	mm.qkv, err = g.UploadMatrix([]kernels.HostMatrix{up("q", heads*hd, dim), up("k", kvh*hd, dim), up("v", kvh*hd, dim)}, false)
+	require.NoError(t, err)
+	mm.head, err = g.UploadMatrix([]kernels.HostMatrix{up("o", vocab, heads*hd)}, false)
+	require.NoError(t, err)
+	freqs := make([]float32, hd/2)
+	for i := range freqs {
+		freqs[i] = float32(math.Pow(10000, -2*float64(i)/float64(hd)))
+	}
+	mm.rope = &kernels.Rope{Dim: hd, InvFreq: freqs, Scale: 1}
+	return mm
+}
+
+// miniActs are the activations of one miniature step.
+type miniActs struct{ x, q, k, v, o, lg kernels.Buffer }
+
+// acts allocates a step's activations, n floats each.
+func (mm *miniModel) acts(g *Backend, n int) miniActs {
+	var a miniActs
+	for _, p := range []*kernels.Buffer{&a.x, &a.q, &a.k, &a.v, &a.o, &a.lg} {
+		var err error
+		*p, err = g.Alloc(n)
+		require.NoError(mm.t, err)
+	}
+	return a
+}
+
+// in embeds ids and projects them to q, k and v; it returns the row count.
+func (mm *miniModel) in(be kernels.Backend, a miniActs, ids []int32) int {
+	n := len(ids)
+	be.Embed(a.x, mm.emb, ids)
+	be.MatMul([]kernels.Buffer{a.q, a.k, a.v}, a.x, n, mm.qkv, nil)
+	return n
+}
+
+// out projects the attention output o of n rows to logits lg.
+func (mm *miniModel) out(be kernels.Backend, a miniActs, n int) {
+	be.MatMul([]kernels.Buffer{a.lg}, a.o, n, mm.head, nil)
+}
+
 // pair holds the same buffer on the GPU and on the CPU reference.
 type pair struct {
 	g, c kernels.Buffer
@@ -432,44 +488,25 @@ func TestCapturedStep(t *testing.T) {
 		g := newGPU(t, Options{KVDType: kvdt})
 		rnd := rand.New(rand.NewPCG(rand.Uint64(), 5))
 		const vocab, dim, heads, kvh, hd = 50, 64, 4, 2, 16
-		emb, err := g.UploadMatrix([]kernels.HostMatrix{hostMatrix("emb", randVec(rnd, vocab*dim), vocab, dim, kernels.BF16)}, false)
-		require.NoError(t, err)
-		qkv, err := g.UploadMatrix([]kernels.HostMatrix{
-			hostMatrix("q", randVec(rnd, heads*hd*dim), heads*hd, dim, kernels.BF16),
-			hostMatrix("k", randVec(rnd, kvh*hd*dim), kvh*hd, dim, kernels.BF16),
-			hostMatrix("v", randVec(rnd, kvh*hd*dim), kvh*hd, dim, kernels.BF16),
-		}, false)
-		require.NoError(t, err)
-		head, err := g.UploadMatrix([]kernels.HostMatrix{hostMatrix("o", randVec(rnd, vocab*heads*hd), vocab, heads*hd, kernels.BF16)}, false)
-		require.NoError(t, err)
-		freqs := make([]float32, hd/2)
-		for i := range freqs {
-			freqs[i] = float32(math.Pow(10000, -2*float64(i)/hd))
-		}
-		rope := &kernels.Rope{Dim: hd, InvFreq: freqs, Scale: 1}
+		mm := newMiniModel(t, g, rnd, vocab, dim, heads, kvh, hd)
 		spec := kernels.KVSpec{Layers: 1, MaxTokens: 600, KVHeads: kvh, KDim: hd, VDim: hd}
 		type state struct {
-			cache             kernels.KVCache
-			x, q, k, v, o, lg kernels.Buffer
+			cache kernels.KVCache
+			miniActs
 		}
 		mk := func() *state {
-			s := &state{}
+			s := &state{miniActs: mm.acts(g, vocab*64)}
+			var err error
 			s.cache, err = g.NewKVCache(spec)
 			require.NoError(t, err)
-			for _, p := range []*kernels.Buffer{&s.x, &s.q, &s.k, &s.v, &s.o, &s.lg} {
-				*p, err = g.Alloc(vocab * 64)
-				require.NoError(t, err)
-			}
 			return s
 		}
 		step := func(be kernels.Backend, s *state, ids []int32, pos int) {
-			n := len(ids)
-			be.Embed(s.x, emb, ids)
-			be.MatMul([]kernels.Buffer{s.q, s.k, s.v}, s.x, n, qkv, nil)
-			be.ApplyRope(s.q, n, heads, hd, pos, rope)
-			be.ApplyRope(s.k, n, kvh, hd, pos, rope)
+			n := mm.in(be, s.miniActs, ids)
+			be.ApplyRope(s.q, n, heads, hd, pos, mm.rope)
+			be.ApplyRope(s.k, n, kvh, hd, pos, mm.rope)
 			be.Attention(s.o, s.q, s.k, s.v, s.cache, 0, pos, n, heads, 0.25)
-			be.MatMul([]kernels.Buffer{s.lg}, s.o, n, head, nil)
+			mm.out(be, s.miniActs, n)
 		}
 		direct, graphed := mk(), mk()
 		prompt := []int32{3, 14, 15, 9, 26, 5, 35, 8, 9, 7, 9, 3, 2, 38, 46, 26, 43, 38, 32, 27}
@@ -480,6 +517,7 @@ func TestCapturedStep(t *testing.T) {
 		for pos := len(prompt); pos < len(prompt)+300; pos++ {
 			step(g, direct, []int32{id}, pos)
 			if sg == nil {
+				var err error
 				sg, err = g.CaptureStep(int(id), pos, spec.MaxTokens, func(be kernels.Backend) error {
 					step(be, graphed, []int32{id}, pos)
 					return nil
