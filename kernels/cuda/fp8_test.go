@@ -197,17 +197,7 @@ func TestFP8ToInt8(t *testing.T) {
 	hs := fp8Parts(r.rnd, []fp8Part{{64, 0}, {40, 3}}, 256, 128, 128)
 	gw, err := r.g.UploadMatrix(hs, true)
 	require.NoError(t, err)
-	q, err := quantizeParts(hs)
-	require.NoError(t, err)
-	var deq []kernels.HostMatrix
-	for _, p := range q {
-		f := make([]float32, p.Rows*p.Cols)
-		for i := range f {
-			f[i] = float32(int8(p.Data[i])) * p.Scales[i/p.Cols]
-		}
-		deq = append(deq, hostMatrix(p.Name, f, p.Rows, p.Cols, kernels.F32))
-	}
-	cw, err := r.c.UploadMatrix(deq, false)
+	cw, err := r.c.UploadMatrix(int8Reference(t, hs), false)
 	require.NoError(t, err)
 	require.Equal(t, kernels.Int8, gw.DType())
 	for _, n := range []int{1, 3} {

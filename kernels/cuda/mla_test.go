@@ -40,16 +40,7 @@ func TestMatMulHeadsParity(t *testing.T) {
 			}
 			deq = hs
 			if dt == kernels.Int8 { // the CPU runs the dequantised values in f32
-				q, err := quantizeParts(hs)
-				require.NoError(t, err)
-				deq = nil
-				for _, p := range q {
-					f := make([]float32, p.Rows*p.Cols)
-					for i := range f {
-						f[i] = float32(int8(p.Data[i])) * p.Scales[i/p.Cols]
-					}
-					deq = append(deq, hostMatrix(p.Name, f, p.Rows, p.Cols, kernels.F32))
-				}
+				deq = int8Reference(t, hs)
 			}
 			gw, err := r.g.UploadMatrix(hs, dt == kernels.Int8)
 			require.NoError(t, err)

@@ -82,6 +82,22 @@ func kvTol(dt kernels.DType) float64 {
 	return tolF32
 }
 
+// int8Reference is what the CPU reference runs for parts the GPU quantises
+// to int8 at upload: their int8 values per row, dequantised to f32.
+func int8Reference(t *testing.T, hs []kernels.HostMatrix) []kernels.HostMatrix {
+	q, err := quantizeParts(hs)
+	require.NoError(t, err)
+	var deq []kernels.HostMatrix
+	for _, p := range q {
+		f := make([]float32, p.Rows*p.Cols)
+		for i := range f {
+			f[i] = float32(int8(p.Data[i])) * p.Scales[i/p.Cols]
+		}
+		deq = append(deq, hostMatrix(p.Name, f, p.Rows, p.Cols, kernels.F32))
+	}
+	return deq
+}
+
 // miniModel is the weights of the captured-step tests' miniature decode
 // step: bf16 embeddings, fused QKV and output projection, and rope.
 type miniModel struct {
@@ -559,19 +575,11 @@ func TestInt8Parity(t *testing.T) {
 			parts []int
 			cols  int
 		}{{[]int{64, 32, 32}, 128}, {[]int{100}, 172}, {[]int{300}, 1024}} {
-			var hs, deq []kernels.HostMatrix
+			var hs []kernels.HostMatrix
 			for i, pr := range sh.parts {
 				hs = append(hs, hostMatrix(fmt.Sprintf("w%d", i), randVec(r.rnd, pr*sh.cols), pr, sh.cols, dt))
 			}
-			q, err := quantizeParts(hs)
-			require.NoError(t, err)
-			for _, p := range q {
-				f := make([]float32, p.Rows*p.Cols)
-				for i := range f {
-					f[i] = float32(int8(p.Data[i])) * p.Scales[i/p.Cols]
-				}
-				deq = append(deq, hostMatrix(p.Name, f, p.Rows, p.Cols, kernels.F32))
-			}
+			deq := int8Reference(t, hs)
 			gw, err := r.g.UploadMatrix(hs, true)
 			require.NoError(t, err)
 			require.Equal(t, kernels.Int8, gw.DType())
