@@ -109,11 +109,7 @@ func TestMatMulHeadsErrors(t *testing.T) {
 
 // TestMatMulHeadsAllocs: a warm decode-size MatMulHeads allocates nothing.
 func TestMatMulHeadsAllocs(t *testing.T) {
-	if raceEnabled {
-		t.Skip("sync.Pool is randomised under -race")
-	}
-	be := New(2)
-	defer be.Close()
+	be := allocsBackend(t)
 	r := rand.New(rand.NewPCG(3, 4))
 	for _, int8 := range []bool{false, true} {
 		var parts []kernels.HostMatrix

@@ -155,10 +155,7 @@ func TestBatchCheckRejectsBadDescriptors(t *testing.T) {
 // TestPagedAttentionAllocs: once warm, a batched step's attention
 // allocates nothing (jobs and scratch are pooled).
 func TestPagedAttentionAllocs(t *testing.T) {
-	if raceEnabled {
-		t.Skip("the race detector allocates")
-	}
-	be := New(2)
+	be := allocsBackend(t)
 	spec := kernels.PagedKVSpec{Layers: 1, Blocks: 8, BlockTokens: 4, KVHeads: 2, KDim: 8, VDim: 8}
 	kv, err := be.NewPagedKV(spec)
 	require.NoError(t, err)

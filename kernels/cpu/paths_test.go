@@ -179,13 +179,20 @@ func TestAttentionPathsAgree(t *testing.T) {
 	}
 }
 
-// TestDecodeAllocs: a token step's matmul and attention allocate nothing.
-func TestDecodeAllocs(t *testing.T) {
+// allocsBackend is a two-thread backend for the allocation tests, which
+// skip under -race (it allocates, and randomises sync.Pool).
+func allocsBackend(t *testing.T) *Backend {
 	if raceEnabled {
-		t.Skip("sync.Pool is randomised under -race")
+		t.Skip("the race detector allocates and randomises sync.Pool")
 	}
 	be := New(2)
-	defer be.Close()
+	t.Cleanup(func() { be.Close() })
+	return be
+}
+
+// TestDecodeAllocs: a token step's matmul and attention allocate nothing.
+func TestDecodeAllocs(t *testing.T) {
+	be := allocsBackend(t)
 	r := rand.New(rand.NewPCG(1, 1))
 	for _, int8 := range []bool{false, true} {
 		h, _ := hostMatrix(t, "w", randVec(r, 256*512), 256, 512, kernels.BF16)
