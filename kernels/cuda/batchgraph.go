@@ -234,18 +234,29 @@ func (v batchView) PagedAttention(out, q, k, vv kernels.Buffer, kv kernels.Paged
 	v.b.pagedAttention(out, q, k, vv, kv, layer, bt, heads, scale)
 }
 
+// readBuf is x's device buffer for a call that reads results back to the
+// host; nil with errClosed after Close, nil with the pending error when x
+// is not a buffer of b. b.mu is held.
+func (b *Backend) readBuf(x kernels.Buffer) (*Buffer, error) {
+	if b.closed {
+		return nil, errClosed
+	}
+	xb := b.dev(x)
+	if xb == nil {
+		return nil, b.err
+	}
+	return xb, nil
+}
+
 // ArgmaxRows implements kernels.RowArgmaxer: one block per row (the argmax
 // kernel), one download of the ids. It waits for pending work and reports
 // its errors.
 func (b *Backend) ArgmaxRows(dst []int32, x kernels.Buffer, off, n int) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
-		return errClosed
-	}
-	xb := b.dev(x)
+	xb, err := b.readBuf(x)
 	if xb == nil {
-		return b.err
+		return err
 	}
 	rows := len(dst)
 	if rows == 0 {

@@ -161,12 +161,9 @@ func (b *Backend) SampleRows(dst []int32, x kernels.Buffer, off, n int, rows []k
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
-		return errClosed
-	}
-	xb := b.dev(x)
+	xb, err := b.readBuf(x)
 	if xb == nil {
-		return b.err
+		return err
 	}
 	if len(rows) == 0 {
 		return nil
