@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/deepseek-go/deepseek-go/engine"
+	"github.com/deepseek-go/deepseek-go/internal/testutil"
 	"github.com/deepseek-go/deepseek-go/tokenizer"
 )
 
@@ -368,7 +369,7 @@ func TestNotReady503(t *testing.T) {
 func TestPanicRecovered(t *testing.T) {
 	tok := storiesTokenizer(t, "")
 	gen := &fakeGen{ids: []int{300}, panicMsg: "boom"}
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	_, base := testServer(t, Options{Models: []Source{{Name: "m", Dir: "x"}}, Open: fakeOpener(gen, tok), Logger: jsonLog(&logs)})
 	status, _, b := post(t, base+cmplURL, `{"model":"m","prompt":"Once"}`, "X-Request-Id", "req-77")
 	assert.Equal(t, 500, status)
@@ -643,24 +644,6 @@ func TestMetricsExposed(t *testing.T) {
 	assert.Equal(t, 15.0, metricValue(t, base, "deepseek_generation_tokens_total", `model="stories260k"`))
 	assert.Equal(t, 15.0, metricValue(t, base, "deepseek_prompt_tokens_total", `model="stories260k"`))
 	assert.Equal(t, 3.0, metricValue(t, base, "deepseek_time_to_first_token_seconds_count", `model="stories260k"`))
-}
-
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // The engine's own validation errors reach the client as 400s, a closed

@@ -9,37 +9,20 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/deepseek-go/deepseek-go/internal/testutil"
 )
-
-// lockedBuffer lets the test read what the server goroutine writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // With no model flags, serve serves the embedded stories260K as
 // "stories260k", says so in one line, and stops cleanly when its context
 // ends (as on SIGTERM).
 func TestServeDefault(t *testing.T) {
-	var out, errb lockedBuffer
+	var out, errb testutil.SyncBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- runServe(ctx, []string{"--addr", "127.0.0.1:0"}, &out, &errb) }()
