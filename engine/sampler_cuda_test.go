@@ -5,7 +5,6 @@ package engine
 import (
 	"context"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/deepseek-go/deepseek-go/internal/testutil"
 	"github.com/deepseek-go/deepseek-go/kernels/cuda"
 )
 
@@ -28,24 +28,6 @@ var samplerCases = []SamplerOptions{
 	{Temperature: 1, MinP: 0.05},
 	{Temperature: 1.3, TopK: 50, TopP: 0.95, MinP: 0.02, RepeatPenalty: 1.3},
 	{Temperature: 0.9, TopK: 1000, TopP: 0.99, RepeatPenalty: 0.8},
-}
-
-// samplerRow makes a logits row: Gaussian with spread scale, a few NaN and
-// -Inf entries, and runs of exactly equal values (ties break by id).
-func samplerRow(r *rand.Rand, n int, scale float64) []float32 {
-	x := make([]float32, n)
-	for i := range x {
-		x[i] = float32(r.NormFloat64() * scale)
-	}
-	if n > 100 {
-		x[r.IntN(n)] = float32(math.NaN())
-		x[r.IntN(n)] = float32(math.Inf(-1))
-		v := x[r.IntN(n)]
-		for range 5 {
-			x[r.IntN(n)] = v
-		}
-	}
-	return x
 }
 
 // TestCUDASampler: the device sampler picks the same token as the host
@@ -67,7 +49,7 @@ func TestCUDASampler(t *testing.T) {
 	r := rand.New(rand.NewPCG(seed, 1))
 	for _, n := range []int{3, 257, 32000, 102400} {
 		for _, scale := range []float64{0.5, 3} {
-			row := samplerRow(r, n, scale)
+			row := testutil.LogitsRow(r, n, scale)
 			buf, err := g.Alloc(n + 7)
 			require.NoError(t, err)
 			require.NoError(t, g.Upload(buf, 7, row))
@@ -148,7 +130,7 @@ func BenchmarkCUDASample(b *testing.B) {
 	defer g.Close()
 	r := rand.New(rand.NewPCG(1, 2))
 	const n = 102400
-	flat := samplerRow(r, n, 2)
+	flat := testutil.LogitsRow(r, n, 2)
 	peaked := append([]float32(nil), flat...)
 	for range 30 {
 		peaked[r.IntN(n)] += 8 + 6*r.Float32()

@@ -4,7 +4,6 @@ package cuda
 
 import (
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"testing"
 
@@ -12,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/deepseek-go/deepseek-go/engine/sample"
+	"github.com/deepseek-go/deepseek-go/internal/testutil"
 	"github.com/deepseek-go/deepseek-go/kernels"
 )
 
@@ -55,19 +55,7 @@ func TestSampleRows(t *testing.T) {
 				lrows := nrows + 2
 				x := make([]float32, off+lrows*n)
 				for i := range lrows {
-					row := x[off+i*n : off+(i+1)*n]
-					scale := []float64{0.5, 3}[i%2]
-					for j := range row {
-						row[j] = float32(r.NormFloat64() * scale)
-					}
-					if n > 100 {
-						row[r.IntN(n)] = float32(math.NaN())
-						row[r.IntN(n)] = float32(math.Inf(-1))
-						v := row[r.IntN(n)]
-						for range 5 {
-							row[r.IntN(n)] = v // ties break by id
-						}
-					}
+					copy(x[off+i*n:off+(i+1)*n], testutil.LogitsRow(r, n, []float64{0.5, 3}[i%2]))
 				}
 				buf, err := g.Alloc(len(x))
 				require.NoError(t, err)
