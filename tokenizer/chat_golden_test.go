@@ -1,8 +1,6 @@
 package tokenizer
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,16 +8,14 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/deepseek-go/deepseek-go/internal/testutil"
 )
 
 // TestChatGolden compares the interpreter with Jinja2 3.1 (configured as
 // transformers) on templates × conversations with tools, tool calls,
 // reasoning and thinking flags; see testdata/gen_chat_golden.py.
 func TestChatGolden(t *testing.T) {
-	data, err := os.ReadFile("testdata/chat-golden.json")
-	require.NoError(t, err)
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
 	var g struct {
 		Conversations [][]map[string]any `json:"conversations"`
 		Cases         []struct {
@@ -31,7 +27,7 @@ func TestChatGolden(t *testing.T) {
 			Error               *string        `json:"error"`
 		} `json:"cases"`
 	}
-	require.NoError(t, dec.Decode(&g))
+	testutil.DecodeJSONFile(t, "testdata/chat-golden.json", &g)
 	templates := map[string]string{}
 	for _, name := range []string{"deepseek-ai-DeepSeek-R1-Distill-Llama-8B", "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B",
 		"deepseek-ai-DeepSeek-V3.1", "deepseek-ai-DeepSeek-V3.2", "llama-cpp-deepseek-r1"} {

@@ -1,14 +1,13 @@
 package jinja
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
-	"os"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/deepseek-go/deepseek-go/internal/testutil"
 )
 
 // TestJinjaFeatures compares the interpreter with Jinja2 (configured as
@@ -16,10 +15,6 @@ import (
 // scoping, macros, expressions, string methods, filters, tests and tojson;
 // see testdata/gen_features.py.
 func TestJinjaFeatures(t *testing.T) {
-	data, err := os.ReadFile("testdata/features.json")
-	require.NoError(t, err)
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
 	var g struct {
 		Conversations [][]map[string]any `json:"conversations"`
 		Cases         []struct {
@@ -30,7 +25,7 @@ func TestJinjaFeatures(t *testing.T) {
 			Error    *string `json:"error"`
 		} `json:"cases"`
 	}
-	require.NoError(t, dec.Decode(&g))
+	testutil.DecodeJSONFile(t, "testdata/features.json", &g)
 	require.NotEmpty(t, g.Cases)
 	for _, c := range g.Cases {
 		name := fmt.Sprintf("%s/conv%d", c.Name, c.Conv)
