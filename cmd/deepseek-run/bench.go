@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -79,14 +78,8 @@ func runBenchServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 	jsonRequests := fs.Bool("json-requests", false, "include every request's timings in --json")
 	plotOut := fs.String("plot", "", "write a PNG `FILE` of latency and throughput against rate (needs two or more rates)")
 	quiet := fs.Bool("quiet", false, "no progress bar")
-	set, err := parseFlags(fs, args)
+	set, err := parseCommandFlags(fs, args, stdout, benchUsage)
 	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stdout, benchUsage)
-			fs.SetOutput(stdout)
-			fs.PrintDefaults()
-			return errHelp
-		}
 		return err
 	}
 	rateList, err := serving.ParseRates(*rates)

@@ -90,6 +90,19 @@ func parseFlags(fs *flag.FlagSet, args []string) (map[string]bool, error) {
 	return set, nil
 }
 
+// parseCommandFlags is parseFlags for a subcommand: on -h it writes usage
+// and the flags' defaults to stdout and returns errHelp.
+func parseCommandFlags(fs *flag.FlagSet, args []string, stdout io.Writer, usage string) (map[string]bool, error) {
+	set, err := parseFlags(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(stdout, usage)
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
+		return nil, errHelp
+	}
+	return set, err
+}
+
 func runGenerate(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	var o genOptions
 	fs := newGenerateFlags(stderr, &o)

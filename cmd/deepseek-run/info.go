@@ -21,13 +21,7 @@ func runInfo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	dir := fs.String("m", "", "checkpoint `DIR`; default: the embedded stories260K demo model")
 	int8 := fs.Bool("int8", false, "report sizes with weights quantised to int8")
 	ctxTokens := fs.Int("ctx", 4096, "context length to size the KV cache for (besides the model's maximum)")
-	if _, err := parseFlags(fs, args); err != nil {
-		if err == flag.ErrHelp {
-			fmt.Fprintln(stdout, "usage: deepseek-run info [-m DIR] [--int8] [--ctx N]")
-			fs.SetOutput(stdout)
-			fs.PrintDefaults()
-			return errHelp
-		}
+	if _, err := parseCommandFlags(fs, args, stdout, "usage: deepseek-run info [-m DIR] [--int8] [--ctx N]\n"); err != nil {
 		return err
 	}
 	if *ctxTokens <= 0 {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -37,13 +36,7 @@ func runSynth(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	force := fs.Bool("force", false, "overwrite a checkpoint already in DIR")
 	list := fs.Bool("list", false, "list the shapes and exit")
 	quiet := fs.Bool("quiet", false, "no progress on stderr")
-	if _, err := parseFlags(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stdout, synthUsage)
-			fs.SetOutput(stdout)
-			fs.PrintDefaults()
-			return errHelp
-		}
+	if _, err := parseCommandFlags(fs, args, stdout, synthUsage); err != nil {
 		return err
 	}
 	if *list {

@@ -21,13 +21,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	int8 := fs.Bool("int8", false, "quantise weights to int8 (expect errors around 1e-2)")
 	threads := fs.Int("threads", 0, "CPU threads, at most the machine's cores; 0 = all cores")
 	verbose := fs.Bool("v", false, "verbose: say in full why no GPU is used")
-	if _, err := parseFlags(fs, args); err != nil {
-		if err == flag.ErrHelp {
-			fmt.Fprintln(stdout, "usage: deepseek-run verify -m DIR --ref FILE [--tol 1e-4] [--device auto|cpu|cuda] [--int8]")
-			fs.SetOutput(stdout)
-			fs.PrintDefaults()
-			return errHelp
-		}
+	if _, err := parseCommandFlags(fs, args, stdout, "usage: deepseek-run verify -m DIR --ref FILE [--tol 1e-4] [--device auto|cpu|cuda] [--int8]\n"); err != nil {
 		return err
 	}
 	switch {
