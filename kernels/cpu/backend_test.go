@@ -47,6 +47,21 @@ func hostMatrix(t testing.TB, name string, w []float32, rows, cols int, dt kerne
 	return h, exact
 }
 
+// upload copies x into a new buffer of be (one float for an empty x).
+func upload(t testing.TB, be *Backend, x []float32) kernels.Buffer {
+	b, err := be.Alloc(max(1, len(x)))
+	require.NoError(t, err)
+	require.NoError(t, be.Upload(b, 0, x))
+	return b
+}
+
+// download is the contents of b.
+func download(t testing.TB, be *Backend, b kernels.Buffer) []float32 {
+	v := make([]float32, b.Len())
+	require.NoError(t, be.Download(v, b, 0))
+	return v
+}
+
 func relErr(got, want []float32) float64 {
 	var d, n float64
 	for i := range want {
@@ -179,12 +194,7 @@ func TestAttentionIncremental(t *testing.T) {
 			}
 		}
 	}
-	up := func(x []float32) kernels.Buffer {
-		b, err := be.Alloc(len(x))
-		require.NoError(t, err)
-		require.NoError(t, be.Upload(b, 0, x))
-		return b
-	}
+	up := func(x []float32) kernels.Buffer { return upload(t, be, x) }
 	// Prefill all at once.
 	cache, err := be.NewKVCache(spec)
 	require.NoError(t, err)
@@ -232,16 +242,8 @@ func TestRopeRotateHalfAndInterleaved(t *testing.T) {
 
 func TestElementwise(t *testing.T) {
 	be := New(1)
-	up := func(x []float32) kernels.Buffer {
-		b, _ := be.Alloc(len(x))
-		require.NoError(t, be.Upload(b, 0, x))
-		return b
-	}
-	get := func(b kernels.Buffer) []float32 {
-		out := make([]float32, b.Len())
-		require.NoError(t, be.Download(out, b, 0))
-		return out
-	}
+	up := func(x []float32) kernels.Buffer { return upload(t, be, x) }
+	get := func(b kernels.Buffer) []float32 { return download(t, be, b) }
 	x := up([]float32{1, -2, 3, 4})
 	w := up([]float32{1, 2, 0.5, 1})
 	o, _ := be.Alloc(4)

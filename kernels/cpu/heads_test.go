@@ -133,17 +133,8 @@ func TestMLAPack(t *testing.T) {
 	r := rand.New(rand.NewPCG(9, 10))
 	be := New(1)
 	defer be.Close()
-	up := func(v []float32) kernels.Buffer {
-		b, err := be.Alloc(len(v))
-		require.NoError(t, err)
-		require.NoError(t, be.Upload(b, 0, v))
-		return b
-	}
-	read := func(b kernels.Buffer) []float32 {
-		v := make([]float32, b.Len())
-		require.NoError(t, be.Download(v, b, 0))
-		return v
-	}
+	up := func(v []float32) kernels.Buffer { return upload(t, be, v) }
+	read := func(b kernels.Buffer) []float32 { return download(t, be, b) }
 	for _, s := range []kernels.MLAPackShape{
 		{Heads: 16, Nope: 128, Rope: 64, Lora: 512, Eps: 1e-6},
 		{Heads: 3, Nope: 5, Rope: 6, Lora: 37, Eps: 1e-5},

@@ -44,12 +44,7 @@ func TestPagedAttentionMatchesContiguous(t *testing.T) {
 				require.NoError(t, err)
 			}
 			lens := make([]int, 3)
-			up := func(x []float32) kernels.Buffer {
-				b, err := be.Alloc(max(1, len(x)))
-				require.NoError(t, err)
-				require.NoError(t, be.Upload(b, 0, x))
-				return b
-			}
+			up := func(x []float32) kernels.Buffer { return upload(t, be, x) }
 			rnd := func(n int) []float32 {
 				x := make([]float32, n)
 				for i := range x {
