@@ -1,9 +1,7 @@
 package quant_test
 
 import (
-	"encoding/json"
 	"math"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/deepseek-go/deepseek-go/engine/safetensors"
+	"github.com/deepseek-go/deepseek-go/internal/testutil"
 	"github.com/deepseek-go/deepseek-go/quant"
 )
 
@@ -31,9 +30,7 @@ func TestDequantFixture(t *testing.T) {
 			BlockSize []int  `json:"weight_block_size"`
 		} `json:"quantization_config"`
 	}
-	b, err := os.ReadFile(filepath.Join(dir, "config.json"))
-	require.NoError(t, err)
-	require.NoError(t, json.Unmarshal(b, &cfg))
+	testutil.DecodeJSONFile(t, filepath.Join(dir, "config.json"), &cfg)
 	require.Equal(t, "fp8", cfg.Quant.Method)
 	require.Len(t, cfg.Quant.BlockSize, 2)
 	br, bc := cfg.Quant.BlockSize[0], cfg.Quant.BlockSize[1]

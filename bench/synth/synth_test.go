@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"io"
 	"math"
 	"os"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/deepseek-go/deepseek-go/engine"
 	"github.com/deepseek-go/deepseek-go/engine/safetensors"
+	"github.com/deepseek-go/deepseek-go/internal/testutil"
 	"github.com/deepseek-go/deepseek-go/quant"
 )
 
@@ -133,9 +133,7 @@ func TestFP8Layout(t *testing.T) {
 			WeightBlockSize []int  `json:"weight_block_size"`
 		} `json:"quantization_config"`
 	}
-	b, err := os.ReadFile(filepath.Join(dir, "config.json"))
-	require.NoError(t, err)
-	require.NoError(t, json.Unmarshal(b, &cfg))
+	testutil.DecodeJSONFile(t, filepath.Join(dir, "config.json"), &cfg)
 	assert.Equal(t, "fp8", cfg.QuantizationConfig.QuantMethod)
 	assert.Equal(t, []int{128, 128}, cfg.QuantizationConfig.WeightBlockSize)
 
