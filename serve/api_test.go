@@ -95,21 +95,21 @@ func TestValidateRejects(t *testing.T) {
 // model.
 func checkChatBody(body []byte) error {
 	var r ChatRequest
-	if err := decodeJSON(body, &r); err != nil {
-		return err
-	}
-	if _, err := r.Params.validate(engine.Request{}); err != nil {
-		return err
-	}
-	return r.validate()
+	return checkBody(body, &r, &r.Params)
 }
 
 func checkCompletionBody(body []byte) error {
 	var r CompletionRequest
-	if err := decodeJSON(body, &r); err != nil {
+	return checkBody(body, &r, &r.Params)
+}
+
+// checkBody decodes body into r, whose shared fields are p, and validates
+// both as the handlers do.
+func checkBody(body []byte, r interface{ validate() error }, p *Params) error {
+	if err := decodeJSON(body, r); err != nil {
 		return err
 	}
-	if _, err := r.Params.validate(engine.Request{}); err != nil {
+	if _, err := p.validate(engine.Request{}); err != nil {
 		return err
 	}
 	return r.validate()
