@@ -178,12 +178,7 @@ func (failBlock) Forward(layers.Context, kernels.Buffer, int, int) error {
 // the next step.
 func TestShardFailureReleasesGroup(t *testing.T) {
 	ctx := context.Background()
-	one, err := Load(fixtureDir("deepseek-v3"), WithThreads(1), WithDevice("cpu"))
-	require.NoError(t, err)
-	defer one.Close()
-	m, err := Load(fixtureDir("deepseek-v3"), WithThreads(1), WithDevice("cpu"), WithShards(2))
-	require.NoError(t, err)
-	defer m.Close()
+	one, m := loadShardedPair(t, "deepseek-v3", "", 2)
 	prompt := []int{1, 40, 41, 42}
 	ref, err := one.NewSession(8)
 	require.NoError(t, err)
@@ -432,11 +427,6 @@ func TestShardedTruncate(t *testing.T) {
 		require.Equal(t, 7, s.Pos())
 		return slices.Clone(lg)
 	}
-	one, err := Load(fixtureDir("deepseek-v2-lite"), WithThreads(1), WithDevice("cpu"))
-	require.NoError(t, err)
-	defer one.Close()
-	m, err := Load(fixtureDir("deepseek-v2-lite"), WithThreads(1), WithDevice("cpu"), WithShards(2))
-	require.NoError(t, err)
-	defer m.Close()
+	one, m := loadShardedPair(t, "deepseek-v2-lite", "", 2)
 	assert.LessOrEqual(t, maxRelDiff(run(m), run(one)), 1e-5)
 }
