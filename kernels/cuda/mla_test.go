@@ -371,18 +371,6 @@ func TestMLAPrefillParity(t *testing.T) {
 	}
 }
 
-// benchGPU opens a backend for a benchmark, or skips it without a GPU.
-func benchGPU(b *testing.B, opts Options) *Backend {
-	b.Helper()
-	if err := Available(); err != nil {
-		b.Skipf("no GPU: %v", err)
-	}
-	g, err := New(opts)
-	require.NoError(b, err)
-	b.Cleanup(func() { g.Close() })
-	return g
-}
-
 // timeOps reports the device time of one call of run (reps calls a timing)
 // as us/op.
 func timeOps(b *testing.B, g *Backend, run func()) float64 {
@@ -455,7 +443,7 @@ func BenchmarkMLADecode(b *testing.B) {
 					continue // the generic kernel takes groups of at most 64
 				}
 				b.Run(fmt.Sprintf("heads=%d/ctx=%d/%s", heads, ctx, path), func(b *testing.B) {
-					g := benchGPU(b, Options{KVDType: kernels.F16})
+					g := newGPU(b, Options{KVDType: kernels.F16})
 					g.mla.core = path == "core"
 					kv, err := g.NewKVCache(kernels.KVSpec{Layers: 1, MaxTokens: ctx, KVHeads: 1, KDim: kd, VDim: vd, VInK: true})
 					require.NoError(b, err)
@@ -546,7 +534,7 @@ func BenchmarkMLAPrefill(b *testing.B) {
 		for _, c := range []struct{ n, pos0 int }{{2048, 0}, {512, 3584}} {
 			for _, path := range []string{"prefill64", "prefill128", "prefill256", "per-row", "core"} {
 				b.Run(fmt.Sprintf("heads=%d/n=%d/pos0=%d/%s", heads, c.n, c.pos0, path), func(b *testing.B) {
-					g := benchGPU(b, Options{KVDType: kernels.F16})
+					g := newGPU(b, Options{KVDType: kernels.F16})
 					g.mla.core = path == "core"
 					g.mla.perRow = path == "per-row"
 					g.mla.prefillRows = map[string]int{"prefill64": 64, "prefill128": 128, "prefill256": 256}[path]
@@ -580,7 +568,7 @@ func BenchmarkMLAPagedDecode(b *testing.B) {
 		for _, ctx := range []int{1024, 4096} {
 			for _, path := range []string{"tc", "core"} {
 				b.Run(fmt.Sprintf("heads=%d/ctx=%d/batch=%d/%s", heads, ctx, seqs, path), func(b *testing.B) {
-					g := benchGPU(b, Options{KVDType: kernels.F16})
+					g := newGPU(b, Options{KVDType: kernels.F16})
 					g.mla.core = path == "core"
 					nb := ctx / bs
 					spec := kernels.PagedKVSpec{Layers: 1, Blocks: seqs * nb, BlockTokens: bs, KVHeads: 1, KDim: kd, VDim: vd, VInK: true}
@@ -657,7 +645,7 @@ func BenchmarkMLAPagedPrefill(b *testing.B) {
 		for _, decode := range []int{0, 31} {
 			for _, path := range []string{"prefill", "per-row"} {
 				b.Run(fmt.Sprintf("heads=%d/chunk=%d/decode=%d/%s", heads, chunk, decode, path), func(b *testing.B) {
-					g := benchGPU(b, Options{KVDType: kernels.F16})
+					g := newGPU(b, Options{KVDType: kernels.F16})
 					g.mla.perRow = path == "per-row"
 					seqs, nb := 1+decode, ctx/bs
 					spec := kernels.PagedKVSpec{Layers: 1, Blocks: seqs * nb, BlockTokens: bs, KVHeads: 1, KDim: kd, VDim: vd, VInK: true}
@@ -698,7 +686,7 @@ func BenchmarkMatMulHeads(b *testing.B) {
 		for _, n := range []int{1, 8, 128, 512} {
 			for _, path := range []string{"heads", "loop"} {
 				b.Run(fmt.Sprintf("%s/n=%d/%s", sh.name, n, path), func(b *testing.B) {
-					g := benchGPU(b, Options{})
+					g := newGPU(b, Options{})
 					w, err := g.RandomMatrix(sh.heads*sh.rows, sh.cols, kernels.BF16, 1, 0.05)
 					require.NoError(b, err)
 					w.parts = make([]int, sh.heads)

@@ -24,7 +24,9 @@ const (
 	tol16  = 1e-2
 )
 
-func newGPU(t *testing.T, opts Options) *Backend {
+// newGPU opens a backend for a test or benchmark, or skips it without a
+// GPU.
+func newGPU(t testing.TB, opts Options) *Backend {
 	t.Helper()
 	if err := Available(); err != nil {
 		t.Skipf("no GPU: %v", err)
