@@ -272,6 +272,13 @@ func (blk *deepseekBlock) Forward(ctx layers.Context, x kernels.Buffer, n, pos0 
 	return layers.PreNormBlock(ctx, blk.cfg.HiddenSize, float32(blk.cfg.RMSNormEps), x, n, pos0, blk.attnNorm, blk.mlpNorm, blk.attn, ffn)
 }
 
+// Sharded reports whether the session runs one shard of a sharded model,
+// whose AllReduce sums (layers.Context).
+func (s *Session) Sharded() bool {
+	t := s.m.tp
+	return t != nil && t.size > 1
+}
+
 // MLA is DeepSeek's multi-head latent attention for one layer
 // (layers.MLA).
 type MLA = layers.MLA

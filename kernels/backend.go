@@ -146,6 +146,14 @@ type Backend interface {
 	// MatMul computes y = x[n, w.Cols]·wᵀ (+ bias[w.Rows] when bias is not
 	// nil) and writes fused part i of y to outs[i] as [n, Parts()[i]].
 	MatMul(outs []Buffer, x Buffer, n int, w Matrix, bias Buffer)
+	// MatMulAdd adds y = x[n, w.Cols]·wᵀ (+ bias[w.Rows] when not nil) to
+	// out[n, w.Rows] for a matrix of one part: the residual stream's
+	// projections (attention output, MLP down), which would otherwise
+	// write y to a temporary and Add it, one launch more. tmp [n, w.Rows]
+	// is scratch the backend may use where it cannot add in place (its
+	// contents afterwards are unspecified). out, tmp and x must not alias.
+	// See CheckMatMulAdd.
+	MatMulAdd(out, tmp, x Buffer, n int, w Matrix, bias Buffer)
 	// MatMulHeads multiplies each head's slice of x by that head's own
 	// matrix: w was uploaded as H parts of equal shape [r, w.Cols] (H =
 	// len(w.Parts())), and for t < n, h < H, i < r
@@ -280,4 +288,33 @@ func CheckHeads(y Buffer, yRow, yHead int, x Buffer, xRow, xHead, n int, w Matri
 		return 0, 0, fmt.Errorf("MatMulHeads: input of %d floats for %d rows at stride %d", xLen, n, xRow)
 	}
 	return heads, rows, nil
+}
+
+// CheckMatMulAdd validates a MatMulAdd call (n > 0) against its buffers.
+// Errors name the op and the offending size.
+func CheckMatMulAdd(out, tmp, x Buffer, n int, w Matrix, bias Buffer) error {
+	if p := w.Parts(); len(p) != 1 {
+		return fmt.Errorf("MatMulAdd: matrix of %d parts, want 1", len(p))
+	}
+	rows, cols := w.Rows(), w.Cols()
+	for _, c := range []struct {
+		name string
+		b    Buffer
+		want int
+	}{{"out", out, n * rows}, {"tmp", tmp, n * rows}, {"x", x, n * cols}} {
+		if c.b == nil || c.b.Len() < c.want {
+			l := 0
+			if c.b != nil {
+				l = c.b.Len()
+			}
+			return fmt.Errorf("MatMulAdd: %s of %d floats, want %d for %d rows of %d×%d", c.name, l, c.want, n, rows, cols)
+		}
+	}
+	if bias != nil && bias.Len() < rows {
+		return fmt.Errorf("MatMulAdd: bias of %d floats for %d rows", bias.Len(), rows)
+	}
+	if out == x || out == tmp || tmp == x {
+		return fmt.Errorf("MatMulAdd: out, tmp and x alias")
+	}
+	return nil
 }

@@ -68,9 +68,10 @@ func LoadGQA(b *Builder, prefix string, layer int, sh GQAShape, qkvBias, oBias b
 	return a, nil
 }
 
-// Forward writes attention of xn [n, hidden] (already normed) to out
-// [n, hidden], storing this chunk's keys and values in the session cache.
-func (a *GQA) Forward(ctx Context, out, xn kernels.Buffer, n, pos0 int) error {
+// Forward writes (or adds) attention of xn [n, hidden] (already normed)
+// to out [n, hidden], storing this chunk's keys and values in the session
+// cache (Attention).
+func (a *GQA) Forward(ctx Context, out, xn kernels.Buffer, n, pos0 int, add bool) error {
 	ch := ctx.Chunk()
 	qd, kvd := a.Heads*a.HeadDim, a.KVHeads*a.HeadDim
 	q, err := ctx.Scratch("attn.q", ch*qd)
@@ -93,8 +94,7 @@ func (a *GQA) Forward(ctx Context, out, xn kernels.Buffer, n, pos0 int) error {
 	ctx.Rope(q, n, a.Heads, a.HeadDim, pos0, a.Rope)
 	ctx.Rope(k, n, a.KVHeads, a.HeadDim, pos0, a.Rope)
 	ctx.Attention(att, q, k, v, a.Layer, pos0, n, a.Heads, a.Scale)
-	ctx.MatMul(att, n, a.O, a.OBias, Outs{out})
-	return nil
+	return project(ctx, out, att, n, a.O, a.OBias, add)
 }
 
 // MLA is DeepSeek's multi-head latent attention for one layer.
@@ -252,9 +252,9 @@ func (a *MLA) scratch(ctx Context) (mlaScratch, error) {
 	return sc, err
 }
 
-// Forward writes attention of xn [n, hidden] (already normed) to out
-// [n, hidden], storing this chunk's cache rows.
-func (a *MLA) Forward(ctx Context, out, xn kernels.Buffer, n, pos0 int) error {
+// Forward writes (or adds) attention of xn [n, hidden] (already normed)
+// to out [n, hidden], storing this chunk's cache rows (Attention).
+func (a *MLA) Forward(ctx Context, out, xn kernels.Buffer, n, pos0 int, add bool) error {
 	be := ctx.Backend()
 	sc, err := a.scratch(ctx)
 	if err != nil {
@@ -296,6 +296,5 @@ func (a *MLA) Forward(ctx Context, out, xn kernels.Buffer, n, pos0 int) error {
 		}
 		ctx.Attention(sc.attn, sc.q, sc.k, sc.v, a.Layer, pos0, n, H, a.Scale)
 	}
-	ctx.MatMul(sc.attn, n, a.O, nil, Outs{out})
-	return nil
+	return project(ctx, out, sc.attn, n, a.O, nil, add)
 }

@@ -34,6 +34,10 @@ type Context interface {
 	// AllReduce sums buf[0:n] over the tensor-parallel shards; a no-op
 	// when not sharded.
 	AllReduce(buf kernels.Buffer, n int)
+	// Sharded reports whether the layers hold one shard's part of each
+	// sum (AllReduce is not a no-op): their outputs must be reduced
+	// before they join the residual stream, so they cannot add to it.
+	Sharded() bool
 	// MoERoutes returns routing results and expert scratch of spec made by
 	// mb, shared by every MoE layer of the context (they run one after
 	// another) and made on first use.
