@@ -218,8 +218,12 @@ func (m *MoE) Forward(ctx Context, out, xn kernels.Buffer, n int, add bool) erro
 	if err != nil {
 		return err
 	}
-	ctx.MatMul(xn, n, m.Router, nil, Outs{rl})
-	mb.Route(rt, m.gate, rl, n)
+	if rm, ok := be.(kernels.MoERouteMatMul); ok {
+		rm.RouteMatMul(rt, m.gate, rl, xn, n, m.Router)
+	} else {
+		ctx.MatMul(xn, n, m.Router, nil, Outs{rl})
+		mb.Route(rt, m.gate, rl, n)
+	}
 	// Separate shared experts write (or add to) out first; the routed ones
 	// add to it (fused shared experts are among m.Experts).
 	if m.Shared != nil {

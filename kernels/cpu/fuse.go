@@ -17,3 +17,10 @@ func (b *Backend) MatMulAdd(out, tmp, x kernels.Buffer, n int, w kernels.Matrix,
 	b.MatMul(outs[:], x, n, w, bias)
 	b.Add(out, out, tmp, n*w.Rows())
 }
+
+// RouteMatMul implements kernels.MoERouteMatMul: MatMul, then Route.
+func (b *Backend) RouteMatMul(rt kernels.MoERoutes, r kernels.MoERouter, logits, x kernels.Buffer, n int, router kernels.Matrix) {
+	outs := [1]kernels.Buffer{logits}
+	b.MatMul(outs[:], x, n, router, nil)
+	b.Route(rt, r, logits, n)
+}

@@ -4,11 +4,14 @@ package cuda
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/deepseek-go/deepseek-go/kernels"
+	"github.com/deepseek-go/deepseek-go/kernels/routing"
 )
 
 // TestMatMulAddParity: MatMulAdd (gemv_add up to 8 rows on 16-byte weight
@@ -92,4 +95,129 @@ func TestMatMulAddErrors(t *testing.T) {
 	x, out := r.rand(64), r.rand(64)
 	r.g.MatMulAdd(out.g, out.g, x.g, 1, w, nil)
 	require.ErrorContains(t, r.g.Err(), "MatMulAdd")
+}
+
+// TestRouteMatMulParity: RouteMatMul (moe_router_dec up to 8 rows of a
+// router with 16-byte rows, else MatMul and Route) against MatMul and Route
+// on the GPU, which TestMoERouteParity checks against kernels/routing: the
+// same logits, indices, weights and selection counters bit for bit; and the
+// logits against the CPU's MatMul. Each size runs twice, so the second
+// launch finds the finished-block counter reset.
+func TestRouteMatMulParity(t *testing.T) {
+	r := newRig(t, Options{})
+	v2lite := routing.Config{Method: routing.TopKGreedy, Scoring: routing.ScoringSoftmax, Experts: 64, TopK: 6, Groups: 1, TopGroups: 1, Scale: 1}
+	v3 := routing.Config{Method: routing.TopKNoAuxTC, Scoring: routing.ScoringSigmoid, Experts: 256, TopK: 8, Groups: 8, TopGroups: 4,
+		NormTopK: true, ScaleAfterNorm: true, Scale: 2.5, Shared: 1}
+	small := routing.Config{Method: routing.TopKGreedy, Scoring: routing.ScoringSoftmax, Experts: 5, TopK: 2, Groups: 1, TopGroups: 1, NormTopK: true, Scale: 1, Shared: 2}
+	for _, tc := range []struct {
+		name   string
+		cfg    routing.Config
+		hidden int
+		dt     kernels.DType
+	}{
+		{"v2-lite bf16", v2lite, 2048, kernels.BF16},
+		{"v3 bf16", v3, 1024, kernels.BF16},
+		{"v3 f32", v3, 512, kernels.F32},
+		{"small f16", small, 96, kernels.F16},
+		{"odd width (fallback)", v2lite, 100, kernels.BF16},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := tc.cfg
+			E, slots := c.Experts, c.Slots()
+			var bias []float32
+			if c.Method == routing.TopKNoAuxTC {
+				bias = randVec(r.rnd, E)
+			}
+			h := hostMatrix("gate", randVec(r.rnd, E*tc.hidden), E, tc.hidden, tc.dt)
+			gw, err := r.g.UploadMatrix([]kernels.HostMatrix{h}, false)
+			require.NoError(t, err)
+			cw, err := r.c.UploadMatrix([]kernels.HostMatrix{h}, false)
+			require.NoError(t, err)
+			const rows = 9
+			spec := kernels.MoERoutesSpec{Rows: rows, TopK: slots, Experts: E + c.Shared, Hidden: 8, Inter: 8}
+			fused, err := r.g.NewMoERouter(c, bias)
+			require.NoError(t, err)
+			plain, err := r.g.NewMoERouter(c, bias)
+			require.NoError(t, err)
+			frt, err := r.g.NewMoERoutes(spec)
+			require.NoError(t, err)
+			prt, err := r.g.NewMoERoutes(spec)
+			require.NoError(t, err)
+			for _, n := range []int{1, 1, 3, 8, 8, 9} {
+				name := fmt.Sprintf("n=%d", n)
+				x := r.rand(n * tc.hidden)
+				fl, pl := r.poisoned(rows*E), r.poisoned(rows*E)
+				r.g.RouteMatMul(frt, fused, fl.g, x.g, n, gw)
+				r.g.MatMul([]kernels.Buffer{pl.g}, x.g, n, gw, nil)
+				r.g.Route(prt, plain, pl.g, n)
+				r.c.MatMul([]kernels.Buffer{fl.c}, x.c, n, cw, nil)
+				tol := tolF32
+				if n > 8 && tc.dt != kernels.F32 {
+					tol = tol16
+				}
+				r.check(name+" logits", fl, n*E, tol)
+				gotL, wantL := make([]float32, n*E), make([]float32, n*E)
+				require.NoError(t, r.g.Download(gotL, fl.g, 0))
+				require.NoError(t, r.g.Download(wantL, pl.g, 0))
+				require.Equal(t, wantL, gotL, "%s: logits of MatMul", name)
+				fi, fwt := make([]int32, n*slots), make([]float32, n*slots)
+				pi, pwt := make([]int32, n*slots), make([]float32, n*slots)
+				require.NoError(t, r.g.ReadRoutes(frt, n, fi, fwt))
+				require.NoError(t, r.g.ReadRoutes(prt, n, pi, pwt))
+				require.Equal(t, pi, fi, "%s: indices", name)
+				require.Equal(t, pwt, fwt, "%s: weights", name)
+			}
+			ft, fc, err := fused.Counts()
+			require.NoError(t, err)
+			pt, pc, err := plain.Counts()
+			require.NoError(t, err)
+			assert.Equal(t, pt, ft, "rows counted")
+			assert.Equal(t, pc, fc, "selections counted")
+		})
+	}
+}
+
+// TestRouteMatMulCaptured: the fused router inside a captured step, the
+// input changed between replays: every replay routes its own input (the
+// last block resets the counter, so the next launch finds a last block too).
+func TestRouteMatMulCaptured(t *testing.T) {
+	g := newGPU(t, Options{})
+	rnd := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	const E, k, hid = 64, 6, 256
+	cfg := routing.Config{Method: routing.TopKGreedy, Scoring: routing.ScoringSoftmax, Experts: E, TopK: k, Groups: 1, TopGroups: 1, Scale: 1}
+	w, err := g.UploadMatrix([]kernels.HostMatrix{hostMatrix("gate", randVec(rnd, E*hid), E, hid, kernels.BF16)}, false)
+	require.NoError(t, err)
+	fused, err := g.NewMoERouter(cfg, nil)
+	require.NoError(t, err)
+	plain, err := g.NewMoERouter(cfg, nil)
+	require.NoError(t, err)
+	spec := kernels.MoERoutesSpec{Rows: 1, TopK: k, Experts: E, Hidden: 8, Inter: 8}
+	frt, err := g.NewMoERoutes(spec)
+	require.NoError(t, err)
+	prt, err := g.NewMoERoutes(spec)
+	require.NoError(t, err)
+	x, fl, pl := upload(t, g, randVec(rnd, hid)), upload(t, g, make([]float32, E)), upload(t, g, make([]float32, E))
+	g.RouteMatMul(frt, fused, fl, x, 1, w) // the first step runs uncaptured
+	sg, err := g.CaptureStep(0, 0, 8, func(be kernels.Backend) error {
+		rm, ok := be.(kernels.MoERouteMatMul)
+		require.True(t, ok, "the capture view forwards kernels.MoERouteMatMul")
+		rm.RouteMatMul(frt, fused, fl, x, 1, w)
+		return nil
+	})
+	require.NoError(t, err)
+	defer sg.Close()
+	for i := range 3 {
+		require.NoError(t, g.Upload(x, 0, randVec(rnd, hid)))
+		require.NoError(t, sg.Replay(0, 1))
+		g.MatMul([]kernels.Buffer{pl}, x, 1, w, nil)
+		g.Route(prt, plain, pl, 1)
+		fi, fwt, pi, pwt := make([]int32, k), make([]float32, k), make([]int32, k), make([]float32, k)
+		require.NoError(t, g.ReadRoutes(frt, 1, fi, fwt))
+		require.NoError(t, g.ReadRoutes(prt, 1, pi, pwt))
+		require.Equal(t, pi, fi, "replay %d: indices", i)
+		require.Equal(t, pwt, fwt, "replay %d: weights", i)
+	}
+	tokens, _, err := fused.Counts()
+	require.NoError(t, err)
+	assert.Equal(t, int64(5), tokens, "one uncaptured step, the capture's run and three replays")
 }
