@@ -230,6 +230,13 @@ func CheckParts(parts []HostMatrix) ([]int, error) {
 type MLAPackShape struct {
 	Heads, Nope, Rope, Lora int
 	Eps                     float32
+	// RoPE, when not nil, also rotates the packed rope parts (the key's
+	// and every head's query's) for positions Pos0, Pos0+1, … with
+	// ApplyRope's arithmetic (RoPE.Off is ignored: the parts sit at Lora;
+	// RoPE.Dim must equal Rope): the absorbed path's two rope launches
+	// folded into this one, for a single sequence.
+	RoPE *Rope
+	Pos0 int
 }
 
 // CheckMLAPack validates an MLAPack call (n > 0) against its buffers.
@@ -254,6 +261,9 @@ func CheckMLAPack(k, qabs, q, lat, kr, weight Buffer, n int, s MLAPackShape) err
 	}
 	if k == qabs || k == q || k == lat || k == kr || qabs == q {
 		return fmt.Errorf("MLAPack: outputs alias inputs")
+	}
+	if r := s.RoPE; r != nil && (r.Dim != s.Rope || len(r.InvFreq) < r.Dim/2 || s.Pos0 < 0) {
+		return fmt.Errorf("MLAPack: rope of %d dims (%d frequencies) at position %d for rope parts of %d", r.Dim, len(r.InvFreq), s.Pos0, s.Rope)
 	}
 	return nil
 }

@@ -268,22 +268,21 @@ func (a *MLA) Forward(ctx Context, out, xn kernels.Buffer, n, pos0 int, add bool
 	} else {
 		ctx.MatMul(xn, n, a.In, nil, Outs{sc.q, sc.lat, sc.kr})
 	}
-	ctx.Rope(sc.q, n, H, qh, pos0, &a.RopeQ)
-	ctx.Rope(sc.kr, n, 1, a.Rope, pos0, &a.RopeK)
-
 	if a.Absorbed {
 		kd := a.KVLora + a.Rope
 		// Cache row [normalised latent | rotated rope key] and each head's
-		// query [q_nope·W_UK | q_rope]: MLAPack writes the row and the
-		// rope parts, one MatMulHeads the latent parts from the heads'
-		// q_nope in place.
-		be.MLAPack(sc.k, sc.qabs, sc.q, sc.lat, sc.kr, a.KVANorm, n,
-			kernels.MLAPackShape{Heads: H, Nope: a.Nope, Rope: a.Rope, Lora: a.KVLora, Eps: mlaNormEps})
+		// query [q_nope·W_UK | rotated q_rope]: MLAPack rotates and writes
+		// the row and the rope parts, one MatMulHeads the latent parts
+		// from the heads' q_nope in place.
+		ctx.MLAPack(sc.k, sc.qabs, sc.q, sc.lat, sc.kr, a.KVANorm, n, pos0,
+			kernels.MLAPackShape{Heads: H, Nope: a.Nope, Rope: a.Rope, Lora: a.KVLora, Eps: mlaNormEps}, &a.RopeQ, &a.RopeK)
 		be.MatMulHeads(sc.qabs, H*kd, kd, sc.q, H*qh, qh, n, a.WUKT)
 		ctx.Attention(sc.olat, sc.qabs, sc.k, nil, a.Layer, pos0, n, H, a.Scale)
 		// Per head: attended latent · W_UVᵀ.
 		be.MatMulHeads(sc.attn, H*a.V, a.V, sc.olat, H*a.KVLora, a.KVLora, n, a.WUV)
 	} else {
+		ctx.Rope(sc.q, n, H, qh, pos0, &a.RopeQ)
+		ctx.Rope(sc.kr, n, 1, a.Rope, pos0, &a.RopeK)
 		per := a.Nope + a.V
 		be.RMSNorm(sc.lat, sc.lat, a.KVANorm, n, a.KVLora, mlaNormEps)
 		ctx.MatMul(sc.lat, n, a.KVB, nil, Outs{sc.kvb})

@@ -71,3 +71,37 @@ func TestMatMulAddErrors(t *testing.T) {
 	}
 	assert.NoError(t, kernels.CheckMatMulAdd(out, tmp, x, 2, w, buf(4)))
 }
+
+// TestMLAPackRope: MLAPack with MLAPackShape.RoPE equals ApplyRope on the
+// query heads and the rope key followed by MLAPack without it, bit for bit.
+func TestMLAPackRope(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	be := New(1)
+	defer be.Close()
+	s := kernels.MLAPackShape{Heads: 3, Nope: 5, Rope: 6, Lora: 37, Eps: 1e-5}
+	kd, qh := s.Lora+s.Rope, s.Nope+s.Rope
+	for _, interleaved := range []bool{true, false} {
+		rope := kernels.Rope{Dim: s.Rope, InvFreq: []float32{1, 0.1, 0.01}, Scale: 1.1, Interleaved: interleaved}
+		const n, pos0 = 4, 300
+		q, lat, kr, w := randVec(r, n*s.Heads*qh), randVec(r, n*s.Lora), randVec(r, n*s.Rope), randVec(r, s.Lora)
+		k, qabs := &Buffer{data: make([]float32, n*kd)}, &Buffer{data: randVec(r, n*s.Heads*kd)}
+		k2, qabs2 := &Buffer{data: make([]float32, n*kd)}, &Buffer{data: append([]float32(nil), qabs.data...)}
+		sr := s
+		sr.RoPE, sr.Pos0 = &rope, pos0
+		be.MLAPack(k, qabs, &Buffer{data: append([]float32(nil), q...)}, &Buffer{data: lat}, &Buffer{data: append([]float32(nil), kr...)}, &Buffer{data: w}, n, sr)
+		rq := rope
+		rq.Off = s.Nope
+		qb, kb := &Buffer{data: q}, &Buffer{data: kr}
+		be.ApplyRope(qb, n, s.Heads, qh, pos0, &rq)
+		be.ApplyRope(kb, n, 1, s.Rope, pos0, &rope)
+		be.MLAPack(k2, qabs2, qb, &Buffer{data: lat}, kb, &Buffer{data: w}, n, s)
+		assert.Equal(t, k2.data, k.data, "k interleaved=%v", interleaved)
+		assert.Equal(t, qabs2.data, qabs.data, "q_abs interleaved=%v", interleaved)
+	}
+	sr := s
+	sr.RoPE = &kernels.Rope{Dim: 4, InvFreq: []float32{1, 2}, Scale: 1}
+	buf := func(n int) kernels.Buffer { return &Buffer{data: make([]float32, n)} }
+	err := kernels.CheckMLAPack(buf(kd), buf(s.Heads*kd), buf(s.Heads*qh), buf(s.Lora), buf(s.Rope), buf(s.Lora), 1, sr)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "MLAPack: rope of 4 dims")
+}

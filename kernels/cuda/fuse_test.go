@@ -4,6 +4,7 @@ package cuda
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"testing"
 
@@ -220,4 +221,68 @@ func TestRouteMatMulCaptured(t *testing.T) {
 	tokens, _, err := fused.Counts()
 	require.NoError(t, err)
 	assert.Equal(t, int64(5), tokens, "one uncaptured step, the capture's run and three replays")
+}
+
+// TestMLAPackRopeParity: MLAPack rotating the rope parts itself
+// (MLAPackShape.RoPE) against the CPU's, DeepSeek's interleaved YaRN-scaled
+// rope and a rotate-half one, at the start and deep into a context; and
+// against the GPU's ApplyRope on q and kr followed by MLAPack without it.
+func TestMLAPackRopeParity(t *testing.T) {
+	r := newRig(t, Options{})
+	freqs := func(dim int) []float32 {
+		f := make([]float32, dim/2)
+		for i := range f {
+			f[i] = float32(1 / math.Pow(10000, float64(2*i)/float64(dim)))
+		}
+		return f
+	}
+	for _, s := range []kernels.MLAPackShape{
+		{Heads: 16, Nope: 128, Rope: 64, Lora: 512, Eps: 1e-6},
+		{Heads: 128, Nope: 128, Rope: 64, Lora: 512, Eps: 1e-6},
+		{Heads: 3, Nope: 5, Rope: 6, Lora: 37, Eps: 1e-5},
+	} {
+		kd, qh := s.Lora+s.Rope, s.Nope+s.Rope
+		for _, interleaved := range []bool{true, false} {
+			rope := kernels.Rope{Dim: s.Rope, InvFreq: freqs(s.Rope), Scale: 1.23, Interleaved: interleaved}
+			for _, pos0 := range []int{0, 4000} {
+				for _, n := range []int{1, 7} {
+					name := fmt.Sprintf("%+v interleaved=%v pos0=%d n=%d", s, interleaved, pos0, n)
+					q, lat, kr, w := r.rand(n*s.Heads*qh), r.rand(n*s.Lora), r.rand(n*s.Rope), r.rand(s.Lora)
+					k, qabs := r.poisoned(n*kd), r.rand(n*s.Heads*kd)
+					sr := s
+					sr.RoPE, sr.Pos0 = &rope, pos0
+					r.g.MLAPack(k.g, qabs.g, q.g, lat.g, kr.g, w.g, n, sr)
+					r.c.MLAPack(k.c, qabs.c, q.c, lat.c, kr.c, w.c, n, sr)
+					r.check(name+" k", k, k.n, tolF32)
+					r.check(name+" q_abs", qabs, qabs.n, tolF32)
+
+					// The unfused GPU path: the same bits.
+					k2, qabs2 := r.poisoned(n*kd), r.poisoned(n*s.Heads*kd)
+					cp := make([]float32, qabs.n)
+					require.NoError(t, r.g.Download(cp, qabs.g, 0))
+					require.NoError(t, r.g.Upload(qabs2.g, 0, cp)) // the latent parts MLAPack leaves
+					rq, rk := rope, rope
+					rq.Off = s.Nope
+					r.g.ApplyRope(q.g, n, s.Heads, qh, pos0, &rq)
+					r.g.ApplyRope(kr.g, n, 1, s.Rope, pos0, &rk)
+					r.g.MLAPack(k2.g, qabs2.g, q.g, lat.g, kr.g, w.g, n, s)
+					for _, c := range []struct {
+						name      string
+						got, want kernels.Buffer
+						len       int
+					}{{"k", k2.g, k.g, k.n}, {"q_abs", qabs2.g, qabs.g, qabs.n}} {
+						got, want := make([]float32, c.len), make([]float32, c.len)
+						require.NoError(t, r.g.Download(got, c.got, 0))
+						require.NoError(t, r.g.Download(want, c.want, 0))
+						require.Equal(t, want, got, "%s %s: ApplyRope then MLAPack", name, c.name)
+					}
+				}
+			}
+		}
+	}
+	// A rope that does not match the shape is an error at the next sync.
+	s := kernels.MLAPackShape{Heads: 2, Nope: 4, Rope: 4, Lora: 8, Eps: 1e-6, RoPE: &kernels.Rope{Dim: 6, InvFreq: freqs(6), Scale: 1}}
+	b := func(n int) kernels.Buffer { return r.rand(n).g }
+	r.g.MLAPack(b(12), b(24), b(16), b(8), b(4), b(8), 1, s)
+	require.ErrorContains(t, r.g.Sync(), "MLAPack: rope")
 }
