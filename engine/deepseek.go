@@ -21,6 +21,7 @@ package engine
 import (
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/deepseek-go/deepseek-go/engine/layers"
 	"github.com/deepseek-go/deepseek-go/kernels"
@@ -270,6 +271,30 @@ func (blk *deepseekBlock) Forward(ctx layers.Context, x kernels.Buffer, n, pos0 
 		ffn = blk.moe
 	}
 	return layers.PreNormBlock(ctx, blk.cfg.HiddenSize, float32(blk.cfg.RMSNormEps), x, n, pos0, blk.attnNorm, blk.mlpNorm, blk.attn, ffn)
+}
+
+// Sharded reports whether the session runs one shard of a sharded model,
+// whose AllReduce sums (layers.Context).
+func (s *Session) Sharded() bool {
+	t := s.m.tp
+	return t != nil && t.size > 1
+}
+
+// MLAPack packs MLA's absorbed cache rows and query rope parts with the
+// rotation inside Backend.MLAPack for one sequence, or after two Ropes in
+// a batched step (per-row positions) or when the two ropes differ in more
+// than where they sit in their heads (layers.Context).
+func (s *Session) MLAPack(k, qabs, q, lat, kr, weight kernels.Buffer, n, pos0 int, sh kernels.MLAPackShape, ropeQ, ropeK *kernels.Rope) {
+	same := ropeQ.Off == sh.Nope && ropeK.Off == 0 && ropeQ.Dim == ropeK.Dim && ropeQ.Scale == ropeK.Scale &&
+		ropeQ.Interleaved == ropeK.Interleaved && slices.Equal(ropeQ.InvFreq, ropeK.InvFreq)
+	if s.batch != nil || !same {
+		s.Rope(q, n, sh.Heads, sh.Nope+sh.Rope, pos0, ropeQ)
+		s.Rope(kr, n, 1, sh.Rope, pos0, ropeK)
+		s.be.MLAPack(k, qabs, q, lat, kr, weight, n, sh)
+		return
+	}
+	sh.RoPE, sh.Pos0 = ropeK, pos0
+	s.be.MLAPack(k, qabs, q, lat, kr, weight, n, sh)
 }
 
 // MLA is DeepSeek's multi-head latent attention for one layer

@@ -146,6 +146,14 @@ type Backend interface {
 	// MatMul computes y = x[n, w.Cols]·wᵀ (+ bias[w.Rows] when bias is not
 	// nil) and writes fused part i of y to outs[i] as [n, Parts()[i]].
 	MatMul(outs []Buffer, x Buffer, n int, w Matrix, bias Buffer)
+	// MatMulAdd adds y = x[n, w.Cols]·wᵀ (+ bias[w.Rows] when not nil) to
+	// out[n, w.Rows] for a matrix of one part: the residual stream's
+	// projections (attention output, MLP down), which would otherwise
+	// write y to a temporary and Add it, one launch more. tmp [n, w.Rows]
+	// is scratch the backend may use where it cannot add in place (its
+	// contents afterwards are unspecified). out, tmp and x must not alias.
+	// See CheckMatMulAdd.
+	MatMulAdd(out, tmp, x Buffer, n int, w Matrix, bias Buffer)
 	// MatMulHeads multiplies each head's slice of x by that head's own
 	// matrix: w was uploaded as H parts of equal shape [r, w.Cols] (H =
 	// len(w.Parts())), and for t < n, h < H, i < r
@@ -222,6 +230,13 @@ func CheckParts(parts []HostMatrix) ([]int, error) {
 type MLAPackShape struct {
 	Heads, Nope, Rope, Lora int
 	Eps                     float32
+	// RoPE, when not nil, also rotates the packed rope parts (the key's
+	// and every head's query's) for positions Pos0, Pos0+1, … with
+	// ApplyRope's arithmetic (RoPE.Off is ignored: the parts sit at Lora;
+	// RoPE.Dim must equal Rope): the absorbed path's two rope launches
+	// folded into this one, for a single sequence.
+	RoPE *Rope
+	Pos0 int
 }
 
 // CheckMLAPack validates an MLAPack call (n > 0) against its buffers.
@@ -246,6 +261,9 @@ func CheckMLAPack(k, qabs, q, lat, kr, weight Buffer, n int, s MLAPackShape) err
 	}
 	if k == qabs || k == q || k == lat || k == kr || qabs == q {
 		return fmt.Errorf("MLAPack: outputs alias inputs")
+	}
+	if r := s.RoPE; r != nil && (r.Dim != s.Rope || len(r.InvFreq) < r.Dim/2 || s.Pos0 < 0) {
+		return fmt.Errorf("MLAPack: rope of %d dims (%d frequencies) at position %d for rope parts of %d", r.Dim, len(r.InvFreq), s.Pos0, s.Rope)
 	}
 	return nil
 }
@@ -280,4 +298,33 @@ func CheckHeads(y Buffer, yRow, yHead int, x Buffer, xRow, xHead, n int, w Matri
 		return 0, 0, fmt.Errorf("MatMulHeads: input of %d floats for %d rows at stride %d", xLen, n, xRow)
 	}
 	return heads, rows, nil
+}
+
+// CheckMatMulAdd validates a MatMulAdd call (n > 0) against its buffers.
+// Errors name the op and the offending size.
+func CheckMatMulAdd(out, tmp, x Buffer, n int, w Matrix, bias Buffer) error {
+	if p := w.Parts(); len(p) != 1 {
+		return fmt.Errorf("MatMulAdd: matrix of %d parts, want 1", len(p))
+	}
+	rows, cols := w.Rows(), w.Cols()
+	for _, c := range []struct {
+		name string
+		b    Buffer
+		want int
+	}{{"out", out, n * rows}, {"tmp", tmp, n * rows}, {"x", x, n * cols}} {
+		if c.b == nil || c.b.Len() < c.want {
+			l := 0
+			if c.b != nil {
+				l = c.b.Len()
+			}
+			return fmt.Errorf("MatMulAdd: %s of %d floats, want %d for %d rows of %d×%d", c.name, l, c.want, n, rows, cols)
+		}
+	}
+	if bias != nil && bias.Len() < rows {
+		return fmt.Errorf("MatMulAdd: bias of %d floats for %d rows", bias.Len(), rows)
+	}
+	if out == x || out == tmp || tmp == x {
+		return fmt.Errorf("MatMulAdd: out, tmp and x alias")
+	}
+	return nil
 }

@@ -68,9 +68,10 @@ func LoadGQA(b *Builder, prefix string, layer int, sh GQAShape, qkvBias, oBias b
 	return a, nil
 }
 
-// Forward writes attention of xn [n, hidden] (already normed) to out
-// [n, hidden], storing this chunk's keys and values in the session cache.
-func (a *GQA) Forward(ctx Context, out, xn kernels.Buffer, n, pos0 int) error {
+// Forward writes (or adds) attention of xn [n, hidden] (already normed)
+// to out [n, hidden], storing this chunk's keys and values in the session
+// cache (Attention).
+func (a *GQA) Forward(ctx Context, out, xn kernels.Buffer, n, pos0 int, add bool) error {
 	ch := ctx.Chunk()
 	qd, kvd := a.Heads*a.HeadDim, a.KVHeads*a.HeadDim
 	q, err := ctx.Scratch("attn.q", ch*qd)
@@ -93,8 +94,7 @@ func (a *GQA) Forward(ctx Context, out, xn kernels.Buffer, n, pos0 int) error {
 	ctx.Rope(q, n, a.Heads, a.HeadDim, pos0, a.Rope)
 	ctx.Rope(k, n, a.KVHeads, a.HeadDim, pos0, a.Rope)
 	ctx.Attention(att, q, k, v, a.Layer, pos0, n, a.Heads, a.Scale)
-	ctx.MatMul(att, n, a.O, a.OBias, Outs{out})
-	return nil
+	return project(ctx, out, att, n, a.O, a.OBias, add)
 }
 
 // MLA is DeepSeek's multi-head latent attention for one layer.
@@ -252,9 +252,9 @@ func (a *MLA) scratch(ctx Context) (mlaScratch, error) {
 	return sc, err
 }
 
-// Forward writes attention of xn [n, hidden] (already normed) to out
-// [n, hidden], storing this chunk's cache rows.
-func (a *MLA) Forward(ctx Context, out, xn kernels.Buffer, n, pos0 int) error {
+// Forward writes (or adds) attention of xn [n, hidden] (already normed)
+// to out [n, hidden], storing this chunk's cache rows (Attention).
+func (a *MLA) Forward(ctx Context, out, xn kernels.Buffer, n, pos0 int, add bool) error {
 	be := ctx.Backend()
 	sc, err := a.scratch(ctx)
 	if err != nil {
@@ -268,22 +268,21 @@ func (a *MLA) Forward(ctx Context, out, xn kernels.Buffer, n, pos0 int) error {
 	} else {
 		ctx.MatMul(xn, n, a.In, nil, Outs{sc.q, sc.lat, sc.kr})
 	}
-	ctx.Rope(sc.q, n, H, qh, pos0, &a.RopeQ)
-	ctx.Rope(sc.kr, n, 1, a.Rope, pos0, &a.RopeK)
-
 	if a.Absorbed {
 		kd := a.KVLora + a.Rope
 		// Cache row [normalised latent | rotated rope key] and each head's
-		// query [q_nope·W_UK | q_rope]: MLAPack writes the row and the
-		// rope parts, one MatMulHeads the latent parts from the heads'
-		// q_nope in place.
-		be.MLAPack(sc.k, sc.qabs, sc.q, sc.lat, sc.kr, a.KVANorm, n,
-			kernels.MLAPackShape{Heads: H, Nope: a.Nope, Rope: a.Rope, Lora: a.KVLora, Eps: mlaNormEps})
+		// query [q_nope·W_UK | rotated q_rope]: MLAPack rotates and writes
+		// the row and the rope parts, one MatMulHeads the latent parts
+		// from the heads' q_nope in place.
+		ctx.MLAPack(sc.k, sc.qabs, sc.q, sc.lat, sc.kr, a.KVANorm, n, pos0,
+			kernels.MLAPackShape{Heads: H, Nope: a.Nope, Rope: a.Rope, Lora: a.KVLora, Eps: mlaNormEps}, &a.RopeQ, &a.RopeK)
 		be.MatMulHeads(sc.qabs, H*kd, kd, sc.q, H*qh, qh, n, a.WUKT)
 		ctx.Attention(sc.olat, sc.qabs, sc.k, nil, a.Layer, pos0, n, H, a.Scale)
 		// Per head: attended latent · W_UVᵀ.
 		be.MatMulHeads(sc.attn, H*a.V, a.V, sc.olat, H*a.KVLora, a.KVLora, n, a.WUV)
 	} else {
+		ctx.Rope(sc.q, n, H, qh, pos0, &a.RopeQ)
+		ctx.Rope(sc.kr, n, 1, a.Rope, pos0, &a.RopeK)
 		per := a.Nope + a.V
 		be.RMSNorm(sc.lat, sc.lat, a.KVANorm, n, a.KVLora, mlaNormEps)
 		ctx.MatMul(sc.lat, n, a.KVB, nil, Outs{sc.kvb})
@@ -296,6 +295,5 @@ func (a *MLA) Forward(ctx Context, out, xn kernels.Buffer, n, pos0 int) error {
 		}
 		ctx.Attention(sc.attn, sc.q, sc.k, sc.v, a.Layer, pos0, n, H, a.Scale)
 	}
-	ctx.MatMul(sc.attn, n, a.O, nil, Outs{out})
-	return nil
+	return project(ctx, out, sc.attn, n, a.O, nil, add)
 }

@@ -28,12 +28,21 @@ type Context interface {
 	// Rope rotates x for rows at pos0.. (one sequence) or at the batch's
 	// per-row positions.
 	Rope(x kernels.Buffer, n, heads, headDim, pos0 int, r *kernels.Rope)
+	// MLAPack rotates MLA's query and rope key (ropeQ on q's heads, ropeK
+	// on kr) and packs them as Backend().MLAPack: for one sequence in
+	// that one op (MLAPackShape.RoPE at pos0), in a batched step (per-row
+	// positions) as two Ropes and the op.
+	MLAPack(k, qabs, q, lat, kr, weight kernels.Buffer, n, pos0 int, s kernels.MLAPackShape, ropeQ, ropeK *kernels.Rope)
 	// Attention stores this chunk's keys and values in the cache of layer
 	// and writes the attention of q over the cache to out.
 	Attention(out, q, k, v kernels.Buffer, layer, pos0, n, heads int, scale float32)
 	// AllReduce sums buf[0:n] over the tensor-parallel shards; a no-op
 	// when not sharded.
 	AllReduce(buf kernels.Buffer, n int)
+	// Sharded reports whether the layers hold one shard's part of each
+	// sum (AllReduce is not a no-op): their outputs must be reduced
+	// before they join the residual stream, so they cannot add to it.
+	Sharded() bool
 	// MoERoutes returns routing results and expert scratch of spec made by
 	// mb, shared by every MoE layer of the context (they run one after
 	// another) and made on first use.

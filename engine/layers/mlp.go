@@ -51,9 +51,10 @@ func loadDenseMLP(b *Builder, prefix string, hidden, inter int, bias bool, ir Ro
 	return p, nil
 }
 
-// Forward writes mlp(xn) for n rows to out [n, hidden]. Scratch is sized
-// by the session chunk, so n must not exceed ctx.Chunk().
-func (p *DenseMLP) Forward(ctx Context, out, xn kernels.Buffer, n int) error {
+// Forward writes (or adds) mlp(xn) for n rows to out [n, hidden]
+// (FeedForward). Scratch is sized by the session chunk, so n must not
+// exceed ctx.Chunk().
+func (p *DenseMLP) Forward(ctx Context, out, xn kernels.Buffer, n int, add bool) error {
 	be := ctx.Backend()
 	gate, err := ctx.Scratch("mlp.gate", ctx.Chunk()*p.Inter)
 	if err != nil {
@@ -65,6 +66,5 @@ func (p *DenseMLP) Forward(ctx Context, out, xn kernels.Buffer, n int) error {
 	}
 	ctx.MatMul(xn, n, p.GateUp, p.GateUpBias, Outs{gate, up})
 	be.SwiGLU(gate, gate, up, n*p.Inter)
-	ctx.MatMul(gate, n, p.Down, p.DownBias, Outs{out})
-	return nil
+	return project(ctx, out, gate, n, p.Down, p.DownBias, add)
 }

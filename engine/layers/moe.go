@@ -201,8 +201,9 @@ func denseFromHost(b *Builder, inter int, gate, up, down kernels.HostMatrix) (*D
 	return d, nil
 }
 
-// Forward writes the MoE output for n rows of xn to out [n, hidden].
-func (m *MoE) Forward(ctx Context, out, xn kernels.Buffer, n int) error {
+// Forward writes (or adds) the MoE output for n rows of xn to out [n,
+// hidden] (FeedForward).
+func (m *MoE) Forward(ctx Context, out, xn kernels.Buffer, n int, add bool) error {
 	be := ctx.Backend()
 	mb, err := moeOf(be)
 	if err != nil {
@@ -217,18 +218,22 @@ func (m *MoE) Forward(ctx Context, out, xn kernels.Buffer, n int) error {
 	if err != nil {
 		return err
 	}
-	ctx.MatMul(xn, n, m.Router, nil, Outs{rl})
-	mb.Route(rt, m.gate, rl, n)
-	// Separate shared experts write out first; the routed ones add to it
-	// (fused shared experts are among m.Experts).
+	if rm, ok := be.(kernels.MoERouteMatMul); ok {
+		rm.RouteMatMul(rt, m.gate, rl, xn, n, m.Router)
+	} else {
+		ctx.MatMul(xn, n, m.Router, nil, Outs{rl})
+		mb.Route(rt, m.gate, rl, n)
+	}
+	// Separate shared experts write (or add to) out first; the routed ones
+	// add to it (fused shared experts are among m.Experts).
 	if m.Shared != nil {
-		if err := m.Shared.Forward(ctx, out, xn, n); err != nil {
+		if err := m.Shared.Forward(ctx, out, xn, n, add); err != nil {
 			return err
 		}
 	}
 	if m.Experts != nil {
-		mb.MoEExperts(out, xn, n, m.Experts, rt, m.Shared != nil)
-	} else if m.Shared == nil {
+		mb.MoEExperts(out, xn, n, m.Experts, rt, add || m.Shared != nil)
+	} else if m.Shared == nil && !add {
 		// A shard with neither routed experts (more shards than experts)
 		// nor shared ones adds zeros to the all-reduce: a scratch buffer
 		// that is never written holds them (Alloc zeroes).

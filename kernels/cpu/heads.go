@@ -175,4 +175,10 @@ func (b *Backend) MLAPack(k, qabs, q, lat, kr, weight kernels.Buffer, n int, s k
 			copy(qa[(t*s.Heads+h)*kd+s.Lora:(t*s.Heads+h+1)*kd], qs[(t*s.Heads+h)*qh+s.Nope:(t*s.Heads+h+1)*qh])
 		}
 	}
+	if s.RoPE != nil { // the copies rotated as ApplyRope would have rotated their sources
+		r := *s.RoPE
+		r.Off = s.Lora
+		rope(ks, n, 1, kd, s.Pos0, nil, &r)
+		rope(qa, n, s.Heads, kd, s.Pos0, nil, &r)
+	}
 }

@@ -14,7 +14,10 @@ import (
 // output added to each row with the routing weight in expert order. This
 // is the reference the device kernels are tested against.
 
-var _ kernels.MoE = (*Backend)(nil)
+var (
+	_ kernels.MoE            = (*Backend)(nil)
+	_ kernels.MoERouteMatMul = (*Backend)(nil)
+)
 
 // Experts are a layer's routed experts in host memory: per expert a fused
 // gate|up Matrix (or FP8Matrix) and a down one.

@@ -1251,3 +1251,61 @@ func (b *Backend) copy2D(dst kernels.Buffer, dstOff, dstStride int, src kernels.
 		a.ptr(bp(d, dstOff)).i32(dstStride).ptr(bp(s, srcOff)).i32(srcStride).i32(rows).i32(cols)
 	})
 }
+
+// MatMulAdd implements kernels.Backend: up to 8 tokens on 16-byte weight
+// rows through gemv_add (fuse.cuh: the product added to out in the GEMV's
+// epilogue, one launch); others as MatMul into tmp and add.
+func (b *Backend) MatMulAdd(out, tmp, x kernels.Buffer, n int, w kernels.Matrix, bias kernels.Buffer) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.matMulAdd(out, tmp, x, n, w, bias)
+}
+
+func (b *Backend) matMulAdd(out, tmp, x kernels.Buffer, n int, w kernels.Matrix, bias kernels.Buffer) {
+	if n <= 0 {
+		return
+	}
+	m, ok := w.(*Matrix)
+	if !ok {
+		b.failf("MatMulAdd: matrix of type %T", w)
+		return
+	}
+	ob, xb, bb := b.dev(out), b.dev(x), b.dev(bias)
+	if ob == nil || xb == nil || b.dev(tmp) == nil {
+		return
+	}
+	if err := kernels.CheckMatMulAdd(out, tmp, x, n, w, bias); err != nil {
+		b.fail(fmt.Errorf("cuda: %w", err))
+		return
+	}
+	dts, ok := map[kernels.DType]string{kernels.F32: "f32", kernels.F16: "f16", kernels.BF16: "bf16", kernels.Int8: "i8", kernels.FP8: "fp8"}[m.dt]
+	if !ok {
+		b.failf("MatMulAdd: %v weights not supported", m.dt)
+		return
+	}
+	vec := m.cols%(16/m.dt.Size()) == 0
+	cshift := -1
+	var desc [48]byte
+	scp := m.scales // int8's row scales
+	if m.dt == kernels.FP8 {
+		if vec = m.cols%16 == 0; vec {
+			cshift = fp8CShift(m.fp8.bc)
+		}
+		vec = vec && cshift >= 0
+		desc, scp = m.fp8Desc(), 0
+	}
+	if n <= 8 && vec {
+		nt := 8
+		if n == 1 {
+			nt = 1
+		}
+		const rowsPerWarp = 2 // gemv_add_rows' R
+		warps := (m.rows + rowsPerWarp - 1) / rowsPerWarp
+		b.launch(fmt.Sprintf("gemv_add_%s_%d", dts, nt), dim3{(warps + 7) / 8, 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+			a.ptr(m.p).ptr(xb.p).i32(n).ptr(ob.p).i32(m.rows).ptr(bp(bb, 0)).i32(m.cols).ptr(scp).raw(desc[:], 8).i32(cshift)
+		})
+		return
+	}
+	b.matmul([]kernels.Buffer{tmp}, x, n, w, bias)
+	b.add(out, out, tmp, n*m.rows)
+}

@@ -157,6 +157,9 @@ func (v captureView) Embed(out kernels.Buffer, table kernels.Matrix, ids []int32
 func (v captureView) MatMul(outs []kernels.Buffer, x kernels.Buffer, n int, w kernels.Matrix, bias kernels.Buffer) {
 	v.b.matmul(outs, x, n, w, bias)
 }
+func (v captureView) MatMulAdd(out, tmp, x kernels.Buffer, n int, w kernels.Matrix, bias kernels.Buffer) {
+	v.b.matMulAdd(out, tmp, x, n, w, bias)
+}
 func (v captureView) MatMulHeads(y kernels.Buffer, yRow, yHead int, x kernels.Buffer, xRow, xHead, n int, w kernels.Matrix) {
 	v.b.matMulHeads(y, yRow, yHead, x, xRow, xHead, n, w)
 }

@@ -1888,3 +1888,4 @@ FLASH2(64)
 #include "fp8.cuh"
 #include "moe.cuh"
 #include "mla.cuh"
+#include "fuse.cuh"

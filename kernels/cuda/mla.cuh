@@ -688,10 +688,13 @@ extern "C" __global__ void __launch_bounds__(MLA_TR_THREADS, 1)
 
 // mla_pack: kernels.Backend.MLAPack for row t = blockIdx.x, 256 threads:
 // k[t] = [rmsnorm(lat[t])·w | kr[t]] (the rmsnorm kernel's arithmetic) and
-// the rope part of every head's query copied into q_abs.
+// the rope part of every head's query copied into q_abs; with invf (not
+// null) those rope parts are then rotated in place for position
+// pos0 + dp[1] + t with the rope kernel's rope_pair (MLAPackShape.RoPE).
 extern "C" __global__ void __launch_bounds__(256) mla_pack(float* k, float* qabs, const float* q, const float* lat,
                                                            const float* kr, const float* w, int heads, int nope,
-                                                           int rope, int lora, float eps) { PDL_ENTRY();
+                                                           int rope, int lora, float eps, int pos0, const int* dp,
+                                                           const float* invf, float rscale, int interleaved) { PDL_ENTRY();
   __shared__ float sh[32];
   const int t = blockIdx.x, kd = lora + rope, qh = nope + rope;
   const float* lr = lat + (size_t)t * lora;
@@ -705,5 +708,13 @@ extern "C" __global__ void __launch_bounds__(256) mla_pack(float* k, float* qabs
   for (int i = threadIdx.x; i < heads * rope; i += blockDim.x) {
     const int h = i / rope, j = i - h * rope;
     qabs[((size_t)t * heads + h) * kd + lora + j] = q[((size_t)t * heads + h) * qh + nope + j];
+  }
+  if (!invf) return;
+  __syncthreads();  // the copies above are what gets rotated
+  const int half = rope / 2, pos = pos0 + dp[1] + t;
+  for (int i = threadIdx.x; i < (heads + 1) * half; i += blockDim.x) {
+    const int h = i / half;  // h == heads: the key
+    float* hp = h == heads ? kt + lora : qabs + ((size_t)t * heads + h) * kd + lora;
+    rope_pair(hp, i - h * half, pos, invf, rope, rscale, interleaved);
   }
 }

@@ -69,8 +69,21 @@ func (b *Backend) mlaPack(k, qabs, q, lat, kr, weight kernels.Buffer, n int, s k
 		b.fail(fmt.Errorf("cuda: %w", err))
 		return
 	}
+	var f devptr // the rope's frequencies (none: no rotation)
+	var rscale float32
+	inter := 0
+	if r := s.RoPE; r != nil {
+		if f = b.ropeFreqs(r); f == 0 {
+			return
+		}
+		rscale = r.Scale
+		if r.Interleaved {
+			inter = 1
+		}
+	}
 	b.launch("mla_pack", dim3{n, 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
-		a.ptr(kb.p).ptr(ab.p).ptr(qb.p).ptr(lb.p).ptr(rb.p).ptr(wb.p).i32(s.Heads).i32(s.Nope).i32(s.Rope).i32(s.Lora).f32(s.Eps)
+		a.ptr(kb.p).ptr(ab.p).ptr(qb.p).ptr(lb.p).ptr(rb.p).ptr(wb.p).i32(s.Heads).i32(s.Nope).i32(s.Rope).i32(s.Lora).f32(s.Eps).
+			i32(s.Pos0).ptr(b.dp).ptr(f).f32(rscale).i32(inter)
 	})
 }
 

@@ -46,28 +46,38 @@ DEVI float moe_w(const fp8_e4m3* W, size_t i, const FP8Scales& fq, int row, int 
 // with weight 1 (routing.Config.Shared).
 // counts [E+1]: top-k selections per expert (not the shared slots), then
 // rows routed.
-extern "C" __global__ void __launch_bounds__(32) moe_route(int* __restrict__ idx, float* __restrict__ wout,
-                                                           unsigned long long* __restrict__ counts,
-                                                           const float* __restrict__ logits, const float* __restrict__ bias,
-                                                           int n, int E, int k, int shared, int G, int topG, int method,
-                                                           int sigmoid, int norm, int scaled, float scale) { PDL_ENTRY();
-  __shared__ float s_s[256];  // scores (softmax or sigmoid): the weights
-  __shared__ float s_c[256];  // choice: what selection compares
-  __shared__ double s_e[256];
-  __shared__ float s_g[32];
-  __shared__ int s_idx[32];
-  __shared__ double s_sum;
-  const int t = blockIdx.x, lane = threadIdx.x;
-  if (t >= n) return;
-  const float* x = logits + (size_t)t * E;
+// MoERouteSmem is one routing warp's shared memory.
+struct MoERouteSmem {
+  float s[256];   // scores (softmax or sigmoid): the weights
+  float c[256];   // choice: what selection compares
+  double e[256];
+  float g[32];
+  int idx[32];
+  double sum;
+};
+
+// moe_route_row routes row t, whose logits are x[0..E), with the calling
+// warp (all 32 lanes) and its shared memory sm. x is read through L2
+// (__ldcg): moe_router_dec (fuse.cuh) routes logits other blocks of its
+// grid wrote.
+DEVI void moe_route_row(MoERouteSmem& sm, int t, const float* x, int* __restrict__ idx, float* __restrict__ wout,
+                        unsigned long long* __restrict__ counts, const float* __restrict__ bias, int E, int k,
+                        int shared, int G, int topG, int method, int sigmoid, int norm, int scaled, float scale) {
+  float* s_s = sm.s;
+  float* s_c = sm.c;
+  double* s_e = sm.e;
+  float* s_g = sm.g;
+  int* s_idx = sm.idx;
+  double& s_sum = sm.sum;
+  const int lane = threadIdx.x & 31;
   if (sigmoid) {
-    for (int i = lane; i < E; i += 32) s_s[i] = (float)(1.0 / (1.0 + exp(-(double)x[i])));
+    for (int i = lane; i < E; i += 32) s_s[i] = (float)(1.0 / (1.0 + exp(-(double)__ldcg(x + i))));
   } else {
     float m = -INFINITY;
-    for (int i = lane; i < E; i += 32) m = fmaxf(m, x[i]);
+    for (int i = lane; i < E; i += 32) m = fmaxf(m, __ldcg(x + i));
     m = warp_max(m);
     for (int i = lane; i < E; i += 32) {
-      double e = exp((double)(x[i] - m));
+      double e = exp((double)(__ldcg(x + i) - m));
       s_e[i] = e;
       s_s[i] = (float)e;
     }
@@ -159,6 +169,18 @@ extern "C" __global__ void __launch_bounds__(32) moe_route(int* __restrict__ idx
     wout[row + k + s] = 1.f;
   }
   if (lane < k) atomicAdd(counts + mine, 1ull);
+}
+
+extern "C" __global__ void __launch_bounds__(32) moe_route(int* __restrict__ idx, float* __restrict__ wout,
+                                                           unsigned long long* __restrict__ counts,
+                                                           const float* __restrict__ logits, const float* __restrict__ bias,
+                                                           int n, int E, int k, int shared, int G, int topG, int method,
+                                                           int sigmoid, int norm, int scaled, float scale) { PDL_ENTRY();
+  __shared__ MoERouteSmem sm;
+  const int t = blockIdx.x;
+  if (t >= n) return;
+  moe_route_row(sm, t, logits + (size_t)t * E, idx, wout, counts, bias, E, k, shared, G, topG, method, sigmoid, norm,
+                scaled, scale);
 }
 
 // ---------------------------------------------------------------- decode (n ≤ 8 rows)

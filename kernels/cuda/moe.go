@@ -31,8 +31,10 @@ import (
 // dequantise each weight tile to bf16 in shared memory.
 
 var (
-	_ kernels.MoE = (*Backend)(nil)
-	_ kernels.MoE = captureView{}
+	_ kernels.MoE            = (*Backend)(nil)
+	_ kernels.MoE            = captureView{}
+	_ kernels.MoERouteMatMul = (*Backend)(nil)
+	_ kernels.MoERouteMatMul = captureView{}
 )
 
 const (
@@ -326,6 +328,7 @@ func (b *Backend) NewMoERouter(cfg routing.Config, bias []float32) (kernels.MoER
 type Routes struct {
 	spec                             kernels.MoERoutesSpec
 	idx, w, h, y, list, offs, tstart devptr
+	done                             devptr // moe_router_dec's finished-block counter (fuse.cuh), zero between launches
 	al                               *allocator
 }
 
@@ -333,7 +336,7 @@ type Routes struct {
 func (r *Routes) Spec() kernels.MoERoutesSpec { return r.spec }
 
 func (r *Routes) release() {
-	for _, p := range []devptr{r.idx, r.w, r.h, r.y, r.list, r.offs, r.tstart} {
+	for _, p := range []devptr{r.idx, r.w, r.h, r.y, r.list, r.offs, r.tstart, r.done} {
 		r.al.put(p)
 	}
 }
@@ -359,7 +362,7 @@ func (b *Backend) NewMoERoutes(spec kernels.MoERoutesSpec) (kernels.MoERoutes, e
 	sizes := []struct {
 		dst *devptr
 		n   int64
-	}{{&r.idx, pairs * 4}, {&r.w, pairs * 4}, {&r.h, pairs * int64(spec.Inter) * 4}}
+	}{{&r.idx, pairs * 4}, {&r.w, pairs * 4}, {&r.h, pairs * int64(spec.Inter) * 4}, {&r.done, 4}}
 	if spec.Rows > moeDecodeRows {
 		sizes = append(sizes, []struct {
 			dst *devptr
@@ -376,6 +379,10 @@ func (b *Backend) NewMoERoutes(spec kernels.MoERoutesSpec) (kernels.MoERoutes, e
 		}
 		*s.dst = p
 	}
+	if err := b.x.memset32(r.done, 0, 1); err != nil {
+		r.release()
+		return nil, fmt.Errorf("cuda: NewMoERoutes: %w", err)
+	}
 	runtime.SetFinalizer(r, func(r *Routes) { r.release() })
 	return r, nil
 }
@@ -388,28 +395,46 @@ func (b *Backend) Route(rt kernels.MoERoutes, r kernels.MoERouter, logits kernel
 }
 
 func (b *Backend) route(rt kernels.MoERoutes, r kernels.MoERouter, logits kernels.Buffer, n int) {
-	ro, ok1 := rt.(*Routes)
-	rr, ok2 := r.(*Router)
-	lb := b.dev(logits)
-	if !ok1 || !ok2 || lb == nil {
-		b.failf("Route: routes %T, router %T", rt, r)
+	ro, rr, lb, ok := b.routeCheck(rt, r, logits, n)
+	if !ok {
 		return
 	}
+	b.launch("moe_route", dim3{n, 1, 1}, dim3{32, 1, 1}, 0, func(a *args) { routeArgs(a, ro, rr, lb, n) })
+	runtime.KeepAlive(logits)
+}
+
+// routeCheck resolves and checks a Route call's arguments; ok is false
+// (any failure recorded) when there is nothing to launch.
+func (b *Backend) routeCheck(rt kernels.MoERoutes, r kernels.MoERouter, logits kernels.Buffer, n int) (ro *Routes, rr *Router, lb *Buffer, ok bool) {
+	ro, ok1 := rt.(*Routes)
+	rr, ok2 := r.(*Router)
+	lb = b.dev(logits)
+	if !ok1 || !ok2 || lb == nil {
+		b.failf("Route: routes %T, router %T", rt, r)
+		return nil, nil, nil, false
+	}
 	if n <= 0 {
-		return
+		return nil, nil, nil, false
 	}
 	c := &rr.cfg
 	switch {
 	case n > ro.spec.Rows:
 		b.failf("Route: %d rows into routes of %d", n, ro.spec.Rows)
-		return
+		return nil, nil, nil, false
 	case c.Slots() != ro.spec.TopK || c.Experts+c.Shared > ro.spec.Experts:
 		b.failf("Route: %d experts top-%d + %d shared into routes for %d experts, %d slots", c.Experts, c.TopK, c.Shared, ro.spec.Experts, ro.spec.TopK)
-		return
+		return nil, nil, nil, false
 	case lb.n < n*c.Experts:
 		b.failf("Route: logits of %d floats for %d rows × %d experts", lb.n, n, c.Experts)
-		return
+		return nil, nil, nil, false
 	}
+	return ro, rr, lb, true
+}
+
+// routeArgs writes moe_route's parameters (moe_router_dec's after its
+// first four).
+func routeArgs(a *args, ro *Routes, rr *Router, lb *Buffer, n int) {
+	c := &rr.cfg
 	method := map[string]int{routing.TopKGreedy: 0, routing.TopKGroupLimit: 1, routing.TopKNoAuxTC: 2}[c.Method]
 	groups := max(c.Groups, 1)
 	flag := func(v bool) int {
@@ -418,12 +443,54 @@ func (b *Backend) route(rt kernels.MoERoutes, r kernels.MoERouter, logits kernel
 		}
 		return 0
 	}
-	b.launch("moe_route", dim3{n, 1, 1}, dim3{32, 1, 1}, 0, func(a *args) {
-		a.ptr(ro.idx).ptr(ro.w).ptr(rr.counts).ptr(lb.p).ptr(rr.bias).i32(n).i32(c.Experts).i32(c.TopK).i32(c.Shared).
-			i32(groups).i32(c.TopGroups).i32(method).i32(flag(c.Scoring == routing.ScoringSigmoid)).
-			i32(flag(c.Normalise())).i32(flag(c.Scaled())).f32(c.Scale)
+	a.ptr(ro.idx).ptr(ro.w).ptr(rr.counts).ptr(lb.p).ptr(rr.bias).i32(n).i32(c.Experts).i32(c.TopK).i32(c.Shared).
+		i32(groups).i32(c.TopGroups).i32(method).i32(flag(c.Scoring == routing.ScoringSigmoid)).
+		i32(flag(c.Normalise())).i32(flag(c.Scaled())).f32(c.Scale)
+}
+
+// RouteMatMul implements kernels.MoERouteMatMul: up to 8 rows of a 16-bit
+// or f32 router with 16-byte rows in one launch (moe_router_dec, fuse.cuh:
+// the GEMV's blocks, then the last of them routes); others as MatMul and
+// Route.
+func (b *Backend) RouteMatMul(rt kernels.MoERoutes, r kernels.MoERouter, logits, x kernels.Buffer, n int, router kernels.Matrix) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.routeMatMul(rt, r, logits, x, n, router)
+}
+
+func (b *Backend) routeMatMul(rt kernels.MoERoutes, r kernels.MoERouter, logits, x kernels.Buffer, n int, router kernels.Matrix) {
+	m, ok := router.(*Matrix)
+	xb := b.dev(x)
+	if !ok || xb == nil {
+		b.failf("RouteMatMul: router %T, x %T", router, x)
+		return
+	}
+	rr, _ := r.(*Router)
+	dts := map[kernels.DType]string{kernels.F32: "f32", kernels.F16: "f16", kernels.BF16: "bf16"}[m.dt]
+	if n > 8 || dts == "" || rr == nil || len(m.parts) != 1 || m.rows != rr.cfg.Experts || m.cols%(16/m.dt.Size()) != 0 {
+		b.matmul([]kernels.Buffer{logits}, x, n, router, nil)
+		b.route(rt, r, logits, n)
+		return
+	}
+	if xb.n < n*m.cols {
+		b.failf("RouteMatMul: x of %d floats for %d rows × %d", xb.n, n, m.cols)
+		return
+	}
+	ro, rr, lb, ok := b.routeCheck(rt, r, logits, n)
+	if !ok {
+		return
+	}
+	nt := 8
+	if n == 1 {
+		nt = 1
+	}
+	warps := (m.rows + 1) / 2 // R = 2 experts a warp
+	b.launch(fmt.Sprintf("moe_router_%s_%d", dts, nt), dim3{(warps + 7) / 8, 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+		a.ptr(m.p).ptr(xb.p).i32(m.cols).ptr(ro.done)
+		routeArgs(a, ro, rr, lb, n)
 	})
 	runtime.KeepAlive(logits)
+	runtime.KeepAlive(x)
 }
 
 // MoEExperts implements kernels.MoE.
@@ -581,6 +648,9 @@ func (v captureView) NewMoERoutes(kernels.MoERoutesSpec) (kernels.MoERoutes, err
 }
 func (v captureView) Route(rt kernels.MoERoutes, r kernels.MoERouter, logits kernels.Buffer, n int) {
 	v.b.route(rt, r, logits, n)
+}
+func (v captureView) RouteMatMul(rt kernels.MoERoutes, r kernels.MoERouter, logits, x kernels.Buffer, n int, router kernels.Matrix) {
+	v.b.routeMatMul(rt, r, logits, x, n, router)
 }
 func (v captureView) MoEExperts(out, x kernels.Buffer, n int, ex kernels.Experts, rt kernels.MoERoutes, accumulate bool) {
 	v.b.moeExperts(out, x, n, ex, rt, accumulate)
