@@ -1210,19 +1210,22 @@ extern "C" __global__ void kv_store_f16x4(__half* kc, __half* vc, const float* k
 // writes a partial (acc[vd], max, sum) per head; attn_combine merges splits.
 // Scores and softmax in float32.
 // With PAGED, query i is batch row i: its keys are positions 0..rpos[i]
-// of its sequence, found through the block table (Paged).
+// of its sequence, found through the block table (Paged). A paged launch
+// may cover a subset of the rows (the others on the flash kernel): block z
+// then computes batch row rows[z] into partial slot z (rows null: row z).
 template <typename KT, bool PAGED = false>
 __device__ void attn_split(float* part, const float* q, const KT* kc, const KT* vc, int n, int pos0,
                            const int* dp, int heads, int kvh, int kd, int vd, int kstride, int vstride,
-                           float scale, int L, int nsplit, int vhs, Paged pg = Paged{}) {
+                           float scale, int L, int nsplit, int vhs, Paged pg = Paged{}, const int* rows = nullptr) {
   extern __shared__ float sm[];
   const int s = blockIdx.x, g = blockIdx.y, i = blockIdx.z;
+  const int r = (PAGED && rows) ? rows[i] : i;  // the batch row of query i
   const int G = heads / kvh;
   float* qs = sm;               // [G][kd]
   float* sc = sm + G * kd;      // [G][L]
   const int tid = threadIdx.x, nt = blockDim.x;
-  const int T = PAGED ? pg.rpos[i] + 1 : pos0 + dp[1] + i + 1;  // keys visible to query i
-  auto slot = [&](int p) -> size_t { return PAGED ? pg.slot(i, p) : (size_t)p; };
+  const int T = PAGED ? pg.rpos[r] + 1 : pos0 + dp[1] + i + 1;  // keys visible to query i
+  auto slot = [&](int p) -> size_t { return PAGED ? pg.slot(r, p) : (size_t)p; };
   const int start = s * L, end = min(start + L, T);
   const int len = end - start;
   float* pbase = part + ((size_t)i * heads + (size_t)g * G) * nsplit * (vd + 2);
@@ -1235,7 +1238,7 @@ __device__ void attn_split(float* part, const float* q, const KT* kc, const KT* 
   }
   for (int j = tid; j < G * kd; j += nt) {
     int h = j / kd, d = j % kd;
-    qs[j] = q[(size_t)i * heads * kd + (size_t)(g * G + h) * kd + d] * scale;
+    qs[j] = q[(size_t)r * heads * kd + (size_t)(g * G + h) * kd + d] * scale;
   }
   __syncthreads();
   float* red = sc + G * L;      // [nt * 8] partial sums (vector path)
@@ -1376,16 +1379,16 @@ extern "C" __global__ void attn_split_f16(float* part, const float* q, const __h
   attn_split(part, q, kc, vc, n, pos0, dp, heads, kvh, kd, vd, ks, vs, scale, L, nsplit, vhs);
 }
 
-extern "C" __global__ void attn_split_paged_f32(float* part, const float* q, const float* kc, const float* vc, int n, const int* rpos, const int* rseq, const int* tabs, int maxb, int bs, int heads, int kvh, int kd, int vd, int ks, int vs, float scale, int L, int nsplit, int vhs) { PDL_ENTRY();
-  attn_split<float, true>(part, q, kc, vc, n, 0, nullptr, heads, kvh, kd, vd, ks, vs, scale, L, nsplit, vhs, Paged{rpos, rseq, tabs, maxb, bs});
+extern "C" __global__ void attn_split_paged_f32(float* part, const float* q, const float* kc, const float* vc, int n, const int* rpos, const int* rseq, const int* tabs, int maxb, int bs, int heads, int kvh, int kd, int vd, int ks, int vs, float scale, int L, int nsplit, int vhs, const int* rows) { PDL_ENTRY();
+  attn_split<float, true>(part, q, kc, vc, n, 0, nullptr, heads, kvh, kd, vd, ks, vs, scale, L, nsplit, vhs, Paged{rpos, rseq, tabs, maxb, bs}, rows);
 }
-extern "C" __global__ void attn_split_paged_f16(float* part, const float* q, const __half* kc, const __half* vc, int n, const int* rpos, const int* rseq, const int* tabs, int maxb, int bs, int heads, int kvh, int kd, int vd, int ks, int vs, float scale, int L, int nsplit, int vhs) { PDL_ENTRY();
-  attn_split<__half, true>(part, q, kc, vc, n, 0, nullptr, heads, kvh, kd, vd, ks, vs, scale, L, nsplit, vhs, Paged{rpos, rseq, tabs, maxb, bs});
+extern "C" __global__ void attn_split_paged_f16(float* part, const float* q, const __half* kc, const __half* vc, int n, const int* rpos, const int* rseq, const int* tabs, int maxb, int bs, int heads, int kvh, int kd, int vd, int ks, int vs, float scale, int L, int nsplit, int vhs, const int* rows) { PDL_ENTRY();
+  attn_split<__half, true>(part, q, kc, vc, n, 0, nullptr, heads, kvh, kd, vd, ks, vs, scale, L, nsplit, vhs, Paged{rpos, rseq, tabs, maxb, bs}, rows);
 }
 
 // One block per (query, head): out = sum_s acc_s e^(m_s-M) / sum_s l_s e^(m_s-M).
-extern "C" __global__ void attn_combine(float* out, const float* part, int heads, int vd, int nsplit) { PDL_ENTRY();
-  const int ih = blockIdx.x;  // i*heads + h
+// ih indexes the partials (query*heads + head), oh the output row head.
+DEVI void attn_combine_at(float* out, const float* part, int ih, int oh, int vd, int nsplit) {
   const float* pp = part + (size_t)ih * nsplit * (vd + 2);
   float M = -INFINITY;
   for (int s = 0; s < nsplit; s++) M = fmaxf(M, pp[(size_t)s * (vd + 2) + vd]);
@@ -1400,8 +1403,17 @@ extern "C" __global__ void attn_combine(float* out, const float* part, int heads
       float m = pp[(size_t)s * (vd + 2) + vd];
       if (m != -INFINITY) a += pp[(size_t)s * (vd + 2) + d] * expf(m - M);
     }
-    out[(size_t)ih * vd + d] = a / Lsum;
+    out[(size_t)oh * vd + d] = a / Lsum;
   }
+}
+extern "C" __global__ void attn_combine(float* out, const float* part, int heads, int vd, int nsplit) { PDL_ENTRY();
+  attn_combine_at(out, part, blockIdx.x, blockIdx.x, vd, nsplit);
+}
+// attn_combine_rows: the partials of a paged split launch over a row list;
+// query i's heads go to batch row rows[i].
+extern "C" __global__ void attn_combine_rows(float* out, const float* part, const int* rows, int heads, int vd, int nsplit) { PDL_ENTRY();
+  const int i = blockIdx.x / heads, h = blockIdx.x % heads;
+  attn_combine_at(out, part, blockIdx.x, rows[i] * heads + h, vd, nsplit);
 }
 
 // ---------------------------------------------------------------- flash attention (prefill)
@@ -1622,6 +1634,15 @@ __device__ void flash_fwd(float* out, const float* q, const __half* kc, const __
 FLASH(16, 4)
 FLASH(32, 4)
 
+// A paged flash launch (issue 11): segment z is batch rows r0..r0+n-1, one
+// sequence's positions pos..pos+n-1 (segs[4z..4z+3] = r0, n, pos, seq), a
+// prompt chunk whose rows see positions 0..pos+i of their sequence; key
+// position p is at slot tabs[seq*maxb + p/bs]*bs + p%bs (as Paged).
+struct FlashSegs {
+  const int *segs, *tabs;
+  int maxb, bs;
+};
+
 // flash2_fwd is the FlashAttention-2 layout proper: 4 warps, each owning MT
 // m16 tiles (16*MT query rows), so every K/V fragment loaded with ldmatrix
 // feeds 2*MT MMAs and the MT softmax chains interleave. Q lives in shared
@@ -1634,9 +1655,12 @@ FLASH(32, 4)
 // wholly past its last row; Q read 16 bytes at a time (every load of a
 // thread issued before the first use) when aligned, O stored 8 bytes at a
 // time when aligned.
-template <int DP, int MT, int BN>
+// With PAGED the block reads a paged cache (FlashSegs): the grid's z is the
+// segment, x its query tile (latest first; blocks past the segment's tiles
+// return at once), and n, pos0 and dp are unused.
+template <int DP, int MT, int BN, bool PAGED = false>
 __device__ void flash2_fwd(float* out, const float* q, const __half* kc, const __half* vc, int n, int pos0,
-                           const int* dp, int heads, int kvh, int D, float scale_log2) {
+                           const int* dp, int heads, int kvh, int D, float scale_log2, FlashSegs fs = FlashSegs{}) {
   constexpr int NW = 4, BM = 16 * MT * NW, ST = DP + 8;
   extern __shared__ __align__(16) unsigned char smraw2[];
   __half* Qs = reinterpret_cast<__half*>(smraw2);  // [BM][ST]
@@ -1645,9 +1669,22 @@ __device__ void flash2_fwd(float* out, const float* q, const __half* kc, const _
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, t4 = lane & 3;
   const int mat = lane >> 3, mr = lane & 7;
-  const int qb = gridDim.x - 1 - blockIdx.x;
+  int qb = PAGED ? 0 : gridDim.x - 1 - blockIdx.x;
   const int h = blockIdx.y, kh = h / (heads / kvh);
-  const int pos = pos0 + dp[1];
+  int pos = PAGED ? 0 : pos0 + dp[1];
+  const int* tab = nullptr;  // PAGED: the segment's block table
+  if (PAGED) {
+    const int* sg = fs.segs + 4 * blockIdx.z;
+    const int r0 = sg[0];
+    n = sg[1];
+    pos = sg[2];
+    tab = fs.tabs + (size_t)sg[3] * fs.maxb;
+    const int ntq = (n + BM - 1) / BM;
+    if ((int)blockIdx.x >= ntq) return;  // the whole block: no barrier is pending
+    qb = ntq - 1 - blockIdx.x;
+    q += (size_t)r0 * heads * D;
+    out += (size_t)r0 * heads * D;
+  }
   const int T = pos + n;
   const int mw = qb * BM + warp * 16 * MT;  // this warp's first query row
   const int qw = heads * D, kw = kvh * D;
@@ -1657,13 +1694,24 @@ __device__ void flash2_fwd(float* out, const float* q, const __half* kc, const _
   const int ntiles = (kend + BN - 1) / BN;
   auto load_tile = [&](int kt, int buf) {
     constexpr int CH = DP / 8;
-    for (int c = tid; c < BN * CH; c += 32 * NW) {
-      int r = c / CH, ch = c % CH;
-      int key = kt * BN + r;
-      bool valid = key < kend && ch * 8 < D;
-      size_t off = (size_t)(valid ? key : 0) * kw + (size_t)kh * D + (valid ? ch * 8 : 0);
-      cp_async16(Ks + (buf * BN + r) * ST + ch * 8, kc + off, valid);
-      cp_async16(Vs + (buf * BN + r) * ST + ch * 8, vc + off, valid);
+    if (PAGED) {
+      for (int c = tid; c < BN * CH; c += 32 * NW) {
+        int r = c / CH, ch = c % CH;
+        int key = kt * BN + r;
+        bool valid = key < kend && ch * 8 < D;
+        size_t off = valid ? ((size_t)__ldg(tab + key / fs.bs) * fs.bs + key % fs.bs) * kw + (size_t)kh * D + ch * 8 : 0;
+        cp_async16(Ks + (buf * BN + r) * ST + ch * 8, kc + off, valid);
+        cp_async16(Vs + (buf * BN + r) * ST + ch * 8, vc + off, valid);
+      }
+    } else {
+      for (int c = tid; c < BN * CH; c += 32 * NW) {
+        int r = c / CH, ch = c % CH;
+        int key = kt * BN + r;
+        bool valid = key < kend && ch * 8 < D;
+        size_t off = (size_t)(valid ? key : 0) * kw + (size_t)kh * D + (valid ? ch * 8 : 0);
+        cp_async16(Ks + (buf * BN + r) * ST + ch * 8, kc + off, valid);
+        cp_async16(Vs + (buf * BN + r) * ST + ch * 8, vc + off, valid);
+      }
     }
   };
   // 8-byte Q loads and O stores when every row start is 8-byte aligned.
@@ -1884,6 +1932,17 @@ __device__ void flash2_fwd(float* out, const float* q, const __half* kc, const _
   }
 FLASH2(128)
 FLASH2(64)
+// flash2_paged_DP: the same over a paged cache, one launch for the prompt
+// chunks of a batch (grid: most query tiles of a segment, heads, segments).
+#define FLASH2_PAGED(DP)                                                                                  \
+  extern "C" __global__ void __launch_bounds__(128, 2) flash2_paged_##DP(                                 \
+      float* out, const float* q, const __half* kc, const __half* vc, const int* segs, const int* tabs,   \
+      int maxb, int bs, int heads, int kvh, int D, float sl2) { PDL_ENTRY();                              \
+    flash2_fwd<DP, 2, 64, true>(out, q, kc, vc, 0, 0, nullptr, heads, kvh, D, sl2,                       \
+                                FlashSegs{segs, tabs, maxb, bs});                                         \
+  }
+FLASH2_PAGED(128)
+FLASH2_PAGED(64)
 
 #include "fp8.cuh"
 #include "moe.cuh"

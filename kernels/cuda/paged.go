@@ -4,6 +4,7 @@ package cuda
 
 import (
 	"fmt"
+	"math"
 	"runtime"
 	"slices"
 	"unsafe"
@@ -48,13 +49,19 @@ func (c *PagedKV) Bytes() int64 {
 // batchDev is the device copy of the last batch descriptor: rows'
 // positions and sequences and the block tables [seqs, maxb]. It is
 // uploaded only when the descriptor changes (every layer of a step
-// passes the same one).
+// passes the same one). segs and rows are the flash path's split of the
+// batch (pagedSplit): its prompt-chunk segments and the other rows.
 type batchDev struct {
 	pos, seq, tab          devptr
 	posCap, seqCap, tabCap int
 	hPos, hSeq, hTab       []int32
 	flat                   []int32 // the tables padded to maxb, rebuilt per call without allocating
 	maxb                   int
+	segs, rows             devptr
+	segsCap, rowsCap       int
+	hSegs, hRows           []int32
+	fSegs, fRows           []int32 // rebuilt per call as flat is
+	splitOnly              bool    // tests and benchmarks: no flash path
 }
 
 // NewPagedKV implements kernels.Batcher.
@@ -179,9 +186,43 @@ func (b *Backend) ropeRows(x kernels.Buffer, n, heads, headDim int, pos []int32,
 	})
 }
 
+// pagedFlashRows is the shortest prompt chunk (rows of one sequence at
+// consecutive positions) that PagedAttention sends to the flash kernel.
+// On the split-KV kernel each row reads all its keys once per KV head
+// (for MHA, 16 rows read the K/V 16 times over); a flash block reads them
+// once per head for up to 128 rows, at the price of tensor-core work on
+// the padding of its 128-row tile. 16 is where Attention switches too
+// (maxSplitQueries); decode rows and shorter runs stay on split-KV.
+const pagedFlashRows = 16
+
+// pagedSplit finds the runs of bt's rows that are one sequence at
+// consecutive positions and appends those of at least minRows rows to segs
+// as (first row, rows, first position, sequence), and every other row's
+// index to rest; tiles is the most 128-row query tiles of a segment.
+func pagedSplit(segs, rest []int32, bt *kernels.Batch, minRows int) (_, _ []int32, tiles int) {
+	n := bt.Rows()
+	for i := 0; i < n; {
+		j := i + 1
+		for j < n && bt.Seq[j] == bt.Seq[i] && bt.Pos[j] == bt.Pos[j-1]+1 {
+			j++
+		}
+		if j-i >= minRows {
+			segs = append(segs, int32(i), int32(j-i), bt.Pos[i], bt.Seq[i])
+			tiles = max(tiles, (j-i+127)/128)
+		} else {
+			for r := i; r < j; r++ {
+				rest = append(rest, int32(r))
+			}
+		}
+		i = j
+	}
+	return segs, rest, tiles
+}
+
 // PagedAttention implements kernels.Batcher with the split-KV kernels of
-// Attention reading keys through the block tables: every row, prompt
-// chunk or decode, attends to its own positions (no flash path yet).
+// Attention reading keys through the block tables, every row attending to
+// its own positions; outside a captured step, prompt chunks of at least
+// pagedFlashRows rows on a GQA/MHA f16 cache take the flash kernel.
 func (b *Backend) PagedAttention(out, q, k, v kernels.Buffer, kv kernels.PagedKV, layer int, bt *kernels.Batch, heads int, scale float32) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -258,9 +299,11 @@ func (b *Backend) pagedAttention(out, q, k, v kernels.Buffer, kv kernels.PagedKV
 	if sp.VInK {
 		vcp, vwid = 0, 0
 	}
-	b.launch("kv_store_paged_"+dts, dim3{blocks(int64(n)*int64(kw+vwid), 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
-		paged(a.ptr(kbase).ptr(vcp).ptr(kb.p).ptr(vp).i32(n)).i32(kw).i32(vw)
-	})
+	if !b.skipStore { // benchmarks time the attention alone
+		b.launch("kv_store_paged_"+dts, dim3{blocks(int64(n)*int64(kw+vwid), 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+			paged(a.ptr(kbase).ptr(vcp).ptr(kb.p).ptr(vp).i32(n)).i32(kw).i32(vw)
+		})
+	}
 	if n > 65535 { // grid z is the row
 		b.failf("PagedAttention: %d rows in one step (at most 65535)", n)
 		return
@@ -269,9 +312,46 @@ func (b *Backend) pagedAttention(out, q, k, v kernels.Buffer, kv kernels.PagedKV
 		b.mlaPagedAttention(c, ob, qb, kbase, pos, seq, tab, maxb, n, maxT, heads, scale, hbt)
 		return
 	}
+	// rows lists the batch rows left to the split-KV kernel, m of them (0:
+	// all n, the kernels' row list null).
+	var rows devptr
+	m := n
+	// flash2's head dims (padded to dp), its query and key tiles
+	// (flash2_fwd<DP, 2, 64>) and shared memory.
+	const bm, bn = 128, 64
+	dp := 64
+	if kd > 64 {
+		dp = 128
+	}
+	fsmem := (bm + 4*bn) * (dp + 8) * 2
+	if hbt != nil && !b.capturing && !b.bd.splitOnly && c.dt == kernels.F16 && !sp.VInK && kd == vd && kd%8 == 0 && kd > 32 && kd <= 128 && fsmem <= b.smemMax {
+		d := &b.bd
+		var tiles int
+		d.fSegs, d.fRows, tiles = pagedSplit(d.fSegs[:0], d.fRows[:0], hbt, pagedFlashRows)
+		if len(d.fSegs) > 0 {
+			if !b.upload32(&d.segs, &d.segsCap, &d.hSegs, d.fSegs) {
+				return
+			}
+			b.launch(fmt.Sprintf("flash2_paged_%d", dp), dim3{tiles, heads, len(d.fSegs) / 4}, dim3{128, 1, 1}, fsmem, func(a *args) {
+				a.ptr(ob.p).ptr(qb.p).ptr(kbase).ptr(vbase).ptr(d.segs).ptr(tab).i32(maxb).i32(sp.BlockTokens).
+					i32(heads).i32(kvh).i32(kd).f32(scale * math.Log2E)
+			})
+			if len(d.fRows) == 0 {
+				return
+			}
+			if !b.upload32(&d.rows, &d.rowsCap, &d.hRows, d.fRows) {
+				return
+			}
+			rows, m = d.rows, len(d.fRows)
+			maxT = 0
+			for _, r := range d.fRows {
+				maxT = max(maxT, int(hbt.Pos[r])+1)
+			}
+		}
+	}
 	L := splitKeys
 	ns := (maxT + L - 1) / L
-	need := int64(n) * int64(heads) * int64(ns) * int64(vd+2)
+	need := int64(m) * int64(heads) * int64(ns) * int64(vd+2)
 	if need > c.partCap {
 		// Geometric growth: contexts lengthen a split at a time, and each
 		// replacement makes the captured decode graphs stale.
@@ -286,10 +366,16 @@ func (b *Backend) pagedAttention(out, q, k, v kernels.Buffer, kv kernels.PagedKV
 		b.failf("PagedAttention: %d bytes of shared memory for group %d, kd %d", smem, G, kd)
 		return
 	}
-	b.launch("attn_split_paged_"+dts, dim3{ns, kvh, n}, dim3{128, 1, 1}, smem, func(a *args) {
+	b.launch("attn_split_paged_"+dts, dim3{ns, kvh, m}, dim3{128, 1, 1}, smem, func(a *args) {
 		paged(a.ptr(c.part).ptr(qb.p).ptr(kbase).ptr(vbase).i32(n)).
-			i32(heads).i32(kvh).i32(kd).i32(vd).i32(kw).i32(vstride).f32(scale).i32(L).i32(ns).i32(vhs)
+			i32(heads).i32(kvh).i32(kd).i32(vd).i32(kw).i32(vstride).f32(scale).i32(L).i32(ns).i32(vhs).ptr(rows)
 	})
+	if rows != 0 {
+		b.launch("attn_combine_rows", dim3{m * heads, 1, 1}, dim3{128, 1, 1}, 0, func(a *args) {
+			a.ptr(ob.p).ptr(c.part).ptr(rows).i32(heads).i32(vd).i32(ns)
+		})
+		return
+	}
 	b.launch("attn_combine", dim3{n * heads, 1, 1}, dim3{128, 1, 1}, 0, func(a *args) {
 		a.ptr(ob.p).ptr(c.part).i32(heads).i32(vd).i32(ns)
 	})

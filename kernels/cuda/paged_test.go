@@ -4,6 +4,8 @@ package cuda
 
 import (
 	"fmt"
+	"math"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -88,4 +90,209 @@ func TestRopeRowsParity(t *testing.T) {
 		r.c.RopeRows(x.c, len(pos), heads, hd, pos, rope)
 		r.check(fmt.Sprintf("interleaved=%v", inter), x, x.n, 1e-5)
 	}
+}
+
+// TestPagedSplit: the rows PagedAttention sends to the flash kernel are
+// runs of one sequence at consecutive positions of at least minRows rows
+// (a decode row that its sequence's next positions follow joins them);
+// every other row stays on split-KV, in batch order.
+func TestPagedSplit(t *testing.T) {
+	bt := &kernels.Batch{}
+	add := func(seq, pos, n int) {
+		for i := range n {
+			bt.Pos, bt.Seq = append(bt.Pos, int32(pos+i)), append(bt.Seq, int32(seq))
+		}
+	}
+	add(0, 7, 1)     // row 0: decode
+	add(1, 0, 16)    // rows 1..16: a chunk at 0, just long enough
+	add(2, 40, 15)   // rows 17..31: one row short
+	add(3, 5, 1)     // rows 32..52: a decode row and the next 20 positions
+	add(3, 6, 20)    //
+	add(4, 300, 129) // rows 53..181: two query tiles
+	add(5, 0, 16)    // rows 182..197 and 198..213: one sequence, a gap
+	add(5, 100, 16)  //
+	add(6, 9, 1)     // row 214
+	segs, rest, tiles := pagedSplit(nil, nil, bt, 16)
+	require.Equal(t, []int32{
+		1, 16, 0, 1,
+		32, 21, 5, 3,
+		53, 129, 300, 4,
+		182, 16, 0, 5,
+		198, 16, 100, 5,
+	}, segs)
+	want := []int32{0}
+	for r := int32(17); r < 32; r++ {
+		want = append(want, r)
+	}
+	require.Equal(t, append(want, 214), rest)
+	require.Equal(t, 2, tiles)
+
+	segs, rest, tiles = pagedSplit(segs[:0], rest[:0], &kernels.Batch{Pos: []int32{4, 9}, Seq: []int32{0, 1}}, 16)
+	require.Empty(t, segs)
+	require.Equal(t, []int32{0, 1}, rest)
+	require.Zero(t, tiles)
+}
+
+// TestPagedFlashParity: steps that mix prompt chunks of 1, 15, 16, 17,
+// 100, 130 and 300 rows, at position 0 and continuing sequences already in
+// the cache, with decode rows between them (shuffled 16-position blocks,
+// f16 cache, layer 1 of 2), through the GPU (chunks of 16 rows or more on
+// the paged flash kernel, the other rows on split-KV through a row list)
+// and the CPU reference, for GQA and MHA at head dims 64 and 128. Every
+// row is checked on its own as well as the whole output.
+func TestPagedFlashParity(t *testing.T) {
+	cases := []struct {
+		name          string
+		heads, kvh, d int
+	}{
+		{"gqa-64", 8, 2, 64},
+		{"gqa-128", 8, 2, 128},
+		{"mha-64", 4, 4, 64},
+		{"mha-128", 4, 4, 128},
+	}
+	// A step is (sequence, rows) runs in batch order; a sequence goes on
+	// from where its last step left it.
+	steps := [][][2]int{
+		{{0, 300}, {1, 1}, {2, 17}, {3, 16}, {4, 15}, {5, 100}},        // everything at position 0
+		{{1, 1}, {2, 100}, {0, 1}, {4, 16}, {3, 1}, {5, 17}, {6, 300}}, // chunks going on, decode rows between
+		{{1, 1}, {0, 130}, {2, 1}, {3, 15}, {4, 1}, {5, 1}, {6, 1}},    // 130 rows after 301 positions: two tiles
+		{{2, 300}},                       // the flash kernel alone
+		{{0, 1}, {1, 1}, {2, 1}, {6, 1}}, // decode alone: split-KV over every row
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, Options{KVDType: kernels.F16})
+			const bs, layers, layer, seqs = 16, 2, 1, 7
+			spec := kernels.PagedKVSpec{Layers: layers, Blocks: 128, BlockTokens: bs, KVHeads: tc.kvh, KDim: tc.d, VDim: tc.d}
+			gkv, err := r.g.NewPagedKV(spec)
+			require.NoError(t, err)
+			ckv, err := r.c.NewPagedKV(spec)
+			require.NoError(t, err)
+			free := r.rnd.Perm(spec.Blocks)
+			tables := make([][]int32, seqs)
+			lens := make([]int, seqs)
+			scale := float32(1 / math.Sqrt(float64(tc.d)))
+			w := tc.heads * tc.d
+			for si, step := range steps {
+				bt := &kernels.Batch{Tables: tables}
+				flash := 0
+				for _, run := range step {
+					s, rows := run[0], run[1]
+					if rows >= pagedFlashRows {
+						flash += rows
+					}
+					for range rows {
+						p := lens[s]
+						if p%bs == 0 {
+							tables[s] = append(tables[s], int32(free[0]))
+							free = free[1:]
+						}
+						bt.Pos, bt.Seq = append(bt.Pos, int32(p)), append(bt.Seq, int32(s))
+						lens[s]++
+					}
+				}
+				bt.Tables = tables
+				n := bt.Rows()
+				q, k, v := r.rand(n*w), r.rand(n*tc.kvh*tc.d), r.rand(n*tc.kvh*tc.d)
+				out := r.poisoned(n * w)
+				r.g.PagedAttention(out.g, q.g, k.g, v.g, gkv, layer, bt, tc.heads, scale)
+				r.c.PagedAttention(out.c, q.c, k.c, v.c, ckv, layer, bt, tc.heads, scale)
+				name := fmt.Sprintf("step %d (%d rows, %d on flash)", si, n, flash)
+				r.check(name, out, n*w, tol16)
+				got, want := r.get(out, n*w)
+				for i := range n {
+					e := relErr(got[i*w:(i+1)*w], want[i*w:(i+1)*w])
+					require.LessOrEqual(t, e, 3*tol16, "%s: row %d (sequence %d, position %d): relative error %.3g", name, i, bt.Seq[i], bt.Pos[i], e)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkPagedPrefill: one 512-row prompt chunk of the 7B attention
+// shape (32 heads, head dim 128, MHA; f16 cache in shuffled 16-position
+// blocks) at position 0 and at 512, alone and beside 31 decode rows of
+// other sequences at position 1023, through PagedAttention without the
+// step's key store (the kernels alone, as the contiguous flash figure), on
+// the flash path and with every row on split-KV (the path before it).
+// TFLOP/s counts the causal products (Σ_i T_i · heads · 4·D).
+func BenchmarkPagedPrefill(b *testing.B) {
+	const heads, d, bs, chunk, ctx = 32, 128, 16, 512, 1024
+	for _, pos0 := range []int{0, 512} {
+		for _, decode := range []int{0, 31} {
+			for _, path := range []string{"flash", "split"} {
+				b.Run(fmt.Sprintf("pos0=%d/decode=%d/%s", pos0, decode, path), func(b *testing.B) {
+					g := benchGPU(b, Options{KVDType: kernels.F16})
+					g.bd.splitOnly = path == "split"
+					seqs := 1 + decode
+					spec := kernels.PagedKVSpec{Layers: 1, Blocks: seqs * ctx / bs, BlockTokens: bs, KVHeads: heads, KDim: d, VDim: d}
+					kv, err := g.NewPagedKV(spec)
+					require.NoError(b, err)
+					step := &kernels.Batch{Tables: fillPaged(b, g, kv.(*PagedKV), seqs, ctx)}
+					for p := pos0; p < pos0+chunk; p++ {
+						step.Pos, step.Seq = append(step.Pos, int32(p)), append(step.Seq, 0)
+					}
+					for s := 1; s < seqs; s++ {
+						step.Pos, step.Seq = append(step.Pos, int32(ctx-1)), append(step.Seq, int32(s))
+					}
+					n := step.Rows()
+					bufs := make([]kernels.Buffer, 4) // q, k, v, out: MHA, all n·heads·d
+					for i := range bufs {
+						bufs[i], err = g.Alloc(n * heads * d)
+						require.NoError(b, err)
+						require.NoError(b, g.RandomBuffer(bufs[i], uint32(7+i), 0, 1))
+					}
+					us := timeOps(b, g, func() {
+						g.mu.Lock()
+						defer g.mu.Unlock()
+						g.skipStore = true
+						g.pagedAttention(bufs[3], bufs[0], bufs[1], bufs[2], kv, 0, step, heads, float32(1/math.Sqrt(d)))
+						g.skipStore = false
+					})
+					keys := float64(chunk)*float64(pos0) + float64(chunk)*float64(chunk+1)/2 + float64(decode*ctx)
+					b.ReportMetric(keys*float64(heads*4*d)/(us*1e6), "TFLOP/s")
+					b.ReportMetric(float64(n)/us*1e6, "rows/s")
+				})
+			}
+		}
+	}
+}
+
+// fillPaged stores random keys and values at positions 0..ctx-1 of each of
+// seqs sequences in layer 0 of c, each sequence's blocks a shuffled run of
+// c's blocks, and returns the block tables.
+func fillPaged(tb testing.TB, g *Backend, c *PagedKV, seqs, ctx int) [][]int32 {
+	sp := c.spec
+	kw, vw := sp.KVHeads*sp.KDim, sp.KVHeads*sp.VDim
+	nb := (ctx + sp.BlockTokens - 1) / sp.BlockTokens
+	require.LessOrEqual(tb, seqs*nb, sp.Blocks)
+	perm := rand.New(rand.NewPCG(1, 2)).Perm(sp.Blocks)
+	tables := make([][]int32, seqs)
+	for s := range tables {
+		for i := range nb {
+			tables[s] = append(tables[s], int32(perm[s*nb+i]))
+		}
+	}
+	kb, err := g.Alloc(ctx * kw)
+	require.NoError(tb, err)
+	vb, err := g.Alloc(ctx * vw)
+	require.NoError(tb, err)
+	for s := range seqs {
+		require.NoError(tb, g.RandomBuffer(kb, uint32(2*s+1), 0, 1))
+		require.NoError(tb, g.RandomBuffer(vb, uint32(2*s+2), 0, 1))
+		bt := &kernels.Batch{Tables: tables}
+		for p := range ctx {
+			bt.Pos, bt.Seq = append(bt.Pos, int32(p)), append(bt.Seq, int32(s))
+		}
+		g.mu.Lock()
+		if g.uploadBatch(bt) {
+			d := &g.bd
+			g.launch("kv_store_paged_"+dtypeNames[c.dt], dim3{blocks(int64(ctx)*int64(kw+vw), 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+				a.ptr(c.k).ptr(c.v).ptr(g.dev(kb).p).ptr(g.dev(vb).p).i32(ctx).ptr(d.pos).ptr(d.seq).ptr(d.tab).i32(d.maxb).i32(sp.BlockTokens).i32(kw).i32(vw)
+			})
+		}
+		g.mu.Unlock()
+	}
+	require.NoError(tb, g.Sync())
+	return tables
 }
