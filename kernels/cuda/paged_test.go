@@ -222,7 +222,7 @@ func BenchmarkPagedPrefill(b *testing.B) {
 		for _, decode := range []int{0, 31} {
 			for _, path := range []string{"flash", "split"} {
 				b.Run(fmt.Sprintf("pos0=%d/decode=%d/%s", pos0, decode, path), func(b *testing.B) {
-					g := benchGPU(b, Options{KVDType: kernels.F16})
+					g := newGPU(b, Options{KVDType: kernels.F16})
 					g.bd.splitOnly = path == "split"
 					seqs := 1 + decode
 					spec := kernels.PagedKVSpec{Layers: 1, Blocks: seqs * ctx / bs, BlockTokens: bs, KVHeads: heads, KDim: d, VDim: d}
