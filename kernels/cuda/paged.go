@@ -189,11 +189,14 @@ func (b *Backend) ropeRows(x kernels.Buffer, n, heads, headDim int, pos []int32,
 // pagedFlashRows is the shortest prompt chunk (rows of one sequence at
 // consecutive positions) that PagedAttention sends to the flash kernel.
 // On the split-KV kernel each row reads all its keys once per KV head
-// (for MHA, 16 rows read the K/V 16 times over); a flash block reads them
+// (for MHA, m rows read the K/V m times over); a flash block reads them
 // once per head for up to 128 rows, at the price of tensor-core work on
-// the padding of its 128-row tile. 16 is where Attention switches too
-// (maxSplitQueries); decode rows and shorter runs stay on split-KV.
-const pagedFlashRows = 16
+// the padding of its 128-row tile, which is cheap next to the reads. On
+// the H100 (7B shape) a request whose 4,000-token prefix was cached and
+// which computed 8 rows took 19.6 ms on split-KV (the 8 rows read 16 GB
+// of K/V), so every run of 2 or more rows goes to flash; decode rows stay
+// on split-KV.
+const pagedFlashRows = 2
 
 // pagedSplit finds the runs of bt's rows that are one sequence at
 // consecutive positions and appends those of at least minRows rows to segs
