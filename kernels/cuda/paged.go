@@ -64,6 +64,7 @@ type batchDev struct {
 	fSegs, fRows           []int32 // rebuilt per call as flat is
 	splitOnly              bool    // tests and benchmarks: no flash path
 	noDec                  bool    // tests and benchmarks: attn_split where attn_dec would run (paged and contiguous)
+	decL                   int     // benchmarks: attn_dec's paged split size (0: decSplit)
 }
 
 // NewPagedKV implements kernels.Batcher.
@@ -358,6 +359,9 @@ func (b *Backend) pagedAttention(out, q, k, v kernels.Buffer, kv kernels.PagedKV
 	L := splitKeys
 	if dec {
 		L = b.decSplit(m*kvh*nhc, maxT)
+		if b.bd.decL > 0 {
+			L = b.bd.decL
+		}
 	}
 	ns := (maxT + L - 1) / L
 	need := int64(m) * int64(heads) * int64(ns) * int64(vd+2)

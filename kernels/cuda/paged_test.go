@@ -405,7 +405,8 @@ func TestPagedDecodeParity(t *testing.T) {
 // step's key store, on the one-pass attn_dec and the two-pass attn_split
 // (noDec); and the contiguous cache's Attention for the 1-row case. GB/s
 // counts the K and V bytes read once (rows · ctx · heads · d · 2 · 2 B),
-// the split partials and attn_combine not counted but timed.
+// the split partials and attn_combine not counted but timed. dec-L* fix
+// attn_dec's split size (dec: decSplit's choice) to check that choice.
 func BenchmarkPagedDecode(b *testing.B) {
 	const heads, d, bs = 32, 128, 16
 	scale := float32(1 / math.Sqrt(d))
@@ -413,14 +414,18 @@ func BenchmarkPagedDecode(b *testing.B) {
 		rows, ctx int
 		contig    bool
 	}{{64, 640, false}, {1, 4096, false}, {1, 4096, true}} {
-		for _, kern := range []string{"dec", "split"} {
+		for _, kern := range []string{"dec", "dec-L64", "dec-L128", "dec-L256", "dec-L512", "split"} {
+			var decL int
+			if _, err := fmt.Sscanf(kern, "dec-L%d", &decL); err == nil && sh.contig {
+				continue // the contiguous path keeps Attention's split size
+			}
 			form := "paged"
 			if sh.contig {
 				form = "contig"
 			}
 			b.Run(fmt.Sprintf("%s/rows=%d/ctx=%d/%s", form, sh.rows, sh.ctx, kern), func(b *testing.B) {
 				g := newGPU(b, Options{KVDType: kernels.F16})
-				g.bd.noDec = kern == "split"
+				g.bd.noDec, g.bd.decL = kern == "split", decL
 				n := sh.rows
 				bufs := make([]kernels.Buffer, 4) // q, k, v, out
 				for i := range bufs {
