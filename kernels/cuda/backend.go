@@ -1124,10 +1124,18 @@ func (b *Backend) attention(out, q, k, v kernels.Buffer, cache kernels.KVCache, 
 		qp := qb.p + devptr(i0*heads*kd)*4
 		op := ob.p + devptr(i0*heads*vd)*4
 		p0 := pos0 + i0
-		b.launch("attn_split_"+dts, dim3{ns, kvh, nq}, dim3{128, 1, 1}, smem, func(a *args) {
-			a.ptr(c.part).ptr(qp).ptr(kbase).ptr(vbase).i32(nq).i32(p0).ptr(b.dp).i32(heads).i32(kvh).i32(kd).i32(vd).
-				i32(kw).i32(vstride).f32(scale).i32(L).i32(ns).i32(vhs)
-		})
+		if b.useDec(c.dt, sp.VInK, kd, vd) { // one pass (decode.cuh)
+			gb := decHeads(G)
+			b.launch("attn_dec_f16_"+decSuffix(gb), dim3{ns, kvh * ((G + gb - 1) / gb), nq}, dim3{128, 1, 1}, decSmem(gb, kd), func(a *args) {
+				a.ptr(c.part).ptr(qp).ptr(kbase).ptr(vbase).i32(p0).ptr(b.dp).i32(heads).i32(kvh).i32(kd).
+					i32(kw).i32(vstride).f32(scale).i32(L).i32(ns)
+			})
+		} else {
+			b.launch("attn_split_"+dts, dim3{ns, kvh, nq}, dim3{128, 1, 1}, smem, func(a *args) {
+				a.ptr(c.part).ptr(qp).ptr(kbase).ptr(vbase).i32(nq).i32(p0).ptr(b.dp).i32(heads).i32(kvh).i32(kd).i32(vd).
+					i32(kw).i32(vstride).f32(scale).i32(L).i32(ns).i32(vhs)
+			})
+		}
 		b.launch("attn_combine", dim3{nq * heads, 1, 1}, dim3{128, 1, 1}, 0, func(a *args) {
 			a.ptr(op).ptr(c.part).i32(heads).i32(vd).i32(ns)
 		})

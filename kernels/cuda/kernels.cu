@@ -1948,3 +1948,4 @@ FLASH2_PAGED(64)
 #include "moe.cuh"
 #include "mla.cuh"
 #include "fuse.cuh"
+#include "decode.cuh"

@@ -5,6 +5,7 @@ package cuda
 import (
 	"fmt"
 	"math"
+	"math/bits"
 	"runtime"
 	"slices"
 	"unsafe"
@@ -62,6 +63,8 @@ type batchDev struct {
 	hSegs, hRows           []int32
 	fSegs, fRows           []int32 // rebuilt per call as flat is
 	splitOnly              bool    // tests and benchmarks: no flash path
+	noDec                  bool    // tests and benchmarks: attn_split where attn_dec would run (paged and contiguous)
+	decL                   int     // benchmarks: attn_dec's paged split size (0: decSplit)
 }
 
 // NewPagedKV implements kernels.Batcher.
@@ -352,7 +355,17 @@ func (b *Backend) pagedAttention(out, q, k, v kernels.Buffer, kv kernels.PagedKV
 			}
 		}
 	}
+	G := heads / kvh
+	dec := b.useDec(c.dt, sp.VInK, kd, vd) && sp.BlockTokens&(sp.BlockTokens-1) == 0
+	gb := decHeads(G)
+	nhc := (G + gb - 1) / gb
 	L := splitKeys
+	if dec {
+		L = b.decSplit(m*kvh*nhc, maxT)
+		if b.bd.decL > 0 {
+			L = b.bd.decL
+		}
+	}
 	ns := (maxT + L - 1) / L
 	need := int64(m) * int64(heads) * int64(ns) * int64(vd+2)
 	if need > c.partCap {
@@ -363,16 +376,23 @@ func (b *Backend) pagedAttention(out, q, k, v kernels.Buffer, kv kernels.PagedKV
 	if !b.growPartials(&c.kvMem, need) {
 		return
 	}
-	G := heads / kvh
-	smem := G*(kd+L)*4 + 128*8*4
-	if G > 64 || smem > b.smemMax {
-		b.failf("PagedAttention: %d bytes of shared memory for group %d, kd %d", smem, G, kd)
-		return
+	if dec {
+		bshift := bits.TrailingZeros(uint(sp.BlockTokens))
+		b.launch("attn_dec_paged_f16_"+decSuffix(gb), dim3{ns, kvh * nhc, m}, dim3{128, 1, 1}, decSmem(gb, kd), func(a *args) {
+			a.ptr(c.part).ptr(qb.p).ptr(kbase).ptr(vbase).ptr(pos).ptr(seq).ptr(tab).i32(maxb).i32(bshift).ptr(rows).
+				i32(heads).i32(kvh).i32(kd).i32(kw).i32(vw).f32(scale).i32(L).i32(ns)
+		})
+	} else {
+		smem := G*(kd+L)*4 + 128*8*4
+		if G > 64 || smem > b.smemMax {
+			b.failf("PagedAttention: %d bytes of shared memory for group %d, kd %d", smem, G, kd)
+			return
+		}
+		b.launch("attn_split_paged_"+dts, dim3{ns, kvh, m}, dim3{128, 1, 1}, smem, func(a *args) {
+			paged(a.ptr(c.part).ptr(qb.p).ptr(kbase).ptr(vbase).i32(n)).
+				i32(heads).i32(kvh).i32(kd).i32(vd).i32(kw).i32(vstride).f32(scale).i32(L).i32(ns).i32(vhs).ptr(rows)
+		})
 	}
-	b.launch("attn_split_paged_"+dts, dim3{ns, kvh, m}, dim3{128, 1, 1}, smem, func(a *args) {
-		paged(a.ptr(c.part).ptr(qb.p).ptr(kbase).ptr(vbase).i32(n)).
-			i32(heads).i32(kvh).i32(kd).i32(vd).i32(kw).i32(vstride).f32(scale).i32(L).i32(ns).i32(vhs).ptr(rows)
-	})
 	if rows != 0 {
 		b.launch("attn_combine_rows", dim3{m * heads, 1, 1}, dim3{128, 1, 1}, 0, func(a *args) {
 			a.ptr(ob.p).ptr(c.part).ptr(rows).i32(heads).i32(vd).i32(ns)
@@ -382,4 +402,61 @@ func (b *Backend) pagedAttention(out, q, k, v kernels.Buffer, kv kernels.PagedKV
 	b.launch("attn_combine", dim3{n * heads, 1, 1}, dim3{128, 1, 1}, 0, func(a *args) {
 		a.ptr(ob.p).ptr(c.part).i32(heads).i32(vd).i32(ns)
 	})
+}
+
+// useDec reports whether decode attention over a cache of dt and these
+// dims runs on the one-pass kernel attn_dec (decode.cuh): f16, values
+// beside the keys, kd == vd a multiple of 8 up to 256. The paged form
+// also needs power-of-two blocks.
+func (b *Backend) useDec(dt kernels.DType, vInK bool, kd, vd int) bool {
+	return !b.bd.noDec && dt == kernels.F16 && !vInK && kd == vd && kd%8 == 0 && kd <= 256
+}
+
+// decHeads is the query heads one attn_dec block scores: the group rounded
+// up to 1, 2, 4 or 8 (a larger group takes several blocks per KV head, each
+// reading its keys again, mostly from L2); more would not fit registers.
+func decHeads(group int) int {
+	gb := 1
+	for gb < group && gb < 8 {
+		gb *= 2
+	}
+	return gb
+}
+
+// decSuffix names attn_dec's instance for gb heads a block (a constant,
+// so the hot path builds names without formatting).
+func decSuffix(gb int) string {
+	switch gb {
+	case 1:
+		return "g1"
+	case 2:
+		return "g2"
+	case 4:
+		return "g4"
+	}
+	return "g8"
+}
+
+// decSmem is attn_dec's dynamic shared memory for gb heads of dim d: the
+// four warps' partials (d+4 floats a head) and, above 2 heads, the
+// queries (registers hold them for 1 and 2).
+func decSmem(gb, d int) int {
+	n := 4 * gb * (d + 4)
+	if gb > 2 {
+		n += gb * d
+	}
+	return n * 4
+}
+
+// decSplit is attn_dec's key-chunk for blocks (row, KV head, head chunk)
+// of pairs over maxT keys: the largest of 512, 256, 128 and 64 that still
+// gives every SM 8 blocks. A single long sequence spreads over the GPU; a
+// wide batch amortises each block's prologue and merge over more keys and
+// writes fewer partials for attn_combine.
+func (b *Backend) decSplit(pairs, maxT int) int {
+	L := 512
+	for L > 64 && pairs*((maxT+L-1)/L) < 8*b.info.SMs {
+		L /= 2
+	}
+	return L
 }

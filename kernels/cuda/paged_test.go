@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/deepseek-go/deepseek-go/kernels"
+	"github.com/deepseek-go/deepseek-go/kernels/cpu"
 )
 
 // TestPagedAttentionParity runs mixed batches (prompt chunks beside single
@@ -295,4 +297,180 @@ func fillPaged(tb testing.TB, g *Backend, c *PagedKV, seqs, ctx int) [][]int32 {
 	}
 	require.NoError(tb, g.Sync())
 	return tables
+}
+
+// TestPagedDecodeParity: decode rows over contexts of 1, 15, 16, 17, 200,
+// 1,000 and 3,000 positions (shuffled 16-position blocks, f16 cache, layer
+// 1 of 2) on the one-pass kernel attn_dec against the CPU reference: every
+// row alone, then beside a 20-row prompt chunk (the decode rows then go
+// through a row list where the flash kernel takes the chunk), then in a
+// shuffled row order. Groups of 1, 2, 3 (a masked head), 4 and 16 (two
+// head chunks), head dims 16 to 256 (40: lanes past the row's chunks).
+// The same steps on the two-pass attn_split (noDec) must agree as well.
+func TestPagedDecodeParity(t *testing.T) {
+	cases := []struct {
+		name          string
+		heads, kvh, d int
+	}{
+		{"gqa-64", 8, 2, 64},
+		{"gqa-128", 8, 2, 128},
+		{"mha-64", 4, 4, 64},
+		{"mha-128", 4, 4, 128},
+		{"g2-128", 4, 2, 128},
+		{"g3-40", 6, 2, 40},
+		{"g16-32", 16, 1, 32},
+		{"mha-256", 2, 2, 256},
+		{"g2-16", 4, 2, 16},
+	}
+	ctxs := []int{1, 15, 16, 17, 200, 1000, 3000}
+	for _, tc := range cases {
+		for _, kern := range []string{"dec", "split"} {
+			t.Run(tc.name+"/"+kern, func(t *testing.T) {
+				r := newRig(t, Options{KVDType: kernels.F16})
+				r.c = cpu.New(runtime.NumCPU()) // the 3,000-row prompt's reference
+				t.Cleanup(func() { r.c.Close() })
+				r.g.bd.noDec = kern == "split"
+				const bs, layers, layer = 16, 2, 1
+				seqs := len(ctxs) + 1 // the last one's prompt comes beside decode rows
+				spec := kernels.PagedKVSpec{Layers: layers, Blocks: 320, BlockTokens: bs, KVHeads: tc.kvh, KDim: tc.d, VDim: tc.d}
+				gkv, err := r.g.NewPagedKV(spec)
+				require.NoError(t, err)
+				ckv, err := r.c.NewPagedKV(spec)
+				require.NoError(t, err)
+				free := r.rnd.Perm(spec.Blocks)
+				tables := make([][]int32, seqs)
+				lens := make([]int, seqs)
+				scale := float32(1 / math.Sqrt(float64(tc.d)))
+				w := tc.heads * tc.d
+				add := func(bt *kernels.Batch, s, rows int) {
+					for range rows {
+						p := lens[s]
+						if p%bs == 0 {
+							tables[s] = append(tables[s], int32(free[0]))
+							free = free[1:]
+						}
+						bt.Pos, bt.Seq = append(bt.Pos, int32(p)), append(bt.Seq, int32(s))
+						lens[s]++
+					}
+				}
+				run := func(name string, bt *kernels.Batch, perRow bool) {
+					bt.Tables = tables
+					n := bt.Rows()
+					q, k, v := r.rand(n*w), r.rand(n*tc.kvh*tc.d), r.rand(n*tc.kvh*tc.d)
+					out := r.poisoned(n * w)
+					r.g.PagedAttention(out.g, q.g, k.g, v.g, gkv, layer, bt, tc.heads, scale)
+					r.c.PagedAttention(out.c, q.c, k.c, v.c, ckv, layer, bt, tc.heads, scale)
+					r.check(name, out, n*w, tol16)
+					if !perRow {
+						return
+					}
+					got, want := r.get(out, n*w)
+					for i := range n {
+						e := relErr(got[i*w:(i+1)*w], want[i*w:(i+1)*w])
+						require.LessOrEqual(t, e, 3*tol16, "%s: row %d (sequence %d, context %d): relative error %.3g", name, i, bt.Seq[i], bt.Pos[i]+1, e)
+					}
+				}
+				// Prompts up to one short of each context.
+				fill := &kernels.Batch{}
+				for s, c := range ctxs {
+					add(fill, s, c-1)
+				}
+				run("prompts", fill, false)
+				dec := &kernels.Batch{}
+				for s := range ctxs {
+					add(dec, s, 1)
+				}
+				run("decode", dec, true)
+				mixed := &kernels.Batch{}
+				for s := range ctxs {
+					add(mixed, s, 1)
+					if s == 3 {
+						add(mixed, len(ctxs), 20)
+					}
+				}
+				run("decode beside a prompt chunk", mixed, true)
+				shuffled := &kernels.Batch{}
+				for _, s := range r.rnd.Perm(seqs) {
+					add(shuffled, s, 1)
+				}
+				run("decode shuffled", shuffled, true)
+			})
+		}
+	}
+}
+
+// BenchmarkPagedDecode: decode attention of the 7B shape (32 heads, head
+// dim 128, MHA; f16 cache in shuffled 16-position blocks) for 64 rows at
+// 640 positions and 1 row at 4,096, through PagedAttention without the
+// step's key store, on the one-pass attn_dec and the two-pass attn_split
+// (noDec); and the contiguous cache's Attention for the 1-row case. GB/s
+// counts the K and V bytes read once (rows · ctx · heads · d · 2 · 2 B),
+// the split partials and attn_combine not counted but timed. dec-L* fix
+// attn_dec's split size (dec: decSplit's choice) to check that choice.
+func BenchmarkPagedDecode(b *testing.B) {
+	const heads, d, bs = 32, 128, 16
+	scale := float32(1 / math.Sqrt(d))
+	for _, sh := range []struct {
+		rows, ctx int
+		contig    bool
+	}{{64, 640, false}, {1, 4096, false}, {1, 4096, true}} {
+		for _, kern := range []string{"dec", "dec-L64", "dec-L128", "dec-L256", "dec-L512", "split"} {
+			var decL int
+			if _, err := fmt.Sscanf(kern, "dec-L%d", &decL); err == nil && sh.contig {
+				continue // the contiguous path keeps Attention's split size
+			}
+			form := "paged"
+			if sh.contig {
+				form = "contig"
+			}
+			b.Run(fmt.Sprintf("%s/rows=%d/ctx=%d/%s", form, sh.rows, sh.ctx, kern), func(b *testing.B) {
+				g := newGPU(b, Options{KVDType: kernels.F16})
+				g.bd.noDec, g.bd.decL = kern == "split", decL
+				n := sh.rows
+				bufs := make([]kernels.Buffer, 4) // q, k, v, out
+				for i := range bufs {
+					var err error
+					bufs[i], err = g.Alloc(n * heads * d)
+					require.NoError(b, err)
+					require.NoError(b, g.RandomBuffer(bufs[i], uint32(7+i), 0, 1))
+				}
+				var op func()
+				if sh.contig {
+					kv, err := g.NewKVCache(kernels.KVSpec{Layers: 1, MaxTokens: sh.ctx, KVHeads: heads, KDim: d, VDim: d})
+					require.NoError(b, err)
+					// Keys and values at every position (the store kernel once).
+					for p := 0; p < sh.ctx; p += 1024 {
+						k, err := g.Alloc(1024 * heads * d)
+						require.NoError(b, err)
+						require.NoError(b, g.RandomBuffer(k, uint32(p+1), 0, 1))
+						g.mu.Lock()
+						g.launch("kv_store_f16", dim3{blocks(int64(1024*heads*d)*2, 256), 1, 1}, dim3{256, 1, 1}, 0, func(a *args) {
+							c := kv.(*KVCache)
+							a.ptr(c.k).ptr(c.v).ptr(g.dev(k).p).ptr(g.dev(k).p).i32(1024).i32(p).ptr(g.zeroDP).i32(heads * d).i32(heads * d)
+						})
+						g.mu.Unlock()
+					}
+					require.NoError(b, g.Sync())
+					op = func() { g.AttentionNoStore(bufs[3], bufs[0], kv, 0, sh.ctx-1, 1, heads, scale) }
+				} else {
+					spec := kernels.PagedKVSpec{Layers: 1, Blocks: n * sh.ctx / bs, BlockTokens: bs, KVHeads: heads, KDim: d, VDim: d}
+					kv, err := g.NewPagedKV(spec)
+					require.NoError(b, err)
+					step := &kernels.Batch{Tables: fillPaged(b, g, kv.(*PagedKV), n, sh.ctx)}
+					for s := range n {
+						step.Pos, step.Seq = append(step.Pos, int32(sh.ctx-1)), append(step.Seq, int32(s))
+					}
+					op = func() {
+						g.mu.Lock()
+						defer g.mu.Unlock()
+						g.skipStore = true
+						g.pagedAttention(bufs[3], bufs[0], bufs[1], bufs[2], kv, 0, step, heads, scale)
+						g.skipStore = false
+					}
+				}
+				us := timeOps(b, g, op)
+				b.ReportMetric(float64(n*sh.ctx)*heads*d*2*2/(us*1e3), "GB/s")
+			})
+		}
+	}
 }
