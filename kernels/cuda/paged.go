@@ -449,13 +449,15 @@ func decSmem(gb, d int) int {
 }
 
 // decSplit is attn_dec's key-chunk for blocks (row, KV head, head chunk)
-// of pairs over maxT keys: the largest of 512, 256, 128 and 64 that still
-// gives every SM 8 blocks. A single long sequence spreads over the GPU; a
-// wide batch amortises each block's prologue and merge over more keys and
-// writes fewer partials for attn_combine.
+// of pairs over maxT keys: the largest of 256, 128 and 64 that still gives
+// every SM 2 blocks. Measured on the H100 (BenchmarkPagedDecode, 7B shape,
+// L 64/128/256/512 side by side): 64 rows × 640 keys 251/245/243/250 µs,
+// 1 row × 4,096 keys 40.8/39.3/33.8/51.2 µs, so 256 wherever it keeps the
+// SMs busy (the first rule, "8 blocks per SM from 512 down", picked 512 and
+// 64 there).
 func (b *Backend) decSplit(pairs, maxT int) int {
-	L := 512
-	for L > 64 && pairs*((maxT+L-1)/L) < 8*b.info.SMs {
+	L := 256
+	for L > 64 && pairs*((maxT+L-1)/L) < 2*b.info.SMs {
 		L /= 2
 	}
 	return L
