@@ -604,6 +604,10 @@ func (b *Backend) Attention(out, q, k, v kernels.Buffer, cache kernels.KVCache, 
 		vc, vstride = c.v[layer], vd
 		copy(vc[pos0*kvh*vd:(pos0+n)*kvh*vd], vs[:n*kvh*vd])
 	}
+	if n >= 2 {
+		b.contigTiles(buf(out), buf(q), kc, vc, pos0, n, sp.MaxTokens, kd, vd, kvh, vstride, heads, scale)
+		return
+	}
 	j := b.atJobs.Get().(*attnJob)
 	scratch := j.scores
 	group := heads / kvh
