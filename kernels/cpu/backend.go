@@ -605,7 +605,7 @@ func (b *Backend) Attention(out, q, k, v kernels.Buffer, cache kernels.KVCache, 
 		copy(vc[pos0*kvh*vd:(pos0+n)*kvh*vd], vs[:n*kvh*vd])
 	}
 	if n >= 2 {
-		b.contigTiles(buf(out), buf(q), kc, vc, pos0, n, sp.MaxTokens, kd, vd, kvh, vstride, heads, scale)
+		b.contigTiles(buf(out), buf(q), kc, vc, pos0, n, kd, vd, kvh, vstride, heads, scale)
 		return
 	}
 	j := b.atJobs.Get().(*attnJob)

@@ -97,10 +97,10 @@ func (b *Backend) attendTiles(out, q, kc, vc []float32, bt *kernels.Batch, kd, v
 	// Jobs and their scratch are pooled: a batched decode step allocates
 	// nothing here once warm.
 	// bt may be &j.own, whose table is j.tab: both survive the reset.
-	scores, acc, tiles, pos, seq, own, tab := j.scores, j.acc, j.tiles, j.pos, j.seq, j.own, j.tab
+	scores, acc, tiles, pos, seq, ident, own, tab := j.scores, j.acc, j.tiles, j.pos, j.seq, j.ident, j.own, j.tab
 	*j = pagedJob{kern: b.kern, q: q, out: out, kc: kc, vc: vc, bt: bt, tiles: appendTiles(tiles[:0], bt),
 		kd: kd, vd: vd, kvh: kvh, bs: bs, vstride: vstride, heads: heads, scale: scale,
-		group: group, hs: hs, subs: (group + hs - 1) / hs, pos: pos, seq: seq, own: own, tab: tab}
+		group: group, hs: hs, subs: (group + hs - 1) / hs, pos: pos, seq: seq, ident: ident, own: own, tab: tab}
 	if len(scores) < b.threads || len(scores[0]) < tileRows*maxPos || len(acc[0]) < vd {
 		scores, acc = make([][]float32, b.threads), make([][]float32, b.threads)
 		for w := range scores {
@@ -115,27 +115,34 @@ func (b *Backend) attendTiles(out, q, kc, vc []float32, bt *kernels.Batch, kd, v
 		chunk = max(1, items/(4*b.threads))
 	}
 	b.pool.run(&j.par, j, items, chunk)
-	*j = pagedJob{scores: scores, acc: acc, tiles: j.tiles[:0], pos: pos, seq: seq, tab: j.tab}
+	*j = pagedJob{scores: scores, acc: acc, tiles: j.tiles[:0], pos: pos, seq: seq, ident: ident}
 	b.pgJobs.Put(j)
 }
 
 // contigTiles is Attention's prompt path: rows pos0..pos0+n-1 of a
 // contiguous cache (position p at slot p) through attendTiles, whose
-// tiles read each key once for up to tileRows rows, with a one-block
-// table covering the whole cache. A 1,024-token coder-1.3b prefill spent
-// two thirds of its time scoring keys one row at a time (attnJob).
-func (b *Backend) contigTiles(out, q, kc, vc []float32, pos0, n, maxTokens, kd, vd, kvh, vstride, heads int, scale float32) {
+// tiles read each key once for up to tileRows rows, with an identity
+// table of contigBlock-position blocks (a block of values, 32 KiB at
+// head dim 128, stays in L1 while the tile's rows sum it). A 1,024-token
+// coder-1.3b prefill spent two thirds of its time scoring keys one row at
+// a time (attnJob).
+func (b *Backend) contigTiles(out, q, kc, vc []float32, pos0, n, kd, vd, kvh, vstride, heads int, scale float32) {
 	j := b.pgJobs.Get().(*pagedJob)
 	j.pos, j.seq = j.pos[:0], j.seq[:0]
 	for i := range n {
 		j.pos = append(j.pos, int32(pos0+i))
 		j.seq = append(j.seq, 0)
 	}
-	j.one[0] = 0
-	j.tab[0] = j.one[:]
+	for blk := len(j.ident); blk*contigBlock < pos0+n; blk++ {
+		j.ident = append(j.ident, int32(blk))
+	}
+	j.tab[0] = j.ident
 	j.own = kernels.Batch{Pos: j.pos, Seq: j.seq, Tables: j.tab[:]}
-	b.attendTiles(out, q, kc, vc, &j.own, kd, vd, kvh, maxTokens, vstride, heads, scale, j)
+	b.attendTiles(out, q, kc, vc, &j.own, kd, vd, kvh, contigBlock, vstride, heads, scale, j)
 }
+
+// contigBlock is contigTiles' block of positions.
+const contigBlock = 64
 
 // tileRows is the most query rows of one sequence that score a key
 // block together: a prompt chunk reads each block once per tile instead
@@ -174,10 +181,9 @@ type pagedJob struct {
 
 	// contigTiles' descriptor, kept with the pooled job so that a prompt
 	// chunk allocates nothing once warm.
-	own      kernels.Batch
-	pos, seq []int32
-	one      [1]int32
-	tab      [1][]int32
+	own             kernels.Batch
+	pos, seq, ident []int32
+	tab             [1][]int32
 }
 
 func (j *pagedJob) run(lo, hi, worker int) {
@@ -201,19 +207,27 @@ func (j *pagedJob) run(lo, hi, worker int) {
 				j.kern.MatMulF32Strided(sc[p0:], pend, qs, j.heads*kd, tl.m, j.kc[base+g*kd:], kvh*kd, kd, 0, cnt)
 			}
 			for i := range tl.m {
-				t := tl.t0 + i
-				npos := int(j.bt.Pos[t]) + 1
-				row := sc[i*pend : i*pend+npos]
-				softmaxScaled(j.kern, row, j.scale)
-				dst := j.out[(t*j.heads+h)*vd : (t*j.heads+h+1)*vd]
-				for p0 := 0; p0 < npos; p0 += bs {
+				npos := int(j.bt.Pos[tl.t0+i]) + 1
+				softmaxScaled(j.kern, sc[i*pend:i*pend+npos], j.scale)
+			}
+			// Values a block at a time for all the tile's rows, so a block
+			// read from memory serves every row from L1 (per row, the same
+			// sums in the same order as one row alone).
+			for p0 := 0; p0 < pend; p0 += bs {
+				base := int(table[p0/bs]) * bs * kvh * j.vstride
+				for i := range tl.m {
+					t := tl.t0 + i
+					npos := int(j.bt.Pos[t]) + 1
+					if p0 >= npos {
+						continue
+					}
 					cnt := min(bs, npos-p0)
-					base := int(table[p0/bs]) * bs * kvh * j.vstride
+					dst := j.out[(t*j.heads+h)*vd : (t*j.heads+h+1)*vd]
 					w := dst
 					if p0 > 0 {
 						w = acc
 					}
-					j.kern.WeightedSum(w, row[p0:p0+cnt], j.vc[base+g*j.vstride:], kvh*j.vstride)
+					j.kern.WeightedSum(w, sc[i*pend+p0:i*pend+p0+cnt], j.vc[base+g*j.vstride:], kvh*j.vstride)
 					if p0 > 0 {
 						j.kern.Axpy(dst, 1, acc)
 					}
