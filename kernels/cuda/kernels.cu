@@ -1476,6 +1476,25 @@ DEVI unsigned pack_h2(float lo, float hi) {
   return *reinterpret_cast<unsigned*>(&h);
 }
 
+// kv_tile_load issues the cp.async loads of keys kt·BN … kt·BN + BN - 1
+// of one KV head into buffer buf of Ks and Vs ([2][BN][ST] halves), DP / 8
+// 16-byte chunks a key, zero-filled for keys ≥ kend and chunks past D;
+// off(key, ch, valid) is the offset of key's chunk ch in kc and vc (the
+// flash kernels' contiguous or paged rows).
+template <int DP, int BN, int ST, int NW, class Off>
+DEVI void kv_tile_load(__half* Ks, __half* Vs, const __half* kc, const __half* vc, int tid, int kt, int buf, int kend,
+                       int D, Off off) {
+  constexpr int CH = DP / 8;  // 16-byte chunks per row
+  for (int c = tid; c < BN * CH; c += 32 * NW) {
+    int r = c / CH, ch = c % CH;
+    int key = kt * BN + r;
+    bool valid = key < kend && ch * 8 < D;
+    size_t o = off(key, ch, valid);
+    cp_async16(Ks + (buf * BN + r) * ST + ch * 8, kc + o, valid);
+    cp_async16(Vs + (buf * BN + r) * ST + ch * 8, vc + o, valid);
+  }
+}
+
 template <int DP, int NW>
 __device__ void flash_fwd(float* out, const float* q, const __half* kc, const __half* vc, int n, int pos0,
                           const int* dp, int heads, int kvh, int D, float scale_log2) {
@@ -1515,15 +1534,9 @@ __device__ void flash_fwd(float* out, const float* q, const __half* kc, const __
   const int ntiles = (kend + BN - 1) / BN;
 
   auto load_tile = [&](int kt, int buf) {
-    constexpr int CH = DP / 8;  // 16-byte chunks per row
-    for (int c = tid; c < BN * CH; c += 32 * NW) {
-      int r = c / CH, ch = c % CH;
-      int key = kt * BN + r;
-      bool valid = key < kend && ch * 8 < D;
-      size_t off = (size_t)(valid ? key : 0) * kw + (size_t)kh * D + (valid ? ch * 8 : 0);
-      cp_async16(Ks + (buf * BN + r) * ST + ch * 8, kc + off, valid);
-      cp_async16(Vs + (buf * BN + r) * ST + ch * 8, vc + off, valid);
-    }
+    kv_tile_load<DP, BN, ST, NW>(Ks, Vs, kc, vc, tid, kt, buf, kend, D, [&](int key, int ch, bool valid) {
+      return (size_t)(valid ? key : 0) * kw + (size_t)kh * D + (valid ? ch * 8 : 0);
+    });
   };
 
   float o[DP / 8][4];
@@ -1705,26 +1718,11 @@ __device__ void flash2_fwd(float* out, const float* q, const __half* kc, const _
   const int kend = min(T, pos + lastRow + 1);
   const int ntiles = (kend + BN - 1) / BN;
   auto load_tile = [&](int kt, int buf) {
-    constexpr int CH = DP / 8;
-    if (PAGED) {
-      for (int c = tid; c < BN * CH; c += 32 * NW) {
-        int r = c / CH, ch = c % CH;
-        int key = kt * BN + r;
-        bool valid = key < kend && ch * 8 < D;
-        size_t off = valid ? ((size_t)__ldg(tab + key / fs.bs) * fs.bs + key % fs.bs) * kw + (size_t)kh * D + ch * 8 : 0;
-        cp_async16(Ks + (buf * BN + r) * ST + ch * 8, kc + off, valid);
-        cp_async16(Vs + (buf * BN + r) * ST + ch * 8, vc + off, valid);
-      }
-    } else {
-      for (int c = tid; c < BN * CH; c += 32 * NW) {
-        int r = c / CH, ch = c % CH;
-        int key = kt * BN + r;
-        bool valid = key < kend && ch * 8 < D;
-        size_t off = (size_t)(valid ? key : 0) * kw + (size_t)kh * D + (valid ? ch * 8 : 0);
-        cp_async16(Ks + (buf * BN + r) * ST + ch * 8, kc + off, valid);
-        cp_async16(Vs + (buf * BN + r) * ST + ch * 8, vc + off, valid);
-      }
-    }
+    kv_tile_load<DP, BN, ST, NW>(Ks, Vs, kc, vc, tid, kt, buf, kend, D, [&](int key, int ch, bool valid) -> size_t {
+      if (PAGED)
+        return valid ? ((size_t)__ldg(tab + key / fs.bs) * fs.bs + key % fs.bs) * kw + (size_t)kh * D + ch * 8 : 0;
+      return (size_t)(valid ? key : 0) * kw + (size_t)kh * D + (valid ? ch * 8 : 0);
+    });
   };
   // 8-byte Q loads and O stores when every row start is 8-byte aligned.
   const bool vec2 = ((reinterpret_cast<size_t>(q) | reinterpret_cast<size_t>(out)) & 7) == 0 && (qw & 1) == 0 &&
