@@ -759,13 +759,23 @@ func (b *Backend) MatMul(outs []kernels.Buffer, x kernels.Buffer, n int, w kerne
 	b.matmul(outs, x, n, w, bias)
 }
 
-func (b *Backend) matmul(outs []kernels.Buffer, x kernels.Buffer, n int, w kernels.Matrix, bias kernels.Buffer) {
+// opMatrix is w as this backend's matrix for op on n rows: false when
+// there is nothing to do (n ≤ 0) or, after a failure naming op, when w is
+// another backend's matrix.
+func (b *Backend) opMatrix(op string, w kernels.Matrix, n int) (*Matrix, bool) {
 	if n <= 0 {
-		return
+		return nil, false
 	}
 	m, ok := w.(*Matrix)
 	if !ok {
-		b.failf("MatMul: matrix of type %T", w)
+		b.failf("%s: matrix of type %T", op, w)
+	}
+	return m, ok
+}
+
+func (b *Backend) matmul(outs []kernels.Buffer, x kernels.Buffer, n int, w kernels.Matrix, bias kernels.Buffer) {
+	m, ok := b.opMatrix("MatMul", w, n)
+	if !ok {
 		return
 	}
 	if len(m.parts) > 4 { // a matrix of heads (MatMulHeads) has more
@@ -1273,12 +1283,8 @@ func (b *Backend) MatMulAdd(out, tmp, x kernels.Buffer, n int, w kernels.Matrix,
 }
 
 func (b *Backend) matMulAdd(out, tmp, x kernels.Buffer, n int, w kernels.Matrix, bias kernels.Buffer) {
-	if n <= 0 {
-		return
-	}
-	m, ok := w.(*Matrix)
+	m, ok := b.opMatrix("MatMulAdd", w, n)
 	if !ok {
-		b.failf("MatMulAdd: matrix of type %T", w)
 		return
 	}
 	ob, xb, bb := b.dev(out), b.dev(x), b.dev(bias)
