@@ -72,23 +72,15 @@ func LoadGQA(b *Builder, prefix string, layer int, sh GQAShape, qkvBias, oBias b
 // to out [n, hidden], storing this chunk's keys and values in the session
 // cache (Attention).
 func (a *GQA) Forward(ctx Context, out, xn kernels.Buffer, n, pos0 int, add bool) error {
-	ch := ctx.Chunk()
 	qd, kvd := a.Heads*a.HeadDim, a.KVHeads*a.HeadDim
-	q, err := ctx.Scratch("attn.q", ch*qd)
-	if err != nil {
-		return err
-	}
-	k, err := ctx.Scratch("attn.k", ch*kvd)
-	if err != nil {
-		return err
-	}
-	v, err := ctx.Scratch("attn.v", ch*kvd)
-	if err != nil {
-		return err
-	}
-	att, err := ctx.Scratch("attn.out", ch*qd)
-	if err != nil {
-		return err
+	var q, k, v, att kernels.Buffer
+	sc := scratcher{ctx: ctx}
+	sc.get(&q, "attn.q", qd)
+	sc.get(&k, "attn.k", kvd)
+	sc.get(&v, "attn.v", kvd)
+	sc.get(&att, "attn.out", qd)
+	if sc.err != nil {
+		return sc.err
 	}
 	ctx.MatMul(xn, n, a.QKV, a.QKVBias, Outs{q, k, v})
 	ctx.Rope(q, n, a.Heads, a.HeadDim, pos0, a.Rope)
@@ -223,16 +215,24 @@ type mlaScratch struct {
 	qabs, olat              kernels.Buffer // absorbed
 }
 
+// scratcher gets session buffers of a chunk's rows, each width floats a
+// row, keeping the first error (the later gets then do nothing).
+type scratcher struct {
+	ctx Context
+	err error
+}
+
+func (s *scratcher) get(dst *kernels.Buffer, name string, width int) {
+	if s.err == nil {
+		*dst, s.err = s.ctx.Scratch(name, s.ctx.Chunk()*width)
+	}
+}
+
 func (a *MLA) scratch(ctx Context) (mlaScratch, error) {
-	ch := ctx.Chunk()
 	H, qh := a.Heads, a.Nope+a.Rope
 	var sc mlaScratch
-	var err error
-	get := func(dst *kernels.Buffer, name string, width int) {
-		if err == nil {
-			*dst, err = ctx.Scratch(name, ch*width)
-		}
-	}
+	g := scratcher{ctx: ctx}
+	get := g.get
 	if a.QLora > 0 {
 		get(&sc.qa, "mla.qa", a.QLora)
 	}
@@ -249,7 +249,7 @@ func (a *MLA) scratch(ctx Context) (mlaScratch, error) {
 		get(&sc.kvb, "mla.kv_b", H*(a.Nope+a.V))
 		get(&sc.v, "mla.v", H*a.V)
 	}
-	return sc, err
+	return sc, g.err
 }
 
 // Forward writes (or adds) attention of xn [n, hidden] (already normed)

@@ -220,6 +220,18 @@ func (b *Backend) Close() error {
 
 var errClosed = errors.New("cuda: backend is closed")
 
+// hostErr is the error of op, a host-side call made under b.mu: errClosed
+// after Close, a capture error naming op while a graph is being captured.
+func (b *Backend) hostErr(op string) error {
+	if b.closed {
+		return errClosed
+	}
+	if b.capturing {
+		return fmt.Errorf("cuda: %s during graph capture", op)
+	}
+	return nil
+}
+
 // fail records the first asynchronous error; Download reports it.
 func (b *Backend) fail(err error) {
 	if err != nil && b.err == nil {
@@ -355,11 +367,8 @@ func (b *Backend) UploadMatrix(parts []kernels.HostMatrix, toInt8 bool) (kernels
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
-		return nil, errClosed
-	}
-	if b.capturing {
-		return nil, fmt.Errorf("cuda: UploadMatrix %s during graph capture", parts[0].Name)
+	if err := b.hostErr("UploadMatrix " + parts[0].Name); err != nil {
+		return nil, err
 	}
 	total := m.Bytes() + 16 // int8, fp8: scales alignment
 	p, err := b.alloc.get(total)
@@ -485,11 +494,8 @@ func (b *Backend) Alloc(n int) (kernels.Buffer, error) {
 }
 
 func (b *Backend) allocBuf(n int) (*Buffer, error) {
-	if b.closed {
-		return nil, errClosed
-	}
-	if b.capturing {
-		return nil, fmt.Errorf("cuda: Alloc during graph capture")
+	if err := b.hostErr("Alloc"); err != nil {
+		return nil, err
 	}
 	p, err := b.alloc.get(int64(max(n, 1)) * 4)
 	if err != nil {
@@ -657,11 +663,8 @@ func (b *Backend) NewKVCache(spec kernels.KVSpec) (kernels.KVCache, error) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
-		return nil, errClosed
-	}
-	if b.capturing {
-		return nil, fmt.Errorf("cuda: NewKVCache during graph capture")
+	if err := b.hostErr("NewKVCache"); err != nil {
+		return nil, err
 	}
 	kn := int64(spec.Layers) * int64(spec.MaxTokens) * int64(spec.KVHeads) * int64(spec.KDim)
 	var vn int64
@@ -756,13 +759,23 @@ func (b *Backend) MatMul(outs []kernels.Buffer, x kernels.Buffer, n int, w kerne
 	b.matmul(outs, x, n, w, bias)
 }
 
-func (b *Backend) matmul(outs []kernels.Buffer, x kernels.Buffer, n int, w kernels.Matrix, bias kernels.Buffer) {
+// opMatrix is w as this backend's matrix for op on n rows: false when
+// there is nothing to do (n ≤ 0) or, after a failure naming op, when w is
+// another backend's matrix.
+func (b *Backend) opMatrix(op string, w kernels.Matrix, n int) (*Matrix, bool) {
 	if n <= 0 {
-		return
+		return nil, false
 	}
 	m, ok := w.(*Matrix)
 	if !ok {
-		b.failf("MatMul: matrix of type %T", w)
+		b.failf("%s: matrix of type %T", op, w)
+	}
+	return m, ok
+}
+
+func (b *Backend) matmul(outs []kernels.Buffer, x kernels.Buffer, n int, w kernels.Matrix, bias kernels.Buffer) {
+	m, ok := b.opMatrix("MatMul", w, n)
+	if !ok {
 		return
 	}
 	if len(m.parts) > 4 { // a matrix of heads (MatMulHeads) has more
@@ -1270,12 +1283,8 @@ func (b *Backend) MatMulAdd(out, tmp, x kernels.Buffer, n int, w kernels.Matrix,
 }
 
 func (b *Backend) matMulAdd(out, tmp, x kernels.Buffer, n int, w kernels.Matrix, bias kernels.Buffer) {
-	if n <= 0 {
-		return
-	}
-	m, ok := w.(*Matrix)
+	m, ok := b.opMatrix("MatMulAdd", w, n)
 	if !ok {
-		b.failf("MatMulAdd: matrix of type %T", w)
 		return
 	}
 	ob, xb, bb := b.dev(out), b.dev(x), b.dev(bias)

@@ -65,8 +65,9 @@ DEVI const float* fp8_srow(const FP8Scales& q, int row) {
 template <int R, int NT, int U>
 __device__ void gemv_fp8(const uint8_t* __restrict__ W, const float* __restrict__ x, int n, Parts p,
                          const float* __restrict__ bias, int cols, FP8Scales q, int cshift) {
-  gemv_rows<fp8_e4m3, true, R, NT, U>(reinterpret_cast<const fp8_e4m3*>(W), x, n, p, bias, cols, nullptr,
-                                      [&](int row) { return fp8_srow(q, row); }, cshift);
+  gemv_rows<fp8_e4m3, true, R, NT, U>(reinterpret_cast<const fp8_e4m3*>(W), x, n, p.rows, bias, cols, nullptr,
+                                      [&](int row) { return fp8_srow(q, row); }, cshift,
+                                      [&](int row, int t, float v) { store_part(p, row, t, v); });
 }
 
 #define GEMV_FP8(NAME, R, NT)                                                                      \

@@ -6,50 +6,19 @@
 // gemv_add (MatMulAdd): y[t, r] += W row r · x row t (× the int8 row scale)
 // (+ bias[r]) for t < n ≤ NT, W of one part [rows, cols] with 16-byte rows
 // (cols a multiple of EL; fp8: 16-value chunks inside one block column,
-// cshift ≥ 0). gemv_rows with its store replaced by an add: one warp computes
-// R rows through gemv_chunks, lane 0 adds them to y. The value added is the
-// one MatMul would have written (acc × scale + bias), so the result equals
+// cshift ≥ 0): gemv_rows with its store an add. The value added is the one
+// MatMul would have written (acc × scale + bias), so the result equals
 // MatMul into a temporary followed by Add, bit for bit. y must not alias x
 // (every warp reads all of x).
 template <typename T, bool FP8, int R, int NT>
 DEVI void gemv_add_rows(const T* __restrict__ W, const float* __restrict__ x, int n, float* __restrict__ y, int rows,
                         const float* __restrict__ bias, int cols, const float* __restrict__ scales, const FP8Scales& q,
                         int cshift) {
-  constexpr int EL = V16<T>::N;
-  const int lane = threadIdx.x & 31;
-  const int r0 = ((blockIdx.x * blockDim.x + threadIdx.x) >> 5) * R;
-  if (r0 >= rows) return;
-  float acc[R][NT];
-#pragma unroll
-  for (int r = 0; r < R; r++)
-#pragma unroll
-    for (int t = 0; t < NT; t++) acc[r][t] = 0.f;
-  const uint4* wp[R];
-  const float* sp[R];
-#pragma unroll
-  for (int r = 0; r < R; r++) {
-    const int row = min(r0 + r, rows - 1);
-    wp[r] = reinterpret_cast<const uint4*>(W + (size_t)row * cols);
-    sp[r] = FP8 ? fp8_srow(q, row) : nullptr;
-  }
-  gemv_chunks<T, FP8, R, NT, 4>(wp, sp, cshift, x, cols, n, cols / EL, acc);
-  warp_sums(acc);
-  if (lane == 0) {
-#pragma unroll
-    for (int r = 0; r < R; r++) {
-      const int row = r0 + r;
-      if (row < rows) {
-        const float b = bias ? bias[row] : 0.f;
-        const float sc = scales ? scales[row] : 1.f;
-#pragma unroll
-        for (int t = 0; t < NT; t++)
-          if (t < n) {
-            float* o = y + (size_t)t * rows + row;
-            *o = *o + (acc[r][t] * sc + b);
-          }
-      }
-    }
-  }
+  gemv_rows<T, FP8, R, NT, 4>(W, x, n, rows, bias, cols, scales, [&](int row) { return fp8_srow(q, row); }, cshift,
+                              [&](int row, int t, float v) {
+                                float* o = y + (size_t)t * rows + row;
+                                *o = *o + v;
+                              });
 }
 
 // One signature for every dtype (q and cshift unused but for fp8, sc unused
@@ -86,7 +55,7 @@ DEVI void moe_router_dec(const T* __restrict__ W, const float* __restrict__ x, i
                          int* __restrict__ idx, float* __restrict__ wout, unsigned long long* __restrict__ counts,
                          float* logits, const float* __restrict__ bias, int n, int E, int k, int shared, int G,
                          int topG, int method, int sigmoid, int norm, int scaled, float scale) {
-  constexpr int R = 2, EL = V16<T>::N;
+  constexpr int R = 2;
   constexpr int RW = NT == 1 ? 1 : 8;  // routing warps
   __shared__ MoERouteSmem sm[RW];
   __shared__ bool last;
@@ -94,16 +63,7 @@ DEVI void moe_router_dec(const T* __restrict__ W, const float* __restrict__ x, i
   const int r0 = (blockIdx.x * 8 + warp) * R;
   if (r0 < E) {
     float acc[R][NT];
-#pragma unroll
-    for (int r = 0; r < R; r++)
-#pragma unroll
-      for (int t = 0; t < NT; t++) acc[r][t] = 0.f;
-    const uint4* wp[R];
-    const float* sp[R] = {nullptr, nullptr};
-#pragma unroll
-    for (int r = 0; r < R; r++) wp[r] = reinterpret_cast<const uint4*>(W + (size_t)min(r0 + r, E - 1) * cols);
-    gemv_chunks<T, false, R, NT, 4>(wp, sp, -1, x, cols, n, cols / EL, acc);
-    warp_sums(acc);
+    gemv_warp<T, false, R, NT, 4>(W, x, n, r0, E, cols, [](int) { return (const float*)nullptr; }, -1, acc);
     if (lane == 0) {
 #pragma unroll
       for (int r = 0; r < R; r++)

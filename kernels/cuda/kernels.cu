@@ -187,18 +187,14 @@ template <int RR, int NT> DEVI void warp_sums(float (&acc)[RR][NT]) {
     for (int t = 0; t < NT; t++) acc[r][t] = warp_sum(acc[r][t]);
 }
 
-// y[t, r] = sum_c W[r, c] * x[t, c] (+ bias[r]) for t < n <= NT: one warp
-// computes R rows (gemv_chunks), then scales them by their row scale (int8:
-// value = q × scale; scales null: none). FP8: srow(row) gives the row's
-// block scales (gemv_fp8, fp8.cuh).
+// gemv_warp: acc[r][t] = W row min(r0 + r, rows - 1) · x row t for t < n
+// <= NT, summed over the warp (every lane gets them; rows past the end
+// repeat the last one for the caller to drop). FP8: srow(row) gives the
+// row's block scales (gemv_fp8, fp8.cuh).
 template <typename T, bool FP8, int R, int NT, int U, class SRow>
-DEVI void gemv_rows(const T* __restrict__ W, const float* __restrict__ x, int n, const Parts& p,
-                    const float* __restrict__ bias, int cols, const float* __restrict__ scales, SRow srow, int cshift) {
+DEVI void gemv_warp(const T* __restrict__ W, const float* __restrict__ x, int n, int r0, int rows, int cols, SRow srow,
+                    int cshift, float (&acc)[R][NT]) {
   constexpr int EL = V16<T>::N;
-  const int lane = threadIdx.x & 31;
-  const int r0 = ((blockIdx.x * blockDim.x + threadIdx.x) >> 5) * R;
-  if (r0 >= p.rows) return;
-  float acc[R][NT];
 #pragma unroll
   for (int r = 0; r < R; r++)
 #pragma unroll
@@ -207,22 +203,37 @@ DEVI void gemv_rows(const T* __restrict__ W, const float* __restrict__ x, int n,
   const float* sp[R];
 #pragma unroll
   for (int r = 0; r < R; r++) {
-    int row = min(r0 + r, p.rows - 1);
+    int row = min(r0 + r, rows - 1);
     wp[r] = reinterpret_cast<const uint4*>(W + (size_t)row * cols);
     if (FP8) sp[r] = srow(row);
   }
   gemv_chunks<T, FP8, R, NT, U>(wp, sp, cshift, x, cols, n, cols / EL, acc);
   warp_sums(acc);
+}
+
+// y[t, r] = sum_c W[r, c] * x[t, c] (+ bias[r]) for t < n <= NT: one warp
+// computes R rows (gemv_warp), then scales them by their row scale (int8:
+// value = q × scale; scales null: none); lane 0 hands each value to
+// store(row, t, v) (gemv_vec: the Parts store; gemv_add: an add).
+template <typename T, bool FP8, int R, int NT, int U, class SRow, class Store>
+DEVI void gemv_rows(const T* __restrict__ W, const float* __restrict__ x, int n, int rows,
+                    const float* __restrict__ bias, int cols, const float* __restrict__ scales, SRow srow, int cshift,
+                    Store store) {
+  const int lane = threadIdx.x & 31;
+  const int r0 = ((blockIdx.x * blockDim.x + threadIdx.x) >> 5) * R;
+  if (r0 >= rows) return;
+  float acc[R][NT];
+  gemv_warp<T, FP8, R, NT, U>(W, x, n, r0, rows, cols, srow, cshift, acc);
   if (lane == 0) {
 #pragma unroll
     for (int r = 0; r < R; r++) {
       int row = r0 + r;
-      if (row < p.rows) {
+      if (row < rows) {
         float b = bias ? bias[row] : 0.f;
         float sc = scales ? scales[row] : 1.f;
 #pragma unroll
         for (int t = 0; t < NT; t++)
-          if (t < n) store_part(p, row, t, acc[r][t] * sc + b);
+          if (t < n) store(row, t, acc[r][t] * sc + b);
       }
     }
   }
@@ -230,7 +241,8 @@ DEVI void gemv_rows(const T* __restrict__ W, const float* __restrict__ x, int n,
 template <typename T, int R, int NT, int U>
 __device__ void gemv_vec(const T* __restrict__ W, const float* __restrict__ x, int n,
                          Parts p, const float* __restrict__ bias, int cols, const float* __restrict__ scales) {
-  gemv_rows<T, false, R, NT, U>(W, x, n, p, bias, cols, scales, [](int) { return (const float*)nullptr; }, 0);
+  gemv_rows<T, false, R, NT, U>(W, x, n, p.rows, bias, cols, scales, [](int) { return (const float*)nullptr; }, 0,
+                                [&](int row, int t, float v) { store_part(p, row, t, v); });
 }
 
 // Scalar fallback for rows that are not 16-byte aligned (odd widths).
@@ -1464,6 +1476,25 @@ DEVI unsigned pack_h2(float lo, float hi) {
   return *reinterpret_cast<unsigned*>(&h);
 }
 
+// kv_tile_load issues the cp.async loads of keys kt·BN … kt·BN + BN - 1
+// of one KV head into buffer buf of Ks and Vs ([2][BN][ST] halves), DP / 8
+// 16-byte chunks a key, zero-filled for keys ≥ kend and chunks past D;
+// off(key, ch, valid) is the offset of key's chunk ch in kc and vc (the
+// flash kernels' contiguous or paged rows).
+template <int DP, int BN, int ST, int NW, class Off>
+DEVI void kv_tile_load(__half* Ks, __half* Vs, const __half* kc, const __half* vc, int tid, int kt, int buf, int kend,
+                       int D, Off off) {
+  constexpr int CH = DP / 8;  // 16-byte chunks per row
+  for (int c = tid; c < BN * CH; c += 32 * NW) {
+    int r = c / CH, ch = c % CH;
+    int key = kt * BN + r;
+    bool valid = key < kend && ch * 8 < D;
+    size_t o = off(key, ch, valid);
+    cp_async16(Ks + (buf * BN + r) * ST + ch * 8, kc + o, valid);
+    cp_async16(Vs + (buf * BN + r) * ST + ch * 8, vc + o, valid);
+  }
+}
+
 template <int DP, int NW>
 __device__ void flash_fwd(float* out, const float* q, const __half* kc, const __half* vc, int n, int pos0,
                           const int* dp, int heads, int kvh, int D, float scale_log2) {
@@ -1503,15 +1534,9 @@ __device__ void flash_fwd(float* out, const float* q, const __half* kc, const __
   const int ntiles = (kend + BN - 1) / BN;
 
   auto load_tile = [&](int kt, int buf) {
-    constexpr int CH = DP / 8;  // 16-byte chunks per row
-    for (int c = tid; c < BN * CH; c += 32 * NW) {
-      int r = c / CH, ch = c % CH;
-      int key = kt * BN + r;
-      bool valid = key < kend && ch * 8 < D;
-      size_t off = (size_t)(valid ? key : 0) * kw + (size_t)kh * D + (valid ? ch * 8 : 0);
-      cp_async16(Ks + (buf * BN + r) * ST + ch * 8, kc + off, valid);
-      cp_async16(Vs + (buf * BN + r) * ST + ch * 8, vc + off, valid);
-    }
+    kv_tile_load<DP, BN, ST, NW>(Ks, Vs, kc, vc, tid, kt, buf, kend, D, [&](int key, int ch, bool valid) {
+      return (size_t)(valid ? key : 0) * kw + (size_t)kh * D + (valid ? ch * 8 : 0);
+    });
   };
 
   float o[DP / 8][4];
@@ -1693,26 +1718,11 @@ __device__ void flash2_fwd(float* out, const float* q, const __half* kc, const _
   const int kend = min(T, pos + lastRow + 1);
   const int ntiles = (kend + BN - 1) / BN;
   auto load_tile = [&](int kt, int buf) {
-    constexpr int CH = DP / 8;
-    if (PAGED) {
-      for (int c = tid; c < BN * CH; c += 32 * NW) {
-        int r = c / CH, ch = c % CH;
-        int key = kt * BN + r;
-        bool valid = key < kend && ch * 8 < D;
-        size_t off = valid ? ((size_t)__ldg(tab + key / fs.bs) * fs.bs + key % fs.bs) * kw + (size_t)kh * D + ch * 8 : 0;
-        cp_async16(Ks + (buf * BN + r) * ST + ch * 8, kc + off, valid);
-        cp_async16(Vs + (buf * BN + r) * ST + ch * 8, vc + off, valid);
-      }
-    } else {
-      for (int c = tid; c < BN * CH; c += 32 * NW) {
-        int r = c / CH, ch = c % CH;
-        int key = kt * BN + r;
-        bool valid = key < kend && ch * 8 < D;
-        size_t off = (size_t)(valid ? key : 0) * kw + (size_t)kh * D + (valid ? ch * 8 : 0);
-        cp_async16(Ks + (buf * BN + r) * ST + ch * 8, kc + off, valid);
-        cp_async16(Vs + (buf * BN + r) * ST + ch * 8, vc + off, valid);
-      }
-    }
+    kv_tile_load<DP, BN, ST, NW>(Ks, Vs, kc, vc, tid, kt, buf, kend, D, [&](int key, int ch, bool valid) -> size_t {
+      if (PAGED)
+        return valid ? ((size_t)__ldg(tab + key / fs.bs) * fs.bs + key % fs.bs) * kw + (size_t)kh * D + ch * 8 : 0;
+      return (size_t)(valid ? key : 0) * kw + (size_t)kh * D + (valid ? ch * 8 : 0);
+    });
   };
   // 8-byte Q loads and O stores when every row start is 8-byte aligned.
   const bool vec2 = ((reinterpret_cast<size_t>(q) | reinterpret_cast<size_t>(out)) & 7) == 0 && (qw & 1) == 0 &&

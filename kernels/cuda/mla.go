@@ -98,12 +98,8 @@ func (b *Backend) MatMulHeads(y kernels.Buffer, yRow, yHead int, x kernels.Buffe
 }
 
 func (b *Backend) matMulHeads(y kernels.Buffer, yRow, yHead int, x kernels.Buffer, xRow, xHead, n int, w kernels.Matrix) {
-	if n <= 0 {
-		return
-	}
-	m, ok := w.(*Matrix)
+	m, ok := b.opMatrix("MatMulHeads", w, n)
 	if !ok {
-		b.failf("MatMulHeads: matrix of type %T", w)
 		return
 	}
 	yb, xb := b.dev(y), b.dev(x)

@@ -216,39 +216,13 @@ func TestMLAPagedParity(t *testing.T) {
 		for _, sh := range mlaShapes {
 			t.Run(fmt.Sprintf("%v/core=%v/perRow=%v/%s", dt, vr.core, vr.perRow, sh.name), func(t *testing.T) {
 				r, tol := vr.rig(t)
-				const bs, layers, layer = 16, 2, 1
-				spec := kernels.PagedKVSpec{Layers: layers, Blocks: 40, BlockTokens: bs, KVHeads: 1, KDim: sh.kd, VDim: sh.vd, VInK: true}
-				gkv, err := r.g.NewPagedKV(spec)
-				require.NoError(t, err)
-				ckv, err := r.c.NewPagedKV(spec)
-				require.NoError(t, err)
-				free := r.rnd.Perm(spec.Blocks)
-				tables := make([][]int32, len(steps[0]))
-				lens := make([]int, len(steps[0]))
+				ps := r.pagedSeqs(kernels.PagedKVSpec{Layers: 2, Blocks: 40, BlockTokens: 16, KVHeads: 1, KDim: sh.kd, VDim: sh.vd, VInK: true}, len(steps[0]))
 				for si, step := range steps {
 					if sh.heads > 64 && si >= 3 {
 						break // the CPU reference is slow at 128 heads
 					}
-					bt := &kernels.Batch{}
-					for s, rows := range step {
-						for range rows {
-							p := lens[s]
-							if p%bs == 0 {
-								tables[s] = append(tables[s], int32(free[0]))
-								free = free[1:]
-							}
-							bt.Pos = append(bt.Pos, int32(p))
-							bt.Seq = append(bt.Seq, int32(s))
-							lens[s]++
-						}
-					}
-					bt.Tables = tables
-					n := bt.Rows()
-					q, k := r.rand(n*sh.heads*sh.kd), r.rand(n*sh.kd)
-					out := r.poisoned(n * sh.heads * sh.vd)
-					r.g.PagedAttention(out.g, q.g, k.g, nil, gkv, layer, bt, sh.heads, 0.07)
-					r.c.PagedAttention(out.c, q.c, k.c, nil, ckv, layer, bt, sh.heads, 0.07)
-					r.check(fmt.Sprintf("step %d (%d rows, longest %d)", si, n, lens[0]), out, out.n, tol)
+					bt := ps.batch(step)
+					ps.attend(fmt.Sprintf("step %d (%d rows, longest %d)", si, bt.Rows(), ps.lens[0]), bt, sh.heads, 0.07, tol, false, false)
 				}
 			})
 		}

@@ -416,6 +416,27 @@ DEVI bool moe_tile(int* s_p, const int* list, const int* offs, const int* tstart
   return true;
 }
 
+// moe_tiles16 runs fma_tile16 (kernels.cu) over K in tiles of 16 staged in
+// xs and ws: for tile row rr < 64 and k = k0 + kk, xs[kk][rr] = xv(rr, k)
+// and ws[kk][rr] = wv(rr, k) (each zero past K or past its rows). The
+// loaders read through __ldg where the kernels' __restrict__ pointers did
+// (a lambda's captures are not __restrict__).
+template <class XV, class WV, class Col>
+DEVI void moe_tiles16(float (*xs)[64 + 4], float (*ws)[64 + 4], int K, XV xv, WV wv, Col col, float (&acc)[4][4]) {
+  const int tid = threadIdx.x;
+  for (int k0 = 0; k0 < K; k0 += 16) {
+    for (int i = tid; i < 64 * 16; i += 256) {
+      int rr = i / 16, kk = i % 16;
+      int k = k0 + kk;
+      xs[kk][rr] = xv(rr, k);
+      ws[kk][rr] = wv(rr, k);
+    }
+    __syncthreads();
+    fma_tile16(xs, ws, col, acc);
+    __syncthreads();
+  }
+}
+
 // moe_gateup_grp: a tile of up to 64 pairs of one expert × 32 features,
 // both the gate and the up rows of those features (64 weight rows), K
 // tiles of 16 through shared memory, 4 pairs × (2 gate + 2 up) per thread,
@@ -434,19 +455,18 @@ __device__ void moe_gateup_grp(const T* __restrict__ W, const float* __restrict_
   const int f0 = blockIdx.x * 32;
   const T* We = W + (size_t)e * 2 * inter * hidden;
   float acc[4][4] = {};
-  for (int k0 = 0; k0 < hidden; k0 += 16) {
-    for (int i = tid; i < 64 * 16; i += 256) {
-      int rr = i / 16, kk = i % 16, c = k0 + kk;
-      int p = s_p[rr];
-      xs[kk][rr] = (p >= 0 && c < hidden) ? x[(size_t)(p / k) * hidden + c] : 0.f;
-      int f = f0 + (rr & 31), wr = (rr >> 5) * inter + f;
-      ws[kk][rr] = (f < inter && c < hidden) ? moe_w(We, (size_t)wr * hidden + c, fq, e * 2 * inter + wr, c) : 0.f;
-    }
-    __syncthreads();
-    // Columns gate f, f+1, up f, f+1 for f = f0 + 2·tc.
-    fma_tile16(xs, ws, [=](int j) { return (j >> 1) * 32 + 2 * tc + (j & 1); }, acc);
-    __syncthreads();
-  }
+  moe_tiles16(
+      xs, ws, hidden,
+      [&](int rr, int c) {
+        int p = s_p[rr];
+        return (p >= 0 && c < hidden) ? __ldg(x + (size_t)(p / k) * hidden + c) : 0.f;
+      },
+      [&](int rr, int c) {
+        int f = f0 + (rr & 31), wr = (rr >> 5) * inter + f;
+        return (f < inter && c < hidden) ? moe_w(We, (size_t)wr * hidden + c, fq, e * 2 * inter + wr, c) : 0.f;
+      },
+      // Columns gate f, f+1, up f, f+1 for f = f0 + 2·tc.
+      [=](int j) { return (j >> 1) * 32 + 2 * tc + (j & 1); }, acc);
 #pragma unroll
   for (int i = 0; i < 4; i++) {
     int p = s_p[tr * 4 + i];
@@ -481,18 +501,17 @@ __device__ void moe_down_grp(const T* __restrict__ D, const float* __restrict__ 
   const int r0 = blockIdx.x * 64;
   const T* De = D + (size_t)e * hidden * inter;
   float acc[4][4] = {};
-  for (int k0 = 0; k0 < inter; k0 += 16) {
-    for (int i = tid; i < 64 * 16; i += 256) {
-      int rr = i / 16, kk = i % 16, c = k0 + kk;
-      int p = s_p[rr];
-      hs[kk][rr] = (p >= 0 && c < inter) ? H[(size_t)p * inter + c] : 0.f;
-      int r = r0 + rr;
-      ws[kk][rr] = (r < hidden && c < inter) ? moe_w(De, (size_t)r * inter + c, fq, e * hidden + r, c) : 0.f;
-    }
-    __syncthreads();
-    fma_tile16(hs, ws, [=](int j) { return tc * 4 + j; }, acc);
-    __syncthreads();
-  }
+  moe_tiles16(
+      hs, ws, inter,
+      [&](int rr, int c) {
+        int p = s_p[rr];
+        return (p >= 0 && c < inter) ? __ldg(H + (size_t)p * inter + c) : 0.f;
+      },
+      [&](int rr, int c) {
+        int r = r0 + rr;
+        return (r < hidden && c < inter) ? moe_w(De, (size_t)r * inter + c, fq, e * hidden + r, c) : 0.f;
+      },
+      [=](int j) { return tc * 4 + j; }, acc);
 #pragma unroll
   for (int i = 0; i < 4; i++) {
     int p = s_p[tr * 4 + i];

@@ -165,11 +165,8 @@ func (b *Backend) UploadExperts(p kernels.ExpertParts, toInt8 bool) (kernels.Exp
 	e := &Experts{first: p.First, cnt: cnt, hidden: hidden, inter: inter, dt: dt, br: br, bc: bc}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
-		return nil, errClosed
-	}
-	if b.capturing {
-		return nil, fmt.Errorf("cuda: UploadExperts %s during graph capture", p.Gate[0].Name)
+	if err := b.hostErr("UploadExperts " + p.Gate[0].Name); err != nil {
+		return nil, err
 	}
 	es := int64(dt.Size())
 	guN, dnN := int64(cnt)*2*int64(inter)*int64(hidden), int64(cnt)*int64(hidden)*int64(inter)
@@ -241,11 +238,8 @@ func (r *Router) Counts() (int64, []int64, error) {
 	b := r.b
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
-		return 0, nil, errClosed
-	}
-	if b.capturing {
-		return 0, nil, fmt.Errorf("cuda: MoE router counters read during graph capture")
+	if err := b.hostErr("MoE router counters read"); err != nil {
+		return 0, nil, err
 	}
 	if b.err != nil {
 		return 0, nil, b.err
@@ -268,11 +262,8 @@ func (r *Router) ResetCounts() error {
 	b := r.b
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
-		return errClosed
-	}
-	if b.capturing {
-		return fmt.Errorf("cuda: MoE router counters reset during graph capture")
+	if err := b.hostErr("MoE router counters reset"); err != nil {
+		return err
 	}
 	return b.x.memset32(r.counts, 0, 2*int64(r.cfg.Experts+1))
 }
@@ -291,11 +282,8 @@ func (b *Backend) NewMoERouter(cfg routing.Config, bias []float32) (kernels.MoER
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
-		return nil, errClosed
-	}
-	if b.capturing {
-		return nil, fmt.Errorf("cuda: NewMoERouter during graph capture")
+	if err := b.hostErr("NewMoERouter"); err != nil {
+		return nil, err
 	}
 	r := &Router{b: b, cfg: cfg}
 	var err error
@@ -351,11 +339,8 @@ func (b *Backend) NewMoERoutes(spec kernels.MoERoutesSpec) (kernels.MoERoutes, e
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
-		return nil, errClosed
-	}
-	if b.capturing {
-		return nil, fmt.Errorf("cuda: NewMoERoutes during graph capture")
+	if err := b.hostErr("NewMoERoutes"); err != nil {
+		return nil, err
 	}
 	r := &Routes{spec: spec, al: b.alloc}
 	pairs := int64(spec.Rows) * int64(spec.TopK)
@@ -605,11 +590,8 @@ func (e *Experts) mma() bool {
 func (b *Backend) ReadRoutes(rt kernels.MoERoutes, n int, idx []int32, w []float32) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
-		return errClosed
-	}
-	if b.capturing {
-		return fmt.Errorf("cuda: ReadRoutes during graph capture")
+	if err := b.hostErr("ReadRoutes"); err != nil {
+		return err
 	}
 	ro, ok := rt.(*Routes)
 	if !ok {

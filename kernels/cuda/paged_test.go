@@ -35,40 +35,13 @@ func TestPagedAttentionParity(t *testing.T) {
 		for _, tc := range cases {
 			t.Run(fmt.Sprintf("%v/%s", dt, tc.name), func(t *testing.T) {
 				r := newRig(t, Options{KVDType: dt})
-				const bs, layers, layer = 16, 2, 1
-				spec := kernels.PagedKVSpec{Layers: layers, Blocks: 64, BlockTokens: bs, KVHeads: tc.kvh, KDim: tc.kd, VDim: tc.vd, VInK: tc.vInK}
-				gkv, err := r.g.NewPagedKV(spec)
-				require.NoError(t, err)
-				ckv, err := r.c.NewPagedKV(spec)
-				require.NoError(t, err)
-				free := r.rnd.Perm(spec.Blocks)
-				tables := make([][]int32, 3)
-				lens := make([]int, 3)
+				ps := r.pagedSeqs(kernels.PagedKVSpec{Layers: 2, Blocks: 64, BlockTokens: 16, KVHeads: tc.kvh, KDim: tc.kd, VDim: tc.vd, VInK: tc.vInK}, 3)
 				tol := tolF32
 				if dt == kernels.F16 {
 					tol = tol16
 				}
 				for si, step := range steps {
-					bt := &kernels.Batch{}
-					for s, rows := range step {
-						for range rows {
-							p := lens[s]
-							if p%bs == 0 {
-								tables[s] = append(tables[s], int32(free[0]))
-								free = free[1:]
-							}
-							bt.Pos = append(bt.Pos, int32(p))
-							bt.Seq = append(bt.Seq, int32(s))
-							lens[s]++
-						}
-					}
-					bt.Tables = tables
-					n := bt.Rows()
-					q, k, v := r.rand(n*tc.heads*tc.kd), r.rand(n*tc.kvh*tc.kd), r.rand(n*tc.kvh*tc.vd)
-					out := r.poisoned(n * tc.heads * tc.vd)
-					r.g.PagedAttention(out.g, q.g, k.g, v.g, gkv, layer, bt, tc.heads, 0.1)
-					r.c.PagedAttention(out.c, q.c, k.c, v.c, ckv, layer, bt, tc.heads, 0.1)
-					r.check(fmt.Sprintf("step %d", si), out, n*tc.heads*tc.vd, tol)
+					ps.attend(fmt.Sprintf("step %d", si), ps.batch(step), tc.heads, 0.1, tol, true, false)
 				}
 			})
 		}
@@ -143,15 +116,6 @@ func TestPagedSplit(t *testing.T) {
 // and the CPU reference, for GQA and MHA at head dims 64 and 128. Every
 // row is checked on its own as well as the whole output.
 func TestPagedFlashParity(t *testing.T) {
-	cases := []struct {
-		name          string
-		heads, kvh, d int
-	}{
-		{"gqa-64", 8, 2, 64},
-		{"gqa-128", 8, 2, 128},
-		{"mha-64", 4, 4, 64},
-		{"mha-128", 4, 4, 128},
-	}
 	// A step is (sequence, rows) runs in batch order; a sequence goes on
 	// from where its last step left it.
 	steps := [][][2]int{
@@ -161,53 +125,113 @@ func TestPagedFlashParity(t *testing.T) {
 		{{2, 300}},                       // the flash kernel alone
 		{{0, 1}, {1, 1}, {2, 1}, {6, 1}}, // decode alone: split-KV over every row
 	}
-	for _, tc := range cases {
+	for _, tc := range pagedShapes[:4] {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRig(t, Options{KVDType: kernels.F16})
-			const bs, layers, layer, seqs = 16, 2, 1, 7
-			spec := kernels.PagedKVSpec{Layers: layers, Blocks: 128, BlockTokens: bs, KVHeads: tc.kvh, KDim: tc.d, VDim: tc.d}
-			gkv, err := r.g.NewPagedKV(spec)
-			require.NoError(t, err)
-			ckv, err := r.c.NewPagedKV(spec)
-			require.NoError(t, err)
-			free := r.rnd.Perm(spec.Blocks)
-			tables := make([][]int32, seqs)
-			lens := make([]int, seqs)
+			ps := r.pagedSeqs(kernels.PagedKVSpec{Layers: 2, Blocks: 128, BlockTokens: 16, KVHeads: tc.kvh, KDim: tc.d, VDim: tc.d}, 7)
 			scale := float32(1 / math.Sqrt(float64(tc.d)))
-			w := tc.heads * tc.d
 			for si, step := range steps {
-				bt := &kernels.Batch{Tables: tables}
+				bt := &kernels.Batch{}
 				flash := 0
 				for _, run := range step {
 					s, rows := run[0], run[1]
 					if rows >= pagedFlashRows {
 						flash += rows
 					}
-					for range rows {
-						p := lens[s]
-						if p%bs == 0 {
-							tables[s] = append(tables[s], int32(free[0]))
-							free = free[1:]
-						}
-						bt.Pos, bt.Seq = append(bt.Pos, int32(p)), append(bt.Seq, int32(s))
-						lens[s]++
-					}
+					ps.add(bt, s, rows)
 				}
-				bt.Tables = tables
-				n := bt.Rows()
-				q, k, v := r.rand(n*w), r.rand(n*tc.kvh*tc.d), r.rand(n*tc.kvh*tc.d)
-				out := r.poisoned(n * w)
-				r.g.PagedAttention(out.g, q.g, k.g, v.g, gkv, layer, bt, tc.heads, scale)
-				r.c.PagedAttention(out.c, q.c, k.c, v.c, ckv, layer, bt, tc.heads, scale)
-				name := fmt.Sprintf("step %d (%d rows, %d on flash)", si, n, flash)
-				r.check(name, out, n*w, tol16)
-				got, want := r.get(out, n*w)
-				for i := range n {
-					e := relErr(got[i*w:(i+1)*w], want[i*w:(i+1)*w])
-					require.LessOrEqual(t, e, 3*tol16, "%s: row %d (sequence %d, position %d): relative error %.3g", name, i, bt.Seq[i], bt.Pos[i], e)
-				}
+				ps.attend(fmt.Sprintf("step %d (%d rows, %d on flash)", si, bt.Rows(), flash), bt, tc.heads, scale, tol16, true, true)
 			}
 		})
+	}
+}
+
+// pagedShapes are the attention shapes of the paged flash and decode
+// tests; the flash test takes the first four.
+var pagedShapes = []struct {
+	name          string
+	heads, kvh, d int
+}{
+	{"gqa-64", 8, 2, 64},
+	{"gqa-128", 8, 2, 128},
+	{"mha-64", 4, 4, 64},
+	{"mha-128", 4, 4, 128},
+	{"g2-128", 4, 2, 128},
+	{"g3-40", 6, 2, 40},
+	{"g16-32", 16, 1, 32},
+	{"mha-256", 2, 2, 256},
+	{"g2-16", 4, 2, 16},
+}
+
+// pagedSeqs is a paged cache of layer 1 on both backends and the
+// sequences a test grows in it: each one's block table and length, blocks
+// handed out from a shuffled free list so tables are not contiguous.
+type pagedSeqs struct {
+	r      *rig
+	spec   kernels.PagedKVSpec
+	g, c   kernels.PagedKV
+	free   []int
+	tables [][]int32
+	lens   []int
+}
+
+// pagedSeqs makes a paged cache of spec on each backend for seqs
+// sequences.
+func (r *rig) pagedSeqs(spec kernels.PagedKVSpec, seqs int) *pagedSeqs {
+	g, err := r.g.NewPagedKV(spec)
+	require.NoError(r.t, err)
+	c, err := r.c.NewPagedKV(spec)
+	require.NoError(r.t, err)
+	return &pagedSeqs{r: r, spec: spec, g: g, c: c, free: r.rnd.Perm(spec.Blocks), tables: make([][]int32, seqs), lens: make([]int, seqs)}
+}
+
+// add appends rows rows of sequence s to bt at the sequence's next
+// positions, giving it a new block at each block boundary.
+func (ps *pagedSeqs) add(bt *kernels.Batch, s, rows int) {
+	for range rows {
+		p := ps.lens[s]
+		if p%ps.spec.BlockTokens == 0 {
+			ps.tables[s] = append(ps.tables[s], int32(ps.free[0]))
+			ps.free = ps.free[1:]
+		}
+		bt.Pos, bt.Seq = append(bt.Pos, int32(p)), append(bt.Seq, int32(s))
+		ps.lens[s]++
+	}
+}
+
+// batch is a step of rows[s] rows of each sequence s, in sequence order.
+func (ps *pagedSeqs) batch(rows []int) *kernels.Batch {
+	bt := &kernels.Batch{}
+	for s, n := range rows {
+		ps.add(bt, s, n)
+	}
+	return bt
+}
+
+// attend runs PagedAttention of bt in layer 1 on both backends on fresh
+// random q, k and (with v) v, and checks the output against the CPU
+// within tol and, with perRow, every row on its own within 3·tol.
+func (ps *pagedSeqs) attend(name string, bt *kernels.Batch, heads int, scale float32, tol float64, v, perRow bool) {
+	r, sp := ps.r, ps.spec
+	bt.Tables = ps.tables
+	n := bt.Rows()
+	q, k := r.rand(n*heads*sp.KDim), r.rand(n*sp.KVHeads*sp.KDim)
+	var vb pair
+	if v {
+		vb = r.rand(n * sp.KVHeads * sp.VDim)
+	}
+	w := heads * sp.VDim
+	out := r.poisoned(n * w)
+	r.g.PagedAttention(out.g, q.g, k.g, vb.g, ps.g, 1, bt, heads, scale)
+	r.c.PagedAttention(out.c, q.c, k.c, vb.c, ps.c, 1, bt, heads, scale)
+	r.check(name, out, n*w, tol)
+	if !perRow {
+		return
+	}
+	got, want := r.get(out, n*w)
+	for i := range n {
+		e := relErr(got[i*w:(i+1)*w], want[i*w:(i+1)*w])
+		require.LessOrEqual(r.t, e, 3*tol, "%s: row %d (sequence %d, position %d): relative error %.3g", name, i, bt.Seq[i], bt.Pos[i], e)
 	}
 }
 
@@ -308,90 +332,42 @@ func fillPaged(tb testing.TB, g *Backend, c *PagedKV, seqs, ctx int) [][]int32 {
 // head chunks), head dims 16 to 256 (40: lanes past the row's chunks).
 // The same steps on the two-pass attn_split (noDec) must agree as well.
 func TestPagedDecodeParity(t *testing.T) {
-	cases := []struct {
-		name          string
-		heads, kvh, d int
-	}{
-		{"gqa-64", 8, 2, 64},
-		{"gqa-128", 8, 2, 128},
-		{"mha-64", 4, 4, 64},
-		{"mha-128", 4, 4, 128},
-		{"g2-128", 4, 2, 128},
-		{"g3-40", 6, 2, 40},
-		{"g16-32", 16, 1, 32},
-		{"mha-256", 2, 2, 256},
-		{"g2-16", 4, 2, 16},
-	}
 	ctxs := []int{1, 15, 16, 17, 200, 1000, 3000}
-	for _, tc := range cases {
+	for _, tc := range pagedShapes {
 		for _, kern := range []string{"dec", "split"} {
 			t.Run(tc.name+"/"+kern, func(t *testing.T) {
 				r := newRig(t, Options{KVDType: kernels.F16})
 				r.c = cpu.New(runtime.NumCPU()) // the 3,000-row prompt's reference
 				t.Cleanup(func() { r.c.Close() })
 				r.g.bd.noDec = kern == "split"
-				const bs, layers, layer = 16, 2, 1
 				seqs := len(ctxs) + 1 // the last one's prompt comes beside decode rows
-				spec := kernels.PagedKVSpec{Layers: layers, Blocks: 320, BlockTokens: bs, KVHeads: tc.kvh, KDim: tc.d, VDim: tc.d}
-				gkv, err := r.g.NewPagedKV(spec)
-				require.NoError(t, err)
-				ckv, err := r.c.NewPagedKV(spec)
-				require.NoError(t, err)
-				free := r.rnd.Perm(spec.Blocks)
-				tables := make([][]int32, seqs)
-				lens := make([]int, seqs)
+				ps := r.pagedSeqs(kernels.PagedKVSpec{Layers: 2, Blocks: 320, BlockTokens: 16, KVHeads: tc.kvh, KDim: tc.d, VDim: tc.d}, seqs)
 				scale := float32(1 / math.Sqrt(float64(tc.d)))
-				w := tc.heads * tc.d
-				add := func(bt *kernels.Batch, s, rows int) {
-					for range rows {
-						p := lens[s]
-						if p%bs == 0 {
-							tables[s] = append(tables[s], int32(free[0]))
-							free = free[1:]
-						}
-						bt.Pos, bt.Seq = append(bt.Pos, int32(p)), append(bt.Seq, int32(s))
-						lens[s]++
-					}
-				}
 				run := func(name string, bt *kernels.Batch, perRow bool) {
-					bt.Tables = tables
-					n := bt.Rows()
-					q, k, v := r.rand(n*w), r.rand(n*tc.kvh*tc.d), r.rand(n*tc.kvh*tc.d)
-					out := r.poisoned(n * w)
-					r.g.PagedAttention(out.g, q.g, k.g, v.g, gkv, layer, bt, tc.heads, scale)
-					r.c.PagedAttention(out.c, q.c, k.c, v.c, ckv, layer, bt, tc.heads, scale)
-					r.check(name, out, n*w, tol16)
-					if !perRow {
-						return
-					}
-					got, want := r.get(out, n*w)
-					for i := range n {
-						e := relErr(got[i*w:(i+1)*w], want[i*w:(i+1)*w])
-						require.LessOrEqual(t, e, 3*tol16, "%s: row %d (sequence %d, context %d): relative error %.3g", name, i, bt.Seq[i], bt.Pos[i]+1, e)
-					}
+					ps.attend(name, bt, tc.heads, scale, tol16, true, perRow)
 				}
 				// Prompts up to one short of each context.
 				fill := &kernels.Batch{}
 				for s, c := range ctxs {
-					add(fill, s, c-1)
+					ps.add(fill, s, c-1)
 				}
 				run("prompts", fill, false)
 				dec := &kernels.Batch{}
 				for s := range ctxs {
-					add(dec, s, 1)
+					ps.add(dec, s, 1)
 				}
 				run("decode", dec, true)
 				mixed := &kernels.Batch{}
 				for s := range ctxs {
-					add(mixed, s, 1)
+					ps.add(mixed, s, 1)
 					if s == 3 {
-						add(mixed, len(ctxs), 20)
+						ps.add(mixed, len(ctxs), 20)
 					}
 				}
 				run("decode beside a prompt chunk", mixed, true)
 				shuffled := &kernels.Batch{}
 				for _, s := range r.rnd.Perm(seqs) {
-					add(shuffled, s, 1)
+					ps.add(shuffled, s, 1)
 				}
 				run("decode shuffled", shuffled, true)
 			})
