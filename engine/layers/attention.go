@@ -232,22 +232,21 @@ func (a *MLA) scratch(ctx Context) (mlaScratch, error) {
 	H, qh := a.Heads, a.Nope+a.Rope
 	var sc mlaScratch
 	g := scratcher{ctx: ctx}
-	get := g.get
 	if a.QLora > 0 {
-		get(&sc.qa, "mla.qa", a.QLora)
+		g.get(&sc.qa, "mla.qa", a.QLora)
 	}
-	get(&sc.q, "mla.q", H*qh)
-	get(&sc.lat, "mla.latent", a.KVLora)
-	get(&sc.kr, "mla.rope_k", a.Rope)
-	get(&sc.attn, "mla.attn", H*a.V)
+	g.get(&sc.q, "mla.q", H*qh)
+	g.get(&sc.lat, "mla.latent", a.KVLora)
+	g.get(&sc.kr, "mla.rope_k", a.Rope)
+	g.get(&sc.attn, "mla.attn", H*a.V)
 	if a.Absorbed {
-		get(&sc.k, "mla.k", a.KVLora+a.Rope)
-		get(&sc.qabs, "mla.q_absorbed", H*(a.KVLora+a.Rope))
-		get(&sc.olat, "mla.out_latent", H*a.KVLora)
+		g.get(&sc.k, "mla.k", a.KVLora+a.Rope)
+		g.get(&sc.qabs, "mla.q_absorbed", H*(a.KVLora+a.Rope))
+		g.get(&sc.olat, "mla.out_latent", H*a.KVLora)
 	} else {
-		get(&sc.k, "mla.k", H*qh)
-		get(&sc.kvb, "mla.kv_b", H*(a.Nope+a.V))
-		get(&sc.v, "mla.v", H*a.V)
+		g.get(&sc.k, "mla.k", H*qh)
+		g.get(&sc.kvb, "mla.kv_b", H*(a.Nope+a.V))
+		g.get(&sc.v, "mla.v", H*a.V)
 	}
 	return sc, g.err
 }
