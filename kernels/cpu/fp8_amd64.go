@@ -17,21 +17,21 @@ import (
 // 0xff, absent from real checkpoints) come out as ±480·scale.
 //
 //go:noescape
-func fp8WidenAVX512(dst *float32, src *byte, n int, scales *float32, bc int)
+func fp8WidenAVX512(f *float32, w *byte, n int, scales *float32, bc int)
 
-// fp8DotAVX512 is one decode row: Σ x[i]·e4m3(w[i])·scales[i/bc] over n
+// fp8DotAVX512 is one decode row: Σ f[i]·e4m3(w[i])·scales[i/bc] over n
 // values (n and bc multiples of 64), widened in registers only.
 //
 //go:noescape
-func fp8DotAVX512(x *float32, w *byte, n int, scales *float32, bc int) float32
+func fp8DotAVX512(f *float32, w *byte, n int, scales *float32, bc int) float32
 
 // fp8DotAVX2 is fp8DotAVX512 for AVX2 (n and bc multiples of 32).
 //
 //go:noescape
-func fp8DotAVX2(x *float32, w *byte, n int, scales *float32, bc int) float32
+func fp8DotAVX2(f *float32, w *byte, n int, scales *float32, bc int) float32
 
 //go:noescape
-func fp8WidenAVX2(dst *float32, src *byte, n int, scales *float32, bc int)
+func fp8WidenAVX2(f *float32, w *byte, n int, scales *float32, bc int)
 
 var (
 	fp8AVX512 = fp8Widener{name: "avx512", vl: 16, fn: fp8WidenAVX512, dot: fp8DotAVX512, dotVL: 64}
