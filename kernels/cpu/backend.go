@@ -671,15 +671,7 @@ func (j *attnJob) run(lo, hi, worker int) {
 		j.kern.MatMulF32Strided(sc, npos, qs, kd, nh, j.kc[g*kd:], kvh*kd, kd, 0, npos)
 		for i := 0; i < nh; i++ {
 			row := sc[i*npos : (i+1)*npos]
-			mx := float32(math.Inf(-1))
-			for p := range row {
-				row[p] *= j.scale
-				mx = max(mx, row[p])
-			}
-			inv := 1 / j.kern.ExpSub(row, mx)
-			for p := range row {
-				row[p] *= inv
-			}
+			softmaxScaled(j.kern, row, j.scale)
 			h := h0 + i
 			dst := j.out[(t*j.heads+h)*vd : (t*j.heads+h+1)*vd]
 			j.kern.WeightedSum(dst, row, j.vc[g*j.vstride:], kvh*j.vstride)

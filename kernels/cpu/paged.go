@@ -239,12 +239,24 @@ func (j *pagedJob) run(lo, hi, worker int) {
 
 // softmaxScaled replaces row by softmax(row·scale).
 func softmaxScaled(kern *simd.Kernels, row []float32, scale float32) {
-	mx := float32(math.Inf(-1))
-	for p := range row {
-		row[p] *= scale
-		mx = max(mx, row[p])
+	// Four running maxima: one chain of max would bound the loop by its
+	// latency (the scores of a long prompt are millions of values).
+	inf := float32(math.Inf(-1))
+	m0, m1, m2, m3 := inf, inf, inf, inf
+	p := 0
+	for ; p+4 <= len(row); p += 4 {
+		r := row[p : p+4 : p+4]
+		r[0] *= scale
+		r[1] *= scale
+		r[2] *= scale
+		r[3] *= scale
+		m0, m1, m2, m3 = max(m0, r[0]), max(m1, r[1]), max(m2, r[2]), max(m3, r[3])
 	}
-	inv := 1 / kern.ExpSub(row, mx)
+	for ; p < len(row); p++ {
+		row[p] *= scale
+		m0 = max(m0, row[p])
+	}
+	inv := 1 / kern.ExpSub(row, max(m0, m1, m2, m3))
 	for p := range row {
 		row[p] *= inv
 	}
