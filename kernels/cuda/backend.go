@@ -220,6 +220,47 @@ func (b *Backend) Close() error {
 
 var errClosed = errors.New("cuda: backend is closed")
 
+// flash2Rows is the query rows of a flash2 block (flash2_fwd<DP, 2, 64>:
+// 4 warps of 2 m16 tiles).
+const flash2Rows = 128
+
+// flash2Dims is flash2's padded head dim (64 or 128) and dynamic shared
+// memory (Q tile, double-buffered K and V tiles of 64 keys) for an f16
+// cache of head dim kd with values of the same dim beside the keys; ok is
+// false when flash2 does not take the shape or the device lacks the
+// shared memory. Attention and PagedAttention (flash2_paged) share it.
+func (b *Backend) flash2Dims(dt kernels.DType, vInK bool, kd, vd int) (dp, smem int, ok bool) {
+	if dt != kernels.F16 || vInK || kd != vd || kd%8 != 0 || kd <= 32 || kd > 128 {
+		return 0, 0, false
+	}
+	dp = 64
+	if kd > 64 {
+		dp = 128
+	}
+	const bn = 64
+	smem = (flash2Rows + 4*bn) * (dp + 8) * 2
+	return dp, smem, smem <= b.smemMax
+}
+
+// dtSuffix names the kernel instance for weights of dt (gemv_bf16_1,
+// moe_gateup_dec_fp8, …): "" for a dtype without kernels. A switch, not a
+// map literal: the launch paths call it per op.
+func dtSuffix(dt kernels.DType) string {
+	switch dt {
+	case kernels.F32:
+		return "f32"
+	case kernels.F16:
+		return "f16"
+	case kernels.BF16:
+		return "bf16"
+	case kernels.Int8:
+		return "i8"
+	case kernels.FP8:
+		return "fp8"
+	}
+	return ""
+}
+
 // hostErr is the error of op, a host-side call made under b.mu: errClosed
 // after Close, a capture error naming op while a graph is being captured.
 func (b *Backend) hostErr(op string) error {
@@ -826,7 +867,7 @@ func (b *Backend) matmul(outs []kernels.Buffer, x kernels.Buffer, n int, w kerne
 		return
 	}
 	biasp := bp(bb, 0)
-	dts := map[kernels.DType]string{kernels.F32: "f32", kernels.F16: "f16", kernels.BF16: "bf16", kernels.Int8: "i8"}[m.dt]
+	dts := dtSuffix(m.dt)
 	scp := m.scales
 	el := 16 / m.dt.Size()
 	if n <= 8 {
@@ -1081,28 +1122,28 @@ func (b *Backend) attention(out, q, k, v kernels.Buffer, cache kernels.KVCache, 
 		b.mlaAttention(c, ob, qb, kbase, pos0, n, heads, scale)
 		return
 	}
-	if c.dt == kernels.F16 && !sp.VInK && kd == vd && kd%8 == 0 && kd <= 128 && n > maxSplitQueries && !b.capturing {
-		dp := 16
-		for dp < kd {
-			dp *= 2
-		}
-		if dp >= 64 {
+	if n > maxSplitQueries && !b.capturing {
+		if dp, smem, ok := b.flash2Dims(c.dt, sp.VInK, kd, vd); ok {
 			// flash2 (NOTES.md v7: 64-key tiles, VAR 327 won over v1, 32-key
 			// tiles and the other variants).
-			const bm, bn = 128, 64
-			smem := (bm + 4*bn) * (dp + 8) * 2
-			b.launch(fmt.Sprintf("flash2_fwd_%d", dp), dim3{(n + bm - 1) / bm, heads, 1}, dim3{128, 1, 1}, smem, func(a *args) {
+			b.launch(fmt.Sprintf("flash2_fwd_%d", dp), dim3{(n + flash2Rows - 1) / flash2Rows, heads, 1}, dim3{128, 1, 1}, smem, func(a *args) {
 				a.ptr(ob.p).ptr(qb.p).ptr(kbase).ptr(vbase).i32(n).i32(pos0).ptr(b.dp).i32(heads).i32(kvh).i32(kd).f32(scale * math.Log2E)
 			})
 			return
 		}
-		// Head dims 16 and 32: the v1 kernel, 4 warps of 16 query rows.
-		const nw, bm = 4, 16 * 4
-		smem := 2 * 2 * 64 * (dp + 8) * 2
-		b.launch(fmt.Sprintf("flash_fwd_%d", dp), dim3{(n + bm - 1) / bm, heads, 1}, dim3{32 * nw, 1, 1}, smem, func(a *args) {
-			a.ptr(ob.p).ptr(qb.p).ptr(kbase).ptr(vbase).i32(n).i32(pos0).ptr(b.dp).i32(heads).i32(kvh).i32(kd).f32(scale * math.Log2E)
-		})
-		return
+		if c.dt == kernels.F16 && !sp.VInK && kd == vd && kd%8 == 0 && kd <= 32 {
+			// Head dims 16 and 32: the v1 kernel, 4 warps of 16 query rows.
+			dp := 16
+			for dp < kd {
+				dp *= 2
+			}
+			const nw, bm = 4, 16 * 4
+			smem := 2 * 2 * 64 * (dp + 8) * 2
+			b.launch(fmt.Sprintf("flash_fwd_%d", dp), dim3{(n + bm - 1) / bm, heads, 1}, dim3{32 * nw, 1, 1}, smem, func(a *args) {
+				a.ptr(ob.p).ptr(qb.p).ptr(kbase).ptr(vbase).i32(n).i32(pos0).ptr(b.dp).i32(heads).i32(kvh).i32(kd).f32(scale * math.Log2E)
+			})
+			return
+		}
 	}
 	// Split-KV path: chunks of up to 16 query rows.
 	G := heads / kvh
@@ -1295,8 +1336,8 @@ func (b *Backend) matMulAdd(out, tmp, x kernels.Buffer, n int, w kernels.Matrix,
 		b.fail(fmt.Errorf("cuda: %w", err))
 		return
 	}
-	dts, ok := map[kernels.DType]string{kernels.F32: "f32", kernels.F16: "f16", kernels.BF16: "bf16", kernels.Int8: "i8", kernels.FP8: "fp8"}[m.dt]
-	if !ok {
+	dts := dtSuffix(m.dt)
+	if dts == "" {
 		b.failf("MatMulAdd: %v weights not supported", m.dt)
 		return
 	}

@@ -451,8 +451,8 @@ func (b *Backend) routeMatMul(rt kernels.MoERoutes, r kernels.MoERouter, logits,
 		return
 	}
 	rr, _ := r.(*Router)
-	dts := map[kernels.DType]string{kernels.F32: "f32", kernels.F16: "f16", kernels.BF16: "bf16"}[m.dt]
-	if n > 8 || dts == "" || rr == nil || len(m.parts) != 1 || m.rows != rr.cfg.Experts || m.cols%(16/m.dt.Size()) != 0 {
+	dts := dtSuffix(m.dt) // moe_router_dec has 16-bit and f32 instances only
+	if n > 8 || m.dt == kernels.Int8 || m.dt == kernels.FP8 || dts == "" || rr == nil || len(m.parts) != 1 || m.rows != rr.cfg.Experts || m.cols%(16/m.dt.Size()) != 0 {
 		b.matmul([]kernels.Buffer{logits}, x, n, router, nil)
 		b.route(rt, r, logits, n)
 		return
@@ -511,7 +511,7 @@ func (b *Backend) moeExperts(out, x kernels.Buffer, n int, ex kernels.Experts, r
 		b.failf("MoEExperts: out aliases x")
 		return
 	}
-	dts := map[kernels.DType]string{kernels.F32: "f32", kernels.F16: "f16", kernels.BF16: "bf16", kernels.Int8: "i8", kernels.FP8: "fp8"}[e.dt]
+	dts := dtSuffix(e.dt)
 	gq, dq := e.fp8Descs()
 	cshift := -1
 	wsc, dsc := e.gus, e.dns // int8's row scales; fp8's block scales travel in gq, dq

@@ -214,7 +214,7 @@ func pagedSplit(segs, rest []int32, bt *kernels.Batch, minRows int) (_, _ []int3
 		}
 		if j-i >= minRows {
 			segs = append(segs, int32(i), int32(j-i), bt.Pos[i], bt.Seq[i])
-			tiles = max(tiles, (j-i+127)/128)
+			tiles = max(tiles, (j-i+flash2Rows-1)/flash2Rows)
 		} else {
 			for r := i; r < j; r++ {
 				rest = append(rest, int32(r))
@@ -322,15 +322,7 @@ func (b *Backend) pagedAttention(out, q, k, v kernels.Buffer, kv kernels.PagedKV
 	// all n, the kernels' row list null).
 	var rows devptr
 	m := n
-	// flash2's head dims (padded to dp), its query and key tiles
-	// (flash2_fwd<DP, 2, 64>) and shared memory.
-	const bm, bn = 128, 64
-	dp := 64
-	if kd > 64 {
-		dp = 128
-	}
-	fsmem := (bm + 4*bn) * (dp + 8) * 2
-	if hbt != nil && !b.capturing && !b.bd.splitOnly && c.dt == kernels.F16 && !sp.VInK && kd == vd && kd%8 == 0 && kd > 32 && kd <= 128 && fsmem <= b.smemMax {
+	if dp, fsmem, ok := b.flash2Dims(c.dt, sp.VInK, kd, vd); ok && hbt != nil && !b.capturing && !b.bd.splitOnly {
 		d := &b.bd
 		var tiles int
 		d.fSegs, d.fRows, tiles = pagedSplit(d.fSegs[:0], d.fRows[:0], hbt, pagedFlashRows)
