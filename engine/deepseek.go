@@ -21,7 +21,6 @@ package engine
 import (
 	"fmt"
 	"math"
-	"slices"
 
 	"github.com/deepseek-go/deepseek-go/engine/layers"
 	"github.com/deepseek-go/deepseek-go/kernels"
@@ -282,12 +281,11 @@ func (s *Session) Sharded() bool {
 
 // MLAPack packs MLA's absorbed cache rows and query rope parts with the
 // rotation inside Backend.MLAPack for one sequence, or after two Ropes in
-// a batched step (per-row positions) or when the two ropes differ in more
-// than where they sit in their heads (layers.Context).
+// a batched step (per-row positions) (layers.Context). ropeQ is ropeK
+// moved to the query heads' rope offset (LoadMLA builds them from one
+// rope), so the one rotation MLAPackShape.RoPE carries serves both.
 func (s *Session) MLAPack(k, qabs, q, lat, kr, weight kernels.Buffer, n, pos0 int, sh kernels.MLAPackShape, ropeQ, ropeK *kernels.Rope) {
-	same := ropeQ.Off == sh.Nope && ropeK.Off == 0 && ropeQ.Dim == ropeK.Dim && ropeQ.Scale == ropeK.Scale &&
-		ropeQ.Interleaved == ropeK.Interleaved && slices.Equal(ropeQ.InvFreq, ropeK.InvFreq)
-	if s.batch != nil || !same {
+	if s.batch != nil {
 		s.Rope(q, n, sh.Heads, sh.Nope+sh.Rope, pos0, ropeQ)
 		s.Rope(kr, n, 1, sh.Rope, pos0, ropeK)
 		s.be.MLAPack(k, qabs, q, lat, kr, weight, n, sh)

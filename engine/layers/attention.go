@@ -129,6 +129,8 @@ func LoadMLA(b *Builder, prefix string, layer int, sh MLAShape, rope *kernels.Ro
 	}
 	a := &MLA{Layer: layer, Heads: hr.Len(), Nope: sh.Nope, Rope: sh.Rope, V: sh.V,
 		KVLora: sh.KVLora, QLora: sh.QLora, Scale: scale, Absorbed: sh.Absorbed}
+	// One rope at two offsets: Context.MLAPack rotates both with RopeK's
+	// frequencies in one op.
 	a.RopeQ, a.RopeK = *rope, *rope
 	a.RopeQ.Off = a.Nope
 	qh := a.Nope + a.Rope
