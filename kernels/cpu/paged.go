@@ -94,28 +94,26 @@ func (b *Backend) attendTiles(out, q, kc, vc []float32, bt *kernels.Batch, kd, v
 	}
 	group := heads / kvh
 	hs := min(group, attnHeadsPerItem)
-	// Jobs and their scratch are pooled: a batched decode step allocates
-	// nothing here once warm.
-	// bt may be &j.own, whose table is j.tab: both survive the reset.
-	scores, acc, tiles, pos, seq, ident, own, tab := j.scores, j.acc, j.tiles, j.pos, j.seq, j.ident, j.own, j.tab
-	*j = pagedJob{kern: b.kern, q: q, out: out, kc: kc, vc: vc, bt: bt, tiles: appendTiles(tiles[:0], bt),
+	// Jobs and their storage are pooled: a batched decode step allocates
+	// nothing here once warm. Only the call's fields are reset.
+	j.tiles = appendTiles(j.tiles[:0], bt)
+	j.pagedCall = pagedCall{kern: b.kern, q: q, out: out, kc: kc, vc: vc, bt: bt,
 		kd: kd, vd: vd, kvh: kvh, bs: bs, vstride: vstride, heads: heads, scale: scale,
-		group: group, hs: hs, subs: (group + hs - 1) / hs, pos: pos, seq: seq, ident: ident, own: own, tab: tab}
-	if len(scores) < b.threads || len(scores[0]) < tileRows*maxPos || len(acc[0]) < vd {
-		scores, acc = make([][]float32, b.threads), make([][]float32, b.threads)
-		for w := range scores {
-			scores[w] = make([]float32, tileRows*maxPos)
-			acc[w] = make([]float32, vd)
+		group: group, hs: hs, subs: (group + hs - 1) / hs}
+	if len(j.scores) < b.threads || len(j.scores[0]) < tileRows*maxPos || len(j.acc[0]) < vd {
+		j.scores, j.acc = make([][]float32, b.threads), make([][]float32, b.threads)
+		for w := range j.scores {
+			j.scores[w] = make([]float32, tileRows*maxPos)
+			j.acc[w] = make([]float32, vd)
 		}
 	}
-	j.scores, j.acc = scores, acc
 	items := len(j.tiles) * kvh * j.subs
 	chunk := items
 	if n*heads*maxPos*(kd+vd) >= 1<<15 {
 		chunk = max(1, items/(4*b.threads))
 	}
 	b.pool.run(&j.par, j, items, chunk)
-	*j = pagedJob{scores: scores, acc: acc, tiles: j.tiles[:0], pos: pos, seq: seq, ident: ident}
+	j.pagedCall = pagedCall{} // no references to the caller's buffers in the pool
 	b.pgJobs.Put(j)
 }
 
@@ -169,21 +167,27 @@ func appendTiles(tiles []tile, bt *kernels.Batch) []tile {
 // pagedJob is one PagedAttention call in flight: items are (tile, KV
 // head, ≤ attnHeadsPerItem query heads).
 type pagedJob struct {
+	pagedCall
+
+	// Storage kept with the pooled job: per-worker scores and value sums,
+	// the tiles, and contigTiles' descriptor (own, its positions,
+	// sequences and identity table).
+	scores, acc     [][]float32
+	tiles           []tile
+	own             kernels.Batch
+	pos, seq, ident []int32
+	tab             [1][]int32
+}
+
+// pagedCall is what one attendTiles call sets.
+type pagedCall struct {
 	par                             parJob
 	kern                            *simd.Kernels
 	q, out, kc, vc                  []float32
 	bt                              *kernels.Batch
-	tiles                           []tile
 	kd, vd, kvh, bs, vstride, heads int
 	scale                           float32
 	group, hs, subs                 int
-	scores, acc                     [][]float32 // per worker
-
-	// contigTiles' descriptor, kept with the pooled job so that a prompt
-	// chunk allocates nothing once warm.
-	own             kernels.Batch
-	pos, seq, ident []int32
-	tab             [1][]int32
 }
 
 func (j *pagedJob) run(lo, hi, worker int) {
